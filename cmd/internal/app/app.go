@@ -1,0 +1,313 @@
+// Package app is the edgecache program: it parses flags and configuration,
+// builds the cache tiers, the upstream client and the pipeline, serves the
+// data and admin listeners, and drains everything on shutdown.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgecache/edgecache/cache"
+	"github.com/edgecache/edgecache/cache/local"
+	"github.com/edgecache/edgecache/cache/shared"
+	"github.com/edgecache/edgecache/cmd/internal/config"
+	"github.com/edgecache/edgecache/cmd/internal/llmsim"
+	"github.com/edgecache/edgecache/cmd/internal/pipeline"
+	"github.com/edgecache/edgecache/cmd/internal/server"
+	"github.com/edgecache/edgecache/cmd/internal/telemetry"
+	"github.com/edgecache/edgecache/cmd/internal/upstream"
+)
+
+const usage = `edgecache — an edge cache and degradation service for OpenAI-compatible LLM APIs.
+
+Usage:
+  edgecache [serve] [flags]     run the proxy (the default command)
+  edgecache version             print the version
+
+Serve flags:
+`
+
+// Version is set at build time with -ldflags "-X ...app.Version=...".
+var Version = "dev"
+
+// Run runs the program with args (without the program name) until ctx is
+// canceled. A canceled ctx is a clean shutdown, not an error.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "serve":
+			args = args[1:]
+		case "version", "--version", "-version":
+			fmt.Fprintln(stdout, "edgecache", Version)
+			return nil
+		}
+	}
+	return serve(ctx, args, stdout, stderr)
+}
+
+type serveFlags struct {
+	config, listen, adminListen, upstream, redis string
+	sim                                          bool
+	logLevel                                     string
+}
+
+func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
+	var f serveFlags
+	fs := flag.NewFlagSet("edgecache", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	fs.StringVar(&f.config, "config", os.Getenv("EDGECACHE_CONFIG"), "YAML configuration file (env EDGECACHE_CONFIG)")
+	fs.StringVar(&f.listen, "listen", "", "data listen address (env EDGECACHE_LISTEN, default :8080)")
+	fs.StringVar(&f.adminListen, "admin-listen", "", "admin listen address (env EDGECACHE_ADMIN_LISTEN, default 127.0.0.1:9090)")
+	fs.StringVar(&f.upstream, "upstream", "", "upstream base URL (env EDGECACHE_UPSTREAM_URL)")
+	fs.StringVar(&f.redis, "redis", "", "Redis address(es), comma-separated (env EDGECACHE_REDIS_ADDR); empty: no L2")
+	fs.BoolVar(&f.sim, "sim", false, "no real model: start the built-in simulator llmsim on loopback and use it as the upstream (demos)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	if fs.NArg() > 0 {
+		return f, fmt.Errorf("unexpected argument %q (see edgecache -h)", fs.Arg(0))
+	}
+	return f, nil
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := parseServeFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	getenv := func(name string) string {
+		switch {
+		case name == "EDGECACHE_LISTEN" && f.listen != "":
+			return f.listen
+		case name == "EDGECACHE_ADMIN_LISTEN" && f.adminListen != "":
+			return f.adminListen
+		case name == "EDGECACHE_UPSTREAM_URL" && f.upstream != "":
+			return f.upstream
+		case name == "EDGECACHE_REDIS_ADDR" && f.redis != "":
+			return f.redis
+		}
+		return os.Getenv(name)
+	}
+	cfg, err := config.Load(f.config, getenv)
+	if err != nil {
+		return err
+	}
+
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	if f.sim {
+		if cfg.Upstream.URL != "" {
+			return errors.New("--sim and an upstream URL exclude each other")
+		}
+		sim, err := llmsim.Start(ctx, "127.0.0.1:0", llmsim.Config{TTFT: 300 * time.Millisecond, TokensPerSec: 60, AnswerTokens: 40})
+		if err != nil {
+			return fmt.Errorf("start llmsim: %w", err)
+		}
+		defer sim.Close()
+		cfg.Upstream.URL = sim.URL()
+		log.Warn("no real model: answers come from the built-in simulator llmsim (--sim)", "upstream", sim.URL())
+		fmt.Fprintf(stdout, "edgecache: --sim: upstream is the built-in simulator llmsim at %s (simulated answers)\n", sim.URL())
+	}
+	if cfg.Upstream.URL == "" {
+		return errors.New("no upstream: set EDGECACHE_UPSTREAM_URL (or upstream.url in the config file), or pass --sim to try edgecache against the built-in simulator")
+	}
+	up, err := upstream.New(upstream.Config{URL: cfg.Upstream.URL, APIKey: cfg.Upstream.APIKey,
+		HeaderTimeout: cfg.Upstream.Timeout.D(), MaxIdleConns: cfg.Upstream.MaxIdleConns})
+	if err != nil {
+		return err
+	}
+
+	tel, err := telemetry.Setup()
+	if err != nil {
+		return err
+	}
+	defer tel.Shutdown(context.WithoutCancel(ctx))
+	metrics, err := telemetry.NewMetrics(tel.MeterProvider)
+	if err != nil {
+		return err
+	}
+
+	l1, err := local.New(local.Config{MaxBytes: cfg.Cache.L1MaxBytes})
+	if err != nil {
+		return fmt.Errorf("l1: %w", err)
+	}
+	defer l1.Close()
+	tiers, names := []cache.Tier{l1}, []string{"l1"}
+	var l2 *shared.Shared
+	if len(cfg.Redis.Addrs) > 0 {
+		l2, err = shared.New(shared.Config{Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName,
+			Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB,
+			Prefix: cfg.Redis.Prefix, Timeout: cfg.Redis.Timeout.D(), Logger: log})
+		if err != nil {
+			return fmt.Errorf("l2: %w", err)
+		}
+		defer l2.Close()
+		tiers, names = append(tiers, l2), append(names, "l2")
+	} else {
+		log.Info("no Redis configured (EDGECACHE_REDIS_ADDR): L1 only")
+	}
+	tiered := cache.NewTiered(cache.TieredConfig{QueueSize: cfg.Cache.StoreQueue, Logger: log}, tiers...)
+
+	secret := []byte(cfg.TenantSecret)
+	if len(secret) == 0 {
+		secret, err = tenantSecret(ctx, l2, log)
+		if err != nil {
+			return err
+		}
+	}
+
+	routes, err := pipeline.Compile(cfg.Routes)
+	if err != nil {
+		return err
+	}
+	p := pipeline.New(pipeline.Config{
+		Cache: tiered, Tiers: names, Upstream: up, Secret: secret,
+		MaxBodyBytes: cfg.MaxBodyBytes, Timeout: cfg.Upstream.Timeout.D(),
+		StreamIdleTimeout: cfg.Upstream.StreamIdleTimeout.D(),
+		LookupTimeout:     cfg.Redis.Timeout.D() * 2,
+		Metrics:           metrics, Logger: log,
+	})
+	table := newRouteTable(routes)
+
+	ready := func() map[string]any {
+		st := map[string]any{"upstream": upstreamHost(cfg.Upstream.URL), "sim": f.sim}
+		switch {
+		case l2 == nil:
+			st["redis"] = "disabled"
+		case l2.Healthy():
+			st["redis"] = "up"
+		default:
+			st["redis"] = "down"
+		}
+		return st
+	}
+
+	dataLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("data listener: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		dataLn.Close()
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	dataSrv := &http.Server{Handler: server.Data(p, routes, table, log), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, log), ReadHeaderTimeout: 10 * time.Second}
+
+	errc := make(chan error, 2)
+	for _, s := range []struct {
+		srv *http.Server
+		ln  net.Listener
+	}{{dataSrv, dataLn}, {adminSrv, adminLn}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	log.Info("edgecache serving", "listen", dataLn.Addr().String(), "admin", adminLn.Addr().String(),
+		"upstream", upstreamHost(cfg.Upstream.URL), "routes", len(routes), "tiers", strings.Join(names, ","))
+	fmt.Fprintf(stdout, "edgecache listening on %s (admin %s)\n", dataLn.Addr(), adminLn.Addr())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	// Drain: stop taking requests, let answers in flight finish and reach
+	// the cache, then flush the write queue.
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer scancel()
+	_ = dataSrv.Shutdown(sctx)
+	_ = p.Close(sctx)
+	if err := tiered.Close(sctx); err != nil {
+		log.Warn("cache drain", "err", err)
+	}
+	_ = adminSrv.Shutdown(sctx)
+	wg.Wait()
+	log.Info("edgecache stopped")
+	return runErr
+}
+
+func upstreamHost(u string) string {
+	if i := strings.Index(u, "://"); i >= 0 {
+		u = u[i+3:]
+	}
+	if i := strings.IndexAny(u, "/?"); i >= 0 {
+		u = u[:i]
+	}
+	if i := strings.LastIndex(u, "@"); i >= 0 { // never log credentials in a URL
+		u = u[i+1:]
+	}
+	return u
+}
+
+// tenantSecret returns the secret that keys tenant namespaces when none is
+// configured: shared through Redis so every replica of a region agrees, or
+// random for this process alone.
+func tenantSecret(ctx context.Context, l2 *shared.Shared, log *slog.Logger) ([]byte, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	if l2 == nil {
+		log.Info("tenant secret: random for this process (set EDGECACHE_TENANT_SECRET to keep namespaces across restarts)")
+		return b, nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := l2.SetIfAbsent(sctx, "tenant-secret", b)
+	if err != nil {
+		log.Warn("tenant secret: Redis unreachable, using a random one for this process; set EDGECACHE_TENANT_SECRET", "err", err)
+		return b, nil
+	}
+	return s, nil
+}
+
+// routeTable holds the current policy of each route.
+type routeTable struct {
+	mu     sync.RWMutex
+	routes map[string]*pipeline.Route
+}
+
+func newRouteTable(rs []*pipeline.Route) *routeTable {
+	t := &routeTable{routes: make(map[string]*pipeline.Route, len(rs))}
+	for _, r := range rs {
+		t.routes[r.Name] = r
+	}
+	return t
+}
+
+// Route implements server.Routes.
+func (t *routeTable) Route(name string) *pipeline.Route {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.routes[name]
+}

@@ -1,0 +1,381 @@
+// Package config is edgecache's configuration: the YAML file format, the
+// environment overrides for container use, defaults and validation.
+//
+// Load reads the optional file, applies the environment, fills defaults
+// (Default) and checks ranges and cross-field rules (Validate). The result is
+// a plain value; the application compiles routes from it into immutable
+// snapshots that it swaps atomically.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration. The zero value of every field means its
+// documented default.
+type Config struct {
+	// Listen is the data (proxy) address. Env EDGECACHE_LISTEN; default ":8080".
+	Listen string `yaml:"listen"`
+	// AdminListen is the admin address (health, metrics). Env
+	// EDGECACHE_ADMIN_LISTEN; default "127.0.0.1:9090".
+	AdminListen string `yaml:"admin_listen"`
+
+	Upstream Upstream `yaml:"upstream"`
+	Redis    Redis    `yaml:"redis"`
+	Cache    Cache    `yaml:"cache"`
+
+	// MaxBodyBytes bounds a request body; larger ones get 413. Zero → 8 MiB.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+
+	// TenantSecret keys the HMAC that turns a client's API key into its
+	// cache namespace, so raw keys are never stored. Env
+	// EDGECACHE_TENANT_SECRET. When empty, a random secret is generated and
+	// shared through Redis (SET NX) so every replica of a region agrees;
+	// without Redis it lives as long as the process. Set it explicitly in
+	// production so namespaces survive a Redis flush.
+	TenantSecret string `yaml:"tenant_secret"`
+
+	// Routes are the proxied paths and their cache policies. Empty → the
+	// default routes (chat completions, completions and embeddings with an
+	// exact cache, TTL 1h; models passed through).
+	Routes []Route `yaml:"routes"`
+}
+
+// Upstream is the model's OpenAI-compatible API.
+type Upstream struct {
+	// URL is the API's base URL, with or without a trailing /v1 (e.g.
+	// https://api.deepseek.com or http://vllm:8000/v1). Env
+	// EDGECACHE_UPSTREAM_URL. Required unless edgecache runs with --sim.
+	URL string `yaml:"url"`
+	// APIKey, when set, replaces the client's key on upstream calls (the
+	// client's key still selects its cache namespace). Env
+	// EDGECACHE_UPSTREAM_API_KEY.
+	APIKey string `yaml:"api_key"`
+	// Timeout bounds waiting for the upstream's response headers and, for
+	// non-streamed answers, the whole answer. Zero → 120s.
+	Timeout Duration `yaml:"timeout"`
+	// StreamIdleTimeout bounds the silence between two events of a stream.
+	// Zero → 60s.
+	StreamIdleTimeout Duration `yaml:"stream_idle_timeout"`
+	// MaxIdleConns is the size of the keep-alive pool to the upstream.
+	// Zero → 512.
+	MaxIdleConns int `yaml:"max_idle_conns"`
+}
+
+// Redis is the region's shared L2. Empty Addrs → no L2.
+type Redis struct {
+	// Addrs: one address → a single node; several → Redis Cluster; with
+	// MasterName → Sentinel. Env EDGECACHE_REDIS_ADDR (comma-separated).
+	Addrs      []string `yaml:"addrs"`
+	MasterName string   `yaml:"master_name"`
+	Username   string   `yaml:"username"`
+	// Password; env EDGECACHE_REDIS_PASSWORD.
+	Password string `yaml:"password"`
+	DB       int    `yaml:"db"`
+	// Timeout is the budget of one cache operation; a slower Redis is a miss.
+	// Zero → 50ms.
+	Timeout Duration `yaml:"timeout"`
+	// Prefix of every key. Empty → "edgecache:v1:".
+	Prefix string `yaml:"prefix"`
+}
+
+// Cache sizes the tiers.
+type Cache struct {
+	// L1MaxBytes bounds the in-process L1. Zero → 256 MiB.
+	L1MaxBytes int64 `yaml:"l1_max_bytes"`
+	// StoreQueue is the length of the write-behind queue; a full queue drops
+	// the write and counts it. Zero → 1024.
+	StoreQueue int `yaml:"store_queue"`
+}
+
+// Route is one proxied path and its policy.
+type Route struct {
+	// Name identifies the route in metrics, logs and keys. Required, unique.
+	Name string `yaml:"name"`
+	// Path is the request path served, e.g. /v1/chat/completions.
+	Path string `yaml:"path"`
+	// API is how requests are understood: chat, completions, embeddings,
+	// models (GET, passed through) or json (any JSON POST, exact cache, no
+	// streaming). Empty → derived from Path for the OpenAI paths, else json.
+	API string `yaml:"api"`
+	// UpstreamPath is the path called upstream. Empty → Path.
+	UpstreamPath string `yaml:"upstream_path"`
+	// Cache is the route's cache policy.
+	Cache CachePolicy `yaml:"cache"`
+}
+
+// CachePolicy is a route's cache behaviour.
+type CachePolicy struct {
+	// Mode: off (pass through) or exact. Empty → exact.
+	Mode string `yaml:"mode"`
+	// TTL of stored answers. Zero → 1h.
+	TTL Duration `yaml:"ttl"`
+	// Shared puts every tenant in one namespace (a public FAQ route). By
+	// default each client API key has its own namespace.
+	Shared bool `yaml:"shared"`
+	// MaxTemperature: requests asking for more variety than this bypass the
+	// cache. Nil → 1.0 (OpenAI's own default temperature).
+	MaxTemperature *float64 `yaml:"max_temperature"`
+	// AllowMultipleChoices caches requests with n > 1. Default false: a
+	// client that asks for several samples wants different ones each time.
+	AllowMultipleChoices bool `yaml:"allow_multiple_choices"`
+	// NoCoalesce turns off collapsing identical concurrent misses into one
+	// upstream call.
+	NoCoalesce bool `yaml:"no_coalesce"`
+}
+
+// Cache modes.
+const (
+	ModeOff   = "off"
+	ModeExact = "exact"
+)
+
+// Duration is a time.Duration that reads "90s" or "1h30m" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: duration must be a string like \"30s\"", n.Line)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Load reads the file at path (empty: no file), applies environment
+// overrides from getenv (nil: os.Getenv), fills defaults and validates.
+func Load(path string, getenv func(string) string) (Config, error) {
+	var c Config
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+		if c, err = Parse(b); err != nil {
+			return Config{}, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	c.applyEnv(getenv)
+	c.Default()
+	if err := c.Validate(); err != nil {
+		if path != "" {
+			return Config{}, fmt.Errorf("config %s: %w", path, err)
+		}
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// Parse decodes a YAML document strictly: unknown fields are errors, so a
+// misspelt knob is caught instead of silently ignored.
+func Parse(b []byte) (Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func (c *Config) applyEnv(getenv func(string) string) {
+	set := func(dst *string, name string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	set(&c.Listen, "EDGECACHE_LISTEN")
+	set(&c.AdminListen, "EDGECACHE_ADMIN_LISTEN")
+	set(&c.Upstream.URL, "EDGECACHE_UPSTREAM_URL")
+	set(&c.Upstream.APIKey, "EDGECACHE_UPSTREAM_API_KEY")
+	set(&c.Redis.Password, "EDGECACHE_REDIS_PASSWORD")
+	set(&c.TenantSecret, "EDGECACHE_TENANT_SECRET")
+	if v := getenv("EDGECACHE_REDIS_ADDR"); v != "" {
+		c.Redis.Addrs = nil
+		for _, a := range strings.Split(v, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				c.Redis.Addrs = append(c.Redis.Addrs, a)
+			}
+		}
+	}
+}
+
+// DefaultRoutes are served when the configuration names none.
+func DefaultRoutes() []Route {
+	return []Route{
+		{Name: "chat", Path: "/v1/chat/completions"},
+		{Name: "completions", Path: "/v1/completions"},
+		{Name: "embeddings", Path: "/v1/embeddings"},
+		{Name: "models", Path: "/v1/models"},
+	}
+}
+
+// Default fills zero fields with their defaults. It is idempotent.
+func (c *Config) Default() {
+	if c.Listen == "" {
+		c.Listen = ":8080"
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = "127.0.0.1:9090"
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 8 << 20
+	}
+	if c.Upstream.Timeout == 0 {
+		c.Upstream.Timeout = Duration(120 * time.Second)
+	}
+	if c.Upstream.StreamIdleTimeout == 0 {
+		c.Upstream.StreamIdleTimeout = Duration(60 * time.Second)
+	}
+	if c.Upstream.MaxIdleConns == 0 {
+		c.Upstream.MaxIdleConns = 512
+	}
+	if c.Redis.Timeout == 0 {
+		c.Redis.Timeout = Duration(50 * time.Millisecond)
+	}
+	if c.Redis.Prefix == "" {
+		c.Redis.Prefix = "edgecache:v1:"
+	}
+	if c.Cache.L1MaxBytes == 0 {
+		c.Cache.L1MaxBytes = 256 << 20
+	}
+	if c.Cache.StoreQueue == 0 {
+		c.Cache.StoreQueue = 1024
+	}
+	if len(c.Routes) == 0 {
+		c.Routes = DefaultRoutes()
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		if r.API == "" {
+			r.API = apiForPath(r.Path)
+		}
+		if r.UpstreamPath == "" {
+			r.UpstreamPath = r.Path
+		}
+		if r.Cache.Mode == "" {
+			r.Cache.Mode = ModeExact
+			if r.API == "models" {
+				r.Cache.Mode = ModeOff
+			}
+		}
+		if r.Cache.TTL == 0 {
+			r.Cache.TTL = Duration(time.Hour)
+		}
+		if r.Cache.MaxTemperature == nil {
+			one := 1.0
+			r.Cache.MaxTemperature = &one
+		}
+	}
+}
+
+func apiForPath(p string) string {
+	switch strings.TrimSuffix(p, "/") {
+	case "/v1/chat/completions", "/chat/completions":
+		return "chat"
+	case "/v1/completions", "/completions":
+		return "completions"
+	case "/v1/embeddings", "/embeddings":
+		return "embeddings"
+	case "/v1/models", "/models":
+		return "models"
+	}
+	return "json"
+}
+
+// Validate checks ranges and cross-field rules and reports every problem
+// found, one per line.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Upstream.URL != "" {
+		u, err := url.Parse(c.Upstream.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("upstream.url %q: must be an absolute http(s) URL", c.Upstream.URL)
+		}
+	}
+	if c.MaxBodyBytes < 1024 {
+		bad("max_body_bytes %d: must be at least 1024", c.MaxBodyBytes)
+	}
+	if c.Upstream.Timeout.D() < 0 || c.Upstream.StreamIdleTimeout.D() < 0 {
+		bad("upstream timeouts must not be negative")
+	}
+	if c.Redis.Timeout.D() < 0 {
+		bad("redis.timeout must not be negative")
+	}
+	if c.Cache.L1MaxBytes < 0 {
+		bad("cache.l1_max_bytes must not be negative")
+	}
+	if c.Cache.StoreQueue < 0 {
+		bad("cache.store_queue must not be negative")
+	}
+	names, paths := map[string]bool{}, map[string]bool{}
+	for i, r := range c.Routes {
+		where := fmt.Sprintf("routes[%d]", i)
+		if r.Name != "" {
+			where = fmt.Sprintf("route %q", r.Name)
+		}
+		switch {
+		case r.Name == "":
+			bad("%s: name is required", where)
+		case names[r.Name]:
+			bad("%s: duplicate route name", where)
+		}
+		names[r.Name] = true
+		switch {
+		case !strings.HasPrefix(r.Path, "/"):
+			bad("%s: path %q must start with /", where, r.Path)
+		case strings.HasPrefix(r.Path, "/admin") || strings.HasPrefix(r.Path, "/_"):
+			bad("%s: path %q is reserved", where, r.Path)
+		case paths[r.Path]:
+			bad("%s: path %q is served by another route", where, r.Path)
+		}
+		paths[r.Path] = true
+		if !strings.HasPrefix(r.UpstreamPath, "/") {
+			bad("%s: upstream_path %q must start with /", where, r.UpstreamPath)
+		}
+		switch r.API {
+		case "chat", "completions", "embeddings", "models", "json":
+		default:
+			bad("%s: api %q: want chat, completions, embeddings, models or json", where, r.API)
+		}
+		switch r.Cache.Mode {
+		case ModeOff, ModeExact:
+		default:
+			bad("%s: cache.mode %q: want off or exact", where, r.Cache.Mode)
+		}
+		if r.API == "models" && r.Cache.Mode != ModeOff {
+			bad("%s: a models route is passed through; cache.mode must be off", where)
+		}
+		if r.Cache.TTL.D() < 0 {
+			bad("%s: cache.ttl must not be negative", where)
+		}
+		if t := r.Cache.MaxTemperature; t != nil && (*t < 0 || *t > 2) {
+			bad("%s: cache.max_temperature %g: want a value in [0, 2]", where, *t)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,154 @@
+package llmsim
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// This file serves /v1/models and the control endpoints under /_sim/.
+
+func (s *Server) serveModels(w http.ResponseWriter) {
+	var b []byte
+	b = append(b, `{"object":"list","data":[`...)
+	for i, id := range [...]string{"sim-1", "sim-embed-1"} {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"id":"`...)
+		b = append(b, id...)
+		b = append(b, `","object":"model","created":`...)
+		b = strconv.AppendInt(b, s.created, 10)
+		b = append(b, `,"owned_by":"llmsim"}`...)
+	}
+	b = append(b, "]}\n"...)
+	writeBody(w, http.StatusOK, b)
+}
+
+// serveFaults: GET shows the fault ({} when none), POST sets one, DELETE
+// clears it.
+func (s *Server) serveFaults(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		writeJSON(w, http.StatusOK, s.Fault())
+	case http.MethodPost:
+		var f Fault
+		if err := decodeStrict(r.Body, &f); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid fault: "+err.Error(), "")
+			return
+		}
+		if err := f.Validate(); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid fault: "+err.Error(), "")
+			return
+		}
+		s.SetFault(f)
+		writeJSON(w, http.StatusOK, s.Fault())
+	case http.MethodDelete:
+		s.ClearFault()
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		writeMethodNotAllowed(w, r, "GET, POST, DELETE")
+	}
+}
+
+// serveStats: GET returns the per-path counters, DELETE resets them.
+func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		writeJSON(w, http.StatusOK, s.Stats())
+	case http.MethodDelete:
+		s.ResetStats()
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		writeMethodNotAllowed(w, r, "GET, DELETE")
+	}
+}
+
+// configJSON is the wire form of Config for /_sim/config. In a PUT, absent
+// fields keep their value.
+type configJSON struct {
+	TTFTMS         *float64 `json:"ttft_ms"`
+	TokensPerSec   *float64 `json:"tokens_per_sec"`
+	AnswerTokens   *int     `json:"answer_tokens"`
+	MaxConcurrency *int     `json:"max_concurrency"`
+	EmbeddingDims  *int     `json:"embedding_dims"`
+}
+
+func configToJSON(c Config) configJSON {
+	ttft := float64(c.TTFT) / float64(time.Millisecond)
+	return configJSON{
+		TTFTMS:         &ttft,
+		TokensPerSec:   &c.TokensPerSec,
+		AnswerTokens:   &c.AnswerTokens,
+		MaxConcurrency: &c.MaxConcurrency,
+		EmbeddingDims:  &c.EmbeddingDims,
+	}
+}
+
+// apply copies the fields present in p onto c.
+func (p configJSON) apply(c *Config) error {
+	if p.TTFTMS != nil {
+		ms := *p.TTFTMS
+		if !(ms >= 0 && ms <= float64(maxTTFT/time.Millisecond)) {
+			return errors.New("ttft_ms must be between 0 and 3600000")
+		}
+		c.TTFT = time.Duration(ms * float64(time.Millisecond))
+	}
+	if p.TokensPerSec != nil {
+		c.TokensPerSec = *p.TokensPerSec
+	}
+	if p.AnswerTokens != nil {
+		c.AnswerTokens = *p.AnswerTokens
+	}
+	if p.MaxConcurrency != nil {
+		c.MaxConcurrency = *p.MaxConcurrency
+	}
+	if p.EmbeddingDims != nil {
+		c.EmbeddingDims = *p.EmbeddingDims
+	}
+	return c.Validate()
+}
+
+// serveConfig: GET shows the knobs, PUT changes the fields it names.
+func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		writeJSON(w, http.StatusOK, configToJSON(s.Config()))
+	case http.MethodPut:
+		var p configJSON
+		if err := decodeStrict(r.Body, &p); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid config: "+err.Error(), "")
+			return
+		}
+		cfg, err := s.updateConfig(p.apply)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "invalid config: "+err.Error(), "")
+			return
+		}
+		writeJSON(w, http.StatusOK, configToJSON(cfg))
+	default:
+		writeMethodNotAllowed(w, r, "GET, PUT")
+	}
+}
+
+// decodeStrict decodes one JSON object, rejecting unknown fields (a typo in
+// a fault must not silently do nothing) and trailing data.
+func decodeStrict(body io.Reader, v any) error {
+	data, err := io.ReadAll(io.LimitReader(body, 1<<20))
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("unexpected data after the JSON object")
+	}
+	return nil
+}

@@ -1,0 +1,68 @@
+package pipeline
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/edgecache/edgecache/cache"
+	"github.com/edgecache/edgecache/cmd/internal/openai"
+)
+
+// keyVersion changes whenever the key material changes shape, so old
+// entries are simply never found again.
+const keyVersion = "edgecache-key-v1"
+
+var keyBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// exactKey is the digest of everything that changes the answer: the route,
+// the tenant namespace, the query string (e.g. Azure's api-version) and the
+// canonical request body minus delivery-only fields.
+func exactKey(rt *Route, namespace, rawQuery string, req *openai.Request) cache.Key {
+	bp := keyBufPool.Get().(*[]byte)
+	b := append((*bp)[:0], keyVersion...)
+	for _, s := range [...]string{rt.Name, namespace, rawQuery} {
+		b = append(b, 0)
+		b = append(b, s...)
+	}
+	b = append(b, 0)
+	b = req.AppendKeyMaterial(b)
+	sum := sha256.Sum256(b)
+	*bp = b
+	keyBufPool.Put(bp)
+	return cache.Key(hex.EncodeToString(sum[:]))
+}
+
+// anonymous is the namespace of requests that carry no credentials.
+const anonymous = "anon"
+
+// namespace returns the tenant namespace for r: an HMAC of the client's API
+// key under the server's secret (raw keys are never stored or logged), or
+// "shared" for routes that opt into one namespace.
+func (p *Pipeline) namespace(rt *Route, r *http.Request) string {
+	if rt.Shared {
+		return "shared"
+	}
+	key := clientKey(r)
+	if key == "" {
+		return anonymous
+	}
+	m := hmac.New(sha256.New, p.cfg.Secret)
+	m.Write([]byte(key))
+	return "t:" + hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// clientKey extracts the client's API key: a Bearer token (OpenAI, DeepSeek,
+// vLLM), or Azure's api-key header.
+func clientKey(r *http.Request) string {
+	if a := r.Header.Get("Authorization"); a != "" {
+		if len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+			return strings.TrimSpace(a[7:])
+		}
+		return a
+	}
+	return r.Header.Get("Api-Key")
+}

@@ -1,0 +1,49 @@
+package pipeline
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/edgecache/edgecache/cmd/internal/config"
+	"github.com/edgecache/edgecache/cmd/internal/openai"
+)
+
+// Route is a compiled, immutable route policy. A request holds on to the
+// snapshot it started with; a policy change swaps in a new *Route.
+type Route struct {
+	Name         string
+	Path         string
+	UpstreamPath string
+	API          openai.API
+
+	Cache          bool // mode exact; false: pass through
+	TTL            time.Duration
+	Shared         bool    // one namespace for every tenant
+	MaxTemperature float64 // above it: bypass
+	AllowN         bool    // cache n > 1
+	Coalesce       bool
+}
+
+// Compile turns validated route configuration into policies.
+func Compile(rs []config.Route) ([]*Route, error) {
+	out := make([]*Route, 0, len(rs))
+	for _, r := range rs {
+		rt := &Route{
+			Name:         r.Name,
+			Path:         r.Path,
+			UpstreamPath: r.UpstreamPath,
+			API:          openai.API(r.API),
+			Cache:        r.Cache.Mode == config.ModeExact,
+			TTL:          r.Cache.TTL.D(),
+			Shared:       r.Cache.Shared,
+			AllowN:       r.Cache.AllowMultipleChoices,
+			Coalesce:     !r.Cache.NoCoalesce,
+		}
+		if r.Cache.MaxTemperature == nil {
+			return nil, fmt.Errorf("route %q: defaults not applied", r.Name)
+		}
+		rt.MaxTemperature = *r.Cache.MaxTemperature
+		out = append(out, rt)
+	}
+	return out, nil
+}

@@ -1,0 +1,149 @@
+// Package server is edgecache's HTTP edge: the proxy routes on the data
+// listener and health, readiness and metrics on the admin listener. It is the
+// only package that imports echo; handlers are thin and hand requests to the
+// framework-free pipeline.
+package server
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/edgecache/edgecache/cmd/internal/openai"
+	"github.com/edgecache/edgecache/cmd/internal/pipeline"
+)
+
+// Routes returns the current policy snapshot of the named route.
+type Routes interface {
+	Route(name string) *pipeline.Route
+}
+
+// Data builds the data-plane handler: one echo route per configured route.
+// Paths not configured answer 404 in the OpenAI error shape, and admin paths
+// are never served here.
+func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, log *slog.Logger) http.Handler {
+	e := newEcho(log)
+	for _, rt := range routes {
+		name := rt.Name
+		h := func(c echo.Context) error {
+			p.Serve(c.Response(), c.Request(), table.Route(name))
+			return nil
+		}
+		if rt.API == openai.APIModels {
+			e.GET(rt.Path, h)
+			e.GET(rt.Path+"/:model", h)
+		} else {
+			e.POST(rt.Path, h)
+		}
+	}
+	return e
+}
+
+// Readiness reports the state of dependencies for /readyz.
+type Readiness func() map[string]any
+
+// Admin builds the admin handler: /healthz, /readyz and /metrics.
+func Admin(metrics http.Handler, ready Readiness, log *slog.Logger) http.Handler {
+	e := newEcho(log)
+	e.GET("/healthz", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	})
+	e.GET("/readyz", func(c echo.Context) error {
+		body := map[string]any{"status": "ready"}
+		for k, v := range ready() {
+			body[k] = v
+		}
+		return c.JSON(http.StatusOK, body)
+	})
+	e.GET("/metrics", echo.WrapHandler(metrics))
+	return e
+}
+
+func newEcho(log *slog.Logger) *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler(log)
+	e.Use(recoverer(log), requestID())
+	return e
+}
+
+// errorHandler answers framework errors (unknown path, wrong method) in the
+// OpenAI error shape.
+func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		status := http.StatusInternalServerError
+		msg := "Internal error."
+		if he, ok := err.(*echo.HTTPError); ok {
+			status = he.Code
+			msg = fmt.Sprint(he.Message)
+		} else {
+			log.Error("handler error", "path", c.Request().URL.Path, "err", err)
+		}
+		code := "not_found"
+		switch status {
+		case http.StatusNotFound:
+			msg = "Unknown path " + strconv.Quote(c.Request().URL.Path) + "."
+		case http.StatusMethodNotAllowed:
+			code = "method_not_allowed"
+			msg = "Method " + c.Request().Method + " is not allowed on " + strconv.Quote(c.Request().URL.Path) + "."
+		default:
+			code = "internal_error"
+		}
+		typ := openai.TypeInvalidRequest
+		if status >= 500 {
+			typ = openai.TypeServer
+		}
+		openai.WriteError(c.Response(), status, 0, openai.NewError(typ, code, "", msg))
+	}
+}
+
+// recoverer turns a panic into a logged 500 (in the OpenAI shape when nothing
+// was written yet) so no panic reaches a client as a dropped connection.
+func recoverer(log *slog.Logger) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) (err error) {
+			defer func() {
+				if v := recover(); v != nil {
+					if v == http.ErrAbortHandler {
+						panic(v)
+					}
+					log.Error("panic serving request", "path", c.Request().URL.Path, "panic", v)
+					if !c.Response().Committed {
+						openai.WriteError(c.Response(), http.StatusInternalServerError, 0,
+							openai.NewError(openai.TypeServer, "internal_error", "", "Internal error; it has been logged."))
+					}
+					err = nil
+				}
+			}()
+			return next(c)
+		}
+	}
+}
+
+// requestID gives every response an X-Request-Id: the client's when it sent
+// one, else a process-unique id.
+func requestID() echo.MiddlewareFunc {
+	var prefix [4]byte
+	_, _ = rand.Read(prefix[:])
+	pfx := "ec-" + hex.EncodeToString(prefix[:]) + "-"
+	var n atomic.Uint64
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			id := c.Request().Header.Get("X-Request-Id")
+			if id == "" || len(id) > 128 {
+				id = pfx + strconv.FormatUint(n.Add(1), 36)
+			}
+			c.Response().Header().Set("X-Request-Id", id)
+			return next(c)
+		}
+	}
+}

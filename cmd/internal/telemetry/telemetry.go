@@ -1,0 +1,146 @@
+// Package telemetry sets up OpenTelemetry for edgecache and names its
+// measurements. It is the only package that imports the OTel SDK and the
+// Prometheus exporter; everything else takes a metric.Meter or a small
+// consumer-side interface.
+//
+// Metric names follow OTel conventions (dots, units) and appear on /metrics
+// in Prometheus form: edgecache.cache.lookups → edgecache_cache_lookups_total.
+// Attributes are bounded: route names (from configuration), tiers, results
+// and fixed reason words — never keys, prompts or tenants.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+)
+
+// Telemetry holds the providers and the Prometheus handler.
+type Telemetry struct {
+	MeterProvider metric.MeterProvider
+	// Handler serves the Prometheus text exposition for /metrics.
+	Handler  http.Handler
+	shutdown func(context.Context) error
+}
+
+// Setup builds a MeterProvider whose readings are served by Handler.
+func Setup() (*Telemetry, error) {
+	reg := prometheus.NewRegistry()
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
+	if err != nil {
+		return nil, fmt.Errorf("prometheus exporter: %w", err)
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	return &Telemetry{
+		MeterProvider: mp,
+		Handler:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		shutdown:      mp.Shutdown,
+	}, nil
+}
+
+// Shutdown flushes and stops the providers.
+func (t *Telemetry) Shutdown(ctx context.Context) error { return t.shutdown(ctx) }
+
+// Metrics records the request path's measurements. It implements
+// pipeline.Metrics.
+type Metrics struct {
+	lookups   metric.Int64Counter
+	bypasses  metric.Int64Counter
+	upstream  metric.Int64Counter
+	latency   metric.Float64Histogram
+	coalesced metric.Int64Counter
+	dropped   metric.Int64Counter
+
+	mu   sync.RWMutex
+	opts map[attrKey]metric.MeasurementOption
+}
+
+type attrKey struct{ kind, a, b, c string }
+
+// NewMetrics creates the instruments on mp's meter.
+func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
+	m := mp.Meter("github.com/edgecache/edgecache")
+	mm := &Metrics{opts: map[attrKey]metric.MeasurementOption{}}
+	var errs [6]error
+	mm.lookups, errs[0] = m.Int64Counter("edgecache.cache.lookups", metric.WithDescription("Cache tiers consulted, by route, tier and result (hit or miss)."))
+	mm.bypasses, errs[1] = m.Int64Counter("edgecache.cache.bypasses", metric.WithDescription("Requests that skipped the cache, by route and reason."))
+	mm.upstream, errs[2] = m.Int64Counter("edgecache.upstream.requests", metric.WithDescription("Calls to the upstream model, by route, status code and error type."))
+	mm.latency, errs[3] = m.Float64Histogram("edgecache.upstream.duration", metric.WithUnit("s"),
+		metric.WithDescription("Duration of upstream calls until the answer was complete."),
+		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+	mm.coalesced, errs[4] = m.Int64Counter("edgecache.requests.coalesced", metric.WithDescription("Requests that joined an identical upstream call in progress."))
+	mm.dropped, errs[5] = m.Int64Counter("edgecache.cache.store_dropped", metric.WithDescription("Answers not stored because the write queue was full."))
+	if err := errors.Join(errs[:]...); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	return mm, nil
+}
+
+// opt returns a cached attribute option, so recording does not allocate.
+func (m *Metrics) opt(k attrKey, mk func() []attribute.KeyValue) metric.MeasurementOption {
+	m.mu.RLock()
+	o, ok := m.opts[k]
+	m.mu.RUnlock()
+	if ok {
+		return o
+	}
+	o = metric.WithAttributeSet(attribute.NewSet(mk()...))
+	m.mu.Lock()
+	if len(m.opts) < 10000 { // bounded: attribute values come from config and fixed words
+		m.opts[k] = o
+	}
+	m.mu.Unlock()
+	return o
+}
+
+// CacheLookup implements pipeline.Metrics.
+func (m *Metrics) CacheLookup(route, tier, result string) {
+	m.lookups.Add(context.Background(), 1, m.opt(attrKey{"l", route, tier, result}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("route", route), attribute.String("tier", tier), attribute.String("result", result)}
+	}))
+}
+
+// Bypass implements pipeline.Metrics.
+func (m *Metrics) Bypass(route, reason string) {
+	m.bypasses.Add(context.Background(), 1, m.opt(attrKey{"b", route, reason, ""}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("route", route), attribute.String("reason", reason)}
+	}))
+}
+
+// UpstreamCall implements pipeline.Metrics.
+func (m *Metrics) UpstreamCall(route string, status int, errKind string, d time.Duration) {
+	o := m.opt(attrKey{"u", route, strconv.Itoa(status), errKind}, func() []attribute.KeyValue {
+		kv := []attribute.KeyValue{attribute.String("route", route), attribute.Int("http.response.status_code", status)}
+		if errKind != "" {
+			kv = append(kv, attribute.String("error.type", errKind))
+		}
+		return kv
+	})
+	m.upstream.Add(context.Background(), 1, o)
+	m.latency.Record(context.Background(), d.Seconds(), o)
+}
+
+// Coalesced implements pipeline.Metrics.
+func (m *Metrics) Coalesced(route string) {
+	m.coalesced.Add(context.Background(), 1, m.opt(attrKey{"c", route, "", ""}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("route", route)}
+	}))
+}
+
+// StoreDropped implements pipeline.Metrics.
+func (m *Metrics) StoreDropped(route string) {
+	m.dropped.Add(context.Background(), 1, m.opt(attrKey{"d", route, "", ""}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("route", route)}
+	}))
+}
