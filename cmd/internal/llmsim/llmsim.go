@@ -257,7 +257,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, rt route) {
 	if rt != routeEmbeddings {
 		n := s.inFlight.Add(1)
 		defer s.inFlight.Add(-1)
-		if cfg.MaxConcurrency > 0 && n > int64(cfg.MaxConcurrency) {
+		if cfg.MaxConcurrency > 0 && n > int64(cfg.MaxConcurrency)+1 {
 			w.Header()["Retry-After"] = retryAfterOne
 			writeError(w, http.StatusTooManyRequests, "Rate limit reached: too many concurrent requests (llmsim max_concurrency)", "")
 			return

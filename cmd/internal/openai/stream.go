@@ -27,7 +27,6 @@ type accChoice struct {
 	index        int
 	role         string
 	content      strings.Builder
-	hasContent   bool
 	refusal      strings.Builder
 	text         strings.Builder
 	tools        []ToolCall
@@ -85,7 +84,6 @@ func (a *Accumulator) Add(data []byte) {
 		}
 		if d.Content != nil {
 			ac.content.WriteString(*d.Content)
-			ac.hasContent = true
 		}
 		if d.Refusal != nil {
 			ac.refusal.WriteString(*d.Refusal)
@@ -169,7 +167,7 @@ func (a *Accumulator) Body() ([]byte, error) {
 			if m.Role == "" {
 				m.Role = "assistant"
 			}
-			if c.hasContent {
+			if c.content.Len() > 0 { // tool-call answers have "content": null
 				s := c.content.String()
 				m.Content = &s
 			}

@@ -1,0 +1,59 @@
+# edgecache — build, run and test. `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help run build test test-short deps fuzz bench vet clean
+
+help:
+	@echo "make run    - run edgecache on its embedded defaults (L1 only, built-in llmsim as the model)"
+	@echo "make test   - install test dependencies if missing (redis-server, node/npm), then go vet + go test -race"
+	@echo "make build  - build bin/edgecache, bin/llmsim, bin/edgebench"
+	@echo "make bench  - the load harness (wrk pinned to CPU 0, server to CPU 1)"
+	@echo "make fuzz   - fuzz the canonical-key parser for FUZZTIME (default 30s)"
+
+# Run the service on its embedded defaults: no Redis, no Qdrant, no model
+# server. --sim starts the simulator llmsim on loopback as the upstream and
+# says so; point EDGECACHE_UPSTREAM_URL at a real API instead for real answers.
+run:
+	$(GO) run ./cmd/edgecache $(if $(EDGECACHE_UPSTREAM_URL),,--sim) $(ARGS)
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/edgecache ./cmd/llmsim ./cmd/edgebench
+
+# Test dependencies are real programs, installed from Debian's packages when
+# missing: redis-server (+ redis-cli) for L2 and cluster tests, node and npm
+# for the official Node SDK test.
+deps:
+	@missing=""; \
+	command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing="$$missing redis-server redis-tools"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+vet:
+	$(GO) vet ./...
+
+test: deps vet
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+test-short: deps
+	$(GO) test -short -count=1 ./...
+
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test ./cmd/internal/openai/ -run '^$$' -fuzz FuzzCanonical -fuzztime $(FUZZTIME)
+
+bench-deps:
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+
+bench: bench-deps build
+	$(BIN)/edgebench run --bin $(BIN) $(BENCHARGS)
+
+clean:
+	rm -rf $(BIN)

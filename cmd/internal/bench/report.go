@@ -1,0 +1,280 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// Scenario identifiers, in the order they run and are reported.
+const (
+	ScenarioCeiling     = "ceiling"
+	ScenarioHit         = "l1-hit"
+	ScenarioDirect      = "llmsim-direct"
+	ScenarioPassthrough = "pass-through"
+)
+
+// Scenarios lists the scenarios in run order.
+var Scenarios = []string{ScenarioCeiling, ScenarioHit, ScenarioDirect, ScenarioPassthrough}
+
+// scenarioLabel is the first column of the table.
+var scenarioLabel = map[string]string{
+	ScenarioCeiling:     "(a) ceiling: net/http, same bytes",
+	ScenarioHit:         "(b) edgecache exact L1 hit",
+	ScenarioDirect:      "(c) llmsim direct",
+	ScenarioPassthrough: "(d) edgecache pass-through (no-store)",
+}
+
+// scenarioLetter is the letter of the scenario in the issue.
+var scenarioLetter = map[string]string{ScenarioCeiling: "a", ScenarioHit: "b", ScenarioDirect: "c", ScenarioPassthrough: "d"}
+
+// baseOf names the scenario a row's ratio is taken against.
+var baseOf = map[string]string{ScenarioHit: ScenarioCeiling, ScenarioPassthrough: ScenarioDirect}
+
+// Target thresholds from the issue.
+const (
+	MinHitRatio         = 0.70 // exact hits ≥ 70 % of the ceiling
+	MaxHitP99Ms         = 2.0  // hit p99 ≤ 2 ms at 32 connections
+	HitP99Conns         = 32
+	MinPassthroughRatio = 0.45 // pass-through ≥ 45 % of llmsim direct
+)
+
+// Result is one measured row: a scenario at a connection count.
+type Result struct {
+	Scenario string `json:"scenario"`
+	Conns    int    `json:"conns"`
+	WrkResult
+	// Error is set when the row failed (non-2xx answers, wrk or process
+	// failure, wrong Cache-Status); the numbers are then not to be used.
+	Error string `json:"error,omitempty"`
+}
+
+// OK reports whether the row has usable numbers.
+func (r Result) OK() bool { return r.Error == "" && r.RequestsPerSec > 0 }
+
+// Target is one checked goal.
+type Target struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"` // ratio (0..1) or milliseconds
+	Limit float64 `json:"limit"`
+	Unit  string  `json:"unit"` // "ratio" or "ms"
+	Max   bool    `json:"max"`  // Limit is an upper bound (else a lower bound)
+	Known bool    `json:"known"`
+	Pass  bool    `json:"pass"`
+}
+
+// Machine describes where and how the run happened.
+type Machine struct {
+	NProc     int    `json:"nproc"`
+	CPUModel  string `json:"cpu_model"`
+	GoVersion string `json:"go_version"`
+	Kernel    string `json:"kernel,omitempty"`
+	Wrk       string `json:"wrk,omitempty"`
+	Revision  string `json:"revision,omitempty"`
+	LoadAvg   string `json:"loadavg,omitempty"`
+	Date      string `json:"date"`
+}
+
+// Report is the outcome of one `edgebench run`.
+type Report struct {
+	Machine       Machine  `json:"machine"`
+	Command       string   `json:"command"`
+	Duration      string   `json:"duration"`
+	Warmup        string   `json:"warmup"`
+	Conns         []int    `json:"conns"`
+	RequestBytes  int      `json:"request_bytes"`
+	ResponseBytes int      `json:"response_bytes"`
+	Results       []Result `json:"results"`
+	Targets       []Target `json:"targets"`
+}
+
+// find returns the row for scenario at conns.
+func find(rs []Result, scenario string, conns int) (Result, bool) {
+	for _, r := range rs {
+		if r.Scenario == scenario && r.Conns == conns {
+			return r, true
+		}
+	}
+	return Result{}, false
+}
+
+// Ratio returns the req/s of scenario over that of its base scenario at the
+// same connection count; ok is false when either row is missing or failed.
+func Ratio(rs []Result, scenario string, conns int) (ratio float64, ok bool) {
+	base, isRel := baseOf[scenario]
+	if !isRel {
+		return 0, false
+	}
+	a, okA := find(rs, scenario, conns)
+	b, okB := find(rs, base, conns)
+	if !okA || !okB || !a.OK() || !b.OK() {
+		return 0, false
+	}
+	return a.RequestsPerSec / b.RequestsPerSec, true
+}
+
+// ComputeTargets evaluates the goals for the measured connection counts:
+// hits/ceiling and pass-through/direct at each count, and the hit p99 at 32
+// connections when 32 was measured. A goal whose rows are missing or failed
+// is reported as unknown and fails.
+func ComputeTargets(rs []Result, conns []int) []Target {
+	var ts []Target
+	for _, c := range conns {
+		v, ok := Ratio(rs, ScenarioHit, c)
+		ts = append(ts, Target{Name: fmt.Sprintf("exact L1 hits / ceiling @%d", c), Value: v, Limit: MinHitRatio,
+			Unit: "ratio", Known: ok, Pass: ok && v >= MinHitRatio})
+	}
+	for _, c := range conns {
+		if c != HitP99Conns {
+			continue
+		}
+		r, ok := find(rs, ScenarioHit, c)
+		ok = ok && r.OK()
+		ts = append(ts, Target{Name: fmt.Sprintf("exact L1 hit p99 @%d", c), Value: r.P99Ms, Limit: MaxHitP99Ms,
+			Unit: "ms", Max: true, Known: ok, Pass: ok && r.P99Ms <= MaxHitP99Ms})
+	}
+	for _, c := range conns {
+		v, ok := Ratio(rs, ScenarioPassthrough, c)
+		ts = append(ts, Target{Name: fmt.Sprintf("pass-through / llmsim direct @%d", c), Value: v, Limit: MinPassthroughRatio,
+			Unit: "ratio", Known: ok, Pass: ok && v >= MinPassthroughRatio})
+	}
+	return ts
+}
+
+func pct(v float64) string { return fmt.Sprintf("%.1f %%", v*100) }
+
+func (t Target) valueString() string {
+	switch {
+	case !t.Known:
+		return "n/a"
+	case t.Unit == "ms":
+		return fmt.Sprintf("%.2f ms", t.Value)
+	default:
+		return pct(t.Value)
+	}
+}
+
+func (t Target) limitString() string {
+	op := "≥"
+	if t.Max {
+		op = "≤"
+	}
+	if t.Unit == "ms" {
+		return fmt.Sprintf("%s %.0f ms", op, t.Limit)
+	}
+	return op + " " + fmt.Sprintf("%.0f %%", t.Limit*100)
+}
+
+// PassFail is "PASS" or "FAIL".
+func (t Target) PassFail() string {
+	if t.Pass {
+		return "PASS"
+	}
+	return "FAIL"
+}
+
+// ratioCell is the ratio column of a row.
+func ratioCell(rs []Result, r Result) string {
+	base, rel := baseOf[r.Scenario]
+	if !rel {
+		if r.OK() {
+			return "100 % (base)"
+		}
+		return "n/a"
+	}
+	v, ok := Ratio(rs, r.Scenario, r.Conns)
+	if !ok {
+		return "n/a"
+	}
+	return fmt.Sprintf("%s of (%s)", pct(v), scenarioLetter[base])
+}
+
+// WriteMarkdown writes the header lines, the results table, the targets
+// table and any errors as Markdown.
+func WriteMarkdown(w io.Writer, rep Report) error {
+	var b strings.Builder
+	m := rep.Machine
+	fmt.Fprintf(&b, "Machine: nproc %d, %s, %s", m.NProc, m.CPUModel, m.GoVersion)
+	if m.Kernel != "" {
+		fmt.Fprintf(&b, ", Linux %s", m.Kernel)
+	}
+	if m.Wrk != "" {
+		fmt.Fprintf(&b, ", %s", m.Wrk)
+	}
+	if m.Revision != "" {
+		fmt.Fprintf(&b, ", edgecache %s", m.Revision)
+	}
+	if m.LoadAvg != "" {
+		fmt.Fprintf(&b, ", loadavg %s", m.LoadAvg)
+	}
+	fmt.Fprintf(&b, ", %s\n\n", m.Date)
+	fmt.Fprintf(&b, "Command: `%s`\n\n", rep.Command)
+	fmt.Fprintf(&b, "Server under test on CPU 1, wrk -t1 on CPU 0 (taskset); in (b) and (d) llmsim runs on CPU 0 too. "+
+		"Each row: %s warm-up, then %s measured; POST /v1/chat/completions, %d B request body, %d B response body.\n\n",
+		rep.Warmup, rep.Duration, rep.RequestBytes, rep.ResponseBytes)
+
+	b.WriteString("| scenario | conns | req/s | p50 ms | p99 ms | ratio |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|\n")
+	for _, r := range rep.Results {
+		label := scenarioLabel[r.Scenario]
+		if label == "" {
+			label = r.Scenario
+		}
+		if r.Error != "" && r.RequestsPerSec == 0 {
+			fmt.Fprintf(&b, "| %s | %d | FAILED | | | n/a |\n", label, r.Conns)
+			continue
+		}
+		rps := fmt.Sprintf("%.0f", r.RequestsPerSec)
+		if r.Error != "" {
+			rps += " (FAILED)"
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %.2f | %.2f | %s |\n", label, r.Conns, rps, r.P50Ms, r.P99Ms, ratioCell(rep.Results, r))
+	}
+
+	b.WriteString("\n| target | value | goal | result |\n")
+	b.WriteString("|---|--:|--:|:-:|\n")
+	pass := 0
+	for _, t := range rep.Targets {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.valueString(), t.limitString(), t.PassFail())
+		if t.Pass {
+			pass++
+		}
+	}
+	fmt.Fprintf(&b, "\nTargets: %d/%d PASS.\n", pass, len(rep.Targets))
+
+	var notes []string
+	for _, r := range rep.Results {
+		label := fmt.Sprintf("%s @%d", scenarioLabel[r.Scenario], r.Conns)
+		if r.Error != "" {
+			notes = append(notes, fmt.Sprintf("- %s FAILED: %s", label, r.Error))
+		}
+		if r.Non2xx > 0 {
+			notes = append(notes, fmt.Sprintf("- %s: %d non-2xx/3xx responses", label, r.Non2xx))
+		}
+		if r.SocketErrors.Total() > 0 {
+			notes = append(notes, fmt.Sprintf("- %s: socket errors: %s", label, r.SocketErrors))
+		}
+	}
+	if len(notes) == 0 {
+		b.WriteString("No non-2xx responses and no socket errors.\n")
+	} else {
+		b.WriteString("\nErrors:\n" + strings.Join(notes, "\n") + "\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// WriteJSON writes rep as indented JSON to path.
+func WriteJSON(path string, rep Report) error {
+	data, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(data, '\n'), 0o644)
+}
+
+// formatDuration prints whole-second durations as wrk sees them.
+func formatDuration(d time.Duration) string { return wrkDuration(d) }

@@ -1,0 +1,106 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	path := filepath.Join("..", "..", "..", "deploy", "config.example.yaml")
+	c, err := Load(path, func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("deploy/config.example.yaml: %v", err)
+	}
+	if len(c.Routes) != 5 || c.Routes[4].API != "json" || !c.Routes[4].Cache.Shared {
+		t.Errorf("routes = %+v", c.Routes)
+	}
+	if c.Routes[2].Cache.TTL.D() != 24*time.Hour || c.Routes[1].Cache.TTL.D() != time.Hour {
+		t.Errorf("ttl defaults not applied: %+v", c.Routes)
+	}
+	if c.Routes[3].Cache.Mode != ModeOff || c.Routes[1].Cache.Mode != ModeExact {
+		t.Errorf("modes = %q %q", c.Routes[3].Cache.Mode, c.Routes[1].Cache.Mode)
+	}
+}
+
+func TestDefaultsWithoutFile(t *testing.T) {
+	c, err := Load("", func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != ":8080" || c.AdminListen != "127.0.0.1:9090" || c.MaxBodyBytes != 8<<20 {
+		t.Errorf("listen defaults: %+v", c)
+	}
+	if len(c.Routes) != 4 || c.Routes[0].Path != "/v1/chat/completions" || c.Routes[0].Cache.Mode != ModeExact || c.Routes[0].Cache.TTL.D() != time.Hour {
+		t.Errorf("default routes: %+v", c.Routes)
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	env := map[string]string{
+		"EDGECACHE_LISTEN":           "127.0.0.1:1",
+		"EDGECACHE_ADMIN_LISTEN":     "127.0.0.1:2",
+		"EDGECACHE_UPSTREAM_URL":     "https://api.example.com/v1",
+		"EDGECACHE_UPSTREAM_API_KEY": "sk-up",
+		"EDGECACHE_REDIS_ADDR":       "a:1, b:2,c:3",
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(path, []byte("listen: \":9\"\nupstream: {url: \"http://file\"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:1" || c.AdminListen != "127.0.0.1:2" || c.Upstream.URL != "https://api.example.com/v1" ||
+		c.Upstream.APIKey != "sk-up" || strings.Join(c.Redis.Addrs, ",") != "a:1,b:2,c:3" {
+		t.Errorf("env not applied: %+v", c)
+	}
+}
+
+func TestValidateErrors(t *testing.T) {
+	tests := map[string]string{
+		"unknown field":   "listn: x\n",
+		"bad duration":    "upstream: {timeout: forever}\n",
+		"bad mode":        "routes: [{name: a, path: /a, cache: {mode: fuzzy}}]\n",
+		"dup name":        "routes: [{name: a, path: /a}, {name: a, path: /b}]\n",
+		"dup path":        "routes: [{name: a, path: /a}, {name: b, path: /a}]\n",
+		"no name":         "routes: [{path: /a}]\n",
+		"relative path":   "routes: [{name: a, path: a}]\n",
+		"reserved path":   "routes: [{name: a, path: /admin/x}]\n",
+		"bad api":         "routes: [{name: a, path: /a, api: grpc}]\n",
+		"models cached":   "routes: [{name: m, path: /v1/models, cache: {mode: exact}}]\n",
+		"temperature":     "routes: [{name: a, path: /a, cache: {max_temperature: 3}}]\n",
+		"negative ttl":    "routes: [{name: a, path: /a, cache: {ttl: -1s}}]\n",
+		"bad upstream":    "upstream: {url: \"ftp://x\"}\n",
+		"tiny body limit": "max_body_bytes: 10\n",
+	}
+	for name, doc := range tests {
+		path := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(path, func(string) string { return "" }); err == nil {
+			t.Errorf("%s: Load succeeded, want an error", name)
+		} else if !strings.Contains(err.Error(), "c.yaml") {
+			t.Errorf("%s: error %q does not name the file", name, err)
+		}
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	b, _ := os.ReadFile(filepath.Join("..", "..", "..", "deploy", "config.example.yaml"))
+	f.Add(b)
+	f.Add([]byte("routes: [{name: a, path: /a}]"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err != nil {
+			return
+		}
+		c.Default()
+		_ = c.Validate() // must not panic
+	})
+}

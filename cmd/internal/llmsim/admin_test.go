@@ -1,0 +1,142 @@
+package llmsim
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestStats(t *testing.T) {
+	s, ts := newSim(t, Config{})
+	for range 3 {
+		post(t, ts, "/v1/chat/completions", chatBody("count me"))
+	}
+	post(t, ts, "/v1/chat/completions", `{"bad json`)
+	do(t, ts, http.MethodGet, "/v1/chat/completions", nil)
+	post(t, ts, "/v1/embeddings", map[string]any{"model": "e", "input": "x"})
+	s.SetFault(Fault{Status: 500, Paths: []string{"/v1/embeddings"}})
+	post(t, ts, "/v1/embeddings", map[string]any{"model": "e", "input": "x"})
+	s.ClearFault()
+	do(t, ts, http.MethodGet, "/v1/models", nil)
+	post(t, ts, "/v1/unknown", chatBody("x"))
+	do(t, ts, http.MethodGet, "/_sim/config", nil)
+
+	want := map[string]int64{"/v1/chat/completions": 5, "/v1/embeddings": 2, "/v1/models": 1}
+	if got := s.Stats(); !maps.Equal(got, want) {
+		t.Errorf("Stats() = %v, want %v", got, want)
+	}
+	resp, b := do(t, ts, http.MethodGet, "/_sim/stats", nil)
+	if got := decode[map[string]int64](t, b); resp.StatusCode != http.StatusOK || !maps.Equal(got, want) {
+		t.Errorf("GET /_sim/stats = %d %s, want %v", resp.StatusCode, b, want)
+	}
+
+	if resp, _ := do(t, ts, http.MethodDelete, "/_sim/stats", nil); resp.StatusCode != http.StatusNoContent {
+		t.Errorf("DELETE: %d", resp.StatusCode)
+	}
+	if _, b := do(t, ts, http.MethodGet, "/_sim/stats", nil); strings.TrimSpace(string(b)) != "{}" {
+		t.Errorf("after reset: %s", b)
+	}
+	post(t, ts, "/v1/completions", map[string]any{"model": "m", "prompt": "p"})
+	if got := s.Stats(); !maps.Equal(got, map[string]int64{"/v1/completions": 1}) {
+		t.Errorf("after reset and one request: %v", got)
+	}
+}
+
+func TestConfigEndpoint(t *testing.T) {
+	s, ts := newSim(t, Config{TTFT: 5 * time.Millisecond, MaxConcurrency: 9})
+	resp, b := do(t, ts, http.MethodGet, "/_sim/config", nil)
+	want := `{"ttft_ms":5,"tokens_per_sec":0,"answer_tokens":24,"max_concurrency":9,"embedding_dims":256}`
+	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(b)) != want {
+		t.Errorf("GET: %d %s, want %s", resp.StatusCode, b, want)
+	}
+
+	resp, b = do(t, ts, http.MethodPut, "/_sim/config", `{"answer_tokens":4,"tokens_per_sec":50.5,"ttft_ms":0.5}`)
+	want = `{"ttft_ms":0.5,"tokens_per_sec":50.5,"answer_tokens":4,"max_concurrency":9,"embedding_dims":256}`
+	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(b)) != want {
+		t.Errorf("PUT: %d %s, want %s", resp.StatusCode, b, want)
+	}
+	wantCfg := Config{TTFT: 500 * time.Microsecond, TokensPerSec: 50.5, AnswerTokens: 4, MaxConcurrency: 9, EmbeddingDims: 256}
+	if got := s.Config(); got != wantCfg {
+		t.Errorf("Config() = %+v, want %+v", got, wantCfg)
+	}
+	_, b = post(t, ts, "/v1/chat/completions", chatBody("short"))
+	if words := strings.Fields(decode[chatCompletion](t, b).Choices[0].Message.Content); len(words) != 4 {
+		t.Errorf("answer has %d words after answer_tokens 4", len(words))
+	}
+
+	for _, bad := range []string{`{"answer_tokens":-1}`, `{"ttft_ms":-3}`, `{"tokens":3}`, `{"max_concurrency":"2"}`, `{`} {
+		resp, b := do(t, ts, http.MethodPut, "/_sim/config", bad)
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("PUT %s: %d %s", bad, resp.StatusCode, b)
+		}
+	}
+	if got := s.Config(); got != wantCfg {
+		t.Errorf("an invalid PUT changed the config to %+v", got)
+	}
+}
+
+func TestMaxConcurrency(t *testing.T) {
+	// A TTFT far beyond the test holds the admitted requests until their
+	// clients cancel.
+	s, ts := newSim(t, Config{MaxConcurrency: 2, TTFT: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 2)
+	for _, stream := range []bool{false, true} {
+		go func() {
+			_, _, err := tryPost(ctx, ts, "/v1/chat/completions", mustJSON(t, with(chatBody("hold"), "stream", stream)))
+			errc <- err
+		}()
+	}
+	waitFor(t, "two requests in flight", func() bool { return s.InFlight() == 2 })
+
+	for _, p := range faultPaths[:3] {
+		resp, b := post(t, ts, p.path, p.body)
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "1" {
+			t.Errorf("%s over the limit: status %d Retry-After %q: %s", p.path, resp.StatusCode, resp.Header.Get("Retry-After"), b)
+		}
+		checkError(t, resp, b, "requests", "", "rate_limit_exceeded")
+	}
+	// Embeddings are not generation requests and pass.
+	if resp, b := post(t, ts, "/v1/embeddings", map[string]any{"model": "e", "input": "x"}); resp.StatusCode != http.StatusOK {
+		t.Errorf("embeddings under a full limit: %d %s", resp.StatusCode, b)
+	}
+	if n := s.InFlight(); n != 2 {
+		t.Errorf("InFlight() = %d after rejections, want 2", n)
+	}
+
+	cancel()
+	for range 2 {
+		if err := <-errc; err == nil {
+			t.Error("a held request completed")
+		}
+	}
+	waitFor(t, "the held requests to leave", func() bool { return s.InFlight() == 0 })
+	s.SetConfig(Config{MaxConcurrency: 2})
+	if resp, b := post(t, ts, "/v1/chat/completions", chatBody("free")); resp.StatusCode != http.StatusOK {
+		t.Errorf("after release: %d %s", resp.StatusCode, b)
+	}
+}
+
+func TestSetConfigConcurrent(t *testing.T) {
+	// Knobs change while requests run; -race checks the access.
+	s, ts := newSim(t, Config{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 50 {
+			s.SetConfig(Config{AnswerTokens: 1 + i%5})
+		}
+	}()
+	for i := range 20 {
+		resp, b := post(t, ts, "/v1/chat/completions", chatBody(fmt.Sprint(i)))
+		if n := len(strings.Fields(decode[chatCompletion](t, b).Choices[0].Message.Content)); resp.StatusCode != 200 || n < 1 || n > DefaultAnswerTokens {
+			t.Errorf("status %d, %d words", resp.StatusCode, n)
+		}
+	}
+	<-done
+}
