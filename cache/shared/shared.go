@@ -255,8 +255,8 @@ func (s *Shared) Get(ctx context.Context, k cache.Key) (cache.Entry, error) {
 	return e, nil
 }
 
-// Set stores e under k for ttl (SET PX; ttl is rounded up to a whole
-// millisecond). A non-positive ttl is a no-op. It returns an error wrapping
+// Set stores e under k for ttl (SET with PX; ttl is rounded to the
+// millisecond, at least 1ms). A non-positive ttl is a no-op. It returns an error wrapping
 // ErrUnavailable when the breaker is open.
 func (s *Shared) Set(ctx context.Context, k cache.Key, e cache.Entry, ttl time.Duration) error {
 	if ttl <= 0 {

@@ -1,0 +1,73 @@
+// Package bench is the edgebench command: the load-benchmark harness of
+// edgecache.
+//
+// `edgebench run` measures, with wrk pinned to CPU 0 and the server under
+// test pinned to CPU 1 (taskset), at each connection count, requests/s and
+// p50/p99 latency of
+//
+//	(a) the ceiling: `edgebench ceiling`, a minimal net/http server that
+//	    returns the bytes edgecache sends on a cache hit;
+//	(b) exact L1 hits through edgecache (llmsim upstream on CPU 0);
+//	(c) llmsim direct;
+//	(d) pass-through: edgecache with Cache-Control: no-store, llmsim on CPU 0
+//	    sharing it with wrk;
+//
+// and prints a Markdown table with the target ratios (hits ≥ 70 % of the
+// ceiling, hit p99 ≤ 2 ms at 32 connections, pass-through ≥ 45 % of llmsim
+// direct). It needs wrk and taskset and prebuilt binaries; it installs and
+// builds nothing.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// ChatBody is the request every scenario sends.
+const ChatBody = `{"model":"sim-1","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"What is the capital of France?"}],"temperature":0}`
+
+const usage = `edgebench — load-benchmark harness for edgecache.
+
+Usage:
+  edgebench run [--duration 10s] [--warmup 2s] [--conns 32,128] [--bin DIR] [--json FILE]
+  edgebench ceiling --listen ADDR --body FILE
+
+"edgebench run -h" and "edgebench ceiling -h" describe the flags.
+`
+
+// Main runs the edgebench command. prog is the program name as invoked and
+// args the arguments after it; both are recorded in the report as the
+// exact command.
+func Main(ctx context.Context, prog string, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("missing subcommand")
+	}
+	switch args[0] {
+	case "run":
+		return runMain(ctx, shellJoin(append([]string{prog}, args...)), args[1:], stdout, stderr)
+	case "ceiling":
+		return ceilingMain(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown subcommand %q", args[0])
+}
+
+// shellJoin quotes args for a POSIX shell where needed.
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=.,/:@%") == "" {
+			q[i] = a
+		} else {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(q, " ")
+}

@@ -1,0 +1,200 @@
+package bench
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func row(scenario string, conns int, rps, p50, p99 float64) Result {
+	return Result{Scenario: scenario, Conns: conns, WrkResult: WrkResult{RequestsPerSec: rps, P50Ms: p50, P99Ms: p99}}
+}
+
+// sampleResults: hits at 80 % and 60 % of the ceiling, hit p99 1.5 ms at
+// 32, pass-through at 50 % and 40 % of direct.
+func sampleResults() []Result {
+	return []Result{
+		row(ScenarioCeiling, 32, 40000, 0.7, 1.2), row(ScenarioCeiling, 128, 50000, 2.5, 4),
+		row(ScenarioHit, 32, 32000, 0.9, 1.5), row(ScenarioHit, 128, 30000, 4, 9),
+		row(ScenarioDirect, 32, 30000, 1, 2), row(ScenarioDirect, 128, 35000, 3.5, 7),
+		row(ScenarioPassthrough, 32, 15000, 2, 4), row(ScenarioPassthrough, 128, 14000, 9, 20),
+	}
+}
+
+func TestRatio(t *testing.T) {
+	rs := sampleResults()
+	for _, tt := range []struct {
+		scenario string
+		conns    int
+		want     float64
+		ok       bool
+	}{
+		{ScenarioHit, 32, 0.8, true},
+		{ScenarioHit, 128, 0.6, true},
+		{ScenarioPassthrough, 32, 0.5, true},
+		{ScenarioPassthrough, 128, 0.4, true},
+		{ScenarioHit, 64, 0, false},     // not measured
+		{ScenarioCeiling, 32, 0, false}, // a base has no ratio
+		{ScenarioDirect, 32, 0, false},
+	} {
+		got, ok := Ratio(rs, tt.scenario, tt.conns)
+		if ok != tt.ok || !near(got, tt.want) {
+			t.Errorf("Ratio(%s, %d) = %v, %v; want %v, %v", tt.scenario, tt.conns, got, ok, tt.want, tt.ok)
+		}
+	}
+	// A failed base row gives no ratio.
+	rs[0].Error = "3 non-2xx/3xx responses"
+	if _, ok := Ratio(rs, ScenarioHit, 32); ok {
+		t.Error("Ratio against a failed ceiling row is ok")
+	}
+}
+
+func TestComputeTargets(t *testing.T) {
+	got := ComputeTargets(sampleResults(), []int{32, 128})
+	type brief struct {
+		name  string
+		value float64
+		pass  bool
+	}
+	want := []brief{
+		{"exact L1 hits / ceiling @32", 0.8, true},
+		{"exact L1 hits / ceiling @128", 0.6, false},
+		{"exact L1 hit p99 @32", 1.5, true},
+		{"pass-through / llmsim direct @32", 0.5, true},
+		{"pass-through / llmsim direct @128", 0.4, false},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d targets, want %d: %+v", len(got), len(want), got)
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.Name != w.name || !near(g.Value, w.value) || g.Pass != w.pass || !g.Known {
+			t.Errorf("target %d = %+v, want %+v", i, g, w)
+		}
+	}
+
+	// Boundaries are inclusive: exactly 70 %, 2 ms and 45 % pass.
+	rs := []Result{
+		row(ScenarioCeiling, 32, 1000, 1, 1), row(ScenarioHit, 32, 700, 1, 2),
+		row(ScenarioDirect, 32, 1000, 1, 1), row(ScenarioPassthrough, 32, 450, 1, 1),
+	}
+	for _, tg := range ComputeTargets(rs, []int{32}) {
+		if !tg.Pass {
+			t.Errorf("boundary target %+v fails", tg)
+		}
+	}
+	rs[1].P99Ms = 2.01
+	if tg := ComputeTargets(rs, []int{32})[1]; tg.Pass || tg.Name != "exact L1 hit p99 @32" {
+		t.Errorf("p99 2.01 ms: %+v, want FAIL", tg)
+	}
+
+	// Missing or failed rows: unknown, FAIL; no p99 target without 32.
+	rs = []Result{row(ScenarioCeiling, 64, 1000, 1, 1), {Scenario: ScenarioHit, Conns: 64, Error: "boom"}}
+	ts := ComputeTargets(rs, []int{64})
+	if len(ts) != 2 {
+		t.Fatalf("targets at 64 only: %+v, want 2 (no p99 target)", ts)
+	}
+	for _, tg := range ts {
+		if tg.Known || tg.Pass || tg.valueString() != "n/a" {
+			t.Errorf("target %+v should be unknown and FAIL", tg)
+		}
+	}
+}
+
+func sampleReport() Report {
+	rs := sampleResults()
+	rs[7].SocketErrors = SocketErrors{Read: 3}
+	return Report{
+		Machine: Machine{NProc: 2, CPUModel: "Test CPU @ 2.00GHz", GoVersion: "go1.26.8 linux/amd64",
+			Kernel: "6.1.0", Wrk: "wrk debian/4.1.0-3+b2 [epoll]", Revision: "43977bd1e2f3", LoadAvg: "0.10 0.20 0.30",
+			Date: "2026-11-23T06:40:00Z"},
+		Command:  "edgebench run --duration 3s",
+		Duration: "3s", Warmup: "1s", Conns: []int{32, 128},
+		RequestBytes: len(ChatBody), ResponseBytes: 459,
+		Results: rs, Targets: ComputeTargets(rs, []int{32, 128}),
+	}
+}
+
+func TestWriteMarkdown(t *testing.T) {
+	var b strings.Builder
+	if err := WriteMarkdown(&b, sampleReport()); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"Machine: nproc 2, Test CPU @ 2.00GHz, go1.26.8 linux/amd64, Linux 6.1.0, wrk debian/4.1.0-3+b2 [epoll], edgecache 43977bd1e2f3, loadavg 0.10 0.20 0.30, 2026-11-23T06:40:00Z\n",
+		"Command: `edgebench run --duration 3s`\n",
+		"| scenario | conns | req/s | p50 ms | p99 ms | ratio |\n",
+		"| (a) ceiling: net/http, same bytes | 32 | 40000 | 0.70 | 1.20 | 100 % (base) |\n",
+		"| (b) edgecache exact L1 hit | 32 | 32000 | 0.90 | 1.50 | 80.0 % of (a) |\n",
+		"| (b) edgecache exact L1 hit | 128 | 30000 | 4.00 | 9.00 | 60.0 % of (a) |\n",
+		"| (c) llmsim direct | 128 | 35000 | 3.50 | 7.00 | 100 % (base) |\n",
+		"| (d) edgecache pass-through (no-store) | 128 | 14000 | 9.00 | 20.00 | 40.0 % of (c) |\n",
+		"| exact L1 hits / ceiling @32 | 80.0 % | ≥ 70 % | PASS |\n",
+		"| exact L1 hits / ceiling @128 | 60.0 % | ≥ 70 % | FAIL |\n",
+		"| exact L1 hit p99 @32 | 1.50 ms | ≤ 2 ms | PASS |\n",
+		"| pass-through / llmsim direct @128 | 40.0 % | ≥ 45 % | FAIL |\n",
+		"Targets: 3/5 PASS.\n",
+		"- (d) edgecache pass-through (no-store) @128: socket errors: connect 0, read 3, write 0, timeout 0\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q; output:\n%s", want, out)
+		}
+	}
+	// Rows come in scenario order, 32 before 128.
+	if i, j := strings.Index(out, "| (a) ceiling: net/http, same bytes | 128"), strings.Index(out, "| (b) edgecache exact L1 hit | 32"); i < 0 || j < i {
+		t.Errorf("row order wrong:\n%s", out)
+	}
+}
+
+func TestWriteMarkdownFailedRow(t *testing.T) {
+	rep := sampleReport()
+	rep.Results[2] = Result{Scenario: ScenarioHit, Conns: 32, Error: "not an L1 hit"}
+	rep.Results[3].Non2xx = 12
+	rep.Results[3].Error = "12 non-2xx/3xx responses"
+	rep.Targets = ComputeTargets(rep.Results, rep.Conns)
+	var b strings.Builder
+	if err := WriteMarkdown(&b, rep); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"| (b) edgecache exact L1 hit | 32 | FAILED | | | n/a |\n",
+		"| (b) edgecache exact L1 hit | 128 | 30000 (FAILED) | 4.00 | 9.00 | n/a |\n",
+		"| exact L1 hits / ceiling @32 | n/a | ≥ 70 % | FAIL |\n",
+		"| exact L1 hit p99 @32 | n/a | ≤ 2 ms | FAIL |\n",
+		"- (b) edgecache exact L1 hit @32 FAILED: not an L1 hit\n",
+		"- (b) edgecache exact L1 hit @128: 12 non-2xx/3xx responses\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q; output:\n%s", want, out)
+		}
+	}
+}
+
+func TestWriteJSON(t *testing.T) {
+	rep := sampleReport()
+	path := filepath.Join(t.TempDir(), "bench.json")
+	if err := WriteJSON(path, rep); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, rep) {
+		t.Errorf("JSON round trip differs:\n got %+v\nwant %+v", back, rep)
+	}
+	for _, key := range []string{`"requests_per_sec": 40000`, `"p99_ms": 1.2`, `"scenario": "l1-hit"`, `"pass": true`} {
+		if !strings.Contains(string(data), key) {
+			t.Errorf("JSON lacks %s:\n%s", key, data)
+		}
+	}
+}

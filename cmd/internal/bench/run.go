@@ -1,0 +1,545 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The CPUs of the 2-core set-up: the server under test alone on one, the
+// load generator (and, where it is not the server under test, llmsim) on
+// the other.
+const (
+	serverCPU = 1
+	loadCPU   = 0
+)
+
+const chatPath = "/v1/chat/completions"
+
+// runConfig is `edgebench run`'s flags.
+type runConfig struct {
+	duration, warmup time.Duration
+	conns            []int
+	bin              string
+	jsonPath         string
+	command          string
+}
+
+func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
+	var c runConfig
+	fs := flag.NewFlagSet("edgebench run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measured time per row (whole seconds)")
+	fs.DurationVar(&c.warmup, "warmup", 2*time.Second, "warm-up run before each measured row (whole seconds; 0 = none)")
+	conns := fs.String("conns", "32,128", "comma-separated wrk connection counts")
+	defBin := ""
+	if exe, err := os.Executable(); err == nil {
+		defBin = filepath.Dir(exe)
+	}
+	fs.StringVar(&c.bin, "bin", defBin, "directory with prebuilt edgecache, llmsim and edgebench binaries")
+	fs.StringVar(&c.jsonPath, "json", "", "also write the results as JSON to this file")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), runUsage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if c.duration < time.Second {
+		return c, errors.New("--duration must be at least 1s")
+	}
+	if c.warmup < 0 {
+		return c, errors.New("--warmup must not be negative")
+	}
+	var err error
+	if c.conns, err = parseConns(*conns); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+const runUsage = `Usage: edgebench run [flags]
+
+Measures, with wrk pinned to CPU 0 and the server under test to CPU 1:
+  (a) ceiling: "edgebench ceiling" serving edgecache's cached answer bytes
+  (b) exact L1 hits through edgecache (llmsim upstream on CPU 0)
+  (c) llmsim direct
+  (d) pass-through: edgecache with Cache-Control: no-store (llmsim on CPU 0)
+at each connection count, and prints a Markdown table with the target ratios.
+Needs wrk and taskset in PATH and the binaries in --bin; installs and builds
+nothing.
+
+Flags:
+`
+
+func parseConns(s string) ([]int, error) {
+	var out []int
+	seen := map[int]bool{}
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("--conns: %q is not a positive connection count", f)
+		}
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--conns: no connection count")
+	}
+	return out, nil
+}
+
+// checkPrereqs returns a clear error for the first missing prerequisite.
+func checkPrereqs(bin string) error {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return errors.New("wrk not found in PATH: install the Debian package wrk (apt-get install -y wrk)")
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		return errors.New("taskset not found in PATH: install the Debian package util-linux (apt-get install -y util-linux)")
+	}
+	if runtime.NumCPU() < 2 {
+		return fmt.Errorf("need 2 CPUs (server on CPU %d, load generator on CPU %d); this process may use %d", serverCPU, loadCPU, runtime.NumCPU())
+	}
+	if bin == "" {
+		return errors.New("--bin DIR is required")
+	}
+	for _, name := range []string{"edgecache", "llmsim", "edgebench"} {
+		p := filepath.Join(bin, name)
+		st, err := os.Stat(p)
+		if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return fmt.Errorf("%s: not an executable; build it first (go build -o %s ./cmd/%s)", p, bin, name)
+		}
+	}
+	return nil
+}
+
+// runner holds one `edgebench run`.
+type runner struct {
+	cfg     runConfig
+	dir     string // scratch: scripts, logs, the ceiling body
+	ps      procs
+	client  *http.Client
+	log     io.Writer
+	scripts map[bool]string // Lua script path, by "sends Cache-Control: no-store"
+}
+
+func runMain(ctx context.Context, command string, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseRunFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	cfg.command = command
+	if err := checkPrereqs(cfg.bin); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "edgebench-")
+	if err != nil {
+		return err
+	}
+	r := &runner{cfg: cfg, dir: dir, log: stderr,
+		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
+	rep, runErr := r.run(ctx)
+	if err := r.ps.stopAll(); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	if werr := WriteMarkdown(stdout, rep); werr != nil {
+		runErr = errors.Join(runErr, werr)
+	}
+	if cfg.jsonPath != "" {
+		if err := WriteJSON(cfg.jsonPath, rep); err != nil {
+			runErr = errors.Join(runErr, fmt.Errorf("--json: %w", err))
+		}
+	}
+	if runErr != nil {
+		fmt.Fprintf(stderr, "edgebench: logs and wrk output kept in %s\n", dir)
+		return runErr
+	}
+	return os.RemoveAll(dir)
+}
+
+// run runs the scenarios in order. A failed scenario is recorded in its rows
+// and the next one still runs; the returned error says that something
+// failed. Every process is stopped by the caller (and by each scenario as
+// it ends).
+func (r *runner) run(ctx context.Context) (Report, error) {
+	rep := Report{
+		Machine:      describeMachine(filepath.Join(r.cfg.bin, "edgecache"), time.Now()),
+		Command:      r.cfg.command,
+		Duration:     formatDuration(r.cfg.duration),
+		Warmup:       formatDuration(r.cfg.warmup),
+		Conns:        r.cfg.conns,
+		RequestBytes: len(ChatBody),
+	}
+	if r.cfg.warmup == 0 {
+		rep.Warmup = "no"
+	}
+	fmt.Fprintf(r.log, "edgebench: %s\n", r.cfg.command)
+	r.scripts = map[bool]string{}
+	for _, noStore := range []bool{false, true} {
+		hdr := map[string]string{}
+		name := "post.lua"
+		if noStore {
+			hdr["Cache-Control"] = "no-store"
+			name = "post-no-store.lua"
+		}
+		p := filepath.Join(r.dir, name)
+		if err := os.WriteFile(p, []byte(LuaScript(ChatBody, hdr)), 0o644); err != nil {
+			return rep, err
+		}
+		r.scripts[noStore] = p
+	}
+
+	var failed []string
+	record := func(scenario string, rows []Result, err error) {
+		switch {
+		case err != nil && len(rows) == 0:
+			// The scenario could not run at all: one failed row per count.
+			for _, c := range r.cfg.conns {
+				rows = append(rows, Result{Scenario: scenario, Conns: c, Error: err.Error()})
+			}
+		case err != nil:
+			// The rows stand; stopping its processes went wrong.
+			failed = append(failed, fmt.Sprintf("%s: %v", scenarioLabel[scenario], err))
+			fmt.Fprintf(r.log, "edgebench: %s: %v\n", scenarioLabel[scenario], err)
+		}
+		for _, row := range rows {
+			if row.Error != "" {
+				failed = append(failed, fmt.Sprintf("%s @%d: %s", scenarioLabel[scenario], row.Conns, row.Error))
+				fmt.Fprintf(r.log, "edgebench: FAILED %s @%d: %s\n", scenarioLabel[scenario], row.Conns, row.Error)
+			}
+		}
+		rep.Results = append(rep.Results, rows...)
+	}
+
+	// (a) needs the bytes of a hit: take them from a fresh edgecache first.
+	hitBody, err := r.fetchHitBody(ctx)
+	rep.ResponseBytes = len(hitBody)
+	if err != nil {
+		record(ScenarioCeiling, nil, fmt.Errorf("fetching the cached answer from edgecache: %w", err))
+	} else {
+		rows, err := r.scenarioCeiling(ctx, hitBody)
+		record(ScenarioCeiling, rows, err)
+	}
+	for _, sc := range []struct {
+		name string
+		fn   func(context.Context) ([]Result, error)
+	}{
+		{ScenarioHit, r.scenarioHit},
+		{ScenarioDirect, r.scenarioDirect},
+		{ScenarioPassthrough, r.scenarioPassthrough},
+	} {
+		if ctx.Err() != nil {
+			break
+		}
+		rows, err := sc.fn(ctx)
+		record(sc.name, rows, err)
+	}
+	rep.Targets = ComputeTargets(rep.Results, r.cfg.conns)
+	if ctx.Err() != nil {
+		return rep, fmt.Errorf("interrupted: %w", ctx.Err())
+	}
+	if len(failed) > 0 {
+		return rep, fmt.Errorf("%d row(s) failed:\n  %s", len(failed), strings.Join(failed, "\n  "))
+	}
+	return rep, nil
+}
+
+// startLLMSim starts llmsim (default flags: instant answers) on cpu.
+func (r *runner) startLLMSim(ctx context.Context, cpu int) (string, *proc, error) {
+	ports, err := freePorts(1)
+	if err != nil {
+		return "", nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	p, err := r.ps.startPinned(r.dir, fmt.Sprintf("llmsim-cpu%d-%d", cpu, ports[0]), cpu,
+		filepath.Join(r.cfg.bin, "llmsim"), "--listen", addr)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := waitReady(ctx, p, 15*time.Second, dialReady(addr)); err != nil {
+		return "", nil, errors.Join(err, p.stop(5*time.Second))
+	}
+	return addr, p, nil
+}
+
+// startEdgecache starts edgecache (L1 only) on the server CPU in front of
+// upstream and waits for its /readyz.
+func (r *runner) startEdgecache(ctx context.Context, upstream string) (string, *proc, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return "", nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	admin := fmt.Sprintf("127.0.0.1:%d", ports[1])
+	p, err := r.ps.startPinned(r.dir, fmt.Sprintf("edgecache-%d", ports[0]), serverCPU,
+		filepath.Join(r.cfg.bin, "edgecache"),
+		"--listen", addr, "--admin-listen", admin, "--upstream", "http://"+upstream)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := waitReady(ctx, p, 15*time.Second, httpReady(r.client, "http://"+admin+"/readyz")); err != nil {
+		return "", nil, errors.Join(err, p.stop(5*time.Second))
+	}
+	return addr, p, nil
+}
+
+// edgecacheStack starts llmsim on the load CPU and edgecache on the server
+// CPU in front of it; stop stops both.
+func (r *runner) edgecacheStack(ctx context.Context) (addr string, stop func() error, err error) {
+	simAddr, sim, err := r.startLLMSim(ctx, loadCPU)
+	if err != nil {
+		return "", nil, err
+	}
+	addr, ec, err := r.startEdgecache(ctx, simAddr)
+	if err != nil {
+		return "", nil, errors.Join(err, sim.stop(5*time.Second))
+	}
+	return addr, func() error { return errors.Join(ec.stop(10*time.Second), sim.stop(10*time.Second)) }, nil
+}
+
+// answer is one probe response.
+type answer struct {
+	status      int
+	cacheStatus string
+	body        []byte
+}
+
+// post sends the chat body to url, with Cache-Control: no-store if asked.
+func (r *runner) post(ctx context.Context, url string, noStore bool) (answer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(ChatBody))
+	if err != nil {
+		return answer{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if noStore {
+		req.Header.Set("Cache-Control", "no-store")
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return answer{}, err
+	}
+	a := answer{status: resp.StatusCode, cacheStatus: resp.Header.Get("Cache-Status"), body: body}
+	if a.status != http.StatusOK {
+		return a, fmt.Errorf("POST %s: status %d: %.200s", url, a.status, body)
+	}
+	return a, nil
+}
+
+// The Cache-Status values the scenarios rely on.
+const (
+	hitCacheStatus    = "edgecache; hit; detail=l1"
+	bypassCacheStatus = "edgecache; fwd=bypass; detail=no-store"
+)
+
+// isHit reports whether a Cache-Status value is an exact L1 hit; edgecache
+// may append parameters such as "; ttl=3599".
+func isHit(cs string) bool {
+	return cs == hitCacheStatus || strings.HasPrefix(cs, hitCacheStatus+";")
+}
+
+func isBypass(cs string) bool {
+	return cs == bypassCacheStatus || strings.HasPrefix(cs, bypassCacheStatus+";")
+}
+
+// warmHit sends the chat body once to fill the cache, then checks that the
+// next answer is an L1 hit (the store may complete just after the first
+// answer, so it asks a few times within a second) and returns its body.
+func (r *runner) warmHit(ctx context.Context, url string) ([]byte, error) {
+	if _, err := r.post(ctx, url, false); err != nil {
+		return nil, fmt.Errorf("warming the key: %w", err)
+	}
+	var last answer
+	for i := 0; i < 50; i++ {
+		a, err := r.post(ctx, url, false)
+		if err != nil {
+			return nil, err
+		}
+		if isHit(a.cacheStatus) {
+			return a.body, nil
+		}
+		last = a
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil, fmt.Errorf("the repeated request is not an L1 hit: Cache-Status %q, want %q", last.cacheStatus, hitCacheStatus)
+}
+
+// fetchHitBody returns the body edgecache sends on an exact L1 hit.
+func (r *runner) fetchHitBody(ctx context.Context) ([]byte, error) {
+	fmt.Fprintf(r.log, "edgebench: fetching the cached answer bytes from edgecache\n")
+	addr, stop, err := r.edgecacheStack(ctx)
+	if err != nil {
+		return nil, err
+	}
+	body, err := r.warmHit(ctx, "http://"+addr+chatPath)
+	return body, errors.Join(err, stop())
+}
+
+// measure runs, at each connection count, a warm-up and then the measured
+// wrk run against url. check runs before each measured run.
+func (r *runner) measure(ctx context.Context, scenario, url string, noStore bool, check func(context.Context) error) []Result {
+	var rows []Result
+	for _, c := range r.cfg.conns {
+		if ctx.Err() != nil {
+			rows = append(rows, Result{Scenario: scenario, Conns: c, Error: ctx.Err().Error()})
+			continue
+		}
+		row := Result{Scenario: scenario, Conns: c}
+		row.WrkResult, row.Error = r.measureOne(ctx, scenario, url, c, noStore, check)
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+func (r *runner) measureOne(ctx context.Context, scenario, url string, conns int, noStore bool, check func(context.Context) error) (WrkResult, string) {
+	label := scenarioLabel[scenario]
+	script := r.scripts[noStore]
+	if r.cfg.warmup > 0 {
+		fmt.Fprintf(r.log, "edgebench: %s @%d: warm-up %s\n", label, conns, formatDuration(r.cfg.warmup))
+		w, out, err := runWrk(ctx, loadCPU, conns, r.cfg.warmup, script, url)
+		if err != nil {
+			return WrkResult{}, "warm-up: " + err.Error()
+		}
+		if w.Non2xx > 0 {
+			return w, fmt.Sprintf("warm-up: %d non-2xx/3xx responses:\n%s", w.Non2xx, out)
+		}
+	}
+	if err := check(ctx); err != nil {
+		return WrkResult{}, err.Error()
+	}
+	fmt.Fprintf(r.log, "edgebench: %s @%d: measuring %s\n", label, conns, formatDuration(r.cfg.duration))
+	w, out, err := runWrk(ctx, loadCPU, conns, r.cfg.duration, script, url)
+	if err != nil {
+		return WrkResult{}, err.Error()
+	}
+	if err := os.WriteFile(filepath.Join(r.dir, fmt.Sprintf("wrk-%s-%d.txt", scenario, conns)), []byte(out), 0o644); err != nil {
+		return w, err.Error()
+	}
+	fmt.Fprintf(r.log, "edgebench: %s @%d: %.0f req/s, p50 %.2f ms, p99 %.2f ms", label, conns, w.RequestsPerSec, w.P50Ms, w.P99Ms)
+	if w.SocketErrors.Total() > 0 {
+		fmt.Fprintf(r.log, ", socket errors: %s", w.SocketErrors)
+	}
+	fmt.Fprintln(r.log)
+	if w.Non2xx > 0 {
+		return w, fmt.Sprintf("%d non-2xx/3xx responses", w.Non2xx)
+	}
+	return w, ""
+}
+
+// scenarioCeiling is (a): `edgebench ceiling` on the server CPU serving body.
+func (r *runner) scenarioCeiling(ctx context.Context, body []byte) ([]Result, error) {
+	bodyFile := filepath.Join(r.dir, "hit-body.json")
+	if err := os.WriteFile(bodyFile, body, 0o644); err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(1)
+	if err != nil {
+		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	p, err := r.ps.startPinned(r.dir, fmt.Sprintf("ceiling-%d", ports[0]), serverCPU,
+		filepath.Join(r.cfg.bin, "edgebench"), "ceiling", "--listen", addr, "--body", bodyFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitReady(ctx, p, 15*time.Second, dialReady(addr)); err != nil {
+		return nil, errors.Join(err, p.stop(5*time.Second))
+	}
+	url := "http://" + addr + chatPath
+	rows := r.measure(ctx, ScenarioCeiling, url, false, func(ctx context.Context) error {
+		a, err := r.post(ctx, url, false)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(a.body, body) {
+			return errors.New("the ceiling server answered other bytes than the cached answer")
+		}
+		return nil
+	})
+	return rows, p.stop(10 * time.Second)
+}
+
+// scenarioHit is (b): exact L1 hits through edgecache.
+func (r *runner) scenarioHit(ctx context.Context) ([]Result, error) {
+	addr, stop, err := r.edgecacheStack(ctx)
+	if err != nil {
+		return nil, err
+	}
+	url := "http://" + addr + chatPath
+	if _, err := r.warmHit(ctx, url); err != nil {
+		return nil, errors.Join(err, stop())
+	}
+	rows := r.measure(ctx, ScenarioHit, url, false, func(ctx context.Context) error {
+		a, err := r.post(ctx, url, false)
+		if err != nil {
+			return err
+		}
+		if !isHit(a.cacheStatus) {
+			return fmt.Errorf("not an L1 hit: Cache-Status %q, want %q", a.cacheStatus, hitCacheStatus)
+		}
+		return nil
+	})
+	return rows, stop()
+}
+
+// scenarioDirect is (c): llmsim alone on the server CPU.
+func (r *runner) scenarioDirect(ctx context.Context) ([]Result, error) {
+	addr, sim, err := r.startLLMSim(ctx, serverCPU)
+	if err != nil {
+		return nil, err
+	}
+	url := "http://" + addr + chatPath
+	rows := r.measure(ctx, ScenarioDirect, url, false, func(ctx context.Context) error {
+		_, err := r.post(ctx, url, false)
+		return err
+	})
+	return rows, sim.stop(10 * time.Second)
+}
+
+// scenarioPassthrough is (d): edgecache with Cache-Control: no-store, so
+// every request goes to llmsim, which shares CPU 0 with wrk.
+func (r *runner) scenarioPassthrough(ctx context.Context) ([]Result, error) {
+	addr, stop, err := r.edgecacheStack(ctx)
+	if err != nil {
+		return nil, err
+	}
+	url := "http://" + addr + chatPath
+	rows := r.measure(ctx, ScenarioPassthrough, url, true, func(ctx context.Context) error {
+		a, err := r.post(ctx, url, true)
+		if err != nil {
+			return err
+		}
+		if !isBypass(a.cacheStatus) {
+			return fmt.Errorf("not a pass-through: Cache-Status %q, want %q", a.cacheStatus, bypassCacheStatus)
+		}
+		return nil
+	})
+	return rows, stop()
+}

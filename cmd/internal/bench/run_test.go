@@ -1,0 +1,150 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestMainSubcommands(t *testing.T) {
+	ctx := context.Background()
+	if err := Main(ctx, "edgebench", nil, io.Discard, io.Discard); err == nil {
+		t.Error("no subcommand accepted")
+	}
+	if err := Main(ctx, "edgebench", []string{"bogus"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "bogus") {
+		t.Errorf("unknown subcommand: %v", err)
+	}
+	var out strings.Builder
+	if err := Main(ctx, "edgebench", []string{"help"}, &out, io.Discard); err != nil || !strings.Contains(out.String(), "edgebench run") {
+		t.Errorf("help: %v, %q", err, out.String())
+	}
+	if err := Main(ctx, "edgebench", []string{"run", "-h"}, io.Discard, io.Discard); err != nil {
+		t.Errorf("run -h: %v", err)
+	}
+}
+
+func TestParseRunFlags(t *testing.T) {
+	c, err := parseRunFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.duration != 10*time.Second || c.warmup != 2*time.Second || !reflect.DeepEqual(c.conns, []int{32, 128}) || c.bin == "" {
+		t.Errorf("defaults: %+v", c)
+	}
+	c, err = parseRunFlags([]string{"--duration", "3s", "--warmup", "0s", "--conns", " 8, 32,8 ", "--bin", "/x", "--json", "/tmp/r.json"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.duration != 3*time.Second || c.warmup != 0 || !reflect.DeepEqual(c.conns, []int{8, 32}) || c.bin != "/x" || c.jsonPath != "/tmp/r.json" {
+		t.Errorf("parsed: %+v", c)
+	}
+	for _, bad := range [][]string{
+		{"--conns", "0"}, {"--conns", "x"}, {"--conns", ","}, {"--duration", "500ms"}, {"--warmup", "-1s"}, {"extra"},
+	} {
+		if _, err := parseRunFlags(bad, io.Discard); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestCheckPrereqsMissingBinaries(t *testing.T) {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		if err := checkPrereqs(t.TempDir()); err == nil || !strings.Contains(err.Error(), "apt-get install -y wrk") {
+			t.Errorf("without wrk: %v", err)
+		}
+		return
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		t.Skip("no taskset")
+	}
+	dir := t.TempDir()
+	err := checkPrereqs(dir)
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "edgecache")) || !strings.Contains(err.Error(), "go build") {
+		t.Errorf("empty --bin: %v", err)
+	}
+}
+
+func TestShellJoin(t *testing.T) {
+	got := shellJoin([]string{"./bin/edgebench", "run", "--conns", "32,128", "--json", "a b.json", "it's", ""})
+	want := `./bin/edgebench run --conns 32,128 --json 'a b.json' 'it'\''s' ''`
+	if got != want {
+		t.Errorf("shellJoin = %s, want %s", got, want)
+	}
+}
+
+func TestCacheStatusChecks(t *testing.T) {
+	for cs, want := range map[string]bool{
+		"edgecache; hit; detail=l1":                  true,
+		"edgecache; hit; detail=l1; ttl=3599":        true,
+		"edgecache; hit; detail=l2":                  false,
+		"edgecache; hit; detail=l1x":                 false,
+		"edgecache; fwd=uri-miss; stored":            false,
+		"edgecache; fwd=bypass; detail=no-store":     false,
+		"":                                           false,
+		"other; edgecache; hit; detail=l1; ttl=3599": false,
+	} {
+		if got := isHit(cs); got != want {
+			t.Errorf("isHit(%q) = %v", cs, got)
+		}
+	}
+	if !isBypass("edgecache; fwd=bypass; detail=no-store") || isBypass("edgecache; hit; detail=l1") {
+		t.Error("isBypass")
+	}
+}
+
+func TestCleanEnv(t *testing.T) {
+	got := cleanEnv([]string{"PATH=/bin", "EDGECACHE_REDIS_ADDR=x:6379", "HOME=/root", "EDGECACHE_CONFIG=/c.yaml"})
+	if !reflect.DeepEqual(got, []string{"PATH=/bin", "HOME=/root"}) {
+		t.Errorf("cleanEnv = %q", got)
+	}
+}
+
+// TestStopKillsProcessGroups starts a shell with a background child the
+// way servers are started and checks that stopping leaves nothing behind,
+// even when SIGTERM is ignored.
+func TestStopKillsProcessGroups(t *testing.T) {
+	if _, err := exec.LookPath("taskset"); err != nil {
+		t.Skip("no taskset")
+	}
+	var ps procs
+	// Both the shell and its child ignore SIGTERM (an ignored signal stays
+	// ignored across fork and exec), so only the SIGKILL after the grace
+	// period ends them.
+	p, err := ps.startPinned(t.TempDir(), "sh", 0, "/bin/sh", "-c", "trap '' TERM; sleep 60 & wait")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgid := p.cmd.Process.Pid
+	if err := waitReady(context.Background(), p, 5*time.Second, func(context.Context) error {
+		out, _ := exec.Command("pgrep", "-g", strconv.Itoa(pgid)).Output()
+		if len(strings.Fields(string(out))) < 2 {
+			return errors.New("child not started yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.stop(200 * time.Millisecond); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Errorf("stop = %v, want a 'did not stop ... killed' error", err)
+	}
+	if err := syscall.Kill(-pgid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("process group %d still exists after stop (kill 0: %v)", pgid, err)
+	}
+	// stopAll after stop: nothing left to do, the list is emptied.
+	_ = ps.stopAll()
+	if len(ps.list) != 0 {
+		t.Errorf("%d procs still tracked", len(ps.list))
+	}
+	if _, err := os.Stat(p.logPath); err != nil {
+		t.Errorf("log file: %v", err)
+	}
+}
