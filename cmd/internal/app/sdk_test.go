@@ -50,8 +50,13 @@ const storeSettle = 150 * time.Millisecond
 type sdkEnv struct {
 	sim    *llmsim.Running
 	client openai.Client
-	data   string // edgecache's data URL
+	data   string          // edgecache's data URL
+	ctx    context.Context // bounds every SDK call of the test
 }
+
+// sdkTestTimeout bounds the SDK calls of one test, so a hung proxy fails
+// the test instead of stalling the run.
+const sdkTestTimeout = 2 * time.Minute
 
 func newSDKEnv(t *testing.T) *sdkEnv {
 	t.Helper()
@@ -62,7 +67,9 @@ func newSDKEnv(t *testing.T) *sdkEnv {
 	}
 	t.Cleanup(func() { _ = sim.Close() }) // runs after edgecache's cleanup
 	data, _ := startEdgecache(t, sim.URL())
-	return &sdkEnv{sim: sim, data: data, client: newGoSDKClient(data + "/v1")}
+	ctx, cancel := context.WithTimeout(context.Background(), sdkTestTimeout)
+	t.Cleanup(cancel)
+	return &sdkEnv{sim: sim, data: data, client: newGoSDKClient(data + "/v1"), ctx: ctx}
 }
 
 // newGoSDKClient is the client an application would build, pointed at
@@ -146,7 +153,7 @@ func chatParams(prompt string) openai.ChatCompletionNewParams {
 func (e *sdkEnv) chatOnce(t *testing.T, what, prompt string) (*openai.ChatCompletion, *http.Response) {
 	t.Helper()
 	var resp *http.Response
-	cc, err := e.client.Chat.Completions.New(context.Background(), chatParams(prompt), option.WithResponseInto(&resp))
+	cc, err := e.client.Chat.Completions.New(e.ctx, chatParams(prompt), option.WithResponseInto(&resp))
 	if err != nil {
 		t.Fatalf("%s: Chat.Completions.New: %v", what, err)
 	}
@@ -181,7 +188,7 @@ func (e *sdkEnv) chatStream(t *testing.T, what, prompt string, includeUsage bool
 		params.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
 	}
 	out := &streamedChat{}
-	stream := e.client.Chat.Completions.NewStreaming(context.Background(), params, option.WithResponseInto(&out.resp))
+	stream := e.client.Chat.Completions.NewStreaming(e.ctx, params, option.WithResponseInto(&out.resp))
 	defer stream.Close()
 	for stream.Next() {
 		out.chunks++
@@ -193,8 +200,10 @@ func (e *sdkEnv) chatStream(t *testing.T, what, prompt string, includeUsage bool
 	return out
 }
 
-// checkStreamed checks a streamed chat answer that should be complete.
-func checkStreamed(t *testing.T, what string, s *streamedChat, prompt string, wantUsage bool) {
+// checkStreamed checks a streamed chat answer that should be complete. A
+// relayed stream (a miss) arrives word by word, as the model sent it; a
+// replayed one (a hit) may carry the stored text in fewer chunks.
+func checkStreamed(t *testing.T, what string, s *streamedChat, prompt string, wantUsage, relayed bool) {
 	t.Helper()
 	if s.err != nil {
 		t.Fatalf("%s: stream.Err() = %v", what, s.err)
@@ -205,9 +214,10 @@ func checkStreamed(t *testing.T, what string, s *streamedChat, prompt string, wa
 	if len(s.acc.Choices) != 1 {
 		t.Fatalf("%s: %d choices assembled, want 1", what, len(s.acc.Choices))
 	}
-	// A role chunk, one chunk per word and a finish chunk at least.
-	if s.chunks < sdkAnswerWords+1 {
-		t.Errorf("%s: %d chunks, want at least %d: the answer was not streamed word by word", what, s.chunks, sdkAnswerWords+1)
+	// Relayed: a role chunk, one chunk per word and a finish chunk at
+	// least. Replayed: some content and a finish chunk at least.
+	if minChunks := map[bool]int{true: sdkAnswerWords + 2, false: 2}[relayed]; s.chunks < minChunks {
+		t.Errorf("%s: %d chunks, want at least %d", what, s.chunks, minChunks)
 	}
 	checkAnswerText(t, what, s.text(), prompt)
 	if fr := s.acc.Choices[0].FinishReason; fr != "stop" {
@@ -255,7 +265,7 @@ func TestGoSDKChat(t *testing.T) {
 		for _, usage := range []bool{true, false} {
 			s := e.chatStream(t, "streamed hit", prompt, usage)
 			wantHit(t, "streamed hit", s.resp)
-			checkStreamed(t, "streamed hit", s, prompt, usage)
+			checkStreamed(t, "streamed hit", s, prompt, usage, false)
 			if s.text() != miss.Choices[0].Message.Content {
 				t.Errorf("streamed hit (usage %v) assembled %q, non-streamed miss said %q", usage, s.text(), miss.Choices[0].Message.Content)
 			}
@@ -272,7 +282,7 @@ func TestGoSDKChat(t *testing.T) {
 
 		// What the same SDK gets straight from the model, without edgecache.
 		directClient := newGoSDKClient(e.sim.URL() + "/v1")
-		direct, err := directClient.Chat.Completions.New(context.Background(), chatParams(prompt))
+		direct, err := directClient.Chat.Completions.New(e.ctx, chatParams(prompt))
 		if err != nil {
 			t.Fatalf("direct request to llmsim: %v", err)
 		}
@@ -281,7 +291,7 @@ func TestGoSDKChat(t *testing.T) {
 
 		miss := e.chatStream(t, "streamed miss", prompt, true)
 		wantMiss(t, "streamed miss", miss.resp, false)
-		checkStreamed(t, "streamed miss", miss, prompt, true)
+		checkStreamed(t, "streamed miss", miss, prompt, true, true)
 		if miss.text() != want {
 			t.Errorf("streamed miss assembled %q, the model's non-streamed answer is %q", miss.text(), want)
 		}
@@ -304,7 +314,7 @@ func TestGoSDKChat(t *testing.T) {
 		// And a streamed request is replayed from it.
 		again := e.chatStream(t, "streamed hit", prompt, true)
 		wantHit(t, "streamed hit", again.resp)
-		checkStreamed(t, "streamed hit", again, prompt, true)
+		checkStreamed(t, "streamed hit", again, prompt, true, false)
 		if again.text() != miss.text() {
 			t.Errorf("streamed hit assembled %q, streamed miss %q", again.text(), miss.text())
 		}
@@ -321,8 +331,13 @@ func TestGoSDKChat(t *testing.T) {
 		if cut.err == nil {
 			t.Fatalf("a stream cut by the upstream after 3 words ended without an error; the SDK assembled %q", cut.text())
 		}
+		// edgecache ends the relayed stream with an error event, which the
+		// SDK reports as a StreamError (a bare broken connection would be an
+		// I/O error instead).
 		var se *ssestream.StreamError
-		t.Logf("cut stream: stream.Err() = %v (StreamError: %v)", cut.err, errors.As(cut.err, &se))
+		if !errors.As(cut.err, &se) || !strings.Contains(se.Error(), "stream_interrupted") {
+			t.Errorf("cut stream: stream.Err() = %v (%T), want an SDK StreamError from edgecache's stream_interrupted event", cut.err, cut.err)
+		}
 		if got := strings.Fields(cut.text()); len(got) >= sdkAnswerWords {
 			t.Errorf("cut stream assembled a complete answer %q", cut.text())
 		}
@@ -333,7 +348,7 @@ func TestGoSDKChat(t *testing.T) {
 		// fault cleared, goes upstream again and gets the whole answer.
 		again := e.chatStream(t, "after the cut", prompt, true)
 		wantMiss(t, "after the cut", again.resp, false)
-		checkStreamed(t, "after the cut", again, prompt, true)
+		checkStreamed(t, "after the cut", again, prompt, true, true)
 		if !strings.HasPrefix(again.text(), cut.text()) {
 			t.Errorf("the cut stream's text %q is not a prefix of the full answer %q", cut.text(), again.text())
 		}
@@ -358,7 +373,7 @@ func TestGoSDKCompletions(t *testing.T) {
 	}
 
 	var missResp *http.Response
-	miss, err := e.client.Completions.New(context.Background(), params, option.WithResponseInto(&missResp))
+	miss, err := e.client.Completions.New(e.ctx, params, option.WithResponseInto(&missResp))
 	if err != nil {
 		t.Fatalf("miss: Completions.New: %v", err)
 	}
@@ -371,7 +386,7 @@ func TestGoSDKCompletions(t *testing.T) {
 
 	time.Sleep(storeSettle)
 	var hitResp *http.Response
-	hit, err := e.client.Completions.New(context.Background(), params, option.WithResponseInto(&hitResp))
+	hit, err := e.client.Completions.New(e.ctx, params, option.WithResponseInto(&hitResp))
 	if err != nil {
 		t.Fatalf("hit: Completions.New: %v", err)
 	}
@@ -383,7 +398,7 @@ func TestGoSDKCompletions(t *testing.T) {
 
 	// The stored answer replayed as a stream.
 	var streamResp *http.Response
-	stream := e.client.Completions.NewStreaming(context.Background(), params, option.WithResponseInto(&streamResp))
+	stream := e.client.Completions.NewStreaming(e.ctx, params, option.WithResponseInto(&streamResp))
 	var text strings.Builder
 	chunks := 0
 	for stream.Next() {
@@ -397,8 +412,8 @@ func TestGoSDKCompletions(t *testing.T) {
 	}
 	_ = stream.Close()
 	wantHit(t, "streamed hit", streamResp)
-	if chunks < sdkAnswerWords {
-		t.Errorf("streamed hit: %d chunks, want at least %d", chunks, sdkAnswerWords)
+	if chunks < 1 {
+		t.Errorf("streamed hit: no chunks")
 	}
 	if text.String() != miss.Choices[0].Text {
 		t.Errorf("streamed hit assembled %q, miss said %q", text.String(), miss.Choices[0].Text)
@@ -409,15 +424,25 @@ func TestGoSDKCompletions(t *testing.T) {
 func TestGoSDKEmbeddings(t *testing.T) {
 	e := newSDKEnv(t)
 
-	// want returns llmsim's vector for text, as the float64s the SDK holds.
-	want := func(text string) []float64 {
+	// want returns llmsim's vector for text. llmsim computes float32s; the
+	// SDK holds float64s parsed from their shortest decimal form (float) or
+	// widened from their bits (base64): both narrow back to the same
+	// float32s.
+	want := func(text string) []float32 {
 		v := make([]float32, sdkEmbeddingDims)
 		llmsim.Vector(v, text)
-		out := make([]float64, len(v))
-		for i, x := range v {
-			out[i] = float64(x)
+		return v
+	}
+	sameVector := func(got []float64, want []float32) bool {
+		if len(got) != len(want) {
+			return false
 		}
-		return out
+		for i := range got {
+			if float32(got[i]) != want[i] {
+				return false
+			}
+		}
+		return true
 	}
 	equal := func(a, b []float64) bool {
 		if len(a) != len(b) {
@@ -450,7 +475,7 @@ func TestGoSDKEmbeddings(t *testing.T) {
 			get := func(what string) (*openai.CreateEmbeddingResponse, *http.Response) {
 				t.Helper()
 				var resp *http.Response
-				res, err := e.client.Embeddings.New(context.Background(), params, option.WithResponseInto(&resp))
+				res, err := e.client.Embeddings.New(e.ctx, params, option.WithResponseInto(&resp))
 				if err != nil {
 					t.Fatalf("%s: Embeddings.New: %v", what, err)
 				}
@@ -458,7 +483,7 @@ func TestGoSDKEmbeddings(t *testing.T) {
 					t.Fatalf("%s: %d embeddings, want %d", what, len(res.Data), len(inputs))
 				}
 				for i, d := range res.Data {
-					if d.Index != int64(i) || !equal(d.Embedding, want(inputs[i])) {
+					if d.Index != int64(i) || !sameVector(d.Embedding, want(inputs[i])) {
 						t.Errorf("%s: embedding %d (index %d) is not llmsim's vector of %q:\ngot  %v\nwant %v",
 							what, i, d.Index, inputs[i], d.Embedding, want(inputs[i]))
 					}
@@ -521,7 +546,8 @@ func TestNodeSDK(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err = cmd.Run()
 	if err != nil {
-		t.Fatalf("node sdk.mjs failed (%v):\n%s", err, out.String())
+		version, _ := exec.Command(node, "--version").Output()
+		t.Fatalf("node sdk.mjs (node %s) failed (%v):\n%s", strings.TrimSpace(string(version)), err, out.String())
 	}
 	t.Logf("node sdk.mjs:\n%s", out.String())
 	if !strings.Contains(out.String(), "all 5 checks passed") {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -113,8 +114,61 @@ func (p *proc) stop(grace time.Duration) error {
 		// Whatever is left in the group (there should be nothing) goes too.
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		<-p.done
+		waitGroupGone(pgid, 2*time.Second)
 	})
 	return p.stopErr
+}
+
+// waitGroupGone waits, at most timeout, until no live process of group
+// pgid is left. Killed grandchildren are reaped by init, not by us, and may
+// linger a while as zombies; those count as gone.
+func waitGroupGone(pgid int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if len(liveInGroup(pgid)) == 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// liveInGroup returns the pids of the processes in group pgid that are not
+// zombies, from /proc.
+func liveInGroup(pgid int) []int {
+	if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+		return nil
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return []int{pgid} // cannot tell: assume alive
+	}
+	var live []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces and parens.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		if g, err := strconv.Atoi(f[2]); err == nil && g == pgid {
+			live = append(live, pid)
+		}
+	}
+	return live
 }
 
 // stopAll stops every tracked process, the last started first.

@@ -141,6 +141,7 @@ type runner struct {
 	client  *http.Client
 	log     io.Writer
 	scripts map[bool]string // Lua script path, by "sends Cache-Control: no-store"
+	hitBody []byte          // what the ceiling serves
 }
 
 func runMain(ctx context.Context, command string, args []string, stdout, stderr io.Writer) error {
@@ -153,6 +154,9 @@ func runMain(ctx context.Context, command string, args []string, stdout, stderr 
 	}
 	cfg.command = command
 	if err := checkPrereqs(cfg.bin); err != nil {
+		return err
+	}
+	if cfg.bin, err = filepath.Abs(cfg.bin); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "edgebench-")
@@ -236,7 +240,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 
 	// (a) needs the bytes of a hit: take them from a fresh edgecache first.
 	hitBody, err := r.fetchHitBody(ctx)
-	rep.ResponseBytes = len(hitBody)
+	r.hitBody, rep.ResponseBytes = hitBody, len(hitBody)
 	if err != nil {
 		record(ScenarioCeiling, nil, fmt.Errorf("fetching the cached answer from edgecache: %w", err))
 	} else {
@@ -493,8 +497,12 @@ func (r *runner) scenarioHit(ctx context.Context) ([]Result, error) {
 		return nil, err
 	}
 	url := "http://" + addr + chatPath
-	if _, err := r.warmHit(ctx, url); err != nil {
+	body, err := r.warmHit(ctx, url)
+	if err != nil {
 		return nil, errors.Join(err, stop())
+	}
+	if r.hitBody != nil && len(body) != len(r.hitBody) {
+		fmt.Fprintf(r.log, "edgebench: warning: this edgecache's hit is %d B, the ceiling served %d B\n", len(body), len(r.hitBody))
 	}
 	rows := r.measure(ctx, ScenarioHit, url, false, func(ctx context.Context) error {
 		a, err := r.post(ctx, url, false)

@@ -130,7 +130,7 @@ func (s *Server) serveEmbeddings(w http.ResponseWriter, body []byte, cfg *Config
 	b = append(b, "}}\n"...)
 	*bp = b
 	if f != nil && f.CutAfter > 0 {
-		writeTruncated(w, b)
+		writeTruncated(w, b) // does not return: it aborts the handler
 	}
 	writeBody(w, http.StatusOK, b)
 }

@@ -176,7 +176,7 @@ func (s *Server) serveGeneration(w http.ResponseWriter, r *http.Request, rt rout
 	b := appendCompletion((*bp)[:0], &req, &a, created)
 	*bp = b
 	if cutAfter > 0 {
-		writeTruncated(w, b)
+		writeTruncated(w, b) // does not return: it aborts the handler
 	}
 	writeBody(w, http.StatusOK, b)
 }

@@ -51,6 +51,8 @@ func do(t *testing.T, ts *httptest.Server, method, path string, body any) (*http
 
 func doCtx(t *testing.T, ctx context.Context, ts *httptest.Server, method, path string, body any) (*http.Response, []byte) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(mustJSON(t, body))
@@ -73,6 +75,10 @@ func doCtx(t *testing.T, ctx context.Context, ts *httptest.Server, method, path 
 	}
 	return resp, b
 }
+
+// requestTimeout bounds every test request, so a server that wrongly holds
+// one fails the test instead of hanging it.
+const requestTimeout = 20 * time.Second
 
 func post(t *testing.T, ts *httptest.Server, path string, body any) (*http.Response, []byte) {
 	t.Helper()
@@ -186,7 +192,14 @@ func readSSE(t *testing.T, r io.Reader) sseResult {
 // stream posts a streaming request and reads the whole event stream.
 func stream(t *testing.T, ts *httptest.Server, path string, body any) (*http.Response, sseResult) {
 	t.Helper()
-	resp, err := ts.Client().Post(ts.URL+path, "application/json", bytes.NewReader(mustJSON(t, body)))
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+path, bytes.NewReader(mustJSON(t, body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := ts.Client().Do(req)
 	if err != nil {
 		t.Fatalf("POST %s: %v", path, err)
 	}

@@ -74,15 +74,15 @@ type Config struct {
 func (c Config) Validate() error {
 	switch {
 	case c.TTFT < 0 || c.TTFT > maxTTFT:
-		return errors.New("llmsim: TTFT must be between 0 and 1h")
+		return errors.New("TTFT must be between 0 and 1h")
 	case c.TokensPerSec < 0:
-		return errors.New("llmsim: TokensPerSec must not be negative")
+		return errors.New("TokensPerSec must not be negative")
 	case c.AnswerTokens < 0 || c.AnswerTokens > maxAnswerTokens:
-		return errors.New("llmsim: AnswerTokens must be between 0 and 100000")
+		return errors.New("AnswerTokens must be between 0 and 100000")
 	case c.MaxConcurrency < 0:
-		return errors.New("llmsim: MaxConcurrency must not be negative")
+		return errors.New("MaxConcurrency must not be negative")
 	case c.EmbeddingDims < 0 || c.EmbeddingDims > maxEmbeddingDims:
-		return errors.New("llmsim: EmbeddingDims must be between 0 and 65536")
+		return errors.New("EmbeddingDims must be between 0 and 65536")
 	}
 	return nil
 }
@@ -257,7 +257,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, rt route) {
 	if rt != routeEmbeddings {
 		n := s.inFlight.Add(1)
 		defer s.inFlight.Add(-1)
-		if cfg.MaxConcurrency > 0 && n > int64(cfg.MaxConcurrency)+1 {
+		if cfg.MaxConcurrency > 0 && n > int64(cfg.MaxConcurrency) {
 			w.Header()["Retry-After"] = retryAfterOne
 			writeError(w, http.StatusTooManyRequests, "Rate limit reached: too many concurrent requests (llmsim max_concurrency)", "")
 			return
@@ -265,10 +265,8 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, rt route) {
 	}
 
 	f := s.faultFor(rt)
-	if f != nil {
-		if !f.before(w, r) {
-			return
-		}
+	if f != nil && !f.before(w, r) {
+		return
 	}
 
 	if rt == routeEmbeddings {

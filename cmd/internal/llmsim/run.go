@@ -113,7 +113,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	if err := cfg.Validate(); err != nil {
-		return err
+		return fmt.Errorf("invalid flags: %w", err)
 	}
 
 	r, err := Start(ctx, *listen, cfg)

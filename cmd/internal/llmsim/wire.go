@@ -74,11 +74,15 @@ var (
 	cacheControlNo   = []string{"no-cache"}
 )
 
-// writeBody sends a complete JSON body with an explicit Content-Length.
+// writeBody sends a complete JSON body. net/http adds the Content-Length of
+// a body that fits its 2 KiB write buffer without allocating, so only
+// larger bodies get the header from here (otherwise they would be chunked).
 func writeBody(w http.ResponseWriter, status int, b []byte) {
 	h := w.Header()
 	h["Content-Type"] = contentTypeJSON
-	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	if len(b) >= 2048 {
+		h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	}
 	w.WriteHeader(status)
 	_, _ = w.Write(b) // the client is gone; nothing to do
 }
@@ -117,6 +121,12 @@ func (c *messageContent) UnmarshalJSON(b []byte) error {
 	}
 	switch b[0] {
 	case '"':
+		// Fast path: without escapes or non-ASCII bytes the JSON string is
+		// its own content (the outer decoder has validated it).
+		if len(b) >= 2 && isPlainASCII(b[1:len(b)-1]) {
+			*c = messageContent(b[1 : len(b)-1])
+			return nil
+		}
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
 			return err
@@ -143,6 +153,16 @@ func (c *messageContent) UnmarshalJSON(b []byte) error {
 		return badRequest("messages", "Invalid type for message content: expected a string or an array of content parts.")
 	}
 	return nil
+}
+
+// isPlainASCII reports whether b is printable ASCII with no JSON escapes.
+func isPlainASCII(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // appendJSONString appends s as a JSON string. Plain ASCII (the common

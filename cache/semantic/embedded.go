@@ -1,0 +1,767 @@
+package semantic
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// EmbeddedConfig configures NewEmbedded. Zero values mean the documented
+// defaults; NewEmbedded copies the config and never modifies it.
+type EmbeddedConfig struct {
+	// Dim is the dimension of every vector. Required.
+	Dim int
+
+	// MaxPoints bounds the number of points held. When full, an Upsert
+	// first evicts the point that expires soonest (expired points expire
+	// soonest, so they go first; ties go to the oldest insert). If zero,
+	// defaults to 1,000,000.
+	MaxPoints int
+
+	// SnapshotPath is where the index persists itself: on Close and every
+	// SnapshotInterval, and read back by NewEmbedded. If empty, nothing
+	// is persisted.
+	SnapshotPath string
+
+	// SnapshotInterval is how often the snapshot is rewritten. If zero,
+	// defaults to 5m; a negative value writes it only on Close.
+	SnapshotInterval time.Duration
+
+	// SweepInterval is how often expired points are removed (they are
+	// never returned by Search in the meantime). If zero, defaults to 30s.
+	SweepInterval time.Duration
+
+	// ExactBelow is the partition size under which Search compares the
+	// query with every point instead of walking a graph: exact, and
+	// faster than a graph at that size. A partition gets an HNSW graph
+	// when it reaches ExactBelow points and goes back to exact search
+	// when it falls under half of it. If zero, defaults to 256.
+	ExactBelow int
+
+	// M is the HNSW link count per node on upper layers (2·M on layer 0).
+	// If zero, defaults to 16.
+	M int
+
+	// EfConstruction is the HNSW beam width while inserting: higher builds
+	// a better graph, more slowly. If zero, defaults to 100.
+	EfConstruction int
+
+	// EfSearch is the HNSW beam width while searching (at least k): higher
+	// raises recall and latency. If zero, defaults to 64.
+	EfSearch int
+
+	// Now is the clock. If nil, time.Now.
+	Now func() time.Time
+
+	// Logger receives snapshot and sweeper events. If nil, slog.Default().
+	Logger *slog.Logger
+}
+
+func (c EmbeddedConfig) withDefaults() EmbeddedConfig {
+	if c.MaxPoints == 0 {
+		c.MaxPoints = 1_000_000
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = 5 * time.Minute
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = 30 * time.Second
+	}
+	if c.ExactBelow == 0 {
+		c.ExactBelow = 256
+	}
+	if c.M == 0 {
+		c.M = 16
+	}
+	if c.EfConstruction == 0 {
+		c.EfConstruction = 100
+	}
+	if c.EfSearch == 0 {
+		c.EfSearch = 64
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports the first invalid field after defaults are applied.
+func (c EmbeddedConfig) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.Dim <= 0:
+		return fmt.Errorf("semantic: EmbeddedConfig.Dim = %d, must be positive", c.Dim)
+	case c.MaxPoints < 0:
+		return fmt.Errorf("semantic: EmbeddedConfig.MaxPoints = %d, must not be negative", c.MaxPoints)
+	case c.SweepInterval < 0:
+		return fmt.Errorf("semantic: EmbeddedConfig.SweepInterval = %s, must not be negative", c.SweepInterval)
+	case c.ExactBelow < 2:
+		return fmt.Errorf("semantic: EmbeddedConfig.ExactBelow = %d, must be at least 2", c.ExactBelow)
+	case c.M < 2 || c.M > 128:
+		return fmt.Errorf("semantic: EmbeddedConfig.M = %d, must be in [2, 128]", c.M)
+	case c.EfConstruction < 1 || c.EfSearch < 1:
+		return fmt.Errorf("semantic: EmbeddedConfig EfConstruction = %d, EfSearch = %d, must be positive", c.EfConstruction, c.EfSearch)
+	}
+	return nil
+}
+
+// EmbeddedStats are cumulative counters and current sizes, cheap to read,
+// for metrics and tests.
+type EmbeddedStats struct {
+	Points     int // live points (including any not yet swept after expiry)
+	Partitions int // distinct filters with points
+	Graphs     int // partitions searched through an HNSW graph
+	DeadSlots  int // tombstoned graph slots waiting for reuse
+	Searches   uint64
+	Hits       uint64 // searches that returned at least one match
+	Upserts    uint64
+	Deletes    uint64 // explicit deletes and purges of present keys
+	Evictions  uint64 // points removed to stay within MaxPoints
+	Expired    uint64 // points removed by the sweeper after ExpiresAt
+	Snapshots  uint64 // snapshots written
+}
+
+// Embedded is the in-process Index: points are partitioned by their exact
+// Filter; a small partition is searched exhaustively, a larger one through
+// an HNSW graph. It enforces ExpiresAt on read, sweeps expired points in
+// the background, holds at most MaxPoints points, and persists itself to a
+// snapshot file.
+//
+// Locking: mu guards the key map, the expiry heap and the partition map;
+// each partition's own lock guards its vectors. mu is never held while a
+// partition's lock is, so a slow graph insert in one partition delays
+// neither searches elsewhere nor bookkeeping.
+type Embedded struct {
+	cfg EmbeddedConfig
+	log *slog.Logger
+
+	mu     sync.RWMutex
+	byKey  map[string]*entry
+	parts  map[Filter]*partition
+	expiry expiryHeap
+	seq    uint64
+	closed bool
+
+	snapMu sync.Mutex // one snapshot write at a time
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+
+	searches, hits, upserts, deletes, evictions, expired, snapshots atomic.Uint64
+	graphSeed                                                       atomic.Uint64
+}
+
+var _ Index = (*Embedded)(nil)
+var _ Purger = (*Embedded)(nil)
+
+// errClosed is returned by operations on a closed index.
+var errClosed = fmt.Errorf("%w: closed", ErrUnavailable)
+
+// entry is one point's bookkeeping. Its identity fields are immutable once
+// created; heapIdx belongs to Embedded.mu; slot and state to part.mu.
+type entry struct {
+	key  string
+	text string
+	part *partition
+	exp  int64 // unix nanoseconds; noExpiry for none
+	seq  uint64
+
+	heapIdx int
+
+	slot  uint32
+	state entryState
+}
+
+type entryState uint8
+
+const (
+	statePending entryState = iota // counted, not yet in the partition's vectors
+	stateLinked                    // searchable
+	stateRemoved                   // removed before or after it was linked
+)
+
+const noExpiry = math.MaxInt64
+
+func expNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return noExpiry
+	}
+	return t.UnixNano()
+}
+
+func (en *entry) point(vec []float32) Point {
+	p := Point{Key: en.key, Vector: slices.Clone(vec), Filter: en.part.filter, Text: en.text}
+	if en.exp != noExpiry {
+		p.ExpiresAt = time.Unix(0, en.exp)
+	}
+	return p
+}
+
+// NewEmbedded returns an embedded index, loading cfg.SnapshotPath when it
+// exists. A snapshot that cannot be read (corrupt, truncated, another
+// dimension) is logged and ignored: the index starts empty and the next
+// snapshot replaces the file.
+func NewEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	e := &Embedded{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		byKey: make(map[string]*entry),
+		parts: make(map[Filter]*partition),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	if cfg.SnapshotPath != "" {
+		if err := e.loadSnapshot(cfg.SnapshotPath); err != nil {
+			e.log.Warn("semantic: ignoring unreadable snapshot, starting empty",
+				"path", cfg.SnapshotPath, "err", err)
+			e.byKey = make(map[string]*entry)
+			e.parts = make(map[Filter]*partition)
+			e.expiry = nil
+			e.seq = 0
+		}
+		e.shrinkToCapacity()
+	}
+	go e.background()
+	return e, nil
+}
+
+func (e *Embedded) now() int64 { return e.cfg.Now().UnixNano() }
+
+func (e *Embedded) checkVector(v []float32) error {
+	if len(v) != e.cfg.Dim {
+		return fmt.Errorf("semantic: vector has %d dimensions, index has %d", len(v), e.cfg.Dim)
+	}
+	return nil
+}
+
+// Upsert adds p, replacing any point with the same key (in whichever
+// partition it was). A point already expired only removes the old one.
+func (e *Embedded) Upsert(ctx context.Context, p Point) error {
+	if p.Key == "" {
+		return errors.New("semantic: upsert with an empty key")
+	}
+	if err := e.checkVector(p.Vector); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	exp := expNanos(p.ExpiresAt)
+	now := e.now()
+
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return errClosed
+	}
+	var victims []*entry
+	if old := e.byKey[p.Key]; old != nil {
+		e.detachLocked(old)
+		victims = append(victims, old)
+	}
+	if exp <= now {
+		e.mu.Unlock()
+		e.release(victims)
+		return nil
+	}
+	for len(e.byKey) >= e.cfg.MaxPoints {
+		v := e.expiry[0]
+		e.detachLocked(v)
+		victims = append(victims, v)
+		if v.exp <= now {
+			e.expired.Add(1)
+		} else {
+			e.evictions.Add(1)
+		}
+	}
+	part := e.parts[p.Filter]
+	if part == nil {
+		part = &partition{filter: p.Filter, dim: e.cfg.Dim}
+		e.parts[p.Filter] = part
+	}
+	e.seq++
+	en := &entry{key: p.Key, text: p.Text, part: part, exp: exp, seq: e.seq}
+	part.members++
+	e.byKey[p.Key] = en
+	e.expiry.push(en)
+	e.mu.Unlock()
+
+	e.release(victims)
+	part.mu.Lock()
+	part.add(e, en, p.Vector)
+	part.mu.Unlock()
+	e.upserts.Add(1)
+	return nil
+}
+
+// detachLocked removes en from the key map, the expiry heap and its
+// partition's member count; release then removes its vector.
+func (e *Embedded) detachLocked(en *entry) {
+	delete(e.byKey, en.key)
+	e.expiry.remove(en)
+	p := en.part
+	p.members--
+	if p.members == 0 && e.parts[p.filter] == p {
+		delete(e.parts, p.filter)
+	}
+}
+
+func (e *Embedded) release(victims []*entry) {
+	for _, en := range victims {
+		p := en.part
+		p.mu.Lock()
+		p.remove(e, en)
+		p.mu.Unlock()
+	}
+}
+
+// Search returns up to k live points in partition f with score ≥
+// minScore, best first.
+func (e *Embedded) Search(ctx context.Context, v []float32, f Filter, k int, minScore float32) ([]Match, error) {
+	if err := e.checkVector(v); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	e.searches.Add(1)
+	if k <= 0 {
+		return nil, nil
+	}
+	e.mu.RLock()
+	closed, p := e.closed, e.parts[f]
+	e.mu.RUnlock()
+	if closed {
+		return nil, errClosed
+	}
+	if p == nil {
+		return nil, nil
+	}
+	now := e.now()
+	p.mu.RLock()
+	ms := p.search(v, k, minScore, now, e.cfg.EfSearch)
+	p.mu.RUnlock()
+	if len(ms) > 0 {
+		e.hits.Add(1)
+	}
+	return ms, nil
+}
+
+// Delete removes the point with key; an absent key is not an error.
+func (e *Embedded) Delete(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return errClosed
+	}
+	en := e.byKey[key]
+	if en == nil {
+		e.mu.Unlock()
+		return nil
+	}
+	e.detachLocked(en)
+	e.mu.Unlock()
+	e.release([]*entry{en})
+	e.deletes.Add(1)
+	return nil
+}
+
+// Purge removes every point whose namespace and route match; an empty
+// argument matches any value. It scans every key, so it is an operator
+// action, not a request-path one.
+func (e *Embedded) Purge(ctx context.Context, namespace, route string) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return 0, errClosed
+	}
+	var victims []*entry
+	for _, en := range e.byKey {
+		f := en.part.filter
+		if (namespace == "" || f.Namespace == namespace) && (route == "" || f.Route == route) {
+			victims = append(victims, en)
+		}
+	}
+	for _, en := range victims {
+		e.detachLocked(en)
+	}
+	e.mu.Unlock()
+	e.release(victims)
+	e.deletes.Add(uint64(len(victims)))
+	return len(victims), nil
+}
+
+// Stats returns current sizes and cumulative counters.
+func (e *Embedded) Stats() EmbeddedStats {
+	e.mu.RLock()
+	st := EmbeddedStats{Points: len(e.byKey), Partitions: len(e.parts)}
+	parts := make([]*partition, 0, len(e.parts))
+	for _, p := range e.parts {
+		parts = append(parts, p)
+	}
+	e.mu.RUnlock()
+	for _, p := range parts {
+		p.mu.RLock()
+		if p.g != nil {
+			st.Graphs++
+			st.DeadSlots += len(p.g.free)
+		}
+		p.mu.RUnlock()
+	}
+	st.Searches = e.searches.Load()
+	st.Hits = e.hits.Load()
+	st.Upserts = e.upserts.Load()
+	st.Deletes = e.deletes.Load()
+	st.Evictions = e.evictions.Load()
+	st.Expired = e.expired.Load()
+	st.Snapshots = e.snapshots.Load()
+	return st
+}
+
+// Sweep removes every expired point now; the background sweeper calls it
+// every SweepInterval. It returns how many were removed.
+func (e *Embedded) Sweep() int {
+	const batch = 4096 // bound the time mu is held
+	total := 0
+	for {
+		now := e.now()
+		e.mu.Lock()
+		var victims []*entry
+		for len(e.expiry) > 0 && e.expiry[0].exp <= now && len(victims) < batch {
+			v := e.expiry[0]
+			e.detachLocked(v)
+			victims = append(victims, v)
+		}
+		e.mu.Unlock()
+		e.release(victims)
+		e.expired.Add(uint64(len(victims)))
+		total += len(victims)
+		if len(victims) < batch {
+			return total
+		}
+	}
+}
+
+// shrinkToCapacity evicts after a snapshot load into a smaller MaxPoints.
+func (e *Embedded) shrinkToCapacity() {
+	e.mu.Lock()
+	var victims []*entry
+	for len(e.byKey) > e.cfg.MaxPoints {
+		v := e.expiry[0]
+		e.detachLocked(v)
+		victims = append(victims, v)
+	}
+	e.mu.Unlock()
+	e.release(victims)
+	e.evictions.Add(uint64(len(victims)))
+}
+
+// background runs the sweeper and the periodic snapshot until Close.
+func (e *Embedded) background() {
+	defer close(e.done)
+	sweep := time.NewTicker(e.cfg.SweepInterval)
+	defer sweep.Stop()
+	var snap <-chan time.Time
+	if e.cfg.SnapshotPath != "" && e.cfg.SnapshotInterval > 0 {
+		t := time.NewTicker(e.cfg.SnapshotInterval)
+		defer t.Stop()
+		snap = t.C
+	}
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-sweep.C:
+			e.guard("sweep", func() { e.Sweep() })
+		case <-snap:
+			e.guard("snapshot", func() {
+				if err := e.Snapshot(); err != nil {
+					e.log.Warn("semantic: periodic snapshot", "path", e.cfg.SnapshotPath, "err", err)
+				}
+			})
+		}
+	}
+}
+
+// guard runs fn, logging instead of crashing if it panics.
+func (e *Embedded) guard(what string, fn func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			e.log.Error("semantic: background "+what+" panicked", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	fn()
+}
+
+// Close stops the background work and writes a final snapshot (when
+// configured). Later calls return the first call's result; operations
+// after Close return an error wrapping ErrUnavailable.
+func (e *Embedded) Close() error {
+	e.closeOnce.Do(func() {
+		close(e.stop)
+		<-e.done
+		if e.cfg.SnapshotPath != "" {
+			e.closeErr = e.Snapshot()
+		}
+		e.mu.Lock()
+		e.closed = true
+		e.mu.Unlock()
+	})
+	return e.closeErr
+}
+
+// partition holds the points of one Filter: flat (vectors in one slice,
+// compared exhaustively) below ExactBelow points, an HNSW graph above.
+type partition struct {
+	filter Filter
+	dim    int
+
+	members int // guarded by Embedded.mu: entries assigned, pending or linked
+
+	mu     sync.RWMutex
+	g      *hnsw     // nil while flat
+	flat   []float32 // flat: vectors of owners[i] at i·dim
+	owners []*entry  // slot → entry; nil for a dead graph slot
+	live   int
+}
+
+// add makes en searchable, unless it was removed while pending.
+func (p *partition) add(e *Embedded, en *entry, v []float32) {
+	if en.state == stateRemoved {
+		return
+	}
+	if p.g == nil && p.live+1 >= e.cfg.ExactBelow {
+		p.toGraph(e)
+	}
+	if p.g == nil {
+		en.slot = uint32(len(p.owners))
+		p.flat = append(p.flat, v...)
+		p.owners = append(p.owners, en)
+	} else {
+		s := p.g.add(v)
+		if int(s) == len(p.owners) {
+			p.owners = append(p.owners, en)
+		} else {
+			p.owners[s] = en
+		}
+		en.slot = s
+	}
+	en.state = stateLinked
+	p.live++
+}
+
+// remove makes en unsearchable.
+func (p *partition) remove(e *Embedded, en *entry) {
+	if en.state != stateLinked {
+		en.state = stateRemoved
+		return
+	}
+	en.state = stateRemoved
+	p.live--
+	if p.g == nil {
+		// Swap the last point into the hole.
+		last := len(p.owners) - 1
+		if int(en.slot) != last {
+			moved := p.owners[last]
+			copy(p.flat[int(en.slot)*p.dim:], p.flat[last*p.dim:(last+1)*p.dim])
+			p.owners[en.slot] = moved
+			moved.slot = en.slot
+		}
+		p.owners[last] = nil
+		p.owners = p.owners[:last]
+		p.flat = p.flat[:last*p.dim]
+		return
+	}
+	p.owners[en.slot] = nil
+	p.g.remove(en.slot)
+	switch {
+	case p.live < e.cfg.ExactBelow/2:
+		p.toFlat()
+	case len(p.g.free) > p.live && p.live <= rebuildMax:
+		p.rebuild(e)
+	}
+}
+
+// rebuildMax bounds the partitions rebuilt in place when tombstones
+// outnumber live points (the rebuild holds the partition lock). Larger
+// partitions keep their tombstones for later inserts to reuse.
+const rebuildMax = 4096
+
+func (p *partition) newGraph(e *Embedded) *hnsw {
+	return newHNSW(p.dim, e.cfg.M, e.cfg.EfConstruction, e.graphSeed.Add(1))
+}
+
+// toGraph moves a flat partition into a new graph.
+func (p *partition) toGraph(e *Embedded) {
+	g := p.newGraph(e)
+	for i, en := range p.owners {
+		en.slot = g.add(p.flat[i*p.dim : (i+1)*p.dim])
+	}
+	p.g, p.flat = g, nil
+}
+
+// toFlat moves a graph partition's live points into a flat one.
+func (p *partition) toFlat() {
+	owners := make([]*entry, 0, p.live)
+	flat := make([]float32, 0, p.live*p.dim)
+	for s, en := range p.owners {
+		if en == nil {
+			continue
+		}
+		en.slot = uint32(len(owners))
+		owners = append(owners, en)
+		flat = append(flat, p.g.vec(uint32(s))...)
+	}
+	p.g, p.flat, p.owners = nil, flat, owners
+}
+
+// rebuild replaces the graph with one of its live points only.
+func (p *partition) rebuild(e *Embedded) {
+	g := p.newGraph(e)
+	owners := make([]*entry, 0, p.live)
+	for s, en := range p.owners {
+		if en == nil {
+			continue
+		}
+		en.slot = g.add(p.g.vec(uint32(s)))
+		owners = append(owners, en)
+	}
+	p.g, p.owners = g, owners
+}
+
+// search runs under p.mu.RLock.
+func (p *partition) search(v []float32, k int, minScore float32, now int64, efSearch int) []Match {
+	alive := func(s uint32) bool {
+		en := p.owners[s]
+		return en != nil && en.exp > now
+	}
+	var top []cand
+	if p.g == nil {
+		var h maxHeap // the k best so far, worst on top
+		for i, en := range p.owners {
+			if en.exp <= now {
+				continue
+			}
+			d := -dot(v, p.flat[i*p.dim:(i+1)*p.dim])
+			if -d < minScore {
+				continue
+			}
+			if len(h) < k {
+				h.push(cand{uint32(i), d})
+			} else if d < h[0].d {
+				h.pop()
+				h.push(cand{uint32(i), d})
+			}
+		}
+		top = h
+		sortCands(top)
+	} else {
+		top = p.g.search(v, max(efSearch, k), alive)
+	}
+	var out []Match
+	for _, c := range top {
+		if len(out) == k || -c.d < minScore {
+			break
+		}
+		var vec []float32
+		if p.g == nil {
+			vec = p.flat[int(c.id)*p.dim : int(c.id+1)*p.dim]
+		} else {
+			vec = p.g.vec(c.id)
+		}
+		out = append(out, Match{Point: p.owners[c.id].point(vec), Score: -c.d})
+	}
+	return out
+}
+
+// expiryHeap orders entries by expiry, then insertion: its minimum is the
+// next to expire and the first to evict.
+type expiryHeap []*entry
+
+func (h expiryHeap) less(i, j int) bool {
+	if h[i].exp != h[j].exp {
+		return h[i].exp < h[j].exp
+	}
+	return h[i].seq < h[j].seq
+}
+
+func (h expiryHeap) swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx = i
+	h[j].heapIdx = j
+}
+
+func (h *expiryHeap) push(en *entry) {
+	en.heapIdx = len(*h)
+	*h = append(*h, en)
+	h.up(en.heapIdx)
+}
+
+func (h *expiryHeap) remove(en *entry) {
+	i := en.heapIdx
+	last := len(*h) - 1
+	if i != last {
+		h.swap(i, last)
+	}
+	(*h)[last] = nil
+	*h = (*h)[:last]
+	if i != last {
+		if !h.down(i) {
+			h.up(i)
+		}
+	}
+	en.heapIdx = -1
+}
+
+func (h expiryHeap) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !h.less(i, p) {
+			return
+		}
+		h.swap(i, p)
+		i = p
+	}
+}
+
+func (h expiryHeap) down(i int) bool {
+	start := i
+	for {
+		l := 2*i + 1
+		if l >= len(h) {
+			break
+		}
+		m := l
+		if r := l + 1; r < len(h) && h.less(r, l) {
+			m = r
+		}
+		if !h.less(m, i) {
+			break
+		}
+		h.swap(i, m)
+		i = m
+	}
+	return i > start
+}

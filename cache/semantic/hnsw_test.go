@@ -1,0 +1,123 @@
+package semantic
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// unitVec returns a random unit vector.
+func unitVec(r *rand.Rand, dim int) []float32 {
+	v := make([]float32, dim)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	normalize(v)
+	return v
+}
+
+// nearVec returns a unit vector at roughly angle noise from v.
+func nearVec(r *rand.Rand, v []float32, noise float64) []float32 {
+	out := make([]float32, len(v))
+	for i := range v {
+		out[i] = v[i] + float32(r.NormFloat64()*noise/math.Sqrt(float64(len(v))))
+	}
+	normalize(out)
+	return out
+}
+
+func normalize(v []float32) {
+	var s float64
+	for _, x := range v {
+		s += float64(x) * float64(x)
+	}
+	n := float32(1 / math.Sqrt(s))
+	for i := range v {
+		v[i] *= n
+	}
+}
+
+// exactBest returns the index of the stored vector nearest to q.
+func exactBest(data [][]float32, q []float32, live func(int) bool) int {
+	best, bestS := -1, float32(math.Inf(-1))
+	for i, v := range data {
+		if live != nil && !live(i) {
+			continue
+		}
+		if s := dot(q, v); s > bestS {
+			best, bestS = i, s
+		}
+	}
+	return best
+}
+
+func TestHNSWRecall(t *testing.T) {
+	const n, dim = 5000, 64
+	r := rand.New(rand.NewPCG(7, 7))
+	data := make([][]float32, n)
+	for i := range data {
+		data[i] = unitVec(r, dim)
+	}
+	g := newHNSW(dim, 16, 100, 1)
+	start := time.Now()
+	for i, v := range data {
+		if s := g.add(v); int(s) != i {
+			t.Fatalf("slot %d for insert %d", s, i)
+		}
+	}
+	t.Logf("build %v", time.Since(start))
+	all := func(uint32) bool { return true }
+	hits := 0
+	const queries = 500
+	for range queries {
+		q := unitVec(r, dim)
+		res := g.search(q, 64, all)
+		if len(res) > 0 && int(res[0].id) == exactBest(data, q, nil) {
+			hits++
+		}
+	}
+	if recall := float64(hits) / queries; recall < 0.9 {
+		t.Fatalf("recall@1 = %.3f, want ≥ 0.9", recall)
+	} else {
+		t.Logf("recall@1 = %.3f", recall)
+	}
+
+	// Delete half, reinsert new vectors into the dead slots, and check
+	// recall against the live set.
+	live := make([]bool, n)
+	for i := range live {
+		live[i] = true
+	}
+	for i := 0; i < n; i += 2 {
+		g.remove(uint32(i))
+		live[i] = false
+	}
+	for range n / 4 {
+		v := unitVec(r, dim)
+		s := g.add(v)
+		if live[s] {
+			t.Fatalf("reused live slot %d", s)
+		}
+		data[s], live[s] = v, true
+	}
+	ok := func(id uint32) bool { return live[id] }
+	hits = 0
+	for range queries {
+		q := unitVec(r, dim)
+		res := g.search(q, 64, ok)
+		if len(res) > 0 && int(res[0].id) == exactBest(data, q, func(i int) bool { return live[i] }) {
+			hits++
+		}
+		for _, c := range res {
+			if !live[c.id] {
+				t.Fatalf("search returned dead slot %d", c.id)
+			}
+		}
+	}
+	if recall := float64(hits) / queries; recall < 0.85 {
+		t.Fatalf("after churn recall@1 = %.3f, want ≥ 0.85", recall)
+	} else {
+		t.Logf("after churn recall@1 = %.3f", recall)
+	}
+}

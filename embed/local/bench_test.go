@@ -1,0 +1,85 @@
+package local
+
+import (
+	"context"
+	"testing"
+)
+
+// shortQuestions are prompt-sized texts of 6–14 tokens.
+var shortQuestions = []string{
+	"How do I learn Python quickly?",
+	"What is the fastest way to learn Python?",
+	"How do I cook rice?",
+	"What's 15% of 80?",
+	"Translate 'good morning' to French.",
+	"Why is the sky blue?",
+	"How can I improve my English writing skills?",
+	"What are the health benefits of green tea?",
+	"Explain recursion to a five year old.",
+	"Which programming language should I learn first?",
+	"How do I reset my router password?",
+	"What is the capital of Australia?",
+	"How does a vaccine work?",
+	"Write a haiku about autumn leaves.",
+	"What causes inflation?",
+	"How do I center a div in CSS?",
+}
+
+func benchEmbed(b *testing.B, batch int) {
+	_, m := models(b)
+	b.Logf("kernel %s", m.Kernel())
+	ctx := context.Background()
+	texts := make([]string, batch)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		for j := range texts {
+			texts[j] = shortQuestions[(i*batch+j)%len(shortQuestions)]
+		}
+		if _, err := m.Embed(ctx, texts); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "embeddings/s")
+}
+
+// BenchmarkEmbedShort embeds one short question per call.
+func BenchmarkEmbedShort(b *testing.B) { benchEmbed(b, 1) }
+
+// BenchmarkEmbedBatch16 embeds sixteen short questions per call.
+func BenchmarkEmbedBatch16(b *testing.B) { benchEmbed(b, 16) }
+
+// BenchmarkEmbedLong embeds one text of 128 tokens per call.
+func BenchmarkEmbedLong(b *testing.B) {
+	_, m := models(b)
+	long := golden[13].text
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := m.Embed(ctx, []string{long}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "embeddings/s")
+}
+
+func BenchmarkTokenize(b *testing.B) {
+	_, m := models(b)
+	var sc tokenScratch
+	var ids []int32
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		ids = m.tok.encode(shortQuestions[i%len(shortQuestions)], &sc, ids[:0])
+	}
+}
+
+// BenchmarkEmbedShortKernel compares the matmul kernels on short questions.
+func BenchmarkEmbedShortKernel(b *testing.B) {
+	defer func(k int) { useKernel = k }(useKernel)
+	for kern := kernelGeneric; kern <= bestKernel; kern++ {
+		b.Run(kernelName(kern), func(b *testing.B) {
+			useKernel = kern
+			benchEmbed(b, 1)
+		})
+	}
+}

@@ -1,0 +1,281 @@
+package local
+
+import (
+	"math"
+)
+
+// Network dimensions, checked against the weights at Load.
+const (
+	vocabRows  = 8002 // rows of the embedding table (the vocabulary has 8000)
+	embedDim   = 256
+	modelDim   = 512
+	ffnDim     = 1536
+	numHeads   = 4
+	timingDims = embedDim / 2
+	outDim     = 512
+	lnEpsilon  = 1e-6
+	l2Epsilon  = 1e-12
+	// maxRows bounds the tokens of one batched pass (and so a workspace).
+	maxRows = 256
+)
+
+// layer is one pre-norm transformer layer.
+type layer struct {
+	in         int // width of the layer's input: 256 for layer 0, 512 for layer 1
+	ln1s, ln1b []float32
+	qkv        matrix // in × 3·in, then bias
+	qkvb       []float32
+	qScale     float32
+	out        matrix // in × 512
+	outb       []float32
+	resid      *matrix // layer 0 only: projects the 256-wide input to 512
+	residb     []float32
+	ln2s, ln2b []float32
+	ff1        matrix // 512 × 1536
+	ff1b       []float32
+	ff2        matrix // 1536 × 512
+	ff2b       []float32
+}
+
+// network holds the weights of the encoder; it is read-only after Load.
+type network struct {
+	emb    []float32 // vocabRows × embedDim
+	timing []float32 // maxTokens × embedDim: sin | cos of position × inverse timescale
+	layers [2]layer
+	tanh   matrix // 512 × 512
+	tanhb  []float32
+}
+
+// workspace is the scratch memory of one batched pass. Workspaces are pooled
+// so that concurrent Embed calls never share one.
+type workspace struct {
+	x      []float32 // maxRows × embedDim: layer 0 input
+	y      []float32 // maxRows × modelDim: residual stream
+	h      []float32 // maxRows × modelDim: normalised input of a block
+	qkv    []float32 // maxRows × 3·modelDim
+	ctx    []float32 // maxRows × modelDim: attention output
+	ff     []float32 // maxRows × ffnDim
+	pack   []float32 // maxRows × ffnDim: the left operand of a matmul, packed
+	scores []float32 // maxTokens × maxTokens: attention weights of one head
+	kt, vt []float32 // maxTokens × modelDim/numHeads: one head's keys and values, packed
+	pooled []float32 // maxRows × modelDim
+	out    []float32 // maxRows × outDim
+	ids    []int32
+	tok    tokenScratch
+}
+
+func newWorkspace() *workspace {
+	return &workspace{
+		x:      make([]float32, maxRows*embedDim),
+		y:      make([]float32, maxRows*modelDim),
+		h:      make([]float32, maxRows*modelDim),
+		qkv:    make([]float32, maxRows*3*modelDim),
+		ctx:    make([]float32, maxRows*modelDim),
+		ff:     make([]float32, maxRows*ffnDim),
+		pack:   make([]float32, maxRows*ffnDim),
+		scores: make([]float32, maxTokens*maxTokens),
+		kt:     make([]float32, maxTokens*modelDim/numHeads),
+		vt:     make([]float32, maxTokens*modelDim/numHeads),
+		pooled: make([]float32, maxRows*modelDim),
+		out:    make([]float32, maxRows*outDim),
+	}
+}
+
+// segment is one text's run of rows in a batched pass.
+type segment struct{ start, n int }
+
+// forward encodes the texts whose tokens are ids, cut into segs (rows in
+// order, at most maxRows in all, at most maxRows texts), and writes one unit
+// vector per segment into dst.
+func (nw *network) forward(ws *workspace, ids []int32, segs []segment, dst [][]float32) {
+	rows := len(ids)
+
+	// Input: embedding + (embedding + timing), as the graph adds them.
+	for _, s := range segs {
+		for pos := 0; pos < s.n; pos++ {
+			r := s.start + pos
+			e := nw.emb[int(ids[r])*embedDim : (int(ids[r])+1)*embedDim]
+			t := nw.timing[pos*embedDim : (pos+1)*embedDim]
+			x := ws.x[r*embedDim : (r+1)*embedDim]
+			for j := range x {
+				x[j] = e[j] + (e[j] + t[j])
+			}
+		}
+	}
+
+	for li := range nw.layers {
+		l := &nw.layers[li]
+		in := l.in
+		// Attention block.
+		src, lds := ws.y, modelDim
+		if li == 0 {
+			src, lds = ws.x, embedDim
+		}
+		layerNorm(ws.h, modelDim, src, lds, rows, in, l.ln1s, l.ln1b)
+		fillRows(ws.qkv, 3*modelDim, rows, l.qkvb)
+		l.qkv.mulAdd(ws.qkv, 3*modelDim, ws.h, modelDim, rows, ws.pack, false)
+		for _, s := range segs {
+			attention(ws, s, in, l.qScale)
+		}
+		if l.resid != nil {
+			fillRows2(ws.y, modelDim, rows, l.residb, l.outb)
+			l.resid.mulAdd(ws.y, modelDim, ws.x, embedDim, rows, ws.pack, false)
+		} else {
+			addRows(ws.y, modelDim, rows, l.outb)
+		}
+		l.out.mulAdd(ws.y, modelDim, ws.ctx, modelDim, rows, ws.pack, false)
+
+		// Feed-forward block.
+		layerNorm(ws.h, modelDim, ws.y, modelDim, rows, modelDim, l.ln2s, l.ln2b)
+		fillRows(ws.ff, ffnDim, rows, l.ff1b)
+		l.ff1.mulAdd(ws.ff, ffnDim, ws.h, modelDim, rows, ws.pack, true)
+		addRows(ws.y, modelDim, rows, l.ff2b)
+		l.ff2.mulAdd(ws.y, modelDim, ws.ff, ffnDim, rows, ws.pack, false)
+	}
+
+	// Mean over each text's tokens (an empty text pools to zeros).
+	for t, s := range segs {
+		p := ws.pooled[t*modelDim : (t+1)*modelDim]
+		clear(p)
+		for r := s.start; r < s.start+s.n; r++ {
+			y := ws.y[r*modelDim : (r+1)*modelDim]
+			for j := range p {
+				p[j] += y[j]
+			}
+		}
+		div := float32(max(s.n, 1))
+		for j := range p {
+			p[j] /= div
+		}
+	}
+	n := len(segs)
+	fillRows(ws.out, outDim, n, nw.tanhb)
+	nw.tanh.mulAdd(ws.out, outDim, ws.pooled, modelDim, n, ws.pack, false)
+	for t := range segs {
+		o := ws.out[t*outDim : (t+1)*outDim]
+		var sum float64
+		for j, v := range o {
+			v = float32(math.Tanh(float64(v)))
+			o[j] = v
+			sum += float64(v) * float64(v)
+		}
+		inv := float32(1 / math.Sqrt(max(sum, l2Epsilon)))
+		d := dst[t]
+		for j, v := range o {
+			d[j] = v * inv
+		}
+	}
+}
+
+// attention runs multi-head self-attention over one segment: queries, keys
+// and values are the three width-wide thirds of ws.qkv rows, split into
+// numHeads heads; the result goes to ws.ctx (width columns). Both products
+// run on the matmul kernels: scores = Q·Kᵀ with Kᵀ packed as a matrix of
+// lpad columns (the token count rounded up to the kernels' 32), then
+// ctx = softmax(scores)·V.
+func attention(ws *workspace, s segment, width int, qScale float32) {
+	L := s.n
+	if L == 0 {
+		return
+	}
+	dh := width / numHeads
+	lpad := (L + 31) &^ 31
+	const ld = 3 * modelDim
+	rows := ws.qkv[s.start*ld:]
+	for h := 0; h < numHeads; h++ {
+		qo, ko, vo := h*dh, width+h*dh, 2*width+h*dh
+		kt := matrix{k: dh, n: lpad, data: ws.kt[:dh*lpad]}
+		clear(kt.data)
+		for j := 0; j < L; j++ {
+			key := rows[j*ld+ko : j*ld+ko+dh]
+			panel := kt.data[(j/panelWidth)*dh*panelWidth+j%panelWidth:]
+			for p, v := range key {
+				panel[p*panelWidth] = v
+			}
+		}
+		vt := matrix{k: L, n: dh, data: ws.vt[:L*dh]}
+		for p := 0; p < L; p++ {
+			val := rows[p*ld+vo : p*ld+vo+dh]
+			for j0 := 0; j0 < dh; j0 += panelWidth {
+				copy(vt.data[j0*L+p*panelWidth:j0*L+(p+1)*panelWidth], val[j0:j0+panelWidth])
+			}
+		}
+
+		sc := ws.scores[:L*lpad]
+		clear(sc)
+		kt.mulAdd(sc, lpad, rows[qo:], ld, L, ws.pack, false)
+		for i := 0; i < L; i++ {
+			row := sc[i*lpad : i*lpad+L]
+			mx := float32(math.Inf(-1))
+			for j, v := range row {
+				v *= qScale
+				row[j] = v
+				mx = max(mx, v)
+			}
+			var sum float32
+			for j, v := range row {
+				e := float32(math.Exp(float64(v - mx)))
+				row[j] = e
+				sum += e
+			}
+			inv := 1 / sum
+			for j := range row {
+				row[j] *= inv
+			}
+		}
+		ctx := ws.ctx[s.start*modelDim+qo:]
+		for i := 0; i < L; i++ {
+			clear(ctx[i*modelDim : i*modelDim+dh])
+		}
+		vt.mulAdd(ctx, modelDim, sc, lpad, L, ws.pack, false)
+	}
+}
+
+// layerNorm normalises rows of width n from src (stride lds) into dst
+// (stride ldd): scale·(x−mean)/sqrt(var+ε) + bias.
+func layerNorm(dst []float32, ldd int, src []float32, lds, rows, n int, scale, bias []float32) {
+	for r := 0; r < rows; r++ {
+		x := src[r*lds : r*lds+n]
+		d := dst[r*ldd : r*ldd+n]
+		var mean float64
+		for _, v := range x {
+			mean += float64(v)
+		}
+		mean /= float64(n)
+		var variance float64
+		for _, v := range x {
+			dv := float64(v) - mean
+			variance += dv * dv
+		}
+		variance /= float64(n)
+		inv := 1 / math.Sqrt(variance+lnEpsilon)
+		m := float32(mean)
+		for j, v := range x {
+			d[j] = scale[j]*float32(inv)*(v-m) + bias[j]
+		}
+	}
+}
+
+func fillRows(dst []float32, ld, rows int, v []float32) {
+	for r := 0; r < rows; r++ {
+		copy(dst[r*ld:r*ld+len(v)], v)
+	}
+}
+
+func fillRows2(dst []float32, ld, rows int, a, b []float32) {
+	for r := 0; r < rows; r++ {
+		d := dst[r*ld : r*ld+len(a)]
+		for j := range d {
+			d[j] = a[j] + b[j]
+		}
+	}
+}
+
+func addRows(dst []float32, ld, rows int, v []float32) {
+	for r := 0; r < rows; r++ {
+		d := dst[r*ld : r*ld+len(v)]
+		for j := range d {
+			d[j] += v[j]
+		}
+	}
+}

@@ -1,0 +1,18 @@
+//go:build !amd64 || purego
+
+package local
+
+const (
+	kernelGeneric = iota
+)
+
+var (
+	bestKernel = kernelGeneric
+	useKernel  = bestKernel
+)
+
+func kernelName(int) string { return "go" }
+
+func mulAddKernel(w *matrix, c []float32, ldc int, a []float32, lda, rows int, scratch []float32, relu bool) {
+	mulAddGeneric(w, c, ldc, a, lda, rows, scratch, relu)
+}
