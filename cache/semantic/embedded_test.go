@@ -281,9 +281,9 @@ func TestEmbeddedCapacityEviction(t *testing.T) {
 		}
 		up(fmt.Sprintf("p%d", i), semantictest.Axis(i), ttl)
 	}
-	up("new1", semantictest.Axis(20), time.Hour) // evicts p3 (soonest expiry)
-	up("new2", semantictest.Axis(21), time.Hour) // evicts p0 (same expiry as the rest, oldest)
-	clk.Add(2 * time.Hour)                       // everything above has expired: the
+	up("new1", semantictest.Axis(20), time.Hour)  // evicts p3 (soonest expiry)
+	up("new2", semantictest.Axis(21), time.Hour)  // evicts p0 (same expiry as the rest, oldest)
+	clk.Add(2 * time.Hour)                        // everything above has expired: the
 	up("fresh", semantictest.Axis(22), time.Hour) // first to expire (p1) makes room
 	st := e.Stats()
 	if st.Points != 10 {

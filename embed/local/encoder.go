@@ -232,26 +232,35 @@ func attention(ws *workspace, s segment, width int, qScale float32) {
 }
 
 // layerNorm normalises rows of width n from src (stride lds) into dst
-// (stride ldd): scale·(x−mean)/sqrt(var+ε) + bias.
+// (stride ldd): scale·(x−mean)/sqrt(var+ε) + bias, in float32 like the
+// graph, with four partial sums per pass.
 func layerNorm(dst []float32, ldd int, src []float32, lds, rows, n int, scale, bias []float32) {
+	scale, bias = scale[:n], bias[:n]
 	for r := 0; r < rows; r++ {
 		x := src[r*lds : r*lds+n]
 		d := dst[r*ldd : r*ldd+n]
-		var mean float64
-		for _, v := range x {
-			mean += float64(v)
+		var s0, s1, s2, s3 float32
+		for j := 0; j+4 <= n; j += 4 {
+			v := x[j : j+4 : j+4]
+			s0 += v[0]
+			s1 += v[1]
+			s2 += v[2]
+			s3 += v[3]
 		}
-		mean /= float64(n)
-		var variance float64
-		for _, v := range x {
-			dv := float64(v) - mean
-			variance += dv * dv
+		mean := ((s0 + s1) + (s2 + s3)) / float32(n)
+		s0, s1, s2, s3 = 0, 0, 0, 0
+		for j := 0; j+4 <= n; j += 4 {
+			v := x[j : j+4 : j+4]
+			d0, d1, d2, d3 := v[0]-mean, v[1]-mean, v[2]-mean, v[3]-mean
+			s0 += d0 * d0
+			s1 += d1 * d1
+			s2 += d2 * d2
+			s3 += d3 * d3
 		}
-		variance /= float64(n)
-		inv := 1 / math.Sqrt(variance+lnEpsilon)
-		m := float32(mean)
+		variance := ((s0 + s1) + (s2 + s3)) / float32(n)
+		inv := float32(1 / math.Sqrt(float64(variance)+lnEpsilon))
 		for j, v := range x {
-			d[j] = scale[j]*float32(inv)*(v-m) + bias[j]
+			d[j] = scale[j]*inv*(v-mean) + bias[j]
 		}
 	}
 }

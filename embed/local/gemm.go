@@ -32,13 +32,13 @@ func packMatrix(w []float32, k, n int) (matrix, error) {
 
 // mulAdd adds a·w to c, where a is rows×k with row stride lda and c is
 // rows×n with row stride ldc; with relu it then clamps c at 0. scratch must
-// hold rows·k values. It panics if a slice is too short.
+// hold max(rows, 4)·k values. It panics if a slice is too short.
 func (w *matrix) mulAdd(c []float32, ldc int, a []float32, lda, rows int, scratch []float32, relu bool) {
 	if rows <= 0 {
 		return
 	}
 	if rows > maxRows || lda < w.k || ldc < w.n || len(a) < (rows-1)*lda+w.k ||
-		len(c) < (rows-1)*ldc+w.n || len(scratch) < rows*w.k {
+		len(c) < (rows-1)*ldc+w.n || len(scratch) < max(rows, 4)*w.k {
 		panic("local: matmul operands too short")
 	}
 	mulAddKernel(w, c, ldc, a, lda, rows, scratch, relu)
@@ -48,41 +48,46 @@ func (w *matrix) mulAdd(c []float32, ldc int, a []float32, lda, rows int, scratc
 // dst[p*rows+r] = a[r*lda+p].
 func packRows(dst, a []float32, lda, rows, k int) {
 	dst = dst[:rows*k]
-	for r := 0; r < rows; r++ {
-		src := a[r*lda : r*lda+k]
-		for p, v := range src {
-			dst[p*rows+r] = v
+	switch rows {
+	case 1:
+		copy(dst, a[:k])
+		return
+	}
+	// Write dst in order; read the rows side by side.
+	for p := 0; p < k; p++ {
+		d := dst[p*rows : p*rows+rows]
+		for r := range d {
+			d[r] = a[r*lda+p]
 		}
 	}
 }
 
-// mulAddGeneric is the portable kernel: rows in blocks of four, each
-// block's outputs computed four columns at a time in sixteen scalar
-// accumulators (registers on arm64; amd64 uses the assembly kernels).
+// mulAddGeneric is the portable kernel: rows in pairs, each pair's outputs
+// computed four columns at a time in eight scalar accumulators, few enough
+// to stay in registers on amd64 as well as arm64.
 func mulAddGeneric(w *matrix, c []float32, ldc int, a []float32, lda, rows int, scratch []float32, relu bool) {
 	k := w.k
-	for i0 := 0; i0 < rows; i0 += 4 {
-		mr := min(4, rows-i0)
-		blk := scratch[:4*k]
-		if mr < 4 {
-			clear(blk)
+	for i0 := 0; i0 < rows; i0 += 2 {
+		mr := min(2, rows-i0)
+		blk := scratch[:2*k]
+		a0 := a[i0*lda : i0*lda+k]
+		a1 := a0
+		if mr == 2 {
+			a1 = a[(i0+1)*lda : (i0+1)*lda+k]
 		}
-		for r := 0; r < mr; r++ {
-			src := a[(i0+r)*lda : (i0+r)*lda+k]
-			for p, v := range src {
-				blk[p*4+r] = v
-			}
+		for p := range a0 {
+			blk[2*p] = a0[p]
+			blk[2*p+1] = a1[p]
 		}
 		for j0 := 0; j0 < w.n; j0 += panelWidth {
 			panel := w.data[j0*k : (j0+panelWidth)*k]
 			for jj := 0; jj < panelWidth; jj += 4 {
 				var c00, c01, c02, c03, c10, c11, c12, c13 float32
-				var c20, c21, c22, c23, c30, c31, c32, c33 float32
 				for p := 0; p < k; p++ {
 					b := panel[p*panelWidth+jj : p*panelWidth+jj+4 : p*panelWidth+jj+4]
-					x := blk[p*4 : p*4+4 : p*4+4]
+					x := blk[2*p : 2*p+2 : 2*p+2]
 					b0, b1, b2, b3 := b[0], b[1], b[2], b[3]
-					x0, x1, x2, x3 := x[0], x[1], x[2], x[3]
+					x0, x1 := x[0], x[1]
 					c00 += x0 * b0
 					c01 += x0 * b1
 					c02 += x0 * b2
@@ -91,16 +96,8 @@ func mulAddGeneric(w *matrix, c []float32, ldc int, a []float32, lda, rows int, 
 					c11 += x1 * b1
 					c12 += x1 * b2
 					c13 += x1 * b3
-					c20 += x2 * b0
-					c21 += x2 * b1
-					c22 += x2 * b2
-					c23 += x2 * b3
-					c30 += x3 * b0
-					c31 += x3 * b1
-					c32 += x3 * b2
-					c33 += x3 * b3
 				}
-				acc := [4][4]float32{{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23}, {c30, c31, c32, c33}}
+				acc := [2][4]float32{{c00, c01, c02, c03}, {c10, c11, c12, c13}}
 				for r := 0; r < mr; r++ {
 					out := c[(i0+r)*ldc+j0+jj : (i0+r)*ldc+j0+jj+4]
 					for j := range out {

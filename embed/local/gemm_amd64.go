@@ -11,66 +11,66 @@ import (
 // Kernels in kernels_amd64.s; see gen_kernels.go.
 
 //go:noescape
-func gemmAVX512x1(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX512x1(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX512x2(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX512x2(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX512x3(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX512x3(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX512x4(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX512x4(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX512x5(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX512x5(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX512x6(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX512x6(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX512x7(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX512x7(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX512x8(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX512x8(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX512x9(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX512x9(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX512x10(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX512x10(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX512x11(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX512x11(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX512x12(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX512x12(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX512x13(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX512x13(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX512x14(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX512x14(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX2x1(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX2x1(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX2x2(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX2x2(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX2x3(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX2x3(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX2x4(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX2x4(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX2x5(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX2x5(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 //go:noescape
-func gemmAVX2x6(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+func gemmAVX2x6(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
-type kernelFunc func(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+type kernelFunc func(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 var (
 	avx512Kernels = [...]kernelFunc{nil, gemmAVX512x1, gemmAVX512x2, gemmAVX512x3, gemmAVX512x4, gemmAVX512x5, gemmAVX512x6, gemmAVX512x7, gemmAVX512x8, gemmAVX512x9, gemmAVX512x10, gemmAVX512x11, gemmAVX512x12, gemmAVX512x13, gemmAVX512x14}
@@ -115,19 +115,9 @@ func mulAddKernel(w *matrix, c []float32, ldc int, a []float32, lda, rows int, s
 		return
 	}
 	k := w.k
-	// Split the rows into blocks of nearly equal size, at most maxMR each,
-	// and pack each block k-major so that a kernel reads it as one stream.
+	// Split the rows into blocks of nearly equal size, at most maxMR each.
 	maxMR := len(kernels) - 1
 	blocks := (rows + maxMR - 1) / maxMR
-	var bounds [maxRows/6 + 2]int
-	packed := scratch[:rows*k]
-	for b := 0; b <= blocks; b++ {
-		bounds[b] = b * rows / blocks
-	}
-	for b := 0; b < blocks; b++ {
-		i0, i1 := bounds[b], bounds[b+1]
-		packRows(packed[i0*k:i1*k], a[i0*lda:], lda, i1-i0, k)
-	}
 	r := 0
 	if relu {
 		r = 1
@@ -135,8 +125,8 @@ func mulAddKernel(w *matrix, c []float32, ldc int, a []float32, lda, rows int, s
 	for j0 := 0; j0 < w.n; j0 += width {
 		bp := &w.data[j0*k]
 		for b := 0; b < blocks; b++ {
-			i0, i1 := bounds[b], bounds[b+1]
-			kernels[i1-i0](k, &packed[i0*k], bp, &c[i0*ldc+j0], ldc, r)
+			i0, i1 := b*rows/blocks, (b+1)*rows/blocks
+			kernels[i1-i0](k, &a[i0*lda], lda, bp, &c[i0*ldc+j0], ldc, r)
 		}
 	}
 }

@@ -6,11 +6,13 @@
 // Each kernel adds a·b to a block of c and optionally clamps the result at 0
 // (ReLU):
 //
-//	func name(k int, a *float32, b *float32, c *float32, ldc int, relu int)
+//	func name(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 //
-// a is a block of mr rows packed k-major (a[p*mr+r] is row r, column p), b is
-// packed column panels of 16 (see matrix in gemm.go) and c has row stride
-// ldc. AVX-512 kernels handle 1–14 rows × 32 columns (two panels; 28 ZMM
+// a is mr rows of k values with row stride lda, b is packed column panels of
+// 16 (see matrix in gemm.go) and c has row stride ldc. Row r of a is
+// addressed as base + r·lda with x86 scaled-index addressing from two base
+// registers (rows 0–7 and 8–13) and the multiples 1, 3, 5 and 7 of lda, so
+// a needs no packing. AVX-512 kernels handle 1–14 rows × 32 columns (two panels; 28 ZMM
 // accumulators at most); AVX2+FMA kernels handle 1–6 rows × 16 columns (one
 // panel; 12 YMM accumulators at most). Each step of the k loop loads one row
 // of the panels, broadcasts one element per row of a and multiplies them in
@@ -28,11 +30,35 @@ var out bytes.Buffer
 func p(format string, args ...any) { fmt.Fprintf(&out, "\t"+format+"\n", args...) }
 
 func header(name string) {
-	fmt.Fprintf(&out, "\n// func %s(k int, a *float32, b *float32, c *float32, ldc int, relu int)\n", name)
-	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-48\n", name)
+	fmt.Fprintf(&out, "\n// func %s(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)\n", name)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-56\n", name)
 	p("MOVQ k+0(FP), CX")
 	p("MOVQ a+8(FP), SI")
-	p("MOVQ b+16(FP), DI")
+	p("MOVQ lda+16(FP), R8")
+	p("SHLQ $2, R8")
+	p("LEAQ (R8)(R8*2), R9")  // 3·lda
+	p("LEAQ (R8)(R8*4), R10") // 5·lda
+	p("LEAQ (R9)(R8*4), R11") // 7·lda
+	p("LEAQ (SI)(R8*8), BX")  // row 8
+	p("MOVQ b+24(FP), DI")
+}
+
+// rowAddr is the address of row r's current element.
+func rowAddr(r int) string {
+	base := "SI"
+	if r >= 8 {
+		base, r = "BX", r-8
+	}
+	return [...]string{
+		"(" + base + ")",
+		"(" + base + ")(R8*1)",
+		"(" + base + ")(R8*2)",
+		"(" + base + ")(R9*1)",
+		"(" + base + ")(R8*4)",
+		"(" + base + ")(R10*1)",
+		"(" + base + ")(R9*2)",
+		"(" + base + ")(R11*1)",
+	}[r]
 }
 
 // kernel writes one kernel: vec is the register prefix ("Z" or "Y"), width
@@ -65,12 +91,15 @@ func kernel(name string, mr int, vec string, width, regs, acc0 int) {
 	}
 	for r := 0; r < mr; r++ {
 		bc := fmt.Sprintf("%s%d", vec, 2+r%2)
-		p("VBROADCASTSS %d(SI), %s", 4*r, bc)
+		p("VBROADCASTSS %s, %s", rowAddr(r), bc)
 		for j := 0; j < regs; j++ {
 			p("VFMADD231PS %s%d, %s, %s", vec, j, bc, acc(r, j))
 		}
 	}
-	p("ADDQ $%d, SI", 4*mr)
+	p("ADDQ $4, SI")
+	if mr > 8 {
+		p("ADDQ $4, BX")
+	}
 	p("ADDQ $64, DI")
 	if vec == "Z" {
 		p("ADDQ $64, R13")
@@ -78,8 +107,8 @@ func kernel(name string, mr int, vec string, width, regs, acc0 int) {
 	p("DECQ CX")
 	p("JNE loop")
 	fmt.Fprintf(&out, "done:\n")
-	p("MOVQ c+24(FP), DI")
-	p("MOVQ ldc+32(FP), R13")
+	p("MOVQ c+32(FP), DI")
+	p("MOVQ ldc+40(FP), R13")
 	p("SHLQ $2, R13")
 	for r := 0; r < mr; r++ {
 		if r > 0 {
@@ -89,7 +118,7 @@ func kernel(name string, mr int, vec string, width, regs, acc0 int) {
 			p("VADDPS %d(DI), %s, %s", width*j, acc(r, j), acc(r, j))
 		}
 	}
-	p("MOVQ relu+40(FP), AX")
+	p("MOVQ relu+48(FP), AX")
 	p("TESTQ AX, AX")
 	p("JEQ store")
 	p("VXORPS %s0, %s0, %s0", vec, vec, vec)
@@ -99,7 +128,7 @@ func kernel(name string, mr int, vec string, width, regs, acc0 int) {
 		}
 	}
 	fmt.Fprintf(&out, "store:\n")
-	p("MOVQ c+24(FP), DI")
+	p("MOVQ c+32(FP), DI")
 	for r := 0; r < mr; r++ {
 		if r > 0 {
 			p("ADDQ R13, DI")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -27,6 +28,7 @@ func newService(t *testing.T, dim int) *service {
 	s.mode.Store("ok")
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.calls.Add(1)
+		body, _ := io.ReadAll(r.Body) // a read body lets the server notice a client hang-up
 		switch s.mode.Load() {
 		case "fail":
 			http.Error(w, `{"error":{"message":"down"}}`, 503)
@@ -36,7 +38,7 @@ func newService(t *testing.T, dim int) *service {
 			return
 		}
 		var req request
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || r.URL.Path != "/v1/embeddings" {
+		if err := json.Unmarshal(body, &req); err != nil || r.URL.Path != "/v1/embeddings" {
 			http.Error(w, "bad", 400)
 			return
 		}

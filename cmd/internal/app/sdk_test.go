@@ -39,12 +39,6 @@ const (
 	pathEmbeddings  = "/v1/embeddings"
 )
 
-// storeSettle is how long a test waits after a miss before expecting the
-// hit. edgecache stores an answer off the request path (the tiered cache's
-// write queue, then ristretto's buffers), so the answer can reach the
-// client a moment before it can be found in L1; this pause covers that.
-const storeSettle = 150 * time.Millisecond
-
 // sdkEnv is an llmsim upstream with edgecache in front of it, and an
 // openai-go client pointed at edgecache.
 type sdkEnv struct {
@@ -245,7 +239,6 @@ func TestGoSDKChat(t *testing.T) {
 		checkAnswerText(t, "miss", miss.Choices[0].Message.Content, prompt)
 		e.wantUpstreamCalls(t, pathChat, 1, "the miss")
 
-		time.Sleep(storeSettle)
 		hit, hitResp := e.chatOnce(t, "hit", prompt)
 		wantHit(t, "hit", hitResp)
 		e.wantUpstreamCalls(t, pathChat, 1, "the hit")
@@ -297,7 +290,6 @@ func TestGoSDKChat(t *testing.T) {
 		}
 		e.wantUpstreamCalls(t, pathChat, base+1, "the streamed miss")
 
-		time.Sleep(storeSettle)
 		// The streamed answer was stored: a non-streamed request hits it.
 		hit, hitResp := e.chatOnce(t, "non-streamed hit", prompt)
 		wantHit(t, "non-streamed hit", hitResp)
@@ -343,7 +335,6 @@ func TestGoSDKChat(t *testing.T) {
 		}
 		e.wantUpstreamCalls(t, pathChat, base+1, "the cut stream")
 
-		time.Sleep(storeSettle)
 		// The partial answer must not have been stored: the same request,
 		// fault cleared, goes upstream again and gets the whole answer.
 		again := e.chatStream(t, "after the cut", prompt, true)
@@ -354,7 +345,6 @@ func TestGoSDKChat(t *testing.T) {
 		}
 		e.wantUpstreamCalls(t, pathChat, base+2, "the request after the cut")
 
-		time.Sleep(storeSettle)
 		hit, hitResp := e.chatOnce(t, "hit after the cut", prompt)
 		wantHit(t, "hit after the cut", hitResp)
 		if got := hit.Choices[0].Message.Content; got != again.text() {
@@ -384,7 +374,6 @@ func TestGoSDKCompletions(t *testing.T) {
 	checkAnswerText(t, "miss", miss.Choices[0].Text, prompt)
 	e.wantUpstreamCalls(t, pathCompletions, 1, "the miss")
 
-	time.Sleep(storeSettle)
 	var hitResp *http.Response
 	hit, err := e.client.Completions.New(e.ctx, params, option.WithResponseInto(&hitResp))
 	if err != nil {
@@ -495,7 +484,6 @@ func TestGoSDKEmbeddings(t *testing.T) {
 			wantMiss(t, "miss", missResp, true)
 			e.wantUpstreamCalls(t, pathEmbeddings, base+1, "the miss")
 
-			time.Sleep(storeSettle)
 			hit, hitResp := get("hit")
 			wantHit(t, "hit", hitResp)
 			for i := range miss.Data {

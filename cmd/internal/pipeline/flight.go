@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/edgecache/edgecache/cache"
 )
 
 // A call is one upstream request whose answer any number of clients read as
@@ -20,17 +22,16 @@ type call struct {
 	key    string // flight key; "" when not coalesced
 	stream bool   // the upstream answers with Server-Sent Events
 
-	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced whenever something is added
-	status   int           // 0 until the upstream's header arrived
-	header   http.Header
-	events   [][]byte // stream: raw SSE events; otherwise the whole body
-	done     bool
-	err      error // set with done when the call failed
-	stored   bool  // set with done when the answer went to the cache
-	waiters  int
-	cancel   context.CancelFunc
-	finished time.Time
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced whenever something is added
+	status  int           // 0 until the upstream's header arrived
+	header  http.Header
+	events  [][]byte // stream: raw SSE events; otherwise the whole body
+	done    bool
+	err     error // set with done when the call failed
+	stored  bool  // set with done when the answer went to the cache
+	waiters int
+	cancel  context.CancelFunc
 }
 
 func newCall(key string, stream bool, cancel context.CancelFunc) *call {
@@ -59,7 +60,6 @@ func (c *call) append(ev []byte) {
 func (c *call) finish(err error, stored bool) {
 	c.mu.Lock()
 	c.done, c.err, c.stored = true, err, stored
-	c.finished = time.Now()
 	c.notifyLocked()
 	c.mu.Unlock()
 }
@@ -85,24 +85,23 @@ func (c *call) read(from int) view {
 	return v
 }
 
-// flights indexes the calls in progress (and, for a short grace period,
-// calls just completed, so a request arriving while the answer is on its way
-// into the cache still finds it).
+// flights indexes the calls in progress.
 type flights struct {
 	mu    sync.Mutex
 	calls map[string]*call
 }
 
-// join subscribes the caller to the call for key, or to a new one made by
-// mk when there is no usable call; created reports whether the caller must
-// run it. A call is usable while in progress with readers, or once it has
-// completed and its answer was stored.
-func (f *flights) join(key string, mk func() *call) (c *call, created bool) {
+// join subscribes the caller to the call in progress for key, or to a new
+// one made by mk; created reports whether the caller must run it. landed is
+// consulted, under the same lock that completed calls are forgotten under,
+// before a new call is made: when it reports true the answer has just been
+// stored, and join returns a nil call so the caller reads it instead.
+func (f *flights) join(key string, mk func() *call, landed func() bool) (c *call, created bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if c = f.calls[key]; c != nil {
 		c.mu.Lock()
-		usable := c.err == nil && (!c.done || c.stored) && (c.done || c.waiters > 0)
+		usable := !c.done && c.waiters > 0 // zero waiters: canceled, on its way out
 		if usable {
 			c.waiters++
 		}
@@ -110,6 +109,9 @@ func (f *flights) join(key string, mk func() *call) (c *call, created bool) {
 		if usable {
 			return c, false
 		}
+	}
+	if landed() {
+		return nil, false
 	}
 	c = mk()
 	c.waiters = 1
@@ -139,4 +141,36 @@ func (c *call) leave() {
 	if cancel {
 		c.cancel()
 	}
+}
+
+// recent holds answers just stored, for the moment their write takes to
+// become visible in the cache tiers (the write queue and ristretto's buffers
+// are asynchronous): a request arriving then, streamed or not, is still a
+// hit and never a second upstream call.
+type recent struct {
+	mu      sync.Mutex
+	entries map[cache.Key]cache.Entry
+}
+
+func (r *recent) put(k cache.Key, e cache.Entry, keep time.Duration) {
+	r.mu.Lock()
+	if r.entries == nil {
+		r.entries = map[cache.Key]cache.Entry{}
+	}
+	r.entries[k] = e
+	r.mu.Unlock()
+	time.AfterFunc(keep, func() {
+		r.mu.Lock()
+		if cur, ok := r.entries[k]; ok && cur.StoredAt.Equal(e.StoredAt) {
+			delete(r.entries, k)
+		}
+		r.mu.Unlock()
+	})
+}
+
+func (r *recent) get(k cache.Key) (cache.Entry, bool) {
+	r.mu.Lock()
+	e, ok := r.entries[k]
+	r.mu.Unlock()
+	return e, ok
 }

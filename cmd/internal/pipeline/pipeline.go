@@ -77,18 +77,19 @@ type Config struct {
 	// LookupTimeout bounds a cache lookup; a slower cache is a miss.
 	// Zero → 100ms.
 	LookupTimeout time.Duration
-	// FlightGrace keeps a completed, stored answer joinable for a moment,
-	// covering the time its write takes to reach the cache. Zero → 2s.
-	FlightGrace time.Duration
-	Metrics     Metrics      // nil → none
-	Logger      *slog.Logger // nil → discard
-	Now         func() time.Time
+	// RecentFor keeps a just-stored answer in memory for the time its
+	// write takes to reach the cache tiers. Zero → 2s.
+	RecentFor time.Duration
+	Metrics   Metrics      // nil → none
+	Logger    *slog.Logger // nil → discard
+	Now       func() time.Time
 }
 
 // Pipeline serves proxied requests. It is safe for concurrent use.
 type Pipeline struct {
 	cfg     Config
 	flights flights
+	recent  recent
 	wg      sync.WaitGroup
 	log     *slog.Logger
 	m       Metrics
@@ -108,8 +109,8 @@ func New(cfg Config) *Pipeline {
 	if cfg.LookupTimeout == 0 {
 		cfg.LookupTimeout = 100 * time.Millisecond
 	}
-	if cfg.FlightGrace == 0 {
-		cfg.FlightGrace = 2 * time.Second
+	if cfg.RecentFor == 0 {
+		cfg.RecentFor = 2 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -208,6 +209,12 @@ func (p *Pipeline) lookup(ctx context.Context, rt *Route, key cache.Key) (cache.
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.LookupTimeout)
 	defer cancel()
 	e, err := p.cfg.Cache.Get(ctx, key)
+	if err != nil {
+		if r, ok := p.recent.get(key); ok {
+			e, err = r, nil
+			e.Tier = p.cfg.Tiers[0] // in process, on its way into L1
+		}
+	}
 	now := p.cfg.Now()
 	if err == nil && e.TTL(now) <= 0 {
 		err = cache.ErrMiss
@@ -281,7 +288,17 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, rt *Route, bo
 	created := true
 	if coalesce && store {
 		fk := flightKey(key, req)
-		c, created = p.flights.join(fk, func() *call { c := mk(); c.key = fk; return c })
+		c, created = p.flights.join(fk, func() *call { c := mk(); c.key = fk; return c },
+			func() bool { _, ok := p.recent.get(key); return ok })
+		if c == nil { // the answer landed between our lookup and now
+			if e, ok := p.recent.get(key); ok {
+				e.Tier = p.cfg.Tiers[0]
+				p.writeHit(w, r, req, e)
+				return
+			}
+			c, created = mk(), true
+			c.waiters = 1
+		}
 	} else {
 		c = mk()
 		c.waiters = 1
@@ -328,9 +345,7 @@ func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route
 			stored = false
 		}
 		c.finish(err, stored)
-		if stored {
-			time.AfterFunc(p.cfg.FlightGrace, func() { p.flights.forget(c) })
-		} else if c.key != "" {
+		if c.key != "" {
 			p.flights.forget(c)
 		}
 	}()
@@ -428,6 +443,7 @@ func (p *Pipeline) store(rt *Route, key cache.Key, body []byte) bool {
 		p.m.StoreDropped(rt.Name)
 		return false
 	}
+	p.recent.put(key, e, p.cfg.RecentFor)
 	return true
 }
 

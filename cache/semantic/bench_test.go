@@ -1,0 +1,194 @@
+package semantic
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Benchmark data: n unit vectors of benchDim dimensions in one partition.
+//
+//   - uniform: independent uniform directions. The hardest case for any
+//     graph index: in 512 dimensions every point is nearly orthogonal to
+//     every other, so "the" nearest neighbour of a fresh query is barely
+//     nearer than the next thousand.
+//   - clustered: points scattered around 1,000 random centres (cosine to
+//     their centre ≈ 0.7, to a sibling ≈ 0.5), closer to how sentence
+//     embeddings fill their space.
+//
+// Two kinds of query, each scored against exact search over all n points:
+//
+//   - near: a stored vector perturbed to cosine ≈ 0.89 with it (a
+//     paraphrase of a cached prompt: the case a semantic cache serves);
+//   - fresh: a new draw from the same distribution (a prompt unlike any
+//     cached one; for uniform data this is the pathological case).
+//
+// EDGECACHE_BENCH_N sets n (default 100,000); EDGECACHE_BENCH_1M=1 sets it
+// to 1,000,000, which needs about 3 GB and a long build.
+const (
+	benchDim     = 512
+	benchQueries = 2000
+	benchCentres = 1000
+)
+
+func benchN() int {
+	if os.Getenv("EDGECACHE_BENCH_1M") == "1" {
+		return 1_000_000
+	}
+	if n, err := strconv.Atoi(os.Getenv("EDGECACHE_BENCH_N")); err == nil && n > 0 {
+		return n
+	}
+	return 100_000
+}
+
+type benchSet struct {
+	data         [][]float32
+	near, fresh  [][]float32
+	truthNear    []int // exact nearest stored index per query
+	truthFresh   []int
+	centres      [][]float32
+	clusterNoise float64
+}
+
+func makeBenchSet(kind string, n int) *benchSet {
+	r := rand.New(rand.NewPCG(42, uint64(len(kind))))
+	s := &benchSet{data: make([][]float32, n)}
+	draw := func() []float32 { return unitVec(r, benchDim) }
+	if kind == "clustered" {
+		s.centres = make([][]float32, benchCentres)
+		for i := range s.centres {
+			s.centres[i] = unitVec(r, benchDim)
+		}
+		draw = func() []float32 { return nearVec(r, s.centres[r.IntN(benchCentres)], 1.0) }
+	}
+	for i := range s.data {
+		s.data[i] = draw()
+	}
+	for range benchQueries {
+		s.near = append(s.near, nearVec(r, s.data[r.IntN(n)], 0.5))
+		s.fresh = append(s.fresh, draw())
+	}
+	s.truthNear = exactAll(s.data, s.near)
+	s.truthFresh = exactAll(s.data, s.fresh)
+	return s
+}
+
+// exactAll brute-forces the nearest stored vector of each query, on every
+// core.
+func exactAll(data, queries [][]float32) []int {
+	out := make([]int, len(queries))
+	var wg sync.WaitGroup
+	workers := runtime.GOMAXPROCS(0)
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(queries); i += workers {
+				out[i] = exactBest(data, queries[i], nil)
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// BenchmarkEmbeddedSearch builds an Embedded index of n points in one
+// partition (timing the build and measuring heap per entry), then for
+// several EfSearch values reports p50/p99 latency of single searches (k=1)
+// and recall@1 against exact search, for near and fresh queries. ns/op is
+// the mean over near and fresh queries alternately.
+func BenchmarkEmbeddedSearch(b *testing.B) {
+	n := benchN()
+	for _, kind := range []string{"clustered", "uniform"} {
+		b.Run(fmt.Sprintf("%s/n=%d", kind, n), func(b *testing.B) {
+			set := makeBenchSet(kind, n)
+			f := Filter{Namespace: "bench", Route: "chat", Model: "m", Context: "c"}
+			before := heapInUse()
+			e, err := NewEmbedded(EmbeddedConfig{Dim: benchDim, MaxPoints: n, SweepInterval: time.Hour})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer e.Close()
+			ctx := context.Background()
+			exp := time.Now().Add(24 * time.Hour)
+			start := time.Now()
+			for i, v := range set.data {
+				if err := e.Upsert(ctx, Point{Key: "k" + strconv.Itoa(i), Vector: v, Filter: f, ExpiresAt: exp}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			build := time.Since(start)
+			perEntry := float64(heapInUse()-before) / float64(n)
+			b.Logf("%s n=%d: build %v (%.0f inserts/s), %.0f heap bytes per entry (vector alone: %d)",
+				kind, n, build.Round(time.Millisecond), float64(n)/build.Seconds(), perEntry, 4*benchDim)
+
+			for _, ef := range []int{32, 64, 128} {
+				b.Run(fmt.Sprintf("ef=%d", ef), func(b *testing.B) {
+					e.cfg.EfSearch = ef
+					nearLat, nearRecall := benchQueriesRun(b, e, f, set.near, set.truthNear)
+					freshLat, freshRecall := benchQueriesRun(b, e, f, set.fresh, set.truthFresh)
+					all := append(slices.Clone(nearLat), freshLat...)
+					slices.Sort(all)
+					i := 0
+					for b.Loop() {
+						q := set.near[i%benchQueries]
+						if i&1 == 1 {
+							q = set.fresh[i%benchQueries]
+						}
+						if _, err := e.Search(ctx, q, f, 1, 0); err != nil {
+							b.Fatal(err)
+						}
+						i++
+					}
+					b.ReportMetric(us(pct(all, 0.50)), "p50-us")
+					b.ReportMetric(us(pct(all, 0.99)), "p99-us")
+					b.ReportMetric(us(pct(nearLat, 0.99)), "near-p99-us")
+					b.ReportMetric(us(pct(freshLat, 0.99)), "fresh-p99-us")
+					b.ReportMetric(nearRecall, "recall-near")
+					b.ReportMetric(freshRecall, "recall-fresh")
+					b.ReportMetric(perEntry, "B/entry")
+					b.ReportMetric(build.Seconds(), "build-s")
+				})
+			}
+		})
+	}
+}
+
+// benchQueriesRun times each query and scores recall@1; latencies come
+// back sorted.
+func benchQueriesRun(b *testing.B, e *Embedded, f Filter, qs [][]float32, truth []int) ([]time.Duration, float64) {
+	lat := make([]time.Duration, len(qs))
+	hits := 0
+	for i, q := range qs {
+		start := time.Now()
+		ms, err := e.Search(context.Background(), q, f, 1, 0)
+		lat[i] = time.Since(start)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(ms) == 1 && ms[0].Key == "k"+strconv.Itoa(truth[i]) {
+			hits++
+		}
+	}
+	slices.Sort(lat)
+	return lat, float64(hits) / float64(len(qs))
+}
+
+func pct(sorted []time.Duration, p float64) time.Duration {
+	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
