@@ -543,9 +543,19 @@ type partition struct {
 	mu     sync.RWMutex
 	g      *hnsw     // nil while flat
 	flat   []float32 // flat: vectors of owners[i] at i·dim
-	owners []*entry  // slot → entry; nil for a dead graph slot
+	owners []owner   // by slot; zero for a dead graph slot
 	live   int
 }
+
+// owner maps a slot to its entry. The expiry is copied beside the pointer
+// so that the search's liveness check, run for every candidate, reads one
+// dense array instead of chasing a pointer per node.
+type owner struct {
+	en  *entry
+	exp int64 // 0 for a dead slot
+}
+
+func ownerOf(en *entry) owner { return owner{en, en.exp} }
 
 // add makes en searchable, unless it was removed while pending.
 func (p *partition) add(e *Embedded, en *entry, v []float32) {
@@ -558,13 +568,13 @@ func (p *partition) add(e *Embedded, en *entry, v []float32) {
 	if p.g == nil {
 		en.slot = uint32(len(p.owners))
 		p.flat = append(p.flat, v...)
-		p.owners = append(p.owners, en)
+		p.owners = append(p.owners, ownerOf(en))
 	} else {
 		s := p.g.add(v)
 		if int(s) == len(p.owners) {
-			p.owners = append(p.owners, en)
+			p.owners = append(p.owners, ownerOf(en))
 		} else {
-			p.owners[s] = en
+			p.owners[s] = ownerOf(en)
 		}
 		en.slot = s
 	}
@@ -587,14 +597,14 @@ func (p *partition) remove(e *Embedded, en *entry) {
 			moved := p.owners[last]
 			copy(p.flat[int(en.slot)*p.dim:], p.flat[last*p.dim:(last+1)*p.dim])
 			p.owners[en.slot] = moved
-			moved.slot = en.slot
+			moved.en.slot = en.slot
 		}
-		p.owners[last] = nil
+		p.owners[last] = owner{}
 		p.owners = p.owners[:last]
 		p.flat = p.flat[:last*p.dim]
 		return
 	}
-	p.owners[en.slot] = nil
+	p.owners[en.slot] = owner{}
 	p.g.remove(en.slot)
 	switch {
 	case p.live < e.cfg.ExactBelow/2:
@@ -616,22 +626,22 @@ func (p *partition) newGraph(e *Embedded) *hnsw {
 // toGraph moves a flat partition into a new graph.
 func (p *partition) toGraph(e *Embedded) {
 	g := p.newGraph(e)
-	for i, en := range p.owners {
-		en.slot = g.add(p.flat[i*p.dim : (i+1)*p.dim])
+	for i, o := range p.owners {
+		o.en.slot = g.add(p.flat[i*p.dim : (i+1)*p.dim])
 	}
 	p.g, p.flat = g, nil
 }
 
 // toFlat moves a graph partition's live points into a flat one.
 func (p *partition) toFlat() {
-	owners := make([]*entry, 0, p.live)
+	owners := make([]owner, 0, p.live)
 	flat := make([]float32, 0, p.live*p.dim)
-	for s, en := range p.owners {
-		if en == nil {
+	for s, o := range p.owners {
+		if o.en == nil {
 			continue
 		}
-		en.slot = uint32(len(owners))
-		owners = append(owners, en)
+		o.en.slot = uint32(len(owners))
+		owners = append(owners, o)
 		flat = append(flat, p.g.vec(uint32(s))...)
 	}
 	p.g, p.flat, p.owners = nil, flat, owners
@@ -640,28 +650,25 @@ func (p *partition) toFlat() {
 // rebuild replaces the graph with one of its live points only.
 func (p *partition) rebuild(e *Embedded) {
 	g := p.newGraph(e)
-	owners := make([]*entry, 0, p.live)
-	for s, en := range p.owners {
-		if en == nil {
+	owners := make([]owner, 0, p.live)
+	for s, o := range p.owners {
+		if o.en == nil {
 			continue
 		}
-		en.slot = g.add(p.g.vec(uint32(s)))
-		owners = append(owners, en)
+		o.en.slot = g.add(p.g.vec(uint32(s)))
+		owners = append(owners, o)
 	}
 	p.g, p.owners = g, owners
 }
 
 // search runs under p.mu.RLock.
 func (p *partition) search(v []float32, k int, minScore float32, now int64, efSearch int) []Match {
-	alive := func(s uint32) bool {
-		en := p.owners[s]
-		return en != nil && en.exp > now
-	}
+	alive := func(s uint32) bool { return p.owners[s].exp > now }
 	var top []cand
 	if p.g == nil {
 		var h maxHeap // the k best so far, worst on top
-		for i, en := range p.owners {
-			if en.exp <= now {
+		for i, o := range p.owners {
+			if o.exp <= now {
 				continue
 			}
 			d := -dot(v, p.flat[i*p.dim:(i+1)*p.dim])
@@ -691,7 +698,7 @@ func (p *partition) search(v []float32, k int, minScore float32, now int64, efSe
 		} else {
 			vec = p.g.vec(c.id)
 		}
-		out = append(out, Match{Point: p.owners[c.id].point(vec), Score: -c.d})
+		out = append(out, Match{Point: p.owners[c.id].en.point(vec), Score: -c.d})
 	}
 	return out
 }

@@ -118,8 +118,8 @@ func (p *partition) write(w *snapWriter) {
 	if p.g == nil {
 		w.u8(0)
 		w.u32(uint32(len(p.owners)))
-		for i, en := range p.owners {
-			en.write(w)
+		for i, o := range p.owners {
+			o.en.write(w)
 			w.vec(p.flat[i*p.dim : (i+1)*p.dim])
 		}
 		return
@@ -134,7 +134,7 @@ func (p *partition) write(w *snapWriter) {
 	for s := range uint32(g.n) {
 		level := int(g.levels[s])
 		w.u8(uint8(level))
-		en := p.owners[s]
+		en := p.owners[s].en
 		if en == nil {
 			w.u8(0)
 		} else {
@@ -374,7 +374,7 @@ func (e *Embedded) readPartition(r *snapReader, now int64) {
 			}
 			if en.exp > now && e.adopt(en) {
 				en.slot = uint32(len(p.owners))
-				p.owners = append(p.owners, en)
+				p.owners = append(p.owners, ownerOf(en))
 				p.flat = append(p.flat, vec...)
 				p.live++
 			}
@@ -445,11 +445,11 @@ func (e *Embedded) readGraph(r *snapReader, p *partition, now int64) *hnsw {
 		}
 		if en != nil && en.exp > now && e.adopt(en) {
 			en.slot = s
-			p.owners = append(p.owners, en)
+			p.owners = append(p.owners, ownerOf(en))
 			g.live++
 			p.live++
 		} else {
-			p.owners = append(p.owners, nil)
+			p.owners = append(p.owners, owner{})
 			g.dead[s] = true
 			g.free = append(g.free, s)
 		}
@@ -507,24 +507,21 @@ func (e *Embedded) adopt(en *entry) bool {
 // the expiry heap and fits each partition to its size.
 func (e *Embedded) finishLoad() {
 	for f, p := range e.parts {
-		for i, en := range p.owners {
-			if en != nil && en.state == stateRemoved {
-				if p.g == nil {
-					// Flat: mark for compaction below.
-					p.owners[i] = nil
-				} else {
-					p.owners[i] = nil
-					p.g.remove(en.slot)
+		for i, o := range p.owners {
+			if o.en != nil && o.en.state == stateRemoved {
+				p.owners[i] = owner{} // flat: compacted below
+				if p.g != nil {
+					p.g.remove(o.en.slot)
 				}
 				p.live--
 			}
 		}
 		if p.g == nil {
 			owners, flat := p.owners[:0], p.flat[:0]
-			for i, en := range p.owners {
-				if en != nil {
-					en.slot = uint32(len(owners))
-					owners = append(owners, en)
+			for i, o := range p.owners {
+				if o.en != nil {
+					o.en.slot = uint32(len(owners))
+					owners = append(owners, o)
 					flat = append(flat, p.flat[i*p.dim:(i+1)*p.dim]...)
 				}
 			}
@@ -541,9 +538,9 @@ func (e *Embedded) finishLoad() {
 		case p.g == nil && p.live >= e.cfg.ExactBelow:
 			p.toGraph(e)
 		}
-		for _, en := range p.owners {
-			if en != nil {
-				e.expiry.push(en)
+		for _, o := range p.owners {
+			if o.en != nil {
+				e.expiry.push(o.en)
 			}
 		}
 	}

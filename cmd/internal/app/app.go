@@ -188,7 +188,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Cache: tiered, Tiers: names, Upstream: up, Secret: secret,
 		MaxBodyBytes: cfg.MaxBodyBytes, Timeout: cfg.Upstream.Timeout.D(),
 		StreamIdleTimeout: cfg.Upstream.StreamIdleTimeout.D(),
-		LookupTimeout:     cfg.Redis.Timeout.D() * 2,
 		Metrics:           metrics, Logger: log,
 	})
 	table := newRouteTable(routes)

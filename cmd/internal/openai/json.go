@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Kind is the JSON type of a Value.
@@ -75,6 +76,7 @@ func (e *SyntaxError) Error() string {
 var ErrInvalidUTF8 = errors.New("request body is not valid UTF-8")
 
 // ParseJSON parses exactly one JSON value (surrounding whitespace allowed).
+// The Value may share memory with b: b must not be modified afterwards.
 func ParseJSON(b []byte) (Value, error) {
 	if !utf8.Valid(b) {
 		return Value{}, ErrInvalidUTF8
@@ -150,7 +152,7 @@ func (p *parser) literal(lit string, v Value) (Value, error) {
 
 func (p *parser) object(depth int) (Value, error) {
 	p.i++ // '{'
-	var members []Member
+	members := make([]Member, 0, 4)
 	p.skipSpace()
 	if p.i < len(p.b) && p.b[p.i] == '}' {
 		p.i++
@@ -241,7 +243,9 @@ func (p *parser) string() (string, error) {
 	for p.i < len(p.b) {
 		c := p.b[p.i]
 		if c == '"' {
-			s := string(p.b[start:p.i])
+			// No copy: the Value references the input, which ParseJSON's
+			// contract forbids changing afterwards.
+			s := unsafe.String(unsafe.SliceData(p.b[start:]), p.i-start)
 			p.i++
 			return s, nil
 		}

@@ -74,9 +74,6 @@ type Config struct {
 	Timeout time.Duration
 	// StreamIdleTimeout bounds silence between stream events. Zero → 60s.
 	StreamIdleTimeout time.Duration
-	// LookupTimeout bounds a cache lookup; a slower cache is a miss.
-	// Zero → 100ms.
-	LookupTimeout time.Duration
 	// RecentFor keeps a just-stored answer in memory for the time its
 	// write takes to reach the cache tiers. Zero → 2s.
 	RecentFor time.Duration
@@ -105,9 +102,6 @@ func New(cfg Config) *Pipeline {
 	}
 	if cfg.StreamIdleTimeout == 0 {
 		cfg.StreamIdleTimeout = 60 * time.Second
-	}
-	if cfg.LookupTimeout == 0 {
-		cfg.LookupTimeout = 100 * time.Millisecond
 	}
 	if cfg.RecentFor == 0 {
 		cfg.RecentFor = 2 * time.Second
@@ -205,9 +199,9 @@ func (p *Pipeline) bypass(rt *Route, r *http.Request, req *openai.Request) strin
 	return ""
 }
 
+// lookup consults the exact tiers. Each remote tier bounds its own calls
+// (cache/shared has a per-operation budget), so no deadline is set here.
 func (p *Pipeline) lookup(ctx context.Context, rt *Route, key cache.Key) (cache.Entry, bool) {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.LookupTimeout)
-	defer cancel()
 	e, err := p.cfg.Cache.Get(ctx, key)
 	if err != nil {
 		if r, ok := p.recent.get(key); ok {
