@@ -32,6 +32,7 @@ type Config struct {
 	Upstream Upstream `yaml:"upstream"`
 	Redis    Redis    `yaml:"redis"`
 	Cache    Cache    `yaml:"cache"`
+	Semantic Semantic `yaml:"semantic"`
 
 	// MaxBodyBytes bounds a request body; larger ones get 413. Zero → 8 MiB.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
@@ -97,6 +98,54 @@ type Cache struct {
 	StoreQueue int `yaml:"store_queue"`
 }
 
+// Semantic configures the semantic tier used by routes in mode semantic.
+type Semantic struct {
+	// Embedder: local (Universal Sentence Encoder Lite, loaded from
+	// ModelDir; falls back to lexical, loudly, when the model is missing),
+	// lexical (hashed n-grams, no model) or remote (an OpenAI-compatible
+	// /v1/embeddings API). Empty → local.
+	Embedder string `yaml:"embedder"`
+	// ModelDir holds the local model (make model). Env EDGECACHE_MODEL_DIR;
+	// empty → models/use-lite.
+	ModelDir string `yaml:"model_dir"`
+	// Remote is the embeddings API when Embedder is remote.
+	Remote RemoteEmbedder `yaml:"remote"`
+	// Index: embedded (in-process, the default) or qdrant.
+	Index string `yaml:"index"`
+	// SnapshotPath persists the embedded index across restarts. Empty → no
+	// persistence (the index refills as answers are stored).
+	SnapshotPath string `yaml:"snapshot_path"`
+	// MaxPoints bounds the embedded index. Zero → 1,000,000.
+	MaxPoints int `yaml:"max_points"`
+	// Qdrant is the vector store when Index is qdrant.
+	Qdrant Qdrant `yaml:"qdrant"`
+	// EmbedTimeout bounds embedding a prompt on the request path; slower
+	// means exact-only for that request. Zero → 150ms.
+	EmbedTimeout Duration `yaml:"embed_timeout"`
+	// SearchTimeout bounds a vector search. Zero → 50ms.
+	SearchTimeout Duration `yaml:"search_timeout"`
+}
+
+// RemoteEmbedder is an OpenAI-compatible embeddings API.
+type RemoteEmbedder struct {
+	URL    string `yaml:"url"`
+	Model  string `yaml:"model"`
+	APIKey string `yaml:"api_key"`
+	// Timeout of one call. Zero → EmbedTimeout.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Qdrant is a Qdrant server reached over gRPC.
+type Qdrant struct {
+	// Addr is host:port of the gRPC API (port 6334). Env
+	// EDGECACHE_QDRANT_ADDR; setting it selects index qdrant.
+	Addr   string `yaml:"addr"`
+	APIKey string `yaml:"api_key"`
+	TLS    bool   `yaml:"tls"`
+	// CollectionPrefix of the per-model collections. Empty → "edgecache".
+	CollectionPrefix string `yaml:"collection_prefix"`
+}
+
 // Route is one proxied path and its policy.
 type Route struct {
 	// Name identifies the route in metrics, logs and keys. Required, unique.
@@ -115,7 +164,9 @@ type Route struct {
 
 // CachePolicy is a route's cache behaviour.
 type CachePolicy struct {
-	// Mode: off (pass through) or exact. Empty → exact.
+	// Mode: off (pass through), exact, or semantic (exact, then the
+	// nearest verified paraphrase of the last user message; chat routes
+	// only). Empty → exact.
 	Mode string `yaml:"mode"`
 	// TTL of stored answers. Zero → 1h.
 	TTL Duration `yaml:"ttl"`
@@ -131,12 +182,27 @@ type CachePolicy struct {
 	// NoCoalesce turns off collapsing identical concurrent misses into one
 	// upstream call.
 	NoCoalesce bool `yaml:"no_coalesce"`
+	// Semantic tunes matching when Mode is semantic.
+	Semantic SemanticPolicy `yaml:"semantic"`
+}
+
+// SemanticPolicy is a route's semantic matching. Scores are the verifier's
+// match score in [0, 1] (see cache/semantic/verify), not raw cosine.
+type SemanticPolicy struct {
+	// Threshold a candidate's score must reach to be served. Zero → the
+	// verifier's calibrated default for the embedder in use.
+	Threshold float64 `yaml:"threshold"`
+	// Floor is the lowest threshold a request may ask for with the
+	// X-Edgecache-Min-Score header. Zero → Threshold: requests may only be
+	// stricter than the route.
+	Floor float64 `yaml:"floor"`
 }
 
 // Cache modes.
 const (
-	ModeOff   = "off"
-	ModeExact = "exact"
+	ModeOff      = "off"
+	ModeExact    = "exact"
+	ModeSemantic = "semantic"
 )
 
 // Duration is a time.Duration that reads "90s" or "1h30m" in YAML.
@@ -213,6 +279,11 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	set(&c.Upstream.APIKey, "EDGECACHE_UPSTREAM_API_KEY")
 	set(&c.Redis.Password, "EDGECACHE_REDIS_PASSWORD")
 	set(&c.TenantSecret, "EDGECACHE_TENANT_SECRET")
+	set(&c.Semantic.ModelDir, "EDGECACHE_MODEL_DIR")
+	if v := getenv("EDGECACHE_QDRANT_ADDR"); v != "" {
+		c.Semantic.Qdrant.Addr = v
+		c.Semantic.Index = "qdrant"
+	}
 	if v := getenv("EDGECACHE_REDIS_ADDR"); v != "" {
 		c.Redis.Addrs = nil
 		for _, a := range strings.Split(v, ",") {
@@ -264,6 +335,31 @@ func (c *Config) Default() {
 	}
 	if c.Cache.StoreQueue == 0 {
 		c.Cache.StoreQueue = 1024
+	}
+	sm := &c.Semantic
+	if sm.Embedder == "" {
+		sm.Embedder = "local"
+	}
+	if sm.ModelDir == "" {
+		sm.ModelDir = "models/use-lite"
+	}
+	if sm.Index == "" {
+		sm.Index = "embedded"
+	}
+	if sm.MaxPoints == 0 {
+		sm.MaxPoints = 1_000_000
+	}
+	if sm.EmbedTimeout == 0 {
+		sm.EmbedTimeout = Duration(150 * time.Millisecond)
+	}
+	if sm.SearchTimeout == 0 {
+		sm.SearchTimeout = Duration(50 * time.Millisecond)
+	}
+	if sm.Remote.Timeout == 0 {
+		sm.Remote.Timeout = sm.EmbedTimeout
+	}
+	if sm.Qdrant.CollectionPrefix == "" {
+		sm.Qdrant.CollectionPrefix = "edgecache"
 	}
 	if len(c.Routes) == 0 {
 		c.Routes = DefaultRoutes()
@@ -332,6 +428,28 @@ func (c *Config) Validate() error {
 	if c.Cache.StoreQueue < 0 {
 		bad("cache.store_queue must not be negative")
 	}
+	sm := c.Semantic
+	switch sm.Embedder {
+	case "local", "lexical":
+	case "remote":
+		if sm.Remote.URL == "" || sm.Remote.Model == "" {
+			bad("semantic.remote: url and model are required with embedder remote")
+		}
+	default:
+		bad("semantic.embedder %q: want local, lexical or remote", sm.Embedder)
+	}
+	switch sm.Index {
+	case "embedded":
+	case "qdrant":
+		if sm.Qdrant.Addr == "" {
+			bad("semantic.qdrant.addr is required with index qdrant")
+		}
+	default:
+		bad("semantic.index %q: want embedded or qdrant", sm.Index)
+	}
+	if sm.MaxPoints < 0 || sm.EmbedTimeout.D() < 0 || sm.SearchTimeout.D() < 0 {
+		bad("semantic: max_points and timeouts must not be negative")
+	}
 	names, paths := map[string]bool{}, map[string]bool{}
 	for i, r := range c.Routes {
 		where := fmt.Sprintf("routes[%d]", i)
@@ -364,8 +482,17 @@ func (c *Config) Validate() error {
 		}
 		switch r.Cache.Mode {
 		case ModeOff, ModeExact:
+		case ModeSemantic:
+			if r.API != "chat" {
+				bad("%s: cache.mode semantic needs a chat route (api: chat)", where)
+			}
 		default:
-			bad("%s: cache.mode %q: want off or exact", where, r.Cache.Mode)
+			bad("%s: cache.mode %q: want off, exact or semantic", where, r.Cache.Mode)
+		}
+		if sp := r.Cache.Semantic; sp.Threshold < 0 || sp.Threshold > 1 || sp.Floor < 0 || sp.Floor > 1 {
+			bad("%s: cache.semantic threshold and floor must be in [0, 1]", where)
+		} else if sp.Threshold > 0 && sp.Floor > sp.Threshold {
+			bad("%s: cache.semantic.floor %g is above the threshold %g", where, sp.Floor, sp.Threshold)
 		}
 		if r.API == "models" && r.Cache.Mode != ModeOff {
 			bad("%s: a models route is passed through; cache.mode must be off", where)

@@ -148,3 +148,40 @@ func BenchmarkCanonicalKeyMaterial(b *testing.B) {
 		buf = r.AppendKeyMaterial(buf[:0])
 	}
 }
+
+func TestLastUserTextAndContext(t *testing.T) {
+	parse := func(s string) *Request {
+		t.Helper()
+		r, err := ParseRequest(APIChat, []byte(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	a := parse(`{"model":"m","stream":true,"messages":[{"role":"system","content":"S"},{"role":"user","content":"How do I reset my password?"}]}`)
+	b := parse(`{"messages":[{"role":"system","content":"S"},{"content":"password reset — how?","role":"user"}],"model":"m"}`)
+	c := parse(`{"model":"m","messages":[{"role":"system","content":"T"},{"role":"user","content":"How do I reset my password?"}]}`)
+	if txt, ok := a.LastUserText(); !ok || txt != "How do I reset my password?" {
+		t.Errorf("LastUserText = %q, %v", txt, ok)
+	}
+	ctx := func(r *Request) string { return string(r.AppendContextMaterial(nil)) }
+	if ctx(a) != ctx(b) {
+		t.Errorf("same context, different material:\n%s\n%s", ctx(a), ctx(b))
+	}
+	if ctx(a) == ctx(c) {
+		t.Error("different system prompts share a context")
+	}
+	for _, s := range []string{
+		`{"model":"m","messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"   "}]}`,
+	} {
+		if _, ok := parse(s).LastUserText(); ok {
+			t.Errorf("%s: semantic matching allowed", s)
+		}
+	}
+	parts := parse(`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}`)
+	if txt, ok := parts.LastUserText(); !ok || txt != "a\nb" {
+		t.Errorf("text parts: %q %v", txt, ok)
+	}
+}

@@ -77,9 +77,11 @@ type Config struct {
 	// RecentFor keeps a just-stored answer in memory for the time its
 	// write takes to reach the cache tiers. Zero → 2s.
 	RecentFor time.Duration
-	Metrics   Metrics      // nil → none
-	Logger    *slog.Logger // nil → discard
-	Now       func() time.Time
+	// Semantic enables the semantic tier for routes in mode semantic.
+	Semantic *SemanticConfig
+	Metrics  Metrics      // nil → none
+	Logger   *slog.Logger // nil → discard
+	Now      func() time.Time
 }
 
 // Pipeline serves proxied requests. It is safe for concurrent use.
@@ -87,6 +89,7 @@ type Pipeline struct {
 	cfg     Config
 	flights flights
 	recent  recent
+	sem     *semanticTier // nil: no semantic tier
 	wg      sync.WaitGroup
 	log     *slog.Logger
 	m       Metrics
@@ -116,6 +119,9 @@ func New(cfg Config) *Pipeline {
 	if p.m == nil {
 		p.m = nopMetrics{}
 	}
+	if cfg.Semantic != nil && cfg.Cache != nil {
+		p.sem = newSemanticTier(*cfg.Semantic)
+	}
 	return p
 }
 
@@ -126,16 +132,19 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	go func() { p.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("pipeline close: %w", ctx.Err())
 	}
+	if p.sem != nil {
+		p.sem.close()
+	}
+	return nil
 }
 
 // Serve answers one proxied request for route rt.
 func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	if rt.API == openai.APIModels || r.Method == http.MethodGet {
-		p.forward(w, r, rt, nil, nil, "", false, "edgecache; fwd=bypass; detail=passthrough")
+		p.forward(w, r, rt, nil, nil, "", nil, false, "edgecache; fwd=bypass; detail=passthrough")
 		return
 	}
 	if err := checkContentType(r); err != nil {
@@ -167,20 +176,28 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	}
 	if reason := p.bypass(rt, r, req); reason != "" {
 		p.m.Bypass(rt.Name, reason)
-		p.forward(w, r, rt, body, req, "", false, "edgecache; fwd=bypass; detail="+reason)
+		p.forward(w, r, rt, body, req, "", nil, false, "edgecache; fwd=bypass; detail="+reason)
 		return
 	}
-	key := exactKey(rt, p.namespace(rt, r), r.URL.RawQuery, req)
+	ns := p.namespace(rt, r)
+	key := exactKey(rt, ns, r.URL.RawQuery, req)
 	if noCache(r) {
 		p.m.Bypass(rt.Name, "no-cache")
-		p.forward(w, r, rt, body, req, key, false, "edgecache; fwd=request; detail=no-cache")
+		p.forward(w, r, rt, body, req, key, nil, false, "edgecache; fwd=request; detail=no-cache")
 		return
 	}
 	if e, ok := p.lookup(r.Context(), rt, key); ok {
-		p.writeHit(w, r, req, e)
+		p.writeHit(w, r, req, e, e.Tier, -1)
 		return
 	}
-	p.forward(w, r, rt, body, req, key, rt.Coalesce, "")
+	q := p.semanticQuery(rt, r, req, ns)
+	if q != nil {
+		if e, sim, ok := p.semanticLookup(r.Context(), rt, r, q); ok {
+			p.writeHit(w, r, req, e, "semantic", sim)
+			return
+		}
+	}
+	p.forward(w, r, rt, body, req, key, q, rt.Coalesce, "")
 }
 
 // bypass returns why the request must not be served from or stored in the
@@ -228,10 +245,16 @@ func (p *Pipeline) lookup(ctx context.Context, rt *Route, key cache.Key) (cache.
 
 // writeHit answers from a cached entry: the stored bytes as they are, or the
 // stored answer replayed as a stream when the client asked for one.
-func (p *Pipeline) writeHit(w http.ResponseWriter, r *http.Request, req *openai.Request, e cache.Entry) {
+//
+// detail names the tier for Cache-Status; similarity ≥ 0 (semantic hits)
+// is sent as X-Edgecache-Similarity.
+func (p *Pipeline) writeHit(w http.ResponseWriter, r *http.Request, req *openai.Request, e cache.Entry, detail string, similarity float32) {
 	now := p.cfg.Now()
 	h := w.Header()
-	h.Set("Cache-Status", "edgecache; hit; detail="+e.Tier+"; ttl="+strconv.FormatInt(int64(e.TTL(now)/time.Second), 10))
+	h.Set("Cache-Status", "edgecache; hit; detail="+detail+"; ttl="+strconv.FormatInt(int64(e.TTL(now)/time.Second), 10))
+	if similarity >= 0 {
+		h.Set("X-Edgecache-Similarity", strconv.FormatFloat(float64(similarity), 'f', 4, 32))
+	}
 	h.Set("Age", strconv.FormatInt(int64(e.Age(now)/time.Second), 10))
 	if req.Stream {
 		h.Set("Content-Type", "text/event-stream")
@@ -268,7 +291,10 @@ func flightKey(key cache.Key, req *openai.Request) string {
 // when coalesce is set) and answers from the call. A non-empty key with
 // store set means a complete answer is stored under it; cacheStatus, when
 // set, overrides the miss status.
-func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, rt *Route, body []byte, req *openai.Request, key cache.Key, coalesce bool, cacheStatus string) {
+//
+// q, when set, is the request's semantic query: a stored answer is indexed
+// under it.
+func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, rt *Route, body []byte, req *openai.Request, key cache.Key, q *semanticQuery, coalesce bool, cacheStatus string) {
 	store := key != "" && cacheStatus == ""
 	stream := req != nil && req.Stream
 	in := outbound(r)
@@ -286,8 +312,7 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, rt *Route, bo
 			func() bool { _, ok := p.recent.get(key); return ok })
 		if c == nil { // the answer landed between our lookup and now
 			if e, ok := p.recent.get(key); ok {
-				e.Tier = p.cfg.Tiers[0]
-				p.writeHit(w, r, req, e)
+				p.writeHit(w, r, req, e, p.cfg.Tiers[0], -1)
 				return
 			}
 			c, created = mk(), true
@@ -299,7 +324,7 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, rt *Route, bo
 	}
 	if created {
 		p.wg.Add(1)
-		go p.run(runCtx, c, in, rt, body, req, key, store)
+		go p.run(runCtx, c, in, rt, body, req, key, q, store)
 	} else {
 		p.m.Coalesced(rt.Name)
 	}
@@ -327,7 +352,7 @@ const maxAnswerBytes = 64 << 20
 
 // run performs the upstream call for c and stores a complete answer. It owns
 // the call's context and is tracked by p.wg.
-func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route, body []byte, req *openai.Request, key cache.Key, store bool) {
+func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route, body []byte, req *openai.Request, key cache.Key, q *semanticQuery, store bool) {
 	defer p.wg.Done()
 	defer c.cancel()
 	var err error
@@ -368,7 +393,7 @@ func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route
 		answer, err = p.relay(ctx, c, resp.Body, req.API)
 		p.m.UpstreamCall(rt.Name, resp.StatusCode, errKind(err), p.cfg.Now().Sub(start))
 		if err == nil && cacheable {
-			stored = p.store(rt, key, answer)
+			stored = p.store(rt, key, q, answer)
 		}
 		return
 	}
@@ -383,7 +408,7 @@ func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route
 	}
 	p.m.UpstreamCall(rt.Name, resp.StatusCode, "", p.cfg.Now().Sub(start))
 	if cacheable && req != nil && openai.Complete(req.API, b) {
-		stored = p.store(rt, key, b)
+		stored = p.store(rt, key, q, b)
 	}
 	c.mu.Lock()
 	c.status, c.header, c.events = resp.StatusCode, hdr, [][]byte{b}
@@ -421,7 +446,7 @@ func (p *Pipeline) relay(ctx context.Context, c *call, body io.Reader, api opena
 	return acc.Body()
 }
 
-func (p *Pipeline) store(rt *Route, key cache.Key, body []byte) bool {
+func (p *Pipeline) store(rt *Route, key cache.Key, q *semanticQuery, body []byte) bool {
 	if body == nil {
 		return false
 	}
@@ -438,6 +463,9 @@ func (p *Pipeline) store(rt *Route, key cache.Key, body []byte) bool {
 		return false
 	}
 	p.recent.put(key, e, p.cfg.RecentFor)
+	if q != nil && !p.sem.index(q, key, e.ExpiresAt) {
+		p.m.StoreDropped(rt.Name)
+	}
 	return true
 }
 

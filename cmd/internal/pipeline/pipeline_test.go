@@ -44,6 +44,7 @@ type edgeOpts struct {
 	sim       llmsim.Config
 	simURL    string // reuse an llmsim
 	maxBody   int64
+	semantic  *SemanticConfig
 }
 
 func newEdge(t *testing.T, o edgeOpts) *edge {
@@ -91,7 +92,8 @@ func newEdge(t *testing.T, o edgeOpts) *edge {
 		t.Fatal(err)
 	}
 	e.p = New(Config{Cache: e.tiered, Tiers: names, Upstream: up, Secret: []byte("test-secret"),
-		MaxBodyBytes: cfg.MaxBodyBytes, StreamIdleTimeout: 2 * time.Second, Timeout: 5 * time.Second})
+		MaxBodyBytes: cfg.MaxBodyBytes, StreamIdleTimeout: 2 * time.Second, Timeout: 5 * time.Second,
+		Semantic: o.semantic})
 	mux := http.NewServeMux()
 	for _, rt := range routes {
 		mux.HandleFunc(rt.Path, func(w http.ResponseWriter, r *http.Request) { e.p.Serve(w, r, rt) })

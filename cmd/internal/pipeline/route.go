@@ -22,6 +22,10 @@ type Route struct {
 	MaxTemperature float64 // above it: bypass
 	AllowN         bool    // cache n > 1
 	Coalesce       bool
+
+	Semantic  bool    // also match the nearest verified paraphrase
+	Threshold float32 // verifier score to serve a semantic match; 0 → the tier's default
+	Floor     float32 // lowest threshold a request may ask for; 0 → Threshold
 }
 
 // Compile turns validated route configuration into policies.
@@ -33,7 +37,10 @@ func Compile(rs []config.Route) ([]*Route, error) {
 			Path:         r.Path,
 			UpstreamPath: r.UpstreamPath,
 			API:          openai.API(r.API),
-			Cache:        r.Cache.Mode == config.ModeExact,
+			Cache:        r.Cache.Mode == config.ModeExact || r.Cache.Mode == config.ModeSemantic,
+			Semantic:     r.Cache.Mode == config.ModeSemantic,
+			Threshold:    float32(r.Cache.Semantic.Threshold),
+			Floor:        float32(r.Cache.Semantic.Floor),
 			TTL:          r.Cache.TTL.D(),
 			Shared:       r.Cache.Shared,
 			AllowN:       r.Cache.AllowMultipleChoices,

@@ -1,0 +1,247 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/edgecache/edgecache/cache"
+	"github.com/edgecache/edgecache/cache/semantic"
+	"github.com/edgecache/edgecache/cmd/internal/openai"
+	"github.com/edgecache/edgecache/embed"
+)
+
+// Scorer is the verification stage: how likely a cached prompt asks the
+// same thing as the query, given their cosine (cache/semantic/verify).
+type Scorer interface {
+	Score(query, candidate string, cosine float32) (score float32, reason string)
+}
+
+// SemanticConfig configures the semantic tier (L3).
+type SemanticConfig struct {
+	Embedder embed.Embedder
+	Index    semantic.Index
+	Verifier Scorer
+	// DefaultThreshold applies to routes that set none.
+	DefaultThreshold float32
+	// Candidates is how many nearest points are verified. Zero → 5.
+	Candidates int
+	// MinCosine pre-filters candidates before verification.
+	MinCosine float32
+	// EmbedTimeout and SearchTimeout bound the request-path work; slower
+	// means exact only. Zeros → 150ms and 50ms.
+	EmbedTimeout, SearchTimeout time.Duration
+	// IndexQueue bounds pending index writes. Zero → 1024.
+	IndexQueue int
+}
+
+// semanticTier wraps the embedder and index with deadlines and a breaker,
+// so their failure costs nothing but semantic hits.
+type semanticTier struct {
+	cfg     SemanticConfig
+	cb      *gobreaker.CircuitBreaker[struct{}]
+	queue   chan indexJob
+	pending atomic.Int64 // queued or being written
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+type indexJob struct {
+	point semantic.Point
+}
+
+func newSemanticTier(cfg SemanticConfig) *semanticTier {
+	if cfg.Candidates == 0 {
+		cfg.Candidates = 5
+	}
+	if cfg.EmbedTimeout == 0 {
+		cfg.EmbedTimeout = 150 * time.Millisecond
+	}
+	if cfg.SearchTimeout == 0 {
+		cfg.SearchTimeout = 50 * time.Millisecond
+	}
+	if cfg.IndexQueue == 0 {
+		cfg.IndexQueue = 1024
+	}
+	s := &semanticTier{cfg: cfg, queue: make(chan indexJob, cfg.IndexQueue), stop: make(chan struct{})}
+	s.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        "semantic",
+		MaxRequests: 1,
+		Timeout:     5 * time.Second,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 5 },
+		IsSuccessful: func(err error) bool {
+			return err == nil || errors.Is(err, context.Canceled)
+		},
+	})
+	s.wg.Add(1)
+	go s.indexer()
+	return s
+}
+
+// semanticQuery is what a request contributes to the semantic tier.
+type semanticQuery struct {
+	text   string
+	filter semantic.Filter
+	vec    embed.Vector // set once embedded
+}
+
+func contextHash(req *openai.Request) string {
+	b := req.AppendContextMaterial(make([]byte, 0, 512))
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// prepare reports whether the request may use the semantic tier and what
+// it would look up.
+func (p *Pipeline) semanticQuery(rt *Route, r *http.Request, req *openai.Request, ns string) *semanticQuery {
+	if p.sem == nil || !rt.Semantic || r.Header.Get("X-Edgecache-Semantic") == "off" {
+		return nil
+	}
+	text, ok := req.LastUserText()
+	if !ok {
+		return nil
+	}
+	return &semanticQuery{text: text, filter: semantic.Filter{
+		Namespace: ns, Route: rt.Name, Model: req.Model, Context: contextHash(req),
+	}}
+}
+
+// threshold is the route's, moved by the X-Edgecache-Min-Score header no
+// lower than the floor.
+func (s *semanticTier) threshold(rt *Route, r *http.Request) float32 {
+	t := rt.Threshold
+	if t == 0 {
+		t = s.cfg.DefaultThreshold
+	}
+	floor := rt.Floor
+	if floor == 0 {
+		floor = t
+	}
+	if h := r.Header.Get("X-Edgecache-Min-Score"); h != "" {
+		if v, err := strconv.ParseFloat(h, 32); err == nil && v >= 0 && v <= 1 {
+			t = max(float32(v), floor)
+		}
+	}
+	return t
+}
+
+// lookup embeds the query and finds the best verified candidate. Any
+// failure or timeout is a miss; q.vec is kept for indexing the answer.
+func (p *Pipeline) semanticLookup(ctx context.Context, rt *Route, r *http.Request, q *semanticQuery) (cache.Entry, float32, bool) {
+	s := p.sem
+	var best semantic.Match
+	var bestScore float32 = -1
+	_, err := s.cb.Execute(func() (struct{}, error) {
+		ectx, cancel := context.WithTimeout(ctx, s.cfg.EmbedTimeout)
+		v, err := embed.One(ectx, s.cfg.Embedder, q.text)
+		cancel()
+		if err != nil {
+			return struct{}{}, err
+		}
+		q.vec = v
+		sctx, cancel := context.WithTimeout(ctx, s.cfg.SearchTimeout)
+		ms, err := s.cfg.Index.Search(sctx, v, q.filter, s.cfg.Candidates, s.cfg.MinCosine)
+		cancel()
+		if err != nil {
+			return struct{}{}, err
+		}
+		for _, m := range ms {
+			if sc, _ := s.cfg.Verifier.Score(q.text, m.Text, m.Score); sc > bestScore {
+				best, bestScore = m, sc
+			}
+		}
+		return struct{}{}, nil
+	})
+	if err != nil {
+		p.m.CacheLookup(rt.Name, "semantic", "error")
+		if !errors.Is(err, context.Canceled) {
+			p.log.DebugContext(ctx, "semantic lookup", "route", rt.Name, "err", err)
+		}
+		return cache.Entry{}, 0, false
+	}
+	if bestScore < s.threshold(rt, r) {
+		p.m.CacheLookup(rt.Name, "semantic", "miss")
+		return cache.Entry{}, 0, false
+	}
+	e, ok := p.entry(ctx, cache.Key(best.Key))
+	if !ok { // the answer expired or was evicted from the exact tiers
+		p.m.CacheLookup(rt.Name, "semantic", "miss")
+		return cache.Entry{}, 0, false
+	}
+	p.m.CacheLookup(rt.Name, "semantic", "hit")
+	return e, best.Score, true
+}
+
+// entry reads a stored answer by exact key without counting a lookup.
+func (p *Pipeline) entry(ctx context.Context, k cache.Key) (cache.Entry, bool) {
+	e, err := p.cfg.Cache.Get(ctx, k)
+	if err != nil {
+		var ok bool
+		if e, ok = p.recent.get(k); !ok {
+			return cache.Entry{}, false
+		}
+	}
+	return e, e.TTL(p.cfg.Now()) > 0
+}
+
+// index queues the stored answer's prompt for the index; it never blocks.
+func (s *semanticTier) index(q *semanticQuery, key cache.Key, expires time.Time) bool {
+	job := indexJob{point: semantic.Point{Key: string(key), Vector: q.vec, Filter: q.filter, Text: q.text, ExpiresAt: expires}}
+	s.pending.Add(1)
+	select {
+	case s.queue <- job:
+		return true
+	default:
+		s.pending.Add(-1)
+		return false
+	}
+}
+
+// indexer writes queued points, embedding those whose lookup could not.
+func (s *semanticTier) indexer() {
+	defer s.wg.Done()
+	for {
+		select {
+		case job := <-s.queue:
+			s.write(job)
+		case <-s.stop:
+			for {
+				select {
+				case job := <-s.queue:
+					s.write(job)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (s *semanticTier) write(job indexJob) {
+	defer s.pending.Add(-1)
+	defer func() { _ = recover() }() // a bad point must not stop the indexer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if job.point.Vector == nil {
+		v, err := embed.One(ctx, s.cfg.Embedder, job.point.Text)
+		if err != nil {
+			return
+		}
+		job.point.Vector = v
+	}
+	_ = s.cfg.Index.Upsert(ctx, job.point)
+}
+
+func (s *semanticTier) close() {
+	s.once.Do(func() { close(s.stop) })
+	s.wg.Wait()
+}

@@ -1,0 +1,155 @@
+package pipeline
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/edgecache/edgecache/cache/semantic"
+	"github.com/edgecache/edgecache/cmd/internal/config"
+	"github.com/edgecache/edgecache/embed"
+	"github.com/edgecache/edgecache/embed/lexical"
+)
+
+// flaky wraps an embedder or index and fails on demand.
+type flakyEmbedder struct {
+	embed.Embedder
+	fail atomic.Bool
+}
+
+func (f *flakyEmbedder) Embed(ctx context.Context, texts []string) ([]embed.Vector, error) {
+	if f.fail.Load() {
+		return nil, embed.ErrUnavailable
+	}
+	return f.Embedder.Embed(ctx, texts)
+}
+
+type flakyIndex struct {
+	semantic.Index
+	fail atomic.Bool
+}
+
+func (f *flakyIndex) Search(ctx context.Context, v []float32, fl semantic.Filter, k int, min float32) ([]semantic.Match, error) {
+	if f.fail.Load() {
+		return nil, semantic.ErrUnavailable
+	}
+	return f.Index.Search(ctx, v, fl, k, min)
+}
+
+// cosineScorer serves on cosine alone, so these tests exercise the
+// pipeline's rules, not the verifier's calibration.
+type cosineScorer struct{}
+
+func (cosineScorer) Score(_, _ string, cos float32) (float32, string) { return cos, "" }
+
+func newSemanticEdge(t *testing.T) (*edge, *flakyEmbedder, *flakyIndex) {
+	t.Helper()
+	idx, err := semantic.NewEmbedded(semantic.EmbeddedConfig{Dim: lexical.DefaultDim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fe := &flakyEmbedder{Embedder: lexical.New(0)}
+	fi := &flakyIndex{Index: idx}
+	t.Cleanup(func() { idx.Close() })
+	e := newEdge(t, edgeOpts{
+		routes: []config.Route{{Name: "chat", Path: "/v1/chat/completions", Cache: config.CachePolicy{
+			Mode: config.ModeSemantic, Semantic: config.SemanticPolicy{Threshold: 0.8, Floor: 0.7}}}},
+		semantic: &SemanticConfig{Embedder: fe, Index: fi, Verifier: cosineScorer{}, MinCosine: 0.5},
+	})
+	return e, fe, fi
+}
+
+// waitIndexed waits until the semantic tier has written every queued point.
+func (e *edge) waitIndexed() {
+	e.t.Helper()
+	e.settle()
+	waitFor(e.t, func() bool { return e.p.sem.pending.Load() == 0 })
+}
+
+func TestSemanticHitAndIsolation(t *testing.T) {
+	e, _, _ := newSemanticEdge(t)
+	auth := []string{"Authorization", "Bearer sk-a"}
+	seed := e.post("/v1/chat/completions", chat("How do I reset my password?"), auth...)
+	if seed.status != 200 {
+		t.Fatal(seed.status)
+	}
+	e.waitIndexed()
+	r := e.post("/v1/chat/completions", chat("my password: how do I reset it"), auth...)
+	if !strings.HasPrefix(r.header.Get("Cache-Status"), "edgecache; hit; detail=semantic") || r.header.Get("X-Edgecache-Similarity") == "" {
+		t.Fatalf("paraphrase: %q sim %q", r.header.Get("Cache-Status"), r.header.Get("X-Edgecache-Similarity"))
+	}
+	if content(t, r.body) != content(t, seed.body) {
+		t.Errorf("semantic hit served another answer")
+	}
+	para := "how do i reset my password"
+	misses := map[string]struct {
+		body string
+		hdr  []string
+	}{
+		"other tenant":        {chat(para), []string{"Authorization", "Bearer sk-b"}},
+		"other system prompt": {strings.Replace(chat(para), "Be brief.", "Be verbose.", 1), auth},
+		"earlier turn":        {`{"model":"sim-1","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi"},{"role":"assistant","content":"hello"},{"role":"user","content":"how do i reset my password"}]}`, auth},
+		"other model":         {strings.Replace(chat(para), "sim-1", "sim-2", 1), auth},
+		"opted out":           {chat(para), append(auth, "X-Edgecache-Semantic", "off")},
+		"stricter request":    {chat(para), append(auth, "X-Edgecache-Min-Score", "0.999")},
+		"unrelated":           {chat("What is the capital of France?"), auth},
+	}
+	for name, m := range misses {
+		r := e.post("/v1/chat/completions", m.body, m.hdr...)
+		if r.status != 200 || strings.Contains(r.header.Get("Cache-Status"), "semantic") {
+			t.Errorf("%s: %d %q, want a miss", name, r.status, r.header.Get("Cache-Status"))
+		}
+	}
+}
+
+func TestSemanticFloorCannotBeLowered(t *testing.T) {
+	e, _, _ := newSemanticEdge(t)
+	rt := &Route{Name: "chat", Semantic: true, Threshold: 0.8, Floor: 0.7}
+	for _, tt := range []struct {
+		hdr  string
+		want float32
+	}{{"", 0.8}, {"0.95", 0.95}, {"0.75", 0.75}, {"0.1", 0.7}, {"junk", 0.8}, {"-1", 0.8}} {
+		r := httptestRequest(tt.hdr)
+		if got := e.p.sem.threshold(rt, r); got != tt.want {
+			t.Errorf("X-Edgecache-Min-Score %q: threshold %v, want %v", tt.hdr, got, tt.want)
+		}
+	}
+	noFloor := &Route{Name: "chat", Semantic: true, Threshold: 0.8}
+	if got := e.p.sem.threshold(noFloor, httptestRequest("0.5")); got != 0.8 {
+		t.Errorf("without a floor, a request lowered the threshold to %v", got)
+	}
+}
+
+func TestSemanticFailuresAreExactOnly(t *testing.T) {
+	e, fe, fi := newSemanticEdge(t)
+	e.post("/v1/chat/completions", chat("What are your opening hours?"))
+	e.waitIndexed()
+	for name, breakIt := range map[string]func(bool){
+		"embedder down": func(b bool) { fe.fail.Store(b) },
+		"index down":    func(b bool) { fi.fail.Store(b) },
+	} {
+		breakIt(true)
+		for i := range 10 {
+			r := e.post("/v1/chat/completions", chat("what are your opening hours"))
+			if r.status != 200 || strings.Contains(r.header.Get("Cache-Status"), "semantic") {
+				t.Fatalf("%s #%d: %d %q", name, i, r.status, r.header.Get("Cache-Status"))
+			}
+			// exact hits still work
+			if r := e.post("/v1/chat/completions", chat("What are your opening hours?")); !strings.Contains(r.header.Get("Cache-Status"), "hit") {
+				t.Fatalf("%s: exact repeat %q", name, r.header.Get("Cache-Status"))
+			}
+		}
+		breakIt(false)
+	}
+}
+
+func httptestRequest(minScore string) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
+	if minScore != "" {
+		r.Header.Set("X-Edgecache-Min-Score", minScore)
+	}
+	return r
+}
