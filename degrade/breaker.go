@@ -273,3 +273,35 @@ func (b *Breaker) Remaining() time.Duration {
 	}
 	return max(b.openUntil.Sub(t), 0)
 }
+
+// Release gives back a call that was allowed but never made (or canceled
+// by the client), without counting an outcome.
+func (b *Breaker) Release() {
+	b.mu.Lock()
+	if b.state == HalfOpen {
+		b.probing = false
+	}
+	b.mu.Unlock()
+}
+
+// Hold keeps the target closed to calls for d from now (an upstream's
+// 429 with Retry-After: a cooldown, not a trip). It never shortens an
+// open time.
+func (b *Breaker) Hold(d time.Duration, reason string) { b.hold(now(b.cfg.Clock), d, reason) }
+
+func (b *Breaker) hold(t time.Time, d time.Duration, reason string) {
+	if d <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	until := t.Add(d)
+	if b.state == Open && !until.After(b.openUntil) {
+		return
+	}
+	if b.state != Open {
+		b.openedAt = t
+	}
+	b.state, b.openUntil, b.probing, b.probeOK = Open, until, false, 0
+	b.lastReason = reason
+}

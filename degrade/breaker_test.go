@@ -181,3 +181,24 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+func TestBreakerHoldAndRelease(t *testing.T) {
+	b := NewBreaker("a", noJitter())
+	b.hold(t0, 7*time.Second, "upstream_429")
+	if b.allow(t0.Add(6*time.Second)) == nil {
+		t.Fatal("held target called before Retry-After passed")
+	}
+	if b.allow(t0.Add(7*time.Second)) != nil {
+		t.Fatal("held target not probed after Retry-After")
+	}
+	b.Release() // the probe was never made
+	if b.allow(t0.Add(7*time.Second)) != nil {
+		t.Fatal("released probe slot not reusable")
+	}
+	b.record(t0.Add(7*time.Second), true, 0, "")
+	b.allow(t0.Add(8 * time.Second))
+	b.record(t0.Add(8*time.Second), true, 0, "")
+	if s := b.Status(); s.State != "closed" || s.Trips != 0 {
+		t.Errorf("after a hold and good probes: %+v", s)
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/edgecache/edgecache/cmd/internal/server"
 	"github.com/edgecache/edgecache/cmd/internal/telemetry"
 	"github.com/edgecache/edgecache/cmd/internal/upstream"
+	"github.com/edgecache/edgecache/degrade"
 )
 
 const usage = `edgecache — an edge cache and degradation service for OpenAI-compatible LLM APIs.
@@ -135,8 +136,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.Upstream.URL == "" {
 		return errors.New("no upstream: set EDGECACHE_UPSTREAM_URL (or upstream.url in the config file), or pass --sim to try edgecache against the built-in simulator")
 	}
-	up, err := upstream.New(upstream.Config{URL: cfg.Upstream.URL, APIKey: cfg.Upstream.APIKey,
-		HeaderTimeout: cfg.Upstream.Timeout.D(), MaxIdleConns: cfg.Upstream.MaxIdleConns})
+	targets, err := buildTargets(cfg)
 	if err != nil {
 		return err
 	}
@@ -184,8 +184,22 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	sem, err := buildSemantic(ctx, cfg.Semantic, log)
+	if err != nil {
+		return err
+	}
+	defer sem.close()
+	if sem.fallback != "" {
+		fmt.Fprintf(stdout, "edgecache: semantic tier uses the lexical embedder: %s\n", sem.fallback)
+	}
 	p := pipeline.New(pipeline.Config{
-		Cache: tiered, Tiers: names, Upstream: up, Secret: secret,
+		Semantic: sem.cfg,
+		Cache:    tiered, Tiers: names, Targets: targets, Secret: secret,
+		Guard: pipeline.GuardConfig{
+			MaxAttempts: cfg.Degrade.MaxAttempts, BackoffBase: cfg.Degrade.BackoffBase.D(), BackoffCap: cfg.Degrade.BackoffCap.D(),
+			TTFTTimeout: cfg.Degrade.TTFTTimeout.D(), DeadlineMargin: cfg.Degrade.DeadlineMargin.D(),
+			RetryWhenClientRetries: cfg.Degrade.RetryWhenClientRetries,
+		},
 		MaxBodyBytes: cfg.MaxBodyBytes, Timeout: cfg.Upstream.Timeout.D(),
 		StreamIdleTimeout: cfg.Upstream.StreamIdleTimeout.D(),
 		Metrics:           metrics, Logger: log,
@@ -193,7 +207,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	table := newRouteTable(routes)
 
 	ready := func() map[string]any {
-		st := map[string]any{"upstream": upstreamHost(cfg.Upstream.URL), "sim": f.sim}
+		st := map[string]any{"upstream": upstreamHost(cfg.Upstream.URL), "sim": f.sim,
+			"embedder": sem.embedder, "vector_index": sem.index}
+		if sem.fallback != "" {
+			st["embedder_fallback"] = sem.fallback
+		}
 		switch {
 		case l2 == nil:
 			st["redis"] = "disabled"
@@ -288,6 +306,35 @@ func tenantSecret(ctx context.Context, l2 *shared.Shared, log *slog.Logger) ([]b
 		return b, nil
 	}
 	return s, nil
+}
+
+// buildTargets makes the primary upstream and the backups, each with its
+// own breaker and retry budget.
+func buildTargets(cfg config.Config) ([]*pipeline.Target, error) {
+	bc := degrade.BreakerConfig{
+		FailureRatio: cfg.Degrade.Breaker.FailureRatio, MinRequests: cfg.Degrade.Breaker.MinRequests,
+		Window: cfg.Degrade.Breaker.Window.D(), Consecutive: cfg.Degrade.Breaker.Consecutive,
+		BaseOpen: cfg.Degrade.Breaker.BaseOpen.D(), MaxOpen: cfg.Degrade.Breaker.MaxOpen.D(),
+	}
+	type spec struct {
+		name, url, key string
+		models         map[string]string
+	}
+	specs := []spec{{"primary", cfg.Upstream.URL, cfg.Upstream.APIKey, nil}}
+	for _, b := range cfg.Backups {
+		specs = append(specs, spec{b.Name, b.URL, b.APIKey, b.Models})
+	}
+	var out []*pipeline.Target
+	for _, s := range specs {
+		c, err := upstream.New(upstream.Config{URL: s.url, APIKey: s.key,
+			HeaderTimeout: cfg.Upstream.Timeout.D(), MaxIdleConns: cfg.Upstream.MaxIdleConns})
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", s.name, err)
+		}
+		out = append(out, &pipeline.Target{Name: s.name, Client: c, Breaker: degrade.NewBreaker(s.name, bc),
+			Budget: &degrade.RetryBudget{Ratio: cfg.Degrade.RetryBudget}, Models: s.models})
+	}
+	return out, nil
 }
 
 // routeTable holds the current policy of each route.

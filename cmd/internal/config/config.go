@@ -30,6 +30,11 @@ type Config struct {
 	AdminListen string `yaml:"admin_listen"`
 
 	Upstream Upstream `yaml:"upstream"`
+	// Backups are failover targets tried in order when the primary
+	// upstream fails or its breaker is open (e.g. the same model at another
+	// provider).
+	Backups  []Backup `yaml:"backups"`
+	Degrade  Degrade  `yaml:"degrade"`
 	Redis    Redis    `yaml:"redis"`
 	Cache    Cache    `yaml:"cache"`
 	Semantic Semantic `yaml:"semantic"`
@@ -70,6 +75,66 @@ type Upstream struct {
 	// MaxIdleConns is the size of the keep-alive pool to the upstream.
 	// Zero → 512.
 	MaxIdleConns int `yaml:"max_idle_conns"`
+}
+
+// Backup is a failover upstream.
+type Backup struct {
+	// Name identifies the target in logs, metrics and /admin/upstreams.
+	Name string `yaml:"name"`
+	// URL is the API's base URL, with or without /v1.
+	URL string `yaml:"url"`
+	// APIKey replaces the client's key on calls to this target (a backup
+	// provider has its own keys).
+	APIKey string `yaml:"api_key"`
+	// Models renames the requested model for this target, e.g.
+	// {"deepseek-chat": "deepseek-ai/DeepSeek-V3"}.
+	Models map[string]string `yaml:"models"`
+}
+
+// Degrade configures how the upstream is protected and what is answered
+// when it fails. Defaults follow DEGRADATION.md.
+type Degrade struct {
+	Breaker Breaker `yaml:"breaker"`
+	// MaxAttempts per request, counted across retries and failover.
+	// Zero → 3.
+	MaxAttempts int `yaml:"max_attempts"`
+	// RetryBudget is the share of requests in flight that may be retries
+	// (per target, at least 3). Zero → 0.2.
+	RetryBudget float64 `yaml:"retry_budget"`
+	// BackoffBase and BackoffCap shape full-jitter backoff. Zero → 100ms, 2s.
+	BackoffBase Duration `yaml:"backoff_base"`
+	BackoffCap  Duration `yaml:"backoff_cap"`
+	// TTFTTimeout bounds the wait for the first token of one attempt (the
+	// response for non-streamed calls); slower attempts fail over. Zero →
+	// the upstream timeout.
+	TTFTTimeout Duration `yaml:"ttft_timeout"`
+	// RetryWhenClientRetries allows retries and failover even when the
+	// client's SDK is itself retrying (X-Stainless-Retry-Count > 0). Off by
+	// default: retries in two layers multiply a storm.
+	RetryWhenClientRetries bool `yaml:"retry_when_client_retries"`
+	// DeadlineMargin is kept from a client's timeout hint
+	// (X-Stainless-Timeout) so the answer arrives before the client gives
+	// up. Zero → 500ms.
+	DeadlineMargin Duration `yaml:"deadline_margin"`
+	// TemplatesDir holds operator templates (*.yaml), reloaded on change.
+	// Empty → built-in templates only.
+	TemplatesDir string `yaml:"templates_dir"`
+	// JournalDir holds the degradation journal (rotating JSONL). Empty →
+	// "edgecache-journal" in the working directory.
+	JournalDir string `yaml:"journal_dir"`
+	// Region names this edge's region (journal stream, route policies).
+	// Env EDGECACHE_REGION. Empty → "default".
+	Region string `yaml:"region"`
+}
+
+// Breaker tunes the per-target circuit breakers.
+type Breaker struct {
+	FailureRatio float64  `yaml:"failure_ratio"` // zero → 0.5
+	MinRequests  int      `yaml:"min_requests"`  // zero → 10
+	Window       Duration `yaml:"window"`        // zero → 30s
+	Consecutive  int      `yaml:"consecutive"`   // zero → 5
+	BaseOpen     Duration `yaml:"base_open"`     // zero → 30s
+	MaxOpen      Duration `yaml:"max_open"`      // zero → 300s
 }
 
 // Redis is the region's shared L2. Empty Addrs → no L2.
@@ -184,6 +249,15 @@ type CachePolicy struct {
 	NoCoalesce bool `yaml:"no_coalesce"`
 	// Semantic tunes matching when Mode is semantic.
 	Semantic SemanticPolicy `yaml:"semantic"`
+	// StaleIfError serves an expired answer up to this old when the
+	// upstream fails (RFC 5861). Zero → 24h; negative → never.
+	StaleIfError Duration `yaml:"stale_if_error"`
+	// DegradedFloor is the lowest verifier score at which the nearest
+	// semantic entry is served, marked degraded, when the upstream fails.
+	// Zero → 0.5; negative → never.
+	DegradedFloor float64 `yaml:"degraded_floor"`
+	// NoTemplates turns off template answers for the route.
+	NoTemplates bool `yaml:"no_templates"`
 }
 
 // SemanticPolicy is a route's semantic matching. Scores are the verifier's
@@ -279,6 +353,7 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	set(&c.Upstream.APIKey, "EDGECACHE_UPSTREAM_API_KEY")
 	set(&c.Redis.Password, "EDGECACHE_REDIS_PASSWORD")
 	set(&c.TenantSecret, "EDGECACHE_TENANT_SECRET")
+	set(&c.Degrade.Region, "EDGECACHE_REGION")
 	set(&c.Semantic.ModelDir, "EDGECACHE_MODEL_DIR")
 	if v := getenv("EDGECACHE_QDRANT_ADDR"); v != "" {
 		c.Semantic.Qdrant.Addr = v
@@ -336,6 +411,36 @@ func (c *Config) Default() {
 	if c.Cache.StoreQueue == 0 {
 		c.Cache.StoreQueue = 1024
 	}
+	d := &c.Degrade
+	if d.MaxAttempts == 0 {
+		d.MaxAttempts = 3
+	}
+	if d.RetryBudget == 0 {
+		d.RetryBudget = 0.2
+	}
+	if d.BackoffBase == 0 {
+		d.BackoffBase = Duration(100 * time.Millisecond)
+	}
+	if d.BackoffCap == 0 {
+		d.BackoffCap = Duration(2 * time.Second)
+	}
+	if d.TTFTTimeout == 0 {
+		d.TTFTTimeout = c.Upstream.Timeout
+	}
+	if d.DeadlineMargin == 0 {
+		d.DeadlineMargin = Duration(500 * time.Millisecond)
+	}
+	if d.JournalDir == "" {
+		d.JournalDir = "edgecache-journal"
+	}
+	if d.Region == "" {
+		d.Region = "default"
+	}
+	for i := range c.Backups {
+		if c.Backups[i].Name == "" {
+			c.Backups[i].Name = fmt.Sprintf("backup-%d", i+1)
+		}
+	}
 	sm := &c.Semantic
 	if sm.Embedder == "" {
 		sm.Embedder = "local"
@@ -385,6 +490,12 @@ func (c *Config) Default() {
 			one := 1.0
 			r.Cache.MaxTemperature = &one
 		}
+		if r.Cache.StaleIfError == 0 {
+			r.Cache.StaleIfError = Duration(24 * time.Hour)
+		}
+		if r.Cache.DegradedFloor == 0 {
+			r.Cache.DegradedFloor = 0.5
+		}
 	}
 }
 
@@ -427,6 +538,27 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.StoreQueue < 0 {
 		bad("cache.store_queue must not be negative")
+	}
+	if c.Degrade.MaxAttempts < 1 || c.Degrade.MaxAttempts > 10 {
+		bad("degrade.max_attempts %d: want 1..10", c.Degrade.MaxAttempts)
+	}
+	if c.Degrade.RetryBudget < 0 || c.Degrade.RetryBudget > 1 {
+		bad("degrade.retry_budget %g: want [0, 1]", c.Degrade.RetryBudget)
+	}
+	if b := c.Degrade.Breaker; b.FailureRatio < 0 || b.FailureRatio > 1 || b.MinRequests < 0 || b.Consecutive < 0 ||
+		b.Window.D() < 0 || b.BaseOpen.D() < 0 || b.MaxOpen.D() < 0 {
+		bad("degrade.breaker: failure_ratio in [0, 1], counts and durations not negative")
+	}
+	backupNames := map[string]bool{"primary": true}
+	for i, b := range c.Backups {
+		u, err := url.Parse(b.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("backups[%d] %q: url %q must be an absolute http(s) URL", i, b.Name, b.URL)
+		}
+		if backupNames[b.Name] {
+			bad("backups[%d]: duplicate name %q", i, b.Name)
+		}
+		backupNames[b.Name] = true
 	}
 	sm := c.Semantic
 	switch sm.Embedder {

@@ -5,6 +5,7 @@
 package openai
 
 import (
+	"errors"
 	"fmt"
 )
 
@@ -185,4 +186,20 @@ func (r *Request) AppendKeyMaterial(dst []byte) []byte {
 		return r.Body.AppendCanonical(dst)
 	}
 	return r.Body.AppendCanonicalExcept(dst, keyIgnored...)
+}
+
+// WithModel returns the request body, in canonical form, with "model" set
+// to model (a backup target may name the same model differently).
+func (r *Request) WithModel(model string) ([]byte, error) {
+	if r.Body.Kind != Object {
+		return nil, errors.New("request body is not an object")
+	}
+	members := make([]Member, len(r.Body.obj))
+	copy(members, r.Body.obj)
+	for i := range members {
+		if members[i].Key == "model" {
+			members[i].Val = Value{Kind: String, str: model}
+		}
+	}
+	return Value{Kind: Object, obj: members}.AppendCanonical(nil), nil
 }

@@ -318,3 +318,18 @@ func WriteErrorEvent(w io.Writer, e ErrorBody) error {
 	b, _ := json.Marshal(e) // plain strings: cannot fail
 	return writeEvent(w, b)
 }
+
+// HasContent reports whether any choice has received text, content, a
+// refusal or a tool call yet: the first token of the answer.
+func (a *Accumulator) HasContent() bool {
+	for _, c := range a.choices {
+		if c.content.Len() > 0 || c.text.Len() > 0 || c.refusal.Len() > 0 || len(c.tools) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Broken reports whether the stream carried an error event or a malformed
+// chunk.
+func (a *Accumulator) Broken() bool { return a.broken != nil }

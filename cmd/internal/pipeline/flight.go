@@ -168,9 +168,10 @@ func (r *recent) put(k cache.Key, e cache.Entry, keep time.Duration) {
 	})
 }
 
+// get returns the entry for k while it is fresh.
 func (r *recent) get(k cache.Key) (cache.Entry, bool) {
 	r.mu.Lock()
 	e, ok := r.entries[k]
 	r.mu.Unlock()
-	return e, ok
+	return e, ok && time.Now().Before(e.ExpiresAt)
 }

@@ -24,7 +24,6 @@ import (
 
 	"github.com/edgecache/edgecache/cache"
 	"github.com/edgecache/edgecache/cmd/internal/openai"
-	"github.com/edgecache/edgecache/cmd/internal/upstream"
 )
 
 // Getter is the read side of the tiered cache.
@@ -59,13 +58,17 @@ type Metrics interface {
 	Coalesced(route string)
 	// StoreDropped counts an answer the full write queue could not take.
 	StoreDropped(route string)
+	// Degraded counts a degraded answer by rung and reason.
+	Degraded(route, rung, reason string)
 }
 
 // Config configures a Pipeline.
 type Config struct {
-	Cache    Cache            // nil → no caching
-	Tiers    []string         // names of the cache's tiers in lookup order, for metrics
-	Upstream *upstream.Client // required
+	Cache Cache    // nil → no caching
+	Tiers []string // names of the cache's tiers in lookup order, for metrics
+	// Targets are the upstreams, primary first; at least one.
+	Targets []*Target
+	Guard   GuardConfig
 	// Secret keys tenant namespaces (HMAC of the client's API key).
 	Secret []byte
 	// MaxBodyBytes bounds request bodies (413 above). Zero → 8 MiB.
@@ -79,9 +82,14 @@ type Config struct {
 	RecentFor time.Duration
 	// Semantic enables the semantic tier for routes in mode semantic.
 	Semantic *SemanticConfig
-	Metrics  Metrics      // nil → none
-	Logger   *slog.Logger // nil → discard
-	Now      func() time.Time
+	// Templates gives words to the template and busy rungs; nil → built-in
+	// English busy message, no templates.
+	Templates Templates
+	// Journal receives every degraded answer; nil → none.
+	Journal Journal
+	Metrics Metrics      // nil → none
+	Logger  *slog.Logger // nil → discard
+	Now     func() time.Time
 }
 
 // Pipeline serves proxied requests. It is safe for concurrent use.
@@ -102,6 +110,16 @@ func New(cfg Config) *Pipeline {
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 120 * time.Second
+	}
+	g := &cfg.Guard
+	if g.MaxAttempts == 0 {
+		g.MaxAttempts = 3
+	}
+	if g.TTFTTimeout == 0 {
+		g.TTFTTimeout = cfg.Timeout
+	}
+	if g.DeadlineMargin == 0 {
+		g.DeadlineMargin = 500 * time.Millisecond
 	}
 	if cfg.StreamIdleTimeout == 0 {
 		cfg.StreamIdleTimeout = 60 * time.Second
@@ -138,13 +156,16 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	if p.sem != nil {
 		p.sem.close()
 	}
+	for _, t := range p.cfg.Targets {
+		t.Client.CloseIdle()
+	}
 	return nil
 }
 
 // Serve answers one proxied request for route rt.
 func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	if rt.API == openai.APIModels || r.Method == http.MethodGet {
-		p.forward(w, r, rt, nil, nil, "", nil, false, "edgecache; fwd=bypass; detail=passthrough")
+		p.forward(w, r, &pending{rt: rt}, nil, false, "edgecache; fwd=bypass; detail=passthrough")
 		return
 	}
 	if err := checkContentType(r); err != nil {
@@ -176,14 +197,14 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	}
 	if reason := p.bypass(rt, r, req); reason != "" {
 		p.m.Bypass(rt.Name, reason)
-		p.forward(w, r, rt, body, req, "", nil, false, "edgecache; fwd=bypass; detail="+reason)
+		p.forward(w, r, &pending{rt: rt, req: req, ns: p.namespace(rt, r)}, body, false, "edgecache; fwd=bypass; detail="+reason)
 		return
 	}
 	ns := p.namespace(rt, r)
 	key := exactKey(rt, ns, r.URL.RawQuery, req)
 	if noCache(r) {
 		p.m.Bypass(rt.Name, "no-cache")
-		p.forward(w, r, rt, body, req, key, nil, false, "edgecache; fwd=request; detail=no-cache")
+		p.forward(w, r, &pending{rt: rt, req: req, key: key, ns: ns}, body, false, "edgecache; fwd=request; detail=no-cache")
 		return
 	}
 	if e, ok := p.lookup(r.Context(), rt, key); ok {
@@ -197,7 +218,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 			return
 		}
 	}
-	p.forward(w, r, rt, body, req, key, q, rt.Coalesce, "")
+	p.forward(w, r, &pending{rt: rt, req: req, key: key, q: q, ns: ns}, body, rt.Coalesce, "")
 }
 
 // bypass returns why the request must not be served from or stored in the
@@ -294,7 +315,8 @@ func flightKey(key cache.Key, req *openai.Request) string {
 //
 // q, when set, is the request's semantic query: a stored answer is indexed
 // under it.
-func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, rt *Route, body []byte, req *openai.Request, key cache.Key, q *semanticQuery, coalesce bool, cacheStatus string) {
+func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, body []byte, coalesce bool, cacheStatus string) {
+	rt, req, key, q := pd.rt, pd.req, pd.key, pd.q
 	store := key != "" && cacheStatus == ""
 	stream := req != nil && req.Stream
 	in := outbound(r)
@@ -334,7 +356,7 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, rt *Route, bo
 			cacheStatus += "; collapsed"
 		}
 	}
-	p.serveCall(w, r, c, cacheStatus)
+	p.serveCall(w, r, c, cacheStatus, pd)
 }
 
 // outbound copies what the upstream call needs from the inbound request, so
@@ -350,102 +372,6 @@ func outbound(r *http.Request) *http.Request {
 // maxAnswerBytes bounds a non-streamed upstream answer held in memory.
 const maxAnswerBytes = 64 << 20
 
-// run performs the upstream call for c and stores a complete answer. It owns
-// the call's context and is tracked by p.wg.
-func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route, body []byte, req *openai.Request, key cache.Key, q *semanticQuery, store bool) {
-	defer p.wg.Done()
-	defer c.cancel()
-	var err error
-	stored := false
-	defer func() {
-		if v := recover(); v != nil {
-			p.log.Error("upstream call panicked", "route", rt.Name, "panic", v)
-			err = fmt.Errorf("internal error: %v", v)
-			stored = false
-		}
-		c.finish(err, stored)
-		if c.key != "" {
-			p.flights.forget(c)
-		}
-	}()
-	start := p.cfg.Now()
-	callCtx := ctx
-	if !c.stream {
-		var cancel context.CancelFunc
-		callCtx, cancel = context.WithTimeout(ctx, p.cfg.Timeout)
-		defer cancel()
-	}
-	resp, err := p.cfg.Upstream.Do(callCtx, in, rt.UpstreamPath, body)
-	if err != nil {
-		p.m.UpstreamCall(rt.Name, 0, errKind(err), p.cfg.Now().Sub(start))
-		if !isCanceled(err) {
-			p.log.Warn("upstream call", "route", rt.Name, "err", err)
-		}
-		return
-	}
-	defer resp.Body.Close()
-	hdr := resp.Header
-	hdr.Del("Content-Length")
-	cacheable := store && resp.StatusCode >= 200 && resp.StatusCode < 300 && !hasDirective(hdr, "no-store")
-	if c.stream && resp.StatusCode == http.StatusOK && isEventStream(hdr) {
-		c.setHeader(resp.StatusCode, hdr)
-		var answer []byte
-		answer, err = p.relay(ctx, c, resp.Body, req.API)
-		p.m.UpstreamCall(rt.Name, resp.StatusCode, errKind(err), p.cfg.Now().Sub(start))
-		if err == nil && cacheable {
-			stored = p.store(rt, key, q, answer)
-		}
-		return
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
-	if err == nil && len(b) > maxAnswerBytes {
-		err = errors.New("upstream answer larger than 64 MiB")
-	}
-	if err != nil {
-		err = upstream.Classify(callCtx, err)
-		p.m.UpstreamCall(rt.Name, resp.StatusCode, errKind(err), p.cfg.Now().Sub(start))
-		return
-	}
-	p.m.UpstreamCall(rt.Name, resp.StatusCode, "", p.cfg.Now().Sub(start))
-	if cacheable && req != nil && openai.Complete(req.API, b) {
-		stored = p.store(rt, key, q, b)
-	}
-	c.mu.Lock()
-	c.status, c.header, c.events = resp.StatusCode, hdr, [][]byte{b}
-	c.mu.Unlock()
-}
-
-// relay copies stream events into c as they arrive and assembles the
-// answer; it returns the assembled answer, or why the stream is unusable.
-func (p *Pipeline) relay(ctx context.Context, c *call, body io.Reader, api openai.API) ([]byte, error) {
-	idle := time.AfterFunc(p.cfg.StreamIdleTimeout, c.cancel)
-	defer idle.Stop()
-	er := openai.NewEventReader(body)
-	acc := openai.NewAccumulator(api)
-	for {
-		raw, data, err := er.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			if ctx.Err() != nil && !idle.Stop() {
-				return nil, &upstream.Error{Kind: upstream.KindTimeout, Err: errors.New("stream stalled")}
-			}
-			return nil, upstream.Classify(ctx, err)
-		}
-		idle.Reset(p.cfg.StreamIdleTimeout)
-		c.append(append([]byte(nil), raw...))
-		acc.Add(data)
-	}
-	if err := acc.Err(); err != nil {
-		if !acc.Done() {
-			return nil, &upstream.Error{Kind: upstream.KindOther, Err: err}
-		}
-		return nil, nil // complete but not storable (e.g. empty): not an error for the client
-	}
-	return acc.Body()
-}
-
 func (p *Pipeline) store(rt *Route, key cache.Key, q *semanticQuery, body []byte) bool {
 	if body == nil {
 		return false
@@ -458,7 +384,9 @@ func (p *Pipeline) store(rt *Route, key cache.Key, q *semanticQuery, body []byte
 		StoredAt:  now,
 		ExpiresAt: now.Add(rt.TTL),
 	}
-	if !p.cfg.Cache.Store(key, e, rt.TTL) {
+	// Tiers keep the entry past its freshness for the stale-if-error window;
+	// lookups judge freshness by ExpiresAt.
+	if !p.cfg.Cache.Store(key, e, rt.TTL+rt.StaleIfError) {
 		p.m.StoreDropped(rt.Name)
 		return false
 	}
@@ -470,14 +398,25 @@ func (p *Pipeline) store(rt *Route, key cache.Key, q *semanticQuery, body []byte
 }
 
 // serveCall writes c's answer to one client as it arrives.
-func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, cacheStatus string) {
+//
+// A call that ends without an answer is answered by the ladder for this
+// client (pd says what the request was).
+func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, cacheStatus string, pd *pending) {
 	defer c.leave()
 	rc := http.NewResponseController(w)
 	next, wrote := 0, false
+	var sent int64
 	for {
 		v := c.read(next)
 		if !wrote && v.status == 0 && v.done {
-			p.writeUpstreamError(w, v.err)
+			f, ok := v.err.(*Failure)
+			if !ok {
+				f = &Failure{Reason: "upstream_error"}
+			}
+			if f.Reason == "canceled" && r.Context().Err() != nil {
+				return // nobody is listening
+			}
+			p.serveFailure(w, r, pd, f)
 			return
 		}
 		if !wrote && v.status != 0 && (c.stream || v.done) {
@@ -505,6 +444,7 @@ func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, ca
 				if _, err := w.Write(ev); err != nil {
 					return // client gone
 				}
+				sent += int64(len(ev))
 			}
 			next += len(v.events)
 			if c.stream {
@@ -514,8 +454,10 @@ func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, ca
 		if v.done {
 			if v.err != nil && wrote && c.stream {
 				_ = openai.WriteErrorEvent(w, openai.NewError(openai.TypeServer, "stream_interrupted", "",
-					"The upstream stream was interrupted before the answer was complete ("+v.err.Error()+"). The partial answer above is incomplete; retry the request."))
+					"The model's stream was interrupted before the answer was complete. The partial answer above is incomplete; retry the request."))
 				_ = rc.Flush()
+				f, _ := v.err.(*Failure)
+				p.journal(r, pd, "stream-truncated", f, http.StatusOK, 0, func(d *Degraded) { d.BytesStreamed = sent })
 			}
 			return
 		}
@@ -525,51 +467,6 @@ func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, ca
 			return
 		}
 	}
-}
-
-// writeUpstreamError answers a call that produced no response, with a true
-// status: 504 for a timeout, 503 with Retry-After when the upstream cannot be
-// reached, 502 otherwise.
-func (p *Pipeline) writeUpstreamError(w http.ResponseWriter, err error) {
-	var ue *upstream.Error
-	kind := upstream.KindOther
-	if errors.As(err, &ue) {
-		kind = ue.Kind
-	}
-	switch kind {
-	case upstream.KindTimeout:
-		openai.WriteError(w, http.StatusGatewayTimeout, 0, openai.NewError(openai.TypeServer, "upstream_timeout", "",
-			"The model did not answer in time. Retry the request, perhaps with a shorter prompt or max_tokens."))
-	case upstream.KindDial, upstream.KindCanceled:
-		openai.WriteError(w, http.StatusServiceUnavailable, 1, openai.NewError(openai.TypeUnavailable, "upstream_unavailable", "",
-			"The model is unreachable right now. Retry in 1 second."))
-	default:
-		openai.WriteError(w, http.StatusBadGateway, 0, openai.NewError(openai.TypeServer, "upstream_error", "",
-			"The model's answer could not be read. Retry the request."))
-	}
-}
-
-func errKind(err error) string {
-	var ue *upstream.Error
-	if err == nil {
-		return ""
-	}
-	if errors.As(err, &ue) {
-		switch ue.Kind {
-		case upstream.KindDial:
-			return "dial"
-		case upstream.KindTimeout:
-			return "timeout"
-		case upstream.KindCanceled:
-			return "canceled"
-		}
-	}
-	return "other"
-}
-
-func isCanceled(err error) bool {
-	var ue *upstream.Error
-	return errors.As(err, &ue) && ue.Kind == upstream.KindCanceled
 }
 
 func isEventStream(h http.Header) bool {
@@ -630,3 +527,4 @@ func (nopMetrics) Bypass(string, string)                           {}
 func (nopMetrics) UpstreamCall(string, int, string, time.Duration) {}
 func (nopMetrics) Coalesced(string)                                {}
 func (nopMetrics) StoreDropped(string)                             {}
+func (nopMetrics) Degraded(string, string, string)                 {}

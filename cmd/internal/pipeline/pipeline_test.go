@@ -26,16 +26,19 @@ import (
 	"github.com/edgecache/edgecache/cmd/internal/llmsim"
 	"github.com/edgecache/edgecache/cmd/internal/openai"
 	"github.com/edgecache/edgecache/cmd/internal/upstream"
+	"github.com/edgecache/edgecache/degrade"
 )
 
 // edge is a pipeline in front of a real llmsim, served by a plain mux.
 type edge struct {
-	t      *testing.T
-	url    string
-	sim    *llmsim.Running
-	tiered *cache.Tiered
-	l1     *local.Local
-	p      *Pipeline
+	t       *testing.T
+	url     string
+	sim     *llmsim.Running
+	tiered  *cache.Tiered
+	l1      *local.Local
+	p       *Pipeline
+	targets []*Target
+	journal *memJournal
 }
 
 type edgeOpts struct {
@@ -45,6 +48,29 @@ type edgeOpts struct {
 	simURL    string // reuse an llmsim
 	maxBody   int64
 	semantic  *SemanticConfig
+	backups   []string // failover targets' URLs
+}
+
+// memJournal keeps degraded answers for assertions.
+type memJournal struct {
+	mu   sync.Mutex
+	recs []*Degraded
+}
+
+func (j *memJournal) Degraded(d *Degraded) {
+	j.mu.Lock()
+	j.recs = append(j.recs, d)
+	j.mu.Unlock()
+}
+
+func (j *memJournal) rungs() map[string]int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	m := map[string]int{}
+	for _, r := range j.recs {
+		m[r.Rung]++
+	}
+	return m
 }
 
 func newEdge(t *testing.T, o edgeOpts) *edge {
@@ -91,7 +117,19 @@ func newEdge(t *testing.T, o edgeOpts) *edge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.p = New(Config{Cache: e.tiered, Tiers: names, Upstream: up, Secret: []byte("test-secret"),
+	targets := []*Target{{Name: "primary", Client: up, Breaker: degrade.NewBreaker("primary", degrade.BreakerConfig{}), Budget: &degrade.RetryBudget{}}}
+	for i, u := range o.backups {
+		c, err := upstream.New(upstream.Config{URL: u})
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprintf("backup-%d", i+1)
+		targets = append(targets, &Target{Name: name, Client: c, Breaker: degrade.NewBreaker(name, degrade.BreakerConfig{}), Budget: &degrade.RetryBudget{}})
+	}
+	e.targets = targets
+	e.journal = &memJournal{}
+	e.p = New(Config{Cache: e.tiered, Tiers: names, Targets: targets, Secret: []byte("test-secret"), Journal: e.journal,
+		Guard:        GuardConfig{BackoffBase: time.Millisecond, BackoffCap: 5 * time.Millisecond},
 		MaxBodyBytes: cfg.MaxBodyBytes, StreamIdleTimeout: 2 * time.Second, Timeout: 5 * time.Second,
 		Semantic: o.semantic})
 	mux := http.NewServeMux()
@@ -479,8 +517,10 @@ func TestUpstreamFailuresNeverCached(t *testing.T) {
 	e.post(path, chat("empty"))
 	e.sim.Server.SetFault(llmsim.Fault{Status: 503, RetryAfter: 7})
 	r = e.post(path, chat("fivexx"))
-	if r.status != 503 || r.header.Get("Retry-After") != "7" || r.header.Get("Cache-Status") != "edgecache; fwd=uri-miss" {
-		t.Errorf("upstream 503 not passed through: %d %q %q", r.status, r.header.Get("Retry-After"), r.header.Get("Cache-Status"))
+	if r.status != 503 || r.header.Get("Retry-After") != "7" || r.header.Get("X-Edgecache-Degraded") != "busy" ||
+		r.header.Get("X-Edgecache-Degraded-Reason") != "upstream_503" {
+		t.Errorf("upstream 503: %d Retry-After %q degraded %q/%q", r.status, r.header.Get("Retry-After"),
+			r.header.Get("X-Edgecache-Degraded"), r.header.Get("X-Edgecache-Degraded-Reason"))
 	}
 	e.sim.Server.ClearFault()
 	e.settle()

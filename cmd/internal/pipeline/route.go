@@ -26,6 +26,10 @@ type Route struct {
 	Semantic  bool    // also match the nearest verified paraphrase
 	Threshold float32 // verifier score to serve a semantic match; 0 → the tier's default
 	Floor     float32 // lowest threshold a request may ask for; 0 → Threshold
+
+	StaleIfError  time.Duration // serve expired answers this old when the upstream fails; 0 → never
+	DegradedFloor float32       // serve the nearest semantic answer at this score when the upstream fails; 0 → never
+	Templates     bool          // template answers when the upstream fails
 }
 
 // Compile turns validated route configuration into policies.
@@ -41,6 +45,8 @@ func Compile(rs []config.Route) ([]*Route, error) {
 			Semantic:     r.Cache.Mode == config.ModeSemantic,
 			Threshold:    float32(r.Cache.Semantic.Threshold),
 			Floor:        float32(r.Cache.Semantic.Floor),
+			StaleIfError: max(r.Cache.StaleIfError.D(), 0),
+			Templates:    !r.Cache.NoTemplates,
 			TTL:          r.Cache.TTL.D(),
 			Shared:       r.Cache.Shared,
 			AllowN:       r.Cache.AllowMultipleChoices,
@@ -50,6 +56,9 @@ func Compile(rs []config.Route) ([]*Route, error) {
 			return nil, fmt.Errorf("route %q: defaults not applied", r.Name)
 		}
 		rt.MaxTemperature = *r.Cache.MaxTemperature
+		if r.Cache.DegradedFloor > 0 {
+			rt.DegradedFloor = float32(r.Cache.DegradedFloor)
+		}
 		out = append(out, rt)
 	}
 	return out, nil

@@ -134,20 +134,30 @@ func (s *semanticTier) threshold(rt *Route, r *http.Request) float32 {
 	return t
 }
 
-// lookup embeds the query and finds the best verified candidate. Any
-// failure or timeout is a miss; q.vec is kept for indexing the answer.
+// semanticLookup embeds the query and finds the best verified candidate
+// at the route's threshold (as the request may move it). Any failure or
+// timeout is a miss; q.vec is kept for indexing the answer.
 func (p *Pipeline) semanticLookup(ctx context.Context, rt *Route, r *http.Request, q *semanticQuery) (cache.Entry, float32, bool) {
+	return p.semanticLookupAt(ctx, rt, q, p.sem.threshold(rt, r))
+}
+
+// semanticLookupAt is semanticLookup at an explicit threshold (the
+// degraded floor, when the upstream has failed).
+func (p *Pipeline) semanticLookupAt(ctx context.Context, rt *Route, q *semanticQuery, threshold float32) (cache.Entry, float32, bool) {
 	s := p.sem
 	var best semantic.Match
 	var bestScore float32 = -1
 	_, err := s.cb.Execute(func() (struct{}, error) {
-		ectx, cancel := context.WithTimeout(ctx, s.cfg.EmbedTimeout)
-		v, err := embed.One(ectx, s.cfg.Embedder, q.text)
-		cancel()
-		if err != nil {
-			return struct{}{}, err
+		if q.vec == nil {
+			ectx, cancel := context.WithTimeout(ctx, s.cfg.EmbedTimeout)
+			v, err := embed.One(ectx, s.cfg.Embedder, q.text)
+			cancel()
+			if err != nil {
+				return struct{}{}, err
+			}
+			q.vec = v
 		}
-		q.vec = v
+		v := q.vec
 		sctx, cancel := context.WithTimeout(ctx, s.cfg.SearchTimeout)
 		ms, err := s.cfg.Index.Search(sctx, v, q.filter, s.cfg.Candidates, s.cfg.MinCosine)
 		cancel()
@@ -168,7 +178,7 @@ func (p *Pipeline) semanticLookup(ctx context.Context, rt *Route, r *http.Reques
 		}
 		return cache.Entry{}, 0, false
 	}
-	if bestScore < s.threshold(rt, r) {
+	if bestScore < threshold {
 		p.m.CacheLookup(rt.Name, "semantic", "miss")
 		return cache.Entry{}, 0, false
 	}

@@ -61,6 +61,7 @@ type Metrics struct {
 	latency   metric.Float64Histogram
 	coalesced metric.Int64Counter
 	dropped   metric.Int64Counter
+	degraded  metric.Int64Counter
 
 	mu   sync.RWMutex
 	opts map[attrKey]metric.MeasurementOption
@@ -72,7 +73,7 @@ type attrKey struct{ kind, a, b, c string }
 func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	m := mp.Meter("github.com/edgecache/edgecache")
 	mm := &Metrics{opts: map[attrKey]metric.MeasurementOption{}}
-	var errs [6]error
+	var errs [7]error
 	mm.lookups, errs[0] = m.Int64Counter("edgecache.cache.lookups", metric.WithDescription("Cache tiers consulted, by route, tier and result (hit or miss)."))
 	mm.bypasses, errs[1] = m.Int64Counter("edgecache.cache.bypasses", metric.WithDescription("Requests that skipped the cache, by route and reason."))
 	mm.upstream, errs[2] = m.Int64Counter("edgecache.upstream.requests", metric.WithDescription("Calls to the upstream model, by route, status code and error type."))
@@ -81,6 +82,7 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 	mm.coalesced, errs[4] = m.Int64Counter("edgecache.requests.coalesced", metric.WithDescription("Requests that joined an identical upstream call in progress."))
 	mm.dropped, errs[5] = m.Int64Counter("edgecache.cache.store_dropped", metric.WithDescription("Answers not stored because the write queue was full."))
+	mm.degraded, errs[6] = m.Int64Counter("edgecache.degrade.answers", metric.WithDescription("Degraded answers served, by route, rung and reason."))
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
@@ -142,5 +144,12 @@ func (m *Metrics) Coalesced(route string) {
 func (m *Metrics) StoreDropped(route string) {
 	m.dropped.Add(context.Background(), 1, m.opt(attrKey{"d", route, "", ""}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("route", route)}
+	}))
+}
+
+// Degraded implements pipeline.Metrics.
+func (m *Metrics) Degraded(route, rung, reason string) {
+	m.degraded.Add(context.Background(), 1, m.opt(attrKey{"g", route, rung, reason}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("route", route), attribute.String("rung", rung), attribute.String("reason", reason)}
 	}))
 }

@@ -217,3 +217,6 @@ func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
 	return errors.As(err, &t) && t.Timeout()
 }
+
+// CloseIdle closes idle keep-alive connections (on shutdown).
+func (c *Client) CloseIdle() { c.hc.CloseIdleConnections() }

@@ -1,0 +1,111 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+
+	"github.com/edgecache/edgecache/cache/semantic"
+	"github.com/edgecache/edgecache/cache/semantic/verify"
+	"github.com/edgecache/edgecache/cmd/internal/config"
+	"github.com/edgecache/edgecache/cmd/internal/pipeline"
+	"github.com/edgecache/edgecache/embed"
+	"github.com/edgecache/edgecache/embed/lexical"
+	"github.com/edgecache/edgecache/embed/local"
+	"github.com/edgecache/edgecache/embed/remote"
+)
+
+// semanticParts is the built semantic tier and what /readyz says of it.
+type semanticParts struct {
+	cfg      *pipeline.SemanticConfig
+	embedder string // name in use
+	fallback string // why the configured embedder is not in use, or ""
+	index    string
+	close    func()
+}
+
+// buildEmbedder returns the configured embedder, or the lexical one with the
+// reason when the local model cannot be loaded (never a start-up failure:
+// semantic matching degrades, exact caching goes on).
+func buildEmbedder(sc config.Semantic, log *slog.Logger) (e embed.Embedder, fallback string, err error) {
+	switch sc.Embedder {
+	case "lexical":
+		return lexical.New(0), "", nil
+	case "remote":
+		r, err := remote.New(remote.Config{URL: sc.Remote.URL, Model: sc.Remote.Model, APIKey: sc.Remote.APIKey,
+			Timeout: sc.Remote.Timeout.D()})
+		if err != nil {
+			return nil, "", err
+		}
+		if r.Dim() == 0 { // learn the dimension now: the index needs it
+			ctx, cancel := context.WithTimeout(context.Background(), sc.Remote.Timeout.D()*4)
+			_, err := r.Embed(ctx, []string{"dimension probe"})
+			cancel()
+			if err != nil {
+				return nil, "", fmt.Errorf("remote embedder %s: %w", sc.Remote.URL, err)
+			}
+		}
+		return r, "", nil
+	default:
+		m, err := local.Load(sc.ModelDir)
+		if err != nil {
+			why := fmt.Sprintf("local model not loaded from %s (%v); run `make model`", sc.ModelDir, err)
+			log.Warn("semantic tier: falling back to the lexical embedder", "reason", why)
+			return lexical.New(0), why, nil
+		}
+		return m, "", nil
+	}
+}
+
+func buildSemantic(ctx context.Context, sc config.Semantic, log *slog.Logger) (*semanticParts, error) {
+	e, fallback, err := buildEmbedder(sc, log)
+	if err != nil {
+		return nil, err
+	}
+	name := e.Name()
+	closers := []func(){}
+	if _, isLocal := e.(*local.Model); isLocal {
+		b := embed.NewBatcher(e, runtime.GOMAXPROCS(0), 16)
+		closers = append(closers, b.Close)
+		e = b
+	}
+	memo, err := embed.NewMemo(e, 64<<20)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, memo.Close)
+	var idx semantic.Index
+	switch sc.Index {
+	case "qdrant":
+		idx, err = semantic.NewQdrant(ctx, semantic.QdrantConfig{Addr: sc.Qdrant.Addr, APIKey: sc.Qdrant.APIKey,
+			UseTLS: sc.Qdrant.TLS, CollectionPrefix: sc.Qdrant.CollectionPrefix, Model: name, Dim: e.Dim(),
+			Timeout: sc.SearchTimeout.D(), Logger: log})
+	default:
+		idx, err = semantic.NewEmbedded(semantic.EmbeddedConfig{Dim: e.Dim(), MaxPoints: sc.MaxPoints,
+			SnapshotPath: sc.SnapshotPath, Logger: log})
+	}
+	if err != nil {
+		for _, c := range closers {
+			c()
+		}
+		return nil, fmt.Errorf("semantic index: %w", err)
+	}
+	closers = append(closers, func() { _ = idx.Close() })
+	v := verify.NewFor(name)
+	return &semanticParts{
+		cfg: &pipeline.SemanticConfig{
+			Embedder: memo, Index: idx, Verifier: v,
+			DefaultThreshold: verify.DefaultThreshold(name),
+			Candidates:       verify.Candidates,
+			MinCosine:        verify.MinCosine(name),
+			EmbedTimeout:     sc.EmbedTimeout.D(), SearchTimeout: sc.SearchTimeout.D(),
+		},
+		embedder: name, fallback: fallback, index: sc.Index,
+		close: func() {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		},
+	}, nil
+}

@@ -1,0 +1,221 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgecache/edgecache/cache"
+	"github.com/edgecache/edgecache/cmd/internal/openai"
+)
+
+// Templates gives the template and busy rungs their words
+// (the templates package, adapted by the application).
+type Templates interface {
+	// Lang detects the language of a prompt ("en", "zh", …).
+	Lang(text string) string
+	// Match returns a predefined answer for the route and prompt.
+	Match(route, lang, text string) (answer, id string, ok bool)
+	// Busy is the honest busy message.
+	Busy(route, lang string, retryAfter time.Duration, reason string) string
+}
+
+// Journal receives one record per degraded answer. It must not block.
+type Journal interface {
+	Degraded(d *Degraded)
+}
+
+// Degraded describes one degraded answer for the journal.
+type Degraded struct {
+	Time          time.Time
+	RequestID     string
+	Route         string
+	Tenant        string // the namespace: an HMAC of the client's key, never the key
+	Model         string
+	Rung          string // stale | semantic-nearest | template | busy | stream-truncated | shed
+	Reason        string
+	Status        int
+	RetryAfter    time.Duration
+	Failure       *Failure
+	CacheKey      string
+	CacheAge      time.Duration
+	Similarity    float32
+	Template      string
+	BytesStreamed int64
+	SDKRetryCount int
+	ClientTimeout time.Duration
+	Lane          string
+}
+
+// pending is what the ladder needs to know about a request.
+type pending struct {
+	rt  *Route
+	req *openai.Request
+	key cache.Key
+	q   *semanticQuery
+	ns  string
+}
+
+// Staler reads expired entries for the stale rung.
+type Staler interface {
+	GetStale(ctx context.Context, k cache.Key, maxStale time.Duration) (cache.Entry, error)
+}
+
+// serveFailure answers a request whose upstream call failed, with the first
+// rung that applies: the stale exact answer, the nearest semantic answer
+// above the route's degraded floor, a template, or an honest busy answer.
+// Every rung is marked in headers and journaled.
+func (p *Pipeline) serveFailure(w http.ResponseWriter, r *http.Request, pd *pending, f *Failure) {
+	rt, req := pd.rt, pd.req
+	ctx := r.Context()
+	h := w.Header()
+	reason := f.Reason
+	if req != nil && pd.key != "" && rt.StaleIfError > 0 {
+		if st, ok := p.cfg.Cache.(Staler); ok {
+			if e, err := st.GetStale(ctx, pd.key, rt.StaleIfError); err == nil {
+				h.Set("X-Edgecache-Degraded", "stale")
+				h.Set("X-Edgecache-Degraded-Reason", reason)
+				p.writeHit(w, r, req, e, "stale", -1)
+				p.journal(r, pd, "stale", f, e.Status, 0, func(d *Degraded) { d.CacheKey, d.CacheAge = string(pd.key), e.Age(p.cfg.Now()) })
+				return
+			}
+		}
+	}
+	if pd.q != nil && rt.DegradedFloor > 0 {
+		if e, sim, ok := p.semanticLookupAt(ctx, rt, pd.q, rt.DegradedFloor); ok {
+			h.Set("X-Edgecache-Degraded", "semantic-nearest")
+			h.Set("X-Edgecache-Degraded-Reason", reason)
+			p.writeHit(w, r, req, e, "semantic", sim)
+			p.journal(r, pd, "semantic-nearest", f, e.Status, 0, func(d *Degraded) { d.Similarity, d.CacheAge = sim, e.Age(p.cfg.Now()) })
+			return
+		}
+	}
+	lang := "en"
+	text := ""
+	if req != nil {
+		text, _ = req.LastUserText()
+	}
+	if p.cfg.Templates != nil && text != "" {
+		lang = p.cfg.Templates.Lang(text)
+	}
+	if p.cfg.Templates != nil && req != nil && req.API == openai.APIChat && rt.Templates && text != "" {
+		if answer, id, ok := p.cfg.Templates.Match(rt.Name, lang, text); ok {
+			body := syntheticChat(req.Model, id, answer, p.cfg.Now())
+			e := cache.Entry{Status: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
+				Body: body, StoredAt: p.cfg.Now(), ExpiresAt: p.cfg.Now()}
+			h.Set("X-Edgecache-Degraded", "template")
+			h.Set("X-Edgecache-Degraded-Reason", reason)
+			h.Set("Cache-Status", "edgecache; fwd=uri-miss; detail=template")
+			p.writeAnswer(w, r, req, e)
+			p.journal(r, pd, "template", f, http.StatusOK, 0, func(d *Degraded) { d.Template = id })
+			return
+		}
+	}
+	retry := p.retryAfter(f)
+	msg := "The model is busy or unavailable right now (" + reason + "). Please retry in " + strconv.Itoa(retry) + " seconds."
+	if p.cfg.Templates != nil {
+		msg = p.cfg.Templates.Busy(rt.Name, lang, time.Duration(retry)*time.Second, reason)
+	}
+	h.Set("X-Edgecache-Degraded", "busy")
+	h.Set("X-Edgecache-Degraded-Reason", reason)
+	h.Set("Cache-Status", "edgecache; fwd=uri-miss; detail="+reason)
+	openai.WriteError(w, http.StatusServiceUnavailable, retry, openai.NewError(openai.TypeUnavailable, "upstream_unavailable", "", msg))
+	p.journal(r, pd, "busy", f, http.StatusServiceUnavailable, time.Duration(retry)*time.Second, nil)
+}
+
+// retryAfter is the honest wait in whole seconds: the upstream's own
+// Retry-After or a breaker's remaining open time, else the shortest
+// remaining open time of any target, else 1.
+func (p *Pipeline) retryAfter(f *Failure) int {
+	d := f.RetryAfter
+	if d <= 0 {
+		for _, t := range p.cfg.Targets {
+			if rem := t.Breaker.Remaining(); rem > 0 && (d <= 0 || rem < d) {
+				d = rem
+			}
+		}
+	}
+	return max(1, int(math.Ceil(d.Seconds())))
+}
+
+// writeAnswer writes an entry the way a hit is written (replayed as a
+// stream when asked), with the caller's Cache-Status already set.
+func (p *Pipeline) writeAnswer(w http.ResponseWriter, r *http.Request, req *openai.Request, e cache.Entry) {
+	h := w.Header()
+	if req.Stream {
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		w.WriteHeader(http.StatusOK)
+		rc := http.NewResponseController(w)
+		_ = openai.WriteStream(w, func() { _ = rc.Flush() }, req.API, e.Body, req.IncludeUsage)
+		return
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(e.Body)))
+	w.WriteHeader(e.Status)
+	_, _ = w.Write(e.Body)
+}
+
+// syntheticChat renders a template as a chat.completion.
+func syntheticChat(model, id, text string, now time.Time) []byte {
+	sum := sha256.Sum256([]byte(id + "\x00" + text))
+	stop := "stop"
+	resp := openai.Response{
+		ID: "chatcmpl-edgecache-" + hex.EncodeToString(sum[:8]), Object: "chat.completion",
+		Created: now.Unix(), Model: model,
+		Choices: []openai.Choice{{Index: 0, Message: &openai.Message{Role: "assistant", Content: &text}, FinishReason: &stop}},
+		Usage:   &openai.Usage{},
+	}
+	b, _ := json.Marshal(resp) // plain values: cannot fail
+	return b
+}
+
+// journal records one degraded answer.
+func (p *Pipeline) journal(r *http.Request, pd *pending, rung string, f *Failure, status int, retryAfter time.Duration, more func(*Degraded)) {
+	p.m.Degraded(pd.rt.Name, rung, reasonOf(f))
+	if p.cfg.Journal == nil {
+		return
+	}
+	d := &Degraded{
+		Time: p.cfg.Now(), RequestID: r.Header.Get("X-Request-Id"), Route: pd.rt.Name, Tenant: pd.ns,
+		Rung: rung, Reason: reasonOf(f), Status: status, RetryAfter: retryAfter, Failure: f,
+		CacheKey: string(pd.key), Lane: r.Header.Get("X-Edgecache-Lane"),
+	}
+	if rid := r.Context().Value(requestIDKey{}); rid != nil {
+		d.RequestID, _ = rid.(string)
+	}
+	if pd.req != nil {
+		d.Model = pd.req.Model
+	}
+	if n, err := strconv.Atoi(r.Header.Get("X-Stainless-Retry-Count")); err == nil {
+		d.SDKRetryCount = n
+	}
+	if s, err := strconv.ParseFloat(r.Header.Get("X-Stainless-Timeout"), 64); err == nil {
+		d.ClientTimeout = time.Duration(s * float64(time.Second))
+	}
+	if more != nil {
+		more(d)
+	}
+	p.cfg.Journal.Degraded(d)
+}
+
+// requestIDKey carries the request id the server assigned.
+type requestIDKey struct{}
+
+// WithRequestID returns ctx carrying the request id, for the journal.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+func reasonOf(f *Failure) string {
+	if f == nil {
+		return ""
+	}
+	return strings.TrimSpace(f.Reason)
+}
