@@ -18,6 +18,7 @@ help:
 # server. --sim starts the simulator llmsim on loopback as the upstream and
 # says so; point EDGECACHE_UPSTREAM_URL at a real API instead for real answers.
 run:
+	@$(MAKE) -s model || echo "make run: the model could not be fetched; the semantic tier will use the lexical embedder"
 	$(GO) run ./cmd/edgecache $(if $(EDGECACHE_UPSTREAM_URL),,--sim) $(ARGS)
 
 build:
@@ -40,10 +41,10 @@ deps:
 vet:
 	$(GO) vet ./...
 
-test: deps vet
+test: deps model vet
 	$(GO) test -race -count=1 -timeout 15m ./...
 
-test-short: deps
+test-short: deps model
 	$(GO) test -short -count=1 ./...
 
 # The local embedding model (Universal Sentence Encoder Lite, Apache-2.0) is

@@ -9,6 +9,16 @@ var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 //go:noescape
 func dotAVX2(a, b *float32, n int) float32
 
+//go:noescape
+func prefetchFloats(p *float32, n int)
+
+// prefetch hints that v will be read soon.
+func prefetch(v []float32) {
+	if len(v) > 0 {
+		prefetchFloats(&v[0], len(v))
+	}
+}
+
 // dot returns the inner product of a and b, which must have the same
 // length. On unit vectors it is the cosine similarity.
 func dot(a, b []float32) float32 {

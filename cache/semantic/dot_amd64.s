@@ -64,3 +64,24 @@ done:
 	VZEROUPPER
 	MOVSS X0, ret+24(FP)
 	RET
+
+// func prefetchFloats(p *float32, n int)
+//
+// Asks for the n floats at p to be brought into the cache (PREFETCHT0,
+// one per 64-byte line) so that a later dot product does not wait on
+// memory.
+TEXT ·prefetchFloats(SB), NOSPLIT, $0-16
+	MOVQ p+0(FP), AX
+	MOVQ n+8(FP), CX
+	SHLQ $2, CX
+
+pf:
+	CMPQ CX, $0
+	JLE  pfdone
+	PREFETCHT0 0(AX)
+	ADDQ $64, AX
+	SUBQ $64, CX
+	JMP  pf
+
+pfdone:
+	RET

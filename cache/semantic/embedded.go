@@ -303,9 +303,7 @@ func (e *Embedded) Upsert(ctx context.Context, p Point) error {
 	e.mu.Unlock()
 
 	e.release(victims)
-	part.mu.Lock()
-	part.add(e, en, p.Vector)
-	part.mu.Unlock()
+	part.insert(e, en, p.Vector)
 	e.upserts.Add(1)
 	return nil
 }
@@ -522,12 +520,13 @@ func (e *Embedded) Close() error {
 	e.closeOnce.Do(func() {
 		close(e.stop)
 		<-e.done
-		if e.cfg.SnapshotPath != "" {
-			e.closeErr = e.Snapshot()
-		}
+		// Refuse writes first, so none lands after the final snapshot.
 		e.mu.Lock()
 		e.closed = true
 		e.mu.Unlock()
+		if e.cfg.SnapshotPath != "" {
+			e.closeErr = e.Snapshot()
+		}
 	})
 	return e.closeErr
 }
@@ -557,7 +556,40 @@ type owner struct {
 
 func ownerOf(en *entry) owner { return owner{en, en.exp} }
 
-// add makes en searchable, unless it was removed while pending.
+// insert makes en searchable, unless it is removed meanwhile. Into a
+// graph, the neighbour search runs under the read lock and only the
+// linking under the write lock.
+func (p *partition) insert(e *Embedded, en *entry, v []float32) {
+	var g *hnsw
+	var pl *insertPlan
+	p.mu.RLock()
+	if p.g != nil && en.state != stateRemoved {
+		g, pl = p.g, p.g.plan(v)
+	}
+	p.mu.RUnlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pl != nil && p.g == g && en.state != stateRemoved {
+		p.link(en, g.commit(v, pl))
+		return
+	}
+	p.add(e, en, v)
+}
+
+// link records en at graph slot s.
+func (p *partition) link(en *entry, s uint32) {
+	if int(s) == len(p.owners) {
+		p.owners = append(p.owners, ownerOf(en))
+	} else {
+		p.owners[s] = ownerOf(en)
+	}
+	en.slot = s
+	en.state = stateLinked
+	p.live++
+}
+
+// add makes en searchable under the write lock, unless it was removed
+// while pending.
 func (p *partition) add(e *Embedded, en *entry, v []float32) {
 	if en.state == stateRemoved {
 		return
@@ -569,17 +601,11 @@ func (p *partition) add(e *Embedded, en *entry, v []float32) {
 		en.slot = uint32(len(p.owners))
 		p.flat = append(p.flat, v...)
 		p.owners = append(p.owners, ownerOf(en))
-	} else {
-		s := p.g.add(v)
-		if int(s) == len(p.owners) {
-			p.owners = append(p.owners, ownerOf(en))
-		} else {
-			p.owners[s] = ownerOf(en)
-		}
-		en.slot = s
+		en.state = stateLinked
+		p.live++
+		return
 	}
-	en.state = stateLinked
-	p.live++
+	p.link(en, p.g.add(v))
 }
 
 // remove makes en unsearchable.
@@ -615,9 +641,11 @@ func (p *partition) remove(e *Embedded, en *entry) {
 }
 
 // rebuildMax bounds the partitions rebuilt in place when tombstones
-// outnumber live points (the rebuild holds the partition lock). Larger
-// partitions keep their tombstones for later inserts to reuse.
-const rebuildMax = 4096
+// outnumber live points: the rebuild holds the partition lock, and at this
+// size takes tens of milliseconds. Larger partitions keep their tombstones
+// for later inserts to reuse (a partition's memory is that of its peak
+// size until it shrinks to this size, or below ExactBelow/2).
+const rebuildMax = 1024
 
 func (p *partition) newGraph(e *Embedded) *hnsw {
 	return newHNSW(p.dim, e.cfg.M, e.cfg.EfConstruction, e.graphSeed.Add(1))
@@ -685,7 +713,7 @@ func (p *partition) search(v []float32, k int, minScore float32, now int64, efSe
 		top = h
 		sortCands(top)
 	} else {
-		top = p.g.search(v, max(efSearch, k), alive)
+		top = p.g.search(v, efSearch, k, alive)
 	}
 	var out []Match
 	for _, c := range top {

@@ -32,12 +32,14 @@ type hnsw struct {
 	m, m0 int // maximum links per node on layers ≥ 1, and on layer 0
 	efC   int // beam width while inserting
 	ml    float64
+	rngMu sync.Mutex // plans draw levels under the read lock
 	rng   *rand.Rand
 
 	vecs   [][]float32 // chunked: slot → dim floats
 	links0 [][]uint32  // chunked: slot → [count, id × m0]
 	upper  [][]uint32  // slot → nil, or levels 1..level each [count, id × m]
 	levels []uint8
+	ver    []uint32 // bumped when a dead slot is reused; see plan
 	dead   []bool
 	free   []uint32 // dead slots, reused by later inserts
 	n      int      // slots in use, live or dead
@@ -46,7 +48,7 @@ type hnsw struct {
 	entry    uint32
 	maxLevel int // -1 while the graph is empty
 
-	visited sync.Pool // *visitSet, sized to the graph
+	scratch sync.Pool // *scratch, sized to the graph
 }
 
 const (
@@ -114,7 +116,10 @@ func (g *hnsw) maxLinks(l int) int {
 }
 
 func (g *hnsw) randomLevel() int {
-	l := int(-math.Log(1-g.rng.Float64()) * g.ml)
+	g.rngMu.Lock()
+	u := g.rng.Float64()
+	g.rngMu.Unlock()
+	l := int(-math.Log(1-u) * g.ml)
 	return min(l, maxLevels-1)
 }
 
@@ -127,6 +132,7 @@ func (g *hnsw) newSlot(level int) uint32 {
 	}
 	g.n++
 	g.levels = append(g.levels, uint8(level))
+	g.ver = append(g.ver, 0)
 	g.dead = append(g.dead, false)
 	var up []uint32
 	if level > 0 {
@@ -139,20 +145,117 @@ func (g *hnsw) newSlot(level int) uint32 {
 // add inserts v (copied) and returns its slot, reusing a dead slot when
 // there is one.
 func (g *hnsw) add(v []float32) uint32 {
-	if s, ok := g.takeFree(); ok {
-		g.detach(s)
-		copy(g.vec(s), v)
-		g.dead[s] = false
-		g.live++
-		g.link(s, int(g.levels[s]))
-		return s
-	}
-	level := g.randomLevel()
-	s := g.newSlot(level)
-	copy(g.vec(s), v)
-	g.live++
+	s, level := g.place(v, g.randomLevel())
 	g.link(s, level)
 	return s
+}
+
+// place stores v in a dead slot (detached first; it keeps its level) or a
+// new slot of the given level, unlinked, and returns the slot and level.
+func (g *hnsw) place(v []float32, level int) (uint32, int) {
+	s, ok := g.takeFree()
+	if ok {
+		g.detach(s)
+		g.ver[s]++
+		g.dead[s] = false
+		level = int(g.levels[s])
+	} else {
+		s = g.newSlot(level)
+	}
+	copy(g.vec(s), v)
+	g.live++
+	return s, level
+}
+
+// insertPlan is the expensive, read-only half of an insert: the beam
+// searches for the new vector's neighbours, run under the partition's read
+// lock so that searches proceed meanwhile and inserts into one graph
+// overlap. commit then links under the write lock, revalidating what may
+// have changed in between.
+type insertPlan struct {
+	level    int
+	maxLevel int // of the graph when planned
+	entry    uint32
+	layers   [][]cand   // layers[l]: candidates on layer l, nearest first
+	vers     [][]uint32 // slot versions of layers[l], to detect reuse
+}
+
+func (g *hnsw) plan(v []float32) *insertPlan {
+	pl := &insertPlan{level: g.randomLevel(), maxLevel: g.maxLevel, entry: g.entry}
+	if g.maxLevel < 0 {
+		return pl
+	}
+	sc := g.getScratch()
+	defer g.scratch.Put(sc)
+	ep := cand{g.entry, -dot(v, g.vec(g.entry))}
+	for l := g.maxLevel; l > pl.level; l-- {
+		ep = g.greedy(v, ep, l)
+	}
+	eps := []cand{ep}
+	notDead := func(id uint32) bool { return !g.dead[id] }
+	top := min(pl.level, g.maxLevel)
+	pl.layers = make([][]cand, top+1)
+	pl.vers = make([][]uint32, top+1)
+	for l := top; l >= 0; l-- {
+		w := g.searchLayer(v, eps, g.efC, l, sc, notDead, 0)
+		sortCands(w)
+		pl.layers[l] = slices.Clone(w)
+		pl.vers[l] = make([]uint32, len(w))
+		for i, c := range w {
+			pl.vers[l][i] = g.ver[c.id]
+		}
+		if len(w) > 0 {
+			eps = pl.layers[l]
+		}
+	}
+	return pl
+}
+
+// commit finishes an insert planned by plan on this graph, falling back to
+// a full insert when the graph moved too far since (new entry point, a
+// reused slot on layers the plan did not cover, or every candidate of a
+// layer gone).
+func (g *hnsw) commit(v []float32, pl *insertPlan) uint32 {
+	top := len(pl.layers) - 1
+	if top < 0 || g.maxLevel != pl.maxLevel || g.entry != pl.entry {
+		return g.add(v)
+	}
+	s, level := g.place(v, pl.level)
+	if level > top && level <= g.maxLevel {
+		g.link(s, level) // a reused slot above the planned layers
+		return s
+	}
+	ws := make([][]cand, min(level, top)+1)
+	for l := range ws {
+		for i, c := range pl.layers[l] {
+			if c.id != s && !g.dead[c.id] && g.ver[c.id] == pl.vers[l][i] {
+				ws[l] = append(ws[l], c)
+			}
+		}
+		if len(ws[l]) == 0 {
+			g.link(s, level)
+			return s
+		}
+	}
+	var sel []uint32
+	for l := len(ws) - 1; l >= 0; l-- {
+		sel = g.connect(s, l, ws[l], sel[:0])
+	}
+	if level > g.maxLevel {
+		g.entry, g.maxLevel = s, level
+	}
+	return s
+}
+
+// connect links s on layer l to the heuristic's choice among candidates
+// w (nearest first), and each chosen neighbour back to s.
+func (g *hnsw) connect(s uint32, l int, w []cand, sel []uint32) []uint32 {
+	sel = g.selectNeighbors(w, g.m, sel)
+	g.setNeighbors(s, l, sel)
+	for _, n := range sel {
+		g.addLink(n, s, l)
+	}
+	return sel
 }
 
 // takeFree pops a dead slot for reuse. The entry point is never reused:
@@ -225,8 +328,8 @@ func (g *hnsw) link(s uint32, level int) {
 		return
 	}
 	q := g.vec(s)
-	vs := g.getVisited()
-	defer g.visited.Put(vs)
+	sc := g.getScratch()
+	defer g.scratch.Put(sc)
 
 	ep := cand{g.entry, -dot(q, g.vec(g.entry))}
 	for l := g.maxLevel; l > level; l-- {
@@ -236,20 +339,16 @@ func (g *hnsw) link(s uint32, level int) {
 	notSelfOrDead := func(id uint32) bool { return id != s && !g.dead[id] }
 	var sel []uint32
 	for l := min(level, g.maxLevel); l >= 0; l-- {
-		w := g.searchLayer(q, eps, g.efC, l, vs, notSelfOrDead, 0)
+		w := g.searchLayer(q, eps, g.efC, l, sc, notSelfOrDead, 0)
 		if len(w) == 0 {
 			// Nothing live is reachable: link to dead nodes rather than
 			// leave s unreachable; a later prune drops them.
-			w = g.searchLayer(q, eps, g.efC, l, vs, func(id uint32) bool { return id != s }, 0)
+			w = g.searchLayer(q, eps, g.efC, l, sc, func(id uint32) bool { return id != s }, 0)
 		}
 		sortCands(w)
-		sel = g.selectNeighbors(w, g.m, sel[:0])
-		g.setNeighbors(s, l, sel)
-		for _, n := range sel {
-			g.addLink(n, s, l)
-		}
+		sel = g.connect(s, l, w, sel[:0])
 		if len(w) > 0 {
-			eps = w
+			eps = append(eps[:0], w...) // w is scratch, reused by the next layer
 		}
 	}
 	if level > g.maxLevel {
@@ -329,16 +428,20 @@ func (g *hnsw) greedy(q []float32, ep cand, l int) cand {
 }
 
 // searchLayer is the beam search on one layer: it returns up to ef nodes
-// accepted by ok, nearest to q, in no particular order. Nodes ok rejects
-// (dead, expired) are traversed but not returned. When many are rejected
-// the beam would never fill; maxExpand (0 = unlimited) then bounds the
-// work.
-func (g *hnsw) searchLayer(q []float32, eps []cand, ef, l int, vs *visitSet, ok func(uint32) bool, maxExpand int) []cand {
-	vs.reset(g.n)
-	var frontier minHeap
-	var top maxHeap
+// accepted by ok, nearest to q, in no particular order, in scratch memory
+// (valid until the next call with sc). Nodes ok rejects (dead, expired)
+// are traversed but not returned. When many are rejected the beam would
+// never fill; maxExpand (0 = unlimited) then bounds the work.
+//
+// Distances are computed for a node's unvisited neighbours as a batch,
+// each vector prefetched two ahead of its dot product: the search is
+// bound by memory, not arithmetic, once the vectors outgrow the cache.
+func (g *hnsw) searchLayer(q []float32, eps []cand, ef, l int, sc *scratch, ok func(uint32) bool, maxExpand int) []cand {
+	sc.reset(g.n)
+	frontier, top := sc.frontier[:0], sc.top[:0]
+	defer func() { sc.frontier, sc.top = frontier[:0], top[:0] }()
 	for _, ep := range eps {
-		if vs.visit(ep.id) {
+		if sc.visit(ep.id) {
 			continue
 		}
 		frontier.push(ep)
@@ -359,9 +462,19 @@ func (g *hnsw) searchLayer(q []float32, eps []cand, ef, l int, vs *visitSet, ok 
 			break
 		}
 		expanded++
+		ids := sc.ids[:0]
 		for _, n := range g.neighbors(c.id, l) {
-			if vs.visit(n) {
-				continue
+			if !sc.visit(n) {
+				ids = append(ids, n)
+			}
+		}
+		sc.ids = ids
+		for i := 0; i < len(ids) && i < 2; i++ {
+			prefetch(g.vec(ids[i]))
+		}
+		for i, n := range ids {
+			if i+2 < len(ids) {
+				prefetch(g.vec(ids[i+2]))
 			}
 			d := -dot(q, g.vec(n))
 			if len(top) < ef || d < top[0].d {
@@ -378,37 +491,44 @@ func (g *hnsw) searchLayer(q []float32, eps []cand, ef, l int, vs *visitSet, ok 
 	return top
 }
 
-// search returns up to ef accepted nodes nearest to q, nearest first.
-func (g *hnsw) search(q []float32, ef int, ok func(uint32) bool) []cand {
+// search returns the k accepted nodes nearest to q, nearest first, found
+// with a beam of width ef ≥ k.
+func (g *hnsw) search(q []float32, ef, k int, ok func(uint32) bool) []cand {
 	if g.maxLevel < 0 {
 		return nil
 	}
-	vs := g.getVisited()
-	defer g.visited.Put(vs)
+	sc := g.getScratch()
+	defer g.scratch.Put(sc)
 	ep := cand{g.entry, -dot(q, g.vec(g.entry))}
 	for l := g.maxLevel; l > 0; l-- {
 		ep = g.greedy(q, ep, l)
 	}
-	w := g.searchLayer(q, []cand{ep}, ef, 0, vs, ok, 8*ef)
+	sc.eps = append(sc.eps[:0], ep)
+	w := g.searchLayer(q, sc.eps, max(ef, k), 0, sc, ok, 8*ef)
 	sortCands(w)
-	return w
+	return slices.Clone(w[:min(k, len(w))])
 }
 
-func (g *hnsw) getVisited() *visitSet {
-	if vs, ok := g.visited.Get().(*visitSet); ok {
-		return vs
+func (g *hnsw) getScratch() *scratch {
+	if sc, ok := g.scratch.Get().(*scratch); ok {
+		return sc
 	}
-	return &visitSet{}
+	return &scratch{}
 }
 
-// visitSet marks visited slots with a generation number, so clearing it
-// between searches is free (hnswlib's VisitedList).
-type visitSet struct {
-	marks []uint16
-	gen   uint16
+// scratch is one search's reusable memory: the visited set, which marks
+// slots with a generation number so that clearing it between searches is
+// free (hnswlib's VisitedList), and the heaps and buffers.
+type scratch struct {
+	marks    []uint16
+	gen      uint16
+	frontier minHeap
+	top      maxHeap
+	eps      []cand
+	ids      []uint32
 }
 
-func (v *visitSet) reset(n int) {
+func (v *scratch) reset(n int) {
 	if len(v.marks) < n {
 		v.marks = make([]uint16, n+n/4+chunkSlots)
 		v.gen = 0
@@ -421,7 +541,7 @@ func (v *visitSet) reset(n int) {
 }
 
 // visit marks id and reports whether it was already marked.
-func (v *visitSet) visit(id uint32) bool {
+func (v *scratch) visit(id uint32) bool {
 	if v.marks[id] == v.gen {
 		return true
 	}

@@ -72,7 +72,7 @@ func TestHNSWRecall(t *testing.T) {
 	const queries = 500
 	for range queries {
 		q := unitVec(r, dim)
-		res := g.search(q, 64, all)
+		res := g.search(q, 64, 1, all)
 		if len(res) > 0 && int(res[0].id) == exactBest(data, q, nil) {
 			hits++
 		}
@@ -105,7 +105,7 @@ func TestHNSWRecall(t *testing.T) {
 	hits = 0
 	for range queries {
 		q := unitVec(r, dim)
-		res := g.search(q, 64, ok)
+		res := g.search(q, 64, 64, ok)
 		if len(res) > 0 && int(res[0].id) == exactBest(data, q, func(i int) bool { return live[i] }) {
 			hits++
 		}

@@ -8,8 +8,11 @@
 // stored answer; the caller reads the answer from the exact tiers and runs
 // its own verification before serving it.
 //
-// Implementations: the embedded in-process index (the default) and a
-// Qdrant adapter; both pass cachetest's conformance suite for indexes.
+// Implementations: Embedded, the in-process index (the default: exact
+// search in small partitions, an HNSW graph in large ones, TTL, a capacity
+// bound and a snapshot file), and Qdrant, an adapter to a Qdrant
+// collection over gRPC. Both pass semantictest.RunIndex, the conformance
+// suite, and both implement Purger.
 package semantic
 
 import (

@@ -286,8 +286,14 @@ func (r *snapReader) count(each int64) int {
 }
 
 // loadSnapshot replaces the (empty) index's contents with the snapshot at
-// path. A missing file is not an error.
-func (e *Embedded) loadSnapshot(path string) error {
+// path. A missing file is not an error. A panic while decoding (a check
+// this reader lacks) is an error too: a bad file must never stop start-up.
+func (e *Embedded) loadSnapshot(path string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: decoding panicked: %v", errCorrupt, r)
+		}
+	}()
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

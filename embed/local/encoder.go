@@ -46,8 +46,8 @@ type network struct {
 	tanhb  []float32
 }
 
-// workspace is the scratch memory of one batched pass. Workspaces are pooled
-// so that concurrent Embed calls never share one.
+// workspace is the scratch memory of one batched pass, about 6 MB. A Model
+// keeps at most GOMAXPROCS of them; concurrent Embed calls never share one.
 type workspace struct {
 	x      []float32 // maxRows × embedDim: layer 0 input
 	y      []float32 // maxRows × modelDim: residual stream
@@ -55,7 +55,7 @@ type workspace struct {
 	qkv    []float32 // maxRows × 3·modelDim
 	ctx    []float32 // maxRows × modelDim: attention output
 	ff     []float32 // maxRows × ffnDim
-	pack   []float32 // maxRows × ffnDim: the left operand of a matmul, packed
+	pack   []float32 // 2 × ffnDim: scratch of the portable matmul kernel
 	scores []float32 // maxTokens × maxTokens: attention weights of one head
 	kt, vt []float32 // maxTokens × modelDim/numHeads: one head's keys and values, packed
 	pooled []float32 // maxRows × modelDim
@@ -72,7 +72,7 @@ func newWorkspace() *workspace {
 		qkv:    make([]float32, maxRows*3*modelDim),
 		ctx:    make([]float32, maxRows*modelDim),
 		ff:     make([]float32, maxRows*ffnDim),
-		pack:   make([]float32, maxRows*ffnDim),
+		pack:   make([]float32, 2*ffnDim),
 		scores: make([]float32, maxTokens*maxTokens),
 		kt:     make([]float32, maxTokens*modelDim/numHeads),
 		vt:     make([]float32, maxTokens*modelDim/numHeads),

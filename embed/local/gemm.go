@@ -32,13 +32,13 @@ func packMatrix(w []float32, k, n int) (matrix, error) {
 
 // mulAdd adds a·w to c, where a is rows×k with row stride lda and c is
 // rows×n with row stride ldc; with relu it then clamps c at 0. scratch must
-// hold max(rows, 4)·k values. It panics if a slice is too short.
+// hold 2·k values. It panics if a slice is too short.
 func (w *matrix) mulAdd(c []float32, ldc int, a []float32, lda, rows int, scratch []float32, relu bool) {
 	if rows <= 0 {
 		return
 	}
 	if rows > maxRows || lda < w.k || ldc < w.n || len(a) < (rows-1)*lda+w.k ||
-		len(c) < (rows-1)*ldc+w.n || len(scratch) < max(rows, 4)*w.k {
+		len(c) < (rows-1)*ldc+w.n || len(scratch) < 2*w.k {
 		panic("local: matmul operands too short")
 	}
 	mulAddKernel(w, c, ldc, a, lda, rows, scratch, relu)

@@ -47,7 +47,7 @@ func TestMulAddKernels(t *testing.T) {
 					want[i] = max(want[i], 0)
 				}
 			}
-			m.mulAdd(c, ldc, a, lda, rows, make([]float32, max(rows, 4)*k), relu)
+			m.mulAdd(c, ldc, a, lda, rows, make([]float32, 2*k), relu)
 			for i := range c {
 				if math.Abs(float64(c[i])-want[i]) > 1e-4 {
 					t.Fatalf("kernel %s, rows %d: c[%d] = %v, want %v", kernelName(kern), rows, i, c[i], want[i])

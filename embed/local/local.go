@@ -14,16 +14,19 @@
 //
 // The matmul kernels use AVX-512 or AVX2+FMA assembly when the CPU has them
 // (build tag purego, or another architecture, selects the portable Go
-// kernel). A Model is safe for concurrent use; each call works on its own
-// pooled workspace of about 5 MB and runs on the calling goroutine.
+// kernel). A Model is safe for concurrent use. Each call runs on the calling
+// goroutine with a workspace of about 6 MB; at most GOMAXPROCS calls compute
+// at once (the others wait, or give up when their context is done).
 package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"path/filepath"
-	"sync"
+	"runtime"
 
 	"github.com/edgecache/edgecache/embed"
 )
@@ -45,7 +48,10 @@ type Model struct {
 	net  *network
 	tok  *tokenizer
 	opts Options
-	pool *sync.Pool // of *workspace
+	// slots holds GOMAXPROCS workspaces (nil until first used): a call
+	// takes one for its duration, which bounds both the memory and the
+	// number of CPU-bound passes running at once.
+	slots chan *workspace
 }
 
 var _ embed.Embedder = (*Model)(nil)
@@ -57,6 +63,9 @@ func Load(dir string) (*Model, error) { return LoadOptions(dir, DefaultOptions()
 // LoadOptions reads the model in dir with the given options.
 func LoadOptions(dir string, o Options) (*Model, error) {
 	tensors, nodes, err := readModelJSON(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("local: model not found in %s (run `make model`): %w", dir, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("local: %w", err)
 	}
@@ -78,9 +87,12 @@ func LoadOptions(dir string, o Options) (*Model, error) {
 		return nil, fmt.Errorf("local: vocabulary has %d pieces, want 8000", len(pieces))
 	}
 	m := &Model{
-		net:  net,
-		tok:  newTokenizer(pieces, scores),
-		pool: &sync.Pool{New: func() any { return newWorkspace() }},
+		net:   net,
+		tok:   newTokenizer(pieces, scores),
+		slots: make(chan *workspace, runtime.GOMAXPROCS(0)),
+	}
+	for range cap(m.slots) {
+		m.slots <- nil
 	}
 	return m.WithOptions(o), nil
 }
@@ -90,7 +102,7 @@ func LoadOptions(dir string, o Options) (*Model, error) {
 func (m *Model) WithOptions(o Options) *Model {
 	tok := *m.tok
 	tok.lower = o.Lowercase
-	return &Model{net: m.net, tok: &tok, opts: o, pool: m.pool}
+	return &Model{net: m.net, tok: &tok, opts: o, slots: m.slots}
 }
 
 // Dim is 512.
@@ -109,9 +121,10 @@ func (m *Model) Name() string {
 func (m *Model) Kernel() string { return kernelName(useKernel) }
 
 // Embed returns one unit vector of Dim() values per text. Any string is
-// valid input; texts are cut at 128 tokens. It checks ctx before each text
-// and after each batched pass, and returns an error wrapping embed.ErrUnavailable and ctx.Err()
-// once ctx is done.
+// valid input; texts are cut at 128 tokens. Texts are computed in batches of
+// up to 256 tokens. Embed checks ctx while waiting for a workspace, before
+// each text and after each batch, and once ctx is done returns an error
+// wrapping both embed.ErrUnavailable and ctx.Err().
 func (m *Model) Embed(ctx context.Context, texts []string) ([]embed.Vector, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", embed.ErrUnavailable, err)
@@ -121,8 +134,16 @@ func (m *Model) Embed(ctx context.Context, texts []string) ([]embed.Vector, erro
 	for i := range out {
 		out[i] = backing[i*outDim : (i+1)*outDim : (i+1)*outDim]
 	}
-	ws := m.pool.Get().(*workspace)
-	defer m.pool.Put(ws)
+	var ws *workspace
+	select {
+	case ws = <-m.slots:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", embed.ErrUnavailable, ctx.Err())
+	}
+	if ws == nil {
+		ws = newWorkspace()
+	}
+	defer func() { m.slots <- ws }()
 
 	var segs []segment
 	ids := ws.ids[:0]
@@ -144,12 +165,12 @@ func (m *Model) Embed(ctx context.Context, texts []string) ([]embed.Vector, erro
 		if len(segs) == maxRows || (start > 0 && start+n > maxRows) {
 			// This text does not fit: run the batch before it, then
 			// move its tokens to the front.
-			tail := append([]int32(nil), ids[start:]...)
+			all := ids
 			ids = ids[:start]
 			if err := flush(i); err != nil {
 				return nil, fmt.Errorf("%w: %w", embed.ErrUnavailable, err)
 			}
-			ids = append(ids, tail...)
+			ids = append(ids, all[start:start+n]...)
 			start = 0
 		}
 		segs = append(segs, segment{start: start, n: n})
@@ -159,17 +180,6 @@ func (m *Model) Embed(ctx context.Context, texts []string) ([]embed.Vector, erro
 	}
 	ws.ids = ids
 	return out, nil
-}
-
-// tokens returns the token ids of text (for tests).
-func (m *Model) tokens(text string) []int {
-	var sc tokenScratch
-	ids := m.tok.encode(text, &sc, nil)
-	out := make([]int, len(ids))
-	for i, id := range ids {
-		out[i] = int(id)
-	}
-	return out
 }
 
 // buildNetwork checks the tensors' shapes and constants and packs them.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/edgecache/edgecache/embed"
@@ -61,6 +62,17 @@ func models(t testing.TB) (casedModel, defaultModel *Model) {
 		t.Fatal(loadedErr)
 	}
 	return cased, lowered
+}
+
+// tokens returns the token ids of text.
+func (m *Model) tokens(text string) []int {
+	var sc tokenScratch
+	ids := m.tok.encode(text, &sc, nil)
+	out := make([]int, len(ids))
+	for i, id := range ids {
+		out[i] = int(id)
+	}
+	return out
 }
 
 func embedAll(t testing.TB, m *Model, texts ...string) []embed.Vector {
@@ -118,9 +130,8 @@ func TestParity(t *testing.T) {
 					t.Errorf("v[%d] = %.7f, want %.6f", i, got, want)
 				}
 			}
-			for i, v := range vs {
+			for _, v := range vs {
 				checkUnit(t, "parity", v)
-				_ = i
 			}
 		})
 	}
@@ -253,6 +264,30 @@ func TestContextCanceled(t *testing.T) {
 	}
 }
 
+// countdownCtx reports cancellation after its Err has been asked n times.
+type countdownCtx struct {
+	context.Context
+	n atomic.Int32
+}
+
+func (c *countdownCtx) Err() error {
+	if c.n.Add(-1) < 0 {
+		return context.Canceled
+	}
+	return nil
+}
+
+// TestContextBetweenTexts: Embed notices cancellation part way through.
+func TestContextBetweenTexts(t *testing.T) {
+	_, m := models(t)
+	ctx := &countdownCtx{Context: context.Background()}
+	ctx.n.Store(3)
+	_, err := m.Embed(ctx, []string{"one", "two", "three", "four", "five"})
+	if !errors.Is(err, embed.ErrUnavailable) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want ErrUnavailable and context.Canceled", err)
+	}
+}
+
 // TestConcurrent runs Embed from several goroutines (run with -race).
 func TestConcurrent(t *testing.T) {
 	_, m := models(t)
@@ -280,8 +315,8 @@ func TestConcurrent(t *testing.T) {
 }
 
 func TestLoadErrors(t *testing.T) {
-	if _, err := Load(t.TempDir()); err == nil {
-		t.Fatal("Load of an empty directory succeeded")
+	if _, err := Load(t.TempDir()); err == nil || !strings.Contains(err.Error(), "make model") {
+		t.Fatalf("Load of an empty directory: %v", err)
 	}
 	// A vocabulary of the wrong size is refused.
 	dir := modelDir(t)

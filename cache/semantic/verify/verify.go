@@ -2,18 +2,108 @@
 // pass before its cached answer is served: nearest-neighbour retrieval finds
 // prompts that look alike; verification decides whether they ask the same
 // thing (same numbers, same entities, same polarity, same question).
+//
+// The pipeline retrieves the Candidates nearest stored prompts whose cosine
+// is at least MinCosine, scores each with Score, and serves the candidate
+// with the highest score when that score reaches the route's threshold
+// (DefaultThreshold unless the route sets one). Score tokenises both texts
+// (NFKC, lowercase, light stemming, a small built-in stopword list),
+// measures the Features (content words on one side only, numbers, negation,
+// names, question type, length, word order) and combines them with the
+// cosine in a logistic model fitted per embedder on a training split of
+// Quora Question Pairs (see cmd/internal/eval, --fit). The score reads as
+// the probability that serving the candidate is right.
 package verify
+
+import (
+	"math"
+	"strings"
+	"sync"
+)
+
+// Candidates is how many nearest neighbours the pipeline retrieves per
+// lookup (k). The verifier picks among them, so a true paraphrase ranked
+// below a closer-looking impostor is still found.
+const Candidates = 5
 
 // Verifier scores how likely a cached prompt asks the same thing as a query.
 // It is safe for concurrent use.
-type Verifier struct{}
+type Verifier struct {
+	m    *Model
+	pool sync.Pool // of *scratch
+}
 
-// New returns a Verifier with the built-in calibration.
-func New() *Verifier { return &Verifier{} }
+// New returns a Verifier with the built-in calibration of the default
+// embedder (USE-lite).
+func New() *Verifier { return NewFor(DefaultEmbedder) }
+
+// NewFor returns a Verifier with the built-in calibration for the named
+// embedder (embed.Embedder.Name). Unknown names get USE-lite's.
+func NewFor(embedderName string) *Verifier { return NewModel(modelFor(embedderName)) }
+
+// NewModel returns a Verifier using m, for models fitted elsewhere.
+func NewModel(m Model) *Verifier {
+	v := &Verifier{m: &m}
+	v.pool.New = func() any { return newScratch() }
+	return v
+}
+
+// Model returns the Verifier's model.
+func (v *Verifier) Model() Model { return *v.m }
+
+// DefaultThreshold is the minimum score of a semantic hit for the named
+// embedder when the route sets none.
+func DefaultThreshold(embedderName string) float32 { return modelFor(embedderName).Threshold }
+
+// MinCosine is the cheap retrieval pre-filter for the named embedder: the
+// pipeline passes it to Index.Search as minScore. Below it, the verifier
+// never accepts a candidate at its default threshold, so nothing is lost
+// by not retrieving them.
+func MinCosine(embedderName string) float32 { return modelFor(embedderName).MinCosine }
+
+// DefaultCosineThreshold is the threshold a cache without verification
+// would use for the named embedder: the cosine at which nearest-neighbour
+// hits reach the same recall as the verifier at its default threshold.
+// It is for comparisons (edgecache eval --no-verify), not for serving.
+func DefaultCosineThreshold(embedderName string) float32 {
+	return modelFor(embedderName).CosineThreshold
+}
+
+func modelFor(name string) Model {
+	if strings.HasPrefix(name, "lexical") {
+		return lexicalModel
+	}
+	return useLiteModel
+}
+
+func (v *Verifier) get() *scratch  { return v.pool.Get().(*scratch) }
+func (v *Verifier) put(s *scratch) { v.pool.Put(s) }
 
 // Score returns a match score in [0, 1] for query against candidate, given
-// their embedding cosine, and when the score is low, the main reason (a short
-// fixed word such as "numbers" or "negation", for logs and metrics).
+// their embedding cosine, and when the score is under the threshold, the
+// main reason: "cosine", "content", "numbers", "negation", "entity" or
+// "question" (a fixed word, for logs and metrics). It never panics and
+// does not allocate for ASCII texts.
 func (v *Verifier) Score(query, candidate string, cosine float32) (score float32, reason string) {
-	return cosine, ""
+	s := v.get()
+	f := s.features(query, candidate, cosine)
+	v.put(s)
+	z, contrib := v.m.logit(&f)
+	score = sigmoid(z)
+	if score < v.m.Threshold {
+		reason = strongestAgainst(contrib)
+	}
+	return score, reason
+}
+
+func sigmoid(z float32) float32 {
+	switch {
+	case z != z:
+		return 0
+	case z > 30:
+		return 1
+	case z < -30:
+		return 0
+	}
+	return float32(1 / (1 + math.Exp(-float64(z))))
 }

@@ -22,18 +22,22 @@ import (
 	"github.com/edgecache/edgecache/cache/local"
 	"github.com/edgecache/edgecache/cache/shared"
 	"github.com/edgecache/edgecache/cmd/internal/config"
+	"github.com/edgecache/edgecache/cmd/internal/eval"
 	"github.com/edgecache/edgecache/cmd/internal/llmsim"
 	"github.com/edgecache/edgecache/cmd/internal/pipeline"
 	"github.com/edgecache/edgecache/cmd/internal/server"
 	"github.com/edgecache/edgecache/cmd/internal/telemetry"
 	"github.com/edgecache/edgecache/cmd/internal/upstream"
 	"github.com/edgecache/edgecache/degrade"
+	"github.com/edgecache/edgecache/degrade/journal"
+	"github.com/edgecache/edgecache/templates"
 )
 
 const usage = `edgecache — an edge cache and degradation service for OpenAI-compatible LLM APIs.
 
 Usage:
   edgecache [serve] [flags]     run the proxy (the default command)
+  edgecache eval --pairs FILE   score semantic matching on labelled pairs (edgecache eval -h)
   edgecache version             print the version
 
 Serve flags:
@@ -49,6 +53,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		switch args[0] {
 		case "serve":
 			args = args[1:]
+		case "eval":
+			return eval.Main(ctx, args[1:], stdout, stderr)
 		case "version", "--version", "-version":
 			fmt.Fprintln(stdout, "edgecache", Version)
 			return nil
@@ -59,6 +65,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 type serveFlags struct {
 	config, listen, adminListen, upstream, redis string
+	journalDir                                   string
 	sim                                          bool
 	logLevel                                     string
 }
@@ -73,6 +80,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&f.adminListen, "admin-listen", "", "admin listen address (env EDGECACHE_ADMIN_LISTEN, default 127.0.0.1:9090)")
 	fs.StringVar(&f.upstream, "upstream", "", "upstream base URL (env EDGECACHE_UPSTREAM_URL)")
 	fs.StringVar(&f.redis, "redis", "", "Redis address(es), comma-separated (env EDGECACHE_REDIS_ADDR); empty: no L2")
+	fs.StringVar(&f.journalDir, "journal-dir", "", "degradation journal directory (env EDGECACHE_JOURNAL_DIR, default ./edgecache-journal)")
 	fs.BoolVar(&f.sim, "sim", false, "no real model: start the built-in simulator llmsim on loopback and use it as the upstream (demos)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -108,6 +116,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return f.upstream
 		case name == "EDGECACHE_REDIS_ADDR" && f.redis != "":
 			return f.redis
+		case name == "EDGECACHE_JOURNAL_DIR" && f.journalDir != "":
+			return f.journalDir
 		}
 		return os.Getenv(name)
 	}
@@ -192,9 +202,32 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if sem.fallback != "" {
 		fmt.Fprintf(stdout, "edgecache: semantic tier uses the lexical embedder: %s\n", sem.fallback)
 	}
+	var jsink *journal.RedisSink
+	if len(cfg.Redis.Addrs) > 0 {
+		if jsink, err = journal.NewRedisSink(cfg.Redis.Addrs, cfg.Redis.Password, cfg.Degrade.Region, 0); err != nil {
+			return fmt.Errorf("journal: %w", err)
+		}
+	}
+	jr, err := journal.New(journal.Config{Dir: cfg.Degrade.JournalDir, Redis: jsink, Region: cfg.Degrade.Region, Logger: log})
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = jr.Close(cctx)
+	}()
+	tw, err := templates.NewWatcher(cfg.Degrade.TemplatesDir, 0, log)
+	if err != nil {
+		return fmt.Errorf("templates: %w", err)
+	}
+	defer tw.Close()
+
 	p := pipeline.New(pipeline.Config{
-		Semantic: sem.cfg,
-		Cache:    tiered, Tiers: names, Targets: targets, Secret: secret,
+		Semantic:  sem.cfg,
+		Journal:   journalSink{jr},
+		Templates: templateWords{tw},
+		Cache:     tiered, Tiers: names, Targets: targets, Secret: secret,
 		Guard: pipeline.GuardConfig{
 			MaxAttempts: cfg.Degrade.MaxAttempts, BackoffBase: cfg.Degrade.BackoffBase.D(), BackoffCap: cfg.Degrade.BackoffCap.D(),
 			TTFTTimeout: cfg.Degrade.TTFTTimeout.D(), DeadlineMargin: cfg.Degrade.DeadlineMargin.D(),
@@ -234,8 +267,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	dataSrv := &http.Server{Handler: server.Data(p, routes, table, log), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, log), ReadHeaderTimeout: 10 * time.Second}
+	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr},
+		server.NewAdminAuth(adminLn.Addr().String(), adminTokens(cfg)), log), ReadHeaderTimeout: 10 * time.Second}
 
+	if auth := server.NewAdminAuth(adminLn.Addr().String(), nil); auth.Required && len(cfg.AdminTokens) == 0 {
+		log.Warn("admin listener is not on loopback and no admin tokens are configured (EDGECACHE_ADMIN_TOKENS): /admin endpoints answer 401", "admin", adminLn.Addr().String())
+	}
 	errc := make(chan error, 2)
 	for _, s := range []struct {
 		srv *http.Server
@@ -335,6 +372,14 @@ func buildTargets(cfg config.Config) ([]*pipeline.Target, error) {
 			Budget: &degrade.RetryBudget{Ratio: cfg.Degrade.RetryBudget}, Models: s.models})
 	}
 	return out, nil
+}
+
+func adminTokens(cfg config.Config) []server.Token {
+	out := make([]server.Token, 0, len(cfg.AdminTokens))
+	for _, t := range cfg.AdminTokens {
+		out = append(out, server.Token{Name: t.Name, Token: t.Token})
+	}
+	return out
 }
 
 // routeTable holds the current policy of each route.

@@ -38,7 +38,7 @@ var listeningLine = regexp.MustCompile(`^edgecache listening on (\S+) \(admin (\
 // log (its stderr) is shown when the test has failed.
 func startEdgecache(t testing.TB, upstreamURL string, extraArgs ...string) (dataURL, adminURL string) {
 	t.Helper()
-	args := []string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}
+	args := []string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--journal-dir", t.TempDir()}
 	if upstreamURL != "" {
 		args = append(args, "--upstream", upstreamURL)
 	}

@@ -50,10 +50,22 @@ type Config struct {
 	// production so namespaces survive a Redis flush.
 	TenantSecret string `yaml:"tenant_secret"`
 
+	// AdminTokens are the named bearer tokens of the admin API, required
+	// whenever the admin listener is not on loopback. Env
+	// EDGECACHE_ADMIN_TOKENS as "name:token,name2:token2" (added to these).
+	AdminTokens []AdminToken `yaml:"admin_tokens"`
+
 	// Routes are the proxied paths and their cache policies. Empty → the
 	// default routes (chat completions, completions and embeddings with an
 	// exact cache, TTL 1h; models passed through).
 	Routes []Route `yaml:"routes"`
+}
+
+// AdminToken is one named admin credential; the name is what audit
+// records show, the token is never logged.
+type AdminToken struct {
+	Name  string `yaml:"name"`
+	Token string `yaml:"token"`
 }
 
 // Upstream is the model's OpenAI-compatible API.
@@ -117,10 +129,11 @@ type Degrade struct {
 	// up. Zero → 500ms.
 	DeadlineMargin Duration `yaml:"deadline_margin"`
 	// TemplatesDir holds operator templates (*.yaml), reloaded on change.
-	// Empty → built-in templates only.
+	// Env EDGECACHE_TEMPLATES_DIR. Empty → built-in templates only.
 	TemplatesDir string `yaml:"templates_dir"`
-	// JournalDir holds the degradation journal (rotating JSONL). Empty →
-	// "edgecache-journal" in the working directory.
+	// JournalDir holds the degradation journal (rotating JSONL). Env
+	// EDGECACHE_JOURNAL_DIR. Empty → "edgecache-journal" in the working
+	// directory.
 	JournalDir string `yaml:"journal_dir"`
 	// Region names this edge's region (journal stream, route policies).
 	// Env EDGECACHE_REGION. Empty → "default".
@@ -354,7 +367,18 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	set(&c.Redis.Password, "EDGECACHE_REDIS_PASSWORD")
 	set(&c.TenantSecret, "EDGECACHE_TENANT_SECRET")
 	set(&c.Degrade.Region, "EDGECACHE_REGION")
+	set(&c.Degrade.JournalDir, "EDGECACHE_JOURNAL_DIR")
+	set(&c.Degrade.TemplatesDir, "EDGECACHE_TEMPLATES_DIR")
 	set(&c.Semantic.ModelDir, "EDGECACHE_MODEL_DIR")
+	if v := getenv("EDGECACHE_ADMIN_TOKENS"); v != "" {
+		for _, pair := range strings.Split(v, ",") {
+			name, tok, ok := strings.Cut(strings.TrimSpace(pair), ":")
+			if !ok {
+				name, tok = "env", name // a bare token
+			}
+			c.AdminTokens = append(c.AdminTokens, AdminToken{Name: name, Token: tok})
+		}
+	}
 	if v := getenv("EDGECACHE_QDRANT_ADDR"); v != "" {
 		c.Semantic.Qdrant.Addr = v
 		c.Semantic.Index = "qdrant"
@@ -548,6 +572,11 @@ func (c *Config) Validate() error {
 	if b := c.Degrade.Breaker; b.FailureRatio < 0 || b.FailureRatio > 1 || b.MinRequests < 0 || b.Consecutive < 0 ||
 		b.Window.D() < 0 || b.BaseOpen.D() < 0 || b.MaxOpen.D() < 0 {
 		bad("degrade.breaker: failure_ratio in [0, 1], counts and durations not negative")
+	}
+	for i, t := range c.AdminTokens {
+		if t.Name == "" || len(t.Token) < 16 {
+			bad("admin_tokens[%d] %q: a name and a token of at least 16 characters are required", i, t.Name)
+		}
 	}
 	backupNames := map[string]bool{"primary": true}
 	for i, b := range c.Backups {

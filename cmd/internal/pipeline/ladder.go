@@ -187,9 +187,6 @@ func (p *Pipeline) journal(r *http.Request, pd *pending, rung string, f *Failure
 		Rung: rung, Reason: reasonOf(f), Status: status, RetryAfter: retryAfter, Failure: f,
 		CacheKey: string(pd.key), Lane: r.Header.Get("X-Edgecache-Lane"),
 	}
-	if rid := r.Context().Value(requestIDKey{}); rid != nil {
-		d.RequestID, _ = rid.(string)
-	}
 	if pd.req != nil {
 		d.Model = pd.req.Model
 	}
@@ -203,14 +200,6 @@ func (p *Pipeline) journal(r *http.Request, pd *pending, rung string, f *Failure
 		more(d)
 	}
 	p.cfg.Journal.Degraded(d)
-}
-
-// requestIDKey carries the request id the server assigned.
-type requestIDKey struct{}
-
-// WithRequestID returns ctx carrying the request id, for the journal.
-func WithRequestID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, requestIDKey{}, id)
 }
 
 func reasonOf(f *Failure) string {

@@ -5,11 +5,14 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync/atomic"
 
@@ -48,9 +51,43 @@ func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, log *slo
 // Readiness reports the state of dependencies for /readyz.
 type Readiness func() map[string]any
 
-// Admin builds the admin handler: /healthz, /readyz and /metrics.
-func Admin(metrics http.Handler, ready Readiness, log *slog.Logger) http.Handler {
+// AdminAPI answers the operator endpoints. Query errors that are the
+// caller's fault are *BadQuery.
+type AdminAPI interface {
+	// Upstreams reports each target's breaker, limiter and cooldown state.
+	Upstreams() any
+	// Degradations queries the journal with the request's query string.
+	Degradations(ctx context.Context, q url.Values) (any, error)
+}
+
+// BadQuery is an admin query the caller got wrong (400).
+type BadQuery struct{ Msg string }
+
+func (e *BadQuery) Error() string { return e.Msg }
+
+// Admin builds the admin handler: /healthz, /readyz, /metrics and the
+// operator API under /admin.
+//
+// Operator endpoints go through auth: on a listener that is not loopback
+// they need a named bearer token.
+func Admin(metrics http.Handler, ready Readiness, api AdminAPI, auth *AdminAuth, log *slog.Logger) http.Handler {
 	e := newEcho(log)
+	if api != nil {
+		g := e.Group("/admin", auth.middleware())
+		g.GET("/upstreams", func(c echo.Context) error { return c.JSON(http.StatusOK, api.Upstreams()) })
+		g.GET("/degradations", func(c echo.Context) error {
+			v, err := api.Degradations(c.Request().Context(), c.QueryParams())
+			var bq *BadQuery
+			switch {
+			case errors.As(err, &bq):
+				openai.WriteError(c.Response(), http.StatusBadRequest, 0, openai.NewError(openai.TypeInvalidRequest, "invalid_query", "", bq.Msg))
+				return nil
+			case err != nil:
+				return err
+			}
+			return c.JSON(http.StatusOK, v)
+		})
+	}
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -141,6 +178,8 @@ func requestID() echo.MiddlewareFunc {
 			id := c.Request().Header.Get("X-Request-Id")
 			if id == "" || len(id) > 128 {
 				id = pfx + strconv.FormatUint(n.Add(1), 36)
+				// Also on the request: the upstream and the journal see it.
+				c.Request().Header.Set("X-Request-Id", id)
 			}
 			c.Response().Header().Set("X-Request-Id", id)
 			return next(c)

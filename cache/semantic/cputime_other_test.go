@@ -1,0 +1,6 @@
+//go:build !linux
+
+package semantic
+
+// threadCPU is unavailable here: CPU-time metrics report zero.
+func threadCPU() int64 { return 0 }

@@ -1,0 +1,257 @@
+package verify
+
+import "math"
+
+// Features are what the verifier measures about a query and a candidate.
+// Every field is zero (Cosine and Jaccard: one) for two identical texts.
+type Features struct {
+	Cosine float32 // embedding cosine, clamped to [-1, 1]
+
+	Jaccard   float32 // content stems in common / content stems in either
+	OnlyMax   float32 // content words on one side only: the larger side's count
+	OnlyMin   float32 // ... and the smaller side's: words swapped for others
+	OnlyLong  float32 // one-side content words of 7 or more letters (specific terms)
+	Order     float32 // 1 − Jaccard of adjacent content-word pairs: reordered or changed phrases
+	LenRatio  float32 // |ln(words in query / words in candidate)|
+	NumDiff   float32 // both sides have numbers and they differ
+	NumOne    float32 // numbers on one side only
+	Negation  float32 // one side is negated an odd number of times more
+	Entity    float32 // likely names (capitalised words, acronyms) on one side only
+	QuestionY float32 // "why" against another question word
+	QuestionW float32 // when/where/who against another question word
+	QuestionQ float32 // how many/much against another question word
+	QuestionO float32 // other question-word differences (yes/no against what/how, ...)
+}
+
+// Extract measures query against candidate. It is what Score computes
+// before applying the model; it is exported for fitting models (see
+// cmd/internal/eval) and for explaining scores.
+func (v *Verifier) Extract(query, candidate string, cosine float32) Features {
+	s := v.get()
+	defer v.put(s)
+	return s.features(query, candidate, cosine)
+}
+
+func (s *scratch) features(query, candidate string, cosine float32) Features {
+	s.buf = s.buf[:0]
+	s.tokenize(query, &s.q)
+	s.tokenize(candidate, &s.c)
+	var f Features
+	switch {
+	case cosine != cosine: // NaN
+		f.Cosine = 0
+	case cosine > 1:
+		f.Cosine = 1
+	case cosine < -1:
+		f.Cosine = -1
+	default:
+		f.Cosine = cosine
+	}
+	q, c := &s.q, &s.c
+
+	// Content words, each distinct stem once per side.
+	nq, oq, lq := s.unmatched(q, c)
+	nc, oc, lc := s.unmatched(c, q)
+	shared := float32(nq-oq+nc-oc) / 2
+	if union := shared + float32(oq+oc); union > 0 {
+		f.Jaccard = shared / union
+	} else {
+		f.Jaccard = 1
+	}
+	f.OnlyMax = float32(min(max(oq, oc), 6))
+	f.OnlyMin = float32(min(min(oq, oc), 6))
+	f.OnlyLong = float32(min(lq+lc, 4))
+	f.Order = 1 - s.bigramJaccard()
+	wq, wc := max(q.words, 1), max(c.words, 1)
+	f.LenRatio = float32(math.Abs(math.Log(float64(wq) / float64(wc))))
+
+	// Numbers.
+	hq, hc := hasKind(q, kindNumber), hasKind(c, kindNumber)
+	switch {
+	case hq && hc:
+		if !sameSet(q, c, kindNumber) {
+			f.NumDiff = 1
+		}
+	case hq != hc:
+		f.NumOne = 1
+	}
+
+	// Negation parity.
+	if countKind(q, kindNegation)%2 != countKind(c, kindNegation)%2 {
+		f.Negation = 1
+	}
+
+	// Names on one side only.
+	f.Entity = float32(min(s.entitiesOnly(q, c)+s.entitiesOnly(c, q), 3))
+
+	// Question type.
+	cq, cc := questionClass(s, q), questionClass(s, c)
+	if cq != cc && cq != qNone && cc != qNone {
+		switch {
+		case cq == qWhy || cc == qWhy:
+			f.QuestionY = 1
+		case cq == qWhen || cq == qWhere || cq == qWho || cc == qWhen || cc == qWhere || cc == qWho:
+			f.QuestionW = 1
+		case cq == qQuantity || cc == qQuantity:
+			f.QuestionQ = 1
+		case (cq == qWhat && cc == qHow) || (cq == qHow && cc == qWhat):
+			// "What is the best way to…" asks "How do I…": no difference.
+		default:
+			f.QuestionO = 1
+		}
+	}
+	return f
+}
+
+// unmatched counts a's distinct content stems (n), those with no match in
+// b (only), and how many of those are long (7+ bytes).
+func (s *scratch) unmatched(a, b *side) (n, only, long int) {
+	for i, t := range a.toks {
+		if t.kind != kindContent || seenBefore(a, i) {
+			continue
+		}
+		n++
+		if !s.matches(t, b) {
+			only++
+			if t.end-t.start >= 7 {
+				long++
+			}
+		}
+	}
+	return n, only, long
+}
+
+// seenBefore reports whether a.toks[i]'s stem occurred earlier in a.
+func seenBefore(a *side, i int) bool {
+	h := a.toks[i].hash
+	for _, t := range a.toks[:i] {
+		if t.hash == h {
+			return true
+		}
+	}
+	return false
+}
+
+// matches reports whether t occurs in b: the same stem, or one stem is a
+// prefix of the other ("popular", "popularity") when the shorter has at
+// least 5 bytes and they differ by at most 4.
+func (s *scratch) matches(t token, b *side) bool {
+	for _, u := range b.toks {
+		if u.hash == t.hash {
+			return true
+		}
+	}
+	ts := s.stem(t)
+	if len(ts) < 5 {
+		return false
+	}
+	for _, u := range b.toks {
+		if u.kind != kindContent {
+			continue
+		}
+		us := s.stem(u)
+		short, long := ts, us
+		if len(short) > len(long) {
+			short, long = long, short
+		}
+		if len(short) >= 5 && len(long)-len(short) <= 4 && string(long[:len(short)]) == string(short) {
+			return true
+		}
+	}
+	return false
+}
+
+// entitiesOnly counts a's distinct likely names that b does not contain
+// in any case.
+func (s *scratch) entitiesOnly(a, b *side) int {
+	n := 0
+	for i, t := range a.toks {
+		if t.entity && !seenBefore(a, i) && !s.matches(t, b) {
+			n++
+		}
+	}
+	return n
+}
+
+// bigramJaccard compares the pairs of consecutive content words (stop
+// words skipped) of the two sides; two sides without pairs compare as 1.
+func (s *scratch) bigramJaccard() float32 {
+	var bq, bc [maxTokens]uint64
+	nq := bigrams(&s.q, bq[:0])
+	nc := bigrams(&s.c, bc[:0])
+	if len(nq) == 0 && len(nc) == 0 {
+		return 1
+	}
+	inter := 0
+	for _, x := range nq {
+		for _, y := range nc {
+			if x == y {
+				inter++
+				break
+			}
+		}
+	}
+	union := len(nq) + len(nc) - inter
+	if union <= 0 {
+		return 1
+	}
+	return float32(inter) / float32(union)
+}
+
+func bigrams(sd *side, out []uint64) []uint64 {
+	prev := uint64(0)
+	for _, t := range sd.toks {
+		if t.kind != kindContent && t.kind != kindNumber {
+			continue
+		}
+		if prev != 0 {
+			out = append(out, prev*31+t.hash)
+		}
+		prev = t.hash
+	}
+	return out
+}
+
+func hasKind(sd *side, k uint8) bool {
+	for _, t := range sd.toks {
+		if t.kind == k {
+			return true
+		}
+	}
+	return false
+}
+
+func countKind(sd *side, k uint8) int {
+	n := 0
+	for _, t := range sd.toks {
+		if t.kind == k {
+			n++
+		}
+	}
+	return n
+}
+
+// sameSet reports whether the distinct tokens of kind k are the same on
+// both sides.
+func sameSet(a, b *side, k uint8) bool {
+	return subset(a, b, k) && subset(b, a, k)
+}
+
+func subset(a, b *side, k uint8) bool {
+	for _, t := range a.toks {
+		if t.kind != k {
+			continue
+		}
+		found := false
+		for _, u := range b.toks {
+			if u.kind == k && u.hash == t.hash {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,136 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/edgecache/edgecache/cmd/internal/pipeline"
+	"github.com/edgecache/edgecache/cmd/internal/server"
+	"github.com/edgecache/edgecache/degrade"
+	"github.com/edgecache/edgecache/degrade/journal"
+	"github.com/edgecache/edgecache/templates"
+)
+
+// journalSink adapts the pipeline's degraded answers to journal records.
+type journalSink struct{ j *journal.Journal }
+
+// Degraded implements pipeline.Journal.
+func (s journalSink) Degraded(d *pipeline.Degraded) {
+	r := journal.Record{
+		Time: d.Time, RequestID: d.RequestID, Tenant: d.Tenant, Lane: d.Lane, Route: d.Route,
+		ModelRequested: d.Model, Rung: journal.Rung(d.Rung), Reason: d.Reason, Status: d.Status,
+		RetryAfterSeconds: int((d.RetryAfter + time.Second - 1) / time.Second), BytesStreamed: d.BytesStreamed,
+	}
+	if f := d.Failure; f != nil {
+		r.UpstreamStatus, r.ErrorClass, r.BreakerState = f.Status, f.Reason, f.Breaker
+		for _, a := range f.Attempts {
+			r.Attempts = append(r.Attempts, journal.Attempt{Target: a.Target, Status: a.Status,
+				TTFTMillis: a.TTFT.Milliseconds(), DurationMillis: a.Duration.Milliseconds(),
+				RetryAfterSeconds: int(a.RetryAfter / time.Second), Error: a.Err})
+			r.Upstream = a.Target
+		}
+	}
+	if d.CacheKey != "" || d.Similarity > 0 || d.CacheAge > 0 {
+		r.Cache = &journal.Cache{Key: d.CacheKey, AgeSeconds: int64(d.CacheAge / time.Second), Similarity: d.Similarity}
+	}
+	if d.SDKRetryCount > 0 || d.ClientTimeout > 0 {
+		r.Client = &journal.Client{SDKRetryCount: d.SDKRetryCount, TimeoutMillis: d.ClientTimeout.Milliseconds()}
+	}
+	s.j.Record(r)
+}
+
+// adminAPI implements server.AdminAPI.
+type adminAPI struct {
+	targets []*pipeline.Target
+	journal *journal.Journal
+}
+
+type upstreamView struct {
+	Target          string                `json:"target"`
+	Breaker         degrade.BreakerStatus `json:"breaker"`
+	RequestsActive  int64                 `json:"requests_in_flight"`
+	RetriesInFlight int64                 `json:"retries_in_flight"`
+	CooldownSeconds float64               `json:"cooldown_remaining_s"`
+}
+
+// Upstreams implements server.AdminAPI.
+func (a *adminAPI) Upstreams() any {
+	out := make([]upstreamView, 0, len(a.targets))
+	for _, t := range a.targets {
+		req, ret := t.Budget.InFlight()
+		out = append(out, upstreamView{Target: t.Name, Breaker: t.Breaker.Status(), RequestsActive: req,
+			RetriesInFlight: ret, CooldownSeconds: t.Breaker.Remaining().Seconds()})
+	}
+	return map[string]any{"upstreams": out}
+}
+
+// Degradations implements server.AdminAPI: since/until take RFC 3339 times
+// or durations back from now ("1h"); route, tenant, rung, reason filter
+// exactly; limit caps the newest-first list.
+func (a *adminAPI) Degradations(ctx context.Context, v url.Values) (any, error) {
+	q, err := parseJournalQuery(v, time.Now())
+	if err != nil {
+		return nil, &server.BadQuery{Msg: err.Error()}
+	}
+	recs, err := a.journal.Query(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if recs == nil {
+		recs = []journal.Record{}
+	}
+	return map[string]any{"degradations": recs, "count": len(recs)}, nil
+}
+
+func parseJournalQuery(v url.Values, now time.Time) (journal.Query, error) {
+	q := journal.Query{Route: v.Get("route"), Tenant: v.Get("tenant"), Rung: journal.Rung(v.Get("rung")), Reason: v.Get("reason")}
+	parseTime := func(name string) (time.Time, error) {
+		s := v.Get(name)
+		if s == "" {
+			return time.Time{}, nil
+		}
+		if d, err := time.ParseDuration(s); err == nil {
+			return now.Add(-d), nil
+		}
+		t, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("%s=%q: want an RFC 3339 time or a duration such as 1h", name, s)
+		}
+		return t, nil
+	}
+	var err error
+	if q.Since, err = parseTime("since"); err != nil {
+		return q, err
+	}
+	if q.Until, err = parseTime("until"); err != nil {
+		return q, err
+	}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 10000 {
+			return q, fmt.Errorf("limit=%q: want 1..10000", s)
+		}
+		q.Limit = n
+	}
+	return q, nil
+}
+
+// templateWords adapts the templates watcher to pipeline.Templates.
+type templateWords struct{ w *templates.Watcher }
+
+func (t templateWords) Lang(text string) string { return templates.DetectLang(text) }
+
+func (t templateWords) Match(route, lang, text string) (string, string, bool) {
+	m, ok := t.w.Current().Match(route, lang, text)
+	if !ok {
+		return "", "", false
+	}
+	return m.Text, m.ID, true
+}
+
+func (t templateWords) Busy(route, lang string, retryAfter time.Duration, reason string) string {
+	return t.w.Current().Busy(route, lang, retryAfter, reason)
+}

@@ -1,0 +1,169 @@
+package eval
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/edgecache/edgecache/embed"
+)
+
+// diskCache wraps an embedder with an append-only file of vectors keyed by
+// a hash of the text, so that repeated evaluation runs (tuning loops) embed
+// each text once. One file per embedder name: vectors of different models
+// never mix. It is a tool for evaluation, not for serving.
+//
+// File format: records of a 16-byte key (the first half of the text's
+// SHA-256), a little-endian uint32 dimension and that many little-endian
+// float32 values. A truncated last record (an interrupted run) is ignored
+// and overwritten.
+type diskCache struct {
+	inner embed.Embedder
+
+	mu   sync.Mutex
+	vecs map[[16]byte]embed.Vector
+	f    *os.File
+	w    *bufio.Writer
+}
+
+var _ embed.Embedder = (*diskCache)(nil)
+
+func openDiskCache(dir string, inner embed.Embedder) (*diskCache, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("embedding cache: %w", err)
+	}
+	name := strings.Map(func(r rune) rune {
+		if r == '/' || r == '\\' || r == ':' {
+			return '_'
+		}
+		return r
+	}, inner.Name())
+	path := filepath.Join(dir, name+".vec")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("embedding cache: %w", err)
+	}
+	d := &diskCache{inner: inner, vecs: make(map[[16]byte]embed.Vector), f: f}
+	good, err := d.load(inner.Dim())
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("embedding cache %s: %w", path, err)
+	}
+	if err := f.Truncate(good); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("embedding cache: %w", err)
+	}
+	if _, err := f.Seek(good, io.SeekStart); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("embedding cache: %w", err)
+	}
+	d.w = bufio.NewWriterSize(f, 1<<20)
+	return d, nil
+}
+
+// load reads every complete record and returns the offset after the last.
+func (d *diskCache) load(dim int) (int64, error) {
+	r := bufio.NewReaderSize(d.f, 1<<20)
+	var off int64
+	var head [20]byte
+	for {
+		if _, err := io.ReadFull(r, head[:]); err != nil {
+			return off, nil // EOF or a truncated record
+		}
+		n := int(binary.LittleEndian.Uint32(head[16:]))
+		if n != dim {
+			return 0, fmt.Errorf("record of dimension %d, embedder has %d", n, dim)
+		}
+		buf := make([]byte, 4*n)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return off, nil
+		}
+		v := make(embed.Vector, n)
+		for i := range v {
+			v[i] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*i:]))
+		}
+		var k [16]byte
+		copy(k[:], head[:16])
+		d.vecs[k] = v
+		off += int64(len(head) + len(buf))
+	}
+}
+
+func textKey(s string) [16]byte {
+	h := sha256.Sum256([]byte(s))
+	var k [16]byte
+	copy(k[:], h[:16])
+	return k
+}
+
+func (d *diskCache) Name() string { return d.inner.Name() }
+func (d *diskCache) Dim() int     { return d.inner.Dim() }
+
+// Embed answers known texts from the file and embeds (and appends) the rest.
+func (d *diskCache) Embed(ctx context.Context, texts []string) ([]embed.Vector, error) {
+	out := make([]embed.Vector, len(texts))
+	var missing []string
+	var at []int
+	d.mu.Lock()
+	for i, t := range texts {
+		if v, ok := d.vecs[textKey(t)]; ok {
+			out[i] = v
+			continue
+		}
+		missing, at = append(missing, t), append(at, i)
+	}
+	d.mu.Unlock()
+	if len(missing) == 0 {
+		return out, nil
+	}
+	vs, err := d.inner.Embed(ctx, missing)
+	if err != nil {
+		return nil, err
+	}
+	if len(vs) != len(missing) {
+		return nil, errors.New("embedding cache: embedder returned the wrong number of vectors")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var rec []byte
+	for j, v := range vs {
+		out[at[j]] = v
+		k := textKey(missing[j])
+		if _, ok := d.vecs[k]; ok {
+			continue
+		}
+		d.vecs[k] = v
+		rec = append(rec[:0], k[:]...)
+		rec = binary.LittleEndian.AppendUint32(rec, uint32(len(v)))
+		for _, x := range v {
+			rec = binary.LittleEndian.AppendUint32(rec, math.Float32bits(x))
+		}
+		if _, err := d.w.Write(rec); err != nil {
+			return nil, fmt.Errorf("embedding cache: %w", err)
+		}
+	}
+	if err := d.w.Flush(); err != nil {
+		return nil, fmt.Errorf("embedding cache: %w", err)
+	}
+	return out, nil
+}
+
+// Close flushes and closes the file.
+func (d *diskCache) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err := d.w.Flush()
+	if cerr := d.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,137 @@
+package eval
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/edgecache/edgecache/embed"
+	"github.com/edgecache/edgecache/embed/lexical"
+	"github.com/edgecache/edgecache/embed/local"
+)
+
+// DefaultModelDir is where `make model` puts USE-lite.
+const DefaultModelDir = "models/use-lite"
+
+// openEmbedder returns the embedder named by o (falling back to lexical,
+// loudly, when the USE-lite model cannot be loaded, as the server does) and
+// a function that releases it.
+func openEmbedder(o *options, stderr io.Writer) (embed.Embedder, func() error, error) {
+	var e embed.Embedder
+	switch o.embedder {
+	case "lexical":
+		e = lexical.New(0)
+	case "use-lite":
+		m, err := local.Load(o.modelDir)
+		if err != nil {
+			fmt.Fprintf(stderr, "eval: cannot load the USE-lite model from %s (%v); run `make model`. Falling back to the lexical embedder.\n", o.modelDir, err)
+			e = lexical.New(0)
+		} else {
+			e = m
+		}
+	default:
+		return nil, nil, fmt.Errorf("--embedder %q: want use-lite or lexical", o.embedder)
+	}
+	b := embed.NewBatcher(e, o.workers, 32)
+	var top embed.Embedder = b
+	closeFn := func() error { b.Close(); return nil }
+	if o.cacheDir != "" {
+		d, err := openDiskCache(o.cacheDir, b)
+		if err != nil {
+			b.Close()
+			return nil, nil, err
+		}
+		top = d
+		closeFn = func() error { err := d.Close(); b.Close(); return err }
+	}
+	return top, closeFn, nil
+}
+
+// modelDir picks the model directory: the flag when given, then
+// EDGECACHE_MODEL_DIR, then DefaultModelDir.
+func modelDir(flagValue string, flagSet bool) string {
+	if flagSet {
+		return flagValue
+	}
+	if d := os.Getenv("EDGECACHE_MODEL_DIR"); d != "" {
+		return d
+	}
+	return DefaultModelDir
+}
+
+// embedPairs embeds every distinct text of pairs once and returns the
+// vectors of each pair's A and B texts.
+func embedPairs(ctx context.Context, e embed.Embedder, pairs []Pair, workers int, stderr io.Writer) (va, vb []embed.Vector, err error) {
+	index := make(map[string]int, 2*len(pairs))
+	var texts []string
+	at := func(s string) int {
+		i, ok := index[s]
+		if !ok {
+			i = len(texts)
+			index[s] = i
+			texts = append(texts, s)
+		}
+		return i
+	}
+	ia, ib := make([]int, len(pairs)), make([]int, len(pairs))
+	for i, p := range pairs {
+		ia[i], ib[i] = at(p.A), at(p.B)
+	}
+	vecs, err := embedAll(ctx, e, texts, workers, newProgress(stderr, "embedding", len(texts)))
+	if err != nil {
+		return nil, nil, err
+	}
+	va, vb = make([]embed.Vector, len(pairs)), make([]embed.Vector, len(pairs))
+	for i := range pairs {
+		va[i], vb[i] = vecs[ia[i]], vecs[ib[i]]
+	}
+	return va, vb, nil
+}
+
+// embedAll embeds texts in chunks from a few goroutines, so that the
+// batcher's workers stay busy.
+func embedAll(ctx context.Context, e embed.Embedder, texts []string, workers int, bar *progress) ([]embed.Vector, error) {
+	const chunk = 64
+	out := make([]embed.Vector, len(texts))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	var firstErr error
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range max(2*workers, 2) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				lo := int(next.Add(chunk)) - chunk
+				if lo >= len(texts) || ctx.Err() != nil {
+					return
+				}
+				hi := min(lo+chunk, len(texts))
+				vs, err := e.Embed(ctx, texts[lo:hi])
+				if err == nil && len(vs) != hi-lo {
+					err = fmt.Errorf("embedder %s returned %d vectors for %d texts", e.Name(), len(vs), hi-lo)
+				}
+				if err != nil {
+					once.Do(func() { firstErr = err; cancel() })
+					return
+				}
+				copy(out[lo:hi], vs)
+				bar.Add(hi - lo)
+			}
+		}()
+	}
+	wg.Wait()
+	bar.Finish()
+	if firstErr != nil {
+		return nil, fmt.Errorf("embed: %w", firstErr)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -1,0 +1,378 @@
+// Package eval is `edgecache eval`: it scores a file of labelled prompt
+// pairs through the embedder, the embedded semantic index and the
+// verification stage the server uses, and reports the precision and recall
+// of semantic hits.
+//
+// Two scorings (see SEMANTIC.md). Cache mode inserts every text_a into one
+// partition of the embedded index and queries it with every text_b,
+// retrieving verify.Candidates neighbours above verify.MinCosine and serving
+// the one the verifier scores highest when that score reaches the
+// threshold; a hit is correct only when it returns the text_a of the same
+// pair and the pair is a duplicate (precision = correct hits / hits, recall
+// = correct hits / duplicate pairs). Because one question can appear in
+// several pairs, a second count treats a hit as correct when the returned
+// text equals the pair's text_a ignoring case ("same text"). Pairwise mode
+// scores each pair on its own and adds the ROC-AUC of the score and of the
+// cosine.
+package eval
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/edgecache/edgecache/cache/semantic/verify"
+)
+
+type options struct {
+	pairs     string
+	mode      string
+	embedder  string
+	modelDir  string
+	threshold float64
+	thrSet    bool
+	limit     int
+	sweep     bool
+	json      bool
+	noVerify  bool
+	cacheDir  string
+	workers   int
+
+	fit          bool
+	fitLabel     string
+	fitPrecision float64
+	fitMinCos    float32
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: edgecache eval --pairs FILE [flags]")
+		fmt.Fprintln(stderr, "Scores label<TAB>text_a<TAB>text_b pairs through the embedder, semantic index and verifier the server uses.")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.pairs, "pairs", "", "pairs file: label<TAB>text_a<TAB>text_b, header line optional (required)")
+	fs.StringVar(&o.mode, "mode", "cache", "cache (insert every text_a, query every text_b) or pairwise")
+	fs.StringVar(&o.embedder, "embedder", "use-lite", "use-lite or lexical")
+	fs.StringVar(&o.modelDir, "model-dir", DefaultModelDir, "USE-lite model directory (default also from EDGECACHE_MODEL_DIR)")
+	fs.Float64Var(&o.threshold, "threshold", 0, "minimum score of a hit (default: the verifier's default for the embedder)")
+	fs.IntVar(&o.limit, "limit", 0, "score only the first N pairs (0: all)")
+	fs.BoolVar(&o.sweep, "sweep", false, "also print precision, recall and hits over a range of thresholds")
+	fs.BoolVar(&o.json, "json", false, "print one JSON object on stdout instead of tables")
+	fs.BoolVar(&o.noVerify, "no-verify", false, "cosine only: skip the verification stage")
+	fs.StringVar(&o.cacheDir, "cache-dir", "", "keep embeddings in this directory across runs (off when empty)")
+	fs.IntVar(&o.workers, "workers", runtime.GOMAXPROCS(0), "embedding and query goroutines")
+	fs.BoolVar(&o.fit, "fit", false, "maintainers: fit the verifier's model for the embedder on a split of the file and print it as Go")
+	fs.StringVar(&o.fitLabel, "fit-label", "known", "with --fit: positive candidates are the pair's own text_a (own), the same text (same) or any known duplicate (known)")
+	fs.Float64Var(&o.fitPrecision, "fit-precision", 0.92, "with --fit: the training precision the threshold must reach")
+	var fitMinCos float64
+	fs.Float64Var(&fitMinCos, "fit-min-cosine", 0.5, "with --fit: the retrieval pre-filter while fitting")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.thrSet = set["threshold"]
+	o.fitMinCos = float32(fitMinCos)
+	o.modelDir = modelDir(o.modelDir, set["model-dir"])
+	switch {
+	case fs.NArg() > 0:
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	case o.pairs == "":
+		return nil, errors.New("--pairs FILE is required")
+	case o.mode != "cache" && o.mode != "pairwise":
+		return nil, fmt.Errorf("--mode %q: want cache or pairwise", o.mode)
+	case o.embedder != "use-lite" && o.embedder != "lexical":
+		return nil, fmt.Errorf("--embedder %q: want use-lite or lexical", o.embedder)
+	case o.limit < 0:
+		return nil, fmt.Errorf("--limit %d: must not be negative", o.limit)
+	case o.workers < 1:
+		return nil, fmt.Errorf("--workers %d: must be positive", o.workers)
+	case o.fitLabel != "own" && o.fitLabel != "same" && o.fitLabel != "known":
+		return nil, fmt.Errorf("--fit-label %q: want own, same or known", o.fitLabel)
+	}
+	return o, nil
+}
+
+// Report is the result of one evaluation; --json prints it.
+type Report struct {
+	File       string  `json:"file"`
+	Mode       string  `json:"mode"`
+	Embedder   string  `json:"embedder"`
+	Verify     bool    `json:"verify"`
+	Threshold  float64 `json:"threshold"`
+	Candidates int     `json:"candidates"` // neighbours retrieved per query (k)
+	MinCosine  float64 `json:"min_cosine"` // retrieval pre-filter
+	Pairs      int     `json:"pairs"`
+	Duplicates int     `json:"duplicates"`
+	BadLines   int     `json:"bad_lines"`
+
+	// The headline, at Threshold: in cache mode by SEMANTIC.md's literal
+	// definition (a hit is correct when it returns the pair's own text_a
+	// and the pair is a duplicate; recall is over duplicate pairs), in
+	// pairwise mode by the pair's label.
+	Hits      int     `json:"hits"`
+	Correct   int     `json:"correct"`
+	Precision float64 `json:"precision"`
+	Recall    float64 `json:"recall"`
+
+	// Rows are the headline and the other ways to count, each also for
+	// cosine alone at the threshold reaching the same recall.
+	Rows []Row `json:"rows"`
+
+	// AUC and CosineAUC (pairwise mode) are the ROC areas of the score and
+	// of the cosine alone over all pairs.
+	AUC       float64 `json:"auc,omitempty"`
+	CosineAUC float64 `json:"cosine_auc,omitempty"`
+
+	// Reasons counts the verifier's reasons for queries whose best
+	// candidate scored under the threshold.
+	Reasons map[string]int `json:"reasons,omitempty"`
+
+	Sweep []SweepRow `json:"sweep,omitempty"`
+
+	EmbedSeconds float64 `json:"embed_seconds"`
+	Seconds      float64 `json:"seconds"`
+}
+
+// Row is one way of counting at one threshold.
+type Row struct {
+	// Count is what makes a hit correct: "own text_a" (SEMANTIC.md),
+	// "same text" (a text equal to the pair's text_a ignoring case, even
+	// if inserted for another pair), "known duplicate" (any text the
+	// file's labels make a duplicate of the query, transitively; recall
+	// over queries that have one stored) or "pair label" (pairwise).
+	Count string `json:"count"`
+	// Score is "verifier" or "cosine" (--no-verify), or "cosine, same
+	// recall": nearest neighbour by cosine at the highest threshold
+	// reaching the row above's recall.
+	Score string `json:"score"`
+	Counts
+}
+
+// SweepRow is the headline and the known-duplicate count at a threshold.
+type SweepRow struct {
+	Counts
+	KnownPrecision float64 `json:"known_precision,omitempty"`
+	KnownRecall    float64 `json:"known_recall,omitempty"`
+}
+
+// Main runs `edgecache eval` with args (without the subcommand's name).
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	start := time.Now()
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("eval: %w", err)
+	}
+
+	f, err := os.Open(o.pairs)
+	if err != nil {
+		return fmt.Errorf("eval: %w", err)
+	}
+	pairs, bad, err := ReadPairs(f)
+	f.Close()
+	for _, b := range bad {
+		fmt.Fprintf(stderr, "%s:%d: %s\n", o.pairs, b.Line, b.Msg)
+	}
+	if err != nil {
+		return fmt.Errorf("eval: %s: %w", o.pairs, err)
+	}
+	if len(bad) > 0 {
+		fmt.Fprintf(stderr, "eval: skipped %d bad line(s)\n", len(bad))
+	}
+	if o.limit > 0 && o.limit < len(pairs) {
+		pairs = pairs[:o.limit]
+	}
+
+	emb, closeEmb, err := openEmbedder(o, stderr)
+	if err != nil {
+		return fmt.Errorf("eval: %w", err)
+	}
+	defer closeEmb()
+	name := emb.Name()
+
+	t0 := time.Now()
+	va, vb, err := embedPairs(ctx, emb, pairs, o.workers, stderr)
+	if err != nil {
+		return fmt.Errorf("eval: %w", err)
+	}
+	embedSecs := time.Since(t0).Seconds()
+
+	if o.fit {
+		return runFit(ctx, o, pairs, va, vb, name, stdout, stderr)
+	}
+
+	v := verify.NewFor(name)
+	thr := verify.DefaultThreshold(name)
+	if o.noVerify {
+		thr = verify.DefaultCosineThreshold(name)
+	}
+	if o.thrSet {
+		thr = float32(o.threshold)
+	}
+
+	var outs []outcome
+	if o.mode == "cache" {
+		outs, err = scoreCache(ctx, pairs, va, vb, name, v, o.noVerify, o.workers, stderr)
+	} else {
+		outs, err = scorePairs(ctx, pairs, va, vb, name, v, o.noVerify, o.workers)
+	}
+	if err != nil {
+		return fmt.Errorf("eval: %w", err)
+	}
+
+	r := buildReport(o, name, pairs, outs, thr)
+	r.BadLines = len(bad)
+	r.EmbedSeconds = round4(embedSecs)
+	r.Seconds = round4(time.Since(start).Seconds())
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	return writeTables(stdout, r)
+}
+
+func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr float32) *Report {
+	r := &Report{
+		File:       o.pairs,
+		Mode:       o.mode,
+		Embedder:   name,
+		Verify:     !o.noVerify,
+		Threshold:  round4(float64(thr)),
+		Candidates: verify.Candidates,
+		MinCosine:  round4(float64(verify.MinCosine(name))),
+		Pairs:      len(pairs),
+	}
+	for _, p := range pairs {
+		if p.Duplicate {
+			r.Duplicates++
+		}
+	}
+	score := "verifier"
+	if o.noVerify {
+		score = "cosine"
+	}
+	defs := []definition{defOwn, defSame, defKnown}
+	if o.mode == "pairwise" {
+		r.Candidates = 1
+		defs = defs[:1]
+	}
+	for _, d := range defs {
+		c := countAt(outs, thr, d, false)
+		name := defName(d)
+		if o.mode == "pairwise" {
+			name = "pair label"
+		}
+		r.Rows = append(r.Rows, Row{Count: name, Score: score, Counts: c})
+		if !o.noVerify {
+			r.Rows = append(r.Rows, Row{Count: name, Score: "cosine, same recall", Counts: atRecall(outs, d, c.Recall)})
+		}
+	}
+	h := r.Rows[0].Counts
+	r.Hits, r.Correct, r.Precision, r.Recall = h.Hits, h.Correct, h.Precision, h.Recall
+
+	if o.mode == "pairwise" {
+		scores, cos, dup := make([]float32, len(outs)), make([]float32, len(outs)), make([]bool, len(outs))
+		for i, x := range outs {
+			scores[i], cos[i], dup[i] = x.raw, x.rawCos, x.dup
+		}
+		r.AUC, r.CosineAUC = auc(scores, dup), auc(cos, dup)
+	}
+	if !o.noVerify {
+		r.Reasons = map[string]int{}
+		for _, x := range outs {
+			if x.v.score >= 0 && x.v.score < thr && x.v.reason != "" {
+				r.Reasons[x.v.reason]++
+			}
+		}
+	}
+	if o.sweep {
+		for _, t := range sweepThresholds(o.noVerify) {
+			row := SweepRow{Counts: countAt(outs, t, defOwn, false)}
+			if o.mode == "cache" {
+				k := countAt(outs, t, defKnown, false)
+				row.KnownPrecision, row.KnownRecall = k.Precision, k.Recall
+			}
+			r.Sweep = append(r.Sweep, row)
+		}
+	}
+	return r
+}
+
+// sweepThresholds covers the useful range of the score: coarse where
+// precision is low, fine near the top.
+func sweepThresholds(cosine bool) []float32 {
+	var ts []float32
+	lo := 5
+	if cosine {
+		lo = 50
+	}
+	for i := lo; i < 80; i += 5 {
+		ts = append(ts, float32(i)/100)
+	}
+	for i := 80; i < 100; i++ {
+		ts = append(ts, float32(i)/100)
+	}
+	return append(ts, 0.995, 0.999)
+}
+
+func writeTables(w io.Writer, r *Report) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	score := "verifier"
+	if !r.Verify {
+		score = "cosine only"
+	}
+	fmt.Fprintf(tw, "file\t%s\n", r.File)
+	fmt.Fprintf(tw, "mode\t%s (k=%d, min cosine %.2f)\n", r.Mode, r.Candidates, r.MinCosine)
+	fmt.Fprintf(tw, "embedder\t%s\n", r.Embedder)
+	fmt.Fprintf(tw, "score\t%s, threshold %.4g\n", score, r.Threshold)
+	fmt.Fprintf(tw, "pairs\t%d (%d duplicates, %d bad lines skipped)\n", r.Pairs, r.Duplicates, r.BadLines)
+	fmt.Fprintf(tw, "time\t%.1fs (embedding %.1fs)\n", r.Seconds, r.EmbedSeconds)
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "correct when\tscore\tthreshold\thits\tcorrect\tprecision\trecall\tof")
+	for _, x := range r.Rows {
+		fmt.Fprintf(tw, "%s\t%s\t%.4g\t%d\t%d\t%.4f\t%.4f\t%d\n", x.Count, x.Score, x.Threshold, x.Hits, x.Correct, x.Precision, x.Recall, x.Of)
+	}
+	if r.Mode == "pairwise" {
+		fmt.Fprintf(tw, "\nROC-AUC\t%s %.4f\tcosine %.4f\n", score, r.AUC, r.CosineAUC)
+	}
+	if len(r.Reasons) > 0 {
+		var parts []string
+		for _, k := range []string{"cosine", "content", "numbers", "negation", "entity", "question"} {
+			if n := r.Reasons[k]; n > 0 {
+				parts = append(parts, fmt.Sprintf("%s %d", k, n))
+			}
+		}
+		fmt.Fprintf(tw, "\nrejected best candidates by reason\t%s\n", strings.Join(parts, ", "))
+	}
+	if len(r.Sweep) > 0 {
+		fmt.Fprintln(tw)
+		if r.Mode == "cache" {
+			fmt.Fprintln(tw, "threshold\thits\tcorrect\tprecision\trecall\tknown-dup precision\tknown-dup recall")
+		} else {
+			fmt.Fprintln(tw, "threshold\thits\tcorrect\tprecision\trecall")
+		}
+		for _, c := range r.Sweep {
+			fmt.Fprintf(tw, "%.4g\t%d\t%d\t%.4f\t%.4f", c.Threshold, c.Hits, c.Correct, c.Precision, c.Recall)
+			if r.Mode == "cache" {
+				fmt.Fprintf(tw, "\t%.4f\t%.4f", c.KnownPrecision, c.KnownRecall)
+			}
+			fmt.Fprintln(tw)
+		}
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,347 @@
+package eval
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/edgecache/edgecache/cache/semantic"
+	"github.com/edgecache/edgecache/cache/semantic/verify"
+	"github.com/edgecache/edgecache/embed"
+)
+
+// Fitting (--fit) is how the verifier's built-in models were made: split
+// the file by connected question (so that no question is on both sides),
+// run the cache simulation on the training part with a low pre-filter,
+// fit a logistic model on the features of every retrieved candidate, pick
+// the threshold on the training part, and report on the test part. It
+// prints the model as Go to paste into cache/semantic/verify/model.go.
+
+// fitOptions tune --fit.
+type fitOptions struct {
+	testFrac  float64    // share of the questions held out for testing
+	precision float64    // the training precision the threshold must reach
+	label     definition // what counts as a positive candidate
+	l2        float64    // ridge penalty on the standardised weights
+	minCos    float32    // pre-filter while fitting
+}
+
+// splitByComponent assigns each pair to the test side (true) by a hash of
+// its connected component, where any pair (duplicate or not) connects its
+// two texts: no text is on both sides.
+func splitByComponent(pairs []Pair, testFrac float64) []bool {
+	l := &labels{ids: make(map[string]int32, 2*len(pairs))}
+	for _, p := range pairs {
+		l.union(l.id(p.A), l.id(p.B))
+	}
+	// Name each component by its smallest member text, stable across runs.
+	rep := make(map[int32]string)
+	for s, i := range l.ids {
+		r := l.find(i)
+		if cur, ok := rep[r]; !ok || s < cur {
+			rep[r] = s
+		}
+	}
+	test := make([]bool, len(pairs))
+	for i, p := range pairs {
+		h := fnv.New64a()
+		io.WriteString(h, rep[l.find(l.ids[normText(p.A)])])
+		test[i] = float64(h.Sum64()%10000)/10000 < testFrac
+	}
+	return test
+}
+
+func subset(pairs []Pair, va, vb []embed.Vector, keep []bool, want bool) ([]Pair, []embed.Vector, []embed.Vector) {
+	var p []Pair
+	var a, b []embed.Vector
+	for i := range pairs {
+		if keep[i] == want {
+			p, a, b = append(p, pairs[i]), append(a, va[i]), append(b, vb[i])
+		}
+	}
+	return p, a, b
+}
+
+type sample struct {
+	x     [verify.NumInputs]float32
+	label bool
+	query int // index of the query in its split
+}
+
+// candidates returns every retrieved candidate's inputs, labelled by d.
+func candidates(pairs []Pair, ms [][]semantic.Match, v *verify.Verifier, d definition) []sample {
+	lab := newLabels(pairs)
+	var out []sample
+	for i, p := range pairs {
+		for _, m := range ms[i] {
+			f := v.Extract(p.B, m.Text, m.Score)
+			var label bool
+			switch d {
+			case defOwn:
+				label = p.Duplicate && m.Key == strconv.Itoa(i)
+			case defSame:
+				label = p.Duplicate && normText(m.Text) == normText(p.A)
+			default:
+				label = lab.dup(p.B, m.Text)
+			}
+			out = append(out, sample{x: f.Inputs(), label: label, query: i})
+		}
+	}
+	return out
+}
+
+// fitLogistic fits a ridge-penalised logistic regression by Newton's
+// method on standardised inputs and returns the raw-scale weights.
+func fitLogistic(ss []sample, l2 float64) (bias float32, w [verify.NumInputs]float32) {
+	const n = verify.NumInputs
+	var mean, sd [n]float64
+	for _, s := range ss {
+		for j := range n {
+			mean[j] += float64(s.x[j])
+		}
+	}
+	for j := range n {
+		mean[j] /= float64(len(ss))
+	}
+	for _, s := range ss {
+		for j := range n {
+			d := float64(s.x[j]) - mean[j]
+			sd[j] += d * d
+		}
+	}
+	for j := range n {
+		sd[j] = math.Sqrt(sd[j] / float64(len(ss)))
+		if sd[j] < 1e-9 {
+			sd[j] = 1 // a constant input: its weight stays 0 under the penalty
+		}
+	}
+	const m = nb // weights then bias
+	beta := make([]float64, m)
+	z := make([]float64, m)
+	for iter := 0; iter < 50; iter++ {
+		var g [m]float64
+		var h [m][m]float64
+		for _, s := range ss {
+			for j := range n {
+				z[j] = (float64(s.x[j]) - mean[j]) / sd[j]
+			}
+			z[n] = 1
+			eta := 0.0
+			for j := range m {
+				eta += beta[j] * z[j]
+			}
+			p := 1 / (1 + math.Exp(-eta))
+			y := 0.0
+			if s.label {
+				y = 1
+			}
+			r, wt := y-p, p*(1-p)
+			for j := range m {
+				g[j] += r * z[j]
+				for k := j; k < m; k++ {
+					h[j][k] += wt * z[j] * z[k]
+				}
+			}
+		}
+		for j := range m {
+			for k := 0; k < j; k++ {
+				h[j][k] = h[k][j]
+			}
+		}
+		for j := range n {
+			g[j] -= l2 * beta[j]
+			h[j][j] += l2
+		}
+		step := solve(h, g)
+		maxStep := 0.0
+		for j := range m {
+			beta[j] += step[j]
+			maxStep = max(maxStep, math.Abs(step[j]))
+		}
+		if maxStep < 1e-7 {
+			break
+		}
+	}
+	b := beta[n]
+	for j := range n {
+		w[j] = float32(beta[j] / sd[j])
+		b -= beta[j] * mean[j] / sd[j]
+	}
+	return float32(b), w
+}
+
+// nb is the number of fitted parameters: the inputs' weights and a bias.
+const nb = verify.NumInputs + 1
+
+// solve returns x with a·x = b for a symmetric positive definite a
+// (Gaussian elimination with partial pivoting).
+func solve(a [nb][nb]float64, b [nb]float64) []float64 {
+	const m = nb
+	for c := range m {
+		p := c
+		for r := c + 1; r < m; r++ {
+			if math.Abs(a[r][c]) > math.Abs(a[p][c]) {
+				p = r
+			}
+		}
+		a[c], a[p] = a[p], a[c]
+		b[c], b[p] = b[p], b[c]
+		if math.Abs(a[c][c]) < 1e-12 {
+			continue
+		}
+		for r := c + 1; r < m; r++ {
+			f := a[r][c] / a[c][c]
+			for k := c; k < m; k++ {
+				a[r][k] -= f * a[c][k]
+			}
+			b[r] -= f * b[c]
+		}
+	}
+	x := make([]float64, m)
+	for r := m - 1; r >= 0; r-- {
+		s := b[r]
+		for k := r + 1; k < m; k++ {
+			s -= a[r][k] * x[k]
+		}
+		if math.Abs(a[r][r]) > 1e-12 {
+			x[r] = s / a[r][r]
+		}
+	}
+	return x
+}
+
+// lowestThreshold is the lowest score threshold at which the served hits
+// of os reach precision p under d (the threshold that keeps the most
+// recall), scanning from the top; 1 if none does.
+func lowestThreshold(os []outcome, d definition, p float64) float32 {
+	best := float32(1)
+	for t := float32(0.999); t >= 0.05; t -= 0.001 {
+		c := countAt(os, t, d, false)
+		if c.Hits >= 20 && c.Precision >= p {
+			best = t
+		}
+	}
+	return float32(math.Round(float64(best)*1000) / 1000)
+}
+
+func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector, name string, stdout, stderr io.Writer) error {
+	fo := fitOptions{testFrac: 0.3, precision: o.fitPrecision, label: defKnown, l2: 1, minCos: o.fitMinCos}
+	switch o.fitLabel {
+	case "own":
+		fo.label = defOwn
+	case "same":
+		fo.label = defSame
+	}
+	test := splitByComponent(pairs, fo.testFrac)
+	trP, trA, trB := subset(pairs, va, vb, test, false)
+	teP, teA, teB := subset(pairs, va, vb, test, true)
+	fmt.Fprintf(stdout, "split: %d training pairs, %d test pairs (by connected question, %.0f%% test)\n", len(trP), len(teP), 100*fo.testFrac)
+
+	base := verify.NewFor(name)
+	trM, err := retrieve(ctx, trP, trA, trB, name, fo.minCos, o.workers, stderr)
+	if err != nil {
+		return err
+	}
+	teM, err := retrieve(ctx, teP, teA, teB, name, fo.minCos, o.workers, stderr)
+	if err != nil {
+		return err
+	}
+	ss := candidates(trP, trM, base, fo.label)
+	pos := 0
+	for _, s := range ss {
+		if s.label {
+			pos++
+		}
+	}
+	fmt.Fprintf(stdout, "training candidates: %d (%d positive)\n", len(ss), pos)
+	bias, w := fitLogistic(ss, fo.l2)
+	m := base.Model()
+	m.Bias, m.Weights = bias, w
+
+	// Threshold on the training split, at the pre-filter used for fitting.
+	trOut := judgeAll(ctx, trP, trM, verify.NewModel(m), false, fo.minCos, o.workers)
+	m.Threshold = lowestThreshold(trOut, fo.label, fo.precision)
+	// Pre-filter: under the lowest cosine of a training hit, less 0.02.
+	lowest := float32(1)
+	for _, x := range trOut {
+		if x.v.score >= m.Threshold {
+			lowest = min(lowest, x.v.cos)
+		}
+	}
+	m.MinCosine = max(fo.minCos, float32(math.Floor(float64(lowest-0.02)*100)/100))
+	trOut = judgeAll(ctx, trP, trM, verify.NewModel(m), false, m.MinCosine, o.workers)
+	trC := countAt(trOut, m.Threshold, fo.label, false)
+	m.CosineThreshold = float32(atRecall(trOut, fo.label, trC.Recall).Threshold)
+	teOut := judgeAll(ctx, teP, teM, verify.NewModel(m), false, m.MinCosine, o.workers)
+
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\ninput\tweight")
+	for j, x := range w {
+		fmt.Fprintf(tw, "%s\t%.4f\n", verify.InputNames[j], x)
+	}
+	fmt.Fprintf(tw, "bias\t%.4f\n", bias)
+	fmt.Fprintf(tw, "threshold\t%.3f (training precision ≥ %.2f, %s)\n", m.Threshold, fo.precision, defName(fo.label))
+	fmt.Fprintf(tw, "min cosine\t%.2f\n", m.MinCosine)
+	tw.Flush()
+
+	fmt.Fprintln(stdout, "\ncache mode at the fitted threshold:")
+	tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "split\tcount\tscore\tthreshold\thits\tcorrect\tprecision\trecall")
+	for _, sp := range []struct {
+		name string
+		os   []outcome
+	}{{"train", trOut}, {"test", teOut}} {
+		for _, d := range []definition{defOwn, defSame, defKnown} {
+			c := countAt(sp.os, m.Threshold, d, false)
+			b := atRecall(sp.os, d, c.Recall)
+			fmt.Fprintf(tw, "%s\t%s\tverifier\t%.3f\t%d\t%d\t%.4f\t%.4f\n", sp.name, defName(d), c.Threshold, c.Hits, c.Correct, c.Precision, c.Recall)
+			fmt.Fprintf(tw, "%s\t%s\tcosine, same recall\t%.4f\t%d\t%d\t%.4f\t%.4f\n", sp.name, defName(d), b.Threshold, b.Hits, b.Correct, b.Precision, b.Recall)
+		}
+	}
+	tw.Flush()
+
+	// Pairwise on the test split.
+	pw, err := scorePairs(ctx, teP, teA, teB, name, verify.NewModel(m), false, o.workers)
+	if err != nil {
+		return err
+	}
+	scores, cos, dup := make([]float32, len(pw)), make([]float32, len(pw)), make([]bool, len(pw))
+	for i, x := range pw {
+		scores[i], cos[i], dup[i] = x.raw, x.rawCos, x.dup
+	}
+	pc := countAt(pw, m.Threshold, defOwn, false)
+	fmt.Fprintf(stdout, "\ntest pairwise: ROC-AUC verifier %.4f, cosine %.4f; at the threshold precision %.4f recall %.4f (%d hits)\n",
+		auc(scores, dup), auc(cos, dup), pc.Precision, pc.Recall, pc.Hits)
+
+	fmt.Fprintf(stdout, "\n// fitted on %s, %d training pairs, labels %s\n", o.pairs, len(trP), defName(fo.label))
+	fmt.Fprintf(stdout, "Model{\n\tBias: %s,\n\tWeights: [NumInputs]float32{\n", f32(m.Bias))
+	for j, x := range m.Weights {
+		fmt.Fprintf(stdout, "\t\t%s, // %s\n", f32(x), verify.InputNames[j])
+	}
+	fmt.Fprintf(stdout, "\t},\n\tThreshold: %s,\n\tMinCosine: %s,\n\tCosineThreshold: %s,\n}\n",
+		f32(m.Threshold), f32(m.MinCosine), f32(m.CosineThreshold))
+	return nil
+}
+
+func defName(d definition) string {
+	switch d {
+	case defOwn:
+		return "own text_a"
+	case defSame:
+		return "same text"
+	}
+	return "known duplicate, repeats left out"
+}
+
+func f32(x float32) string {
+	s := strconv.FormatFloat(float64(x), 'f', 4, 32)
+	if !strings.Contains(s, ".") {
+		s += ".0"
+	}
+	return s
+}

@@ -1,0 +1,478 @@
+package eval
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/edgecache/edgecache/cache/semantic"
+	"github.com/edgecache/edgecache/cache/semantic/verify"
+	"github.com/edgecache/edgecache/embed"
+)
+
+// served is the candidate one scoring would serve for a query, and how
+// the file judges it.
+type served struct {
+	score  float32 // -1: nothing retrieved
+	cos    float32
+	reason string // the verifier's, when it scored under its threshold
+	own    bool   // the pair's own text_a, and the pair is a duplicate (SEMANTIC.md)
+	same   bool   // the pair's text_a (ignoring case), any pair's point, and the pair is a duplicate
+	known  bool   // a duplicate of the query by the file's labels (see labels)
+}
+
+// outcome is what one query (cache mode) or one pair (pairwise mode)
+// produced: what the verifier serves and what cosine alone serves.
+type outcome struct {
+	dup        bool // the pair is labelled duplicate
+	answerable bool // some stored text is a known duplicate of the query
+	repeat     bool // the query's text is stored verbatim (ignoring case and spacing)
+	v, c       served
+
+	raw, rawCos float32 // pairwise: the pair's score and cosine, retrieved or not
+}
+
+// definition is a way to count a hit as correct.
+type definition uint8
+
+const (
+	defOwn   definition = iota // SEMANTIC.md: the pair's own text_a
+	defSame                    // the same text as the pair's text_a, ignoring case
+	defKnown                   // any text the file's labels make a duplicate of the query; repeats left out
+)
+
+func (s *served) right(d definition) bool {
+	switch d {
+	case defOwn:
+		return s.own
+	case defSame:
+		return s.same
+	}
+	return s.known
+}
+
+// pipelineFilter is the one partition every text_a goes into: as if all
+// prompts came from one tenant, route, model and context.
+func pipelineFilter(model string) semantic.Filter {
+	return semantic.Filter{Namespace: "eval", Route: "eval", Model: model, Context: "eval"}
+}
+
+// scoreCache inserts every text_a into an embedded index and queries it
+// with every text_b, retrieving verify.Candidates candidates with a cosine
+// of at least verify.MinCosine, as the pipeline does.
+func scoreCache(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, v *verify.Verifier, noVerify bool, workers int, stderr io.Writer) ([]outcome, error) {
+	minCos := verify.MinCosine(name)
+	ms, err := retrieve(ctx, pairs, va, vb, name, minCos, workers, stderr)
+	if err != nil {
+		return nil, err
+	}
+	return judgeAll(ctx, pairs, ms, v, noVerify, minCos, workers), nil
+}
+
+// judgeAll judges every query's candidates (those with a cosine of at
+// least minCos) against the file's labels.
+func judgeAll(ctx context.Context, pairs []Pair, ms [][]semantic.Match, v *verify.Verifier, noVerify bool, minCos float32, workers int) []outcome {
+	lab := newLabels(pairs)
+	stored := lab.storedComponents(pairs)
+	out := make([]outcome, len(pairs))
+	parallel(ctx, len(pairs), workers, func(i int) error {
+		cs := ms[i]
+		for len(cs) > 0 && cs[len(cs)-1].Score < minCos {
+			cs = cs[:len(cs)-1]
+		}
+		out[i] = judge(pairs[i], strconv.Itoa(i), cs, lab, v, noVerify)
+		out[i].answerable = stored[lab.comp(pairs[i].B)]
+		out[i].repeat = lab.stored(pairs[i].B)
+		return nil
+	})
+	return out
+}
+
+// retrieve inserts every text_a into one partition of an embedded index
+// (keyed by the pair's index) and returns, for every text_b, the
+// candidates the pipeline would retrieve, without their vectors.
+func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, minCos float32, workers int, stderr io.Writer) ([][]semantic.Match, error) {
+	if len(va) == 0 {
+		return nil, nil
+	}
+	idx, err := semantic.NewEmbedded(semantic.EmbeddedConfig{
+		Dim:       len(va[0]),
+		MaxPoints: len(pairs) + 1,
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer idx.Close()
+	f := pipelineFilter(name)
+
+	bar := newProgress(stderr, "indexing", len(pairs))
+	for i, p := range pairs {
+		pt := semantic.Point{Key: strconv.Itoa(i), Vector: va[i], Filter: f, Text: p.A}
+		if err := idx.Upsert(ctx, pt); err != nil {
+			return nil, fmt.Errorf("index text_a of line %d: %w", p.Line, err)
+		}
+		bar.Add(1)
+	}
+	bar.Finish()
+
+	out := make([][]semantic.Match, len(pairs))
+	bar = newProgress(stderr, "querying", len(pairs))
+	err = parallel(ctx, len(pairs), workers, func(i int) error {
+		ms, err := idx.Search(ctx, vb[i], f, verify.Candidates, minCos)
+		if err != nil {
+			return fmt.Errorf("query text_b of line %d: %w", pairs[i].Line, err)
+		}
+		for j := range ms {
+			ms[j].Vector = nil
+		}
+		out[i] = ms
+		bar.Add(1)
+		return nil
+	})
+	bar.Finish()
+	return out, err
+}
+
+// judge picks the candidate the pipeline would serve: the one with the
+// highest verifier score (the nearer one on ties), and separately the one
+// cosine alone would serve (the nearest).
+func judge(p Pair, ownKey string, ms []semantic.Match, lab *labels, v *verify.Verifier, noVerify bool) outcome {
+	o := outcome{dup: p.Duplicate}
+	o.v.score, o.c.score = -1, -1
+	fill := func(s *served, m semantic.Match) {
+		s.cos = m.Score
+		s.own = p.Duplicate && m.Key == ownKey
+		s.same = p.Duplicate && normText(m.Text) == normText(p.A)
+		s.known = lab.dup(p.B, m.Text)
+	}
+	for i, m := range ms {
+		s, reason := m.Score, ""
+		if !noVerify {
+			s, reason = v.Score(p.B, m.Text, m.Score)
+		}
+		if s > o.v.score {
+			o.v.score, o.v.reason = s, reason
+			fill(&o.v, m)
+		}
+		if i == 0 {
+			o.c.score = m.Score
+			fill(&o.c, m)
+		}
+	}
+	return o
+}
+
+// scorePairs scores each pair on its own: the cosine of its two texts and
+// the verifier's score. A pair under verify.MinCosine is never a hit, as
+// the pipeline would not retrieve it.
+func scorePairs(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, v *verify.Verifier, noVerify bool, workers int) ([]outcome, error) {
+	out := make([]outcome, len(pairs))
+	minCos := verify.MinCosine(name)
+	lab := newLabels(pairs)
+	err := parallel(ctx, len(pairs), workers, func(i int) error {
+		p := pairs[i]
+		c := embed.Dot(va[i], vb[i])
+		var ms []semantic.Match
+		if c >= minCos {
+			ms = []semantic.Match{{Point: semantic.Point{Key: "own", Text: p.A}, Score: c}}
+		}
+		out[i] = judge(p, "own", ms, lab, v, noVerify)
+		out[i].answerable = p.Duplicate
+		out[i].rawCos, out[i].raw = c, c
+		if !noVerify {
+			// For the AUC, every pair gets its score, retrieved or not.
+			out[i].raw, _ = v.Score(p.B, p.A, c)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// parallel runs fn(0..n-1) on workers goroutines and returns the first
+// error.
+func parallel(ctx context.Context, n, workers int, fn func(i int) error) error {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := ctx.Err(); err != nil {
+					errs[w] = err
+					return
+				}
+				if err := fn(i); err != nil {
+					errs[w] = err
+					next.Store(int64(n))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Counts are hits and their precision and recall at one threshold.
+type Counts struct {
+	Threshold float64 `json:"threshold"`
+	Hits      int     `json:"hits"`
+	Correct   int     `json:"correct"`
+	Precision float64 `json:"precision"`
+	Recall    float64 `json:"recall"`
+	// Of is the recall's denominator: duplicate pairs, or for the
+	// known-duplicate count, queries with a known duplicate stored.
+	Of int `json:"of"`
+}
+
+// denominator is the number of queries that could have a correct hit
+// under d.
+func denominator(os []outcome, d definition) int {
+	n := 0
+	for i := range os {
+		if (d == defKnown && os[i].answerable && !os[i].repeat) || (d != defKnown && os[i].dup) {
+			n++
+		}
+	}
+	return n
+}
+
+// countAt counts the hits scoring at least t, by the verifier's pick or
+// (cosOnly) the nearest neighbour's, judged by d.
+func countAt(os []outcome, t float32, d definition, cosOnly bool) Counts {
+	c := Counts{Threshold: round4(float64(t)), Of: denominator(os, d)}
+	for i := range os {
+		if d == defKnown && os[i].repeat {
+			continue
+		}
+		s := &os[i].v
+		if cosOnly {
+			s = &os[i].c
+		}
+		if s.score >= 0 && s.score >= t {
+			c.Hits++
+			if s.right(d) {
+				c.Correct++
+			}
+		}
+	}
+	c.fill()
+	return c
+}
+
+func (c *Counts) fill() {
+	if c.Hits > 0 {
+		c.Precision = round4(float64(c.Correct) / float64(c.Hits))
+	}
+	if c.Of > 0 {
+		c.Recall = round4(float64(c.Correct) / float64(c.Of))
+	}
+}
+
+// atRecall finds the highest cosine-only threshold whose recall under d
+// reaches target: the static threshold a cache without verification would
+// need for the same recall.
+func atRecall(os []outcome, d definition, target float64) Counts {
+	type sc struct {
+		s     float32
+		right bool
+	}
+	var all []sc
+	for i := range os {
+		if d == defKnown && os[i].repeat {
+			continue
+		}
+		if s := &os[i].c; s.score >= 0 {
+			all = append(all, sc{s.score, s.right(d)})
+		}
+	}
+	slices.SortFunc(all, func(a, b sc) int {
+		switch {
+		case a.s > b.s:
+			return -1
+		case a.s < b.s:
+			return 1
+		}
+		return 0
+	})
+	c := Counts{Of: denominator(os, d)}
+	for i := 0; i < len(all); {
+		j := i
+		for j < len(all) && all[j].s == all[i].s {
+			c.Hits++
+			if all[j].right {
+				c.Correct++
+			}
+			j++
+		}
+		c.Threshold = round4(float64(all[i].s))
+		i = j
+		if c.Of > 0 && float64(c.Correct)/float64(c.Of) >= target {
+			break
+		}
+	}
+	c.fill()
+	return c
+}
+
+// auc is the ROC area of score for telling duplicates from the rest
+// (Mann–Whitney, ties counted half).
+func auc(scores []float32, dup []bool) float64 {
+	type sd struct {
+		s float32
+		d bool
+	}
+	xs := make([]sd, len(scores))
+	for i := range scores {
+		xs[i] = sd{scores[i], dup[i]}
+	}
+	slices.SortFunc(xs, func(a, b sd) int {
+		switch {
+		case a.s < b.s:
+			return -1
+		case a.s > b.s:
+			return 1
+		}
+		return 0
+	})
+	var pos, neg, rankSum float64
+	for i := 0; i < len(xs); {
+		j := i
+		for j < len(xs) && xs[j].s == xs[i].s {
+			j++
+		}
+		mid := float64(i+j+1) / 2 // average 1-based rank of the tie group
+		for k := i; k < j; k++ {
+			if xs[k].d {
+				pos++
+				rankSum += mid
+			} else {
+				neg++
+			}
+		}
+		i = j
+	}
+	if pos == 0 || neg == 0 {
+		return 0
+	}
+	return round4((rankSum - pos*(pos+1)/2) / (pos * neg))
+}
+
+// labels is what a pairs file says about which texts ask the same thing:
+// texts (compared ignoring case and surrounding space) joined by duplicate
+// labels, transitively. Quora duplicates are close to transitive; a text
+// is always a duplicate of itself.
+type labels struct {
+	ids    map[string]int32
+	parent []int32
+	isA    []bool // the text is some pair's text_a
+}
+
+func newLabels(pairs []Pair) *labels {
+	l := &labels{ids: make(map[string]int32, 2*len(pairs))}
+	for _, p := range pairs {
+		a, b := l.id(p.A), l.id(p.B)
+		if p.Duplicate {
+			l.union(a, b)
+		}
+	}
+	l.isA = make([]bool, len(l.parent))
+	for _, p := range pairs {
+		l.isA[l.ids[normText(p.A)]] = true
+	}
+	return l
+}
+
+func normText(s string) string { return strings.ToLower(strings.Join(strings.Fields(s), " ")) }
+
+func (l *labels) id(s string) int32 {
+	k := normText(s)
+	if i, ok := l.ids[k]; ok {
+		return i
+	}
+	i := int32(len(l.parent))
+	l.ids[k] = i
+	l.parent = append(l.parent, i)
+	return i
+}
+
+func (l *labels) find(i int32) int32 {
+	for l.parent[i] != i {
+		l.parent[i] = l.parent[l.parent[i]]
+		i = l.parent[i]
+	}
+	return i
+}
+
+func (l *labels) union(a, b int32) {
+	if ra, rb := l.find(a), l.find(b); ra != rb {
+		l.parent[ra] = rb
+	}
+}
+
+// comp returns the component of s, or -1 for a text not in the file. It
+// only reads, so it is safe for concurrent use once newLabels returns.
+func (l *labels) comp(s string) int32 {
+	i, ok := l.ids[normText(s)]
+	if !ok {
+		return -1
+	}
+	for l.parent[i] != i {
+		i = l.parent[i]
+	}
+	return i
+}
+
+// stored reports whether s is some pair's text_a (ignoring case and
+// spacing): in cache mode, a query repeating a stored prompt.
+func (l *labels) stored(s string) bool {
+	i, ok := l.ids[normText(s)]
+	return ok && l.isA[i]
+}
+
+func (l *labels) dup(a, b string) bool {
+	ca := l.comp(a)
+	return ca >= 0 && ca == l.comp(b)
+}
+
+// storedComponents marks the components holding some pair's text_a, and
+// compresses every path so that comp is read-only afterwards.
+func (l *labels) storedComponents(pairs []Pair) map[int32]bool {
+	for i := range l.parent {
+		l.parent[i] = l.find(int32(i))
+	}
+	m := make(map[int32]bool, len(pairs))
+	for _, p := range pairs {
+		m[l.comp(p.A)] = true
+	}
+	return m
+}
+
+func round4(x float64) float64 {
+	if x < 0 {
+		return -float64(int64(-x*10000+0.5)) / 10000
+	}
+	return float64(int64(x*10000+0.5)) / 10000
+}

@@ -1,0 +1,129 @@
+package journal
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+)
+
+// Rung is the rung of the degradation ladder a record was served from (see
+// DEGRADATION.md).
+type Rung string
+
+// The rungs, cheapest first.
+const (
+	RungShed            Rung = "shed"             // rejected by self-protection or a quota
+	RungQueuedTimeout   Rung = "queued-timeout"   // waited in the admission queue past its deadline
+	RungRetried         Rung = "retried"          // answered by the same upstream after a retry
+	RungFailover        Rung = "failover"         // answered by another upstream target
+	RungStale           Rung = "stale"            // a stale exact cache entry
+	RungSemanticNearest Rung = "semantic-nearest" // the nearest semantic entry above the degraded floor
+	RungTemplate        Rung = "template"         // a predefined template
+	RungBusy            Rung = "busy"             // an honest busy answer (429/503 with Retry-After)
+	RungStreamTruncated Rung = "stream-truncated" // a stream that broke after bytes were sent
+)
+
+// Rungs returns every rung, cheapest first.
+func Rungs() []Rung {
+	return []Rung{RungShed, RungQueuedTimeout, RungRetried, RungFailover, RungStale,
+		RungSemanticNearest, RungTemplate, RungBusy, RungStreamTruncated}
+}
+
+// Valid reports whether r is one of Rungs().
+func (r Rung) Valid() bool {
+	switch r {
+	case RungShed, RungQueuedTimeout, RungRetried, RungFailover, RungStale,
+		RungSemanticNearest, RungTemplate, RungBusy, RungStreamTruncated:
+		return true
+	}
+	return false
+}
+
+// Record is one degraded answer. Durations are whole milliseconds or
+// seconds, as their JSON names say; zero values are omitted from the JSON
+// except time, rung and status.
+//
+// A Record handed to Journal.Record must not be modified afterwards (its
+// slices and pointers are read by the writer goroutine).
+type Record struct {
+	// Time is when the answer was served. If zero, Journal.Record sets it
+	// to the current time.
+	Time time.Time `json:"time"`
+	// Region is the edge region. If empty, Journal.Record sets it to
+	// Config.Region.
+	Region    string `json:"region,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+	TraceID   string `json:"trace_id,omitempty"`
+	// Tenant identifies the caller without revealing its key: use
+	// HashTenant on API keys. It is stored as given.
+	Tenant         string `json:"tenant,omitempty"`
+	Lane           string `json:"lane,omitempty"` // e.g. "paid", "free"
+	Route          string `json:"route,omitempty"`
+	ModelRequested string `json:"model_requested,omitempty"`
+	ModelServed    string `json:"model_served,omitempty"`
+	Upstream       string `json:"upstream,omitempty"` // the upstream that served, or the last one tried
+	Rung           Rung   `json:"rung"`
+	// Reason is why the request degraded, e.g. "upstream_503", "timeout",
+	// "breaker_open", "shed", "rate_limit_exceeded".
+	Reason         string    `json:"reason,omitempty"`
+	UpstreamStatus int       `json:"upstream_status,omitempty"` // last upstream HTTP status
+	ErrorClass     string    `json:"error_class,omitempty"`     // e.g. "dial", "ttft_timeout", "stall", "empty"
+	Attempts       []Attempt `json:"attempts,omitempty"`
+	BreakerState   string    `json:"breaker_state,omitempty"` // e.g. "open", "half-open"
+	Limiter        *Limiter  `json:"limiter,omitempty"`
+	Cache          *Cache    `json:"cache,omitempty"`
+	Tokens         *Tokens   `json:"tokens,omitempty"`
+	Client         *Client   `json:"client,omitempty"`
+	// Status is the HTTP status returned to the client.
+	Status            int `json:"status"`
+	RetryAfterSeconds int `json:"retry_after_s,omitempty"` // Retry-After returned to the client
+	// BytesStreamed is how much of a stream the client got before it
+	// failed (rung stream-truncated).
+	BytesStreamed int64 `json:"bytes_streamed,omitempty"`
+}
+
+// Attempt is one call to an upstream target, retries and failovers alike.
+type Attempt struct {
+	Target            string `json:"target"`
+	Status            int    `json:"status,omitempty"`  // HTTP status; 0 if none was received
+	TTFTMillis        int64  `json:"ttft_ms,omitempty"` // time to first token
+	DurationMillis    int64  `json:"duration_ms"`
+	RetryAfterSeconds int    `json:"retry_after_s,omitempty"` // upstream Retry-After
+	Error             string `json:"error,omitempty"`
+}
+
+// Limiter is the state of the admission limiter that decided.
+type Limiter struct {
+	Name            string `json:"name,omitempty"`
+	Limit           int    `json:"limit"`
+	InFlight        int    `json:"in_flight"`
+	QueueWaitMillis int64  `json:"queue_wait_ms,omitempty"`
+}
+
+// Cache describes the cache entry a stale or semantic-nearest answer came
+// from.
+type Cache struct {
+	Key        string  `json:"key,omitempty"`
+	AgeSeconds int64   `json:"age_s"`
+	Similarity float32 `json:"similarity,omitempty"` // semantic-nearest only
+}
+
+// Tokens are the token counts of the request.
+type Tokens struct {
+	Estimated int `json:"estimated,omitempty"`
+	Actual    int `json:"actual,omitempty"`
+}
+
+// Client holds the client's own hints.
+type Client struct {
+	SDKRetryCount int   `json:"sdk_retry_count,omitempty"` // X-Stainless-Retry-Count
+	TimeoutMillis int64 `json:"timeout_ms,omitempty"`      // X-Stainless-Timeout or similar
+}
+
+// HashTenant returns a stable, non-reversible identifier for an API key or
+// other secret tenant credential: "t-" and 24 hex digits of its SHA-256.
+// Operators query by the same value (edgecache prints it for a key).
+func HashTenant(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return "t-" + hex.EncodeToString(sum[:12])
+}
