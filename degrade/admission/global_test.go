@@ -127,11 +127,15 @@ func TestGlobalFallbackShareAndRecovery(t *testing.T) {
 	for _, c := range clocks {
 		gs = append(gs, newTestGlobal(t, GlobalConfig{
 			Addrs: []string{r.Addr()}, Replicas: 2, Defaults: tenantLimit, Clock: c, Cooldown: time.Second,
+			Timeout: time.Second, // a loaded test machine; a stopped Redis refuses at once anyway
 		}, now.now))
 	}
 	ctx := context.Background()
-	gs[0].Reserve(ctx, 0, tenant("warm")) // connections are pooled before the outage
-	gs[1].Reserve(ctx, 0, tenant("warm"))
+	for i, g := range gs { // connections are pooled before the outage
+		if d := g.Reserve(ctx, 0, tenant("warm")); d.Fallback {
+			t.Fatalf("process %d fell back with Redis up: %+v", i, d)
+		}
+	}
 
 	r.Stop()
 	for i, g := range gs {
@@ -275,11 +279,13 @@ func same(a, b Decision) bool {
 
 func TestGlobalKeyLayout(t *testing.T) {
 	r := cachetest.StartRedis(t)
-	g := newTestGlobal(t, GlobalConfig{Addrs: []string{r.Addr()}, Region: "eu-west", Defaults: Rules{
+	g := newTestGlobal(t, GlobalConfig{Addrs: []string{r.Addr()}, Region: "eu-west", Timeout: time.Second, Defaults: Rules{
 		Tenant: Limits{RequestsPerSecond: 10, TokensPerMinute: 6000},
 	}}, nil)
 	ctx := context.Background()
-	g.Reserve(ctx, 100, tenant("acme"))
+	if d := g.Reserve(ctx, 100, tenant("acme")); d.Fallback {
+		t.Fatalf("fell back with Redis up: %+v", d)
+	}
 	const want = "edgecache:rl:v1:{eu-west}:tenant:acme"
 	if k := g.Key(DimTenant, "acme"); k != want {
 		t.Fatalf("Key = %q, want %q", k, want)
@@ -300,11 +306,11 @@ func TestGlobalKeyLayout(t *testing.T) {
 func TestGlobalShadow(t *testing.T) {
 	r := cachetest.StartRedis(t)
 	now := newFixedNow()
-	g := newTestGlobal(t, GlobalConfig{Addrs: []string{r.Addr()}, Shadow: true, Defaults: Rules{IP: Limits{RequestsPerSecond: 1}}}, now.now)
+	g := newTestGlobal(t, GlobalConfig{Addrs: []string{r.Addr()}, Shadow: true, Timeout: time.Second, Defaults: Rules{IP: Limits{RequestsPerSecond: 1}}}, now.now)
 	ctx := context.Background()
 	g.Reserve(ctx, 0, ip("a"))
 	d := g.Reserve(ctx, 0, ip("a"))
-	if !d.Allowed || !d.Shadow || d.Limit != (Limit{DimIP, KindRequests}) || d.RetryAfter != time.Second {
+	if !d.Allowed || !d.Shadow || d.Fallback || d.Limit != (Limit{DimIP, KindRequests}) || d.RetryAfter != time.Second {
 		t.Fatalf("shadow: %+v", d)
 	}
 	if st := g.Stats(); st.ShadowDenied != 1 || st.Denied != 0 {

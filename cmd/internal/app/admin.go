@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -75,14 +76,22 @@ func (a *adminAPI) Degradations(ctx context.Context, v url.Values) (any, error) 
 	if err != nil {
 		return nil, &server.BadQuery{Msg: err.Error()}
 	}
+	if q.Rung != "" && !q.Rung.Valid() {
+		return nil, &server.BadQuery{Msg: fmt.Sprintf("rung=%q: want one of %v", q.Rung, journal.Rungs())}
+	}
 	recs, err := a.journal.Query(ctx, q)
-	if err != nil {
+	out := map[string]any{}
+	switch {
+	case errors.Is(err, journal.ErrPartial): // Redis unreadable: the local records, with a warning
+		out["warning"] = err.Error()
+	case err != nil:
 		return nil, err
 	}
 	if recs == nil {
 		recs = []journal.Record{}
 	}
-	return map[string]any{"degradations": recs, "count": len(recs)}, nil
+	out["degradations"], out["count"] = recs, len(recs)
+	return out, nil
 }
 
 func parseJournalQuery(v url.Values, now time.Time) (journal.Query, error) {

@@ -38,6 +38,8 @@ const usage = `edgecache — an edge cache and degradation service for OpenAI-co
 Usage:
   edgecache [serve] [flags]     run the proxy (the default command)
   edgecache eval --pairs FILE   score semantic matching on labelled pairs (edgecache eval -h)
+  edgecache degradations [--since 1h] [--route R] [--rung R] [--json]
+                                review degraded answers (asks a running edgecache's admin API)
   edgecache version             print the version
 
 Serve flags:
@@ -55,6 +57,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			args = args[1:]
 		case "eval":
 			return eval.Main(ctx, args[1:], stdout, stderr)
+		case "degradations":
+			return degradations(ctx, args[1:], stdout, stderr)
 		case "version", "--version", "-version":
 			fmt.Fprintln(stdout, "edgecache", Version)
 			return nil

@@ -277,7 +277,7 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	trOut = judgeAll(ctx, trP, trM, verify.NewModel(m), false, m.MinCosine, o.workers)
 	trC := countAt(trOut, m.Threshold, fo.label, false)
 	m.CosineThreshold = float32(atRecall(trOut, fo.label, trC.Recall).Threshold)
-	teOut := judgeAll(ctx, teP, teM, verify.NewModel(m), false, m.MinCosine, o.workers)
+	teOut := judgeAll(ctx, teP, teM, verify.NewModel(m), false, fo.minCos, o.workers)
 
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\ninput\tweight")
@@ -302,6 +302,19 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 			fmt.Fprintf(tw, "%s\t%s\tverifier\t%.3f\t%d\t%d\t%.4f\t%.4f\n", sp.name, defName(d), c.Threshold, c.Hits, c.Correct, c.Precision, c.Recall)
 			fmt.Fprintf(tw, "%s\t%s\tcosine, same recall\t%.4f\t%d\t%d\t%.4f\t%.4f\n", sp.name, defName(d), b.Threshold, b.Hits, b.Correct, b.Precision, b.Recall)
 		}
+	}
+	tw.Flush()
+
+	fmt.Fprintln(stdout, "\ntest sweep, known duplicates (repeats left out):")
+	tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "threshold\thits\tprecision\trecall\tcosine threshold\tcosine hits\tcosine precision")
+	for _, t := range sweepThresholds(false) {
+		c := countAt(teOut, t, defKnown, false)
+		if c.Hits == 0 {
+			continue
+		}
+		b := atRecall(teOut, defKnown, c.Recall)
+		fmt.Fprintf(tw, "%.3f\t%d\t%.4f\t%.4f\t%.4f\t%d\t%.4f\n", t, c.Hits, c.Precision, c.Recall, b.Threshold, b.Hits, b.Precision)
 	}
 	tw.Flush()
 
