@@ -24,7 +24,7 @@ import (
 // bounded by its peak size instead of growing with churn.
 //
 // Storage is slot-indexed and chunked (1,024 slots per chunk) so that
-// growth never copies the vectors. It is not safe for concurrent use: the
+// growth never copies more than one chunk. It is not safe for concurrent use: the
 // owning partition's lock serialises writers, and searches (which only
 // read) may run in parallel under a read lock.
 type hnsw struct {
@@ -123,13 +123,19 @@ func (g *hnsw) randomLevel() int {
 	return min(l, maxLevels-1)
 }
 
-// newSlot appends a slot with the given level and returns it.
+// newSlot appends a slot with the given level and returns it. A chunk
+// grows with its slots (append doubling, then 1.25×) up to chunkSlots, so
+// a small graph costs its size, not a whole chunk; full chunks are never
+// copied again.
 func (g *hnsw) newSlot(level int) uint32 {
 	s := uint32(g.n)
-	if g.n&chunkMask == 0 && g.n>>chunkShift == len(g.vecs) {
-		g.vecs = append(g.vecs, make([]float32, chunkSlots*g.dim))
-		g.links0 = append(g.links0, make([]uint32, chunkSlots*(g.m0+1)))
+	c := g.n >> chunkShift
+	if c == len(g.vecs) {
+		g.vecs = append(g.vecs, nil)
+		g.links0 = append(g.links0, nil)
 	}
+	g.vecs[c] = append(g.vecs[c], make([]float32, g.dim)...)
+	g.links0[c] = append(g.links0[c], make([]uint32, g.m0+1)...)
 	g.n++
 	g.levels = append(g.levels, uint8(level))
 	g.ver = append(g.ver, 0)

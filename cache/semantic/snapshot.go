@@ -406,7 +406,7 @@ func (e *Embedded) readGraph(r *snapReader, p *partition, now int64) *hnsw {
 	if r.err != nil {
 		return nil
 	}
-	if m < 2 || m > 1024 || m0 < m || m0 > 2048 {
+	if m < 2 || m > 128 || m0 != 2*m {
 		r.fail("graph M %d, M0 %d", m, m0)
 		return nil
 	}

@@ -56,18 +56,18 @@ func (k Kind) String() string {
 type Limits struct {
 	// RequestsPerSecond is the steady request rate. If zero, requests are
 	// not limited.
-	RequestsPerSecond float64 `json:"requests_per_second" yaml:"requests_per_second"`
+	RequestsPerSecond float64
 	// RequestBurst is the request bucket's capacity. If zero, it defaults to
 	// max(1, ceil(RequestsPerSecond)).
-	RequestBurst int64 `json:"request_burst" yaml:"request_burst"`
+	RequestBurst int64
 	// TokensPerMinute is the steady rate of estimated tokens (prompt +
 	// max completion). If zero, tokens are not limited.
-	TokensPerMinute int64 `json:"tokens_per_minute" yaml:"tokens_per_minute"`
+	TokensPerMinute int64
 	// TokenBurst is the token bucket's capacity. If zero, it defaults to
 	// TokensPerMinute (one minute's worth).
-	TokenBurst int64 `json:"token_burst" yaml:"token_burst"`
+	TokenBurst int64
 	// Shadow counts would-be rejections of this rule without enforcing it.
-	Shadow bool `json:"shadow" yaml:"shadow"`
+	Shadow bool
 }
 
 // Validate reports negative or non-finite values.
@@ -83,9 +83,9 @@ func (l Limits) Validate() error {
 
 // Rules are the default Limits of each dimension.
 type Rules struct {
-	Key    Limits `json:"key" yaml:"key"`
-	Tenant Limits `json:"tenant" yaml:"tenant"`
-	IP     Limits `json:"ip" yaml:"ip"`
+	Key    Limits
+	Tenant Limits
+	IP     Limits
 }
 
 func (r *Rules) of(d Dimension) *Limits {

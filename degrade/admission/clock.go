@@ -19,6 +19,11 @@ type Timer interface {
 // realClock is the Clock used when a config leaves it nil.
 type realClock struct{}
 
+var (
+	_ Clock = realClock{}
+	_ Timer = (*time.Timer)(nil)
+)
+
 func (realClock) Now() time.Time                            { return time.Now() }
 func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 

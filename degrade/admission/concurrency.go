@@ -43,19 +43,32 @@ const (
 	LIFO
 )
 
+// String returns "default", "fifo" or "lifo".
+func (o QueueOrder) String() string {
+	switch o {
+	case FIFO:
+		return "fifo"
+	case LIFO:
+		return "lifo"
+	case OrderDefault:
+		return "default"
+	}
+	return fmt.Sprintf("order(%d)", uint8(o))
+}
+
 // LaneConfig is one lane's partition of an upstream.
 type LaneConfig struct {
 	// Share is the fraction of the limit guaranteed to the lane while the
 	// limit is saturated; below saturation any lane may borrow. If every
 	// lane's Share is zero, the defaults apply: enterprise 0.30, paid 0.40,
 	// free 0.20, batch 0.10. Shares must sum to at most 1.
-	Share float64 `json:"share" yaml:"share"`
+	Share float64
 	// MaxWait is the longest a request of the lane waits in the queue. If
 	// zero, it defaults to 2s for enterprise and paid, 500ms for free and
 	// batch.
-	MaxWait time.Duration `json:"max_wait" yaml:"max_wait"`
+	MaxWait time.Duration
 	// Order is FIFO or LIFO; OrderDefault takes the lane's default.
-	Order QueueOrder `json:"order" yaml:"order"`
+	Order QueueOrder
 }
 
 var defaultLanes = [NumLanes]LaneConfig{
@@ -276,10 +289,11 @@ func (c *Concurrency) capacity() int { return int(c.grad.limit) }
 
 // Acquire waits for an upstream slot for a request of lane. deadline (zero:
 // none) and ctx's deadline bound the wait, as does the lane's MaxWait. It
-// returns the Release to call when the upstream call ends, or a
-// *RejectError (ErrShed, ErrQueueTimeout) with a Retry-After estimate from
-// the queue's drain rate, or ctx's error when ctx ends first. An invalid
-// lane is treated as Batch.
+// returns the Release to call exactly once when the upstream call ends
+// (for a stream: after its last chunk), or a *RejectError (ErrShed,
+// ErrQueueTimeout) with a Retry-After estimate from the queue's drain
+// rate, or ctx.Err() when ctx is cancelled while waiting. An invalid lane
+// is treated as Batch.
 func (c *Concurrency) Acquire(ctx context.Context, lane Lane, deadline time.Time) (Release, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -311,9 +325,10 @@ func (c *Concurrency) Acquire(ctx context.Context, lane Lane, deadline time.Time
 			return nil, ctx.Err()
 		}
 		c.mu.Unlock()
-		if w.err == nil { // granted as ctx ended: give the slot back
-			c.releaser(w.lane)(0, true)
+		if w.err != nil { // rejected as ctx ended: the rejection says more
+			return nil, w.err
 		}
+		c.releaser(w.lane)(0, true) // granted as ctx ended: give the slot back
 		return nil, ctx.Err()
 	}
 	if w.err != nil {

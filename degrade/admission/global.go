@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -80,7 +81,7 @@ type GlobalConfig struct {
 // Validate reports a configuration NewGlobal would reject.
 func (c GlobalConfig) Validate() error {
 	var errs []error
-	if len(c.Addrs) == 0 || slicesContainsEmpty(c.Addrs) {
+	if len(c.Addrs) == 0 || slices.Contains(c.Addrs, "") {
 		errs = append(errs, errors.New("no Addrs, or an empty address"))
 	}
 	if c.Timeout < 0 || c.Cooldown < 0 || c.FailureThreshold < 0 || c.Replicas < 0 || c.MaxEntries < 0 || c.DB < 0 {
@@ -96,15 +97,6 @@ func (c GlobalConfig) Validate() error {
 		return fmt.Errorf("admission: invalid global config: %w", err)
 	}
 	return nil
-}
-
-func slicesContainsEmpty(s []string) bool {
-	for _, a := range s {
-		if a == "" {
-			return true
-		}
-	}
-	return false
 }
 
 // Global enforces quotas shared by every instance of a region, held in

@@ -15,7 +15,7 @@
 --   then per key: req_remaining, req_reset_us, tok_remaining, tok_reset_us}
 -- (kinds: 1 requests, 2 tokens; indexes 1-based, 0 = none; remaining may be
 -- negative for a bucket in debt). Nothing is written unless allowed.
--- Settle returns 1.
+-- Settle returns an empty array.
 local mode = ARGV[1]
 local now = tonumber(ARGV[2])
 if now == 0 then
@@ -68,7 +68,7 @@ if mode == 's' then
       write(KEYS[i], b, b.rl, math.min(b.tl + cost, b.tb))
     end
   end
-  return 1
+  return {}
 end
 
 local wait, deny, deny_kind = 0, 0, 0

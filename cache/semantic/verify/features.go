@@ -12,11 +12,13 @@ type Features struct {
 	OnlyMin   float32 // ... and the smaller side's: words swapped for others
 	OnlyLong  float32 // one-side content words of 7 or more letters (specific terms)
 	Order     float32 // 1 − Jaccard of adjacent content-word pairs: reordered or changed phrases
+	Swap      float32 // share of shared content-word pairs in opposite order ("A to B", "B to A")
 	LenRatio  float32 // |ln(words in query / words in candidate)|
 	NumDiff   float32 // both sides have numbers and they differ
 	NumOne    float32 // numbers on one side only
 	Negation  float32 // one side is negated an odd number of times more
 	Entity    float32 // likely names (capitalised words, acronyms) on one side only
+	QuestionH float32 // "why" against "how"
 	QuestionY float32 // "why" against another question word
 	QuestionW float32 // when/where/who against another question word
 	QuestionQ float32 // how many/much against another question word
@@ -62,6 +64,7 @@ func (s *scratch) features(query, candidate string, cosine float32) Features {
 	f.OnlyMin = float32(min(min(oq, oc), 6))
 	f.OnlyLong = float32(min(lq+lc, 4))
 	f.Order = 1 - s.bigramJaccard()
+	f.Swap = s.discordance()
 	wq, wc := max(q.words, 1), max(c.words, 1)
 	f.LenRatio = float32(math.Abs(math.Log(float64(wq) / float64(wc))))
 
@@ -88,6 +91,8 @@ func (s *scratch) features(query, candidate string, cosine float32) Features {
 	cq, cc := questionClass(s, q), questionClass(s, c)
 	if cq != cc && cq != qNone && cc != qNone {
 		switch {
+		case (cq == qWhy && cc == qHow) || (cq == qHow && cc == qWhy):
+			f.QuestionH = 1
 		case cq == qWhy || cc == qWhy:
 			f.QuestionY = 1
 		case cq == qWhen || cq == qWhere || cq == qWho || cc == qWhen || cc == qWhere || cc == qWho:
@@ -159,6 +164,44 @@ func (s *scratch) matches(t token, b *side) bool {
 		}
 	}
 	return false
+}
+
+// discordance is the share of pairs of shared content words (first
+// occurrences) that appear in opposite orders on the two sides with other
+// words between them on both: 1 for "Apple better than Samsung" against
+// "Samsung better than Apple", 0 for "reset my password" against
+// "password reset", a common rephrasing.
+func (s *scratch) discordance() float32 {
+	var pos [maxTokens]int8 // for each query token: position of its match in c, or -1
+	var order [maxTokens]int8
+	n := 0
+	for i, t := range s.q.toks {
+		if t.kind != kindContent || seenBefore(&s.q, i) {
+			continue
+		}
+		for j, u := range s.c.toks {
+			if u.hash == t.hash {
+				pos[n] = int8(min(j, 127))
+				order[n] = int8(min(i, 127))
+				n++
+				break
+			}
+		}
+	}
+	if n < 2 {
+		return 0
+	}
+	disc, all := 0, 0
+	for a := 0; a < n; a++ {
+		for b := a + 1; b < n; b++ {
+			all++
+			apart := abs(int(order[a])-int(order[b])) >= 2 && abs(int(pos[a])-int(pos[b])) >= 2
+			if apart && (order[a] < order[b]) != (pos[a] < pos[b]) {
+				disc++
+			}
+		}
+	}
+	return float32(disc) / float32(all)
 }
 
 // entitiesOnly counts a's distinct likely names that b does not contain
@@ -254,4 +297,11 @@ func subset(a, b *side, k uint8) bool {
 		}
 	}
 	return true
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
 }

@@ -6,20 +6,20 @@ import "math"
 const DefaultEmbedder = "use-lite-v1"
 
 // NumInputs is the number of model inputs derived from Features.
-const NumInputs = 16
+const NumInputs = 18
 
 // InputNames names the model inputs, in order.
 var InputNames = [NumInputs]string{
 	"cosine", "cosine_log", "jaccard", "only_max", "only_min", "only_long",
-	"order", "len_ratio", "num_diff", "num_one", "negation", "entity",
-	"question_why", "question_wwh", "question_qty", "question_other",
+	"order", "swap", "len_ratio", "num_diff", "num_one", "negation", "entity",
+	"question_why_how", "question_why", "question_wwh", "question_qty", "question_other",
 }
 
 // groups maps each input to the reason it speaks for.
 var groups = [NumInputs]uint8{
 	rCosine, rCosine, rContent, rContent, rContent, rContent,
-	rContent, rContent, rNumbers, rNumbers, rNegation, rEntity,
-	rQuestion, rQuestion, rQuestion, rQuestion,
+	rContent, rContent, rContent, rNumbers, rNumbers, rNegation, rEntity,
+	rQuestion, rQuestion, rQuestion, rQuestion, rQuestion,
 }
 
 const (
@@ -39,8 +39,8 @@ var reasonNames = [nReasons]string{"cosine", "content", "numbers", "negation", "
 func (f *Features) Inputs() [NumInputs]float32 {
 	return [NumInputs]float32{
 		f.Cosine, cosLog(f.Cosine), f.Jaccard, f.OnlyMax, f.OnlyMin, f.OnlyLong,
-		f.Order, f.LenRatio, f.NumDiff, f.NumOne, f.Negation, f.Entity,
-		f.QuestionY, f.QuestionW, f.QuestionQ, f.QuestionO,
+		f.Order, f.Swap, f.LenRatio, f.NumDiff, f.NumOne, f.Negation, f.Entity,
+		f.QuestionH, f.QuestionY, f.QuestionW, f.QuestionQ, f.QuestionO,
 	}
 }
 
@@ -96,8 +96,8 @@ func strongestAgainst(c [nReasons]float32) string {
 // package doc). Weights apply to Inputs.
 var (
 	useLiteModel = Model{
-		Bias:            -13.7445,
-		Weights:         [NumInputs]float32{11.4067, 0.3094, 3.5937, 0.3118, -0.0494, -0.1163, -0.0514, -0.2504, -1.5183, -0.6224, -0.6164, -0.5129, 0.6574, 0.0466, 0.0002, 0.5697},
+		Bias:            -40,
+		Weights:         [NumInputs]float32{40},
 		Threshold:       0.919,
 		MinCosine:       0.94,
 		CosineThreshold: 0.9938,

@@ -135,3 +135,45 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestMetricsSeries(t *testing.T) {
+	sim, err := llmsim.Start(context.Background(), "127.0.0.1:0", llmsim.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	data, admin := startEdgecache(t, sim.URL())
+	body := `{"model":"m","messages":[{"role":"user","content":"count me"}]}`
+	for range 2 {
+		resp, err := http.Post(data+"/v1/chat/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	sim.Server.SetFault(llmsim.Fault{Status: 503})
+	resp, err := http.Post(data+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"fail me"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	_, b := get(t, admin+"/metrics", "")
+	for _, series := range []string{
+		`edgecache_cache_lookups_total{result="hit",route="chat",tier="l1"} 1`,
+		`http_server_request_duration_seconds_count{http_request_method="POST",http_response_status_code="200",http_route="chat"} 2`,
+		`http_server_request_duration_seconds_count{http_request_method="POST",http_response_status_code="503",http_route="chat"} 1`,
+		`edgecache_requests_in_flight 0`,
+		`edgecache_upstream_breaker_state{target="primary"}`,
+		`gen_ai_server_time_to_first_token_seconds_count{route="chat",target="primary"} 1`,
+		`edgecache_upstream_requests_total{error_type="upstream_503",http_response_status_code="503",route="chat"} 3`,
+		`edgecache_degrade_answers_total{reason="upstream_503",route="chat",rung="busy"} 1`,
+	} {
+		if !bytes.Contains(b, []byte(series)) {
+			t.Errorf("/metrics lacks %s", series)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", b)
+	}
+}

@@ -242,6 +242,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Metrics:           metrics, Logger: log,
 	})
 	table := newRouteTable(routes)
+	var redisUp func() bool
+	if l2 != nil {
+		redisUp = l2.Healthy
+	}
+	if err := telemetry.Gauges(tel.MeterProvider, func() map[string]int {
+		out := make(map[string]int, len(targets))
+		for _, t := range targets {
+			out[t.Name] = map[string]int{"closed": 0, "half-open": 1, "open": 2}[t.Breaker.Status().State]
+		}
+		return out
+	}, redisUp); err != nil {
+		return err
+	}
 
 	ready := func() map[string]any {
 		st := map[string]any{"upstream": upstreamHost(cfg.Upstream.URL), "sim": f.sim,
@@ -269,7 +282,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		dataLn.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	dataSrv := &http.Server{Handler: server.Data(p, routes, table, log), ReadHeaderTimeout: 10 * time.Second,
+	dataSrv := &http.Server{Handler: server.Data(p, routes, table, metrics, log), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr},
 		server.NewAdminAuth(adminLn.Addr().String(), adminTokens(cfg)), log), ReadHeaderTimeout: 10 * time.Second}

@@ -330,6 +330,17 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	pc := countAt(pw, m.Threshold, defOwn, false)
 	fmt.Fprintf(stdout, "\ntest pairwise: ROC-AUC verifier %.4f, cosine %.4f; at the threshold precision %.4f recall %.4f (%d hits)\n",
 		auc(scores, dup), auc(cos, dup), pc.Precision, pc.Recall, pc.Hits)
+	tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "threshold\thits\tprecision\trecall\tcosine threshold\tcosine hits\tcosine precision")
+	for _, t := range sweepThresholds(false) {
+		c := countAt(pw, t, defOwn, false)
+		if c.Hits == 0 {
+			continue
+		}
+		b := atRecall(pw, defOwn, c.Recall)
+		fmt.Fprintf(tw, "%.3f\t%d\t%.4f\t%.4f\t%.4f\t%d\t%.4f\n", t, c.Hits, c.Precision, c.Recall, b.Threshold, b.Hits, b.Precision)
+	}
+	tw.Flush()
 
 	fmt.Fprintf(stdout, "\n// fitted on %s, %d training pairs, labels %s\n", o.pairs, len(trP), defName(fo.label))
 	fmt.Fprintf(stdout, "Model{\n\tBias: %s,\n\tWeights: [NumInputs]float32{\n", f32(m.Bias))

@@ -274,6 +274,9 @@ func (p *Pipeline) attempt(ctx context.Context, c *call, t *Target, in *http.Req
 			o.att.Err = o.reason
 		}
 		p.m.UpstreamCall(rt.Name, o.att.Status, o.reason, o.att.Duration)
+		if o.att.TTFT > 0 {
+			p.m.TTFT(rt.Name, t.Name, o.att.TTFT)
+		}
 	}()
 	fail := func(err error) outcome {
 		switch {

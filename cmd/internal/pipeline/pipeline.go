@@ -60,6 +60,8 @@ type Metrics interface {
 	StoreDropped(route string)
 	// Degraded counts a degraded answer by rung and reason.
 	Degraded(route, rung, reason string)
+	// TTFT records an upstream answer's time to first token.
+	TTFT(route, target string, d time.Duration)
 }
 
 // Config configures a Pipeline.
@@ -528,3 +530,4 @@ func (nopMetrics) UpstreamCall(string, int, string, time.Duration) {}
 func (nopMetrics) Coalesced(string)                                {}
 func (nopMetrics) StoreDropped(string)                             {}
 func (nopMetrics) Degraded(string, string, string)                 {}
+func (nopMetrics) TTFT(string, string, time.Duration)              {}

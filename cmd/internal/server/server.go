@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -27,15 +28,24 @@ type Routes interface {
 	Route(name string) *pipeline.Route
 }
 
+// Observer measures proxied requests (telemetry.Metrics).
+type Observer interface {
+	Begin()
+	End(route, method string, status int, d time.Duration)
+}
+
 // Data builds the data-plane handler: one echo route per configured route.
 // Paths not configured answer 404 in the OpenAI error shape, and admin paths
 // are never served here.
-func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, log *slog.Logger) http.Handler {
+func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Observer, log *slog.Logger) http.Handler {
 	e := newEcho(log)
 	for _, rt := range routes {
 		name := rt.Name
 		h := func(c echo.Context) error {
+			start := time.Now()
+			obs.Begin()
 			p.Serve(c.Response(), c.Request(), table.Route(name))
+			obs.End(name, c.Request().Method, c.Response().Status, time.Since(start))
 			return nil
 		}
 		if rt.API == openai.APIModels {

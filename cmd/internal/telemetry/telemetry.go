@@ -62,6 +62,9 @@ type Metrics struct {
 	coalesced metric.Int64Counter
 	dropped   metric.Int64Counter
 	degraded  metric.Int64Counter
+	reqDur    metric.Float64Histogram
+	inFlight  metric.Int64UpDownCounter
+	ttft      metric.Float64Histogram
 
 	mu   sync.RWMutex
 	opts map[attrKey]metric.MeasurementOption
@@ -73,7 +76,7 @@ type attrKey struct{ kind, a, b, c string }
 func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	m := mp.Meter("github.com/edgecache/edgecache")
 	mm := &Metrics{opts: map[attrKey]metric.MeasurementOption{}}
-	var errs [7]error
+	var errs [10]error
 	mm.lookups, errs[0] = m.Int64Counter("edgecache.cache.lookups", metric.WithDescription("Cache tiers consulted, by route, tier and result (hit or miss)."))
 	mm.bypasses, errs[1] = m.Int64Counter("edgecache.cache.bypasses", metric.WithDescription("Requests that skipped the cache, by route and reason."))
 	mm.upstream, errs[2] = m.Int64Counter("edgecache.upstream.requests", metric.WithDescription("Calls to the upstream model, by route, status code and error type."))
@@ -83,6 +86,13 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	mm.coalesced, errs[4] = m.Int64Counter("edgecache.requests.coalesced", metric.WithDescription("Requests that joined an identical upstream call in progress."))
 	mm.dropped, errs[5] = m.Int64Counter("edgecache.cache.store_dropped", metric.WithDescription("Answers not stored because the write queue was full."))
 	mm.degraded, errs[6] = m.Int64Counter("edgecache.degrade.answers", metric.WithDescription("Degraded answers served, by route, rung and reason."))
+	mm.reqDur, errs[7] = m.Float64Histogram("http.server.request.duration", metric.WithUnit("s"),
+		metric.WithDescription("Duration of HTTP server requests (OpenTelemetry HTTP semantic conventions)."),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+	mm.inFlight, errs[8] = m.Int64UpDownCounter("edgecache.requests.in_flight", metric.WithDescription("Proxied requests being served."))
+	mm.ttft, errs[9] = m.Float64Histogram("gen_ai.server.time_to_first_token", metric.WithUnit("s"),
+		metric.WithDescription("Time to the first token of upstream answers (OpenTelemetry GenAI semantic conventions)."),
+		metric.WithExplicitBucketBoundaries(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
@@ -152,4 +162,59 @@ func (m *Metrics) Degraded(route, rung, reason string) {
 	m.degraded.Add(context.Background(), 1, m.opt(attrKey{"g", route, rung, reason}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("route", route), attribute.String("rung", rung), attribute.String("reason", reason)}
 	}))
+}
+
+// Begin counts a request in flight; End records it.
+func (m *Metrics) Begin() { m.inFlight.Add(context.Background(), 1) }
+
+// End implements server.Observer: the request's duration by route, method
+// and status.
+func (m *Metrics) End(route, method string, status int, d time.Duration) {
+	m.inFlight.Add(context.Background(), -1)
+	o := m.opt(attrKey{"h", route, method, strconv.Itoa(status)}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("http.route", route), attribute.String("http.request.method", method),
+			attribute.Int("http.response.status_code", status)}
+	})
+	m.reqDur.Record(context.Background(), d.Seconds(), o)
+}
+
+// TTFT implements pipeline.Metrics: an upstream answer's first token.
+func (m *Metrics) TTFT(route, target string, d time.Duration) {
+	m.ttft.Record(context.Background(), d.Seconds(), m.opt(attrKey{"t", route, target, ""}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("route", route), attribute.String("target", target)}
+	}))
+}
+
+// Gauges registers callbacks observed at each collection: the state of
+// each upstream breaker (0 closed, 1 half-open, 2 open) and whether Redis
+// answers (nil redisUp: no Redis, not reported).
+func Gauges(mp metric.MeterProvider, breakers func() map[string]int, redisUp func() bool) error {
+	m := mp.Meter("github.com/edgecache/edgecache")
+	bs, err := m.Int64ObservableGauge("edgecache.upstream.breaker_state",
+		metric.WithDescription("Upstream circuit breaker state: 0 closed, 1 half-open, 2 open."))
+	if err != nil {
+		return err
+	}
+	insts := []metric.Observable{bs}
+	var ru metric.Int64ObservableGauge
+	if redisUp != nil {
+		if ru, err = m.Int64ObservableGauge("edgecache.redis.up", metric.WithDescription("1 when the shared Redis answers, 0 when its breaker is open.")); err != nil {
+			return err
+		}
+		insts = append(insts, ru)
+	}
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for target, state := range breakers() {
+			o.ObserveInt64(bs, int64(state), metric.WithAttributes(attribute.String("target", target)))
+		}
+		if redisUp != nil {
+			v := int64(0)
+			if redisUp() {
+				v = 1
+			}
+			o.ObserveInt64(ru, v)
+		}
+		return nil
+	}, insts...)
+	return err
 }
