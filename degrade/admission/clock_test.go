@@ -21,7 +21,7 @@ type fakeTimer struct {
 	done bool // fired or stopped; guarded by c.mu
 }
 
-var _ Clock = (*fakeClock)(nil)
+var _ TimerClock = (*fakeClock)(nil)
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 

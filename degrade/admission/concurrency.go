@@ -114,7 +114,8 @@ type ConcurrencyConfig struct {
 	// Shadow admits every request at once, counting in
 	// LaneStats.ShadowRejected those that would have had to queue.
 	Shadow bool
-	// Clock is the time source and timer; nil means the real time.
+	// Clock is the time source; nil means the real time. If it is a
+	// TimerClock, queue waits are timed by it too.
 	Clock Clock
 }
 
@@ -219,6 +220,7 @@ type Release func(ttft time.Duration, ok bool)
 type Concurrency struct {
 	name       string
 	clock      Clock
+	afterFunc  func(time.Duration, func()) Timer
 	lanes      [NumLanes]LaneConfig
 	maxQueue   int
 	shadow     bool
@@ -263,6 +265,7 @@ func NewConcurrency(cfg ConcurrencyConfig) (*Concurrency, error) {
 	c := &Concurrency{
 		name:       cfg.Name,
 		clock:      clockOr(cfg.Clock),
+		afterFunc:  timerClockOr(clockOr(cfg.Clock)),
 		lanes:      cfg.Lanes,
 		maxQueue:   cfg.MaxQueue,
 		shadow:     cfg.Shadow,
@@ -374,7 +377,7 @@ func (c *Concurrency) enter(now time.Time, lane Lane, deadline time.Time) (Relea
 	c.lane[lane].queued++
 	c.lane[lane].waited++
 	c.queued++
-	w.timer = c.clock.AfterFunc(wait, func() { c.expire(w, reason) })
+	w.timer = c.afterFunc(wait, func() { c.expire(w, reason) })
 	return nil, w, nil
 }
 

@@ -410,6 +410,27 @@ func TestAcquireRealClock(t *testing.T) {
 	}
 }
 
+// nowOnly is a Clock without timers, like degrade.Clock.
+type nowOnly struct{ t time.Time }
+
+func (n nowOnly) Now() time.Time { return n.t }
+
+func TestConcurrencyNowOnlyClockUsesRealTimers(t *testing.T) {
+	cfg := fixed(1)
+	cfg.Clock = nowOnly{t0}
+	c, err := NewConcurrency(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Acquire(context.Background(), Paid, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Acquire(context.Background(), Paid, t0.Add(20*time.Millisecond))
+	if re := rejection(t, err, ErrQueueTimeout, ReasonDeadline); re.Waited != 0 { // the frozen clock measured no wait
+		t.Fatalf("waited %v on a frozen clock", re.Waited)
+	}
+}
+
 // waitQueued polls until n requests wait: the waiter runs in another
 // goroutine, so its arrival in the queue is observed, not slept for.
 func waitQueued(t *testing.T, c *Concurrency, n int) {

@@ -11,13 +11,10 @@ import (
 )
 
 // stopped is a Clock frozen at one instant, so the example's output is
-// stable.
+// stable. Any degrade.Clock fits too.
 type stopped struct{ t time.Time }
 
 func (s stopped) Now() time.Time { return s.t }
-func (s stopped) AfterFunc(d time.Duration, f func()) admission.Timer {
-	return time.AfterFunc(d, f)
-}
 
 // The ladder in a request handler: self-protection, own quotas, then the
 // upstream's concurrency limit; settle the quota with the real usage.

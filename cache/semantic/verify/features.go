@@ -1,6 +1,9 @@
 package verify
 
-import "math"
+import (
+	"math"
+	"math/bits"
+)
 
 // Features are what the verifier measures about a query and a candidate.
 // Every field is zero (Cosine and Jaccard: one) for two identical texts.
@@ -14,6 +17,9 @@ type Features struct {
 	Order     float32 // 1 − Jaccard of adjacent content-word pairs: reordered or changed phrases
 	Swap      float32 // share of shared content-word pairs in opposite order ("A to B", "B to A")
 	LenRatio  float32 // |ln(words in query / words in candidate)|
+	CharSim   float32 // Jaccard of the character trigrams of the content words: spelling-tolerant overlap
+	Person    float32 // the possessives differ ("your favourite" against "the most popular", "my" against "his")
+	Size      float32 // content words on the shorter side: context for the others, not a difference
 	NumDiff   float32 // both sides have numbers and they differ
 	NumOne    float32 // numbers on one side only
 	Negation  float32 // one side is negated an odd number of times more
@@ -67,6 +73,11 @@ func (s *scratch) features(query, candidate string, cosine float32) Features {
 	f.Swap = s.discordance()
 	wq, wc := max(q.words, 1), max(c.words, 1)
 	f.LenRatio = float32(math.Abs(math.Log(float64(wq) / float64(wc))))
+	f.CharSim = s.charSim()
+	if s.possessives(q) != s.possessives(c) {
+		f.Person = 1
+	}
+	f.Size = float32(min(nq, nc, 12))
 
 	// Numbers.
 	hq, hc := hasKind(q, kindNumber), hasKind(c, kindNumber)
@@ -80,7 +91,7 @@ func (s *scratch) features(query, candidate string, cosine float32) Features {
 	}
 
 	// Negation parity.
-	if countKind(q, kindNegation)%2 != countKind(c, kindNegation)%2 {
+	if s.negations(q)%2 != s.negations(c)%2 {
 		f.Negation = 1
 	}
 
@@ -172,6 +183,9 @@ func (s *scratch) matches(t token, b *side) bool {
 // "Samsung better than Apple", 0 for "reset my password" against
 // "password reset", a common rephrasing.
 func (s *scratch) discordance() float32 {
+	if s.symmetric(&s.q) || s.symmetric(&s.c) {
+		return 0
+	}
 	var pos [maxTokens]int8 // for each query token: position of its match in c, or -1
 	var order [maxTokens]int8
 	n := 0
@@ -202,6 +216,96 @@ func (s *scratch) discordance() float32 {
 		}
 	}
 	return float32(disc) / float32(all)
+}
+
+// symmetric reports whether sd relates things symmetrically ("X and Y",
+// "difference between X and Y", "X vs Y"), where their order is free.
+func (s *scratch) symmetric(sd *side) bool {
+	for _, t := range sd.toks {
+		switch w := s.stem(t); string(w) {
+		case "and", "or", "vs", "versus", "between", "both", "compar", "comparison", "differ", "differenc", "different", "similar", "similariti", "relat", "relationship":
+			return true
+		}
+	}
+	return false
+}
+
+// negations counts sd's negations, leaving out the "or not" and "if not"
+// of questions ("Do I love her or not?").
+func (s *scratch) negations(sd *side) int {
+	n := 0
+	for i, t := range sd.toks {
+		if t.kind != kindNegation {
+			continue
+		}
+		if i > 0 && t.end > t.start {
+			switch string(s.stem(sd.toks[i-1])) {
+			case "or", "if", "whether":
+				continue
+			}
+		}
+		n++
+	}
+	return n
+}
+
+// possessives returns the set of grammatical persons of sd's possessive
+// pronouns: 1 first, 2 second, 4 third.
+func (s *scratch) possessives(sd *side) uint8 {
+	var m uint8
+	for _, t := range sd.toks {
+		if t.kind != kindStop {
+			continue
+		}
+		switch string(s.stem(t)) {
+		case "my", "mine", "our", "ours":
+			m |= 1
+		case "your", "yours":
+			m |= 2
+		case "his", "her", "hers", "their", "theirs", "its":
+			m |= 4
+		}
+	}
+	return m
+}
+
+// charSim is the Jaccard similarity of the sets of character trigrams of
+// the two sides' content words and numbers (hashed into 512 bits).
+func (s *scratch) charSim() float32 {
+	var a, b [8]uint64
+	s.trigrams(&s.q, &a)
+	s.trigrams(&s.c, &b)
+	inter, union := 0, 0
+	for i := range a {
+		inter += bits.OnesCount64(a[i] & b[i])
+		union += bits.OnesCount64(a[i] | b[i])
+	}
+	if union == 0 {
+		return 1
+	}
+	return float32(inter) / float32(union)
+}
+
+func (s *scratch) trigrams(sd *side, set *[8]uint64) {
+	for _, t := range sd.toks {
+		if t.kind != kindContent && t.kind != kindNumber {
+			continue
+		}
+		w := s.stem(t)
+		// Trigrams of " w ": word boundaries count as characters.
+		n := len(w) + 2
+		at := func(i int) byte {
+			if i == 0 || i == n-1 {
+				return ' '
+			}
+			return w[i-1]
+		}
+		for i := 0; i+3 <= n; i++ {
+			h := (uint32(at(i))*31+uint32(at(i+1)))*31 + uint32(at(i+2))
+			h *= 2654435761
+			set[h>>29] |= 1 << ((h >> 23) & 63)
+		}
+	}
 }
 
 // entitiesOnly counts a's distinct likely names that b does not contain

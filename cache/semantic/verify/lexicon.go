@@ -29,7 +29,7 @@ quora question questions answer answers people person`
 
 const questionWords = `what which who whom whose when where why how`
 
-const negationWords = `not no non never without nothing none nobody nowhere neither nor cannot`
+const negationWords = `not no non never nothing none nobody nowhere neither nor cannot`
 
 // numberWords map to their digits so that "five" meets "5".
 var numberWords = map[string]string{

@@ -1,25 +1,26 @@
 package verify
 
-import "math"
-
 // DefaultEmbedder is the embedder whose calibration New uses.
 const DefaultEmbedder = "use-lite-v1"
 
 // NumInputs is the number of model inputs derived from Features.
-const NumInputs = 18
+const NumInputs = 20
 
 // InputNames names the model inputs, in order.
 var InputNames = [NumInputs]string{
-	"cosine", "cosine_log", "jaccard", "only_max", "only_min", "only_long",
-	"order", "swap", "len_ratio", "num_diff", "num_one", "negation", "entity",
-	"question_why_how", "question_why", "question_wwh", "question_qty", "question_other",
+	"cosine", "jaccard", "only_max", "only_min", "only_long", "order", "swap",
+	"len_ratio", "char_sim", "person", "size", "num_diff", "num_one", "negation",
+	"entity", "question_why_how", "question_why", "question_wwh", "question_qty",
+	"question_other",
 }
 
-// groups maps each input to the reason it speaks for.
+// groups maps each input to the reason it speaks for; rNone inputs
+// describe the texts rather than a difference between them.
 var groups = [NumInputs]uint8{
-	rCosine, rCosine, rContent, rContent, rContent, rContent,
-	rContent, rContent, rContent, rNumbers, rNumbers, rNegation, rEntity,
-	rQuestion, rQuestion, rQuestion, rQuestion, rQuestion,
+	rCosine, rContent, rContent, rContent, rContent, rContent, rContent,
+	rContent, rContent, rContent, rNone, rNumbers, rNumbers, rNegation,
+	rEntity, rQuestion, rQuestion, rQuestion, rQuestion,
+	rQuestion,
 }
 
 const (
@@ -30,32 +31,73 @@ const (
 	rEntity
 	rQuestion
 	nReasons
+	rNone = nReasons
 )
 
 var reasonNames = [nReasons]string{"cosine", "content", "numbers", "negation", "entity", "question"}
 
-// Inputs are the model's inputs for f: the features plus a steep transform
-// of the cosine that separates 0.95 from 0.99.
+// Inputs are the model's inputs for f.
 func (f *Features) Inputs() [NumInputs]float32 {
 	return [NumInputs]float32{
-		f.Cosine, cosLog(f.Cosine), f.Jaccard, f.OnlyMax, f.OnlyMin, f.OnlyLong,
-		f.Order, f.Swap, f.LenRatio, f.NumDiff, f.NumOne, f.Negation, f.Entity,
-		f.QuestionH, f.QuestionY, f.QuestionW, f.QuestionQ, f.QuestionO,
+		f.Cosine, f.Jaccard, f.OnlyMax, f.OnlyMin, f.OnlyLong, f.Order, f.Swap,
+		f.LenRatio, f.CharSim, f.Person, f.Size, f.NumDiff, f.NumOne, f.Negation,
+		f.Entity, f.QuestionH, f.QuestionY, f.QuestionW, f.QuestionQ,
+		f.QuestionO,
 	}
+}
+
+// Cuts are the fixed points where each input's contribution to the
+// log-odds may step (the model is a sum of step functions, one per input:
+// boosted stumps on a fixed grid). They are design, not fitted.
+var Cuts = [NumInputs][]float32{
+	{0.75, 0.8, 0.84, 0.87, 0.89, 0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995}, // cosine
+	{0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99}, // jaccard
+	{0.5, 1.5, 2.5, 3.5},                       // only_max
+	{0.5, 1.5, 2.5},                            // only_min
+	{0.5, 1.5, 2.5},                            // only_long
+	{0.2, 0.4, 0.6, 0.8, 0.99},                 // order
+	{0.01, 0.3},                                // swap
+	{0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1},         // len_ratio
+	{0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99},  // char_sim
+	{0.5},                                      // person
+	{1.5, 2.5, 3.5, 4.5, 6.5},                  // size
+	{0.5},                                      // num_diff
+	{0.5},                                      // num_one
+	{0.5},                                      // negation
+	{0.5, 1.5},                                 // entity
+	{0.5},                                      // question_why_how
+	{0.5},                                      // question_why
+	{0.5},                                      // question_wwh
+	{0.5},                                      // question_qty
+	{0.5},                                      // question_other
 }
 
 // ideal are the inputs of two identical texts.
 var ideal = func() [NumInputs]float32 {
-	f := Features{Cosine: 1, Jaccard: 1}
+	f := Features{Cosine: 1, Jaccard: 1, CharSim: 1}
 	return f.Inputs()
 }()
 
-func cosLog(c float32) float32 { return float32(-math.Log(1.01 - float64(c))) }
+// Prior returns the fixed log-odds step of input i (at its first cut) and
+// whether it is fixed: the differences that change the answer whatever the
+// training labels say. Quora's duplicate labels are loose ("Why does X go
+// bad?" and "How does X go bad?" are marked duplicates), so fitting alone
+// would weigh negation, different numbers and "why" against "how" lightly;
+// precision comes first, so these steps are set, not fitted, and fitting
+// adjusts the others around them.
+func Prior(i int) (w float32, fixed bool) {
+	switch InputNames[i] {
+	case "negation", "num_diff", "question_why_how":
+		return -4, true
+	}
+	return 0, false
+}
 
-// Model is a logistic model over Inputs with its operating points.
+// Model is a logistic model over Inputs: the log-odds are Bias plus, for
+// every input, the sum of its Steps at the Cuts it exceeds.
 type Model struct {
-	Bias    float32
-	Weights [NumInputs]float32
+	Bias  float32
+	Steps [NumInputs][]float32 // Steps[i][k] applies when input i > Cuts[i][k]
 
 	// Threshold is the default minimum score of a hit.
 	Threshold float32
@@ -71,9 +113,21 @@ type Model struct {
 func (m *Model) logit(f *Features) (z float32, contrib [nReasons]float32) {
 	x := f.Inputs()
 	z = m.Bias
-	for i, w := range m.Weights {
-		z += w * x[i]
-		contrib[groups[i]] += w * (x[i] - ideal[i])
+	for i, steps := range m.Steps {
+		cuts := Cuts[i]
+		var got, want float32
+		for k := 0; k < len(steps) && k < len(cuts); k++ {
+			if x[i] > cuts[k] {
+				got += steps[k]
+			}
+			if ideal[i] > cuts[k] {
+				want += steps[k]
+			}
+		}
+		z += got
+		if g := groups[i]; g < nReasons {
+			contrib[g] += got - want
+		}
 	}
 	return z, contrib
 }
@@ -93,20 +147,23 @@ func strongestAgainst(c [nReasons]float32) string {
 }
 
 // The built-in calibrations, fitted with `edgecache eval --fit` (see the
-// package doc). Weights apply to Inputs.
+// package doc).
 var (
 	useLiteModel = Model{
 		Bias:            -40,
-		Weights:         [NumInputs]float32{40},
-		Threshold:       0.919,
-		MinCosine:       0.94,
-		CosineThreshold: 0.9938,
+		Steps:           [NumInputs][]float32{{40}},
+		Threshold:       0.5,
+		MinCosine:       0.7,
+		CosineThreshold: 0.93,
 	}
 	lexicalModel = Model{
 		Bias:            -40,
-		Weights:         [NumInputs]float32{40},
+		Steps:           [NumInputs][]float32{{40}},
 		Threshold:       0.5,
 		MinCosine:       0.5,
 		CosineThreshold: 0.93,
 	}
 )
+
+// Ideal is TEMPORARY for research.
+func Ideal() [NumInputs]float32 { return ideal }

@@ -70,6 +70,7 @@ func (s *scratch) tokenize(text string, out *side) {
 		s.norm = norm.NFKC.AppendString(s.norm[:0], text)
 		src = string(s.norm) // one allocation, non-ASCII texts only
 	}
+	caps, acronyms := casing(src)
 	i := 0
 	for i < len(src) {
 		r, n := decode(src, i)
@@ -101,10 +102,51 @@ func (s *scratch) tokenize(text string, out *side) {
 			}
 			break
 		}
-		s.addWord(src[start:j], upper, allUpper && letters >= 2, out)
+		// "C++", "C#", "F#": a plus or hash right after a letter is part
+		// of the name.
+		if j < len(src) && (src[j] == '+' || src[j] == '#') && j > start && isLetterByte(src[j-1]) {
+			j++
+			if j < len(src) && src[j] == '+' {
+				j++
+			}
+		}
+		s.addWord(src[start:j], caps && upper, acronyms && allUpper && letters >= 2, out)
 		i = j
 	}
 }
+
+// casing reports whether capitals and all-capital words in text can mark
+// names: not when most words are capitalised (Title Case) or the text is
+// mostly upper case (shouting).
+func casing(text string) (caps, acronyms bool) {
+	words, capital, upper, letters := 0, 0, 0, 0
+	inWord := false
+	for i := 0; i < len(text); i++ {
+		b := text[i]
+		isL := 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z'
+		if isL {
+			letters++
+			if 'A' <= b && b <= 'Z' {
+				upper++
+				if !inWord {
+					capital++
+				}
+			}
+			if !inWord {
+				words++
+			}
+		}
+		inWord = isL || '0' <= b && b <= '9' || b >= utf8.RuneSelf
+	}
+	if letters == 0 {
+		return false, false
+	}
+	acronyms = upper*2 < letters
+	caps = acronyms && (words < 4 || capital*10 < words*6)
+	return caps, acronyms
+}
+
+func isLetterByte(b byte) bool { return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' }
 
 func (s *scratch) addWord(w string, upper, acronym bool, out *side) {
 	out.words++
@@ -156,7 +198,7 @@ func (s *scratch) push(out *side, start int, word []byte, capital, acronym, firs
 		return
 	}
 	t := token{first: first}
-	if c, ok := lexicon[string(word)]; ok {
+	if c, ok := lexicon[string(word)]; ok && !(acronym && c.kind == kindStop) {
 		t.kind = c.kind
 		if c.kind == kindNumber {
 			t.hash = fnv([]byte(c.value))

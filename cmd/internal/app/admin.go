@@ -55,6 +55,7 @@ type upstreamView struct {
 	RequestsActive  int64                 `json:"requests_in_flight"`
 	RetriesInFlight int64                 `json:"retries_in_flight"`
 	CooldownSeconds float64               `json:"cooldown_remaining_s"`
+	Limiter         any                   `json:"limiter,omitempty"`
 }
 
 // Upstreams implements server.AdminAPI.
@@ -62,8 +63,12 @@ func (a *adminAPI) Upstreams() any {
 	out := make([]upstreamView, 0, len(a.targets))
 	for _, t := range a.targets {
 		req, ret := t.Budget.InFlight()
-		out = append(out, upstreamView{Target: t.Name, Breaker: t.Breaker.Status(), RequestsActive: req,
-			RetriesInFlight: ret, CooldownSeconds: t.Breaker.Remaining().Seconds()})
+		v := upstreamView{Target: t.Name, Breaker: t.Breaker.Status(), RequestsActive: req,
+			RetriesInFlight: ret, CooldownSeconds: t.Breaker.Remaining().Seconds()}
+		if t.Concurrency != nil {
+			v.Limiter = t.Concurrency.Stats()
+		}
+		out = append(out, v)
 	}
 	return map[string]any{"upstreams": out}
 }

@@ -206,6 +206,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if sem.fallback != "" {
 		fmt.Fprintf(stdout, "edgecache: semantic tier uses the lexical embedder: %s\n", sem.fallback)
 	}
+	adm, closeAdm, err := buildAdmission(cfg, secret, targets, log)
+	if err != nil {
+		return err
+	}
+	defer closeAdm()
 	var jsink *journal.RedisSink
 	if len(cfg.Redis.Addrs) > 0 {
 		if jsink, err = journal.NewRedisSink(cfg.Redis.Addrs, cfg.Redis.Password, cfg.Degrade.Region, 0); err != nil {
@@ -230,6 +235,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	p := pipeline.New(pipeline.Config{
 		Semantic:  sem.cfg,
 		Journal:   journalSink{jr},
+		Admission: adm,
 		Templates: templateWords{tw},
 		Cache:     tiered, Tiers: names, Targets: targets, Secret: secret,
 		Guard: pipeline.GuardConfig{

@@ -33,8 +33,13 @@ type Config struct {
 	// Backups are failover targets tried in order when the primary
 	// upstream fails or its breaker is open (e.g. the same model at another
 	// provider).
-	Backups  []Backup `yaml:"backups"`
-	Degrade  Degrade  `yaml:"degrade"`
+	Backups []Backup `yaml:"backups"`
+	Degrade Degrade  `yaml:"degrade"`
+	// Admission limits what reaches the upstream: quotas, lanes,
+	// self-protection and adaptive concurrency.
+	Admission Admission `yaml:"admission"`
+	// Tenants map API keys to a tenant name, a lane and limits.
+	Tenants  []Tenant `yaml:"tenants"`
 	Redis    Redis    `yaml:"redis"`
 	Cache    Cache    `yaml:"cache"`
 	Semantic Semantic `yaml:"semantic"`
@@ -138,6 +143,71 @@ type Degrade struct {
 	// Region names this edge's region (journal stream, route policies).
 	// Env EDGECACHE_REGION. Empty → "default".
 	Region string `yaml:"region"`
+}
+
+// Admission configures the limiters (degrade/admission). Zero limits mean
+// unlimited: quotas are opt-in.
+type Admission struct {
+	// DefaultLane of requests whose key belongs to no tenant: enterprise,
+	// paid, free or batch. Empty → free.
+	DefaultLane string `yaml:"default_lane"`
+	// TrustLaneHeader takes the lane from X-Edgecache-Lane (set by a
+	// trusted gateway in front). Off by default: clients could pick their
+	// own priority.
+	TrustLaneHeader bool `yaml:"trust_lane_header"`
+	// Limits are the default quotas per API key, tenant and client IP.
+	Limits LimitRules `yaml:"limits"`
+	// Replicas is the number of edgecache instances sharing the global
+	// limits: when Redis is down, each enforces 1/Replicas of them.
+	// Zero → 1.
+	Replicas int `yaml:"replicas"`
+	// MaxInFlight bounds requests held by this instance; above shares of it
+	// the lowest lanes are shed first (batch 80 %, free 90 %, paid 95 %).
+	// Zero → 4096.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// MaxHeapBytes sheds the same way on heap size. Zero → not watched.
+	MaxHeapBytes uint64 `yaml:"max_heap_bytes"`
+	// Concurrency bounds the adaptive concurrency limit per upstream
+	// target (Gradient2 on time to first token). Zeros → 20, 5, 500.
+	Concurrency ConcurrencyLimits `yaml:"concurrency"`
+	// Shadow counts would-be rejections of every limiter without enforcing.
+	Shadow bool `yaml:"shadow"`
+}
+
+// LimitRules are quotas per dimension.
+type LimitRules struct {
+	Key    Limits `yaml:"key"`
+	Tenant Limits `yaml:"tenant"`
+	IP     Limits `yaml:"ip"`
+}
+
+// Limits is one token-bucket quota. Zero rates mean unlimited.
+type Limits struct {
+	RequestsPerSecond float64 `yaml:"requests_per_second"`
+	RequestBurst      int64   `yaml:"request_burst"`
+	TokensPerMinute   int64   `yaml:"tokens_per_minute"`
+	TokenBurst        int64   `yaml:"token_burst"`
+	Shadow            bool    `yaml:"shadow"`
+}
+
+// ConcurrencyLimits bound the adaptive limit.
+type ConcurrencyLimits struct {
+	Initial int `yaml:"initial"`
+	Min     int `yaml:"min"`
+	Max     int `yaml:"max"`
+}
+
+// Tenant is a customer: its API keys, lane and quotas.
+type Tenant struct {
+	Name string `yaml:"name"`
+	// Lane: enterprise, paid, free or batch.
+	Lane string `yaml:"lane"`
+	// APIKeys of the tenant (keep the file secret, or set them through
+	// EDGECACHE_TENANT_<NAME>_KEYS, comma-separated). Only their HMACs are
+	// kept in memory after start-up.
+	APIKeys []string `yaml:"api_keys"`
+	// Limits override the tenant-dimension defaults; zero → defaults.
+	Limits Limits `yaml:"limits"`
 }
 
 // Breaker tunes the per-target circuit breakers.
@@ -379,6 +449,21 @@ func (c *Config) applyEnv(getenv func(string) string) {
 			c.AdminTokens = append(c.AdminTokens, AdminToken{Name: name, Token: tok})
 		}
 	}
+	for i := range c.Tenants {
+		name := strings.ToUpper(strings.Map(func(r rune) rune {
+			if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+				return r
+			}
+			return '_'
+		}, c.Tenants[i].Name))
+		if v := getenv("EDGECACHE_TENANT_" + name + "_KEYS"); v != "" {
+			for _, k := range strings.Split(v, ",") {
+				if k = strings.TrimSpace(k); k != "" {
+					c.Tenants[i].APIKeys = append(c.Tenants[i].APIKeys, k)
+				}
+			}
+		}
+	}
 	if v := getenv("EDGECACHE_QDRANT_ADDR"); v != "" {
 		c.Semantic.Qdrant.Addr = v
 		c.Semantic.Index = "qdrant"
@@ -464,6 +549,15 @@ func (c *Config) Default() {
 		if c.Backups[i].Name == "" {
 			c.Backups[i].Name = fmt.Sprintf("backup-%d", i+1)
 		}
+	}
+	if c.Admission.DefaultLane == "" {
+		c.Admission.DefaultLane = "free"
+	}
+	if c.Admission.Replicas == 0 {
+		c.Admission.Replicas = 1
+	}
+	if c.Admission.MaxInFlight == 0 {
+		c.Admission.MaxInFlight = 4096
 	}
 	sm := &c.Semantic
 	if sm.Embedder == "" {
@@ -576,6 +670,34 @@ func (c *Config) Validate() error {
 	for i, t := range c.AdminTokens {
 		if t.Name == "" || len(t.Token) < 16 {
 			bad("admin_tokens[%d] %q: a name and a token of at least 16 characters are required", i, t.Name)
+		}
+	}
+	lanes := map[string]bool{"enterprise": true, "paid": true, "free": true, "batch": true}
+	if !lanes[c.Admission.DefaultLane] {
+		bad("admission.default_lane %q: want enterprise, paid, free or batch", c.Admission.DefaultLane)
+	}
+	if c.Admission.Replicas < 1 || c.Admission.MaxInFlight < 0 {
+		bad("admission: replicas must be at least 1 and max_in_flight not negative")
+	}
+	for _, l := range []Limits{c.Admission.Limits.Key, c.Admission.Limits.Tenant, c.Admission.Limits.IP} {
+		if l.RequestsPerSecond < 0 || l.RequestBurst < 0 || l.TokensPerMinute < 0 || l.TokenBurst < 0 {
+			bad("admission.limits: rates and bursts must not be negative")
+		}
+	}
+	tenantNames, tenantKeys := map[string]bool{}, map[string]bool{}
+	for i, t := range c.Tenants {
+		if t.Name == "" || tenantNames[t.Name] {
+			bad("tenants[%d]: a unique name is required", i)
+		}
+		tenantNames[t.Name] = true
+		if !lanes[t.Lane] {
+			bad("tenant %q: lane %q: want enterprise, paid, free or batch", t.Name, t.Lane)
+		}
+		for _, k := range t.APIKeys {
+			if tenantKeys[k] {
+				bad("tenant %q: an API key belongs to two tenants", t.Name)
+			}
+			tenantKeys[k] = true
 		}
 	}
 	backupNames := map[string]bool{"primary": true}

@@ -95,45 +95,59 @@ func candidates(pairs []Pair, ms [][]semantic.Match, v *verify.Verifier, d defin
 	return out
 }
 
-// fitLogistic fits a ridge-penalised logistic regression by Newton's
-// method on standardised inputs and returns the raw-scale weights.
-func fitLogistic(ss []sample, l2 float64) (bias float32, w [verify.NumInputs]float32) {
-	const n = verify.NumInputs
-	var mean, sd [n]float64
-	for _, s := range ss {
-		for j := range n {
-			mean[j] += float64(s.x[j])
-		}
-	}
-	for j := range n {
-		mean[j] /= float64(len(ss))
-	}
-	for _, s := range ss {
-		for j := range n {
-			d := float64(s.x[j]) - mean[j]
-			sd[j] += d * d
-		}
-	}
-	for j := range n {
-		sd[j] = math.Sqrt(sd[j] / float64(len(ss)))
-		if sd[j] < 1e-9 {
-			sd[j] = 1 // a constant input: its weight stays 0 under the penalty
-		}
-	}
-	const m = nb // weights then bias
-	beta := make([]float64, m)
-	z := make([]float64, m)
-	for iter := 0; iter < 50; iter++ {
-		var g [m]float64
-		var h [m][m]float64
-		for _, s := range ss {
-			for j := range n {
-				z[j] = (float64(s.x[j]) - mean[j]) / sd[j]
+// fitSteps fits the verifier's model: a ridge-penalised logistic
+// regression on "input i exceeds cut k" indicators (boosted stumps on the
+// fixed grid verify.Cuts, fitted jointly), by Newton's method. The penalty
+// keeps neighbouring steps small, so each input's contribution is a
+// smooth staircase. Inputs with a prior (verify.Prior) keep their fixed
+// step.
+func fitSteps(ss []sample, l2 float64) (bias float32, steps [verify.NumInputs][]float32) {
+	// Columns: one per free (input, cut); the last is the bias.
+	var col [verify.NumInputs][]int
+	var prior [verify.NumInputs]float64
+	var fixed [verify.NumInputs]bool
+	d := 0
+	for i, cuts := range verify.Cuts {
+		p, ok := verify.Prior(i)
+		prior[i], fixed[i] = float64(p), ok
+		col[i] = make([]int, len(cuts))
+		for k := range cuts {
+			if ok && k == 0 {
+				col[i][k] = -1
+				continue
 			}
-			z[n] = 1
-			eta := 0.0
-			for j := range m {
-				eta += beta[j] * z[j]
+			col[i][k] = d
+			d++
+		}
+	}
+	m := d + 1
+	beta := make([]float64, m)
+	active := make([]int, 0, m)
+	for iter := 0; iter < 30; iter++ {
+		g := make([]float64, m)
+		h := make([][]float64, m)
+		for j := range h {
+			h[j] = make([]float64, m)
+		}
+		for _, s := range ss {
+			active = active[:0]
+			off := 0.0
+			for i, cuts := range verify.Cuts {
+				for k, c := range cuts {
+					if s.x[i] <= c {
+						break
+					}
+					if col[i][k] < 0 {
+						off += prior[i]
+						continue
+					}
+					active = append(active, col[i][k])
+				}
+			}
+			active = append(active, d)
+			eta := off
+			for _, j := range active {
+				eta += beta[j]
 			}
 			p := 1 / (1 + math.Exp(-eta))
 			y := 0.0
@@ -141,19 +155,20 @@ func fitLogistic(ss []sample, l2 float64) (bias float32, w [verify.NumInputs]flo
 				y = 1
 			}
 			r, wt := y-p, p*(1-p)
-			for j := range m {
-				g[j] += r * z[j]
-				for k := j; k < m; k++ {
-					h[j][k] += wt * z[j] * z[k]
+			for a, j := range active {
+				g[j] += r
+				for _, k := range active[a:] {
+					h[j][k] += wt
 				}
 			}
 		}
 		for j := range m {
 			for k := 0; k < j; k++ {
-				h[j][k] = h[k][j]
+				h[j][k] += h[k][j]
+				h[k][j] = h[j][k]
 			}
 		}
-		for j := range n {
+		for j := range d {
 			g[j] -= l2 * beta[j]
 			h[j][j] += l2
 		}
@@ -163,25 +178,27 @@ func fitLogistic(ss []sample, l2 float64) (bias float32, w [verify.NumInputs]flo
 			beta[j] += step[j]
 			maxStep = max(maxStep, math.Abs(step[j]))
 		}
-		if maxStep < 1e-7 {
+		if maxStep < 1e-6 {
 			break
 		}
 	}
-	b := beta[n]
-	for j := range n {
-		w[j] = float32(beta[j] / sd[j])
-		b -= beta[j] * mean[j] / sd[j]
+	for i, cuts := range verify.Cuts {
+		steps[i] = make([]float32, len(cuts))
+		for k := range cuts {
+			if col[i][k] < 0 {
+				steps[i][k] = float32(prior[i])
+			} else {
+				steps[i][k] = float32(beta[col[i][k]])
+			}
+		}
 	}
-	return float32(b), w
+	return float32(beta[d]), steps
 }
 
-// nb is the number of fitted parameters: the inputs' weights and a bias.
-const nb = verify.NumInputs + 1
-
-// solve returns x with a·x = b for a symmetric positive definite a
-// (Gaussian elimination with partial pivoting).
-func solve(a [nb][nb]float64, b [nb]float64) []float64 {
-	const m = nb
+// solve returns x with a·x = b (Gaussian elimination with partial
+// pivoting; a and b are overwritten).
+func solve(a [][]float64, b []float64) []float64 {
+	m := len(b)
 	for c := range m {
 		p := c
 		for r := c + 1; r < m; r++ {
@@ -196,6 +213,9 @@ func solve(a [nb][nb]float64, b [nb]float64) []float64 {
 		}
 		for r := c + 1; r < m; r++ {
 			f := a[r][c] / a[c][c]
+			if f == 0 {
+				continue
+			}
 			for k := c; k < m; k++ {
 				a[r][k] -= f * a[c][k]
 			}
@@ -259,9 +279,9 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 		}
 	}
 	fmt.Fprintf(stdout, "training candidates: %d (%d positive)\n", len(ss), pos)
-	bias, w := fitLogistic(ss, fo.l2)
+	bias, steps := fitSteps(ss, fo.l2)
 	m := base.Model()
-	m.Bias, m.Weights = bias, w
+	m.Bias, m.Steps = bias, steps
 
 	// Threshold on the training split, at the pre-filter used for fitting.
 	trOut := judgeAll(ctx, trP, trM, verify.NewModel(m), false, fo.minCos, o.workers)
@@ -280,11 +300,17 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	teOut := judgeAll(ctx, teP, teM, verify.NewModel(m), false, fo.minCos, o.workers)
 
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "\ninput\tweight")
-	for j, x := range w {
-		fmt.Fprintf(tw, "%s\t%.4f\n", verify.InputNames[j], x)
+	fmt.Fprintln(tw, "\ninput\tcumulative log-odds at each cut")
+	for j, st := range m.Steps {
+		var parts []string
+		sum := float32(0)
+		for k, x := range st {
+			sum += x
+			parts = append(parts, fmt.Sprintf(">%g: %+.2f", verify.Cuts[j][k], sum))
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", verify.InputNames[j], strings.Join(parts, "  "))
 	}
-	fmt.Fprintf(tw, "bias\t%.4f\n", bias)
+	fmt.Fprintf(tw, "bias\t%.4f\n", m.Bias)
 	fmt.Fprintf(tw, "threshold\t%.3f (training precision ≥ %.2f, %s)\n", m.Threshold, fo.precision, defName(fo.label))
 	fmt.Fprintf(tw, "min cosine\t%.2f\n", m.MinCosine)
 	tw.Flush()
@@ -343,9 +369,13 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	tw.Flush()
 
 	fmt.Fprintf(stdout, "\n// fitted on %s, %d training pairs, labels %s\n", o.pairs, len(trP), defName(fo.label))
-	fmt.Fprintf(stdout, "Model{\n\tBias: %s,\n\tWeights: [NumInputs]float32{\n", f32(m.Bias))
-	for j, x := range m.Weights {
-		fmt.Fprintf(stdout, "\t\t%s, // %s\n", f32(x), verify.InputNames[j])
+	fmt.Fprintf(stdout, "Model{\n\tBias: %s,\n\tSteps: [NumInputs][]float32{\n", f32(m.Bias))
+	for j, st := range m.Steps {
+		var parts []string
+		for _, x := range st {
+			parts = append(parts, f32(x))
+		}
+		fmt.Fprintf(stdout, "\t\t{%s}, // %s\n", strings.Join(parts, ", "), verify.InputNames[j])
 	}
 	fmt.Fprintf(stdout, "\t},\n\tThreshold: %s,\n\tMinCosine: %s,\n\tCosineThreshold: %s,\n}\n",
 		f32(m.Threshold), f32(m.MinCosine), f32(m.CosineThreshold))

@@ -203,3 +203,23 @@ func (r *Request) WithModel(model string) ([]byte, error) {
 	}
 	return Value{Kind: Object, obj: members}.AppendCanonical(nil), nil
 }
+
+// EstimateTokens estimates what a request may cost in tokens before it is
+// sent: about four bytes of prompt per token, plus the completion it asks
+// for at most (max_tokens or max_completion_tokens; 256 when unbounded).
+func EstimateTokens(r *Request, bodyLen int) int64 {
+	est := int64(bodyLen/4) + 1
+	out := int64(256)
+	for _, name := range []string{"max_completion_tokens", "max_tokens"} {
+		if v, ok := r.Body.Get(name); ok {
+			if n, ok := v.Int(); ok && n > 0 {
+				out = n
+				break
+			}
+		}
+	}
+	if r.API == APIEmbeddings {
+		out = 0
+	}
+	return est + out*r.N
+}

@@ -185,3 +185,14 @@ func nonEmpty(c Choice) bool {
 	return (m.Content != nil && strings.TrimSpace(*m.Content) != "") || len(m.ToolCalls) > 0 ||
 		(m.Refusal != nil && *m.Refusal != "")
 }
+
+// TotalTokens returns usage.total_tokens of a non-streamed answer, or -1.
+func TotalTokens(body []byte) int64 {
+	var r struct {
+		Usage *Usage `json:"usage"`
+	}
+	if json.Unmarshal(body, &r) != nil || r.Usage == nil {
+		return -1
+	}
+	return int64(r.Usage.TotalTokens)
+}

@@ -333,3 +333,11 @@ func (a *Accumulator) HasContent() bool {
 // Broken reports whether the stream carried an error event or a malformed
 // chunk.
 func (a *Accumulator) Broken() bool { return a.broken != nil }
+
+// TotalTokens is the usage the stream reported (include_usage), or -1.
+func (a *Accumulator) TotalTokens() int64 {
+	if a.usage == nil {
+		return -1
+	}
+	return int64(a.usage.TotalTokens)
+}

@@ -30,12 +30,13 @@ type call struct {
 	done    bool
 	err     error // set with done when the call failed
 	stored  bool  // set with done when the answer went to the cache
+	usage   int64 // tokens the upstream reported for the answer, -1 unknown
 	waiters int
 	cancel  context.CancelFunc
 }
 
 func newCall(key string, stream bool, cancel context.CancelFunc) *call {
-	return &call{key: key, stream: stream, changed: make(chan struct{}), cancel: cancel}
+	return &call{key: key, stream: stream, changed: make(chan struct{}), cancel: cancel, usage: -1}
 }
 
 func (c *call) notifyLocked() {
@@ -72,13 +73,14 @@ type view struct {
 	done   bool
 	err    error
 	stored bool
+	usage  int64
 	wait   <-chan struct{}
 }
 
 func (c *call) read(from int) view {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	v := view{status: c.status, header: c.header, done: c.done, err: c.err, stored: c.stored, wait: c.changed}
+	v := view{status: c.status, header: c.header, done: c.done, err: c.err, stored: c.stored, usage: c.usage, wait: c.changed}
 	if from < len(c.events) {
 		v.events = c.events[from:len(c.events):len(c.events)]
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/edgecache/edgecache/cmd/internal/openai"
 	"github.com/edgecache/edgecache/cmd/internal/upstream"
 	"github.com/edgecache/edgecache/degrade"
+	"github.com/edgecache/edgecache/degrade/admission"
 )
 
 // Target is one upstream the route may call: the primary or a backup.
@@ -25,6 +26,9 @@ type Target struct {
 	Budget  *degrade.RetryBudget
 	// Models renames the requested model for this target.
 	Models map[string]string
+	// Concurrency is the target's adaptive concurrency limit with lane
+	// partitions and a priority queue; nil → unlimited.
+	Concurrency *admission.Concurrency
 }
 
 // GuardConfig bounds retries and failover (DEGRADATION.md, rungs 5 and 6).
@@ -97,7 +101,7 @@ func clientRetrying(in *http.Request) bool {
 // retry budget, then the answer is relayed into c (and stored when
 // complete), or c finishes with a *Failure for the ladder. It owns the
 // call's context and is tracked by p.wg.
-func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route, body []byte, req *openai.Request, key cache.Key, q *semanticQuery, store bool) {
+func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route, body []byte, req *openai.Request, key cache.Key, q *semanticQuery, store bool, lane admission.Lane) {
 	defer p.wg.Done()
 	defer c.cancel()
 	var err error
@@ -148,7 +152,7 @@ func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route
 				break
 			}
 		}
-		o := p.attempt(ctx, c, t, in, rt, body, req, key, q, store, deadline)
+		o := p.admitAttempt(ctx, c, t, lane, in, rt, body, req, key, q, store, deadline)
 		release()
 		if p.settle(t, o, f, failed) {
 			stored, err = o.stored, o.err
@@ -191,8 +195,13 @@ func (p *Pipeline) pick(failed map[*Target]bool) (t *Target, refused time.Durati
 // it reports whether the call is over (answered or passed through).
 func (p *Pipeline) settle(t *Target, o outcome, f *Failure, failed map[*Target]bool) bool {
 	f.Attempts = append(f.Attempts, o.att)
-	if o.reason == "canceled" {
-		t.Breaker.Release() // says nothing about the upstream
+	if o.reason == "canceled" || o.admission {
+		t.Breaker.Release() // says nothing about the upstream's health
+		if o.admission {
+			failed[t] = true
+			f.Reason, f.RetryAfter = o.reason, max(f.RetryAfter, o.retryAfter)
+			f.Attempts = f.Attempts[:len(f.Attempts)-1] // no call was made
+		}
 		return false
 	}
 	t.Breaker.Record(o.reason == "", o.retryAfter, o.reason)
@@ -214,6 +223,7 @@ func (p *Pipeline) settle(t *Target, o outcome, f *Failure, failed map[*Target]b
 // from it (committed): a success, a pass-through error, or a stream that
 // started and then broke (err set).
 type outcome struct {
+	admission  bool // refused by the target's concurrency limit: no call made
 	reason     string
 	retryAfter time.Duration
 	stored     bool
@@ -250,6 +260,31 @@ func requestBody(t *Target, body []byte, req *openai.Request) []byte {
 		return body
 	}
 	return b
+}
+
+// admitAttempt takes a slot of t's adaptive concurrency limit for the
+// request's lane (waiting in its priority queue no longer than the
+// deadline allows), makes the attempt, and reports its time to first token
+// and whether it showed overload.
+func (p *Pipeline) admitAttempt(ctx context.Context, c *call, t *Target, lane admission.Lane, in *http.Request, rt *Route, body []byte, req *openai.Request, key cache.Key, q *semanticQuery, store bool, deadline time.Time) outcome {
+	if t.Concurrency == nil {
+		return p.attempt(ctx, c, t, in, rt, body, req, key, q, store, deadline)
+	}
+	rel, err := t.Concurrency.Acquire(ctx, lane, deadline)
+	if err != nil {
+		o := outcome{admission: true, reason: admissionReason(err)}
+		if ctx.Err() != nil {
+			o.reason = "canceled"
+		}
+		if d, ok := admission.RetryAfter(err); ok {
+			o.retryAfter = d
+		}
+		o.att.Target = t.Name
+		return o
+	}
+	o := p.attempt(ctx, c, t, in, rt, body, req, key, q, store, deadline)
+	rel(o.att.TTFT, !overloadSymptom(o))
+	return o
 }
 
 // attempt makes one call to t and, when it yields an answer, relays it into
@@ -339,6 +374,9 @@ func (p *Pipeline) attempt(ctx context.Context, c *call, t *Target, in *http.Req
 	}
 	c.mu.Lock()
 	c.status, c.header, c.events = resp.StatusCode, hdr, [][]byte{b}
+	if ok2xx {
+		c.usage = openai.TotalTokens(b)
+	}
 	c.mu.Unlock()
 	return o
 }
@@ -414,6 +452,9 @@ func (p *Pipeline) relay(ctx context.Context, c *call, t *Target, resp *http.Res
 		}
 		return o // complete but not storable (an error event): passed on as is
 	}
+	c.mu.Lock()
+	c.usage = acc.TotalTokens()
+	c.mu.Unlock()
 	if cacheable {
 		if answer, err := acc.Body(); err == nil {
 			o.stored = p.store(rt, key, q, answer)

@@ -60,6 +60,11 @@ type pending struct {
 	key cache.Key
 	q   *semanticQuery
 	ns  string
+	// lane of the request (admission), and the tokens its answer used
+	// (-1 unknown), for settling quotas.
+	lane  string
+	adm   *admitted
+	usage int64
 }
 
 // Staler reads expired entries for the stale rung.
@@ -185,7 +190,7 @@ func (p *Pipeline) journal(r *http.Request, pd *pending, rung string, f *Failure
 	d := &Degraded{
 		Time: p.cfg.Now(), RequestID: r.Header.Get("X-Request-Id"), Route: pd.rt.Name, Tenant: pd.ns,
 		Rung: rung, Reason: reasonOf(f), Status: status, RetryAfter: retryAfter, Failure: f,
-		CacheKey: string(pd.key), Lane: r.Header.Get("X-Edgecache-Lane"),
+		CacheKey: string(pd.key), Lane: pd.lane,
 	}
 	if pd.req != nil {
 		d.Model = pd.req.Model

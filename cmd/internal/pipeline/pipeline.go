@@ -24,6 +24,7 @@ import (
 
 	"github.com/edgecache/edgecache/cache"
 	"github.com/edgecache/edgecache/cmd/internal/openai"
+	"github.com/edgecache/edgecache/degrade/admission"
 )
 
 // Getter is the read side of the tiered cache.
@@ -89,9 +90,11 @@ type Config struct {
 	Templates Templates
 	// Journal receives every degraded answer; nil → none.
 	Journal Journal
-	Metrics Metrics      // nil → none
-	Logger  *slog.Logger // nil → discard
-	Now     func() time.Time
+	// Admission applies quotas, lanes and self-protection; nil → none.
+	Admission *AdmissionConfig
+	Metrics   Metrics      // nil → none
+	Logger    *slog.Logger // nil → discard
+	Now       func() time.Time
 }
 
 // Pipeline serves proxied requests. It is safe for concurrent use.
@@ -167,7 +170,7 @@ func (p *Pipeline) Close(ctx context.Context) error {
 // Serve answers one proxied request for route rt.
 func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	if rt.API == openai.APIModels || r.Method == http.MethodGet {
-		p.forward(w, r, &pending{rt: rt}, nil, false, "edgecache; fwd=bypass; detail=passthrough")
+		p.forward(w, r, &pending{rt: rt, usage: -1}, nil, false, "edgecache; fwd=bypass; detail=passthrough")
 		return
 	}
 	if err := checkContentType(r); err != nil {
@@ -197,30 +200,39 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	if rt.API == openai.APIJSON || rt.API == openai.APIEmbeddings {
 		req.Stream = false // never streamed: the upstream answers JSON
 	}
+	adm, ok := p.admit(w, r, rt, req, len(body))
+	if !ok {
+		return
+	}
+	pd := &pending{rt: rt, req: req, adm: adm, lane: adm.lane.String(), usage: -1}
+	defer func() { p.done(r.Context(), adm, pd.usage) }()
 	if reason := p.bypass(rt, r, req); reason != "" {
 		p.m.Bypass(rt.Name, reason)
-		p.forward(w, r, &pending{rt: rt, req: req, ns: p.namespace(rt, r)}, body, false, "edgecache; fwd=bypass; detail="+reason)
+		pd.ns = p.namespace(rt, r)
+		p.forward(w, r, pd, body, false, "edgecache; fwd=bypass; detail="+reason)
 		return
 	}
-	ns := p.namespace(rt, r)
-	key := exactKey(rt, ns, r.URL.RawQuery, req)
+	pd.ns = p.namespace(rt, r)
+	pd.key = exactKey(rt, pd.ns, r.URL.RawQuery, req)
 	if noCache(r) {
 		p.m.Bypass(rt.Name, "no-cache")
-		p.forward(w, r, &pending{rt: rt, req: req, key: key, ns: ns}, body, false, "edgecache; fwd=request; detail=no-cache")
+		p.forward(w, r, pd, body, false, "edgecache; fwd=request; detail=no-cache")
 		return
 	}
-	if e, ok := p.lookup(r.Context(), rt, key); ok {
+	if e, ok := p.lookup(r.Context(), rt, pd.key); ok {
+		pd.usage = 0 // the model did no work
 		p.writeHit(w, r, req, e, e.Tier, -1)
 		return
 	}
-	q := p.semanticQuery(rt, r, req, ns)
-	if q != nil {
-		if e, sim, ok := p.semanticLookup(r.Context(), rt, r, q); ok {
+	pd.q = p.semanticQuery(rt, r, req, pd.ns)
+	if pd.q != nil {
+		if e, sim, ok := p.semanticLookup(r.Context(), rt, r, pd.q); ok {
+			pd.usage = 0
 			p.writeHit(w, r, req, e, "semantic", sim)
 			return
 		}
 	}
-	p.forward(w, r, &pending{rt: rt, req: req, key: key, q: q, ns: ns}, body, rt.Coalesce, "")
+	p.forward(w, r, pd, body, rt.Coalesce, "")
 }
 
 // bypass returns why the request must not be served from or stored in the
@@ -348,7 +360,11 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 	}
 	if created {
 		p.wg.Add(1)
-		go p.run(runCtx, c, in, rt, body, req, key, q, store)
+		lane := admission.Paid
+		if pd.adm != nil {
+			lane = pd.adm.lane
+		}
+		go p.run(runCtx, c, in, rt, body, req, key, q, store, lane)
 	} else {
 		p.m.Coalesced(rt.Name)
 	}
@@ -454,6 +470,7 @@ func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, ca
 			}
 		}
 		if v.done {
+			pd.usage = v.usage
 			if v.err != nil && wrote && c.stream {
 				_ = openai.WriteErrorEvent(w, openai.NewError(openai.TypeServer, "stream_interrupted", "",
 					"The model's stream was interrupted before the answer was complete. The partial answer above is incomplete; retry the request."))

@@ -1,0 +1,83 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/edgecache/edgecache/cmd/internal/config"
+	"github.com/edgecache/edgecache/cmd/internal/pipeline"
+	"github.com/edgecache/edgecache/degrade/admission"
+)
+
+// localQuota adapts admission.Buckets (no context) to pipeline.Quota.
+type localQuota struct{ b *admission.Buckets }
+
+func (q localQuota) Reserve(_ context.Context, tokens int64, s ...admission.Subject) admission.Decision {
+	return q.b.Reserve(tokens, s...)
+}
+
+func (q localQuota) Settle(_ context.Context, est, actual int64, s ...admission.Subject) {
+	q.b.Settle(est, actual, s...)
+}
+
+func limits(l config.Limits) admission.Limits {
+	return admission.Limits{RequestsPerSecond: l.RequestsPerSecond, RequestBurst: l.RequestBurst,
+		TokensPerMinute: l.TokensPerMinute, TokenBurst: l.TokenBurst, Shadow: l.Shadow}
+}
+
+// buildAdmission makes the quotas (global in Redis when the region has one,
+// with a per-instance share as fallback; local otherwise), the tenant
+// table, self-protection, and one adaptive concurrency limit per target.
+func buildAdmission(cfg config.Config, secret []byte, targets []*pipeline.Target, log *slog.Logger) (*pipeline.AdmissionConfig, func(), error) {
+	a := cfg.Admission
+	rules := admission.Rules{Key: limits(a.Limits.Key), Tenant: limits(a.Limits.Tenant), IP: limits(a.Limits.IP)}
+	out := &pipeline.AdmissionConfig{Tenants: map[string]pipeline.TenantInfo{}, TrustLaneHeader: a.TrustLaneHeader}
+	var err error
+	if out.DefaultLane, err = admission.ParseLane(a.DefaultLane); err != nil {
+		return nil, nil, err
+	}
+	closeFn := func() {}
+	if len(cfg.Redis.Addrs) > 0 {
+		g, err := admission.NewGlobal(admission.GlobalConfig{Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName,
+			Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB, Region: cfg.Degrade.Region,
+			Replicas: a.Replicas, Defaults: rules, Shadow: a.Shadow, Logger: log})
+		if err != nil {
+			return nil, nil, fmt.Errorf("global limits: %w", err)
+		}
+		out.Quota, closeFn = g, func() { _ = g.Close() }
+	} else {
+		b, err := admission.NewBuckets(admission.BucketsConfig{Defaults: rules, Shadow: a.Shadow})
+		if err != nil {
+			return nil, nil, fmt.Errorf("limits: %w", err)
+		}
+		out.Quota = localQuota{b}
+	}
+	if out.Protector, err = admission.NewProtector(admission.ProtectConfig{MaxInFlight: a.MaxInFlight,
+		MaxHeapBytes: a.MaxHeapBytes, Shadow: a.Shadow}); err != nil {
+		return nil, nil, fmt.Errorf("self-protection: %w", err)
+	}
+	for _, t := range cfg.Tenants {
+		lane, err := admission.ParseLane(t.Lane)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tenant %q: %w", t.Name, err)
+		}
+		info := pipeline.TenantInfo{Name: t.Name, Lane: lane}
+		if t.Limits != (config.Limits{}) {
+			l := limits(t.Limits)
+			info.Limits = &l
+		}
+		for _, k := range t.APIKeys {
+			out.Tenants[pipeline.KeyID(secret, k)] = info
+		}
+	}
+	for _, t := range targets {
+		c, err := admission.NewConcurrency(admission.ConcurrencyConfig{Name: t.Name, InitialLimit: a.Concurrency.Initial,
+			MinLimit: a.Concurrency.Min, MaxLimit: a.Concurrency.Max, Shadow: a.Shadow})
+		if err != nil {
+			return nil, nil, fmt.Errorf("concurrency %s: %w", t.Name, err)
+		}
+		t.Concurrency = c
+	}
+	return out, closeFn, nil
+}

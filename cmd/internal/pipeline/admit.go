@@ -1,0 +1,159 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgecache/edgecache/cmd/internal/openai"
+	"github.com/edgecache/edgecache/degrade/admission"
+)
+
+// Quota is a set of token-bucket quotas: local (admission.Buckets) or
+// held in Redis for the region (admission.Global).
+type Quota interface {
+	Reserve(ctx context.Context, tokens int64, subjects ...admission.Subject) admission.Decision
+	Settle(ctx context.Context, estimated, actual int64, subjects ...admission.Subject)
+}
+
+// TenantInfo is what the configuration says about an API key's owner.
+type TenantInfo struct {
+	Name   string
+	Lane   admission.Lane
+	Limits *admission.Limits // nil: the tenant-dimension default
+}
+
+// AdmissionConfig configures own quotas, lanes and self-protection.
+type AdmissionConfig struct {
+	Quota     Quota                 // nil: no quotas
+	Protector *admission.Protector  // nil: no self-protection
+	Tenants   map[string]TenantInfo // by KeyID of the API key
+	// DefaultLane of requests from keys that belong to no tenant.
+	DefaultLane admission.Lane
+	// TrustLaneHeader takes the lane from X-Edgecache-Lane.
+	TrustLaneHeader bool
+}
+
+// admitted is a request that passed admission: what to settle afterwards.
+type admitted struct {
+	lane     admission.Lane
+	subjects []admission.Subject
+	tokens   int64
+	entered  bool
+}
+
+// KeyID is the identity of an API key in quotas, tenants and logs: an HMAC
+// under the server secret, never the key.
+func KeyID(secret []byte, key string) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(key))
+	return "k:" + hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// admit applies self-protection and own quotas. When it refuses, it has
+// written the honest answer (503 or 429 with Retry-After) and journaled it.
+func (p *Pipeline) admit(w http.ResponseWriter, r *http.Request, rt *Route, req *openai.Request, bodyLen int) (*admitted, bool) {
+	cfg := p.cfg.Admission
+	if cfg == nil {
+		return &admitted{lane: admission.Paid}, true
+	}
+	a := &admitted{lane: cfg.DefaultLane}
+	key := clientKey(r)
+	var keyID string
+	if key != "" {
+		keyID = KeyID(p.cfg.Secret, key)
+		if t, ok := cfg.Tenants[keyID]; ok {
+			a.lane = t.Lane
+			a.subjects = append(a.subjects, admission.Subject{Dim: admission.DimTenant, ID: t.Name, Limits: t.Limits})
+		}
+		a.subjects = append(a.subjects, admission.Subject{Dim: admission.DimKey, ID: keyID})
+	}
+	if cfg.TrustLaneHeader {
+		if l, err := admission.ParseLane(r.Header.Get("X-Edgecache-Lane")); err == nil {
+			a.lane = l
+		}
+	}
+	if ip := clientIP(r); ip != "" {
+		a.subjects = append(a.subjects, admission.Subject{Dim: admission.DimIP, ID: ip})
+	}
+	pd := &pending{rt: rt, req: req, ns: keyID, lane: a.lane.String()}
+	if err := cfg.Protector.Enter(a.lane); err != nil {
+		retry := 1
+		if d, ok := admission.RetryAfter(err); ok {
+			retry = admission.RetryAfterSeconds(d)
+		}
+		w.Header().Set("X-Edgecache-Degraded", "busy")
+		w.Header().Set("X-Edgecache-Degraded-Reason", "shed")
+		openai.WriteError(w, http.StatusServiceUnavailable, retry, openai.NewError(openai.TypeUnavailable, "server_overloaded", "",
+			"This edge is overloaded right now and sheds "+a.lane.String()+" traffic first. Retry in "+strconv.Itoa(retry)+" s."))
+		p.journal(r, pd, "shed", &Failure{Reason: "shed"}, http.StatusServiceUnavailable, time.Duration(retry)*time.Second, nil)
+		return nil, false
+	}
+	a.entered = true
+	if cfg.Quota != nil && req != nil {
+		a.tokens = openai.EstimateTokens(req, bodyLen)
+		d := cfg.Quota.Reserve(r.Context(), a.tokens, a.subjects...)
+		d.Headers(w.Header().Set)
+		if !d.Allowed {
+			cfg.Protector.Leave()
+			retry := admission.RetryAfterSeconds(d.RetryAfter)
+			openai.WriteError(w, http.StatusTooManyRequests, retry, openai.NewError(openai.TypeRateLimit, admission.CodeRateLimitExceeded, "", d.Message()))
+			p.journal(r, pd, "shed", &Failure{Reason: admission.CodeRateLimitExceeded, RetryAfter: d.RetryAfter},
+				http.StatusTooManyRequests, time.Duration(retry)*time.Second, nil)
+			return nil, false
+		}
+	}
+	return a, true
+}
+
+// done settles the quotas with the tokens really used (0 for a cache hit:
+// the model did no work) and leaves self-protection.
+func (p *Pipeline) done(ctx context.Context, a *admitted, actual int64) {
+	cfg := p.cfg.Admission
+	if cfg == nil || a == nil {
+		return
+	}
+	if cfg.Quota != nil && a.tokens > 0 && actual >= 0 {
+		cfg.Quota.Settle(context.WithoutCancel(ctx), a.tokens, actual, a.subjects...)
+	}
+	if a.entered {
+		cfg.Protector.Leave()
+	}
+}
+
+// clientIP is the peer address (a proxy in front is trusted only through
+// its own configuration, not through X-Forwarded-For).
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return strings.TrimSpace(r.RemoteAddr)
+	}
+	return host
+}
+
+// overloadSymptom reports whether an attempt's failure says the upstream is
+// saturated (what the adaptive limit reacts to).
+func overloadSymptom(o outcome) bool {
+	switch {
+	case o.reason == "timeout", o.reason == "unreachable":
+		return true
+	case o.att.Status == http.StatusTooManyRequests, o.att.Status == http.StatusServiceUnavailable:
+		return true
+	}
+	return false
+}
+
+// admissionReason names an upstream-admission refusal for the ladder.
+func admissionReason(err error) string {
+	if errors.Is(err, admission.ErrQueueTimeout) {
+		return "queued_timeout"
+	}
+	return "shed"
+}

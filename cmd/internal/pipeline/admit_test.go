@@ -1,0 +1,82 @@
+package pipeline
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/edgecache/edgecache/degrade/admission"
+)
+
+func TestOwnQuotaIsAnHonest429(t *testing.T) {
+	e := newEdge(t, edgeOpts{})
+	b, err := admission.NewBuckets(admission.BucketsConfig{Defaults: admission.Rules{Key: admission.Limits{RequestsPerSecond: 0.5, RequestBurst: 2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prot, _ := admission.NewProtector(admission.ProtectConfig{MaxInFlight: 100})
+	e.p.cfg.Admission = &AdmissionConfig{Quota: bucketQuota{b}, Protector: prot, DefaultLane: admission.Free}
+	auth := []string{"Authorization", "Bearer sk-quota"}
+	for i := range 2 {
+		r := e.post("/v1/chat/completions", chat("quota"), auth...)
+		if r.status != 200 || r.header.Get("X-Ratelimit-Limit-Requests") != "2" {
+			t.Fatalf("request %d: %d limit header %q", i, r.status, r.header.Get("X-Ratelimit-Limit-Requests"))
+		}
+	}
+	r := e.post("/v1/chat/completions", chat("quota"), auth...)
+	if r.status != 429 || !strings.Contains(string(r.body), `"rate_limit_exceeded"`) || r.header.Get("Retry-After") == "" ||
+		r.header.Get("X-Ratelimit-Remaining-Requests") != "0" || r.header.Get("X-Ratelimit-Reset-Requests") == "" {
+		t.Fatalf("over quota: %d Retry-After %q remaining %q %s", r.status, r.header.Get("Retry-After"),
+			r.header.Get("X-Ratelimit-Remaining-Requests"), r.body)
+	}
+	if ra := r.header.Get("Retry-After"); ra != "2" && ra != "1" {
+		t.Errorf("Retry-After %s, want the bucket's ~2 s", ra)
+	}
+	// Another key has its own bucket.
+	if r := e.post("/v1/chat/completions", chat("quota"), "Authorization", "Bearer sk-other"); r.status != 200 {
+		t.Errorf("other key: %d", r.status)
+	}
+	if rungs := e.journal.rungs(); rungs["shed"] != 1 {
+		t.Errorf("journal %v, want one shed record", rungs)
+	}
+	if prot.Stats().InFlight != 0 {
+		t.Errorf("self-protection still counts %d in flight", prot.Stats().InFlight)
+	}
+}
+
+func TestSelfProtectionShedsLowestLaneFirst(t *testing.T) {
+	e := newEdge(t, edgeOpts{})
+	prot, _ := admission.NewProtector(admission.ProtectConfig{MaxInFlight: 10})
+	e.p.cfg.Admission = &AdmissionConfig{Protector: prot, DefaultLane: admission.Batch,
+		Tenants: map[string]TenantInfo{KeyID([]byte("test-secret"), "sk-paid"): {Name: "acme", Lane: admission.Paid}}}
+	// Hold 8 slots: with the request, 90 % — batch (80 %) is shed, paid (95 %) is not.
+	for range 8 {
+		if err := prot.Enter(admission.Enterprise); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		for range 8 {
+			prot.Leave()
+		}
+	}()
+	r := e.post("/v1/chat/completions", chat("lanes"))
+	if r.status != 503 || r.header.Get("Retry-After") == "" || r.header.Get("X-Edgecache-Degraded-Reason") != "shed" {
+		t.Errorf("batch lane at 90 %%: %d %q", r.status, r.header.Get("X-Edgecache-Degraded-Reason"))
+	}
+	r = e.post("/v1/chat/completions", chat("lanes"), "Authorization", "Bearer sk-paid")
+	if r.status != 200 {
+		t.Errorf("paid lane at 90 %%: %d %s", r.status, r.body)
+	}
+}
+
+// bucketQuota adapts local buckets to Quota.
+type bucketQuota struct{ b *admission.Buckets }
+
+func (q bucketQuota) Reserve(_ context.Context, tokens int64, s ...admission.Subject) admission.Decision {
+	return q.b.Reserve(tokens, s...)
+}
+
+func (q bucketQuota) Settle(_ context.Context, est, act int64, s ...admission.Subject) {
+	q.b.Settle(est, act, s...)
+}
