@@ -8,6 +8,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/edgecache/edgecache/cache"
+	"github.com/edgecache/edgecache/cache/semantic"
+	"github.com/edgecache/edgecache/cmd/internal/policy"
+
 	"github.com/edgecache/edgecache/cmd/internal/pipeline"
 	"github.com/edgecache/edgecache/cmd/internal/server"
 	"github.com/edgecache/edgecache/degrade"
@@ -45,8 +49,11 @@ func (s journalSink) Degraded(d *pipeline.Degraded) {
 
 // adminAPI implements server.AdminAPI.
 type adminAPI struct {
-	targets []*pipeline.Target
-	journal *journal.Journal
+	targets  []*pipeline.Target
+	journal  *journal.Journal
+	policies *policy.Store
+	cache    *cache.Tiered
+	index    semantic.Index // nil without a semantic tier
 }
 
 type upstreamView struct {
@@ -147,4 +154,109 @@ func (t templateWords) Match(route, lang, text string) (string, string, bool) {
 
 func (t templateWords) Busy(route, lang string, retryAfter time.Duration, reason string) string {
 	return t.w.Current().Busy(route, lang, retryAfter, reason)
+}
+
+// Routes implements server.AdminAPI.
+func (a *adminAPI) Routes() any { return map[string]any{"routes": a.policies.List()} }
+
+func policyErr(err error) error {
+	var inv *policy.InvalidError
+	switch {
+	case errors.Is(err, policy.ErrUnknownRoute):
+		return &server.NotFound{Msg: "no such route"}
+	case errors.As(err, &inv):
+		return &server.BadQuery{Msg: inv.Msg}
+	}
+	return err
+}
+
+// Route implements server.AdminAPI.
+func (a *adminAPI) Route(name string) (any, error) {
+	v, err := a.policies.Get(name)
+	return v, policyErr(err)
+}
+
+// PatchRoute implements server.AdminAPI.
+func (a *adminAPI) PatchRoute(ctx context.Context, name, who string, body []byte) (any, error) {
+	v, err := a.policies.Patch(ctx, name, who, body)
+	return v, policyErr(err)
+}
+
+// PurgeRoute implements server.AdminAPI: the route's exact entries become
+// unreachable (key generation) and its semantic points are deleted.
+func (a *adminAPI) PurgeRoute(ctx context.Context, name, who string) (any, error) {
+	v, err := a.policies.Purge(ctx, name, who)
+	if err != nil {
+		return nil, policyErr(err)
+	}
+	out := map[string]any{"route": v}
+	if pr, ok := a.index.(semantic.Purger); ok && a.index != nil {
+		n, err := pr.Purge(ctx, "", name)
+		out["semantic_points_deleted"] = n
+		if err != nil {
+			out["warning"] = "semantic index purge: " + err.Error()
+		}
+	}
+	return out, nil
+}
+
+// RouteAudit implements server.AdminAPI.
+func (a *adminAPI) RouteAudit(ctx context.Context, v url.Values) (any, error) {
+	var since time.Time
+	if s := v.Get("since"); s != "" {
+		q, err := parseJournalQuery(url.Values{"since": {s}}, time.Now())
+		if err != nil {
+			return nil, &server.BadQuery{Msg: err.Error()}
+		}
+		since = q.Since
+	}
+	limit, _ := strconv.Atoi(v.Get("limit"))
+	recs, err := a.policies.Audit(ctx, v.Get("route"), since, limit)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"audit": recs, "count": len(recs)}, nil
+}
+
+// CacheEntry implements server.AdminAPI.
+func (a *adminAPI) CacheEntry(ctx context.Context, key string) (any, error) {
+	if !validKey(key) {
+		return nil, &server.BadQuery{Msg: "a cache key is 64 hex characters"}
+	}
+	e, err := a.cache.GetStale(ctx, cache.Key(key), 365*24*time.Hour)
+	if err != nil {
+		return nil, &server.NotFound{Msg: "no entry under this key"}
+	}
+	now := time.Now()
+	preview := e.Body
+	if len(preview) > 2048 {
+		preview = preview[:2048]
+	}
+	return map[string]any{"key": key, "status": e.Status, "headers": e.Header, "bytes": len(e.Body),
+		"stored_at": e.StoredAt, "expires_at": e.ExpiresAt, "age_s": int64(e.Age(now) / time.Second),
+		"fresh": e.TTL(now) > 0, "tier": e.Tier, "body_preview": string(preview)}, nil
+}
+
+// EvictEntry implements server.AdminAPI.
+func (a *adminAPI) EvictEntry(ctx context.Context, key string) error {
+	if !validKey(key) {
+		return &server.BadQuery{Msg: "a cache key is 64 hex characters"}
+	}
+	err := a.cache.Delete(ctx, cache.Key(key))
+	if a.index != nil {
+		_ = a.index.Delete(ctx, key)
+	}
+	return err
+}
+
+func validKey(k string) bool {
+	if len(k) != 64 {
+		return false
+	}
+	for _, c := range k {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -5,10 +5,12 @@ package app
 
 import (
 	"context"
+
 	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/redis/go-redis/v9"
 	"io"
 	"log/slog"
 	"net"
@@ -25,6 +27,7 @@ import (
 	"github.com/edgecache/edgecache/cmd/internal/eval"
 	"github.com/edgecache/edgecache/cmd/internal/llmsim"
 	"github.com/edgecache/edgecache/cmd/internal/pipeline"
+	"github.com/edgecache/edgecache/cmd/internal/policy"
 	"github.com/edgecache/edgecache/cmd/internal/server"
 	"github.com/edgecache/edgecache/cmd/internal/telemetry"
 	"github.com/edgecache/edgecache/cmd/internal/upstream"
@@ -247,7 +250,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		StreamIdleTimeout: cfg.Upstream.StreamIdleTimeout.D(),
 		Metrics:           metrics, Logger: log,
 	})
-	table := newRouteTable(routes)
+	var policyRedis redis.UniversalClient
+	if len(cfg.Redis.Addrs) > 0 {
+		policyRedis = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName,
+			Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB})
+		defer policyRedis.Close()
+	}
+	table, err := policy.New(ctx, policy.Config{Routes: cfg.Routes, File: cfg.PolicyFile, Redis: policyRedis,
+		Region: cfg.Degrade.Region, Logger: log})
+	if err != nil {
+		return err
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); table.Run(ctx) }()
 	var redisUp func() bool
 	if l2 != nil {
 		redisUp = l2.Healthy
@@ -290,7 +305,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	dataSrv := &http.Server{Handler: server.Data(p, routes, table, metrics, log), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr},
+	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index},
 		server.NewAdminAuth(adminLn.Addr().String(), adminTokens(cfg)), log), ReadHeaderTimeout: 10 * time.Second}
 
 	if auth := server.NewAdminAuth(adminLn.Addr().String(), nil); auth.Required && len(cfg.AdminTokens) == 0 {
@@ -403,25 +418,4 @@ func adminTokens(cfg config.Config) []server.Token {
 		out = append(out, server.Token{Name: t.Name, Token: t.Token})
 	}
 	return out
-}
-
-// routeTable holds the current policy of each route.
-type routeTable struct {
-	mu     sync.RWMutex
-	routes map[string]*pipeline.Route
-}
-
-func newRouteTable(rs []*pipeline.Route) *routeTable {
-	t := &routeTable{routes: make(map[string]*pipeline.Route, len(rs))}
-	for _, r := range rs {
-		t.routes[r.Name] = r
-	}
-	return t
-}
-
-// Route implements server.Routes.
-func (t *routeTable) Route(name string) *pipeline.Route {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return t.routes[name]
 }

@@ -33,9 +33,11 @@ const usage = `edgebench — load-benchmark harness for edgecache.
 
 Usage:
   edgebench run [--duration 10s] [--warmup 2s] [--conns 32,128] [--bin DIR] [--json FILE]
+  edgebench overload [--duration 10s] [--concurrency 16] [--ttft 100ms] [--bin DIR] [--json FILE]
   edgebench ceiling --listen ADDR --body FILE
+  edgebench loadgen --spec FILE      (started by edgebench overload)
 
-"edgebench run -h" and "edgebench ceiling -h" describe the flags.
+"edgebench run -h", "edgebench overload -h" and "edgebench ceiling -h" describe the flags.
 `
 
 // Main runs the edgebench command. prog is the program name as invoked and
@@ -49,6 +51,10 @@ func Main(ctx context.Context, prog string, args []string, stdout, stderr io.Wri
 	switch args[0] {
 	case "run":
 		return runMain(ctx, shellJoin(append([]string{prog}, args...)), args[1:], stdout, stderr)
+	case "overload":
+		return overloadMain(ctx, shellJoin(append([]string{prog}, args...)), args[1:], stdout, stderr)
+	case "loadgen":
+		return loadgenMain(ctx, args[1:], stdout, stderr)
 	case "ceiling":
 		return ceilingMain(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":

@@ -58,9 +58,9 @@ func (r Result) OK() bool { return r.Error == "" && r.RequestsPerSec > 0 }
 // Target is one checked goal.
 type Target struct {
 	Name  string  `json:"name"`
-	Value float64 `json:"value"` // ratio (0..1) or milliseconds
+	Value float64 `json:"value"` // ratio (0..1), milliseconds, factor or count
 	Limit float64 `json:"limit"`
-	Unit  string  `json:"unit"` // "ratio" or "ms"
+	Unit  string  `json:"unit"` // "ratio", "ms", "factor" or "count"
 	Max   bool    `json:"max"`  // Limit is an upper bound (else a lower bound)
 	Known bool    `json:"known"`
 	Pass  bool    `json:"pass"`
@@ -152,6 +152,10 @@ func (t Target) valueString() string {
 		return "n/a"
 	case t.Unit == "ms":
 		return fmt.Sprintf("%.2f ms", t.Value)
+	case t.Unit == "factor":
+		return fmt.Sprintf("%.2f×", t.Value)
+	case t.Unit == "count":
+		return fmt.Sprintf("%.0f", t.Value)
 	default:
 		return pct(t.Value)
 	}
@@ -162,8 +166,16 @@ func (t Target) limitString() string {
 	if t.Max {
 		op = "≤"
 	}
-	if t.Unit == "ms" {
+	switch t.Unit {
+	case "ms":
 		return fmt.Sprintf("%s %.0f ms", op, t.Limit)
+	case "factor":
+		return fmt.Sprintf("%s %g×", op, t.Limit)
+	case "count":
+		if t.Max && t.Limit == 0 {
+			return "0"
+		}
+		return fmt.Sprintf("%s %.0f", op, t.Limit)
 	}
 	return op + " " + fmt.Sprintf("%.0f %%", t.Limit*100)
 }

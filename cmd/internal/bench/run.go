@@ -9,9 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -110,28 +108,7 @@ func parseConns(s string) ([]int, error) {
 }
 
 // checkPrereqs returns a clear error for the first missing prerequisite.
-func checkPrereqs(bin string) error {
-	if _, err := exec.LookPath("wrk"); err != nil {
-		return errors.New("wrk not found in PATH: install the Debian package wrk (apt-get install -y wrk)")
-	}
-	if _, err := exec.LookPath("taskset"); err != nil {
-		return errors.New("taskset not found in PATH: install the Debian package util-linux (apt-get install -y util-linux)")
-	}
-	if runtime.NumCPU() < 2 {
-		return fmt.Errorf("need 2 CPUs (server on CPU %d, load generator on CPU %d); this process may use %d", serverCPU, loadCPU, runtime.NumCPU())
-	}
-	if bin == "" {
-		return errors.New("--bin DIR is required")
-	}
-	for _, name := range []string{"edgecache", "llmsim", "edgebench"} {
-		p := filepath.Join(bin, name)
-		st, err := os.Stat(p)
-		if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
-			return fmt.Errorf("%s: not an executable; build it first (go build -o %s ./cmd/%s)", p, bin, name)
-		}
-	}
-	return nil
-}
+func checkPrereqs(bin string) error { return checkTools(bin, true) }
 
 // runner holds one `edgebench run`.
 type runner struct {
@@ -271,15 +248,16 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	return rep, nil
 }
 
-// startLLMSim starts llmsim (default flags: instant answers) on cpu.
-func (r *runner) startLLMSim(ctx context.Context, cpu int) (string, *proc, error) {
+// startLLMSim starts llmsim on cpu with extra flags (none: instant
+// answers).
+func (r *runner) startLLMSim(ctx context.Context, cpu int, extra ...string) (string, *proc, error) {
 	ports, err := freePorts(1)
 	if err != nil {
 		return "", nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	p, err := r.ps.startPinned(r.dir, fmt.Sprintf("llmsim-cpu%d-%d", cpu, ports[0]), cpu,
-		filepath.Join(r.cfg.bin, "llmsim"), "--listen", addr)
+		filepath.Join(r.cfg.bin, "llmsim"), append([]string{"--listen", addr}, extra...)...)
 	if err != nil {
 		return "", nil, err
 	}
@@ -292,22 +270,32 @@ func (r *runner) startLLMSim(ctx context.Context, cpu int) (string, *proc, error
 // startEdgecache starts edgecache (L1 only) on the server CPU in front of
 // upstream and waits for its /readyz.
 func (r *runner) startEdgecache(ctx context.Context, upstream string) (string, *proc, error) {
+	addr, _, p, err := r.startEdgecacheArgs(ctx, "--upstream", "http://"+upstream)
+	return addr, p, err
+}
+
+// startEdgecacheArgs starts edgecache on the server CPU with extra flags
+// (an upstream or a config file at least) on loopback ports of its own,
+// with its degradation journal in the scratch directory, and waits for its
+// /readyz. It returns the data and admin addresses.
+func (r *runner) startEdgecacheArgs(ctx context.Context, extra ...string) (addr, admin string, p *proc, err error) {
 	ports, err := freePorts(2)
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
-	admin := fmt.Sprintf("127.0.0.1:%d", ports[1])
-	p, err := r.ps.startPinned(r.dir, fmt.Sprintf("edgecache-%d", ports[0]), serverCPU,
-		filepath.Join(r.cfg.bin, "edgecache"),
-		"--listen", addr, "--admin-listen", admin, "--upstream", "http://"+upstream)
+	addr = fmt.Sprintf("127.0.0.1:%d", ports[0])
+	admin = fmt.Sprintf("127.0.0.1:%d", ports[1])
+	args := append([]string{"--listen", addr, "--admin-listen", admin,
+		"--journal-dir", filepath.Join(r.dir, fmt.Sprintf("journal-%d", ports[0]))}, extra...)
+	p, err = r.ps.startPinned(r.dir, fmt.Sprintf("edgecache-%d", ports[0]), serverCPU,
+		filepath.Join(r.cfg.bin, "edgecache"), args...)
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
 	if err := waitReady(ctx, p, 15*time.Second, httpReady(r.client, "http://"+admin+"/readyz")); err != nil {
-		return "", nil, errors.Join(err, p.stop(5*time.Second))
+		return "", "", nil, errors.Join(err, p.stop(5*time.Second))
 	}
-	return addr, p, nil
+	return addr, admin, p, nil
 }
 
 // edgecacheStack starts llmsim on the load CPU and edgecache on the server

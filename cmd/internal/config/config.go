@@ -55,6 +55,11 @@ type Config struct {
 	// production so namespaces survive a Redis flush.
 	TenantSecret string `yaml:"tenant_secret"`
 
+	// PolicyFile persists run-time route policy changes and their audit
+	// trail when there is no Redis (with Redis they live in the region's
+	// Redis). Env EDGECACHE_POLICY_FILE. Empty → "edgecache-routes.json".
+	PolicyFile string `yaml:"policy_file"`
+
 	// AdminTokens are the named bearer tokens of the admin API, required
 	// whenever the admin listener is not on loopback. Env
 	// EDGECACHE_ADMIN_TOKENS as "name:token,name2:token2" (added to these).
@@ -438,6 +443,7 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	set(&c.TenantSecret, "EDGECACHE_TENANT_SECRET")
 	set(&c.Degrade.Region, "EDGECACHE_REGION")
 	set(&c.Degrade.JournalDir, "EDGECACHE_JOURNAL_DIR")
+	set(&c.PolicyFile, "EDGECACHE_POLICY_FILE")
 	set(&c.Degrade.TemplatesDir, "EDGECACHE_TEMPLATES_DIR")
 	set(&c.Semantic.ModelDir, "EDGECACHE_MODEL_DIR")
 	if v := getenv("EDGECACHE_ADMIN_TOKENS"); v != "" {
@@ -549,6 +555,9 @@ func (c *Config) Default() {
 		if c.Backups[i].Name == "" {
 			c.Backups[i].Name = fmt.Sprintf("backup-%d", i+1)
 		}
+	}
+	if c.PolicyFile == "" {
+		c.PolicyFile = "edgecache-routes.json"
 	}
 	if c.Admission.DefaultLane == "" {
 		c.Admission.DefaultLane = "free"

@@ -3,7 +3,6 @@ package eval
 import (
 	"context"
 	"fmt"
-	"math"
 	"os"
 	"sort"
 	"testing"
@@ -64,27 +63,44 @@ func TestDevLR(t *testing.T) {
 		if test[i] {
 			te = append(te, s)
 			teCos = append(teCos, float64(c))
-		} else if c >= 0.8 {
+		} else if float64(c) >= devMin {
 			tr = append(tr, s)
 		}
 	}
-	b, w := fitLogistic(tr, 1)
-	for j := range w {
-		fmt.Printf("%-18s %.3f\n", verify.InputNames[j], w[j])
+	l2 := 1.0
+	fmt.Sscan(os.Getenv("DEV_L2"), &l2)
+	b, steps := fitSteps(tr, l2)
+	m := v.Model()
+	m.Bias, m.Steps = b, steps
+	vm := verify.NewModel(m)
+	for j := range steps {
+		fmt.Printf("%-18s %v\n", verify.InputNames[j], steps[j])
 	}
 	sc := make([]float64, len(te))
 	y := make([]bool, len(te))
-	for i, s := range te {
-		z := float64(b)
-		for j := range w {
-			z += float64(w[j] * s.x[j])
+	ti := 0
+	for i, p := range pairs {
+		if !test[i] {
+			continue
 		}
-		sc[i] = z
-		y[i] = s.label
+		c := embed.Dot(va[i], vb[i])
+		s, _ := vm.Score(p.B, p.A, c)
+		if float64(c) < devMin {
+			s = 0
+		}
+		sc[ti] = float64(s)
+		y[ti] = p.Duplicate
+		ti++
 	}
 	for _, r := range []float64{0.1, 0.15, 0.2, 0.25, 0.3} {
 		p1, _ := precAt(teCos, y, r)
 		p2, th := precAt(sc, y, r)
-		fmt.Printf("recall %.2f: cosine P %.4f   LR P %.4f (p=%.3f)\n", r, p1, p2, 1/(1+math.Exp(-th)))
+		fmt.Printf("recall %.2f: cosine P %.4f   steps P %.4f (p=%.3f)\n", r, p1, p2, th)
 	}
 }
+
+var devMin = func() float64 {
+	x := 0.8
+	fmt.Sscan(os.Getenv("DEV_MIN"), &x)
+	return x
+}()

@@ -48,6 +48,8 @@ type options struct {
 
 	fit          bool
 	fitLabel     string
+	fitOn        string
+	fitSelect    string
 	fitPrecision float64
 	fitMinCos    float32
 }
@@ -73,7 +75,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.cacheDir, "cache-dir", "", "keep embeddings in this directory across runs (off when empty)")
 	fs.IntVar(&o.workers, "workers", runtime.GOMAXPROCS(0), "embedding and query goroutines")
 	fs.BoolVar(&o.fit, "fit", false, "maintainers: fit the verifier's model for the embedder on a split of the file and print it as Go")
-	fs.StringVar(&o.fitLabel, "fit-label", "known", "with --fit: positive candidates are the pair's own text_a (own), the same text (same) or any known duplicate (known)")
+	fs.StringVar(&o.fitLabel, "fit-label", "known", "with --fit: positive candidates are the pair's own text_a (own), the same text (same) or any known duplicate (known); judged: as known, leaving out candidates the labels do not judge")
+	fs.StringVar(&o.fitOn, "fit-on", "cache", "with --fit: train on retrieved candidates (cache), on the pairs themselves (pairs) or both")
+	fs.StringVar(&o.fitSelect, "fit-select", "pairwise", "with --fit: the precision that picks the threshold: pairwise, known or judged (cache mode)")
 	fs.Float64Var(&o.fitPrecision, "fit-precision", 0.92, "with --fit: the training precision the threshold must reach")
 	var fitMinCos float64
 	fs.Float64Var(&fitMinCos, "fit-min-cosine", 0.5, "with --fit: the retrieval pre-filter while fitting")
@@ -98,8 +102,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("--limit %d: must not be negative", o.limit)
 	case o.workers < 1:
 		return nil, fmt.Errorf("--workers %d: must be positive", o.workers)
-	case o.fitLabel != "own" && o.fitLabel != "same" && o.fitLabel != "known":
-		return nil, fmt.Errorf("--fit-label %q: want own, same or known", o.fitLabel)
+	case o.fitLabel != "own" && o.fitLabel != "same" && o.fitLabel != "known" && o.fitLabel != "judged":
+		return nil, fmt.Errorf("--fit-label %q: want own, same, known or judged", o.fitLabel)
+	case o.fitOn != "cache" && o.fitOn != "pairs" && o.fitOn != "both":
+		return nil, fmt.Errorf("--fit-on %q: want cache, pairs or both", o.fitOn)
+	case o.fitSelect != "pairwise" && o.fitSelect != "known" && o.fitSelect != "judged":
+		return nil, fmt.Errorf("--fit-select %q: want pairwise, known or judged", o.fitSelect)
 	}
 	return o, nil
 }

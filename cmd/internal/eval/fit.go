@@ -79,6 +79,9 @@ func candidates(pairs []Pair, ms [][]semantic.Match, v *verify.Verifier, d defin
 	var out []sample
 	for i, p := range pairs {
 		for _, m := range ms[i] {
+			if d == defJudged && !lab.dup(p.B, m.Text) && !lab.notDup(p.B, m.Text) {
+				continue
+			}
 			f := v.Extract(p.B, m.Text, m.Score)
 			var label bool
 			switch d {
@@ -256,6 +259,8 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 		fo.label = defOwn
 	case "same":
 		fo.label = defSame
+	case "judged":
+		fo.label = defJudged
 	}
 	test := splitByComponent(pairs, fo.testFrac)
 	trP, trA, trB := subset(pairs, va, vb, test, false)
@@ -271,7 +276,19 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	if err != nil {
 		return err
 	}
-	ss := candidates(trP, trM, base, fo.label)
+	var ss []sample
+	if o.fitOn != "pairs" {
+		ss = candidates(trP, trM, base, fo.label)
+	}
+	if o.fitOn != "cache" {
+		for i, p := range trP {
+			c := embed.Dot(trA[i], trB[i])
+			if c >= fo.minCos {
+				f := base.Extract(p.B, p.A, c)
+				ss = append(ss, sample{x: f.Inputs(), label: p.Duplicate, query: -1})
+			}
+		}
+	}
 	pos := 0
 	for _, s := range ss {
 		if s.label {
@@ -284,8 +301,20 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	m.Bias, m.Steps = bias, steps
 
 	// Threshold on the training split, at the pre-filter used for fitting.
-	trOut := judgeAll(ctx, trP, trM, verify.NewModel(m), false, fo.minCos, o.workers)
-	m.Threshold = lowestThreshold(trOut, fo.label, fo.precision)
+	vm := verify.NewModel(m)
+	trOut := judgeAll(ctx, trP, trM, vm, false, fo.minCos, o.workers)
+	switch o.fitSelect {
+	case "known":
+		m.Threshold = lowestThreshold(trOut, defKnown, fo.precision)
+	case "judged":
+		m.Threshold = lowestThreshold(trOut, defJudged, fo.precision)
+	default:
+		trPW, err := scorePairsWith(ctx, trP, trA, trB, vm, fo.minCos, o.workers)
+		if err != nil {
+			return err
+		}
+		m.Threshold = lowestThreshold(trPW, defOwn, fo.precision)
+	}
 	// Pre-filter: under the lowest cosine of a training hit, less 0.02.
 	lowest := float32(1)
 	for _, x := range trOut {
@@ -295,8 +324,8 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	}
 	m.MinCosine = max(fo.minCos, float32(math.Floor(float64(lowest-0.02)*100)/100))
 	trOut = judgeAll(ctx, trP, trM, verify.NewModel(m), false, m.MinCosine, o.workers)
-	trC := countAt(trOut, m.Threshold, fo.label, false)
-	m.CosineThreshold = float32(atRecall(trOut, fo.label, trC.Recall).Threshold)
+	trC := countAt(trOut, m.Threshold, defKnown, false)
+	m.CosineThreshold = float32(atRecall(trOut, defKnown, trC.Recall).Threshold)
 	teOut := judgeAll(ctx, teP, teM, verify.NewModel(m), false, fo.minCos, o.workers)
 
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
@@ -311,7 +340,7 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 		fmt.Fprintf(tw, "%s\t%s\n", verify.InputNames[j], strings.Join(parts, "  "))
 	}
 	fmt.Fprintf(tw, "bias\t%.4f\n", m.Bias)
-	fmt.Fprintf(tw, "threshold\t%.3f (training precision ≥ %.2f, %s)\n", m.Threshold, fo.precision, defName(fo.label))
+	fmt.Fprintf(tw, "threshold\t%.3f (training %s precision ≥ %.2f)\n", m.Threshold, o.fitSelect, fo.precision)
 	fmt.Fprintf(tw, "min cosine\t%.2f\n", m.MinCosine)
 	tw.Flush()
 
@@ -322,7 +351,7 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 		name string
 		os   []outcome
 	}{{"train", trOut}, {"test", teOut}} {
-		for _, d := range []definition{defOwn, defSame, defKnown} {
+		for _, d := range []definition{defOwn, defSame, defKnown, defJudged} {
 			c := countAt(sp.os, m.Threshold, d, false)
 			b := atRecall(sp.os, d, c.Recall)
 			fmt.Fprintf(tw, "%s\t%s\tverifier\t%.3f\t%d\t%d\t%.4f\t%.4f\n", sp.name, defName(d), c.Threshold, c.Hits, c.Correct, c.Precision, c.Recall)
@@ -333,19 +362,21 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 
 	fmt.Fprintln(stdout, "\ntest sweep, known duplicates (repeats left out):")
 	tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "threshold\thits\tprecision\trecall\tcosine threshold\tcosine hits\tcosine precision")
+	fmt.Fprintln(tw, "threshold\thits\tprecision\trecall\tcosine threshold\tcosine hits\tcosine precision\tjudged precision\tjudged cosine precision")
 	for _, t := range sweepThresholds(false) {
 		c := countAt(teOut, t, defKnown, false)
 		if c.Hits == 0 {
 			continue
 		}
 		b := atRecall(teOut, defKnown, c.Recall)
-		fmt.Fprintf(tw, "%.3f\t%d\t%.4f\t%.4f\t%.4f\t%d\t%.4f\n", t, c.Hits, c.Precision, c.Recall, b.Threshold, b.Hits, b.Precision)
+		j := countAt(teOut, t, defJudged, false)
+		jb := atRecall(teOut, defJudged, j.Recall)
+		fmt.Fprintf(tw, "%.3f\t%d\t%.4f\t%.4f\t%.4f\t%d\t%.4f\t%.4f\t%.4f\n", t, c.Hits, c.Precision, c.Recall, b.Threshold, b.Hits, b.Precision, j.Precision, jb.Precision)
 	}
 	tw.Flush()
 
 	// Pairwise on the test split.
-	pw, err := scorePairs(ctx, teP, teA, teB, name, verify.NewModel(m), false, o.workers)
+	pw, err := scorePairsWith(ctx, teP, teA, teB, verify.NewModel(m), fo.minCos, o.workers)
 	if err != nil {
 		return err
 	}
@@ -388,6 +419,8 @@ func defName(d definition) string {
 		return "own text_a"
 	case defSame:
 		return "same text"
+	case defJudged:
+		return "judged hits only, repeats left out"
 	}
 	return "known duplicate, repeats left out"
 }

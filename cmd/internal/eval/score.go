@@ -26,6 +26,7 @@ type served struct {
 	own    bool   // the pair's own text_a, and the pair is a duplicate (SEMANTIC.md)
 	same   bool   // the pair's text_a (ignoring case), any pair's point, and the pair is a duplicate
 	known  bool   // a duplicate of the query by the file's labels (see labels)
+	judged bool   // the file's labels say whether it is a duplicate of the query, either way
 }
 
 // outcome is what one query (cache mode) or one pair (pairwise mode)
@@ -43,9 +44,10 @@ type outcome struct {
 type definition uint8
 
 const (
-	defOwn   definition = iota // SEMANTIC.md: the pair's own text_a
-	defSame                    // the same text as the pair's text_a, ignoring case
-	defKnown                   // any text the file's labels make a duplicate of the query; repeats left out
+	defOwn    definition = iota // SEMANTIC.md: the pair's own text_a
+	defSame                     // the same text as the pair's text_a, ignoring case
+	defKnown                    // any text the file's labels make a duplicate of the query; repeats left out
+	defJudged                   // as defKnown, counting only hits the labels judge either way
 )
 
 func (s *served) right(d definition) bool {
@@ -55,7 +57,7 @@ func (s *served) right(d definition) bool {
 	case defSame:
 		return s.same
 	}
-	return s.known
+	return s.known // defKnown, defJudged
 }
 
 // pipelineFilter is the one partition every text_a goes into: as if all
@@ -152,6 +154,7 @@ func judge(p Pair, ownKey string, ms []semantic.Match, lab *labels, v *verify.Ve
 		s.own = p.Duplicate && m.Key == ownKey
 		s.same = p.Duplicate && normText(m.Text) == normText(p.A)
 		s.known = lab.dup(p.B, m.Text)
+		s.judged = s.known || lab.notDup(p.B, m.Text)
 	}
 	for i, m := range ms {
 		s, reason := m.Score, ""
@@ -174,8 +177,16 @@ func judge(p Pair, ownKey string, ms []semantic.Match, lab *labels, v *verify.Ve
 // the verifier's score. A pair under verify.MinCosine is never a hit, as
 // the pipeline would not retrieve it.
 func scorePairs(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, v *verify.Verifier, noVerify bool, workers int) ([]outcome, error) {
+	return scorePairsAt(ctx, pairs, va, vb, v, noVerify, verify.MinCosine(name), workers)
+}
+
+// scorePairsWith scores pairs with v, gated at minCos.
+func scorePairsWith(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v *verify.Verifier, minCos float32, workers int) ([]outcome, error) {
+	return scorePairsAt(ctx, pairs, va, vb, v, false, minCos, workers)
+}
+
+func scorePairsAt(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v *verify.Verifier, noVerify bool, minCos float32, workers int) ([]outcome, error) {
 	out := make([]outcome, len(pairs))
-	minCos := verify.MinCosine(name)
 	lab := newLabels(pairs)
 	err := parallel(ctx, len(pairs), workers, func(i int) error {
 		p := pairs[i]
@@ -252,7 +263,7 @@ type Counts struct {
 func denominator(os []outcome, d definition) int {
 	n := 0
 	for i := range os {
-		if (d == defKnown && os[i].answerable && !os[i].repeat) || (d != defKnown && os[i].dup) {
+		if d >= defKnown && os[i].answerable && !os[i].repeat || d < defKnown && os[i].dup {
 			n++
 		}
 	}
@@ -264,12 +275,15 @@ func denominator(os []outcome, d definition) int {
 func countAt(os []outcome, t float32, d definition, cosOnly bool) Counts {
 	c := Counts{Threshold: round4(float64(t)), Of: denominator(os, d)}
 	for i := range os {
-		if d == defKnown && os[i].repeat {
+		if d >= defKnown && os[i].repeat {
 			continue
 		}
 		s := &os[i].v
 		if cosOnly {
 			s = &os[i].c
+		}
+		if d == defJudged && !s.judged {
+			continue
 		}
 		if s.score >= 0 && s.score >= t {
 			c.Hits++
@@ -301,10 +315,10 @@ func atRecall(os []outcome, d definition, target float64) Counts {
 	}
 	var all []sc
 	for i := range os {
-		if d == defKnown && os[i].repeat {
+		if d >= defKnown && os[i].repeat {
 			continue
 		}
-		if s := &os[i].c; s.score >= 0 {
+		if s := &os[i].c; s.score >= 0 && (d != defJudged || s.judged) {
 			all = append(all, sc{s.score, s.right(d)})
 		}
 	}
@@ -387,7 +401,8 @@ func auc(scores []float32, dup []bool) float64 {
 type labels struct {
 	ids    map[string]int32
 	parent []int32
-	isA    []bool // the text is some pair's text_a
+	isA    []bool            // the text is some pair's text_a
+	not    map[[2]int32]bool // components some pair labels not duplicates
 }
 
 func newLabels(pairs []Pair) *labels {
@@ -399,8 +414,12 @@ func newLabels(pairs []Pair) *labels {
 		}
 	}
 	l.isA = make([]bool, len(l.parent))
+	l.not = make(map[[2]int32]bool)
 	for _, p := range pairs {
 		l.isA[l.ids[normText(p.A)]] = true
+		if !p.Duplicate {
+			l.not[compPair(l.comp(p.A), l.comp(p.B))] = true
+		}
 	}
 	return l
 }
@@ -450,6 +469,20 @@ func (l *labels) comp(s string) int32 {
 func (l *labels) stored(s string) bool {
 	i, ok := l.ids[normText(s)]
 	return ok && l.isA[i]
+}
+
+func compPair(a, b int32) [2]int32 {
+	if a > b {
+		a, b = b, a
+	}
+	return [2]int32{a, b}
+}
+
+// notDup reports whether some pair labels a text of a's component and a
+// text of b's not duplicates.
+func (l *labels) notDup(a, b string) bool {
+	ca, cb := l.comp(a), l.comp(b)
+	return ca >= 0 && cb >= 0 && l.not[compPair(ca, cb)]
 }
 
 func (l *labels) dup(a, b string) bool {

@@ -390,7 +390,7 @@ func (p *Pipeline) relay(ctx context.Context, c *call, t *Target, resp *http.Res
 	er := openai.NewEventReader(resp.Body)
 	acc := openai.NewAccumulator(req.API)
 	var held [][]byte
-	committed := false
+	committed, storedAt := false, false
 	var stalled atomic.Bool
 	idle := time.AfterFunc(time.Hour, func() {})
 	idle.Stop()
@@ -415,6 +415,12 @@ func (p *Pipeline) relay(ctx context.Context, c *call, t *Target, resp *http.Res
 		acc.Add(data)
 		if committed {
 			idle.Reset(p.cfg.StreamIdleTimeout)
+			if acc.Done() && !storedAt {
+				// Store before the client sees [DONE]: its next request,
+				// streamed or not, must find the answer.
+				storedAt = true
+				o.stored = p.storeStream(c, acc, rt, key, q, cacheable)
+			}
 			c.append(ev)
 			continue
 		}
@@ -452,13 +458,21 @@ func (p *Pipeline) relay(ctx context.Context, c *call, t *Target, resp *http.Res
 		}
 		return o // complete but not storable (an error event): passed on as is
 	}
+	if !storedAt {
+		o.stored = p.storeStream(c, acc, rt, key, q, cacheable)
+	}
+	return o
+}
+
+// storeStream records the stream's usage and stores its assembled answer
+// when it is complete.
+func (p *Pipeline) storeStream(c *call, acc *openai.Accumulator, rt *Route, key cache.Key, q *semanticQuery, cacheable bool) bool {
 	c.mu.Lock()
 	c.usage = acc.TotalTokens()
 	c.mu.Unlock()
-	if cacheable {
-		if answer, err := acc.Body(); err == nil {
-			o.stored = p.store(rt, key, q, answer)
-		}
+	if !cacheable || acc.Err() != nil {
+		return false
 	}
-	return o
+	answer, err := acc.Body()
+	return err == nil && p.store(rt, key, q, answer)
 }

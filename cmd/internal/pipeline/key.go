@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -24,6 +25,10 @@ var keyBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return 
 func exactKey(rt *Route, namespace, rawQuery string, req *openai.Request) cache.Key {
 	bp := keyBufPool.Get().(*[]byte)
 	b := append((*bp)[:0], keyVersion...)
+	if rt.Generation != 0 {
+		b = append(b, 0, 'g')
+		b = strconv.AppendInt(b, rt.Generation, 10)
+	}
 	for _, s := range [...]string{rt.Name, namespace, rawQuery} {
 		b = append(b, 0)
 		b = append(b, s...)

@@ -30,6 +30,10 @@ type Route struct {
 	StaleIfError  time.Duration // serve expired answers this old when the upstream fails; 0 → never
 	DegradedFloor float32       // serve the nearest semantic answer at this score when the upstream fails; 0 → never
 	Templates     bool          // template answers when the upstream fails
+
+	// Generation is part of every exact key of the route: bumping it (a
+	// purge) makes all older entries unreachable; they expire on their own.
+	Generation int64
 }
 
 // Compile turns validated route configuration into policies.

@@ -110,8 +110,12 @@ func (p *Pipeline) semanticQuery(rt *Route, r *http.Request, req *openai.Request
 	if !ok {
 		return nil
 	}
+	route := rt.Name
+	if rt.Generation != 0 { // a purge leaves older points unmatched
+		route += "#" + strconv.FormatInt(rt.Generation, 10)
+	}
 	return &semanticQuery{text: text, filter: semantic.Filter{
-		Namespace: ns, Route: rt.Name, Model: req.Model, Context: contextHash(req),
+		Namespace: ns, Route: route, Model: req.Model, Context: contextHash(req),
 	}}
 }
 

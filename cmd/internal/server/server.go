@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -68,7 +69,25 @@ type AdminAPI interface {
 	Upstreams() any
 	// Degradations queries the journal with the request's query string.
 	Degradations(ctx context.Context, q url.Values) (any, error)
+
+	// Routes lists the route policies in force; Route shows one.
+	Routes() any
+	Route(name string) (any, error)
+	// PatchRoute changes a route's policy; who is the admin token's name.
+	PatchRoute(ctx context.Context, name, who string, body []byte) (any, error)
+	// PurgeRoute makes the route's cached answers unreachable.
+	PurgeRoute(ctx context.Context, name, who string) (any, error)
+	// RouteAudit lists policy changes (route, since, limit).
+	RouteAudit(ctx context.Context, q url.Values) (any, error)
+	// CacheEntry shows the entry under an exact key; EvictEntry removes it.
+	CacheEntry(ctx context.Context, key string) (any, error)
+	EvictEntry(ctx context.Context, key string) error
 }
+
+// NotFound is an admin object that does not exist (404).
+type NotFound struct{ Msg string }
+
+func (e *NotFound) Error() string { return e.Msg }
 
 // BadQuery is an admin query the caller got wrong (400).
 type BadQuery struct{ Msg string }
@@ -86,16 +105,34 @@ func Admin(metrics http.Handler, ready Readiness, api AdminAPI, auth *AdminAuth,
 		g := e.Group("/admin", auth.middleware())
 		g.GET("/upstreams", func(c echo.Context) error { return c.JSON(http.StatusOK, api.Upstreams()) })
 		g.GET("/degradations", func(c echo.Context) error {
-			v, err := api.Degradations(c.Request().Context(), c.QueryParams())
-			var bq *BadQuery
-			switch {
-			case errors.As(err, &bq):
-				openai.WriteError(c.Response(), http.StatusBadRequest, 0, openai.NewError(openai.TypeInvalidRequest, "invalid_query", "", bq.Msg))
-				return nil
-			case err != nil:
-				return err
+			return adminReply(c, func() (any, error) { return api.Degradations(c.Request().Context(), c.QueryParams()) })
+		})
+		g.GET("/routes", func(c echo.Context) error { return c.JSON(http.StatusOK, api.Routes()) })
+		g.GET("/routes/audit", func(c echo.Context) error {
+			return adminReply(c, func() (any, error) { return api.RouteAudit(c.Request().Context(), c.QueryParams()) })
+		})
+		g.GET("/routes/:name", func(c echo.Context) error {
+			return adminReply(c, func() (any, error) { return api.Route(c.Param("name")) })
+		})
+		g.PATCH("/routes/:name", func(c echo.Context) error {
+			body, err := io.ReadAll(io.LimitReader(c.Request().Body, 1<<20))
+			if err != nil {
+				return adminReply(c, func() (any, error) { return nil, &BadQuery{Msg: "unreadable body"} })
 			}
-			return c.JSON(http.StatusOK, v)
+			return adminReply(c, func() (any, error) {
+				return api.PatchRoute(c.Request().Context(), c.Param("name"), AdminUser(c), body)
+			})
+		})
+		g.POST("/routes/:name/purge", func(c echo.Context) error {
+			return adminReply(c, func() (any, error) { return api.PurgeRoute(c.Request().Context(), c.Param("name"), AdminUser(c)) })
+		})
+		g.GET("/cache/:key", func(c echo.Context) error {
+			return adminReply(c, func() (any, error) { return api.CacheEntry(c.Request().Context(), c.Param("key")) })
+		})
+		g.DELETE("/cache/:key", func(c echo.Context) error {
+			return adminReply(c, func() (any, error) {
+				return map[string]string{"evicted": c.Param("key")}, api.EvictEntry(c.Request().Context(), c.Param("key"))
+			})
 		})
 	}
 	e.GET("/healthz", func(c echo.Context) error {
@@ -110,6 +147,25 @@ func Admin(metrics http.Handler, ready Readiness, api AdminAPI, auth *AdminAuth,
 	})
 	e.GET("/metrics", echo.WrapHandler(metrics))
 	return e
+}
+
+// adminReply answers an admin call: 400 for a bad query, 404 for a
+// missing object, the JSON value otherwise.
+func adminReply(c echo.Context, f func() (any, error)) error {
+	v, err := f()
+	var bq *BadQuery
+	var nf *NotFound
+	switch {
+	case errors.As(err, &bq):
+		openai.WriteError(c.Response(), http.StatusBadRequest, 0, openai.NewError(openai.TypeInvalidRequest, "invalid_request", "", bq.Msg))
+		return nil
+	case errors.As(err, &nf):
+		openai.WriteError(c.Response(), http.StatusNotFound, 0, openai.NewError(openai.TypeInvalidRequest, "not_found", "", nf.Msg))
+		return nil
+	case err != nil:
+		return err
+	}
+	return c.JSON(http.StatusOK, v)
 }
 
 func newEcho(log *slog.Logger) *echo.Echo {
