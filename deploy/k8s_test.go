@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -635,6 +636,10 @@ func checkEdge(t *testing.T, e *edge) {
 		Semantic struct {
 			SnapshotPath string `json:"snapshot_path"`
 		} `json:"semantic"`
+		Admission struct {
+			MaxInFlight  int64 `json:"max_in_flight"`
+			MaxHeapBytes int64 `json:"max_heap_bytes"`
+		} `json:"admission"`
 	}
 	for _, doc := range e.config.Data {
 		if err := yaml.Unmarshal([]byte(doc), &cfg); err != nil {
@@ -670,6 +675,15 @@ func checkEdge(t *testing.T, e *edge) {
 		}
 	}
 
+	// Load shedding starts above what the HPA scales on, and below what the
+	// container may hold.
+	if g := env["GOMEMLIMIT"]; g != "" && cfg.Admission.MaxHeapBytes > 0 {
+		q := resource.MustParse(strings.TrimSuffix(g, "B"))
+		if cfg.Admission.MaxHeapBytes >= q.Value() {
+			t.Errorf("admission.max_heap_bytes %d: want it under GOMEMLIMIT %s, or the heap is shed only after the GC thrashes", cfg.Admission.MaxHeapBytes, g)
+		}
+	}
+
 	// HPA: the Deployment, CPU at 85 %, requests in flight per pod.
 	h := e.hpa
 	if r := h.Spec.ScaleTargetRef; r.Kind != "Deployment" || r.Name != d.Name || r.APIVersion != "apps/v1" {
@@ -687,6 +701,12 @@ func checkEdge(t *testing.T, e *edge) {
 		case m.Type == autoscalingv2.PodsMetricSourceType && m.Pods != nil && m.Pods.Metric.Name == inFlightMetric:
 			inFlight = m.Pods.Target.Type == autoscalingv2.AverageValueMetricType &&
 				m.Pods.Target.AverageValue != nil && m.Pods.Target.AverageValue.Sign() > 0
+			// The batch lane is shed from 80 % of max_in_flight (default 4096).
+			maxInFlight := cmp.Or(cfg.Admission.MaxInFlight, 4096)
+			if inFlight && m.Pods.Target.AverageValue.Value() >= maxInFlight*8/10 {
+				t.Errorf("HPA scales at %s in flight per pod, but shedding starts at %d (80 %% of admission.max_in_flight)",
+					m.Pods.Target.AverageValue, maxInFlight*8/10)
+			}
 		}
 	}
 	if !cpu || !inFlight {

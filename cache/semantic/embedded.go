@@ -22,7 +22,9 @@ type EmbeddedConfig struct {
 	// MaxPoints bounds the number of points held. When full, an Upsert
 	// first evicts the point that expires soonest (expired points expire
 	// soonest, so they go first; ties go to the oldest insert). If zero,
-	// defaults to 1,000,000.
+	// defaults to 1,000,000. Size memory at about 4·Dim + 340 bytes per
+	// point plus its key and text (2.4 KB at 512 dimensions, measured by
+	// BenchmarkEmbeddedSearch).
 	MaxPoints int
 
 	// SnapshotPath is where the index persists itself: on Close and every

@@ -51,25 +51,25 @@ func (f *Features) Inputs() [NumInputs]float32 {
 // boosted stumps on a fixed grid). They are design, not fitted.
 var Cuts = [NumInputs][]float32{
 	{0.75, 0.8, 0.84, 0.87, 0.89, 0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995}, // cosine
-	{0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99}, // jaccard
-	{0.5, 1.5, 2.5, 3.5},                       // only_max
-	{0.5, 1.5, 2.5},                            // only_min
-	{0.5, 1.5, 2.5},                            // only_long
-	{0.2, 0.4, 0.6, 0.8, 0.99},                 // order
-	{0.01, 0.3},                                // swap
-	{0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1},         // len_ratio
-	{0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99},  // char_sim
-	{0.5},                                      // person
-	{1.5, 2.5, 3.5, 4.5, 6.5},                  // size
-	{0.5},                                      // num_diff
-	{0.5},                                      // num_one
-	{0.5},                                      // negation
-	{0.5, 1.5},                                 // entity
-	{0.5},                                      // question_why_how
-	{0.5},                                      // question_why
-	{0.5},                                      // question_wwh
-	{0.5},                                      // question_qty
-	{0.5},                                      // question_other
+	{0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99},                                                      // jaccard
+	{0.5, 1.5, 2.5, 3.5},                      // only_max
+	{0.5, 1.5, 2.5},                           // only_min
+	{0.5, 1.5, 2.5},                           // only_long
+	{0.2, 0.4, 0.6, 0.8, 0.99},                // order
+	{0.01, 0.3},                               // swap
+	{0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1},        // len_ratio
+	{0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99}, // char_sim
+	{0.5},                     // person
+	{1.5, 2.5, 3.5, 4.5, 6.5}, // size
+	{0.5},                     // num_diff
+	{0.5},                     // num_one
+	{0.5},                     // negation
+	{0.5, 1.5},                // entity
+	{0.5},                     // question_why_how
+	{0.5},                     // question_why
+	{0.5},                     // question_wwh
+	{0.5},                     // question_qty
+	{0.5},                     // question_other
 }
 
 // ideal are the inputs of two identical texts.
@@ -150,11 +150,32 @@ func strongestAgainst(c [nReasons]float32) string {
 // package doc).
 var (
 	useLiteModel = Model{
-		Bias:            -40,
-		Steps:           [NumInputs][]float32{{40}},
-		Threshold:       0.5,
-		MinCosine:       0.7,
-		CosineThreshold: 0.93,
+		Bias: -3.4457,
+		Steps: [NumInputs][]float32{
+			{0.5880, 0.6437, 0.4184, 0.2526, 0.2610, -0.0450, 0.3226, 0.0392, 0.0768, 0.2541, -0.0404, 0.3131, 0.2025, -0.0957, 0.1176, 1.9895}, // cosine
+			{0.8752, 0.1179, -0.1232, -0.2498, 0.2607, -1.1411, 0.4327, 0.4504},                                                                 // jaccard
+			{-0.4504, -0.0529, 0.0982, 0.2779},                                 // only_max
+			{-0.6718, -0.2780, -0.1860},                                        // only_min
+			{-0.2082, -0.1676, -0.0154},                                        // only_long
+			{-0.8321, 0.2338, 0.2163, 0.3180, -0.5774},                         // order
+			{0.4274, -0.6436},                                                  // swap
+			{0.2137, -0.0395, -0.0420, 0.0405, 0.0370, -0.0970, -0.4490},       // len_ratio
+			{0.5139, 0.2129, 0.0028, 0.0499, -0.0799, 0.1025, -0.2636, 0.2234}, // char_sim
+			{-0.0575},                                // person
+			{0.5083, 0.2409, 0.2945, 0.5685, 0.3923}, // size
+			{-4.0000},                                // num_diff
+			{-0.7310},                                // num_one
+			{-4.0000},                                // negation
+			{-0.4246, -1.0192},                       // entity
+			{-4.0000},                                // question_why_how
+			{0.9423},                                 // question_why
+			{-0.0771},                                // question_wwh
+			{-0.1358},                                // question_qty
+			{0.3110},                                 // question_other
+		},
+		Threshold:       0.9840,
+		MinCosine:       0.9700,
+		CosineThreshold: 0.9960,
 	}
 	lexicalModel = Model{
 		Bias:            -40,

@@ -10,12 +10,12 @@ import (
 // Token kinds. A word is exactly one kind; kindContent words are the ones
 // whose presence on one side only suggests a different question.
 const (
-	kindContent uint8 = iota
-	kindStop          // function words: articles, pronouns, auxiliaries, prepositions
-	kindFiller        // words paraphrases add or drop freely ("best", "way", "really")
-	kindQuestion      // question words: what, why, how, ...
-	kindNegation      // not, no, never, n't, without, ...
-	kindNumber        // digits and number words
+	kindContent  uint8 = iota
+	kindStop           // function words: articles, pronouns, auxiliaries, prepositions
+	kindFiller         // words paraphrases add or drop freely ("best", "way", "really")
+	kindQuestion       // question words: what, why, how, ...
+	kindNegation       // not, no, never, n't, without, ...
+	kindNumber         // digits and number words
 )
 
 // maxTokens bounds the words looked at per text; a longer prompt is judged
@@ -228,21 +228,32 @@ func (s *scratch) push(out *side, start int, word []byte, capital, acronym, firs
 	out.toks = append(out.toks, t)
 }
 
-// numberValue reads a word of digits ("80", "2016", "1st", "3rd", "10k")
-// as its digits, without leading zeros. Decimal points split words, so
-// "2.5" is the two numbers 2 and 5.
+// numberValue reads a word with digits as a number: "80", "2016" and
+// "1st" as their digits without leading zeros, "1990s" as "1990"; any other
+// word with a digit ("s7582", "m553dn", "6s", "4g") is a model number or
+// code, compared whole. Decimal points split words, so "2.5" is the two
+// numbers 2 and 5.
 func numberValue(w []byte) ([]byte, bool) {
 	n := 0
 	for n < len(w) && '0' <= w[n] && w[n] <= '9' {
 		n++
 	}
 	if n == 0 {
+		for _, b := range w {
+			if '0' <= b && b <= '9' {
+				return w, true
+			}
+		}
 		return nil, false
 	}
 	switch string(w[n:]) {
-	case "", "st", "nd", "rd", "th", "s":
+	case "", "st", "nd", "rd", "th":
+	case "s":
+		if n < 3 { // "6s" is a phone, "1990s" a decade
+			return w, true
+		}
 	default:
-		return nil, false
+		return w, true
 	}
 	d := w[:n]
 	for len(d) > 1 && d[0] == '0' {

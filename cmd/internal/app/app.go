@@ -43,6 +43,8 @@ Usage:
   edgecache eval --pairs FILE   score semantic matching on labelled pairs (edgecache eval -h)
   edgecache degradations [--since 1h] [--route R] [--rung R] [--json]
                                 review degraded answers (asks a running edgecache's admin API)
+  edgecache routes list|show|set|reset|purge|audit
+                                read and change route policies at run time (admin API)
   edgecache version             print the version
 
 Serve flags:
@@ -62,6 +64,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return eval.Main(ctx, args[1:], stdout, stderr)
 		case "degradations":
 			return degradations(ctx, args[1:], stdout, stderr)
+		case "routes":
+			return routesCmd(ctx, args[1:], stdout, stderr)
 		case "version", "--version", "-version":
 			fmt.Fprintln(stdout, "edgecache", Version)
 			return nil

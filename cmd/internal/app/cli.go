@@ -142,3 +142,139 @@ func degradations(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fmt.Fprintf(stdout, "%d record(s)\n", len(res.Degradations))
 	return nil
 }
+
+// routesCmd is `edgecache routes list|show NAME|set NAME field=value…|
+// reset NAME|purge NAME|audit [NAME]`, mirroring the admin API.
+func routesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("edgecache routes", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := adminFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, `Usage: edgecache routes [flags] list | show NAME | set NAME field=value... | reset NAME | purge NAME | audit [NAME]
+  fields: mode=off|exact|semantic ttl=10m stale_if_error=1h threshold=0.9 floor=0.85 degraded_floor=0.5 templates=true|false
+  a field set to "default" returns to the configured value`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fs.Usage()
+		return errors.New("routes: a subcommand is required")
+	}
+	var raw json.RawMessage
+	var err error
+	switch cmd := rest[0]; {
+	case cmd == "list":
+		err = c.do(ctx, http.MethodGet, "/admin/routes", nil, nil, &raw)
+	case cmd == "show" && len(rest) == 2:
+		err = c.do(ctx, http.MethodGet, "/admin/routes/"+url.PathEscape(rest[1]), nil, nil, &raw)
+	case cmd == "set" && len(rest) >= 3:
+		patch, perr := parseAssignments(rest[2:])
+		if perr != nil {
+			return perr
+		}
+		err = c.do(ctx, http.MethodPatch, "/admin/routes/"+url.PathEscape(rest[1]), nil, strings.NewReader(patch), &raw)
+	case cmd == "reset" && len(rest) == 2:
+		body := `{"mode":null,"ttl":null,"stale_if_error":null,"threshold":null,"floor":null,"degraded_floor":null,"templates":null}`
+		err = c.do(ctx, http.MethodPatch, "/admin/routes/"+url.PathEscape(rest[1]), nil, strings.NewReader(body), &raw)
+	case cmd == "purge" && len(rest) == 2:
+		err = c.do(ctx, http.MethodPost, "/admin/routes/"+url.PathEscape(rest[1])+"/purge", nil, nil, &raw)
+	case cmd == "audit" && len(rest) <= 2:
+		q := url.Values{}
+		if len(rest) == 2 {
+			q.Set("route", rest[1])
+		}
+		err = c.do(ctx, http.MethodGet, "/admin/routes/audit", q, nil, &raw)
+	default:
+		fs.Usage()
+		return fmt.Errorf("routes: bad arguments %q", rest)
+	}
+	if err != nil {
+		return err
+	}
+	if *asJSON || rest[0] == "audit" {
+		_, err := fmt.Fprintln(stdout, string(raw))
+		return err
+	}
+	return printRoutes(stdout, raw)
+}
+
+// parseAssignments turns field=value pairs into a JSON patch: numbers and
+// booleans typed, "default" as null.
+func parseAssignments(as []string) (string, error) {
+	m := map[string]any{}
+	for _, a := range as {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" {
+			return "", fmt.Errorf("routes set: %q is not field=value", a)
+		}
+		switch k {
+		case "threshold", "floor", "degraded_floor":
+			if v == "default" {
+				m[k] = nil
+				continue
+			}
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err != nil {
+				return "", fmt.Errorf("routes set: %s=%q is not a number", k, v)
+			}
+			m[k] = f
+		case "templates":
+			switch v {
+			case "true", "on":
+				m[k] = true
+			case "false", "off":
+				m[k] = false
+			case "default":
+				m[k] = nil
+			default:
+				return "", fmt.Errorf("routes set: templates=%q: want true or false", v)
+			}
+		default:
+			if v == "default" {
+				m[k] = nil
+			} else {
+				m[k] = v
+			}
+		}
+	}
+	b, err := json.Marshal(m)
+	return string(b), err
+}
+
+func printRoutes(w io.Writer, raw json.RawMessage) error {
+	type view struct {
+		Name, Path, Mode, TTL string
+		StaleIfError          string  `json:"stale_if_error"`
+		Threshold             float64 `json:"threshold"`
+		Templates             bool    `json:"templates"`
+		Overridden            bool    `json:"overridden"`
+		UpdatedBy             string  `json:"updated_by"`
+	}
+	var list struct {
+		Routes []view `json:"routes"`
+	}
+	if json.Unmarshal(raw, &list) != nil || list.Routes == nil {
+		var one view
+		if err := json.Unmarshal(raw, &one); err != nil {
+			return err
+		}
+		list.Routes = []view{one}
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROUTE\tPATH\tMODE\tTTL\tSTALE-IF-ERROR\tTHRESHOLD\tTEMPLATES\tCHANGED BY")
+	for _, r := range list.Routes {
+		by := "-"
+		if r.Overridden {
+			by = r.UpdatedBy
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%g\t%v\t%s\n", r.Name, r.Path, r.Mode, r.TTL, r.StaleIfError, r.Threshold, r.Templates, by)
+	}
+	return tw.Flush()
+}

@@ -141,6 +141,11 @@ type LaneResult struct {
 	// RefusedLatency that of 429 and 503 answers.
 	OKLatency      Latency `json:"ok_latency"`
 	RefusedLatency Latency `json:"refused_latency"`
+	// SendLag is how late the generator sent the requests after their
+	// scheduled time: when it is large, the generator (not the server) was
+	// short of CPU and the latencies say more about it than about the
+	// server.
+	SendLag Latency `json:"send_lag"`
 }
 
 // Refused is the number of 429 and 503 answers.
@@ -172,6 +177,7 @@ type Latency struct {
 type sample struct {
 	status     int           // 0: no answer
 	latency    time.Duration // from the scheduled send time to the end of the body
+	lag        time.Duration // from the scheduled send time to the send
 	retryAfter bool          // a valid Retry-After header
 	code       string        // error.code of a non-2xx JSON body
 	reason     string        // X-Edgecache-Degraded-Reason
@@ -205,6 +211,7 @@ func summarize(lane LoadLane, samples []sample, skipped int64) LaneResult {
 	r := LaneResult{Lane: lane.Name, OfferedRate: lane.Rate, Sent: int64(len(samples)), Skipped: skipped,
 		Scheduled: int64(len(samples)) + skipped}
 	var okLat, refusedLat []time.Duration
+	lags := make([]time.Duration, 0, len(samples))
 	reason := func(s sample) {
 		k := s.reason
 		if k == "" && s.status == http.StatusTooManyRequests {
@@ -219,6 +226,7 @@ func summarize(lane LoadLane, samples []sample, skipped int64) LaneResult {
 		r.Reasons[k]++
 	}
 	for _, s := range samples {
+		lags = append(lags, s.lag)
 		switch {
 		case s.status == 0:
 			r.Errors++
@@ -248,6 +256,7 @@ func summarize(lane LoadLane, samples []sample, skipped int64) LaneResult {
 		}
 	}
 	r.OKLatency, r.RefusedLatency = summarizeLatency(okLat), summarizeLatency(refusedLat)
+	r.SendLag = summarizeLatency(lags)
 	return r
 }
 
@@ -428,13 +437,14 @@ func (g *generator) send(ctx context.Context, client *http.Client, l LoadLane, b
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+l.Key)
 	req.Header.Set("Cache-Control", "no-store")
+	lag := time.Since(at)
 	resp, err := client.Do(req)
 	if err != nil {
-		return sample{latency: time.Since(at)}
+		return sample{latency: time.Since(at), lag: lag}
 	}
 	defer resp.Body.Close()
 	s := sample{status: resp.StatusCode, reason: resp.Header.Get("X-Edgecache-Degraded-Reason"),
-		retryAfter: validRetryAfter(resp.Header.Get("Retry-After"))}
+		retryAfter: validRetryAfter(resp.Header.Get("Retry-After")), lag: lag}
 	if s.status >= 200 && s.status < 300 {
 		_, err = io.Copy(io.Discard, resp.Body)
 	} else {

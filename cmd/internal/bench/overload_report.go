@@ -4,8 +4,13 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 )
+
+// maxSendLagMs is the generator's send lag (p99) above which the report
+// warns that the generator, not only the server, was short of CPU.
+const maxSendLagMs = 20
 
 // OverloadSetup records how the overload scenario ran, beside its numbers.
 type OverloadSetup struct {
@@ -164,6 +169,9 @@ func WriteOverloadMarkdown(w io.Writer, rep OverloadReport) error {
 	fmt.Fprintf(&b, "\nTargets: %d/%d PASS.\n", pass, len(rep.Targets))
 
 	var notes []string
+	if w := busyMachine(rep.Machine); w != "" {
+		notes = append(notes, "- "+w)
+	}
 	prev := rep.Baseline
 	for _, p := range rep.Phases {
 		notes = append(notes, phaseNotes(p, prev)...)
@@ -173,11 +181,27 @@ func WriteOverloadMarkdown(w io.Writer, rep OverloadReport) error {
 		notes = append(notes, "- run FAILED: "+rep.Error)
 	}
 	if len(notes) > 0 {
-		b.WriteString("\nedgecache during each phase (admin counters, differences over the phase; limit and TTFT at its end):\n" +
+		b.WriteString("\nNotes (edgecache's admin counters are differences over each phase; its limit and TTFT are at the phase's end):\n" +
 			strings.Join(notes, "\n") + "\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// busyMachine returns a warning when the 1-minute load average at the start
+// was above half the CPUs: other processes then compete with the
+// scenario's, and its latencies are not a measurement.
+func busyMachine(m Machine) string {
+	f := strings.Fields(m.LoadAvg)
+	if len(f) == 0 || m.NProc < 1 {
+		return ""
+	}
+	l, err := strconv.ParseFloat(f[0], 64)
+	if err != nil || l <= float64(m.NProc)/2 {
+		return ""
+	}
+	return fmt.Sprintf("WARNING: load average %.2f on %d CPUs at the start: other processes competed for the CPUs, "+
+		"so these numbers are a sanity check, not a measurement", l, m.NProc)
 }
 
 // writeMachine writes the machine header line.
@@ -220,6 +244,10 @@ func phaseNotes(p PhaseResult, before *Snapshot) []string {
 				m[k] = float64(v)
 			}
 			notes = append(notes, fmt.Sprintf("- %s, %s: refusal reasons: %s", p.Name, l.Lane, formatCounts(m)))
+		}
+		if l.SendLag.N > 0 && l.SendLag.P99Ms > maxSendLagMs {
+			notes = append(notes, fmt.Sprintf("- %s, %s: WARNING: the generator sent late (lag p50 %.1f ms, p99 %.1f ms, max %.1f ms): "+
+				"it was short of CPU, and the latencies measure it as much as the server", p.Name, l.Lane, l.SendLag.P50Ms, l.SendLag.P99Ms, l.SendLag.MaxMs))
 		}
 		if l.Other > 0 || l.Errors > 0 || l.Skipped > 0 {
 			notes = append(notes, fmt.Sprintf("- %s, %s: %d other statuses (%d of them 5xx), %d without an answer, %d skipped by the generator",

@@ -89,6 +89,7 @@ func (p *Pipeline) admit(w http.ResponseWriter, r *http.Request, rt *Route, req 
 		if d, ok := admission.RetryAfter(err); ok {
 			retry = admission.RetryAfterSeconds(d)
 		}
+		p.m.Shed(a.lane.String(), "shed")
 		w.Header().Set("X-Edgecache-Degraded", "busy")
 		w.Header().Set("X-Edgecache-Degraded-Reason", "shed")
 		openai.WriteError(w, http.StatusServiceUnavailable, retry, openai.NewError(openai.TypeUnavailable, "server_overloaded", "",
@@ -102,6 +103,7 @@ func (p *Pipeline) admit(w http.ResponseWriter, r *http.Request, rt *Route, req 
 		d := cfg.Quota.Reserve(r.Context(), a.tokens, a.subjects...)
 		d.Headers(w.Header().Set)
 		if !d.Allowed {
+			p.m.Shed(a.lane.String(), admission.CodeRateLimitExceeded)
 			cfg.Protector.Leave()
 			retry := admission.RetryAfterSeconds(d.RetryAfter)
 			openai.WriteError(w, http.StatusTooManyRequests, retry, openai.NewError(openai.TypeRateLimit, admission.CodeRateLimitExceeded, "", d.Message()))

@@ -273,6 +273,7 @@ func (p *Pipeline) admitAttempt(ctx context.Context, c *call, t *Target, lane ad
 	rel, err := t.Concurrency.Acquire(ctx, lane, deadline)
 	if err != nil {
 		o := outcome{admission: true, reason: admissionReason(err)}
+		p.m.Shed(lane.String(), o.reason)
 		if ctx.Err() != nil {
 			o.reason = "canceled"
 		}

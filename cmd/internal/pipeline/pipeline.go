@@ -63,6 +63,9 @@ type Metrics interface {
 	Degraded(route, rung, reason string)
 	// TTFT records an upstream answer's time to first token.
 	TTFT(route, target string, d time.Duration)
+	// Shed counts a request refused by admission, by lane and reason
+	// (shed, rate_limit_exceeded, queued_timeout).
+	Shed(lane, reason string)
 }
 
 // Config configures a Pipeline.
@@ -548,3 +551,4 @@ func (nopMetrics) Coalesced(string)                                {}
 func (nopMetrics) StoreDropped(string)                             {}
 func (nopMetrics) Degraded(string, string, string)                 {}
 func (nopMetrics) TTFT(string, string, time.Duration)              {}
+func (nopMetrics) Shed(string, string)                             {}

@@ -65,6 +65,7 @@ type Metrics struct {
 	reqDur    metric.Float64Histogram
 	inFlight  metric.Int64UpDownCounter
 	ttft      metric.Float64Histogram
+	shed      metric.Int64Counter
 
 	mu   sync.RWMutex
 	opts map[attrKey]metric.MeasurementOption
@@ -76,7 +77,7 @@ type attrKey struct{ kind, a, b, c string }
 func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	m := mp.Meter("github.com/edgecache/edgecache")
 	mm := &Metrics{opts: map[attrKey]metric.MeasurementOption{}}
-	var errs [10]error
+	var errs [11]error
 	mm.lookups, errs[0] = m.Int64Counter("edgecache.cache.lookups", metric.WithDescription("Cache tiers consulted, by route, tier and result (hit or miss)."))
 	mm.bypasses, errs[1] = m.Int64Counter("edgecache.cache.bypasses", metric.WithDescription("Requests that skipped the cache, by route and reason."))
 	mm.upstream, errs[2] = m.Int64Counter("edgecache.upstream.requests", metric.WithDescription("Calls to the upstream model, by route, status code and error type."))
@@ -93,6 +94,7 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	mm.ttft, errs[9] = m.Float64Histogram("gen_ai.server.time_to_first_token", metric.WithUnit("s"),
 		metric.WithDescription("Time to the first token of upstream answers (OpenTelemetry GenAI semantic conventions)."),
 		metric.WithExplicitBucketBoundaries(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+	mm.shed, errs[10] = m.Int64Counter("edgecache.admission.shed", metric.WithDescription("Requests refused by admission, by lane and reason."))
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
@@ -217,4 +219,11 @@ func Gauges(mp metric.MeterProvider, breakers func() map[string]int, redisUp fun
 		return nil
 	}, insts...)
 	return err
+}
+
+// Shed implements pipeline.Metrics.
+func (m *Metrics) Shed(lane, reason string) {
+	m.shed.Add(context.Background(), 1, m.opt(attrKey{"s", lane, reason, ""}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("lane", lane), attribute.String("reason", reason)}
+	}))
 }
