@@ -104,6 +104,7 @@ func Admin(metrics http.Handler, ready Readiness, api AdminAPI, auth *AdminAuth,
 	if api != nil {
 		g := e.Group("/admin", auth.middleware())
 		g.GET("/upstreams", func(c echo.Context) error { return c.JSON(http.StatusOK, api.Upstreams()) })
+		registerReview(g, api)
 		g.GET("/degradations", func(c echo.Context) error {
 			return adminReply(c, func() (any, error) { return api.Degradations(c.Request().Context(), c.QueryParams()) })
 		})
