@@ -24,7 +24,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/edgecache/edgecache/cache"
 )
@@ -83,6 +86,10 @@ type Config struct {
 	// Logger receives breaker transitions and recovered panics. If nil,
 	// slog.Default() is used.
 	Logger *slog.Logger
+	// TracerProvider and MeterProvider, when set, instrument the Redis
+	// client (a span per command, connection-pool metrics).
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
 }
 
 // Validate reports a configuration that New would reject.
@@ -215,6 +222,20 @@ func New(cfg Config) (*Shared, error) {
 		ctx:           ctx,
 		cancel:        cancel,
 		done:          make(chan struct{}),
+	}
+	if cfg.TracerProvider != nil {
+		if err := redisotel.InstrumentTracing(client, redisotel.WithTracerProvider(cfg.TracerProvider), redisotel.WithDBStatement(false)); err != nil {
+			cancel()
+			client.Close()
+			return nil, fmt.Errorf("shared: instrument tracing: %w", err)
+		}
+	}
+	if cfg.MeterProvider != nil {
+		if err := redisotel.InstrumentMetrics(client, redisotel.WithMeterProvider(cfg.MeterProvider)); err != nil {
+			cancel()
+			client.Close()
+			return nil, fmt.Errorf("shared: instrument metrics: %w", err)
+		}
 	}
 	go s.probeLoop()
 	return s, nil

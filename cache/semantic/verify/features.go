@@ -178,10 +178,11 @@ func (s *scratch) matches(t token, b *side) bool {
 }
 
 // discordance is the share of pairs of shared content words (first
-// occurrences) that appear in opposite orders on the two sides with other
-// words between them on both: 1 for "Apple better than Samsung" against
-// "Samsung better than Apple", 0 for "reset my password" against
-// "password reset", a common rephrasing.
+// occurrences) that appear in opposite orders on the two sides with a
+// directional word between them on both: 1/3 for "convert Celsius to
+// Fahrenheit" against "convert Fahrenheit to Celsius", 0 for "reset my
+// password" against "password reset" or "the future of the party" against
+// "the party's future", common rephrasings.
 func (s *scratch) discordance() float32 {
 	if s.symmetric(&s.q) || s.symmetric(&s.c) {
 		return 0
@@ -209,13 +210,29 @@ func (s *scratch) discordance() float32 {
 	for a := 0; a < n; a++ {
 		for b := a + 1; b < n; b++ {
 			all++
-			apart := abs(int(order[a])-int(order[b])) >= 2 && abs(int(pos[a])-int(pos[b])) >= 2
-			if apart && (order[a] < order[b]) != (pos[a] < pos[b]) {
+			if (order[a] < order[b]) != (pos[a] < pos[b]) &&
+				s.related(&s.q, int(order[a]), int(order[b])) && s.related(&s.c, int(pos[a]), int(pos[b])) {
 				disc++
 			}
 		}
 	}
 	return float32(disc) / float32(all)
+}
+
+// related reports whether a directional word ("to", "than", "from",
+// "for", "is", ...) stands between sd's tokens i and j: the two words play
+// roles that swapping them would exchange.
+func (s *scratch) related(sd *side, i, j int) bool {
+	if i > j {
+		i, j = j, i
+	}
+	for k := i + 1; k < j && k < len(sd.toks); k++ {
+		switch string(s.stem(sd.toks[k])) {
+		case "to", "than", "from", "for", "into", "of", "over", "against", "is", "are", "think", "about", "by":
+			return true
+		}
+	}
+	return false
 }
 
 // symmetric reports whether sd relates things symmetrically ("X and Y",

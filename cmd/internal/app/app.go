@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 	"io"
 	"log/slog"
 	"net"
@@ -115,7 +116,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})))
 
 	getenv := func(name string) string {
 		switch {
@@ -162,7 +163,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	tel, err := telemetry.Setup()
+	tel, err := telemetry.Setup(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -182,7 +183,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(cfg.Redis.Addrs) > 0 {
 		l2, err = shared.New(shared.Config{Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName,
 			Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB,
-			Prefix: cfg.Redis.Prefix, Timeout: cfg.Redis.Timeout.D(), Logger: log})
+			Prefix: cfg.Redis.Prefix, Timeout: cfg.Redis.Timeout.D(), Logger: log,
+			MeterProvider: tel.MeterProvider, TracerProvider: tracerIf(tel)})
 		if err != nil {
 			return fmt.Errorf("l2: %w", err)
 		}
@@ -190,6 +192,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		tiers, names = append(tiers, l2), append(names, "l2")
 	} else {
 		log.Info("no Redis configured (EDGECACHE_REDIS_ADDR): L1 only")
+	}
+	if tel.Tracing {
+		for i, t := range tiers {
+			tiers[i] = tracedTier{Tier: t, name: names[i], tracer: tel.TracerProvider.Tracer("github.com/edgecache/edgecache")}
+		}
 	}
 	tiered := cache.NewTiered(cache.TieredConfig{QueueSize: cfg.Cache.StoreQueue, Logger: log}, tiers...)
 
@@ -243,6 +250,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Semantic:  sem.cfg,
 		Journal:   journalSink{jr},
 		Admission: adm,
+		Tracer:    tel.TracerProvider.Tracer("github.com/edgecache/edgecache"),
 		Templates: templateWords{tw},
 		Cache:     tiered, Tiers: names, Targets: targets, Secret: secret,
 		Guard: pipeline.GuardConfig{
@@ -307,7 +315,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		dataLn.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	dataSrv := &http.Server{Handler: server.Data(p, routes, table, metrics, log), ReadHeaderTimeout: 10 * time.Second,
+	dataSrv := &http.Server{Handler: tel.Wrap(server.Data(p, routes, table, metrics, log), "edgecache"), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index},
 		server.NewAdminAuth(adminLn.Addr().String(), adminTokens(cfg)), log), ReadHeaderTimeout: 10 * time.Second}
@@ -422,4 +430,13 @@ func adminTokens(cfg config.Config) []server.Token {
 		out = append(out, server.Token{Name: t.Name, Token: t.Token})
 	}
 	return out
+}
+
+// tracerIf is the tracer provider when spans are exported, else nil (no
+// instrumentation cost).
+func tracerIf(t *telemetry.Telemetry) trace.TracerProvider {
+	if t.Tracing {
+		return t.TracerProvider
+	}
+	return nil
 }

@@ -355,7 +355,7 @@ func (g *generator) run(ctx context.Context, log io.Writer) (LoadResult, error) 
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		fmt.Fprintf(log, "edgebench loadgen: phase %s: %s", p.Name, formatDuration(p.Duration))
+		fmt.Fprintf(log, "edgebench loadgen: phase %s: %s", p.Name, p.Duration)
 		for _, l := range p.Lanes {
 			fmt.Fprintf(log, ", %s %.0f req/s", l.Name, l.Rate)
 		}

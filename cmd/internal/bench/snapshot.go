@@ -22,10 +22,10 @@ type Snapshot struct {
 	Limiter *LimiterStats `json:"limiter,omitempty"`
 	// Upstream counts upstream calls by status (and error type when the
 	// call failed), e.g. "200", "0 timeout", "429 upstream_429".
-	Upstream map[string]float64 `json:"upstream,omitempty"`
+	Upstream map[string]float64 `json:"upstream"`
 	// Degraded counts degraded answers by rung and reason, e.g.
 	// "busy/queued_timeout", "shed/rate_limit_exceeded".
-	Degraded map[string]float64 `json:"degraded,omitempty"`
+	Degraded map[string]float64 `json:"degraded"`
 	// Error says what could not be read.
 	Error string `json:"error,omitempty"`
 }

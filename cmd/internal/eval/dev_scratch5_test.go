@@ -32,12 +32,13 @@ func TestDevJ1(t *testing.T) {
 			continue
 		}
 		fe := v.Extract(p.B, p.A, c)
-		if fe.Negation == 1 {
+		if fe.Swap > 0.3 && fe.Jaccard > 0.7 {
 			n++
-			if !p.Duplicate {
+			if p.Duplicate {
 				d++
-			} else {
-				lines = append(lines, fmt.Sprintf("%.3f | %s | %s", c, p.A, p.B))
+			}
+			{
+				lines = append(lines, fmt.Sprintf("%v %.3f | %s | %s", p.Duplicate, c, p.A, p.B))
 			}
 		}
 	}

@@ -77,10 +77,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.fit, "fit", false, "maintainers: fit the verifier's model for the embedder on a split of the file and print it as Go")
 	fs.StringVar(&o.fitLabel, "fit-label", "known", "with --fit: positive candidates are the pair's own text_a (own), the same text (same) or any known duplicate (known); judged: as known, leaving out candidates the labels do not judge")
 	fs.StringVar(&o.fitOn, "fit-on", "cache", "with --fit: train on retrieved candidates (cache), on the pairs themselves (pairs) or both")
-	fs.StringVar(&o.fitSelect, "fit-select", "pairwise", "with --fit: the precision that picks the threshold: pairwise, known or judged (cache mode)")
-	fs.Float64Var(&o.fitPrecision, "fit-precision", 0.92, "with --fit: the training precision the threshold must reach")
+	fs.StringVar(&o.fitSelect, "fit-select", "both", "with --fit: the training precision that picks the threshold: pairwise, judged or known (cache mode), or both pairwise and judged")
+	fs.Float64Var(&o.fitPrecision, "fit-precision", 0.90, "with --fit: the training precision the threshold must reach")
 	var fitMinCos float64
-	fs.Float64Var(&fitMinCos, "fit-min-cosine", 0.5, "with --fit: the retrieval pre-filter while fitting")
+	fs.Float64Var(&fitMinCos, "fit-min-cosine", 0.7, "with --fit: the retrieval pre-filter while fitting")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -106,8 +106,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("--fit-label %q: want own, same, known or judged", o.fitLabel)
 	case o.fitOn != "cache" && o.fitOn != "pairs" && o.fitOn != "both":
 		return nil, fmt.Errorf("--fit-on %q: want cache, pairs or both", o.fitOn)
-	case o.fitSelect != "pairwise" && o.fitSelect != "known" && o.fitSelect != "judged":
-		return nil, fmt.Errorf("--fit-select %q: want pairwise, known or judged", o.fitSelect)
+	case o.fitSelect != "pairwise" && o.fitSelect != "known" && o.fitSelect != "judged" && o.fitSelect != "both":
+		return nil, fmt.Errorf("--fit-select %q: want pairwise, judged, known or both", o.fitSelect)
 	}
 	return o, nil
 }

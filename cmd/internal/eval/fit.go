@@ -303,17 +303,19 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	// Threshold on the training split, at the pre-filter used for fitting.
 	vm := verify.NewModel(m)
 	trOut := judgeAll(ctx, trP, trM, vm, false, fo.minCos, o.workers)
+	trPW, err := scorePairsWith(ctx, trP, trA, trB, vm, fo.minCos, o.workers)
+	if err != nil {
+		return err
+	}
 	switch o.fitSelect {
 	case "known":
 		m.Threshold = lowestThreshold(trOut, defKnown, fo.precision)
 	case "judged":
 		m.Threshold = lowestThreshold(trOut, defJudged, fo.precision)
-	default:
-		trPW, err := scorePairsWith(ctx, trP, trA, trB, vm, fo.minCos, o.workers)
-		if err != nil {
-			return err
-		}
+	case "pairwise":
 		m.Threshold = lowestThreshold(trPW, defOwn, fo.precision)
+	default: // both
+		m.Threshold = max(lowestThreshold(trPW, defOwn, fo.precision), lowestThreshold(trOut, defJudged, fo.precision))
 	}
 	// Pre-filter: under the lowest cosine of a training hit, less 0.02.
 	lowest := float32(1)

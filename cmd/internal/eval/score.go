@@ -37,7 +37,7 @@ type outcome struct {
 	repeat     bool // the query's text is stored verbatim (ignoring case and spacing)
 	v, c       served
 
-	raw, rawCos float32 // pairwise: the pair's score and cosine, retrieved or not
+	raw, rawCos float32 // pairwise: the pair's ranking score and cosine, retrieved or not
 }
 
 // definition is a way to count a hit as correct.
@@ -197,10 +197,15 @@ func scorePairsAt(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v *v
 		}
 		out[i] = judge(p, "own", ms, lab, v, noVerify)
 		out[i].answerable = p.Duplicate
+		// For the AUC, every pair gets the pipeline's ranking score: the
+		// verifier's above the pre-filter, and below it (where the verifier
+		// is never asked) the cosine, ranked under every retrieved pair.
 		out[i].rawCos, out[i].raw = c, c
 		if !noVerify {
-			// For the AUC, every pair gets its score, retrieved or not.
-			out[i].raw, _ = v.Score(p.B, p.A, c)
+			out[i].raw = c - 3
+			if len(ms) > 0 {
+				out[i].raw = out[i].v.score
+			}
 		}
 		return nil
 	})

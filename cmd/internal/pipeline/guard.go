@@ -16,6 +16,9 @@ import (
 	"github.com/edgecache/edgecache/cmd/internal/upstream"
 	"github.com/edgecache/edgecache/degrade"
 	"github.com/edgecache/edgecache/degrade/admission"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Target is one upstream the route may call: the primary or a backup.
@@ -296,6 +299,15 @@ func (p *Pipeline) attempt(ctx context.Context, c *call, t *Target, in *http.Req
 	o.att.Target = t.Name
 	end := t.Budget.Begin()
 	defer end()
+	ctx, span := p.cfg.Tracer.Start(ctx, "upstream.attempt", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("edgecache.upstream.target", t.Name), attribute.String("edgecache.route", rt.Name)))
+	defer func() {
+		span.SetAttributes(attribute.Int("http.response.status_code", o.att.Status))
+		if o.reason != "" {
+			span.SetStatus(codes.Error, o.reason)
+		}
+		span.End()
+	}()
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// The first-token timer: the attempt is abandoned when the answer has

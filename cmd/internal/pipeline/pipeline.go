@@ -25,6 +25,8 @@ import (
 	"github.com/edgecache/edgecache/cache"
 	"github.com/edgecache/edgecache/cmd/internal/openai"
 	"github.com/edgecache/edgecache/degrade/admission"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
 // Getter is the read side of the tiered cache.
@@ -95,9 +97,12 @@ type Config struct {
 	Journal Journal
 	// Admission applies quotas, lanes and self-protection; nil → none.
 	Admission *AdmissionConfig
-	Metrics   Metrics      // nil → none
-	Logger    *slog.Logger // nil → discard
-	Now       func() time.Time
+	// Tracer makes the spans of embedding, vector search and each upstream
+	// attempt; nil → no spans.
+	Tracer  trace.Tracer
+	Metrics Metrics      // nil → none
+	Logger  *slog.Logger // nil → discard
+	Now     func() time.Time
 }
 
 // Pipeline serves proxied requests. It is safe for concurrent use.
@@ -144,6 +149,9 @@ func New(cfg Config) *Pipeline {
 	}
 	if p.m == nil {
 		p.m = nopMetrics{}
+	}
+	if p.cfg.Tracer == nil {
+		p.cfg.Tracer = tracenoop.NewTracerProvider().Tracer("")
 	}
 	if cfg.Semantic != nil && cfg.Cache != nil {
 		p.sem = newSemanticTier(*cfg.Semantic)

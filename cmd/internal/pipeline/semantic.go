@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/edgecache/edgecache/cache"
 	"github.com/edgecache/edgecache/cache/semantic"
@@ -153,18 +156,23 @@ func (p *Pipeline) semanticLookupAt(ctx context.Context, rt *Route, q *semanticQ
 	var bestScore float32 = -1
 	_, err := s.cb.Execute(func() (struct{}, error) {
 		if q.vec == nil {
-			ectx, cancel := context.WithTimeout(ctx, s.cfg.EmbedTimeout)
+			ectx, span := p.cfg.Tracer.Start(ctx, "semantic.embed")
+			ectx, cancel := context.WithTimeout(ectx, s.cfg.EmbedTimeout)
 			v, err := embed.One(ectx, s.cfg.Embedder, q.text)
 			cancel()
+			endSpan(span, err)
 			if err != nil {
 				return struct{}{}, err
 			}
 			q.vec = v
 		}
 		v := q.vec
-		sctx, cancel := context.WithTimeout(ctx, s.cfg.SearchTimeout)
+		sctx, span := p.cfg.Tracer.Start(ctx, "semantic.search")
+		sctx, cancel := context.WithTimeout(sctx, s.cfg.SearchTimeout)
 		ms, err := s.cfg.Index.Search(sctx, v, q.filter, s.cfg.Candidates, s.cfg.MinCosine)
 		cancel()
+		span.SetAttributes(attribute.Int("edgecache.semantic.candidates", len(ms)))
+		endSpan(span, err)
 		if err != nil {
 			return struct{}{}, err
 		}
@@ -258,4 +266,11 @@ func (s *semanticTier) write(job indexJob) {
 func (s *semanticTier) close() {
 	s.once.Do(func() { close(s.stop) })
 	s.wg.Wait()
+}
+
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }

@@ -13,10 +13,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/contrib/exporters/autoexport"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -29,28 +40,103 @@ import (
 // Telemetry holds the providers and the Prometheus handler.
 type Telemetry struct {
 	MeterProvider metric.MeterProvider
+	// TracerProvider is a no-op unless traces are configured (below).
+	TracerProvider trace.TracerProvider
+	// Tracing reports whether spans are exported.
+	Tracing bool
 	// Handler serves the Prometheus text exposition for /metrics.
 	Handler  http.Handler
-	shutdown func(context.Context) error
+	shutdown []func(context.Context) error
 }
 
-// Setup builds a MeterProvider whose readings are served by Handler.
-func Setup() (*Telemetry, error) {
+// Setup builds the providers from the standard OTEL_* environment:
+// metrics are always served on /metrics (Prometheus) and also pushed over
+// OTLP when OTEL_METRICS_EXPORTER or an OTLP endpoint is set; traces are
+// exported (OTLP by default, per OTEL_TRACES_EXPORTER) when an OTLP
+// endpoint or OTEL_TRACES_EXPORTER is set, and cost nothing otherwise.
+// OTEL_SDK_DISABLED=true turns both exports off. getenv nil → os.Getenv.
+func Setup(ctx context.Context, getenv func(string) string) (*Telemetry, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	disabled := strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true")
+	endpoint := getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
 	reg := prometheus.NewRegistry()
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
 	if err != nil {
 		return nil, fmt.Errorf("prometheus exporter: %w", err)
 	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
-	return &Telemetry{
-		MeterProvider: mp,
-		Handler:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		shutdown:      mp.Shutdown,
-	}, nil
+	res, err := resource.New(ctx, resource.WithFromEnv(), resource.WithTelemetrySDK(),
+		resource.WithAttributes(attribute.String("service.name", serviceName(getenv))))
+	if err != nil {
+		return nil, fmt.Errorf("otel resource: %w", err)
+	}
+	opts := []sdkmetric.Option{sdkmetric.WithReader(exp), sdkmetric.WithResource(res)}
+	t := &Telemetry{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), TracerProvider: tracenoop.NewTracerProvider()}
+	if !disabled && (endpoint || getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != "" || getenv("OTEL_METRICS_EXPORTER") != "") {
+		r, err := autoexport.NewMetricReader(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("otlp metrics: %w", err)
+		}
+		opts = append(opts, sdkmetric.WithReader(r))
+	}
+	mp := sdkmetric.NewMeterProvider(opts...)
+	t.MeterProvider = mp
+	t.shutdown = append(t.shutdown, mp.Shutdown)
+	if !disabled && (endpoint || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" || getenv("OTEL_TRACES_EXPORTER") != "") {
+		se, err := autoexport.NewSpanExporter(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("otlp traces: %w", err)
+		}
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(se), sdktrace.WithResource(res))
+		t.TracerProvider, t.Tracing = tp, true
+		t.shutdown = append(t.shutdown, tp.Shutdown)
+	}
+	return t, nil
+}
+
+func serviceName(getenv func(string) string) string {
+	if s := getenv("OTEL_SERVICE_NAME"); s != "" {
+		return s
+	}
+	return "edgecache"
 }
 
 // Shutdown flushes and stops the providers.
-func (t *Telemetry) Shutdown(ctx context.Context) error { return t.shutdown(ctx) }
+func (t *Telemetry) Shutdown(ctx context.Context) error {
+	var errs []error
+	for i := len(t.shutdown) - 1; i >= 0; i-- {
+		errs = append(errs, t.shutdown[i](ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Handler wraps h with a server span per request (named after the matched
+// route) when tracing is on; otherwise h is returned as is.
+func (t *Telemetry) Wrap(h http.Handler, name string) http.Handler {
+	if !t.Tracing {
+		return h
+	}
+	return otelhttp.NewHandler(h, name, otelhttp.WithTracerProvider(t.TracerProvider),
+		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()), // our own HTTP metrics are cheaper
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }))
+}
+
+// LogHandler adds trace_id and span_id to every log record made with a
+// context that carries a span.
+func LogHandler(h slog.Handler) slog.Handler { return traceLog{h} }
+
+type traceLog struct{ slog.Handler }
+
+func (l traceLog) Handle(ctx context.Context, r slog.Record) error {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+	}
+	return l.Handler.Handle(ctx, r)
+}
+
+func (l traceLog) WithAttrs(as []slog.Attr) slog.Handler { return traceLog{l.Handler.WithAttrs(as)} }
+func (l traceLog) WithGroup(g string) slog.Handler       { return traceLog{l.Handler.WithGroup(g)} }
 
 // Metrics records the request path's measurements. It implements
 // pipeline.Metrics.

@@ -1,0 +1,117 @@
+package app
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/edgecache/edgecache/cmd/internal/llmsim"
+)
+
+// otlpReceiver is an in-test OTLP/HTTP endpoint that keeps the spans it
+// receives (metrics pushes are accepted and ignored).
+type otlpReceiver struct {
+	mu    sync.Mutex
+	spans []*tracepb.Span
+}
+
+func (o *otlpReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	if r.URL.Path == "/v1/traces" {
+		var req coltracepb.ExportTraceServiceRequest
+		if err := proto.Unmarshal(b, &req); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		o.mu.Lock()
+		for _, rs := range req.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				o.spans = append(o.spans, ss.Spans...)
+			}
+		}
+		o.mu.Unlock()
+	}
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	w.WriteHeader(http.StatusOK)
+}
+
+func (o *otlpReceiver) byName() map[string]*tracepb.Span {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	m := map[string]*tracepb.Span{}
+	for _, s := range o.spans {
+		m[s.Name] = s
+	}
+	return m
+}
+
+func TestOneRequestProducesTheSpanTree(t *testing.T) {
+	recv := &otlpReceiver{}
+	srv := httptest.NewServer(recv)
+	defer srv.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "100000")
+	sim, err := llmsim.Start(context.Background(), "127.0.0.1:0", llmsim.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	cfg := filepath.Join(t.TempDir(), "edgecache.yaml")
+	if err := os.WriteFile(cfg, []byte("semantic: {embedder: lexical}\nroutes:\n  - {name: chat, path: /v1/chat/completions, cache: {mode: semantic}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := startEdgecache(t, sim.URL(), "--config", cfg)
+	resp, err := http.Post(data+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"trace me"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	want := []string{"cache.l1.get", "semantic.embed", "semantic.search", "upstream.attempt"}
+	waitUntil(t, func() bool {
+		m := recv.byName()
+		for _, n := range want {
+			if m[n] == nil {
+				return false
+			}
+		}
+		for _, s := range m {
+			if strings.HasPrefix(s.Name, "POST ") {
+				return true
+			}
+		}
+		return false
+	})
+	m := recv.byName()
+	var root *tracepb.Span
+	for _, s := range m {
+		if strings.HasPrefix(s.Name, "POST ") {
+			root = s
+		}
+	}
+	if root.Kind != tracepb.Span_SPAN_KIND_SERVER || len(root.ParentSpanId) != 0 {
+		t.Errorf("root span %q kind %v parent %x", root.Name, root.Kind, root.ParentSpanId)
+	}
+	for _, n := range want {
+		s := m[n]
+		if string(s.TraceId) != string(root.TraceId) || string(s.ParentSpanId) != string(root.SpanId) {
+			t.Errorf("span %s is not a child of %s", n, root.Name)
+		}
+	}
+	if m["upstream.attempt"].Kind != tracepb.Span_SPAN_KIND_CLIENT {
+		t.Errorf("upstream.attempt kind %v", m["upstream.attempt"].Kind)
+	}
+}
