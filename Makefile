@@ -27,12 +27,13 @@ build:
 
 # Test dependencies are real programs, installed from Debian's packages when
 # missing: redis-server (+ redis-cli) for L2 and cluster tests, node and npm
-# for the official Node SDK test.
+# for the official Node SDK test, chromium for the review page's browser test.
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing="$$missing redis-server redis-tools"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \

@@ -15,7 +15,7 @@ type Features struct {
 	OnlyMin   float32 // ... and the smaller side's: words swapped for others
 	OnlyLong  float32 // one-side content words of 7 or more letters (specific terms)
 	Order     float32 // 1 − Jaccard of adjacent content-word pairs: reordered or changed phrases
-	Swap      float32 // share of shared content-word pairs in opposite order ("A to B", "B to A")
+	Swap      float32 // two shared words swap roles ("A to B" against "B to A")
 	LenRatio  float32 // |ln(words in query / words in candidate)|
 	CharSim   float32 // Jaccard of the character trigrams of the content words: spelling-tolerant overlap
 	Person    float32 // the possessives differ ("your favourite" against "the most popular", "my" against "his")
@@ -177,16 +177,14 @@ func (s *scratch) matches(t token, b *side) bool {
 	return false
 }
 
-// discordance is the share of pairs of shared content words (first
-// occurrences) that appear in opposite orders on the two sides with a
-// directional word between them on both: 1/3 for "convert Celsius to
-// Fahrenheit" against "convert Fahrenheit to Celsius", 0 for "reset my
-// password" against "password reset" or "the future of the party" against
-// "the party's future", common rephrasings.
+// discordance reports (1) whether two shared content words appear in
+// opposite orders on the two sides with a directional word between them
+// on both: "convert Celsius to Fahrenheit" against "convert Fahrenheit to
+// Celsius", "Messi better than Ronaldo" against "Ronaldo better than
+// Messi". "Reset my password" against "password reset" or "the future of
+// the party" against "the party's future" are common rephrasings, not
+// swaps.
 func (s *scratch) discordance() float32 {
-	if s.symmetric(&s.q) || s.symmetric(&s.c) {
-		return 0
-	}
 	var pos [maxTokens]int8 // for each query token: position of its match in c, or -1
 	var order [maxTokens]int8
 	n := 0
@@ -203,48 +201,35 @@ func (s *scratch) discordance() float32 {
 			}
 		}
 	}
-	if n < 2 {
-		return 0
-	}
-	disc, all := 0, 0
 	for a := 0; a < n; a++ {
 		for b := a + 1; b < n; b++ {
-			all++
 			if (order[a] < order[b]) != (pos[a] < pos[b]) &&
 				s.related(&s.q, int(order[a]), int(order[b])) && s.related(&s.c, int(pos[a]), int(pos[b])) {
-				disc++
+				return 1
 			}
 		}
 	}
-	return float32(disc) / float32(all)
+	return 0
 }
 
 // related reports whether a directional word ("to", "than", "from",
-// "for", "is", ...) stands between sd's tokens i and j: the two words play
-// roles that swapping them would exchange.
+// "into", ...) and no symmetric one ("and", "or", "vs", ...) stands between
+// sd's tokens i and j: the two words play roles that swapping them would
+// exchange.
 func (s *scratch) related(sd *side, i, j int) bool {
 	if i > j {
 		i, j = j, i
 	}
+	dir := false
 	for k := i + 1; k < j && k < len(sd.toks); k++ {
 		switch string(s.stem(sd.toks[k])) {
-		case "to", "than", "from", "for", "into", "of", "over", "against", "is", "are", "think", "about", "by":
-			return true
+		case "to", "than", "from", "into", "against", "over", "think", "about", "by", "with", "for":
+			dir = true
+		case "and", "or", "vs", "versus", "between", "both", "compar", "comparison", "differ", "differenc", "different", "similar":
+			return false
 		}
 	}
-	return false
-}
-
-// symmetric reports whether sd relates things symmetrically ("X and Y",
-// "difference between X and Y", "X vs Y"), where their order is free.
-func (s *scratch) symmetric(sd *side) bool {
-	for _, t := range sd.toks {
-		switch w := s.stem(t); string(w) {
-		case "and", "or", "vs", "versus", "between", "both", "compar", "comparison", "differ", "differenc", "different", "similar", "similariti", "relat", "relationship":
-			return true
-		}
-	}
-	return false
+	return dir
 }
 
 // negations counts sd's negations, leaving out the "or not" and "if not"
@@ -385,16 +370,6 @@ func hasKind(sd *side, k uint8) bool {
 	return false
 }
 
-func countKind(sd *side, k uint8) int {
-	n := 0
-	for _, t := range sd.toks {
-		if t.kind == k {
-			n++
-		}
-	}
-	return n
-}
-
 // sameSet reports whether the distinct tokens of kind k are the same on
 // both sides.
 func sameSet(a, b *side, k uint8) bool {
@@ -418,11 +393,4 @@ func subset(a, b *side, k uint8) bool {
 		}
 	}
 	return true
-}
-
-func abs(x int) int {
-	if x < 0 {
-		return -x
-	}
-	return x
 }

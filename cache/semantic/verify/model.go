@@ -56,7 +56,7 @@ var Cuts = [NumInputs][]float32{
 	{0.5, 1.5, 2.5},                           // only_min
 	{0.5, 1.5, 2.5},                           // only_long
 	{0.2, 0.4, 0.6, 0.8, 0.99},                // order
-	{0.01, 0.3},                               // swap
+	{0.5},                                     // swap
 	{0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1},        // len_ratio
 	{0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99}, // char_sim
 	{0.5},                     // person
@@ -82,15 +82,31 @@ var ideal = func() [NumInputs]float32 {
 // whether it is fixed: the differences that change the answer whatever the
 // training labels say. Quora's duplicate labels are loose ("Why does X go
 // bad?" and "How does X go bad?" are marked duplicates), so fitting alone
-// would weigh negation, different numbers and "why" against "how" lightly;
+// would weigh negation, different numbers, swapped roles and "why" against
+// "how" lightly;
 // precision comes first, so these steps are set, not fitted, and fitting
 // adjusts the others around them.
 func Prior(i int) (w float32, fixed bool) {
 	switch InputNames[i] {
-	case "negation", "num_diff", "question_why_how":
+	case "negation", "num_diff", "question_why_how", "swap":
 		return -4, true
 	}
 	return 0, false
+}
+
+// Sign is the direction input i may move the score: +1 for similarities
+// (more never lowers it), -1 for differences (more never raises it), 0 for
+// context. Fitting keeps every step of input i to its sign, so that each
+// contribution is monotone and a difference is never evidence for a match,
+// however the training labels fell.
+func Sign(i int) int {
+	switch InputNames[i] {
+	case "cosine", "jaccard", "char_sim":
+		return 1
+	case "size":
+		return 0
+	}
+	return -1
 }
 
 // Model is a logistic model over Inputs: the log-odds are Bias plus, for
@@ -150,41 +166,59 @@ func strongestAgainst(c [nReasons]float32) string {
 // package doc).
 var (
 	useLiteModel = Model{
-		Bias: -3.4457,
+		Bias: -3.6844,
 		Steps: [NumInputs][]float32{
-			{0.5880, 0.6437, 0.4184, 0.2526, 0.2610, -0.0450, 0.3226, 0.0392, 0.0768, 0.2541, -0.0404, 0.3131, 0.2025, -0.0957, 0.1176, 1.9895}, // cosine
-			{0.8752, 0.1179, -0.1232, -0.2498, 0.2607, -1.1411, 0.4327, 0.4504},                                                                 // jaccard
-			{-0.4504, -0.0529, 0.0982, 0.2779},                                 // only_max
-			{-0.6718, -0.2780, -0.1860},                                        // only_min
-			{-0.2082, -0.1676, -0.0154},                                        // only_long
-			{-0.8321, 0.2338, 0.2163, 0.3180, -0.5774},                         // order
-			{0.4274, -0.6436},                                                  // swap
-			{0.2137, -0.0395, -0.0420, 0.0405, 0.0370, -0.0970, -0.4490},       // len_ratio
-			{0.5139, 0.2129, 0.0028, 0.0499, -0.0799, 0.1025, -0.2636, 0.2234}, // char_sim
-			{-0.0575},                                // person
-			{0.5083, 0.2409, 0.2945, 0.5685, 0.3923}, // size
+			{0.5740, 0.6163, 0.3855, 0.2304, 0.2163, 0.0000, 0.2735, 0.0420, 0.0688, 0.2098, 0.0000, 0.2835, 0.1169, 0.0000, 0.0740, 2.1132}, // cosine
+			{0.9366, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.1419},                                                                 // jaccard
+			{-0.1419, 0.0000, 0.0000, 0.0000},          // only_max
+			{-0.4935, -0.0861, 0.0000},                 // only_min
+			{-0.2376, -0.1130, 0.0000},                 // only_long
+			{-0.1499, 0.0000, 0.0000, 0.0000, -0.3006}, // order
+			{-4.0000}, // swap
+			{0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, -0.1805},        // len_ratio
+			{0.5791, 0.1077, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.2845}, // char_sim
+			{-0.0202},                                // person
+			{0.2880, 0.2948, 0.3300, 0.4645, 0.2843}, // size
 			{-4.0000},                                // num_diff
-			{-0.7310},                                // num_one
+			{-0.6859},                                // num_one
 			{-4.0000},                                // negation
-			{-0.4246, -1.0192},                       // entity
+			{-0.3793, -1.2820},                       // entity
 			{-4.0000},                                // question_why_how
-			{0.9423},                                 // question_why
-			{-0.0771},                                // question_wwh
-			{-0.1358},                                // question_qty
-			{0.3110},                                 // question_other
+			{0.0000},                                 // question_why
+			{-0.1128},                                // question_wwh
+			{-0.1173},                                // question_qty
+			{0.0000},                                 // question_other
 		},
-		Threshold:       0.9840,
-		MinCosine:       0.9700,
-		CosineThreshold: 0.9960,
+		Threshold:       0.8390,
+		MinCosine:       0.8700,
+		CosineThreshold: 0.9720,
 	}
 	lexicalModel = Model{
-		Bias:            -40,
-		Steps:           [NumInputs][]float32{{40}},
-		Threshold:       0.5,
-		MinCosine:       0.5,
-		CosineThreshold: 0.93,
+		Bias: -2.8930,
+		Steps: [NumInputs][]float32{
+			{0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.1744, 0.0000, 0.0000, 0.0000, 0.0000, 1.7796, 1.7796}, // cosine
+			{1.3932, 0.3477, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.2909},                                                                 // jaccard
+			{-0.2909, 0.0000, 0.0000, 0.0000},          // only_max
+			{-1.1756, -0.2820, 0.0000},                 // only_min
+			{-0.2783, -0.0370, 0.0000},                 // only_long
+			{-0.0992, 0.0000, 0.0000, 0.0000, -0.1224}, // order
+			{-4.0000}, // swap
+			{0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000},         // len_ratio
+			{0.6488, 0.1387, 0.0615, 0.0000, 0.0000, 0.0000, 0.0000, 0.3733}, // char_sim
+			{0.0000},                                 // person
+			{0.5757, 0.6327, 0.4324, 0.7873, 0.5293}, // size
+			{-4.0000},                                // num_diff
+			{-0.6093},                                // num_one
+			{-4.0000},                                // negation
+			{-0.6443, -1.1297},                       // entity
+			{-4.0000},                                // question_why_how
+			{-0.3765},                                // question_why
+			{-0.5156},                                // question_wwh
+			{-0.9412},                                // question_qty
+			{-0.3966},                                // question_other
+		},
+		Threshold:       0.9180,
+		MinCosine:       0.7500,
+		CosineThreshold: 0.9343,
 	}
 )
-
-// Ideal is TEMPORARY for research.
-func Ideal() [NumInputs]float32 { return ideal }

@@ -116,8 +116,8 @@ func (s *scratch) tokenize(text string, out *side) {
 }
 
 // casing reports whether capitals and all-capital words in text can mark
-// names: not when most words are capitalised (Title Case) or the text is
-// mostly upper case (shouting).
+// names: not when most words after the first are capitalised (Title Case;
+// "I" does not count) or the text is mostly upper case (shouting).
 func casing(text string) (caps, acronyms bool) {
 	words, capital, upper, letters := 0, 0, 0, 0
 	inWord := false
@@ -128,12 +128,13 @@ func casing(text string) (caps, acronyms bool) {
 			letters++
 			if 'A' <= b && b <= 'Z' {
 				upper++
-				if !inWord {
-					capital++
-				}
 			}
 			if !inWord {
 				words++
+				single := b == 'I' && (i+1 == len(text) || !isLetterByte(text[i+1]))
+				if words > 1 && 'A' <= b && b <= 'Z' && !single {
+					capital++
+				}
 			}
 		}
 		inWord = isL || '0' <= b && b <= '9' || b >= utf8.RuneSelf
@@ -142,7 +143,7 @@ func casing(text string) (caps, acronyms bool) {
 		return false, false
 	}
 	acronyms = upper*2 < letters
-	caps = acronyms && (words < 4 || capital*10 < words*6)
+	caps = acronyms && (words < 4 || capital*10 < (words-1)*6)
 	return caps, acronyms
 }
 

@@ -3,16 +3,24 @@
 // prompts that look alike; verification decides whether they ask the same
 // thing (same numbers, same entities, same polarity, same question).
 //
-// The pipeline retrieves the Candidates nearest stored prompts whose cosine
-// is at least MinCosine, scores each with Score, and serves the candidate
-// with the highest score when that score reaches the route's threshold
-// (DefaultThreshold unless the route sets one). Score tokenises both texts
-// (NFKC, lowercase, light stemming, a small built-in stopword list),
-// measures the Features (content words on one side only, numbers, negation,
-// names, question type, length, word order) and combines them with the
-// cosine in a logistic model fitted per embedder on a training split of
-// Quora Question Pairs (see cmd/internal/eval, --fit). The score reads as
-// the probability that serving the candidate is right.
+// The contract with the pipeline: retrieve the Candidates nearest stored
+// prompts whose cosine is at least MinCosine(embedder) (a lossless
+// pre-filter: below it no candidate can pass), Score each, and serve the
+// candidate with the highest score (the nearer one on ties) when that
+// score reaches the route's threshold, DefaultThreshold(embedder) unless
+// the route sets one.
+//
+// Score tokenises both texts (NFKC, lowercase, light stemming, small
+// built-in lists of stopwords, filler words, question, negation and number
+// words), measures the Features (content words on one side only, character
+// overlap, numbers, negation, likely names, question type, swapped roles,
+// length) and adds, per input, a monotone step function of it to the
+// log-odds: boosted stumps on a fixed grid, fitted per embedder on a
+// training split of Quora Question Pairs (cmd/internal/eval, --fit). Four
+// differences are set rather than fitted (Prior): negation, different
+// numbers, swapped roles and "why" against "how" each take 4 off the
+// log-odds, which no similarity makes up for. The score reads as the
+// probability that serving the candidate is right.
 package verify
 
 import (

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgecache/edgecache/cache"
@@ -54,6 +56,7 @@ type adminAPI struct {
 	policies *policy.Store
 	cache    *cache.Tiered
 	index    semantic.Index // nil without a semantic tier
+	stats    *lookupStats
 }
 
 type upstreamView struct {
@@ -259,4 +262,71 @@ func validKey(k string) bool {
 		}
 	}
 	return true
+}
+
+// lookupStats counts cache lookups per route and tier for the review page
+// (the same events /metrics exports), on top of the telemetry metrics.
+type lookupStats struct {
+	pipeline.Metrics
+	since time.Time
+	mu    sync.RWMutex
+	order []routeTier
+	m     map[routeTier]*[2]atomic.Int64 // hits, misses
+}
+
+type routeTier struct{ route, tier string }
+
+func newLookupStats(m pipeline.Metrics) *lookupStats {
+	return &lookupStats{Metrics: m, since: time.Now().UTC(), m: map[routeTier]*[2]atomic.Int64{}}
+}
+
+// CacheLookup implements pipeline.Metrics.
+func (l *lookupStats) CacheLookup(route, tier, result string) {
+	l.Metrics.CacheLookup(route, tier, result)
+	k := routeTier{route, tier}
+	l.mu.RLock()
+	c := l.m[k]
+	l.mu.RUnlock()
+	if c == nil {
+		l.mu.Lock()
+		if c = l.m[k]; c == nil {
+			c = new([2]atomic.Int64)
+			l.m[k] = c
+			l.order = append(l.order, k)
+		}
+		l.mu.Unlock()
+	}
+	if result == "hit" {
+		c[0].Add(1)
+	} else {
+		c[1].Add(1)
+	}
+}
+
+type tierStats struct {
+	Route    string  `json:"route"`
+	Tier     string  `json:"tier"`
+	Hits     int64   `json:"hits"`
+	Misses   int64   `json:"misses"`
+	HitRatio float64 `json:"hit_ratio"`
+}
+
+// CacheStats is what server.CacheStatser asks for: hits and misses per
+// route and tier since start, in first-seen order.
+func (a *adminAPI) CacheStats() any {
+	out := map[string]any{"since": a.stats.since.Format(time.RFC3339)}
+	a.stats.mu.RLock()
+	defer a.stats.mu.RUnlock()
+	rows := make([]tierStats, 0, len(a.stats.order))
+	for _, k := range a.stats.order {
+		c := a.stats.m[k]
+		h, m := c[0].Load(), c[1].Load()
+		r := tierStats{Route: k.route, Tier: k.tier, Hits: h, Misses: m}
+		if h+m > 0 {
+			r.HitRatio = float64(h) / float64(h+m)
+		}
+		rows = append(rows, r)
+	}
+	out["tiers"] = rows
+	return out
 }

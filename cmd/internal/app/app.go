@@ -168,10 +168,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer tel.Shutdown(context.WithoutCancel(ctx))
-	metrics, err := telemetry.NewMetrics(tel.MeterProvider)
+	tm, err := telemetry.NewMetrics(tel.MeterProvider)
 	if err != nil {
 		return err
 	}
+	metrics := newLookupStats(tm)
 
 	l1, err := local.New(local.Config{MaxBytes: cfg.Cache.L1MaxBytes})
 	if err != nil {
@@ -315,9 +316,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		dataLn.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	dataSrv := &http.Server{Handler: tel.Wrap(server.Data(p, routes, table, metrics, log), "edgecache"), ReadHeaderTimeout: 10 * time.Second,
+	dataSrv := &http.Server{Handler: tel.Wrap(server.Data(p, routes, table, tm, log), "edgecache"), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index},
+	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index, stats: metrics},
 		server.NewAdminAuth(adminLn.Addr().String(), adminTokens(cfg)), log), ReadHeaderTimeout: 10 * time.Second}
 
 	if auth := server.NewAdminAuth(adminLn.Addr().String(), nil); auth.Required && len(cfg.AdminTokens) == 0 {

@@ -45,15 +45,22 @@ const (
 // obeys. A full-page screenshot is kept as an artifact.
 func TestReviewPageInChromium(t *testing.T) {
 	chromium := chromiumPath(t)
+	t.Setenv("EDGECACHE_POLICY_FILE", filepath.Join(t.TempDir(), "routes.json"))
 	sim, err := llmsim.Start(context.Background(), "127.0.0.1:0", llmsim.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sim.Close()
-	data, admin := startEdgecache(t, sim.URL())
+	// The breaker must stay closed through the failures below: the data
+	// port is checked against the upstream afterwards.
+	cfg := filepath.Join(t.TempDir(), "edgecache.yaml")
+	if err := os.WriteFile(cfg, []byte("degrade:\n  breaker: {consecutive: 1000, min_requests: 1000}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data, admin := startEdgecache(t, sim.URL(), "--config", cfg)
 
 	// Busy answers on two routes, so the route filter has something to drop.
-	sim.Server.SetFault(llmsim.Fault{Status: 503, RetryAfter: 2})
+	sim.Server.SetFault(llmsim.Fault{Status: 503})
 	for i := range 4 {
 		postDegraded(t, data+"/v1/chat/completions", fmt.Sprintf(`{"model":"m","messages":[{"role":"user","content":"review me %d"}]}`, i))
 	}
@@ -159,6 +166,7 @@ func TestReviewPageInChromium(t *testing.T) {
 // without a browser: cross-site and rebinding requests are refused,
 // reflected input is escaped, mistakes come back as messages on the page.
 func TestReviewPageGuards(t *testing.T) {
+	t.Setenv("EDGECACHE_POLICY_FILE", filepath.Join(t.TempDir(), "routes.json"))
 	sim, err := llmsim.Start(context.Background(), "127.0.0.1:0", llmsim.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +216,7 @@ func TestReviewPageGuards(t *testing.T) {
 	resp, body := do("GET", "/admin/ui", nil, nil)
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
 		!strings.Contains(resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'") ||
-		!strings.Contains(body, "Degraded answers") || !strings.Contains(body, `id="cache-pending"`) {
+		!strings.Contains(body, "Degraded answers") || !strings.Contains(body, `id="cache-table"`) {
 		t.Fatalf("GET /admin/ui: %d %v\n%s", resp.StatusCode, resp.Header, body)
 	}
 	if strings.Contains(body, "<script") {
@@ -462,7 +470,7 @@ func startBrowser(t *testing.T, path string) *browser {
 	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	b.cmd.WaitDelay = browserStopTimeout
 	if err := b.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", path, err)
+		t.Fatalf("start %s: %v (run `make deps` to install Debian's chromium package)", path, err)
 	}
 	inR.Close()
 	outW.Close()
@@ -675,9 +683,12 @@ func (p *page) waitFor(what, cond string) {
 	var last error
 	for {
 		var ok bool
-		last = p.evaluate(ctx, expr, &ok)
-		if last == nil && ok {
+		err := p.evaluate(ctx, expr, &ok)
+		if err == nil && ok {
 			return
+		}
+		if ctx.Err() == nil || last == nil {
+			last = err // keep the last answer the browser gave, not the deadline
 		}
 		if ctx.Err() != nil {
 			p.fatalf("waiting for %s: not reached within %v (last: %v)", what, browserStepTimeout, last)

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sync"
 	"testing"
@@ -39,6 +41,9 @@ var listeningLine = regexp.MustCompile(`^edgecache listening on (\S+) \(admin (\
 func startEdgecache(t testing.TB, upstreamURL string, extraArgs ...string) (dataURL, adminURL string) {
 	t.Helper()
 	args := []string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--journal-dir", t.TempDir()}
+	if os.Getenv("EDGECACHE_POLICY_FILE") == "" { // route changes must not leak between tests
+		t.Setenv("EDGECACHE_POLICY_FILE", filepath.Join(t.TempDir(), "routes.json"))
+	}
 	if upstreamURL != "" {
 		args = append(args, "--upstream", upstreamURL)
 	}

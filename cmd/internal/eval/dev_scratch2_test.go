@@ -36,7 +36,7 @@ func TestDevPairs(t *testing.T) {
 		c := embed.Dot(trA[i], trB[i])
 		s, r := v.Score(p.B, p.A, c)
 		line := fmt.Sprintf("%.3f cos %.3f %s\n   A: %s\n   B: %s", s, c, r, p.A, p.B)
-		if !p.Duplicate && s > 0.8 {
+		if !p.Duplicate && s > 0.9 {
 			fp = append(fp, line)
 		}
 		if p.Duplicate && c > 0.9 && s < 0.5 {

@@ -5,15 +5,30 @@
 //
 // Two scorings (see SEMANTIC.md). Cache mode inserts every text_a into one
 // partition of the embedded index and queries it with every text_b,
-// retrieving verify.Candidates neighbours above verify.MinCosine and serving
-// the one the verifier scores highest when that score reaches the
-// threshold; a hit is correct only when it returns the text_a of the same
-// pair and the pair is a duplicate (precision = correct hits / hits, recall
-// = correct hits / duplicate pairs). Because one question can appear in
-// several pairs, a second count treats a hit as correct when the returned
-// text equals the pair's text_a ignoring case ("same text"). Pairwise mode
-// scores each pair on its own and adds the ROC-AUC of the score and of the
-// cosine.
+// retrieving verify.Candidates neighbours at or above verify.MinCosine and
+// serving the one the verifier scores highest when that score reaches the
+// threshold. Pairwise mode scores each pair on its own and adds the
+// ROC-AUC of the score and of the cosine.
+//
+// Cache mode counts a hit as correct four ways, each its own row:
+//
+//   - own text_a, the headline (SEMANTIC.md, literally): the hit returns
+//     the text_a inserted for the same pair, and the pair is a duplicate;
+//     recall is over duplicate pairs.
+//   - same text: the returned text equals the pair's text_a ignoring case,
+//     even when it was inserted for another pair (Quora questions recur).
+//   - known duplicate: the file's labels, taken transitively, make the
+//     returned text a duplicate of the query, whichever pair it came from;
+//     queries whose text is itself stored (the exact tier would answer
+//     them) are left out, and recall is over the remaining queries with a
+//     known duplicate stored. Hits the labels say nothing about count as
+//     wrong, so this is a lower bound.
+//   - judged hits only: as known duplicate, but only over the hits the
+//     labels judge either way.
+//
+// The literal count is harsh on Quora data: one in ten text_b of qqp-dev
+// is stored verbatim as another pair's text_a, and a cache that serves it
+// (rightly: it is the same question) counts as wrong.
 package eval
 
 import (

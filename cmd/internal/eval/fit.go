@@ -103,34 +103,69 @@ func candidates(pairs []Pair, ms [][]semantic.Match, v *verify.Verifier, d defin
 // fixed grid verify.Cuts, fitted jointly), by Newton's method. The penalty
 // keeps neighbouring steps small, so each input's contribution is a
 // smooth staircase. Inputs with a prior (verify.Prior) keep their fixed
-// step.
+// step; every other step keeps to its input's verify.Sign: a step of the
+// wrong sign is pinned at zero and the rest refitted (an active set), so
+// each contribution is monotone.
 func fitSteps(ss []sample, l2 float64) (bias float32, steps [verify.NumInputs][]float32) {
+	var pinned [verify.NumInputs][]bool
+	for i, cuts := range verify.Cuts {
+		pinned[i] = make([]bool, len(cuts))
+	}
+	for round := 0; ; round++ {
+		bias, steps = fitPinned(ss, l2, pinned)
+		changed := false
+		for i, st := range steps {
+			sign := verify.Sign(i)
+			if _, fixed := verify.Prior(i); fixed || sign == 0 {
+				continue
+			}
+			for k, x := range st {
+				if !pinned[i][k] && float64(x)*float64(sign) < 0 {
+					pinned[i][k], changed = true, true
+				}
+			}
+		}
+		if !changed || round == 20 {
+			return bias, steps
+		}
+	}
+}
+
+// fitPinned fits the steps that are neither fixed by a prior nor pinned
+// at zero.
+func fitPinned(ss []sample, l2 float64, pinned [verify.NumInputs][]bool) (bias float32, steps [verify.NumInputs][]float32) {
 	// Columns: one per free (input, cut); the last is the bias.
 	var col [verify.NumInputs][]int
 	var prior [verify.NumInputs]float64
-	var fixed [verify.NumInputs]bool
 	d := 0
 	for i, cuts := range verify.Cuts {
 		p, ok := verify.Prior(i)
-		prior[i], fixed[i] = float64(p), ok
+		prior[i] = float64(p)
 		col[i] = make([]int, len(cuts))
 		for k := range cuts {
-			if ok && k == 0 {
-				col[i][k] = -1
-				continue
+			switch {
+			case ok && k == 0:
+				col[i][k] = -1 // the prior
+			case ok || pinned[i][k]:
+				col[i][k] = -2 // zero
+			default:
+				col[i][k] = d
+				d++
 			}
-			col[i][k] = d
-			d++
 		}
 	}
 	m := d + 1
 	beta := make([]float64, m)
 	active := make([]int, 0, m)
+	g := make([]float64, m)
+	h := make([][]float64, m)
+	for j := range h {
+		h[j] = make([]float64, m)
+	}
 	for iter := 0; iter < 30; iter++ {
-		g := make([]float64, m)
-		h := make([][]float64, m)
+		clear(g)
 		for j := range h {
-			h[j] = make([]float64, m)
+			clear(h[j])
 		}
 		for _, s := range ss {
 			active = active[:0]
@@ -140,11 +175,12 @@ func fitSteps(ss []sample, l2 float64) (bias float32, steps [verify.NumInputs][]
 					if s.x[i] <= c {
 						break
 					}
-					if col[i][k] < 0 {
+					switch j := col[i][k]; {
+					case j == -1:
 						off += prior[i]
-						continue
+					case j >= 0:
+						active = append(active, j)
 					}
-					active = append(active, col[i][k])
 				}
 			}
 			active = append(active, d)
@@ -160,15 +196,15 @@ func fitSteps(ss []sample, l2 float64) (bias float32, steps [verify.NumInputs][]
 			r, wt := y-p, p*(1-p)
 			for a, j := range active {
 				g[j] += r
+				row := h[j]
 				for _, k := range active[a:] {
-					h[j][k] += wt
+					row[k] += wt
 				}
 			}
 		}
 		for j := range m {
 			for k := 0; k < j; k++ {
-				h[j][k] += h[k][j]
-				h[k][j] = h[j][k]
+				h[j][k] = h[k][j]
 			}
 		}
 		for j := range d {
@@ -181,17 +217,18 @@ func fitSteps(ss []sample, l2 float64) (bias float32, steps [verify.NumInputs][]
 			beta[j] += step[j]
 			maxStep = max(maxStep, math.Abs(step[j]))
 		}
-		if maxStep < 1e-6 {
+		if maxStep < 1e-5 {
 			break
 		}
 	}
 	for i, cuts := range verify.Cuts {
 		steps[i] = make([]float32, len(cuts))
 		for k := range cuts {
-			if col[i][k] < 0 {
+			switch j := col[i][k]; {
+			case j == -1:
 				steps[i][k] = float32(prior[i])
-			} else {
-				steps[i][k] = float32(beta[col[i][k]])
+			case j >= 0:
+				steps[i][k] = float32(beta[j])
 			}
 		}
 	}
@@ -236,6 +273,39 @@ func solve(a [][]float64, b []float64) []float64 {
 		}
 	}
 	return x
+}
+
+// losslessMinCosine is the highest cosine at or under which no candidate
+// can reach m's threshold, whatever its text: the bias, plus every other
+// input at its most favourable value (the contributions are monotone, so
+// the most favourable is a sum of the positive steps), plus the cosine's
+// steps up to that cosine stay under the threshold's log-odds.
+func losslessMinCosine(m verify.Model) float32 {
+	need := math.Log(float64(m.Threshold) / (1 - float64(m.Threshold)))
+	best := float64(m.Bias)
+	cosine := -1
+	for i, st := range m.Steps {
+		if verify.InputNames[i] == "cosine" {
+			cosine = i
+			continue
+		}
+		sum, top := 0.0, 0.0
+		for _, x := range st {
+			sum += float64(x)
+			top = max(top, sum)
+		}
+		best += top
+	}
+	cuts := verify.Cuts[cosine]
+	sum := 0.0
+	for k, x := range m.Steps[cosine] {
+		sum += float64(x)
+		if best+sum >= need {
+			// Reachable only above cuts[k].
+			return cuts[k]
+		}
+	}
+	return 1
 }
 
 // lowestThreshold is the lowest score threshold at which the served hits
@@ -317,14 +387,7 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	default: // both
 		m.Threshold = max(lowestThreshold(trPW, defOwn, fo.precision), lowestThreshold(trOut, defJudged, fo.precision))
 	}
-	// Pre-filter: under the lowest cosine of a training hit, less 0.02.
-	lowest := float32(1)
-	for _, x := range trOut {
-		if x.v.score >= m.Threshold {
-			lowest = min(lowest, x.v.cos)
-		}
-	}
-	m.MinCosine = max(fo.minCos, float32(math.Floor(float64(lowest-0.02)*100)/100))
+	m.MinCosine = max(fo.minCos, losslessMinCosine(m))
 	trOut = judgeAll(ctx, trP, trM, verify.NewModel(m), false, m.MinCosine, o.workers)
 	trC := countAt(trOut, m.Threshold, defKnown, false)
 	m.CosineThreshold = float32(atRecall(trOut, defKnown, trC.Recall).Threshold)

@@ -16,9 +16,10 @@ type progress struct {
 	total int
 	start time.Time
 
-	mu   sync.Mutex
-	done int
-	last time.Time
+	mu    sync.Mutex
+	done  int
+	drawn int // done at the last draw
+	last  time.Time
 }
 
 // newProgress returns a bar on w when w is a terminal, and nil otherwise.
@@ -48,6 +49,7 @@ func (p *progress) Add(n int) {
 }
 
 func (p *progress) draw(now time.Time) {
+	p.drawn = p.done
 	const width = 30
 	frac := float64(p.done) / float64(p.total)
 	frac = min(max(frac, 0), 1)
@@ -71,6 +73,8 @@ func (p *progress) Finish() {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.draw(time.Now())
+	if p.drawn != p.done {
+		p.draw(time.Now())
+	}
 	fmt.Fprintln(p.w)
 }

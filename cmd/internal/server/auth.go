@@ -100,6 +100,13 @@ func (a *AdminAuth) middleware() echo.MiddlewareFunc {
 				return nil
 			}
 			if name == "" {
+				// Token-less access is for local tools only: a request for a
+				// foreign host name on the loopback port is DNS rebinding.
+				if !IsLoopback(c.Request().Host) {
+					msg := "This admin listener is on loopback and answers token-less requests only for a loopback host name (127.0.0.1, [::1], localhost)."
+					openai.WriteError(c.Response(), http.StatusMisdirectedRequest, 0, openai.NewError(openai.TypeInvalidRequest, "misdirected_request", "", msg))
+					return nil
+				}
 				name = "local"
 			}
 			c.Set(adminUserKey, name)

@@ -112,7 +112,8 @@ func newReview(api AdminAPI) (*review, error) {
 			}
 			return d.Round(time.Millisecond).String()
 		},
-		"pct": func(f float64) float64 { return 100 * f },
+		"shortDur": shortDuration,
+		"pct":      func(f float64) float64 { return 100 * f },
 		"has": func(list []string, s string) bool {
 			for _, v := range list {
 				if v == s {
@@ -144,11 +145,7 @@ func (rv *review) guard(next echo.HandlerFunc) echo.HandlerFunc {
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "same-origin")
 		h.Set("Cache-Control", "no-store")
-		r := c.Request()
-		if AdminUser(c) == "local" && !IsLoopback(r.Host) {
-			return refuse(c, http.StatusMisdirectedRequest, "This admin listener is on loopback and answers only requests for a loopback host name "+
-				"(127.0.0.1, [::1], localhost), not "+strconv.Quote(r.Host)+".")
-		}
+		r := c.Request() // (DNS rebinding is refused by AdminAuth)
 		if r.Method == http.MethodPost {
 			if err := rv.sameOrigin(r); err != nil {
 				return refuse(c, http.StatusForbidden, "Cross-site form submission refused: "+err.Error()+
@@ -546,4 +543,21 @@ func sameDuration(v, cur string) bool {
 	a, err1 := time.ParseDuration(v)
 	b, err2 := time.ParseDuration(cur)
 	return err1 == nil && err2 == nil && a == b
+}
+
+// shortDuration shows a duration as an operator would type it: "1h0m0s" is
+// "1h", "10m30s" stays. A value that does not parse is shown as it is.
+func shortDuration(s string) string {
+	d, err := time.ParseDuration(s)
+	if err != nil || d == 0 {
+		return s
+	}
+	out := d.String()
+	if strings.HasSuffix(out, "m0s") {
+		out = strings.TrimSuffix(out, "0s")
+	}
+	if strings.HasSuffix(out, "h0m") {
+		out = strings.TrimSuffix(out, "0m")
+	}
+	return out
 }
