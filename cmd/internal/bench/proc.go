@@ -41,6 +41,12 @@ type procs struct {
 // EDGECACHE_* variables, so that the caller's configuration does not leak
 // into the measurement.
 func (ps *procs) startPinned(dir, name string, cpu int, bin string, args ...string) (*proc, error) {
+	return ps.startPinnedEnv(dir, name, cpu, nil, bin, args...)
+}
+
+// startPinnedEnv is startPinned with extra environment variables
+// ("NAME=value") added to the cleaned environment.
+func (ps *procs) startPinnedEnv(dir, name string, cpu int, env []string, bin string, args ...string) (*proc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -49,7 +55,7 @@ func (ps *procs) startPinned(dir, name string, cpu int, bin string, args ...stri
 	defer logf.Close() // the child has its own descriptor
 	cmd := exec.Command("taskset", append([]string{"-c", strconv.Itoa(cpu), bin}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = cleanEnv(os.Environ())
+	cmd.Env = append(cleanEnv(os.Environ()), env...)
 	// Own process group: a terminal's ^C reaches only edgebench, which then
 	// stops the group; Pdeathsig covers edgebench being killed outright.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

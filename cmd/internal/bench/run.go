@@ -276,8 +276,10 @@ func (r *runner) startEdgecache(ctx context.Context, upstream string) (string, *
 
 // startEdgecacheArgs starts edgecache on the server CPU with extra flags
 // (an upstream or a config file at least) on loopback ports of its own,
-// with its degradation journal in the scratch directory, and waits for its
-// /readyz. It returns the data and admin addresses.
+// with its degradation journal and route-policy file in the scratch
+// directory (not in the working directory, where an earlier run's policy
+// changes could alter this one), and waits for its /readyz. It returns the
+// data and admin addresses.
 func (r *runner) startEdgecacheArgs(ctx context.Context, extra ...string) (addr, admin string, p *proc, err error) {
 	ports, err := freePorts(2)
 	if err != nil {
@@ -287,7 +289,8 @@ func (r *runner) startEdgecacheArgs(ctx context.Context, extra ...string) (addr,
 	admin = fmt.Sprintf("127.0.0.1:%d", ports[1])
 	args := append([]string{"--listen", addr, "--admin-listen", admin,
 		"--journal-dir", filepath.Join(r.dir, fmt.Sprintf("journal-%d", ports[0]))}, extra...)
-	p, err = r.ps.startPinned(r.dir, fmt.Sprintf("edgecache-%d", ports[0]), serverCPU,
+	env := []string{"EDGECACHE_POLICY_FILE=" + filepath.Join(r.dir, fmt.Sprintf("routes-%d.json", ports[0]))}
+	p, err = r.ps.startPinnedEnv(r.dir, fmt.Sprintf("edgecache-%d", ports[0]), serverCPU, env,
 		filepath.Join(r.cfg.bin, "edgecache"), args...)
 	if err != nil {
 		return "", "", nil, err

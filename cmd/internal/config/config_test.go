@@ -14,14 +14,21 @@ func TestExampleConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("deploy/config.example.yaml: %v", err)
 	}
-	if len(c.Routes) != 5 || c.Routes[4].API != "json" || !c.Routes[4].Cache.Shared {
+	byName := map[string]Route{}
+	for _, r := range c.Routes {
+		byName[r.Name] = r
+	}
+	if len(c.Routes) != 6 || byName["txt2img"].API != "json" || !byName["txt2img"].Cache.Shared {
 		t.Errorf("routes = %+v", c.Routes)
 	}
-	if c.Routes[2].Cache.TTL.D() != 24*time.Hour || c.Routes[1].Cache.TTL.D() != time.Hour {
+	if byName["embeddings"].Cache.TTL.D() != 24*time.Hour || byName["completions"].Cache.TTL.D() != time.Hour {
 		t.Errorf("ttl defaults not applied: %+v", c.Routes)
 	}
-	if c.Routes[3].Cache.Mode != ModeOff || c.Routes[1].Cache.Mode != ModeExact {
-		t.Errorf("modes = %q %q", c.Routes[3].Cache.Mode, c.Routes[1].Cache.Mode)
+	if byName["models"].Cache.Mode != ModeOff || byName["completions"].Cache.Mode != ModeExact || byName["support"].Cache.Mode != ModeSemantic {
+		t.Errorf("modes: %+v", c.Routes)
+	}
+	if c.Degrade.MaxAttempts != 3 || c.Admission.DefaultLane != "free" || c.Semantic.Embedder != "local" {
+		t.Errorf("degrade/admission/semantic sections: %+v %+v %+v", c.Degrade, c.Admission, c.Semantic)
 	}
 }
 
