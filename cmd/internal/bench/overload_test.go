@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -662,5 +663,25 @@ func TestBusyMachine(t *testing.T) {
 		if got := busyMachine(Machine{NProc: 2, LoadAvg: la}) != ""; got != want {
 			t.Errorf("loadavg %q: warning %v", la, got)
 		}
+	}
+}
+
+// TestStartPinnedEnv: the explicit variables reach the child, the
+// caller's EDGECACHE_* ones do not.
+func TestStartPinnedEnv(t *testing.T) {
+	if _, err := exec.LookPath("taskset"); err != nil {
+		t.Skip("no taskset")
+	}
+	t.Setenv("EDGECACHE_REDIS_ADDR", "leaked:6379")
+	var ps procs
+	defer func() { _ = ps.stopAll() }()
+	p, err := ps.startPinnedEnv(t.TempDir(), "env", loadCPU, []string{"EDGECACHE_POLICY_FILE=/scratch/routes.json"},
+		"/bin/sh", "-c", `echo "policy=$EDGECACHE_POLICY_FILE redis=$EDGECACHE_REDIS_ADDR"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	if got := strings.TrimSpace(p.logTail()); got != "policy=/scratch/routes.json redis=" {
+		t.Errorf("child saw %q", got)
 	}
 }
