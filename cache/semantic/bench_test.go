@@ -31,7 +31,11 @@ import (
 //     cached one; for uniform data this is the pathological case).
 //
 // EDGECACHE_BENCH_N sets n (default 100,000); EDGECACHE_BENCH_1M=1 sets it
-// to 1,000,000, which needs about 3 GB and a long build.
+// to 1,000,000, which needs about 7 GB and a long build.
+// EDGECACHE_BENCH_CENTRES sets the number of centres (default 1,000): the
+// search inside one isotropic cluster is as hard as uniform data of the
+// cluster's size, so n/centres, not n, sets the difficulty; 100 centres at
+// n=100,000 reproduce the density of 1,000 centres at n=1,000,000.
 const (
 	benchDim     = 512
 	benchQueries = 2000
@@ -54,7 +58,6 @@ type benchSet struct {
 	truthNear    []int // exact nearest stored index per query
 	truthFresh   []int
 	centres      [][]float32
-	clusterNoise float64
 }
 
 func makeBenchSet(kind string, n int) *benchSet {
@@ -62,11 +65,15 @@ func makeBenchSet(kind string, n int) *benchSet {
 	s := &benchSet{data: make([][]float32, n)}
 	draw := func() []float32 { return unitVec(r, benchDim) }
 	if kind == "clustered" {
-		s.centres = make([][]float32, benchCentres)
+		centres := benchCentres
+		if c, err := strconv.Atoi(os.Getenv("EDGECACHE_BENCH_CENTRES")); err == nil && c > 0 {
+			centres = c
+		}
+		s.centres = make([][]float32, centres)
 		for i := range s.centres {
 			s.centres[i] = unitVec(r, benchDim)
 		}
-		draw = func() []float32 { return nearVec(r, s.centres[r.IntN(benchCentres)], 1.0) }
+		draw = func() []float32 { return nearVec(r, s.centres[r.IntN(centres)], 1.0) }
 	}
 	for i := range s.data {
 		s.data[i] = draw()

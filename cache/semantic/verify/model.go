@@ -1,13 +1,15 @@
 package verify
 
+import "slices"
+
 // DefaultEmbedder is the embedder whose calibration New uses.
 const DefaultEmbedder = "use-lite-v1"
 
 // NumInputs is the number of model inputs derived from Features.
 const NumInputs = 20
 
-// InputNames names the model inputs, in order.
-var InputNames = [NumInputs]string{
+// inputNames names the model inputs, in order.
+var inputNames = [NumInputs]string{
 	"cosine", "jaccard", "only_max", "only_min", "only_long", "order", "swap",
 	"len_ratio", "char_sim", "person", "size", "num_diff", "num_one", "negation",
 	"entity", "question_why_how", "question_why", "question_wwh", "question_qty",
@@ -46,10 +48,15 @@ func (f *Features) Inputs() [NumInputs]float32 {
 	}
 }
 
-// Cuts are the fixed points where each input's contribution to the
+// InputName names model input i (an index into Features.Inputs).
+func InputName(i int) string { return inputNames[i] }
+
+// Cuts returns the fixed points where input i's contribution to the
 // log-odds may step (the model is a sum of step functions, one per input:
 // boosted stumps on a fixed grid). They are design, not fitted.
-var Cuts = [NumInputs][]float32{
+func Cuts(i int) []float32 { return slices.Clone(cuts[i]) }
+
+var cuts = [NumInputs][]float32{
 	{0.75, 0.8, 0.84, 0.87, 0.89, 0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995}, // cosine
 	{0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99},                                                      // jaccard
 	{0.5, 1.5, 2.5, 3.5},                      // only_max
@@ -87,7 +94,7 @@ var ideal = func() [NumInputs]float32 {
 // precision comes first, so these steps are set, not fitted, and fitting
 // adjusts the others around them.
 func Prior(i int) (w float32, fixed bool) {
-	switch InputNames[i] {
+	switch inputNames[i] {
 	case "negation", "num_diff", "question_why_how", "swap":
 		return -4, true
 	}
@@ -100,7 +107,7 @@ func Prior(i int) (w float32, fixed bool) {
 // contribution is monotone and a difference is never evidence for a match,
 // however the training labels fell.
 func Sign(i int) int {
-	switch InputNames[i] {
+	switch inputNames[i] {
 	case "cosine", "jaccard", "char_sim":
 		return 1
 	case "size":
@@ -113,7 +120,7 @@ func Sign(i int) int {
 // every input, the sum of its Steps at the Cuts it exceeds.
 type Model struct {
 	Bias  float32
-	Steps [NumInputs][]float32 // Steps[i][k] applies when input i > Cuts[i][k]
+	Steps [NumInputs][]float32 // Steps[i][k] applies when input i > Cuts(i)[k]
 
 	// Threshold is the default minimum score of a hit.
 	Threshold float32
@@ -124,19 +131,26 @@ type Model struct {
 	CosineThreshold float32
 }
 
+func (m Model) clone() Model {
+	for i := range m.Steps {
+		m.Steps[i] = slices.Clone(m.Steps[i])
+	}
+	return m
+}
+
 // logit returns the model's log-odds for f and each reason's contribution
 // relative to identical texts (negative: evidence against).
 func (m *Model) logit(f *Features) (z float32, contrib [nReasons]float32) {
 	x := f.Inputs()
 	z = m.Bias
 	for i, steps := range m.Steps {
-		cuts := Cuts[i]
+		cs := cuts[i]
 		var got, want float32
-		for k := 0; k < len(steps) && k < len(cuts); k++ {
-			if x[i] > cuts[k] {
+		for k := 0; k < len(steps) && k < len(cs); k++ {
+			if x[i] > cs[k] {
 				got += steps[k]
 			}
-			if ideal[i] > cuts[k] {
+			if ideal[i] > cs[k] {
 				want += steps[k]
 			}
 		}
@@ -166,58 +180,58 @@ func strongestAgainst(c [nReasons]float32) string {
 // package doc).
 var (
 	useLiteModel = Model{
-		Bias: -3.6844,
+		Bias: -3.6819,
 		Steps: [NumInputs][]float32{
-			{0.5740, 0.6163, 0.3855, 0.2304, 0.2163, 0.0000, 0.2735, 0.0420, 0.0688, 0.2098, 0.0000, 0.2835, 0.1169, 0.0000, 0.0740, 2.1132}, // cosine
-			{0.9366, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.1419},                                                                 // jaccard
-			{-0.1419, 0.0000, 0.0000, 0.0000},          // only_max
-			{-0.4935, -0.0861, 0.0000},                 // only_min
-			{-0.2376, -0.1130, 0.0000},                 // only_long
-			{-0.1499, 0.0000, 0.0000, 0.0000, -0.3006}, // order
+			{0.5730, 0.6141, 0.3862, 0.2272, 0.2175, 0.0000, 0.2773, 0.0371, 0.0696, 0.2094, 0.0000, 0.2841, 0.1171, 0.0000, 0.0729, 2.1145}, // cosine
+			{0.9376, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.1403},                                                                 // jaccard
+			{-0.1403, 0.0000, 0.0000, 0.0000},          // only_max
+			{-0.4916, -0.0861, 0.0000},                 // only_min
+			{-0.2362, -0.1127, 0.0000},                 // only_long
+			{-0.1491, 0.0000, 0.0000, 0.0000, -0.3024}, // order
 			{-4.0000}, // swap
-			{0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, -0.1805},        // len_ratio
-			{0.5791, 0.1077, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.2845}, // char_sim
-			{-0.0202},                                // person
-			{0.2880, 0.2948, 0.3300, 0.4645, 0.2843}, // size
+			{0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, -0.1835},        // len_ratio
+			{0.5770, 0.1096, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.2867}, // char_sim
+			{-0.0225},                                // person
+			{0.2882, 0.2947, 0.3335, 0.4625, 0.2810}, // size
 			{-4.0000},                                // num_diff
-			{-0.6859},                                // num_one
+			{-0.6810},                                // num_one
 			{-4.0000},                                // negation
-			{-0.3793, -1.2820},                       // entity
+			{-0.3735, -1.2867},                       // entity
 			{-4.0000},                                // question_why_how
 			{0.0000},                                 // question_why
-			{-0.1128},                                // question_wwh
-			{-0.1173},                                // question_qty
+			{-0.1119},                                // question_wwh
+			{-0.1222},                                // question_qty
 			{0.0000},                                 // question_other
 		},
-		Threshold:       0.8390,
+		Threshold:       0.8380,
 		MinCosine:       0.8700,
-		CosineThreshold: 0.9720,
+		CosineThreshold: 0.9717,
 	}
 	lexicalModel = Model{
-		Bias: -2.8930,
+		Bias: -2.8912,
 		Steps: [NumInputs][]float32{
-			{0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.1744, 0.0000, 0.0000, 0.0000, 0.0000, 1.7796, 1.7796}, // cosine
-			{1.3932, 0.3477, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.2909},                                                                 // jaccard
-			{-0.2909, 0.0000, 0.0000, 0.0000},          // only_max
-			{-1.1756, -0.2820, 0.0000},                 // only_min
-			{-0.2783, -0.0370, 0.0000},                 // only_long
-			{-0.0992, 0.0000, 0.0000, 0.0000, -0.1224}, // order
+			{0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.1709, 0.0000, 0.0000, 0.0000, 0.0000, 1.7812, 1.7812}, // cosine
+			{1.3913, 0.3483, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.2873},                                                                 // jaccard
+			{-0.2873, 0.0000, 0.0000, 0.0000},          // only_max
+			{-1.1727, -0.2880, 0.0000},                 // only_min
+			{-0.2771, -0.0377, 0.0000},                 // only_long
+			{-0.0977, 0.0000, 0.0000, 0.0000, -0.1216}, // order
 			{-4.0000}, // swap
 			{0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000},         // len_ratio
-			{0.6488, 0.1387, 0.0615, 0.0000, 0.0000, 0.0000, 0.0000, 0.3733}, // char_sim
+			{0.6491, 0.1360, 0.0612, 0.0000, 0.0000, 0.0000, 0.0000, 0.3775}, // char_sim
 			{0.0000},                                 // person
-			{0.5757, 0.6327, 0.4324, 0.7873, 0.5293}, // size
+			{0.5768, 0.6317, 0.4378, 0.7896, 0.5281}, // size
 			{-4.0000},                                // num_diff
-			{-0.6093},                                // num_one
+			{-0.6049},                                // num_one
 			{-4.0000},                                // negation
-			{-0.6443, -1.1297},                       // entity
+			{-0.6458, -1.1386},                       // entity
 			{-4.0000},                                // question_why_how
-			{-0.3765},                                // question_why
-			{-0.5156},                                // question_wwh
-			{-0.9412},                                // question_qty
-			{-0.3966},                                // question_other
+			{-0.3749},                                // question_why
+			{-0.5153},                                // question_wwh
+			{-0.9470},                                // question_qty
+			{-0.3961},                                // question_other
 		},
-		Threshold:       0.9180,
+		Threshold:       0.9190,
 		MinCosine:       0.7500,
 		CosineThreshold: 0.9343,
 	}

@@ -49,15 +49,17 @@ func New() *Verifier { return NewFor(DefaultEmbedder) }
 // embedder (embed.Embedder.Name). Unknown names get USE-lite's.
 func NewFor(embedderName string) *Verifier { return NewModel(modelFor(embedderName)) }
 
-// NewModel returns a Verifier using m, for models fitted elsewhere.
+// NewModel returns a Verifier using (a copy of) m, for models fitted
+// elsewhere.
 func NewModel(m Model) *Verifier {
+	m = m.clone()
 	v := &Verifier{m: &m}
 	v.pool.New = func() any { return newScratch() }
 	return v
 }
 
-// Model returns the Verifier's model.
-func (v *Verifier) Model() Model { return *v.m }
+// Model returns a copy of the Verifier's model.
+func (v *Verifier) Model() Model { return v.m.clone() }
 
 // DefaultThreshold is the minimum score of a semantic hit for the named
 // embedder when the route sets none.
@@ -88,8 +90,8 @@ func (v *Verifier) get() *scratch  { return v.pool.Get().(*scratch) }
 func (v *Verifier) put(s *scratch) { v.pool.Put(s) }
 
 // Score returns a match score in [0, 1] for query against candidate, given
-// their embedding cosine, and when the score is under the threshold, the
-// main reason: "cosine", "content", "numbers", "negation", "entity" or
+// their embedding cosine, and when the score is under the model's default
+// threshold, the main reason against the match: "cosine", "content", "numbers", "negation", "entity" or
 // "question" (a fixed word, for logs and metrics). It never panics and
 // does not allocate for ASCII texts.
 func (v *Verifier) Score(query, candidate string, cosine float32) (score float32, reason string) {

@@ -41,7 +41,8 @@ func buildAdmission(cfg config.Config, secret []byte, targets []*pipeline.Target
 	if len(cfg.Redis.Addrs) > 0 {
 		g, err := admission.NewGlobal(admission.GlobalConfig{Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName,
 			Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB, Region: cfg.Degrade.Region,
-			Replicas: a.Replicas, Defaults: rules, Shadow: a.Shadow, Logger: log})
+			Replicas: a.Replicas, Defaults: rules, Shadow: a.Shadow, Logger: log,
+			Timeout: cfg.Redis.Timeout.D()})
 		if err != nil {
 			return nil, nil, fmt.Errorf("global limits: %w", err)
 		}

@@ -16,6 +16,11 @@
 // ceiling, hit p99 ≤ 2 ms at 32 connections, pass-through ≥ 45 % of llmsim
 // direct). It needs wrk and taskset and prebuilt binaries; it installs and
 // builds nothing.
+//
+// `edgebench overload` measures the lanes instead: a paid tenant alone, then
+// under a 10× overload of free traffic, against llmsim with a concurrency
+// cap, with its own open-loop generator (`edgebench loadgen`, pinned to
+// CPU 0 like wrk) because wrk cannot mix API keys; see overload.go.
 package bench
 
 import (

@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -129,6 +131,9 @@ type LaneResult struct {
 	Other     int64 `json:"other_status"`
 	Other5xx  int64 `json:"other_5xx"`
 	Errors    int64 `json:"errors"`
+	// ErrorKinds counts the requests without an answer by cause
+	// (timeout, reset, eof, refused, other).
+	ErrorKinds map[string]int64 `json:"error_kinds,omitempty"`
 	// RetryAfter counts the 429 and 503 answers with a valid Retry-After
 	// header; RateLimitCode the 429 answers whose error code is
 	// rate_limit_exceeded.
@@ -181,6 +186,23 @@ type sample struct {
 	retryAfter bool          // a valid Retry-After header
 	code       string        // error.code of a non-2xx JSON body
 	reason     string        // X-Edgecache-Degraded-Reason
+	errKind    string        // why there is no answer (status 0)
+}
+
+// errorKind classifies why a request got no answer.
+func errorKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "reset"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return "eof"
+	}
+	return "other"
 }
 
 // percentileOf returns the nearest-rank p-th percentile (0 < p ≤ 1) of
@@ -230,6 +252,14 @@ func summarize(lane LoadLane, samples []sample, skipped int64) LaneResult {
 		switch {
 		case s.status == 0:
 			r.Errors++
+			k := s.errKind
+			if k == "" {
+				k = "other"
+			}
+			if r.ErrorKinds == nil {
+				r.ErrorKinds = map[string]int64{}
+			}
+			r.ErrorKinds[k]++
 		case s.status >= 200 && s.status < 300:
 			r.OK++
 			okLat = append(okLat, s.latency)
@@ -440,7 +470,7 @@ func (g *generator) send(ctx context.Context, client *http.Client, l LoadLane, b
 	lag := time.Since(at)
 	resp, err := client.Do(req)
 	if err != nil {
-		return sample{latency: time.Since(at), lag: lag}
+		return sample{latency: time.Since(at), lag: lag, errKind: errorKind(err)}
 	}
 	defer resp.Body.Close()
 	s := sample{status: resp.StatusCode, reason: resp.Header.Get("X-Edgecache-Degraded-Reason"),
@@ -453,7 +483,7 @@ func (g *generator) send(ctx context.Context, client *http.Client, l LoadLane, b
 		s.code = errorCode(b)
 	}
 	if err != nil {
-		s.status = 0 // the answer was cut: the client got none
+		s.status, s.errKind = 0, errorKind(err) // the answer was cut: the client got none
 	}
 	s.latency = time.Since(at)
 	return s

@@ -250,8 +250,16 @@ func phaseNotes(p PhaseResult, before *Snapshot) []string {
 				"it was short of CPU, and the latencies measure it as much as the server", p.Name, l.Lane, l.SendLag.P50Ms, l.SendLag.P99Ms, l.SendLag.MaxMs))
 		}
 		if l.Other > 0 || l.Errors > 0 || l.Skipped > 0 {
-			notes = append(notes, fmt.Sprintf("- %s, %s: %d other statuses (%d of them 5xx), %d without an answer, %d skipped by the generator",
-				p.Name, l.Lane, l.Other, l.Other5xx, l.Errors, l.Skipped))
+			kinds := ""
+			if len(l.ErrorKinds) > 0 {
+				m := map[string]float64{}
+				for k, v := range l.ErrorKinds {
+					m[k] = float64(v)
+				}
+				kinds = " (" + formatCounts(m) + ")"
+			}
+			notes = append(notes, fmt.Sprintf("- %s, %s: %d other statuses (%d of them 5xx), %d without an answer%s, %d skipped by the generator",
+				p.Name, l.Lane, l.Other, l.Other5xx, l.Errors, kinds, l.Skipped))
 		}
 	}
 	s := p.Snapshot

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,12 +69,13 @@ func TestSummarize(t *testing.T) {
 	add(1, sample{status: 503, latency: msD(500), retryAfter: false, reason: "shed"})
 	add(3, sample{status: 500, latency: msD(5), reason: "internal"})
 	add(1, sample{status: 404, latency: msD(5)})
-	add(4, sample{status: 0, latency: msD(10_000), lag: msD(50)})
+	add(3, sample{status: 0, latency: msD(10_000), lag: msD(50), errKind: "timeout"})
+	add(1, sample{status: 0, latency: msD(10_000), lag: msD(50)})
 	r := summarize(LoadLane{Name: "free", Rate: 1600}, samples, 7)
 
 	want := LaneResult{Lane: "free", OfferedRate: 1600, Scheduled: 134, Sent: 127, Skipped: 7,
 		OK: 100, Status429: 12, Status503: 7, Other: 4, Other5xx: 3, Errors: 4,
-		RetryAfter: 16, RateLimitCode: 10,
+		RetryAfter: 16, RateLimitCode: 10, ErrorKinds: map[string]int64{"timeout": 3, "other": 1},
 		Reasons: map[string]int64{"quota": 12, "queued_timeout": 6, "shed": 1, "internal": 3}}
 	got := r
 	got.OKLatency, got.RefusedLatency, got.SendLag = Latency{}, Latency{}, Latency{}
@@ -114,6 +119,21 @@ func TestValidRetryAfterAndErrorCode(t *testing.T) {
 	} {
 		if got := errorCode([]byte(body)); got != want {
 			t.Errorf("errorCode(%s) = %q, want %q", body, got, want)
+		}
+	}
+}
+
+func TestErrorKind(t *testing.T) {
+	for err, want := range map[error]string{
+		context.DeadlineExceeded: "timeout",
+		&net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}:      "reset",
+		&net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}: "refused",
+		io.ErrUnexpectedEOF:               "eof",
+		fmt.Errorf("wrapped: %w", io.EOF): "eof",
+		errors.New("something else"):      "other",
+	} {
+		if got := errorKind(err); got != want {
+			t.Errorf("errorKind(%v) = %q, want %q", err, got, want)
 		}
 	}
 }
@@ -609,7 +629,8 @@ func TestLoadgenInFlightCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := res.Phases[0].Lanes[0]
-	if l.Scheduled != 20 || l.Sent+l.Skipped != 20 || l.Sent < 1 || l.Sent > 20 || l.Skipped < 1 || l.Errors != l.Sent || l.OK != 0 {
+	if l.Scheduled != 20 || l.Sent+l.Skipped != 20 || l.Sent < 1 || l.Sent > 20 || l.Skipped < 1 || l.Errors != l.Sent || l.OK != 0 ||
+		l.ErrorKinds["timeout"] != l.Errors {
 		t.Errorf("capped lane: %+v", l)
 	}
 	if res.Phases[0].Snapshot != nil {

@@ -139,6 +139,11 @@ type Report struct {
 	Pairs      int     `json:"pairs"`
 	Duplicates int     `json:"duplicates"`
 	BadLines   int     `json:"bad_lines"`
+	// Repeats (cache mode) counts queries whose text is stored verbatim,
+	// ignoring case and spacing, as some pair's text_a: the exact tier's
+	// hits, which the literal count takes for wrong unless they are the
+	// pair's own.
+	Repeats int `json:"repeats"`
 
 	// The headline, at Threshold: in cache mode by SEMANTIC.md's literal
 	// definition (a hit is correct when it returns the pair's own text_a
@@ -285,6 +290,11 @@ func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr floa
 			r.Duplicates++
 		}
 	}
+	for _, x := range outs {
+		if x.repeat {
+			r.Repeats++
+		}
+	}
 	score := "verifier"
 	if o.noVerify {
 		score = "cosine"
@@ -364,6 +374,9 @@ func writeTables(w io.Writer, r *Report) error {
 	fmt.Fprintf(tw, "embedder\t%s\n", r.Embedder)
 	fmt.Fprintf(tw, "score\t%s, threshold %.4g\n", score, r.Threshold)
 	fmt.Fprintf(tw, "pairs\t%d (%d duplicates, %d bad lines skipped)\n", r.Pairs, r.Duplicates, r.BadLines)
+	if r.Mode == "cache" {
+		fmt.Fprintf(tw, "repeats\t%d queries are stored verbatim (ignoring case) as some pair's text_a\n", r.Repeats)
+	}
 	fmt.Fprintf(tw, "time\t%.1fs (embedding %.1fs)\n", r.Seconds, r.EmbedSeconds)
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "correct when\tscore\tthreshold\thits\tcorrect\tprecision\trecall\tof")

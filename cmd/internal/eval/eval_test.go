@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -90,7 +91,7 @@ func TestCacheModeJSON(t *testing.T) {
 		if r.Mode != "cache" || r.Embedder != "lexical-v1" || r.Candidates != verify.Candidates {
 			t.Errorf("mode %q embedder %q candidates %d", r.Mode, r.Embedder, r.Candidates)
 		}
-		noVerify := len(args) > 4
+		noVerify := slices.Contains(args, "--no-verify")
 		if r.Verify == noVerify {
 			t.Errorf("verify = %v with args %q", r.Verify, args)
 		}
@@ -118,22 +119,37 @@ func TestPairwiseModeJSON(t *testing.T) {
 	r, _ := run(t, "--pairs", path, "--embedder", "lexical", "--json", "--mode", "pairwise", "--no-verify", "--threshold", "0.9")
 	checkHeadline(t, r, 4, 3, 6, 4)
 
-	// AUC by hand: the duplicates score 1, 1, 1 and x4, the others 1 and
-	// x5 (x4, x5: the cosines of the unrelated lines). Of the 8
-	// duplicate/other comparisons, 3 ties count half, 3 are won, and x4
-	// against x5 is won when x4 > x5.
-	vs, err := lexical.New(0).Embed(context.Background(), []string{
-		"How tall is the Eiffel tower in Paris?", "Zebra stripes: evolutionary purpose explained",
-		"Best recipe for vegan chocolate cake", "Quantum entanglement basics, physics lecture notes",
-	})
+	// AUC by hand: the share of (duplicate, other) pairs of lines in which
+	// the duplicate has the higher cosine, ties counting half.
+	pairs, _, err := ReadPairs(strings.NewReader(synthetic))
 	if err != nil {
 		t.Fatal(err)
 	}
-	x4, x5 := embed.Dot(vs[0], vs[1]), embed.Dot(vs[2], vs[3])
-	want := 4.5 / 8
-	if x4 > x5 {
-		want = 5.5 / 8
+	e := lexical.New(0)
+	var dupCos, otherCos []float32
+	for _, p := range pairs {
+		vs, err := e.Embed(context.Background(), []string{p.A, p.B})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := embed.Dot(vs[0], vs[1]); p.Duplicate {
+			dupCos = append(dupCos, c)
+		} else {
+			otherCos = append(otherCos, c)
+		}
 	}
+	won := 0.0
+	for _, d := range dupCos {
+		for _, o := range otherCos {
+			switch {
+			case d > o:
+				won++
+			case d == o:
+				won += 0.5
+			}
+		}
+	}
+	want := won / float64(len(dupCos)*len(otherCos))
 	if !near(r.CosineAUC, want) || !near(r.AUC, want) {
 		t.Errorf("AUC %v, cosine AUC %v, want %v", r.AUC, r.CosineAUC, want)
 	}

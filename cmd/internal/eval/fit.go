@@ -108,8 +108,8 @@ func candidates(pairs []Pair, ms [][]semantic.Match, v *verify.Verifier, d defin
 // each contribution is monotone.
 func fitSteps(ss []sample, l2 float64) (bias float32, steps [verify.NumInputs][]float32) {
 	var pinned [verify.NumInputs][]bool
-	for i, cuts := range verify.Cuts {
-		pinned[i] = make([]bool, len(cuts))
+	for i := range pinned {
+		pinned[i] = make([]bool, len(verify.Cuts(i)))
 	}
 	for round := 0; ; round++ {
 		bias, steps = fitPinned(ss, l2, pinned)
@@ -135,10 +135,14 @@ func fitSteps(ss []sample, l2 float64) (bias float32, steps [verify.NumInputs][]
 // at zero.
 func fitPinned(ss []sample, l2 float64, pinned [verify.NumInputs][]bool) (bias float32, steps [verify.NumInputs][]float32) {
 	// Columns: one per free (input, cut); the last is the bias.
+	var grid [verify.NumInputs][]float32
+	for i := range grid {
+		grid[i] = verify.Cuts(i)
+	}
 	var col [verify.NumInputs][]int
 	var prior [verify.NumInputs]float64
 	d := 0
-	for i, cuts := range verify.Cuts {
+	for i, cuts := range grid {
 		p, ok := verify.Prior(i)
 		prior[i] = float64(p)
 		col[i] = make([]int, len(cuts))
@@ -170,7 +174,7 @@ func fitPinned(ss []sample, l2 float64, pinned [verify.NumInputs][]bool) (bias f
 		for _, s := range ss {
 			active = active[:0]
 			off := 0.0
-			for i, cuts := range verify.Cuts {
+			for i, cuts := range grid {
 				for k, c := range cuts {
 					if s.x[i] <= c {
 						break
@@ -221,7 +225,7 @@ func fitPinned(ss []sample, l2 float64, pinned [verify.NumInputs][]bool) (bias f
 			break
 		}
 	}
-	for i, cuts := range verify.Cuts {
+	for i, cuts := range grid {
 		steps[i] = make([]float32, len(cuts))
 		for k := range cuts {
 			switch j := col[i][k]; {
@@ -285,7 +289,7 @@ func losslessMinCosine(m verify.Model) float32 {
 	best := float64(m.Bias)
 	cosine := -1
 	for i, st := range m.Steps {
-		if verify.InputNames[i] == "cosine" {
+		if verify.InputName(i) == "cosine" {
 			cosine = i
 			continue
 		}
@@ -296,7 +300,7 @@ func losslessMinCosine(m verify.Model) float32 {
 		}
 		best += top
 	}
-	cuts := verify.Cuts[cosine]
+	cuts := verify.Cuts(cosine)
 	sum := 0.0
 	for k, x := range m.Steps[cosine] {
 		sum += float64(x)
@@ -400,9 +404,9 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 		sum := float32(0)
 		for k, x := range st {
 			sum += x
-			parts = append(parts, fmt.Sprintf(">%g: %+.2f", verify.Cuts[j][k], sum))
+			parts = append(parts, fmt.Sprintf(">%g: %+.2f", verify.Cuts(j)[k], sum))
 		}
-		fmt.Fprintf(tw, "%s\t%s\n", verify.InputNames[j], strings.Join(parts, "  "))
+		fmt.Fprintf(tw, "%s\t%s\n", verify.InputName(j), strings.Join(parts, "  "))
 	}
 	fmt.Fprintf(tw, "bias\t%.4f\n", m.Bias)
 	fmt.Fprintf(tw, "threshold\t%.3f (training %s precision ≥ %.2f)\n", m.Threshold, o.fitSelect, fo.precision)
@@ -471,7 +475,7 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 		for _, x := range st {
 			parts = append(parts, f32(x))
 		}
-		fmt.Fprintf(stdout, "\t\t{%s}, // %s\n", strings.Join(parts, ", "), verify.InputNames[j])
+		fmt.Fprintf(stdout, "\t\t{%s}, // %s\n", strings.Join(parts, ", "), verify.InputName(j))
 	}
 	fmt.Fprintf(stdout, "\t},\n\tThreshold: %s,\n\tMinCosine: %s,\n\tCosineThreshold: %s,\n}\n",
 		f32(m.Threshold), f32(m.MinCosine), f32(m.CosineThreshold))

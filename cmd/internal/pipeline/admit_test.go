@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgecache/edgecache/degrade/admission"
 )
@@ -79,4 +80,36 @@ func (q bucketQuota) Reserve(_ context.Context, tokens int64, s ...admission.Sub
 
 func (q bucketQuota) Settle(_ context.Context, est, act int64, s ...admission.Subject) {
 	q.b.Settle(est, act, s...)
+}
+
+// A request the target's concurrency limiter refuses is answered by the
+// ladder at once: no waiting out the queue estimate, no retry budget spent.
+func TestConcurrencyRefusalIsNotRetried(t *testing.T) {
+	e := newEdge(t, edgeOpts{})
+	conc, err := admission.NewConcurrency(admission.ConcurrencyConfig{Name: "primary", InitialLimit: 1, MinLimit: 1, MaxLimit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.targets[0].Concurrency = conc
+	prot, _ := admission.NewProtector(admission.ProtectConfig{})
+	e.p.cfg.Admission = &AdmissionConfig{Protector: prot, DefaultLane: admission.Free}
+	rel, err := conc.Acquire(context.Background(), admission.Enterprise, time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rel(0, true)
+	start := time.Now()
+	r := e.post("/v1/chat/completions", chat("no slot for me"))
+	if r.status != 503 || r.header.Get("Retry-After") == "" || r.header.Get("X-Edgecache-Degraded-Reason") != "queued_timeout" {
+		t.Errorf("refused by the limiter: %d %q %q", r.status, r.header.Get("Retry-After"), r.header.Get("X-Edgecache-Degraded-Reason"))
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("answered after %v: the free lane waits at most 500 ms", d)
+	}
+	if n := e.upstreamCalls("/v1/chat/completions"); n != 0 {
+		t.Errorf("%d upstream calls", n)
+	}
+	if _, retries := e.targets[0].Budget.InFlight(); retries != 0 {
+		t.Errorf("%d retries in flight", retries)
+	}
 }

@@ -126,18 +126,20 @@ func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route
 		maxAttempts = 1
 	}
 	f := &Failure{}
-	failed := map[*Target]bool{}
+	failed, refusedBy := map[*Target]bool{}, map[*Target]bool{}
 	for n := 0; n < maxAttempts; n++ {
-		t, refused := p.pick(failed)
+		t, refused := p.pick(failed, refusedBy)
 		if t == nil {
 			if f.Reason == "" {
 				f.Reason = "breaker_open"
 			}
-			f.RetryAfter = max(f.RetryAfter, refused)
+			if len(refusedBy) == 0 { // the breakers' open time; else the queue's estimate stands
+				f.RetryAfter = max(f.RetryAfter, refused)
+			}
 			break
 		}
 		release := func() {}
-		if n > 0 { // a retry or a failover: inside the budget, after a backoff
+		if n > 0 && len(f.Attempts) > 0 { // a retry or a failover after a real call: inside the budget, after a backoff
 			r, ok := t.Budget.TryRetry()
 			if !ok {
 				t.Breaker.Release()
@@ -157,6 +159,9 @@ func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route
 		}
 		o := p.admitAttempt(ctx, c, t, lane, in, rt, body, req, key, q, store, deadline)
 		release()
+		if o.admission {
+			refusedBy[t] = true
+		}
 		if p.settle(t, o, f, failed) {
 			stored, err = o.stored, o.err
 			return
@@ -174,11 +179,15 @@ func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route
 // pick returns the first target whose breaker lets a call through,
 // preferring targets that have not failed this request; refused is the
 // shortest time until a refusing breaker reopens.
-func (p *Pipeline) pick(failed map[*Target]bool) (t *Target, refused time.Duration) {
+//
+// A target whose concurrency limiter refused this request is not tried
+// again for it: waiting out the queue estimate would hold the client and
+// spend the retry budget on a request that admission already answered.
+func (p *Pipeline) pick(failed map[*Target]bool, refusedBy map[*Target]bool) (t *Target, refused time.Duration) {
 	refused = time.Duration(1<<63 - 1)
 	for pass := 0; pass < 2; pass++ {
 		for _, cand := range p.cfg.Targets {
-			if failed[cand] != (pass == 1) {
+			if failed[cand] != (pass == 1) || refusedBy[cand] {
 				continue
 			}
 			err := cand.Breaker.Allow()
@@ -201,7 +210,6 @@ func (p *Pipeline) settle(t *Target, o outcome, f *Failure, failed map[*Target]b
 	if o.reason == "canceled" || o.admission {
 		t.Breaker.Release() // says nothing about the upstream's health
 		if o.admission {
-			failed[t] = true
 			f.Reason, f.RetryAfter = o.reason, max(f.RetryAfter, o.retryAfter)
 			f.Attempts = f.Attempts[:len(f.Attempts)-1] // no call was made
 		}
