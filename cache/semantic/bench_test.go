@@ -53,11 +53,11 @@ func benchN() int {
 }
 
 type benchSet struct {
-	data         [][]float32
-	near, fresh  [][]float32
-	truthNear    []int // exact nearest stored index per query
-	truthFresh   []int
-	centres      [][]float32
+	data        [][]float32
+	near, fresh [][]float32
+	truthNear   []int // exact nearest stored index per query
+	truthFresh  []int
+	centres     [][]float32
 }
 
 func makeBenchSet(kind string, n int) *benchSet {

@@ -44,24 +44,6 @@ func (w *matrix) mulAdd(c []float32, ldc int, a []float32, lda, rows int, scratc
 	mulAddKernel(w, c, ldc, a, lda, rows, scratch, relu)
 }
 
-// packRows copies rows×k values of a (row stride lda) into dst k-major:
-// dst[p*rows+r] = a[r*lda+p].
-func packRows(dst, a []float32, lda, rows, k int) {
-	dst = dst[:rows*k]
-	switch rows {
-	case 1:
-		copy(dst, a[:k])
-		return
-	}
-	// Write dst in order; read the rows side by side.
-	for p := 0; p < k; p++ {
-		d := dst[p*rows : p*rows+rows]
-		for r := range d {
-			d[r] = a[r*lda+p]
-		}
-	}
-}
-
 // mulAddGeneric is the portable kernel: rows in pairs, each pair's outputs
 // computed four columns at a time in eight scalar accumulators, few enough
 // to stay in registers on amd64 as well as arm64.

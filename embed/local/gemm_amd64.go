@@ -95,7 +95,8 @@ var bestKernel = func() int {
 	return kernelGeneric
 }()
 
-// useKernel is the kernel in use; tests lower it to cover the others.
+// useKernel is the kernel in use. Only tests change it (to cover the
+// others); it is fixed while a Model computes.
 var useKernel = bestKernel
 
 func kernelName(k int) string {

@@ -299,7 +299,7 @@ func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr floa
 	if o.noVerify {
 		score = "cosine"
 	}
-	defs := []definition{defOwn, defSame, defKnown}
+	defs := []definition{defOwn, defSame, defKnown, defJudged}
 	if o.mode == "pairwise" {
 		r.Candidates = 1
 		defs = defs[:1]
