@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -57,6 +58,7 @@ type adminAPI struct {
 	cache    *cache.Tiered
 	index    semantic.Index // nil without a semantic tier
 	stats    *lookupStats
+	secret   []byte // tenant namespace HMAC key
 }
 
 type upstreamView struct {
@@ -329,4 +331,40 @@ func (a *adminAPI) CacheStats() any {
 	}
 	out["tiers"] = rows
 	return out
+}
+
+// PurgeCache implements server.AdminAPI: body {"route": R} purges a route;
+// {"namespace": NS} or {"api_key": K} purges one tenant's answers on every
+// route (exact entries by key generation, semantic points deleted).
+func (a *adminAPI) PurgeCache(ctx context.Context, who string, body []byte) (any, error) {
+	var req struct {
+		Route     string `json:"route"`
+		Namespace string `json:"namespace"`
+		APIKey    string `json:"api_key"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, &server.BadQuery{Msg: "the body must be a JSON object with route, namespace or api_key"}
+	}
+	if req.APIKey != "" {
+		req.Namespace = pipeline.Namespace(a.secret, req.APIKey)
+	}
+	switch {
+	case req.Route != "" && req.Namespace == "":
+		return a.PurgeRoute(ctx, req.Route, who)
+	case req.Namespace != "" && req.Route == "":
+		gen, err := a.policies.PurgeNamespace(ctx, req.Namespace, who)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]any{"namespace": req.Namespace, "generation": gen}
+		if pr, ok := a.index.(semantic.Purger); ok && a.index != nil {
+			n, err := pr.Purge(ctx, req.Namespace, "")
+			out["semantic_points_deleted"] = n
+			if err != nil {
+				out["warning"] = "semantic index purge: " + err.Error()
+			}
+		}
+		return out, nil
+	}
+	return nil, &server.BadQuery{Msg: "give either route, or namespace (or api_key)"}
 }

@@ -247,22 +247,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer tw.Close()
 
-	p := pipeline.New(pipeline.Config{
-		Semantic:  sem.cfg,
-		Journal:   journalSink{jr},
-		Admission: adm,
-		Tracer:    tel.TracerProvider.Tracer("github.com/edgecache/edgecache"),
-		Templates: templateWords{tw},
-		Cache:     tiered, Tiers: names, Targets: targets, Secret: secret,
-		Guard: pipeline.GuardConfig{
-			MaxAttempts: cfg.Degrade.MaxAttempts, BackoffBase: cfg.Degrade.BackoffBase.D(), BackoffCap: cfg.Degrade.BackoffCap.D(),
-			TTFTTimeout: cfg.Degrade.TTFTTimeout.D(), DeadlineMargin: cfg.Degrade.DeadlineMargin.D(),
-			RetryWhenClientRetries: cfg.Degrade.RetryWhenClientRetries,
-		},
-		MaxBodyBytes: cfg.MaxBodyBytes, Timeout: cfg.Upstream.Timeout.D(),
-		StreamIdleTimeout: cfg.Upstream.StreamIdleTimeout.D(),
-		Metrics:           metrics, Logger: log,
-	})
 	var policyRedis redis.UniversalClient
 	if len(cfg.Redis.Addrs) > 0 {
 		policyRedis = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName,
@@ -276,6 +260,24 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); table.Run(ctx) }()
+
+	p := pipeline.New(pipeline.Config{
+		Semantic:            sem.cfg,
+		Journal:             journalSink{jr},
+		Admission:           adm,
+		Tracer:              tel.TracerProvider.Tracer("github.com/edgecache/edgecache"),
+		NamespaceGeneration: table.NamespaceGeneration,
+		Templates:           templateWords{tw},
+		Cache:               tiered, Tiers: names, Targets: targets, Secret: secret,
+		Guard: pipeline.GuardConfig{
+			MaxAttempts: cfg.Degrade.MaxAttempts, BackoffBase: cfg.Degrade.BackoffBase.D(), BackoffCap: cfg.Degrade.BackoffCap.D(),
+			TTFTTimeout: cfg.Degrade.TTFTTimeout.D(), DeadlineMargin: cfg.Degrade.DeadlineMargin.D(),
+			RetryWhenClientRetries: cfg.Degrade.RetryWhenClientRetries,
+		},
+		MaxBodyBytes: cfg.MaxBodyBytes, Timeout: cfg.Upstream.Timeout.D(),
+		StreamIdleTimeout: cfg.Upstream.StreamIdleTimeout.D(),
+		Metrics:           metrics, Logger: log,
+	})
 	var redisUp func() bool
 	if l2 != nil {
 		redisUp = l2.Healthy
@@ -318,7 +320,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	dataSrv := &http.Server{Handler: tel.Wrap(server.Data(p, routes, table, tm, log), "edgecache"), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index, stats: metrics},
+	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index, stats: metrics, secret: secret},
 		server.NewAdminAuth(adminLn.Addr().String(), adminTokens(cfg)), log), ReadHeaderTimeout: 10 * time.Second}
 
 	if auth := server.NewAdminAuth(adminLn.Addr().String(), nil); auth.Required && len(cfg.AdminTokens) == 0 {

@@ -126,3 +126,57 @@ func TestRoutePolicyPersistsLocally(t *testing.T) {
 		t.Errorf("after restart: %d %s", code, b)
 	}
 }
+
+func postKey(t *testing.T, url, key, body string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.Header.Get("Cache-Status")
+}
+
+func TestPurgeTenantNamespaceAndRoute(t *testing.T) {
+	sim, err := llmsim.Start(context.Background(), "127.0.0.1:0", llmsim.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	data, admin := startEdgecache(t, sim.URL())
+	body := `{"model":"m","messages":[{"role":"user","content":"purge me"}]}`
+	for _, k := range []string{"sk-tenant-a", "sk-tenant-b"} {
+		postKey(t, data, k, body)
+		waitUntil(t, func() bool { return strings.Contains(postKey(t, data, k, body), "hit") })
+	}
+	post := func(path, b string) (int, []byte) {
+		resp, err := http.Post(admin+path, "application/json", strings.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, out
+	}
+	if code, b := post("/admin/cache/purge", `{"api_key":"sk-tenant-a"}`); code != 200 || !bytes.Contains(b, []byte(`"generation":1`)) {
+		t.Fatalf("purge namespace: %d %s", code, b)
+	}
+	if cs := postKey(t, data, "sk-tenant-a", body); !strings.Contains(cs, "fwd=uri-miss") {
+		t.Errorf("tenant a after its purge: %q, want a miss", cs)
+	}
+	if cs := postKey(t, data, "sk-tenant-b", body); !strings.Contains(cs, "hit") {
+		t.Errorf("tenant b after a's purge: %q, want a hit", cs)
+	}
+	if code, b := post("/admin/cache/purge", `{"route":"chat"}`); code != 200 {
+		t.Fatalf("purge route: %d %s", code, b)
+	}
+	if cs := postKey(t, data, "sk-tenant-b", body); !strings.Contains(cs, "fwd=uri-miss") {
+		t.Errorf("tenant b after the route purge: %q, want a miss", cs)
+	}
+	if code, _ := post("/admin/cache/purge", `{}`); code != 400 {
+		t.Errorf("empty purge: %d, want 400", code)
+	}
+}

@@ -47,16 +47,29 @@ const anonymous = "anon"
 // namespace returns the tenant namespace for r: an HMAC of the client's API
 // key under the server's secret (raw keys are never stored or logged), or
 // "shared" for routes that opt into one namespace.
+//
+// A purged namespace carries its generation ("t:…#g2"), so its older
+// entries and semantic points are never found again.
 func (p *Pipeline) namespace(rt *Route, r *http.Request) string {
+	ns := anonymous
 	if rt.Shared {
-		return "shared"
+		ns = "shared"
+	} else if key := clientKey(r); key != "" {
+		ns = Namespace(p.cfg.Secret, key)
 	}
-	key := clientKey(r)
-	if key == "" {
-		return anonymous
+	if p.cfg.NamespaceGeneration != nil {
+		if g := p.cfg.NamespaceGeneration(ns); g > 0 {
+			ns += "#g" + strconv.FormatInt(g, 10)
+		}
 	}
-	m := hmac.New(sha256.New, p.cfg.Secret)
-	m.Write([]byte(key))
+	return ns
+}
+
+// Namespace is the cache namespace of an API key: an HMAC under the
+// server secret.
+func Namespace(secret []byte, apiKey string) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(apiKey))
 	return "t:" + hex.EncodeToString(m.Sum(nil)[:16])
 }
 

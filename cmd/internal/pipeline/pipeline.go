@@ -99,10 +99,13 @@ type Config struct {
 	Admission *AdmissionConfig
 	// Tracer makes the spans of embedding, vector search and each upstream
 	// attempt; nil → no spans.
-	Tracer  trace.Tracer
-	Metrics Metrics      // nil → none
-	Logger  *slog.Logger // nil → discard
-	Now     func() time.Time
+	Tracer trace.Tracer
+	// NamespaceGeneration returns how often a tenant namespace was purged
+	// (part of its keys); nil → never.
+	NamespaceGeneration func(ns string) int64
+	Metrics             Metrics      // nil → none
+	Logger              *slog.Logger // nil → discard
+	Now                 func() time.Time
 }
 
 // Pipeline serves proxied requests. It is safe for concurrent use.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,7 @@ type Store struct {
 	base  map[string]config.Route
 	names []string
 	cur   atomic.Pointer[map[string]*pipeline.Route]
+	nsGen atomic.Pointer[map[string]int64] // purged tenant namespaces
 	log   *slog.Logger
 
 	mu      sync.Mutex // serialises changes
@@ -122,12 +124,67 @@ func (s *Store) install(entries map[string]Entry) error {
 			kept[name] = e
 		}
 	}
+	gens := map[string]int64{}
+	for k, e := range entries {
+		if ns, ok := strings.CutPrefix(k, nsPrefix); ok {
+			kept[k] = e
+			gens[ns] = e.Override.Generation
+		}
+	}
 	s.entries = kept
+	s.nsGen.Store(&gens)
 	s.cur.Store(&next)
 	if s.onApply != nil {
 		s.onApply()
 	}
 	return nil
+}
+
+// nsPrefix marks the entries that record tenant namespace purges.
+const nsPrefix = "ns:"
+
+// NamespaceGeneration is how many times a tenant namespace was purged; it
+// is part of the namespace's cache keys (pipeline.Config.NamespaceGeneration).
+func (s *Store) NamespaceGeneration(ns string) int64 {
+	m := s.nsGen.Load()
+	if m == nil {
+		return 0
+	}
+	return (*m)[ns]
+}
+
+// PurgeNamespace makes every cached answer of a tenant namespace, on every
+// route, unreachable (its key generation is bumped), and audits it.
+func (s *Store) PurgeNamespace(ctx context.Context, ns, who string) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := nsPrefix + ns
+	old := s.entries[k]
+	e := Entry{Override: Override{Generation: old.Override.Generation + 1}, Version: old.Version + 1,
+		UpdatedAt: time.Now().UTC(), UpdatedBy: who}
+	if s.cfg.Redis != nil {
+		var err error
+		if e.Version, err = s.writeRedis(ctx, k, e); err != nil {
+			return 0, fmt.Errorf("route policies: store in Redis: %w", err)
+		}
+	}
+	entries := maps(s.entries)
+	entries[k] = e
+	if err := s.install(entries); err != nil {
+		return 0, err
+	}
+	a := Audit{Time: e.UpdatedAt, Who: who, Route: "*", Action: "purge-namespace " + ns}
+	if s.cfg.Redis != nil {
+		s.appendAuditRedis(ctx, a)
+	} else {
+		s.audit = append(s.audit, a)
+		if s.cfg.File != "" {
+			if err := writeFile(s.cfg.File, fileState{Routes: s.entries, Audit: s.audit}); err != nil {
+				return 0, fmt.Errorf("route policies: persist: %w", err)
+			}
+		}
+	}
+	return e.Override.Generation, nil
 }
 
 // Route implements server.Routes: the snapshot in force.

@@ -82,6 +82,8 @@ type AdminAPI interface {
 	// CacheEntry shows the entry under an exact key; EvictEntry removes it.
 	CacheEntry(ctx context.Context, key string) (any, error)
 	EvictEntry(ctx context.Context, key string) error
+	// PurgeCache purges a route or a tenant namespace (JSON body).
+	PurgeCache(ctx context.Context, who string, body []byte) (any, error)
 }
 
 // NotFound is an admin object that does not exist (404).
@@ -126,6 +128,10 @@ func Admin(metrics http.Handler, ready Readiness, api AdminAPI, auth *AdminAuth,
 		})
 		g.POST("/routes/:name/purge", func(c echo.Context) error {
 			return adminReply(c, func() (any, error) { return api.PurgeRoute(c.Request().Context(), c.Param("name"), AdminUser(c)) })
+		})
+		g.POST("/cache/purge", func(c echo.Context) error {
+			body, _ := io.ReadAll(io.LimitReader(c.Request().Body, 1<<20))
+			return adminReply(c, func() (any, error) { return api.PurgeCache(c.Request().Context(), AdminUser(c), body) })
 		})
 		g.GET("/cache/:key", func(c echo.Context) error {
 			return adminReply(c, func() (any, error) { return api.CacheEntry(c.Request().Context(), c.Param("key")) })
