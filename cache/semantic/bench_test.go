@@ -36,6 +36,8 @@ import (
 // search inside one isotropic cluster is as hard as uniform data of the
 // cluster's size, so n/centres, not n, sets the difficulty; 100 centres at
 // n=100,000 reproduce the density of 1,000 centres at n=1,000,000.
+// EDGECACHE_BENCH_M and EDGECACHE_BENCH_EFC override the graph's M and
+// EfConstruction (defaults: EmbeddedConfig's).
 const (
 	benchDim     = 512
 	benchQueries = 2000
@@ -127,7 +129,9 @@ func BenchmarkEmbeddedSearch(b *testing.B) {
 			set := makeBenchSet(kind, n)
 			f := Filter{Namespace: "bench", Route: "chat", Model: "m", Context: "c"}
 			before := heapInUse()
-			e, err := NewEmbedded(EmbeddedConfig{Dim: benchDim, MaxPoints: n, SweepInterval: time.Hour})
+			m, _ := strconv.Atoi(os.Getenv("EDGECACHE_BENCH_M"))
+			efC, _ := strconv.Atoi(os.Getenv("EDGECACHE_BENCH_EFC"))
+			e, err := NewEmbedded(EmbeddedConfig{Dim: benchDim, MaxPoints: n, SweepInterval: time.Hour, M: m, EfConstruction: efC})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -38,7 +38,14 @@ func buildAdmission(cfg config.Config, secret []byte, targets []*pipeline.Target
 		return nil, nil, err
 	}
 	closeFn := func() {}
-	if len(cfg.Redis.Addrs) > 0 {
+	unlimited := a.Limits == (config.LimitRules{})
+	for _, t := range cfg.Tenants {
+		unlimited = unlimited && t.Limits == (config.Limits{})
+	}
+	switch {
+	case unlimited:
+		// No quota configured: none is checked (the hit path stays cheap).
+	case len(cfg.Redis.Addrs) > 0:
 		g, err := admission.NewGlobal(admission.GlobalConfig{Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName,
 			Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB, Region: cfg.Degrade.Region,
 			Replicas: a.Replicas, Defaults: rules, Shadow: a.Shadow, Logger: log,
@@ -47,7 +54,7 @@ func buildAdmission(cfg config.Config, secret []byte, targets []*pipeline.Target
 			return nil, nil, fmt.Errorf("global limits: %w", err)
 		}
 		out.Quota, closeFn = g, func() { _ = g.Close() }
-	} else {
+	default:
 		b, err := admission.NewBuckets(admission.BucketsConfig{Defaults: rules, Shadow: a.Shadow})
 		if err != nil {
 			return nil, nil, fmt.Errorf("limits: %w", err)

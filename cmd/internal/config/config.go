@@ -173,7 +173,7 @@ type Admission struct {
 	// MaxHeapBytes sheds the same way on heap size. Zero → not watched.
 	MaxHeapBytes uint64 `yaml:"max_heap_bytes"`
 	// Concurrency bounds the adaptive concurrency limit per upstream
-	// target (Gradient2 on time to first token). Zeros → 20, 5, 500.
+	// target (Gradient2 on time to first token). Zeros → 100, 5, 500.
 	Concurrency ConcurrencyLimits `yaml:"concurrency"`
 	// Shadow counts would-be rejections of every limiter without enforcing.
 	Shadow bool `yaml:"shadow"`
@@ -567,6 +567,12 @@ func (c *Config) Default() {
 	}
 	if c.Admission.MaxInFlight == 0 {
 		c.Admission.MaxInFlight = 4096
+	}
+	if c.Admission.Concurrency.Initial == 0 {
+		// Start where a healthy API is (the limit then adapts on time to
+		// first token); DEGRADATION.md's 20 throttled a fast upstream for
+		// seconds after every start.
+		c.Admission.Concurrency.Initial = 100
 	}
 	sm := &c.Semantic
 	if sm.Embedder == "" {

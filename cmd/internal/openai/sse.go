@@ -131,68 +131,73 @@ type Response struct {
 	Error             json.RawMessage `json:"error,omitempty"`
 }
 
-// Complete reports whether a non-streamed response body is a whole, usable
-// answer worth caching: valid JSON, no error, at least one choice, every
-// choice finished, and not empty.
+// Complete reports whether a non-streamed response body is a whole,
+// usable answer worth caching: valid JSON, no error, at least one choice,
+// every choice finished, and not empty.
 func Complete(api API, body []byte) bool {
+	ok, _ := Inspect(api, body)
+	return ok
+}
+
+// Inspect decodes a non-streamed answer once and reports whether it is
+// complete (see Complete) and the tokens it reports using (-1 unknown). It
+// uses the zero-copy parser: it runs on every upstream answer.
+func Inspect(api API, body []byte) (complete bool, totalTokens int64) {
+	v, err := ParseJSON(body)
+	if err != nil || v.Kind != Object {
+		return false, -1
+	}
+	totalTokens = -1
+	if u, ok := v.Get("usage"); ok {
+		if t, ok := u.Get("total_tokens"); ok {
+			if n, ok := t.Int(); ok {
+				totalTokens = n
+			}
+		}
+	}
+	if e, ok := v.Get("error"); ok && e.Kind != Null {
+		return false, totalTokens
+	}
 	switch api {
+	case APIJSON:
+		return true, totalTokens
 	case APIEmbeddings:
-		var r struct {
-			Data []struct {
-				Embedding json.RawMessage `json:"embedding"`
-			} `json:"data"`
+		data, _ := v.Get("data")
+		if len(data.Elems()) == 0 {
+			return false, totalTokens
 		}
-		if json.Unmarshal(body, &r) != nil || len(r.Data) == 0 {
-			return false
-		}
-		for _, d := range r.Data {
-			if len(d.Embedding) == 0 || string(d.Embedding) == "null" || string(d.Embedding) == `""` || string(d.Embedding) == "[]" {
-				return false
+		for _, d := range data.Elems() {
+			emb, ok := d.Get("embedding")
+			if !ok || emb.Kind == Null || (emb.Kind == String && emb.Str() == "") || (emb.Kind == Array && len(emb.Elems()) == 0) {
+				return false, totalTokens
 			}
 		}
-		return true
-	case APIChat, APICompletions:
-		var r Response
-		if json.Unmarshal(body, &r) != nil || len(r.Error) > 0 || len(r.Choices) == 0 {
-			return false
+		return true, totalTokens
+	}
+	choices, _ := v.Get("choices")
+	if len(choices.Elems()) == 0 {
+		return false, totalTokens
+	}
+	for _, c := range choices.Elems() {
+		if fr, _ := c.Get("finish_reason"); fr.Str() == "" {
+			return false, totalTokens
 		}
-		for _, c := range r.Choices {
-			if c.FinishReason == nil || *c.FinishReason == "" || !nonEmpty(c) {
-				return false
+		if t, ok := c.Get("text"); ok && t.Kind == String {
+			if strings.TrimSpace(t.Str()) == "" {
+				return false, totalTokens
 			}
+			continue
 		}
-		return true
-	default: // generic JSON: any valid JSON that is not an error object
-		v, err := ParseJSON(body)
-		if err != nil {
-			return false
+		m, ok := c.Get("message")
+		if !ok || m.Kind != Object {
+			return false, totalTokens
 		}
-		if _, isErr := v.Get("error"); isErr {
-			return false
+		content, _ := m.Get("content")
+		refusal, _ := m.Get("refusal")
+		tools, _ := m.Get("tool_calls")
+		if strings.TrimSpace(content.Str()) == "" && refusal.Str() == "" && len(tools.Elems()) == 0 {
+			return false, totalTokens
 		}
-		return v.Kind != Null
 	}
-}
-
-func nonEmpty(c Choice) bool {
-	if c.Text != nil {
-		return strings.TrimSpace(*c.Text) != ""
-	}
-	m := c.Message
-	if m == nil {
-		return false
-	}
-	return (m.Content != nil && strings.TrimSpace(*m.Content) != "") || len(m.ToolCalls) > 0 ||
-		(m.Refusal != nil && *m.Refusal != "")
-}
-
-// TotalTokens returns usage.total_tokens of a non-streamed answer, or -1.
-func TotalTokens(body []byte) int64 {
-	var r struct {
-		Usage *Usage `json:"usage"`
-	}
-	if json.Unmarshal(body, &r) != nil || r.Usage == nil {
-		return -1
-	}
-	return int64(r.Usage.TotalTokens)
+	return true, totalTokens
 }

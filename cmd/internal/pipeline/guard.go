@@ -385,7 +385,10 @@ func (p *Pipeline) attempt(ctx context.Context, c *call, t *Target, in *http.Req
 	timer.Stop()
 	o.att.TTFT = p.cfg.Now().Sub(start)
 	ok2xx := resp.StatusCode >= 200 && resp.StatusCode < 300
-	complete := req != nil && openai.Complete(req.API, b)
+	complete, usage := false, int64(-1)
+	if req != nil && ok2xx {
+		complete, usage = openai.Inspect(req.API, b)
+	}
 	if ok2xx && !complete && req != nil && (req.API == openai.APIChat || req.API == openai.APICompletions) {
 		o.reason = "empty_answer" // an empty or unfinished answer is a failure, never a 200
 		return o
@@ -395,9 +398,7 @@ func (p *Pipeline) attempt(ctx context.Context, c *call, t *Target, in *http.Req
 	}
 	c.mu.Lock()
 	c.status, c.header, c.events = resp.StatusCode, hdr, [][]byte{b}
-	if ok2xx {
-		c.usage = openai.TotalTokens(b)
-	}
+	c.usage = usage
 	c.mu.Unlock()
 	return o
 }

@@ -394,7 +394,9 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 // outbound copies what the upstream call needs from the inbound request, so
 // the call can outlive the handler.
 func outbound(r *http.Request) *http.Request {
-	out := &http.Request{Method: r.Method, URL: r.URL, Header: r.Header.Clone(), RemoteAddr: r.RemoteAddr}
+	// The header is shared, not copied: nobody writes it after the handler
+	// has read the body, and the upstream client clones it per attempt.
+	out := &http.Request{Method: r.Method, URL: r.URL, Header: r.Header, RemoteAddr: r.RemoteAddr}
 	if out.Method == "" {
 		out.Method = http.MethodGet
 	}

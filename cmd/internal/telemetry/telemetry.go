@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -157,7 +156,10 @@ type Metrics struct {
 	opts map[attrKey]metric.MeasurementOption
 }
 
-type attrKey struct{ kind, a, b, c string }
+type attrKey struct {
+	kind, a, b, c string
+	n             int
+}
 
 // NewMetrics creates the instruments on mp's meter.
 func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
@@ -206,21 +208,21 @@ func (m *Metrics) opt(k attrKey, mk func() []attribute.KeyValue) metric.Measurem
 
 // CacheLookup implements pipeline.Metrics.
 func (m *Metrics) CacheLookup(route, tier, result string) {
-	m.lookups.Add(context.Background(), 1, m.opt(attrKey{"l", route, tier, result}, func() []attribute.KeyValue {
+	m.lookups.Add(context.Background(), 1, m.opt(attrKey{kind: "l", a: route, b: tier, c: result}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("route", route), attribute.String("tier", tier), attribute.String("result", result)}
 	}))
 }
 
 // Bypass implements pipeline.Metrics.
 func (m *Metrics) Bypass(route, reason string) {
-	m.bypasses.Add(context.Background(), 1, m.opt(attrKey{"b", route, reason, ""}, func() []attribute.KeyValue {
+	m.bypasses.Add(context.Background(), 1, m.opt(attrKey{kind: "b", a: route, b: reason, c: ""}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("route", route), attribute.String("reason", reason)}
 	}))
 }
 
 // UpstreamCall implements pipeline.Metrics.
 func (m *Metrics) UpstreamCall(route string, status int, errKind string, d time.Duration) {
-	o := m.opt(attrKey{"u", route, strconv.Itoa(status), errKind}, func() []attribute.KeyValue {
+	o := m.opt(attrKey{kind: "u", a: route, c: errKind, n: status}, func() []attribute.KeyValue {
 		kv := []attribute.KeyValue{attribute.String("route", route), attribute.Int("http.response.status_code", status)}
 		if errKind != "" {
 			kv = append(kv, attribute.String("error.type", errKind))
@@ -233,21 +235,21 @@ func (m *Metrics) UpstreamCall(route string, status int, errKind string, d time.
 
 // Coalesced implements pipeline.Metrics.
 func (m *Metrics) Coalesced(route string) {
-	m.coalesced.Add(context.Background(), 1, m.opt(attrKey{"c", route, "", ""}, func() []attribute.KeyValue {
+	m.coalesced.Add(context.Background(), 1, m.opt(attrKey{kind: "c", a: route, b: "", c: ""}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("route", route)}
 	}))
 }
 
 // StoreDropped implements pipeline.Metrics.
 func (m *Metrics) StoreDropped(route string) {
-	m.dropped.Add(context.Background(), 1, m.opt(attrKey{"d", route, "", ""}, func() []attribute.KeyValue {
+	m.dropped.Add(context.Background(), 1, m.opt(attrKey{kind: "d", a: route, b: "", c: ""}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("route", route)}
 	}))
 }
 
 // Degraded implements pipeline.Metrics.
 func (m *Metrics) Degraded(route, rung, reason string) {
-	m.degraded.Add(context.Background(), 1, m.opt(attrKey{"g", route, rung, reason}, func() []attribute.KeyValue {
+	m.degraded.Add(context.Background(), 1, m.opt(attrKey{kind: "g", a: route, b: rung, c: reason}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("route", route), attribute.String("rung", rung), attribute.String("reason", reason)}
 	}))
 }
@@ -259,7 +261,7 @@ func (m *Metrics) Begin() { m.inFlight.Add(context.Background(), 1) }
 // and status.
 func (m *Metrics) End(route, method string, status int, d time.Duration) {
 	m.inFlight.Add(context.Background(), -1)
-	o := m.opt(attrKey{"h", route, method, strconv.Itoa(status)}, func() []attribute.KeyValue {
+	o := m.opt(attrKey{kind: "h", a: route, b: method, n: status}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("http.route", route), attribute.String("http.request.method", method),
 			attribute.Int("http.response.status_code", status)}
 	})
@@ -268,7 +270,7 @@ func (m *Metrics) End(route, method string, status int, d time.Duration) {
 
 // TTFT implements pipeline.Metrics: an upstream answer's first token.
 func (m *Metrics) TTFT(route, target string, d time.Duration) {
-	m.ttft.Record(context.Background(), d.Seconds(), m.opt(attrKey{"t", route, target, ""}, func() []attribute.KeyValue {
+	m.ttft.Record(context.Background(), d.Seconds(), m.opt(attrKey{kind: "t", a: route, b: target, c: ""}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("route", route), attribute.String("target", target)}
 	}))
 }
@@ -309,7 +311,7 @@ func Gauges(mp metric.MeterProvider, breakers func() map[string]int, redisUp fun
 
 // Shed implements pipeline.Metrics.
 func (m *Metrics) Shed(lane, reason string) {
-	m.shed.Add(context.Background(), 1, m.opt(attrKey{"s", lane, reason, ""}, func() []attribute.KeyValue {
+	m.shed.Add(context.Background(), 1, m.opt(attrKey{kind: "s", a: lane, b: reason, c: ""}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("lane", lane), attribute.String("reason", reason)}
 	}))
 }
