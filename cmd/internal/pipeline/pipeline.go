@@ -113,6 +113,7 @@ type Pipeline struct {
 	cfg     Config
 	flights flights
 	recent  recent
+	aliases *aliases
 	sem     *semanticTier // nil: no semantic tier
 	wg      sync.WaitGroup
 	log     *slog.Logger
@@ -159,6 +160,9 @@ func New(cfg Config) *Pipeline {
 	if cfg.Semantic != nil && cfg.Cache != nil {
 		p.sem = newSemanticTier(*cfg.Semantic)
 	}
+	if cfg.Cache != nil {
+		p.aliases = newAliases()
+	}
 	return p
 }
 
@@ -201,6 +205,14 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		openai.WriteError(w, status, 0, openai.NewError(openai.TypeInvalidRequest, code, "", err.Error()))
 		return
 	}
+	var ak string
+	if p.aliasable(rt, r) {
+		ns := p.namespace(rt, r)
+		ak = aliasKey(rt, ns, r.URL.RawQuery, body)
+		if al, ok := p.aliases.c.Get(ak); ok && p.serveAlias(w, r, rt, al, len(body)) {
+			return
+		}
+	}
 	req, err := openai.ParseRequest(rt.API, body)
 	if err != nil {
 		var ie *openai.InvalidRequestError
@@ -233,6 +245,9 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		p.forward(w, r, pd, body, false, "edgecache; fwd=request; detail=no-cache")
 		return
 	}
+	if ak != "" {
+		p.aliases.c.Set(ak, alias{key: pd.key, api: req.API, stream: req.Stream, includeUsage: req.IncludeUsage}, 1)
+	}
 	if e, ok := p.lookup(r.Context(), rt, pd.key); ok {
 		pd.usage = 0 // the model did no work
 		p.writeHit(w, r, req, e, e.Tier, -1)
@@ -247,6 +262,24 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		}
 	}
 	p.forward(w, r, pd, body, rt.Coalesce, "")
+}
+
+// serveAlias answers a byte-identical repeat from the cache without
+// parsing it; it reports false (nothing written) when the entry is gone.
+func (p *Pipeline) serveAlias(w http.ResponseWriter, r *http.Request, rt *Route, al alias, bodyLen int) bool {
+	e, err := p.get(r.Context(), rt, al.key)
+	if err != nil {
+		return false // the full path looks up (and counts) again
+	}
+	p.count(rt, e, nil)
+	req := &openai.Request{API: al.api, Stream: al.stream, IncludeUsage: al.includeUsage}
+	adm, ok := p.admit(w, r, rt, req, bodyLen)
+	if !ok {
+		return true // refused: the honest answer is written
+	}
+	defer p.done(r.Context(), adm, 0)
+	p.writeHit(w, r, req, e, e.Tier, -1)
+	return true
 }
 
 // bypass returns why the request must not be served from or stored in the
@@ -268,6 +301,14 @@ func (p *Pipeline) bypass(rt *Route, r *http.Request, req *openai.Request) strin
 // lookup consults the exact tiers. Each remote tier bounds its own calls
 // (cache/shared has a per-operation budget), so no deadline is set here.
 func (p *Pipeline) lookup(ctx context.Context, rt *Route, key cache.Key) (cache.Entry, bool) {
+	e, err := p.get(ctx, rt, key)
+	p.count(rt, e, err)
+	return e, err == nil
+}
+
+// get reads a fresh entry from the tiers or the recently stored answers,
+// without counting.
+func (p *Pipeline) get(ctx context.Context, rt *Route, key cache.Key) (cache.Entry, error) {
 	e, err := p.cfg.Cache.Get(ctx, key)
 	if err != nil {
 		if r, ok := p.recent.get(key); ok {
@@ -275,21 +316,24 @@ func (p *Pipeline) lookup(ctx context.Context, rt *Route, key cache.Key) (cache.
 			e.Tier = p.cfg.Tiers[0] // in process, on its way into L1
 		}
 	}
-	now := p.cfg.Now()
-	if err == nil && e.TTL(now) <= 0 {
+	if err == nil && e.TTL(p.cfg.Now()) <= 0 {
 		err = cache.ErrMiss
-	}
-	for _, t := range p.cfg.Tiers {
-		if err == nil && t == e.Tier {
-			p.m.CacheLookup(rt.Name, t, "hit")
-			break
-		}
-		p.m.CacheLookup(rt.Name, t, "miss")
 	}
 	if err != nil && !errors.Is(err, cache.ErrMiss) {
 		p.log.WarnContext(ctx, "cache lookup", "route", rt.Name, "err", err)
 	}
-	return e, err == nil
+	return e, err
+}
+
+// count records one lookup: a miss in every tier before the one that hit.
+func (p *Pipeline) count(rt *Route, e cache.Entry, err error) {
+	for _, t := range p.cfg.Tiers {
+		if err == nil && t == e.Tier {
+			p.m.CacheLookup(rt.Name, t, "hit")
+			return
+		}
+		p.m.CacheLookup(rt.Name, t, "miss")
+	}
 }
 
 // writeHit answers from a cached entry: the stored bytes as they are, or the

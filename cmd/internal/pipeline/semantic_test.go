@@ -94,7 +94,7 @@ func TestSemanticHitAndIsolation(t *testing.T) {
 		"earlier turn":        {`{"model":"sim-1","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi"},{"role":"assistant","content":"hello"},{"role":"user","content":"how do i reset my password"}]}`, auth},
 		"other model":         {strings.Replace(chat(para), "sim-1", "sim-2", 1), auth},
 		"opted out":           {chat(para), append(auth, "X-Edgecache-Semantic", "off")},
-		"stricter request":    {chat(para), append(auth, "X-Edgecache-Min-Score", "0.999")},
+		"stricter request":    {chat("password reset: how do I do it"), append(auth, "X-Edgecache-Min-Score", "0.999")}, // the lexical embedder reads para as the seed itself
 		"unrelated":           {chat("What is the capital of France?"), auth},
 	}
 	for name, m := range misses {
