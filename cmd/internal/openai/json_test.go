@@ -124,6 +124,12 @@ func FuzzCanonical(f *testing.F) {
 		}
 		var x, y any
 		if err := json.Unmarshal(b, &x); err != nil {
+			// Valid JSON that encoding/json cannot hold in an any (a number
+			// beyond float64, e.g. 2e400 written out): nothing to compare.
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				return
+			}
 			t.Fatalf("json.Unmarshal(input): %v", err)
 		}
 		if err := json.Unmarshal(c, &y); err != nil {
