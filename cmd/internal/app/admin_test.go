@@ -40,7 +40,7 @@ func TestAdminSecurity(t *testing.T) {
 	admin = strings.Replace(admin, "0.0.0.0", "127.0.0.1", 1)
 	admin = strings.Replace(admin, "[::]", "127.0.0.1", 1)
 	// The data port never serves admin paths.
-	for _, p := range []string{"/admin/upstreams", "/admin/degradations", "/healthz", "/metrics"} {
+	for _, p := range []string{"/admin/upstreams", "/admin/degradations", "/healthz", "/metrics", "/admin/debug/pprof/heap", "/debug/pprof/heap"} {
 		if code, _ := get(t, data+p, "alice-secret-token-0123"); code != http.StatusNotFound {
 			t.Errorf("data port %s: %d, want 404", p, code)
 		}
@@ -53,6 +53,13 @@ func TestAdminSecurity(t *testing.T) {
 	}
 	if code, b := get(t, admin+"/admin/upstreams", "bob-secret-token-456789"); code != 200 || !bytes.Contains(b, []byte(`"primary"`)) {
 		t.Errorf("valid token: %d %s", code, b)
+	}
+	// Runtime profiles are operator endpoints like the rest.
+	if code, _ := get(t, admin+"/admin/debug/pprof/goroutine", ""); code != http.StatusUnauthorized {
+		t.Errorf("pprof without a token: %d, want 401", code)
+	}
+	if code, b := get(t, admin+"/admin/debug/pprof/goroutine?debug=1", "bob-secret-token-456789"); code != 200 || !bytes.Contains(b, []byte("goroutine profile:")) {
+		t.Errorf("pprof with a token: %d %.200s", code, b)
 	}
 	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
 		if code, _ := get(t, admin+p, ""); code != 200 {

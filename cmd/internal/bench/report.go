@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -15,10 +17,11 @@ const (
 	ScenarioHit         = "l1-hit"
 	ScenarioDirect      = "llmsim-direct"
 	ScenarioPassthrough = "pass-through"
+	ScenarioSemantic    = "semantic-hit"
 )
 
 // Scenarios lists the scenarios in run order.
-var Scenarios = []string{ScenarioCeiling, ScenarioHit, ScenarioDirect, ScenarioPassthrough}
+var Scenarios = []string{ScenarioCeiling, ScenarioHit, ScenarioDirect, ScenarioPassthrough, ScenarioSemantic}
 
 // scenarioLabel is the first column of the table.
 var scenarioLabel = map[string]string{
@@ -26,10 +29,12 @@ var scenarioLabel = map[string]string{
 	ScenarioHit:         "(b) edgecache exact L1 hit",
 	ScenarioDirect:      "(c) llmsim direct",
 	ScenarioPassthrough: "(d) edgecache pass-through (no-store)",
+	ScenarioSemantic:    "(e) edgecache semantic hit (remote embedder → llmsim)",
 }
 
 // scenarioLetter is the letter of the scenario in the issue.
-var scenarioLetter = map[string]string{ScenarioCeiling: "a", ScenarioHit: "b", ScenarioDirect: "c", ScenarioPassthrough: "d"}
+var scenarioLetter = map[string]string{ScenarioCeiling: "a", ScenarioHit: "b", ScenarioDirect: "c", ScenarioPassthrough: "d",
+	ScenarioSemantic: "e"}
 
 // baseOf names the scenario a row's ratio is taken against.
 var baseOf = map[string]string{ScenarioHit: ScenarioCeiling, ScenarioPassthrough: ScenarioDirect}
@@ -40,6 +45,12 @@ const (
 	MaxHitP99Ms         = 2.0  // hit p99 ≤ 2 ms at 32 connections
 	HitP99Conns         = 32
 	MinPassthroughRatio = 0.45 // pass-through ≥ 45 % of llmsim direct
+	// MinSemanticRPS is absolute, not a ratio: with the remote embedder
+	// pointed at llmsim, semantic hits ≥ 2,500 req/s at each count.
+	MinSemanticRPS = 2500
+	// MinSemanticHitShare is the share of (e)'s measured requests that must
+	// be semantic hits for the row to count (else it fails).
+	MinSemanticHitShare = 0.95
 )
 
 // Result is one measured row: a scenario at a connection count.
@@ -47,8 +58,12 @@ type Result struct {
 	Scenario string `json:"scenario"`
 	Conns    int    `json:"conns"`
 	WrkResult
+	// SemanticHitShare is, in scenario (e), the share of the measured
+	// requests that edgecache's counters show as semantic hits.
+	SemanticHitShare float64 `json:"semantic_hit_share,omitempty"`
 	// Error is set when the row failed (non-2xx answers, wrk or process
-	// failure, wrong Cache-Status); the numbers are then not to be used.
+	// failure, wrong Cache-Status, too few semantic hits); the numbers are
+	// then not to be used.
 	Error string `json:"error,omitempty"`
 }
 
@@ -58,9 +73,9 @@ func (r Result) OK() bool { return r.Error == "" && r.RequestsPerSec > 0 }
 // Target is one checked goal.
 type Target struct {
 	Name  string  `json:"name"`
-	Value float64 `json:"value"` // ratio (0..1), milliseconds, factor or count
+	Value float64 `json:"value"` // ratio (0..1), milliseconds, factor, count or requests per second
 	Limit float64 `json:"limit"`
-	Unit  string  `json:"unit"` // "ratio", "ms", "factor" or "count"
+	Unit  string  `json:"unit"` // "ratio", "ms", "factor", "count" or "req/s"
 	Max   bool    `json:"max"`  // Limit is an upper bound (else a lower bound)
 	Known bool    `json:"known"`
 	Pass  bool    `json:"pass"`
@@ -87,6 +102,9 @@ type Report struct {
 	Conns         []int    `json:"conns"`
 	RequestBytes  int      `json:"request_bytes"`
 	ResponseBytes int      `json:"response_bytes"`
+	// SemanticPrompts is how many distinct prompts scenario (e) primed and
+	// then asked for in random letter case (0: not run).
+	SemanticPrompts int `json:"semantic_prompts,omitempty"`
 	Results       []Result `json:"results"`
 	Targets       []Target `json:"targets"`
 }
@@ -117,9 +135,11 @@ func Ratio(rs []Result, scenario string, conns int) (ratio float64, ok bool) {
 }
 
 // ComputeTargets evaluates the goals for the measured connection counts:
-// hits/ceiling and pass-through/direct at each count, and the hit p99 at 32
-// connections when 32 was measured. A goal whose rows are missing or failed
-// is reported as unknown and fails.
+// hits/ceiling and pass-through/direct at each count, the hit p99 at 32
+// connections when 32 was measured, and, when the results have rows of
+// scenario (e) at all (a report from before it existed has none), semantic
+// hits ≥ MinSemanticRPS at each count. A goal whose rows are missing or
+// failed is reported as unknown and fails.
 func ComputeTargets(rs []Result, conns []int) []Target {
 	var ts []Target
 	for _, c := range conns {
@@ -141,7 +161,42 @@ func ComputeTargets(rs []Result, conns []int) []Target {
 		ts = append(ts, Target{Name: fmt.Sprintf("pass-through / llmsim direct @%d", c), Value: v, Limit: MinPassthroughRatio,
 			Unit: "ratio", Known: ok, Pass: ok && v >= MinPassthroughRatio})
 	}
+	if hasScenario(rs, ScenarioSemantic) {
+		for _, c := range conns {
+			r, ok := find(rs, ScenarioSemantic, c)
+			ok = ok && r.OK()
+			ts = append(ts, Target{Name: fmt.Sprintf("semantic hits @%d", c), Value: r.RequestsPerSec, Limit: MinSemanticRPS,
+				Unit: "req/s", Known: ok, Pass: ok && r.RequestsPerSec >= MinSemanticRPS})
+		}
+	}
 	return ts
+}
+
+func hasScenario(rs []Result, scenario string) bool {
+	for _, r := range rs {
+		if r.Scenario == scenario {
+			return true
+		}
+	}
+	return false
+}
+
+// thousands formats v rounded to an integer with commas: 2500 → "2,500".
+func thousands(v float64) string {
+	s := strconv.FormatFloat(math.Round(v), 'f', 0, 64)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
 }
 
 func pct(v float64) string { return fmt.Sprintf("%.1f %%", v*100) }
@@ -156,6 +211,8 @@ func (t Target) valueString() string {
 		return fmt.Sprintf("%.2f×", t.Value)
 	case t.Unit == "count":
 		return fmt.Sprintf("%.0f", t.Value)
+	case t.Unit == "req/s":
+		return thousands(t.Value) + " req/s"
 	default:
 		return pct(t.Value)
 	}
@@ -176,6 +233,8 @@ func (t Target) limitString() string {
 			return "0"
 		}
 		return fmt.Sprintf("%s %.0f", op, t.Limit)
+	case "req/s":
+		return fmt.Sprintf("%s %s req/s", op, thousands(t.Limit))
 	}
 	return op + " " + fmt.Sprintf("%.0f %%", t.Limit*100)
 }
@@ -188,8 +247,15 @@ func (t Target) PassFail() string {
 	return "FAIL"
 }
 
-// ratioCell is the ratio column of a row.
+// ratioCell is the ratio column of a row; for (e), which has no base, it
+// is the share of semantic hits among the measured requests.
 func ratioCell(rs []Result, r Result) string {
+	if r.Scenario == ScenarioSemantic {
+		if r.SemanticHitShare > 0 {
+			return pct(r.SemanticHitShare) + " semantic hits"
+		}
+		return "n/a"
+	}
 	base, rel := baseOf[r.Scenario]
 	if !rel {
 		if r.OK() {
@@ -224,9 +290,15 @@ func WriteMarkdown(w io.Writer, rep Report) error {
 	}
 	fmt.Fprintf(&b, ", %s\n\n", m.Date)
 	fmt.Fprintf(&b, "Command: `%s`\n\n", rep.Command)
-	fmt.Fprintf(&b, "Server under test on CPU 1, wrk -t1 on CPU 0 (taskset); in (b) and (d) llmsim runs on CPU 0 too. "+
+	fmt.Fprintf(&b, "Server under test on CPU 1, wrk -t1 on CPU 0 (taskset); in (b), (d) and (e) llmsim runs on CPU 0 too. "+
 		"Each row: %s warm-up, then %s measured; POST /v1/chat/completions, %d B request body, %d B response body.\n\n",
 		rep.Warmup, rep.Duration, rep.RequestBytes, rep.ResponseBytes)
+	if hasScenario(rep.Results, ScenarioSemantic) {
+		fmt.Fprintf(&b, "(e): route in mode semantic, remote embedder → llmsim --embed-fold (CPU 0, also the model), "+
+			"verifier defaults; %d distinct prompts stored first, then every request asks one of them in a fresh random "+
+			"letter case (an exact miss, a semantic hit); the last column is the semantic-hit share from edgecache's counters "+
+			"(the row fails under %.0f %%).\n\n", rep.SemanticPrompts, MinSemanticHitShare*100)
+	}
 
 	b.WriteString("| scenario | conns | req/s | p50 ms | p99 ms | ratio |\n")
 	b.WriteString("|---|--:|--:|--:|--:|--:|\n")

@@ -397,9 +397,16 @@ func (r *runner) fetchHitBody(ctx context.Context) ([]byte, error) {
 	return body, errors.Join(err, stop())
 }
 
+// observer brackets a measured wrk run: it is called just before the run
+// (after the check) and returns finish, called after a run without errors
+// to inspect the server (scenario (e) reads edgecache's counters) and fill
+// in or fail the row.
+type observer func(ctx context.Context) (finish func(ctx context.Context, row *Result) error, err error)
+
 // measure runs, at each connection count, a warm-up and then the measured
-// wrk run against url. check runs before each measured run.
-func (r *runner) measure(ctx context.Context, scenario, url string, noStore bool, check func(context.Context) error) []Result {
+// wrk run with script against url. check runs before each measured run;
+// observe, when not nil, brackets it.
+func (r *runner) measure(ctx context.Context, scenario, url, script string, check func(context.Context) error, observe observer) []Result {
 	var rows []Result
 	for _, c := range r.cfg.conns {
 		if ctx.Err() != nil {
@@ -407,35 +414,50 @@ func (r *runner) measure(ctx context.Context, scenario, url string, noStore bool
 			continue
 		}
 		row := Result{Scenario: scenario, Conns: c}
-		row.WrkResult, row.Error = r.measureOne(ctx, scenario, url, c, noStore, check)
+		r.measureOne(ctx, &row, url, script, check, observe)
 		rows = append(rows, row)
 	}
 	return rows
 }
 
-func (r *runner) measureOne(ctx context.Context, scenario, url string, conns int, noStore bool, check func(context.Context) error) (WrkResult, string) {
-	label := scenarioLabel[scenario]
-	script := r.scripts[noStore]
+// measureOne fills in row (its Scenario and Conns set): the numbers, and
+// Error when the row failed.
+func (r *runner) measureOne(ctx context.Context, row *Result, url, script string, check func(context.Context) error, observe observer) {
+	label, conns := scenarioLabel[row.Scenario], row.Conns
 	if r.cfg.warmup > 0 {
 		fmt.Fprintf(r.log, "edgebench: %s @%d: warm-up %s\n", label, conns, formatDuration(r.cfg.warmup))
 		w, out, err := runWrk(ctx, loadCPU, conns, r.cfg.warmup, script, url)
 		if err != nil {
-			return WrkResult{}, "warm-up: " + err.Error()
+			row.Error = "warm-up: " + err.Error()
+			return
 		}
 		if w.Non2xx > 0 {
-			return w, fmt.Sprintf("warm-up: %d non-2xx/3xx responses:\n%s", w.Non2xx, out)
+			row.WrkResult, row.Error = w, fmt.Sprintf("warm-up: %d non-2xx/3xx responses:\n%s", w.Non2xx, out)
+			return
 		}
 	}
 	if err := check(ctx); err != nil {
-		return WrkResult{}, err.Error()
+		row.Error = err.Error()
+		return
+	}
+	var finish func(context.Context, *Result) error
+	if observe != nil {
+		var err error
+		if finish, err = observe(ctx); err != nil {
+			row.Error = err.Error()
+			return
+		}
 	}
 	fmt.Fprintf(r.log, "edgebench: %s @%d: measuring %s\n", label, conns, formatDuration(r.cfg.duration))
 	w, out, err := runWrk(ctx, loadCPU, conns, r.cfg.duration, script, url)
 	if err != nil {
-		return WrkResult{}, err.Error()
+		row.Error = err.Error()
+		return
 	}
-	if err := os.WriteFile(filepath.Join(r.dir, fmt.Sprintf("wrk-%s-%d.txt", scenario, conns)), []byte(out), 0o644); err != nil {
-		return w, err.Error()
+	row.WrkResult = w
+	if err := os.WriteFile(filepath.Join(r.dir, fmt.Sprintf("wrk-%s-%d.txt", row.Scenario, conns)), []byte(out), 0o644); err != nil {
+		row.Error = err.Error()
+		return
 	}
 	fmt.Fprintf(r.log, "edgebench: %s @%d: %.0f req/s, p50 %.2f ms, p99 %.2f ms", label, conns, w.RequestsPerSec, w.P50Ms, w.P99Ms)
 	if w.SocketErrors.Total() > 0 {
@@ -443,9 +465,14 @@ func (r *runner) measureOne(ctx context.Context, scenario, url string, conns int
 	}
 	fmt.Fprintln(r.log)
 	if w.Non2xx > 0 {
-		return w, fmt.Sprintf("%d non-2xx/3xx responses", w.Non2xx)
+		row.Error = fmt.Sprintf("%d non-2xx/3xx responses", w.Non2xx)
+		return
 	}
-	return w, ""
+	if finish != nil {
+		if err := finish(ctx, row); err != nil {
+			row.Error = err.Error()
+		}
+	}
 }
 
 // scenarioCeiling is (a): `edgebench ceiling` on the server CPU serving body.
@@ -468,7 +495,7 @@ func (r *runner) scenarioCeiling(ctx context.Context, body []byte) ([]Result, er
 		return nil, errors.Join(err, p.stop(5*time.Second))
 	}
 	url := "http://" + addr + chatPath
-	rows := r.measure(ctx, ScenarioCeiling, url, false, func(ctx context.Context) error {
+	rows := r.measure(ctx, ScenarioCeiling, url, r.scripts[false], func(ctx context.Context) error {
 		a, err := r.post(ctx, url, false)
 		if err != nil {
 			return err
@@ -477,7 +504,7 @@ func (r *runner) scenarioCeiling(ctx context.Context, body []byte) ([]Result, er
 			return errors.New("the ceiling server answered other bytes than the cached answer")
 		}
 		return nil
-	})
+	}, nil)
 	return rows, p.stop(10 * time.Second)
 }
 
@@ -495,7 +522,7 @@ func (r *runner) scenarioHit(ctx context.Context) ([]Result, error) {
 	if r.hitBody != nil && len(body) != len(r.hitBody) {
 		fmt.Fprintf(r.log, "edgebench: warning: this edgecache's hit is %d B, the ceiling served %d B\n", len(body), len(r.hitBody))
 	}
-	rows := r.measure(ctx, ScenarioHit, url, false, func(ctx context.Context) error {
+	rows := r.measure(ctx, ScenarioHit, url, r.scripts[false], func(ctx context.Context) error {
 		a, err := r.post(ctx, url, false)
 		if err != nil {
 			return err
@@ -504,7 +531,7 @@ func (r *runner) scenarioHit(ctx context.Context) ([]Result, error) {
 			return fmt.Errorf("not an L1 hit: Cache-Status %q, want %q", a.cacheStatus, hitCacheStatus)
 		}
 		return nil
-	})
+	}, nil)
 	return rows, stop()
 }
 
@@ -515,10 +542,10 @@ func (r *runner) scenarioDirect(ctx context.Context) ([]Result, error) {
 		return nil, err
 	}
 	url := "http://" + addr + chatPath
-	rows := r.measure(ctx, ScenarioDirect, url, false, func(ctx context.Context) error {
+	rows := r.measure(ctx, ScenarioDirect, url, r.scripts[false], func(ctx context.Context) error {
 		_, err := r.post(ctx, url, false)
 		return err
-	})
+	}, nil)
 	return rows, sim.stop(10 * time.Second)
 }
 
@@ -530,7 +557,7 @@ func (r *runner) scenarioPassthrough(ctx context.Context) ([]Result, error) {
 		return nil, err
 	}
 	url := "http://" + addr + chatPath
-	rows := r.measure(ctx, ScenarioPassthrough, url, true, func(ctx context.Context) error {
+	rows := r.measure(ctx, ScenarioPassthrough, url, r.scripts[true], func(ctx context.Context) error {
 		a, err := r.post(ctx, url, true)
 		if err != nil {
 			return err
@@ -539,6 +566,6 @@ func (r *runner) scenarioPassthrough(ctx context.Context) ([]Result, error) {
 			return fmt.Errorf("not a pass-through: Cache-Status %q, want %q", a.cacheStatus, bypassCacheStatus)
 		}
 		return nil
-	})
+	}, nil)
 	return rows, stop()
 }

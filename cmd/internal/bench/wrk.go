@@ -129,6 +129,80 @@ func LuaScript(body string, headers map[string]string) string {
 	return b.String()
 }
 
+// SemanticLuaScript returns a wrk script that POSTs, on every request,
+// prefix + p' + suffix, where p' is one of prompts (chosen at random) with
+// each lower-case ASCII letter upper-cased at random (a fresh pattern per
+// request; a pattern that leaves the prompt unchanged is replaced by the
+// all-upper-case one, so a request never repeats the prompt exactly). The
+// headers are LuaScript's. The generator is seeded from /dev/urandom (the
+// time when that cannot be read), so the warm-up and the measured run draw
+// different patterns.
+//
+// Prompts must be non-empty printable ASCII without '"' or '\\' and with
+// at least one lower-case letter, so that they need no escaping inside a
+// JSON string whatever their case.
+func SemanticLuaScript(prefix, suffix string, prompts []string, headers map[string]string) (string, error) {
+	if len(prompts) == 0 {
+		return "", errors.New("semantic script: no prompts")
+	}
+	for _, p := range prompts {
+		if err := checkCasePrompt(p); err != nil {
+			return "", fmt.Errorf("semantic script: %w", err)
+		}
+	}
+	var b strings.Builder
+	b.WriteString(LuaScript(prefix+prompts[0]+suffix, headers))
+	b.WriteString("-- each request: one of the prompts in a fresh random letter case\n")
+	b.WriteString("local prompts = {\n")
+	for _, p := range prompts {
+		fmt.Fprintf(&b, "  %s,\n", luaQuote(p))
+	}
+	b.WriteString("}\n")
+	fmt.Fprintf(&b, "local prefix = %s\n", luaQuote(prefix))
+	fmt.Fprintf(&b, "local suffix = %s\n", luaQuote(suffix))
+	b.WriteString(semanticLuaBody)
+	return b.String(), nil
+}
+
+const semanticLuaBody = `local seed = os.time()
+local f = io.open("/dev/urandom", "rb")
+if f then
+  local s = f:read(6)
+  f:close()
+  if s and #s == 6 then
+    seed = 0
+    for i = 1, 6 do seed = seed * 256 + s:byte(i) end
+  end
+end
+math.randomseed(seed)
+local random, upper, gsub, n = math.random, string.upper, string.gsub, #prompts
+local function flip(c)
+  if random(2) == 1 then return upper(c) end
+end
+request = function()
+  local p = prompts[random(n)]
+  local v = gsub(p, "%l", flip)
+  if v == p then v = upper(p) end
+  return wrk.format(nil, nil, nil, prefix .. v .. suffix)
+end
+`
+
+// checkCasePrompt reports a prompt SemanticLuaScript cannot vary safely.
+func checkCasePrompt(p string) error {
+	lower := false
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return fmt.Errorf("prompt %q: want printable ASCII without '\"' or '\\\\'", p)
+		}
+		lower = lower || 'a' <= c && c <= 'z'
+	}
+	if !lower {
+		return fmt.Errorf("prompt %q has no lower-case letter to vary", p)
+	}
+	return nil
+}
+
 // luaQuote returns s as a double-quoted Lua string literal: printable ASCII
 // is kept, everything else (and " and \) becomes a three-digit \ddd escape,
 // so the bytes arrive unchanged.

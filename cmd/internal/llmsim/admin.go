@@ -76,17 +76,24 @@ type configJSON struct {
 	AnswerTokens   *int     `json:"answer_tokens"`
 	MaxConcurrency *int     `json:"max_concurrency"`
 	EmbeddingDims  *int     `json:"embedding_dims"`
+	// EmbeddingFold is Config.EmbeddingFold; a GET shows it only when it
+	// is on, so the default answer is the same as before the knob existed.
+	EmbeddingFold *bool `json:"embedding_fold,omitempty"`
 }
 
 func configToJSON(c Config) configJSON {
 	ttft := float64(c.TTFT) / float64(time.Millisecond)
-	return configJSON{
+	j := configJSON{
 		TTFTMS:         &ttft,
 		TokensPerSec:   &c.TokensPerSec,
 		AnswerTokens:   &c.AnswerTokens,
 		MaxConcurrency: &c.MaxConcurrency,
 		EmbeddingDims:  &c.EmbeddingDims,
 	}
+	if c.EmbeddingFold {
+		j.EmbeddingFold = &c.EmbeddingFold
+	}
+	return j
 }
 
 // apply copies the fields present in p onto c.
@@ -109,6 +116,9 @@ func (p configJSON) apply(c *Config) error {
 	}
 	if p.EmbeddingDims != nil {
 		c.EmbeddingDims = *p.EmbeddingDims
+	}
+	if p.EmbeddingFold != nil {
+		c.EmbeddingFold = *p.EmbeddingFold
 	}
 	return c.Validate()
 }

@@ -9,6 +9,8 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"unicode"
+	"unicode/utf8"
 )
 
 // maxEmbeddingInputs is OpenAI's limit on inputs per request.
@@ -93,9 +95,15 @@ func (s *Server) serveEmbeddings(w http.ResponseWriter, body []byte, cfg *Config
 		raw = make([]byte, 4*dims)
 	}
 	tokens := 0
+	var folded []byte // scratch for EmbeddingFold, reused across inputs
 	for i, in := range inputs {
 		tokens += countWords(in)
-		Vector(vec, in)
+		if cfg.EmbeddingFold {
+			folded = appendFolded(folded[:0], in)
+			vectorOf(vec, folded)
+		} else {
+			Vector(vec, in)
+		}
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -140,8 +148,11 @@ func (s *Server) serveEmbeddings(w http.ResponseWriter, body []byte, cfg *Config
 // seeded with sha256(text), L2-normalised. Equal texts get equal vectors;
 // different texts get unrelated ones (there is no semantics). Exported so
 // tests elsewhere can predict what llmsim answers.
-func Vector(dst []float32, text string) {
-	sum := sha256.Sum256([]byte(text))
+func Vector(dst []float32, text string) { vectorOf(dst, []byte(text)) }
+
+// vectorOf is Vector of the bytes of a text.
+func vectorOf(dst []float32, text []byte) {
+	sum := sha256.Sum256(text)
 	seed := binary.LittleEndian.Uint64(sum[:8])
 	// Two passes over the same sequence: the first for the norm, the second
 	// to write, so no float64 scratch slice is needed.
@@ -156,6 +167,58 @@ func Vector(dst []float32, text string) {
 	for i := range dst {
 		dst[i] = float32(g.unit() / norm)
 	}
+}
+
+// FoldEmbeddingText returns text as llmsim embeds it when
+// Config.EmbeddingFold is on: lower-cased (unicode.ToLower, rune by rune),
+// every run of white space (unicode.IsSpace) replaced by one space, leading
+// and trailing white space removed; invalid UTF-8 bytes are kept as they
+// are. With the knob on, llmsim answers Vector(FoldEmbeddingText(text)),
+// so tests elsewhere can predict it.
+func FoldEmbeddingText(text string) string { return string(appendFolded(nil, text)) }
+
+// appendFolded appends FoldEmbeddingText(s) to dst without allocating
+// beyond dst's growth.
+func appendFolded(dst []byte, s string) []byte {
+	start := len(dst)
+	space := false // a white-space run is pending (written before the next word)
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			i++
+			switch {
+			case c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r':
+				space = len(dst) > start
+				continue
+			case 'A' <= c && c <= 'Z':
+				c += 'a' - 'A'
+			}
+			if space {
+				dst, space = append(dst, ' '), false
+			}
+			dst = append(dst, c)
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 { // invalid UTF-8: keep the byte
+			if space {
+				dst, space = append(dst, ' '), false
+			}
+			dst = append(dst, c)
+			i++
+			continue
+		}
+		i += n
+		if unicode.IsSpace(r) {
+			space = len(dst) > start
+			continue
+		}
+		if space {
+			dst, space = append(dst, ' '), false
+		}
+		dst = utf8.AppendRune(dst, unicode.ToLower(r))
+	}
+	return dst
 }
 
 // splitmix64 is Vigna's tiny 64-bit generator; its state is its output

@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 type embeddingList struct {
@@ -130,5 +132,103 @@ func TestEmbeddingDimsConfig(t *testing.T) {
 	v, _ = getEmbeddings(t, ts, "x", "float")
 	if len(v[0]) != 5 {
 		t.Errorf("after SetConfig: %d dimensions, want 5", len(v[0]))
+	}
+}
+
+func TestFoldEmbeddingText(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"", ""},
+		{" \t\n ", ""},
+		{"What is the capital of France?", "what is the capital of france?"},
+		{"  wHaT   IS\tthe\r\ncapital of   FRANCE? ", "what is the capital of france?"},
+		{"ÉCOLE\u00a0Normale\u2003SUPÉRIEURE", "école normale supérieure"},
+		{"a\xffB  \xfeC", "a\xffb \xfec"}, // invalid UTF-8 bytes are kept
+	} {
+		if got := FoldEmbeddingText(tt.in); got != tt.want {
+			t.Errorf("FoldEmbeddingText(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+		// Valid UTF-8 folds as lower-case + strings.Fields would.
+		if utf8.ValidString(tt.in) {
+			if ref := strings.Join(strings.Fields(strings.ToLower(tt.in)), " "); FoldEmbeddingText(tt.in) != ref {
+				t.Errorf("FoldEmbeddingText(%q) = %q, reference %q", tt.in, FoldEmbeddingText(tt.in), ref)
+			}
+		}
+	}
+}
+
+// foldVariants are one prompt in different letter cases and spacings.
+var foldVariants = []string{
+	"What is the capital of France?",
+	"what is the capital of france?",
+	"WHAT IS THE CAPITAL OF FRANCE?",
+	"  wHaT iS\tthe   CaPiTaL\nof fRANCE? ",
+}
+
+func TestEmbeddingFold(t *testing.T) {
+	others := []string{"what is the capital of spain?", "whatis the capital of france?", "what is the capital of france"}
+
+	// Default: every distinct text has its own vector, Vector(text) as before.
+	_, ts := newSim(t, Config{})
+	plain, _ := getEmbeddings(t, ts, foldVariants, "float")
+	for i := range foldVariants {
+		want := make([]float32, DefaultEmbeddingDims)
+		Vector(want, foldVariants[i])
+		if !slices.Equal(plain[i], want) {
+			t.Errorf("default: variant %d is not Vector(text)", i)
+		}
+		for j := range i {
+			if slices.Equal(plain[i], plain[j]) {
+				t.Errorf("default: variants %d and %d have equal vectors", i, j)
+			}
+		}
+	}
+
+	// Folded: every variant gets the vector of the folded text; other texts
+	// still differ from it and from each other.
+	_, ts = newSim(t, Config{EmbeddingFold: true})
+	folded, _ := getEmbeddings(t, ts, append(slices.Clone(foldVariants), others...), "base64")
+	want := make([]float32, DefaultEmbeddingDims)
+	Vector(want, "what is the capital of france?")
+	for i := range foldVariants {
+		if !slices.Equal(folded[i], want) {
+			t.Errorf("fold: variant %d %q differs from Vector(folded text)", i, foldVariants[i])
+		}
+	}
+	if math.Abs(norm(want)-1) > 1e-5 {
+		t.Errorf("fold: norm %v, want 1", norm(want))
+	}
+	rest := folded[len(foldVariants):]
+	for i := range rest {
+		if slices.Equal(rest[i], want) {
+			t.Errorf("fold: %q got the variants' vector", others[i])
+		}
+		for j := range i {
+			if slices.Equal(rest[i], rest[j]) {
+				t.Errorf("fold: %q and %q have equal vectors", others[i], others[j])
+			}
+		}
+	}
+}
+
+func TestEmbeddingFoldConfig(t *testing.T) {
+	s, ts := newSim(t, Config{})
+	resp, b := do(t, ts, http.MethodPut, "/_sim/config", `{"embedding_fold":true}`)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"embedding_fold":true`) || !s.Config().EmbeddingFold {
+		t.Fatalf("PUT embedding_fold true: %d %s, config %+v", resp.StatusCode, b, s.Config())
+	}
+	v, _ := getEmbeddings(t, ts, []string{foldVariants[0], foldVariants[2]}, "float")
+	if !slices.Equal(v[0], v[1]) {
+		t.Error("embedding_fold on: case variants differ")
+	}
+	resp, b = do(t, ts, http.MethodPut, "/_sim/config", `{"embedding_fold":false}`)
+	if resp.StatusCode != http.StatusOK || strings.Contains(string(b), "embedding_fold") || s.Config().EmbeddingFold {
+		t.Fatalf("PUT embedding_fold false: %d %s, config %+v", resp.StatusCode, b, s.Config())
+	}
+	v, _ = getEmbeddings(t, ts, []string{foldVariants[0], foldVariants[2]}, "float")
+	if slices.Equal(v[0], v[1]) {
+		t.Error("embedding_fold off again: case variants still equal")
+	}
+	if resp, b := do(t, ts, http.MethodPut, "/_sim/config", `{"embedding_fold":"yes"}`); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("PUT embedding_fold \"yes\": %d %s, want 400", resp.StatusCode, b)
 	}
 }

@@ -7,7 +7,7 @@
 // of the SHA-256 of the last user message (or of the prompt), and the rest
 // are filler words chosen from that hash, so the same request always gets the
 // same text. Embeddings are unit vectors derived from the SHA-256 of each
-// input.
+// input (optionally of its case- and space-folded form: EmbeddingFold).
 //
 // Knobs (time to first token, streaming pace, answer length, a concurrency
 // limit) and injected faults (error statuses, hangs, empty answers, cut
@@ -66,6 +66,15 @@ type Config struct {
 	// "dimensions" overrides it). Zero or negative means
 	// DefaultEmbeddingDims.
 	EmbeddingDims int
+	// EmbeddingFold makes embeddings insensitive to letter case and to
+	// runs of white space: each input is folded (FoldEmbeddingText:
+	// lower-cased, white-space runs collapsed to one space, trimmed)
+	// before it is hashed, so "What is  X?" and "what is x?" get the same
+	// vector while different words still get unrelated ones. It simulates
+	// an embedding model for which case and spacing variants of a prompt
+	// are the same sentence (edgebench's semantic-hit scenario relies on
+	// it). Off by default: every distinct text gets its own vector.
+	EmbeddingFold bool
 }
 
 // Validate reports knobs that are negative or absurdly large. New and

@@ -99,6 +99,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.AnswerTokens, "tokens", DefaultAnswerTokens, "words per answer")
 	fs.IntVar(&cfg.MaxConcurrency, "max-concurrency", 0, "generation requests in flight before 429; 0 = unlimited")
 	fs.IntVar(&cfg.EmbeddingDims, "embedding-dims", DefaultEmbeddingDims, "default embedding dimensions")
+	fs.BoolVar(&cfg.EmbeddingFold, "embed-fold", false, "embed texts lower-cased with white-space runs collapsed, so case and spacing variants get the same vector")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: llmsim [flags]\n\nAn OpenAI-compatible LLM upstream simulator with fault injection.\n\nFlags:")
 		fs.PrintDefaults()

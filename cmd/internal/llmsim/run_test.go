@@ -168,3 +168,32 @@ func TestMainFlagErrors(t *testing.T) {
 		t.Errorf("-h printed %q", stderr.String())
 	}
 }
+
+func TestMainEmbedFold(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	outR, outW := io.Pipe()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- Main(ctx, []string{"--listen", "127.0.0.1:0", "--embed-fold"}, outW, io.Discard)
+		outW.Close()
+	}()
+	line, err := bufio.NewReader(outR).ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading stdout: %v", err)
+	}
+	url := strings.TrimSpace(strings.TrimPrefix(line, "llmsim listening on "))
+	code, b, err := getURL(t, url+"/_sim/config")
+	if err != nil || code != http.StatusOK || !strings.Contains(string(b), `"embedding_fold":true`) {
+		t.Errorf("config with --embed-fold: %d %s %v", code, b, err)
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Errorf("Main returned %v on cancel, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Main did not return after cancel")
+	}
+}

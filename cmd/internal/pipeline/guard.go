@@ -299,6 +299,8 @@ func (p *Pipeline) admitAttempt(ctx context.Context, c *call, t *Target, lane ad
 	return o
 }
 
+var spanKindClient = trace.WithSpanKind(trace.SpanKindClient)
+
 // attempt makes one call to t and, when it yields an answer, relays it into
 // c. Failures before the first byte reaches the client are returned for the
 // caller to retry or fail over.
@@ -307,12 +309,17 @@ func (p *Pipeline) attempt(ctx context.Context, c *call, t *Target, in *http.Req
 	o.att.Target = t.Name
 	end := t.Budget.Begin()
 	defer end()
-	ctx, span := p.cfg.Tracer.Start(ctx, "upstream.attempt", trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("edgecache.upstream.target", t.Name), attribute.String("edgecache.route", rt.Name)))
+	ctx, span := p.cfg.Tracer.Start(ctx, "upstream.attempt", spanKindClient)
+	recording := span.IsRecording() // attributes cost allocations: only for a sampled span
+	if recording {
+		span.SetAttributes(attribute.String("edgecache.upstream.target", t.Name), attribute.String("edgecache.route", rt.Name))
+	}
 	defer func() {
-		span.SetAttributes(attribute.Int("http.response.status_code", o.att.Status))
-		if o.reason != "" {
-			span.SetStatus(codes.Error, o.reason)
+		if recording {
+			span.SetAttributes(attribute.Int("http.response.status_code", o.att.Status))
+			if o.reason != "" {
+				span.SetStatus(codes.Error, o.reason)
+			}
 		}
 		span.End()
 	}()

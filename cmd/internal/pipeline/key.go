@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"hash"
 	"net/http"
 	"strconv"
 	"strings"
@@ -55,7 +56,7 @@ func (p *Pipeline) namespace(rt *Route, r *http.Request) string {
 	if rt.Shared {
 		ns = "shared"
 	} else if key := clientKey(r); key != "" {
-		ns = Namespace(p.cfg.Secret, key)
+		ns = p.tenant(key)
 	}
 	if p.cfg.NamespaceGeneration != nil {
 		if g := p.cfg.NamespaceGeneration(ns); g > 0 {
@@ -65,12 +66,34 @@ func (p *Pipeline) namespace(rt *Route, r *http.Request) string {
 	return ns
 }
 
+// tenant is Namespace(p.cfg.Secret, apiKey) with a pooled HMAC: a new
+// one per request costs four allocations and the key schedule.
+func (p *Pipeline) tenant(apiKey string) string {
+	m, _ := p.macs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, p.cfg.Secret)
+	}
+	m.Reset()
+	m.Write([]byte(apiKey))
+	var sum [sha256.Size]byte
+	ns := namespaceOf(m.Sum(sum[:0]))
+	p.macs.Put(m)
+	return ns
+}
+
+func namespaceOf(sum []byte) string {
+	var b [2 + 32]byte
+	copy(b[:], "t:")
+	hex.Encode(b[2:], sum[:16])
+	return string(b[:])
+}
+
 // Namespace is the cache namespace of an API key: an HMAC under the
 // server secret.
 func Namespace(secret []byte, apiKey string) string {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte(apiKey))
-	return "t:" + hex.EncodeToString(m.Sum(nil)[:16])
+	return namespaceOf(m.Sum(nil))
 }
 
 // clientKey extracts the client's API key: a Bearer token (OpenAI, DeepSeek,

@@ -118,6 +118,7 @@ type Pipeline struct {
 	wg      sync.WaitGroup
 	log     *slog.Logger
 	m       Metrics
+	macs    sync.Pool // HMAC-SHA256 under cfg.Secret, for tenant namespaces
 }
 
 // New returns a Pipeline for cfg.
@@ -399,7 +400,7 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 		return newCall("", stream, cancel)
 	}
 	var c *call
-	created := true
+	created, sync := true, false
 	if coalesce && store {
 		fk := flightKey(key, req)
 		c, created = p.flights.join(fk, func() *call { c := mk(); c.key = fk; return c },
@@ -412,6 +413,14 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 			c, created = mk(), true
 			c.waiters = 1
 		}
+	} else if !stream {
+		// Nobody else can join this call and its answer arrives whole: run
+		// it on the handler's goroutine under the client's own context (its
+		// only reader leaving cancels it either way). This spares a
+		// pass-through request a goroutine, its stack growth and a wake-up.
+		runCtx = r.Context()
+		c = newCall("", false, func() {})
+		c.waiters, sync = 1, true
 	} else {
 		c = mk()
 		c.waiters = 1
@@ -422,7 +431,11 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 		if pd.adm != nil {
 			lane = pd.adm.lane
 		}
-		go p.run(runCtx, c, in, rt, body, req, key, q, store, lane)
+		if sync {
+			p.run(runCtx, c, in, rt, body, req, key, q, store, lane)
+		} else {
+			go p.run(runCtx, c, in, rt, body, req, key, q, store, lane)
+		}
 	} else {
 		p.m.Coalesced(rt.Name)
 	}

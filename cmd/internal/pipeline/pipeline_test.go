@@ -660,3 +660,26 @@ func TestL2(t *testing.T) {
 	}
 	t.Logf("slowest request with Redis down (after the breaker opened): %v", slowest)
 }
+
+// The pooled namespace HMAC gives Namespace's answer, for every key in
+// turn (a reused MAC must be reset) and from many goroutines at once.
+func TestTenantMatchesNamespace(t *testing.T) {
+	p := New(Config{Secret: []byte("server-secret")})
+	defer p.Close(context.Background())
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				k := fmt.Sprintf("sk-%d-%d", g, i%7)
+				if got, want := p.tenant(k), Namespace([]byte("server-secret"), k); got != want {
+					t.Errorf("tenant(%q) = %q, want %q", k, got, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if a, b := p.tenant("sk-a"), p.tenant("sk-b"); a == b || len(a) != 34 {
+		t.Errorf("tenant namespaces %q and %q: want distinct, 34 bytes", a, b)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"strconv"
 	"sync/atomic"
@@ -107,6 +108,7 @@ func Admin(metrics http.Handler, ready Readiness, api AdminAPI, auth *AdminAuth,
 		g := e.Group("/admin", auth.middleware())
 		g.GET("/upstreams", func(c echo.Context) error { return c.JSON(http.StatusOK, api.Upstreams()) })
 		registerReview(g, api)
+		registerPprof(g)
 		g.GET("/degradations", func(c echo.Context) error {
 			return adminReply(c, func() (any, error) { return api.Degradations(c.Request().Context(), c.QueryParams()) })
 		})
@@ -154,6 +156,18 @@ func Admin(metrics http.Handler, ready Readiness, api AdminAPI, auth *AdminAuth,
 	})
 	e.GET("/metrics", echo.WrapHandler(metrics))
 	return e
+}
+
+// registerPprof serves the runtime profiles under /admin/debug/pprof/,
+// behind the same token as the rest of /admin: a CPU profile of a loaded
+// replica is how a slow path is found, and the profiles reveal enough of
+// the process (stacks, heap) that they are never on the data port.
+func registerPprof(g *echo.Group) {
+	g.GET("/debug/pprof/profile", echo.WrapHandler(http.HandlerFunc(pprof.Profile)))
+	g.GET("/debug/pprof/trace", echo.WrapHandler(http.HandlerFunc(pprof.Trace)))
+	for _, name := range []string{"heap", "allocs", "goroutine", "mutex", "block", "threadcreate"} {
+		g.GET("/debug/pprof/"+name, echo.WrapHandler(pprof.Handler(name)))
+	}
 }
 
 // adminReply answers an admin call: 400 for a bad query, 404 for a

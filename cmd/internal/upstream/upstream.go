@@ -37,7 +37,11 @@ type Config struct {
 type Client struct {
 	base   *url.URL
 	apiKey string
-	hc     *http.Client
+	// rt sends requests. It is used directly, as httputil.ReverseProxy
+	// does, not through an http.Client: redirects are the client's
+	// business, not the cache's, and http.Client's redirect bookkeeping
+	// copies every request's header.
+	rt http.RoundTripper
 }
 
 // New returns a Client for cfg.
@@ -67,11 +71,7 @@ func New(cfg Config) (*Client, error) {
 			ExpectContinueTimeout: time.Second,
 		}
 	}
-	return &Client{base: u, apiKey: cfg.APIKey, hc: &http.Client{
-		Transport: rt,
-		// Redirects are the client's business, not the cache's.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}, nil
+	return &Client{base: u, apiKey: cfg.APIKey, rt: rt}, nil
 }
 
 // URL returns the upstream URL for path and rawQuery. A base URL that ends in
@@ -114,31 +114,33 @@ func textproto(s string) string { return http.CanonicalHeaderKey(strings.TrimSpa
 // Do sends body to path on the upstream with the inbound request's method,
 // query and end-to-end headers. The caller closes the response body.
 func (c *Client) Do(ctx context.Context, in *http.Request, path string, body []byte) (*http.Response, error) {
-	var rd *bytes.Reader
+	// The request is built field by field rather than through
+	// http.NewRequestWithContext: the URL is already parsed, and formatting
+	// it to parse it again costs every pass-through call.
+	out := (&http.Request{
+		Method:     in.Method,
+		URL:        c.URL(path, in.URL.RawQuery),
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     outboundHeader(in.Header),
+		Host:       c.base.Host,
+	}).WithContext(ctx)
+	if out.Method == "" {
+		out.Method = http.MethodGet
+	}
+	if !validMethod(out.Method) {
+		return nil, &Error{Kind: KindOther, Err: fmt.Errorf("invalid method %q", out.Method)}
+	}
 	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	out, err := http.NewRequestWithContext(ctx, in.Method, c.URL(path, in.URL.RawQuery).String(), nil)
-	if err != nil {
-		return nil, &Error{Kind: KindOther, Err: err}
-	}
-	if rd != nil {
-		out.Body = io.NopCloser(rd)
+		out.Body = io.NopCloser(bytes.NewReader(body))
 		out.ContentLength = int64(len(body))
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	}
-	out.Header = in.Header.Clone()
-	RemoveHopHeaders(out.Header)
-	for name := range out.Header {
-		if strings.HasPrefix(name, "X-Edgecache-") {
-			delete(out.Header, name)
+		if len(body) == 0 {
+			out.Body = http.NoBody
+			out.GetBody = func() (io.ReadCloser, error) { return http.NoBody, nil }
 		}
 	}
-	// Let the transport negotiate (and transparently undo) compression: the
-	// cache needs the plain body.
-	out.Header.Del("Accept-Encoding")
-	out.Header.Del("Cache-Control") // directives to the edge, not the model
-	out.Header.Del("Content-Length")
 	if c.apiKey != "" {
 		out.Header.Set("Authorization", "Bearer "+c.apiKey)
 		if out.Header.Get("Api-Key") != "" { // Azure OpenAI style
@@ -154,12 +156,59 @@ func (c *Client) Do(ctx context.Context, in *http.Request, path string, body []b
 	if out.Header.Get("User-Agent") == "" {
 		out.Header["User-Agent"] = nil // no Go default User-Agent
 	}
-	resp, err := c.hc.Do(out)
+	resp, err := c.rt.RoundTrip(out)
 	if err != nil {
 		return nil, classify(ctx, err)
 	}
 	RemoveHopHeaders(resp.Header)
 	return resp, nil
+}
+
+// validMethod reports whether m is an HTTP token (what
+// http.NewRequest checks).
+func validMethod(m string) bool {
+	for i := 0; i < len(m); i++ {
+		c := m[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("()<>@,;:\\\"/[]?={}", c) >= 0 {
+			return false
+		}
+	}
+	return m != ""
+}
+
+// dropOutbound are inbound headers never sent upstream besides the hop
+// headers: edgecache's own, Accept-Encoding (the transport negotiates, and
+// transparently undoes, compression: the cache needs the plain body),
+// Cache-Control (directives to the edge, not the model) and Content-Length
+// (set from the body).
+func dropOutbound(name string) bool {
+	switch name {
+	case "Accept-Encoding", "Cache-Control", "Content-Length":
+		return true
+	}
+	return strings.HasPrefix(name, "X-Edgecache-")
+}
+
+// outboundHeader copies the end-to-end headers of an inbound request, in one
+// pass and one backing array for the values.
+func outboundHeader(h http.Header) http.Header {
+	n := 0
+	for name, vv := range h {
+		if !dropOutbound(name) {
+			n += len(vv)
+		}
+	}
+	out := make(http.Header, len(h))
+	vals := make([]string, 0, n)
+	for name, vv := range h {
+		if dropOutbound(name) || len(vv) == 0 {
+			continue
+		}
+		vals = append(vals, vv...)
+		out[name] = vals[len(vals)-len(vv) : len(vals) : len(vals)]
+	}
+	RemoveHopHeaders(out)
+	return out
 }
 
 // Kind classifies a transport failure.
@@ -219,4 +268,8 @@ func isTimeout(err error) bool {
 }
 
 // CloseIdle closes idle keep-alive connections (on shutdown).
-func (c *Client) CloseIdle() { c.hc.CloseIdleConnections() }
+func (c *Client) CloseIdle() {
+	if t, ok := c.rt.(interface{ CloseIdleConnections() }); ok {
+		t.CloseIdleConnections()
+	}
+}
