@@ -11,11 +11,14 @@
 //	(c) llmsim direct;
 //	(d) pass-through: edgecache with Cache-Control: no-store, llmsim on CPU 0
 //	    sharing it with wrk;
+//	(e) semantic hits: edgecache with a semantic chat route whose remote
+//	    embedder is llmsim --embed-fold on CPU 0 (also the model), asked
+//	    stored prompts in random letter case (see semantic.go);
 //
-// and prints a Markdown table with the target ratios (hits ≥ 70 % of the
+// and prints a Markdown table with the targets (hits ≥ 70 % of the
 // ceiling, hit p99 ≤ 2 ms at 32 connections, pass-through ≥ 45 % of llmsim
-// direct). It needs wrk and taskset and prebuilt binaries; it installs and
-// builds nothing.
+// direct, semantic hits ≥ 2,500 req/s). It needs wrk and taskset and
+// prebuilt binaries; it installs and builds nothing.
 //
 // `edgebench overload` measures the lanes instead: a paid tenant alone, then
 // under a 10× overload of free traffic, against llmsim with a concurrency

@@ -95,18 +95,18 @@ type Machine struct {
 
 // Report is the outcome of one `edgebench run`.
 type Report struct {
-	Machine       Machine  `json:"machine"`
-	Command       string   `json:"command"`
-	Duration      string   `json:"duration"`
-	Warmup        string   `json:"warmup"`
-	Conns         []int    `json:"conns"`
-	RequestBytes  int      `json:"request_bytes"`
-	ResponseBytes int      `json:"response_bytes"`
+	Machine       Machine `json:"machine"`
+	Command       string  `json:"command"`
+	Duration      string  `json:"duration"`
+	Warmup        string  `json:"warmup"`
+	Conns         []int   `json:"conns"`
+	RequestBytes  int     `json:"request_bytes"`
+	ResponseBytes int     `json:"response_bytes"`
 	// SemanticPrompts is how many distinct prompts scenario (e) primed and
 	// then asked for in random letter case (0: not run).
-	SemanticPrompts int `json:"semantic_prompts,omitempty"`
-	Results       []Result `json:"results"`
-	Targets       []Target `json:"targets"`
+	SemanticPrompts int      `json:"semantic_prompts,omitempty"`
+	Results         []Result `json:"results"`
+	Targets         []Target `json:"targets"`
 }
 
 // find returns the row for scenario at conns.
@@ -290,9 +290,13 @@ func WriteMarkdown(w io.Writer, rep Report) error {
 	}
 	fmt.Fprintf(&b, ", %s\n\n", m.Date)
 	fmt.Fprintf(&b, "Command: `%s`\n\n", rep.Command)
-	fmt.Fprintf(&b, "Server under test on CPU 1, wrk -t1 on CPU 0 (taskset); in (b), (d) and (e) llmsim runs on CPU 0 too. "+
+	withLLMSim := "(b) and (d)"
+	if hasScenario(rep.Results, ScenarioSemantic) {
+		withLLMSim = "(b), (d) and (e)"
+	}
+	fmt.Fprintf(&b, "Server under test on CPU 1, wrk -t1 on CPU 0 (taskset); in %s llmsim runs on CPU 0 too. "+
 		"Each row: %s warm-up, then %s measured; POST /v1/chat/completions, %d B request body, %d B response body.\n\n",
-		rep.Warmup, rep.Duration, rep.RequestBytes, rep.ResponseBytes)
+		withLLMSim, rep.Warmup, rep.Duration, rep.RequestBytes, rep.ResponseBytes)
 	if hasScenario(rep.Results, ScenarioSemantic) {
 		fmt.Fprintf(&b, "(e): route in mode semantic, remote embedder → llmsim --embed-fold (CPU 0, also the model), "+
 			"verifier defaults; %d distinct prompts stored first, then every request asks one of them in a fresh random "+

@@ -198,3 +198,119 @@ func TestWriteJSON(t *testing.T) {
 		}
 	}
 }
+
+// withSemantic is sampleResults plus (e) rows: 2,712 req/s at 32 (pass),
+// 2,100 at 128 (fail).
+func withSemantic() []Result {
+	rs := sampleResults()
+	e32, e128 := row(ScenarioSemantic, 32, 2712.4, 5.1, 12.3), row(ScenarioSemantic, 128, 2100, 40, 95)
+	e32.SemanticHitShare, e128.SemanticHitShare = 0.985, 0.9999
+	return append(rs, e32, e128)
+}
+
+func TestComputeTargetsSemantic(t *testing.T) {
+	ts := ComputeTargets(withSemantic(), []int{32, 128})
+	if len(ts) != 7 {
+		t.Fatalf("%d targets, want 7: %+v", len(ts), ts)
+	}
+	for i, w := range []struct {
+		name  string
+		value float64
+		pass  bool
+	}{{"semantic hits @32", 2712.4, true}, {"semantic hits @128", 2100, false}} {
+		g := ts[5+i]
+		if g.Name != w.name || !near(g.Value, w.value) || g.Pass != w.pass || !g.Known || g.Unit != "req/s" || g.Limit != MinSemanticRPS || g.Max {
+			t.Errorf("target %d = %+v, want %+v", 5+i, g, w)
+		}
+	}
+	// Absolute, inclusive: exactly 2,500 req/s passes, whatever the other rows.
+	rs := []Result{row(ScenarioSemantic, 32, 2500, 1, 2)}
+	if tg := ComputeTargets(rs, []int{32}); len(tg) != 4 || !tg[3].Pass || tg[3].Name != "semantic hits @32" {
+		t.Errorf("2,500 req/s alone: %+v, want the semantic target to PASS", tg)
+	}
+	rs[0].RequestsPerSec = 2499
+	if tg := ComputeTargets(rs, []int{32}); tg[3].Pass {
+		t.Errorf("2,499 req/s: %+v, want FAIL", tg[3])
+	}
+	// A failed (e) row, or one missing at a count: unknown, FAIL.
+	rs = []Result{{Scenario: ScenarioSemantic, Conns: 32, WrkResult: WrkResult{RequestsPerSec: 9000}, Error: "only 40.0 % semantic hits"}}
+	for _, tg := range ComputeTargets(rs, []int{32, 128})[5:] {
+		if tg.Known || tg.Pass || tg.valueString() != "n/a" {
+			t.Errorf("target %+v should be unknown and FAIL", tg)
+		}
+	}
+}
+
+func TestWriteMarkdownSemantic(t *testing.T) {
+	rep := sampleReport()
+	rep.Results = withSemantic()
+	rep.Results[9].Error = "only 50.0 % of the measured requests were semantic hits"
+	rep.Results[9].SemanticHitShare = 0.5
+	rep.SemanticPrompts = 200
+	rep.Targets = ComputeTargets(rep.Results, rep.Conns)
+	var b strings.Builder
+	if err := WriteMarkdown(&b, rep); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"in (b), (d) and (e) llmsim runs on CPU 0 too",
+		"(e): route in mode semantic, remote embedder → llmsim --embed-fold (CPU 0, also the model), verifier defaults; 200 distinct prompts",
+		"| (e) edgecache semantic hit (remote embedder → llmsim) | 32 | 2712 | 5.10 | 12.30 | 98.5 % semantic hits |\n",
+		"| (e) edgecache semantic hit (remote embedder → llmsim) | 128 | 2100 (FAILED) | 40.00 | 95.00 | 50.0 % semantic hits |\n",
+		"| semantic hits @32 | 2,712 req/s | ≥ 2,500 req/s | PASS |\n",
+		"| semantic hits @128 | n/a | ≥ 2,500 req/s | FAIL |\n",
+		"Targets: 4/7 PASS.\n",
+		"- (e) edgecache semantic hit (remote embedder → llmsim) @128 FAILED: only 50.0 % of the measured requests were semantic hits\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q; output:\n%s", want, out)
+		}
+	}
+	if i, j := strings.Index(out, "| (d) edgecache pass-through (no-store) | 128"), strings.Index(out, "| (e) edgecache semantic hit"); i < 0 || j < i {
+		t.Errorf("(e) rows should follow (d):\n%s", out)
+	}
+	// Without (e) rows there is neither the (e) line nor a semantic target.
+	b.Reset()
+	if err := WriteMarkdown(&b, sampleReport()); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "(e)") || strings.Contains(b.String(), "semantic hits @") {
+		t.Errorf("report without (e) rows mentions it:\n%s", b.String())
+	}
+}
+
+func TestThousands(t *testing.T) {
+	for v, want := range map[float64]string{0: "0", 999: "999", 2500: "2,500", 2712.6: "2,713", 1234567: "1,234,567", -2500: "-2,500"} {
+		if got := thousands(v); got != want {
+			t.Errorf("thousands(%v) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+func TestWriteJSONSemantic(t *testing.T) {
+	rep := sampleReport()
+	rep.Results = withSemantic()
+	rep.SemanticPrompts = 200
+	rep.Targets = ComputeTargets(rep.Results, rep.Conns)
+	path := filepath.Join(t.TempDir(), "bench.json")
+	if err := WriteJSON(path, rep); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, rep) {
+		t.Errorf("JSON round trip differs:\n got %+v\nwant %+v", back, rep)
+	}
+	for _, key := range []string{`"scenario": "semantic-hit"`, `"semantic_hit_share": 0.985`, `"semantic_prompts": 200`, `"unit": "req/s"`} {
+		if !strings.Contains(string(data), key) {
+			t.Errorf("JSON lacks %s", key)
+		}
+	}
+}

@@ -138,7 +138,7 @@ func LuaScript(body string, headers map[string]string) string {
 // time when that cannot be read), so the warm-up and the measured run draw
 // different patterns.
 //
-// Prompts must be non-empty printable ASCII without '"' or '\\' and with
+// Prompts must be non-empty printable ASCII without '"' or '\' and with
 // at least one lower-case letter, so that they need no escaping inside a
 // JSON string whatever their case.
 func SemanticLuaScript(prefix, suffix string, prompts []string, headers map[string]string) (string, error) {
