@@ -68,7 +68,7 @@ func (p *Pipeline) admit(w http.ResponseWriter, r *http.Request, rt *Route, req 
 	key := clientKey(r)
 	var keyID string
 	if key != "" {
-		keyID = KeyID(p.cfg.Secret, key)
+		keyID = p.keyID(key)
 		if t, ok := cfg.Tenants[keyID]; ok {
 			a.lane = t.Lane
 			a.subjects = append(a.subjects, admission.Subject{Dim: admission.DimTenant, ID: t.Name, Limits: t.Limits})

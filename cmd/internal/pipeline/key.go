@@ -66,9 +66,14 @@ func (p *Pipeline) namespace(rt *Route, r *http.Request) string {
 	return ns
 }
 
-// tenant is Namespace(p.cfg.Secret, apiKey) with a pooled HMAC: a new
-// one per request costs four allocations and the key schedule.
-func (p *Pipeline) tenant(apiKey string) string {
+// tenant is Namespace(p.cfg.Secret, apiKey) and keyID is
+// KeyID(p.cfg.Secret, apiKey), both through a pooled HMAC: a new one per
+// request costs four allocations and the key schedule.
+func (p *Pipeline) tenant(apiKey string) string { return p.keyMAC("t:", apiKey) }
+
+func (p *Pipeline) keyID(apiKey string) string { return p.keyMAC("k:", apiKey) }
+
+func (p *Pipeline) keyMAC(prefix, apiKey string) string {
 	m, _ := p.macs.Get().(hash.Hash)
 	if m == nil {
 		m = hmac.New(sha256.New, p.cfg.Secret)
@@ -76,16 +81,17 @@ func (p *Pipeline) tenant(apiKey string) string {
 	m.Reset()
 	m.Write([]byte(apiKey))
 	var sum [sha256.Size]byte
-	ns := namespaceOf(m.Sum(sum[:0]))
+	id := macID(prefix, m.Sum(sum[:0]))
 	p.macs.Put(m)
-	return ns
+	return id
 }
 
-func namespaceOf(sum []byte) string {
-	var b [2 + 32]byte
-	copy(b[:], "t:")
-	hex.Encode(b[2:], sum[:16])
-	return string(b[:])
+// macID is prefix and the hex of the first 16 bytes of sum.
+func macID(prefix string, sum []byte) string {
+	b := make([]byte, len(prefix)+32)
+	copy(b, prefix)
+	hex.Encode(b[len(prefix):], sum[:16])
+	return string(b)
 }
 
 // Namespace is the cache namespace of an API key: an HMAC under the
@@ -93,7 +99,7 @@ func namespaceOf(sum []byte) string {
 func Namespace(secret []byte, apiKey string) string {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte(apiKey))
-	return namespaceOf(m.Sum(nil))
+	return macID("t:", m.Sum(nil))
 }
 
 // clientKey extracts the client's API key: a Bearer token (OpenAI, DeepSeek,

@@ -675,6 +675,10 @@ func TestTenantMatchesNamespace(t *testing.T) {
 					t.Errorf("tenant(%q) = %q, want %q", k, got, want)
 					return
 				}
+				if got, want := p.keyID(k), KeyID([]byte("server-secret"), k); got != want {
+					t.Errorf("keyID(%q) = %q, want %q", k, got, want)
+					return
+				}
 			}
 		})
 	}
