@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"net"
 	"net/http"
@@ -54,7 +53,7 @@ type admitted struct {
 func KeyID(secret []byte, key string) string {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte(key))
-	return "k:" + hex.EncodeToString(m.Sum(nil)[:16])
+	return macID("k:", m.Sum(nil))
 }
 
 // admit applies self-protection and own quotas. When it refuses, it has

@@ -118,7 +118,7 @@ type Pipeline struct {
 	wg      sync.WaitGroup
 	log     *slog.Logger
 	m       Metrics
-	macs    sync.Pool // HMAC-SHA256 under cfg.Secret, for tenant namespaces
+	macs    sync.Pool // HMAC-SHA256 under cfg.Secret, for tenant namespaces and key ids
 }
 
 // New returns a Pipeline for cfg.
@@ -400,7 +400,7 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 		return newCall("", stream, cancel)
 	}
 	var c *call
-	created, sync := true, false
+	created, inline := true, false
 	if coalesce && store {
 		fk := flightKey(key, req)
 		c, created = p.flights.join(fk, func() *call { c := mk(); c.key = fk; return c },
@@ -420,7 +420,7 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 		// pass-through request a goroutine, its stack growth and a wake-up.
 		runCtx = r.Context()
 		c = newCall("", false, func() {})
-		c.waiters, sync = 1, true
+		c.waiters, inline = 1, true
 	} else {
 		c = mk()
 		c.waiters = 1
@@ -431,7 +431,7 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 		if pd.adm != nil {
 			lane = pd.adm.lane
 		}
-		if sync {
+		if inline {
 			p.run(runCtx, c, in, rt, body, req, key, q, store, lane)
 		} else {
 			go p.run(runCtx, c, in, rt, body, req, key, q, store, lane)
