@@ -58,16 +58,15 @@ func KeyID(secret []byte, key string) string {
 
 // admit applies self-protection and own quotas. When it refuses, it has
 // written the honest answer (503 or 429 with Retry-After) and journaled it.
-func (p *Pipeline) admit(w http.ResponseWriter, r *http.Request, rt *Route, req *openai.Request, bodyLen int) (*admitted, bool) {
+func (p *Pipeline) admit(w http.ResponseWriter, r *http.Request, rt *Route, req *openai.Request, bodyLen int, c caller) (*admitted, bool) {
 	cfg := p.cfg.Admission
 	if cfg == nil {
 		return &admitted{lane: admission.Paid}, true
 	}
 	a := &admitted{lane: cfg.DefaultLane}
-	key := clientKey(r)
 	var keyID string
-	if key != "" {
-		keyID = p.keyID(key)
+	if c.known {
+		keyID = c.keyID()
 		if t, ok := cfg.Tenants[keyID]; ok {
 			a.lane = t.Lane
 			a.subjects = append(a.subjects, admission.Subject{Dim: admission.DimTenant, ID: t.Name, Limits: t.Limits})

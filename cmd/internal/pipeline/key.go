@@ -45,18 +45,18 @@ func exactKey(rt *Route, namespace, rawQuery string, req *openai.Request) cache.
 // anonymous is the namespace of requests that carry no credentials.
 const anonymous = "anon"
 
-// namespace returns the tenant namespace for r: an HMAC of the client's API
-// key under the server's secret (raw keys are never stored or logged), or
-// "shared" for routes that opt into one namespace.
+// namespace returns the tenant namespace of caller c on route rt: an HMAC
+// of the client's API key under the server's secret (raw keys are never
+// stored or logged), or "shared" for routes that opt into one namespace.
 //
 // A purged namespace carries its generation ("t:…#g2"), so its older
 // entries and semantic points are never found again.
-func (p *Pipeline) namespace(rt *Route, r *http.Request) string {
+func (p *Pipeline) namespace(rt *Route, c caller) string {
 	ns := anonymous
 	if rt.Shared {
 		ns = "shared"
-	} else if key := clientKey(r); key != "" {
-		ns = p.tenant(key)
+	} else if c.known {
+		ns = c.tenant()
 	}
 	if p.cfg.NamespaceGeneration != nil {
 		if g := p.cfg.NamespaceGeneration(ns); g > 0 {
@@ -66,14 +66,24 @@ func (p *Pipeline) namespace(rt *Route, r *http.Request) string {
 	return ns
 }
 
-// tenant is Namespace(p.cfg.Secret, apiKey) and keyID is
-// KeyID(p.cfg.Secret, apiKey), both through a pooled HMAC: a new one per
-// request costs four allocations and the key schedule.
-func (p *Pipeline) tenant(apiKey string) string { return p.keyMAC("t:", apiKey) }
+// caller is who sent a request as keys and quotas see it: the HMAC of the
+// client's API key under the server secret, computed once per request
+// (the tenant namespace and the quota identity both derive from it), or
+// nothing for a request without credentials.
+type caller struct {
+	mac   [16]byte
+	known bool
+}
 
-func (p *Pipeline) keyID(apiKey string) string { return p.keyMAC("k:", apiKey) }
+// identify returns the caller of r.
+func (p *Pipeline) identify(r *http.Request) caller { return p.callerOf(clientKey(r)) }
 
-func (p *Pipeline) keyMAC(prefix, apiKey string) string {
+// callerOf hashes apiKey through a pooled HMAC: a new one per request costs
+// four allocations and the key schedule.
+func (p *Pipeline) callerOf(apiKey string) caller {
+	if apiKey == "" {
+		return caller{}
+	}
 	m, _ := p.macs.Get().(hash.Hash)
 	if m == nil {
 		m = hmac.New(sha256.New, p.cfg.Secret)
@@ -81,10 +91,16 @@ func (p *Pipeline) keyMAC(prefix, apiKey string) string {
 	m.Reset()
 	m.Write([]byte(apiKey))
 	var sum [sha256.Size]byte
-	id := macID(prefix, m.Sum(sum[:0]))
+	m.Sum(sum[:0])
 	p.macs.Put(m)
-	return id
+	c := caller{known: true}
+	copy(c.mac[:], sum[:16])
+	return c
 }
+
+// tenant is Namespace(secret, apiKey); keyID is KeyID(secret, apiKey).
+func (c caller) tenant() string { return macID("t:", c.mac[:]) }
+func (c caller) keyID() string  { return macID("k:", c.mac[:]) }
 
 // macID is prefix and the hex of the first 16 bytes of sum.
 func macID(prefix string, sum []byte) string {

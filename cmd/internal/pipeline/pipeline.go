@@ -206,11 +206,12 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		openai.WriteError(w, status, 0, openai.NewError(openai.TypeInvalidRequest, code, "", err.Error()))
 		return
 	}
+	c := p.identify(r)
+	ns := p.namespace(rt, c)
 	var ak string
 	if p.aliasable(rt, r) {
-		ns := p.namespace(rt, r)
 		ak = aliasKey(rt, ns, r.URL.RawQuery, body)
-		if al, ok := p.aliases.c.Get(ak); ok && p.serveAlias(w, r, rt, al, len(body)) {
+		if al, ok := p.aliases.c.Get(ak); ok && p.serveAlias(w, r, rt, al, len(body), c) {
 			return
 		}
 	}
@@ -227,19 +228,17 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	if rt.API == openai.APIJSON || rt.API == openai.APIEmbeddings {
 		req.Stream = false // never streamed: the upstream answers JSON
 	}
-	adm, ok := p.admit(w, r, rt, req, len(body))
+	adm, ok := p.admit(w, r, rt, req, len(body), c)
 	if !ok {
 		return
 	}
-	pd := &pending{rt: rt, req: req, adm: adm, lane: adm.lane.String(), usage: -1}
+	pd := &pending{rt: rt, req: req, adm: adm, lane: adm.lane.String(), ns: ns, usage: -1}
 	defer func() { p.done(r.Context(), adm, pd.usage) }()
 	if reason := p.bypass(rt, r, req); reason != "" {
 		p.m.Bypass(rt.Name, reason)
-		pd.ns = p.namespace(rt, r)
 		p.forward(w, r, pd, body, false, "edgecache; fwd=bypass; detail="+reason)
 		return
 	}
-	pd.ns = p.namespace(rt, r)
 	pd.key = exactKey(rt, pd.ns, r.URL.RawQuery, req)
 	if noCache(r) {
 		p.m.Bypass(rt.Name, "no-cache")
@@ -267,14 +266,14 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 
 // serveAlias answers a byte-identical repeat from the cache without
 // parsing it; it reports false (nothing written) when the entry is gone.
-func (p *Pipeline) serveAlias(w http.ResponseWriter, r *http.Request, rt *Route, al alias, bodyLen int) bool {
+func (p *Pipeline) serveAlias(w http.ResponseWriter, r *http.Request, rt *Route, al alias, bodyLen int, c caller) bool {
 	e, err := p.get(r.Context(), rt, al.key)
 	if err != nil {
 		return false // the full path looks up (and counts) again
 	}
 	p.count(rt, e, nil)
 	req := &openai.Request{API: al.api, Stream: al.stream, IncludeUsage: al.includeUsage}
-	adm, ok := p.admit(w, r, rt, req, bodyLen)
+	adm, ok := p.admit(w, r, rt, req, bodyLen, c)
 	if !ok {
 		return true // refused: the honest answer is written
 	}

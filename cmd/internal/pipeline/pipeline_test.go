@@ -671,19 +671,19 @@ func TestTenantMatchesNamespace(t *testing.T) {
 		wg.Go(func() {
 			for i := range 200 {
 				k := fmt.Sprintf("sk-%d-%d", g, i%7)
-				if got, want := p.tenant(k), Namespace([]byte("server-secret"), k); got != want {
-					t.Errorf("tenant(%q) = %q, want %q", k, got, want)
+				if got, want := p.callerOf(k).tenant(), Namespace([]byte("server-secret"), k); got != want {
+					t.Errorf("callerOf(%q).tenant() = %q, want %q", k, got, want)
 					return
 				}
-				if got, want := p.keyID(k), KeyID([]byte("server-secret"), k); got != want {
-					t.Errorf("keyID(%q) = %q, want %q", k, got, want)
+				if got, want := p.callerOf(k).keyID(), KeyID([]byte("server-secret"), k); got != want {
+					t.Errorf("callerOf(%q).keyID() = %q, want %q", k, got, want)
 					return
 				}
 			}
 		})
 	}
 	wg.Wait()
-	if a, b := p.tenant("sk-a"), p.tenant("sk-b"); a == b || len(a) != 34 {
+	if a, b := p.callerOf("sk-a").tenant(), p.callerOf("sk-b").tenant(); a == b || len(a) != 34 {
 		t.Errorf("tenant namespaces %q and %q: want distinct, 34 bytes", a, b)
 	}
 }

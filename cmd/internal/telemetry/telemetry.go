@@ -18,6 +18,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/contrib/exporters/autoexport"
@@ -139,18 +140,25 @@ func (l traceLog) WithGroup(g string) slog.Handler       { return traceLog{l.Han
 
 // Metrics records the request path's measurements. It implements
 // pipeline.Metrics.
+//
+// Counters are atomic cells, one per attribute set, that the SDK reads at
+// each collection through observable instruments: a hit costs a read-locked
+// map lookup and an atomic add instead of the SDK's synchronous path (about
+// 0.6 µs a call, measured with the hit-path CPU profile). Durations go to
+// the SDK's histograms as usual.
 type Metrics struct {
-	lookups   metric.Int64Counter
-	bypasses  metric.Int64Counter
-	upstream  metric.Int64Counter
-	latency   metric.Float64Histogram
-	coalesced metric.Int64Counter
-	dropped   metric.Int64Counter
-	degraded  metric.Int64Counter
-	reqDur    metric.Float64Histogram
-	inFlight  metric.Int64UpDownCounter
-	ttft      metric.Float64Histogram
-	shed      metric.Int64Counter
+	lookups   *counter
+	bypasses  *counter
+	upstream  *counter
+	coalesced *counter
+	dropped   *counter
+	degraded  *counter
+	shed      *counter
+	inFlight  atomic.Int64
+
+	latency metric.Float64Histogram
+	reqDur  metric.Float64Histogram
+	ttft    metric.Float64Histogram
 
 	mu   sync.RWMutex
 	opts map[attrKey]metric.MeasurementOption
@@ -161,35 +169,101 @@ type attrKey struct {
 	n             int
 }
 
+// counter is a monotonic counter whose values live in atomic cells keyed
+// by attribute set.
+type counter struct {
+	inst  metric.Int64ObservableCounter
+	mu    sync.RWMutex
+	cells map[attrKey]*cell
+}
+
+type cell struct {
+	n   atomic.Int64
+	set attribute.Set
+}
+
+// maxCells bounds the attribute sets per counter: their values come from
+// configuration and fixed words, so this is a guard, not a limit in use.
+const maxCells = 10000
+
+// add adds 1 to the cell of k, creating it (attributes from mk) on first use.
+func (c *counter) add(k attrKey, mk func() []attribute.KeyValue) {
+	c.mu.RLock()
+	x := c.cells[k]
+	c.mu.RUnlock()
+	if x == nil {
+		c.mu.Lock()
+		if x = c.cells[k]; x == nil {
+			x = &cell{set: attribute.NewSet(mk()...)}
+			if len(c.cells) < maxCells {
+				c.cells[k] = x
+			}
+		}
+		c.mu.Unlock()
+	}
+	x.n.Add(1)
+}
+
+func (c *counter) observe(o metric.Observer) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, x := range c.cells {
+		o.ObserveInt64(c.inst, x.n.Load(), metric.WithAttributeSet(x.set))
+	}
+}
+
 // NewMetrics creates the instruments on mp's meter.
 func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	m := mp.Meter("github.com/edgecache/edgecache")
 	mm := &Metrics{opts: map[attrKey]metric.MeasurementOption{}}
-	var errs [11]error
-	mm.lookups, errs[0] = m.Int64Counter("edgecache.cache.lookups", metric.WithDescription("Cache tiers consulted, by route, tier and result (hit or miss)."))
-	mm.bypasses, errs[1] = m.Int64Counter("edgecache.cache.bypasses", metric.WithDescription("Requests that skipped the cache, by route and reason."))
-	mm.upstream, errs[2] = m.Int64Counter("edgecache.upstream.requests", metric.WithDescription("Calls to the upstream model, by route, status code and error type."))
-	mm.latency, errs[3] = m.Float64Histogram("edgecache.upstream.duration", metric.WithUnit("s"),
+	var errs []error
+	newCounter := func(name, desc string) *counter {
+		inst, err := m.Int64ObservableCounter(name, metric.WithDescription(desc))
+		errs = append(errs, err)
+		return &counter{inst: inst, cells: map[attrKey]*cell{}}
+	}
+	mm.lookups = newCounter("edgecache.cache.lookups", "Cache tiers consulted, by route, tier and result (hit or miss).")
+	mm.bypasses = newCounter("edgecache.cache.bypasses", "Requests that skipped the cache, by route and reason.")
+	mm.upstream = newCounter("edgecache.upstream.requests", "Calls to the upstream model, by route, status code and error type.")
+	mm.coalesced = newCounter("edgecache.requests.coalesced", "Requests that joined an identical upstream call in progress.")
+	mm.dropped = newCounter("edgecache.cache.store_dropped", "Answers not stored because the write queue was full.")
+	mm.degraded = newCounter("edgecache.degrade.answers", "Degraded answers served, by route, rung and reason.")
+	mm.shed = newCounter("edgecache.admission.shed", "Requests refused by admission, by lane and reason.")
+	inFlight, err := m.Int64ObservableUpDownCounter("edgecache.requests.in_flight", metric.WithDescription("Proxied requests being served."))
+	errs = append(errs, err)
+	var err1, err2, err3 error
+	mm.latency, err1 = m.Float64Histogram("edgecache.upstream.duration", metric.WithUnit("s"),
 		metric.WithDescription("Duration of upstream calls until the answer was complete."),
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
-	mm.coalesced, errs[4] = m.Int64Counter("edgecache.requests.coalesced", metric.WithDescription("Requests that joined an identical upstream call in progress."))
-	mm.dropped, errs[5] = m.Int64Counter("edgecache.cache.store_dropped", metric.WithDescription("Answers not stored because the write queue was full."))
-	mm.degraded, errs[6] = m.Int64Counter("edgecache.degrade.answers", metric.WithDescription("Degraded answers served, by route, rung and reason."))
-	mm.reqDur, errs[7] = m.Float64Histogram("http.server.request.duration", metric.WithUnit("s"),
+	mm.reqDur, err2 = m.Float64Histogram("http.server.request.duration", metric.WithUnit("s"),
 		metric.WithDescription("Duration of HTTP server requests (OpenTelemetry HTTP semantic conventions)."),
 		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
-	mm.inFlight, errs[8] = m.Int64UpDownCounter("edgecache.requests.in_flight", metric.WithDescription("Proxied requests being served."))
-	mm.ttft, errs[9] = m.Float64Histogram("gen_ai.server.time_to_first_token", metric.WithUnit("s"),
+	mm.ttft, err3 = m.Float64Histogram("gen_ai.server.time_to_first_token", metric.WithUnit("s"),
 		metric.WithDescription("Time to the first token of upstream answers (OpenTelemetry GenAI semantic conventions)."),
 		metric.WithExplicitBucketBoundaries(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-	mm.shed, errs[10] = m.Int64Counter("edgecache.admission.shed", metric.WithDescription("Requests refused by admission, by lane and reason."))
-	if err := errors.Join(errs[:]...); err != nil {
+	errs = append(errs, err1, err2, err3)
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	counters := []*counter{mm.lookups, mm.bypasses, mm.upstream, mm.coalesced, mm.dropped, mm.degraded, mm.shed}
+	insts := []metric.Observable{inFlight}
+	for _, c := range counters {
+		insts = append(insts, c.inst)
+	}
+	if _, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, c := range counters {
+			c.observe(o)
+		}
+		o.ObserveInt64(inFlight, mm.inFlight.Load())
+		return nil
+	}, insts...); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	return mm, nil
 }
 
-// opt returns a cached attribute option, so recording does not allocate.
+// opt returns a cached attribute option for histograms, so recording does
+// not allocate.
 func (m *Metrics) opt(k attrKey, mk func() []attribute.KeyValue) metric.MeasurementOption {
 	m.mu.RLock()
 	o, ok := m.opts[k]
@@ -199,7 +273,7 @@ func (m *Metrics) opt(k attrKey, mk func() []attribute.KeyValue) metric.Measurem
 	}
 	o = metric.WithAttributeSet(attribute.NewSet(mk()...))
 	m.mu.Lock()
-	if len(m.opts) < 10000 { // bounded: attribute values come from config and fixed words
+	if len(m.opts) < maxCells { // bounded: attribute values come from config and fixed words
 		m.opts[k] = o
 	}
 	m.mu.Unlock()
@@ -208,59 +282,60 @@ func (m *Metrics) opt(k attrKey, mk func() []attribute.KeyValue) metric.Measurem
 
 // CacheLookup implements pipeline.Metrics.
 func (m *Metrics) CacheLookup(route, tier, result string) {
-	m.lookups.Add(context.Background(), 1, m.opt(attrKey{kind: "l", a: route, b: tier, c: result}, func() []attribute.KeyValue {
+	m.lookups.add(attrKey{a: route, b: tier, c: result}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("route", route), attribute.String("tier", tier), attribute.String("result", result)}
-	}))
+	})
 }
 
 // Bypass implements pipeline.Metrics.
 func (m *Metrics) Bypass(route, reason string) {
-	m.bypasses.Add(context.Background(), 1, m.opt(attrKey{kind: "b", a: route, b: reason, c: ""}, func() []attribute.KeyValue {
+	m.bypasses.add(attrKey{a: route, b: reason}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("route", route), attribute.String("reason", reason)}
-	}))
+	})
 }
 
 // UpstreamCall implements pipeline.Metrics.
 func (m *Metrics) UpstreamCall(route string, status int, errKind string, d time.Duration) {
-	o := m.opt(attrKey{kind: "u", a: route, c: errKind, n: status}, func() []attribute.KeyValue {
+	mk := func() []attribute.KeyValue {
 		kv := []attribute.KeyValue{attribute.String("route", route), attribute.Int("http.response.status_code", status)}
 		if errKind != "" {
 			kv = append(kv, attribute.String("error.type", errKind))
 		}
 		return kv
-	})
-	m.upstream.Add(context.Background(), 1, o)
-	m.latency.Record(context.Background(), d.Seconds(), o)
+	}
+	k := attrKey{kind: "u", a: route, c: errKind, n: status}
+	m.upstream.add(k, mk)
+	m.latency.Record(context.Background(), d.Seconds(), m.opt(k, mk))
 }
 
 // Coalesced implements pipeline.Metrics.
 func (m *Metrics) Coalesced(route string) {
-	m.coalesced.Add(context.Background(), 1, m.opt(attrKey{kind: "c", a: route, b: "", c: ""}, func() []attribute.KeyValue {
+	m.coalesced.add(attrKey{a: route}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("route", route)}
-	}))
+	})
 }
 
 // StoreDropped implements pipeline.Metrics.
 func (m *Metrics) StoreDropped(route string) {
-	m.dropped.Add(context.Background(), 1, m.opt(attrKey{kind: "d", a: route, b: "", c: ""}, func() []attribute.KeyValue {
+	m.dropped.add(attrKey{a: route}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("route", route)}
-	}))
+	})
 }
 
 // Degraded implements pipeline.Metrics.
 func (m *Metrics) Degraded(route, rung, reason string) {
-	m.degraded.Add(context.Background(), 1, m.opt(attrKey{kind: "g", a: route, b: rung, c: reason}, func() []attribute.KeyValue {
+	m.degraded.add(attrKey{a: route, b: rung, c: reason}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("route", route), attribute.String("rung", rung), attribute.String("reason", reason)}
-	}))
+	})
 }
 
 // Begin counts a request in flight; End records it.
-func (m *Metrics) Begin() { m.inFlight.Add(context.Background(), 1) }
+func (m *Metrics) Begin() { m.inFlight.Add(1) }
 
 // End implements server.Observer: the request's duration by route, method
 // and status.
 func (m *Metrics) End(route, method string, status int, d time.Duration) {
-	m.inFlight.Add(context.Background(), -1)
+	m.inFlight.Add(-1)
 	o := m.opt(attrKey{kind: "h", a: route, b: method, n: status}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("http.route", route), attribute.String("http.request.method", method),
 			attribute.Int("http.response.status_code", status)}
@@ -311,7 +386,7 @@ func Gauges(mp metric.MeterProvider, breakers func() map[string]int, redisUp fun
 
 // Shed implements pipeline.Metrics.
 func (m *Metrics) Shed(lane, reason string) {
-	m.shed.Add(context.Background(), 1, m.opt(attrKey{kind: "s", a: lane, b: reason, c: ""}, func() []attribute.KeyValue {
+	m.shed.add(attrKey{a: lane, b: reason}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("lane", lane), attribute.String("reason", reason)}
-	}))
+	})
 }

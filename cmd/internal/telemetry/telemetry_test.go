@@ -1,0 +1,80 @@
+package telemetry
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+)
+
+// collect returns the int64 sums by metric name and the attribute value of
+// attr, after one collection by the manual reader.
+func collect(t *testing.T, r *sdkmetric.ManualReader, attr attribute.Key) map[string]map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			s, ok := m.Data.(metricdata.Sum[int64])
+			if !ok {
+				continue
+			}
+			out[m.Name] = map[string]int64{}
+			for _, dp := range s.DataPoints {
+				v, _ := dp.Attributes.Value(attr)
+				out[m.Name][v.AsString()] += dp.Value
+			}
+		}
+	}
+	return out
+}
+
+// Counters kept in atomic cells add up exactly under concurrent use, keep
+// their attribute sets apart, and are cumulative across collections.
+func TestCountersAddUp(t *testing.T) {
+	r := sdkmetric.NewManualReader()
+	m, err := NewMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(r)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 1000 {
+				m.Begin()
+				result := "hit"
+				if i%4 == 0 {
+					result = "miss"
+				}
+				m.CacheLookup("chat", "l1", result)
+				if g == 0 {
+					m.Bypass("chat", "no-store")
+				}
+				m.End("chat", "POST", 200, time.Millisecond)
+			}
+		})
+	}
+	m.Begin() // one still in flight
+	wg.Wait()
+	got := collect(t, r, "result")
+	if h, miss := got["edgecache.cache.lookups"]["hit"], got["edgecache.cache.lookups"]["miss"]; h != 6000 || miss != 2000 {
+		t.Errorf("lookups: hit %d miss %d, want 6000 and 2000", h, miss)
+	}
+	if n := got["edgecache.requests.in_flight"][""]; n != 1 {
+		t.Errorf("in flight %d, want 1", n)
+	}
+	m.CacheLookup("chat", "l1", "hit")
+	if h := collect(t, r, "reason")["edgecache.cache.bypasses"]["no-store"]; h != 1000 {
+		t.Errorf("bypasses %d, want 1000", h)
+	}
+	if h := collect(t, r, "result")["edgecache.cache.lookups"]["hit"]; h != 6001 {
+		t.Errorf("lookups after one more hit: %d, want 6001 (cumulative)", h)
+	}
+}
