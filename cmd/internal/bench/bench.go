@@ -14,6 +14,8 @@
 //	(e) semantic hits: edgecache with a semantic chat route whose remote
 //	    embedder is llmsim --embed-fold on CPU 0 (also the model), asked
 //	    stored prompts in random letter case (see semantic.go);
+//	(f) a reference for (d): `edgebench proxy`, a minimal net/http reverse
+//	    proxy in edgecache's place (no parsing, keys, limits or metrics);
 //
 // and prints a Markdown table with the targets (hits ≥ 70 % of the
 // ceiling, hit p99 ≤ 2 ms at 32 connections, pass-through ≥ 45 % of llmsim
@@ -43,9 +45,10 @@ Usage:
   edgebench run [--duration 10s] [--warmup 2s] [--conns 32,128] [--bin DIR] [--json FILE]
   edgebench overload [--duration 10s] [--concurrency 16] [--ttft 100ms] [--bin DIR] [--json FILE]
   edgebench ceiling --listen ADDR --body FILE
+  edgebench proxy --listen ADDR --upstream URL
   edgebench loadgen --spec FILE      (started by edgebench overload)
 
-"edgebench run -h", "edgebench overload -h" and "edgebench ceiling -h" describe the flags.
+"edgebench SUBCOMMAND -h" describes the flags of run, overload, ceiling and proxy.
 `
 
 // Main runs the edgebench command. prog is the program name as invoked and
@@ -65,6 +68,8 @@ func Main(ctx context.Context, prog string, args []string, stdout, stderr io.Wri
 		return loadgenMain(ctx, args[1:], stdout, stderr)
 	case "ceiling":
 		return ceilingMain(ctx, args[1:], stdout, stderr)
+	case "proxy":
+		return proxyMain(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -62,15 +62,16 @@ func ceilingMain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	return serveCeiling(ctx, ln, body, stdout)
+	return serveHandler(ctx, ln, CeilingHandler(body), "edgebench ceiling", stdout)
 }
 
-// serveCeiling serves CeilingHandler(body) on ln until ctx is done.
-func serveCeiling(ctx context.Context, ln net.Listener, body []byte, stdout io.Writer) error {
-	srv := &http.Server{Handler: CeilingHandler(body), ReadHeaderTimeout: 10 * time.Second}
+// serveHandler serves h on ln until ctx is done, after printing
+// "NAME listening on ADDR".
+func serveHandler(ctx context.Context, ln net.Listener, h http.Handler, name string, stdout io.Writer) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	if _, err := fmt.Fprintf(stdout, "edgebench ceiling listening on %s\n", ln.Addr()); err != nil {
+	if _, err := fmt.Fprintf(stdout, "%s listening on %s\n", name, ln.Addr()); err != nil {
 		_ = srv.Close()
 		<-served
 		return err

@@ -2,10 +2,12 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -108,5 +110,43 @@ func TestCeilingFlags(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nope.json")
 	if err := Main(ctx, "edgebench", []string{"ceiling", "--body", missing}, io.Discard, io.Discard); err == nil {
 		t.Error("a missing body file is accepted")
+	}
+}
+
+// The reference proxy forwards method, path, body and end-to-end headers,
+// and returns the upstream's status, headers and body; hop-by-hop headers
+// stay on their own hop.
+func TestProxyHandler(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Seen", r.Method+" "+r.URL.Path+" "+r.Header.Get("Authorization")+" keep-alive="+r.Header.Get("Keep-Alive"))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusTeapot)
+		_, _ = w.Write(append([]byte("echo:"), b...))
+	}))
+	defer up.Close()
+	u, _ := url.Parse(up.URL)
+	srv := httptest.NewServer(ProxyHandler(u, http.DefaultTransport))
+	defer srv.Close()
+	for range 2 {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+chatPath, strings.NewReader(ChatBody))
+		req.Header.Set("Authorization", "Bearer sk-x")
+		req.Header.Set("Keep-Alive", "timeout=5")
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTeapot || string(b) != "echo:"+ChatBody {
+			t.Fatalf("got %d %q, want 418 and the echoed body", resp.StatusCode, b)
+		}
+		if got, want := resp.Header.Get("X-Seen"), "POST "+chatPath+" Bearer sk-x keep-alive="; got != want {
+			t.Errorf("upstream saw %q, want %q", got, want)
+		}
+	}
+	var out bytes.Buffer
+	if err := proxyMain(context.Background(), []string{"--upstream", "ftp://x"}, &out, &out); err == nil {
+		t.Error("proxy --upstream ftp://x: want an error")
 	}
 }

@@ -80,6 +80,8 @@ Measures, with wrk pinned to CPU 0 and the server under test to CPU 1:
   (e) semantic hits through edgecache: route in mode semantic, remote embedder
       pointed at llmsim --embed-fold (CPU 0, also the model); 200 prompts
       stored, then each request asks one in a random letter case
+  (f) reference for (d): "edgebench proxy", a minimal net/http reverse proxy
+      in edgecache's place, llmsim on CPU 0
 at each connection count, and prints a Markdown table with the targets
 (ratios; semantic hits ≥ 2,500 req/s).
 Needs wrk and taskset in PATH and the binaries in --bin; installs and builds
@@ -238,6 +240,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		{ScenarioDirect, r.scenarioDirect},
 		{ScenarioPassthrough, r.scenarioPassthrough},
 		{ScenarioSemantic, r.scenarioSemantic},
+		{ScenarioProxy, r.scenarioProxy},
 	} {
 		if ctx.Err() != nil {
 			break
@@ -577,6 +580,42 @@ func (r *runner) scenarioPassthrough(ctx context.Context) ([]Result, error) {
 		}
 		if !isBypass(a.cacheStatus) {
 			return fmt.Errorf("not a pass-through: Cache-Status %q, want %q", a.cacheStatus, bypassCacheStatus)
+		}
+		return nil
+	}, nil)
+	return rows, stop()
+}
+
+// scenarioProxy is (f), a reference for (d): `edgebench proxy`, a minimal
+// net/http reverse proxy, on the server CPU in front of llmsim on the load
+// CPU, exactly where edgecache runs in (d).
+func (r *runner) scenarioProxy(ctx context.Context) ([]Result, error) {
+	simAddr, sim, err := r.startLLMSim(ctx, loadCPU)
+	if err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(1)
+	if err != nil {
+		return nil, errors.Join(err, sim.stop(5*time.Second))
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	p, err := r.ps.startPinned(r.dir, fmt.Sprintf("proxy-%d", ports[0]), serverCPU,
+		filepath.Join(r.cfg.bin, "edgebench"), "proxy", "--listen", addr, "--upstream", "http://"+simAddr)
+	if err != nil {
+		return nil, errors.Join(err, sim.stop(5*time.Second))
+	}
+	stop := func() error { return errors.Join(p.stop(10*time.Second), sim.stop(10*time.Second)) }
+	if err := waitReady(ctx, p, 15*time.Second, dialReady(addr)); err != nil {
+		return nil, errors.Join(err, stop())
+	}
+	url := "http://" + addr + chatPath
+	rows := r.measure(ctx, ScenarioProxy, url, r.scripts[true], func(ctx context.Context) error {
+		a, err := r.post(ctx, url, true)
+		if err != nil {
+			return err
+		}
+		if a.status != http.StatusOK || !bytes.HasPrefix(a.body, []byte("{")) {
+			return fmt.Errorf("the proxy answered %d %q", a.status, a.body)
 		}
 		return nil
 	}, nil)

@@ -577,10 +577,25 @@ func checkContentType(r *http.Request) error {
 	return nil
 }
 
+// exactReadMax is the largest declared body length read into one buffer
+// allocated up front.
+const exactReadMax = 64 << 10
+
 // readBody reads at most max bytes of the request body.
 func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, int, error) {
 	if r.ContentLength > max {
 		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("The request body (%d bytes) exceeds the limit of %d bytes.", r.ContentLength, max)
+	}
+	if r.ContentLength > 0 && r.ContentLength <= exactReadMax {
+		// The declared length is within the limit and net/http reads no
+		// further than it: one exact allocation, no growing. Larger
+		// bodies grow as they arrive, so a declared length alone cannot
+		// make the server allocate the limit.
+		b := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, http.StatusBadRequest, fmt.Errorf("The request body could not be read: %v.", err)
+		}
+		return b, 0, nil
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	if err != nil {
@@ -598,7 +613,7 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, int, e
 
 func hasDirective(h http.Header, directive string) bool {
 	for _, v := range h.Values("Cache-Control") {
-		for _, d := range strings.Split(v, ",") {
+		for d := range strings.SplitSeq(v, ",") {
 			if strings.EqualFold(strings.TrimSpace(d), directive) {
 				return true
 			}

@@ -1,0 +1,95 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+)
+
+// ProxyHandler is the least a net/http reverse proxy does for one JSON
+// call: read the request body, send it with the client's headers to the
+// same path on upstream through rt, and copy the status, headers and body
+// back. No parsing, keys, limits, retries or metrics: it is the reference
+// that the pass-through row (d) is read against, the cost of the two
+// extra sockets alone. Hop-by-hop headers are dropped both ways.
+func ProxyHandler(upstream *url.URL, rt http.RoundTripper) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		out, err := http.NewRequestWithContext(r.Context(), r.Method, upstream.JoinPath(r.URL.Path).String(), bytes.NewReader(body))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		for k, v := range r.Header {
+			if !hopHeader(k) {
+				out.Header[k] = v
+			}
+		}
+		resp, err := rt.RoundTrip(out)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		h := w.Header()
+		for k, v := range resp.Header {
+			if !hopHeader(k) {
+				h[k] = v
+			}
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	})
+}
+
+func hopHeader(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
+
+// proxyMain is `edgebench proxy --listen ADDR --upstream URL`.
+func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("edgebench proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on (host:port; port 0 picks one)")
+	up := fs.String("upstream", "", "base URL of the upstream, e.g. http://127.0.0.1:8000 (required)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: edgebench proxy --listen ADDR --upstream URL\n\n"+
+			"A minimal net/http reverse proxy (read the body, forward it, copy the answer\n"+
+			"back): the reference the pass-through numbers are compared with.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	u, err := url.Parse(*up)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--upstream %q: want an http(s) base URL", *up)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	tr := &http.Transport{Proxy: nil, MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, ForceAttemptHTTP2: false}
+	defer tr.CloseIdleConnections()
+	return serveHandler(ctx, ln, ProxyHandler(u, tr), "edgebench proxy", stdout)
+}
