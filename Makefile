@@ -11,7 +11,7 @@ help:
 	@echo "make test   - install test dependencies if missing (redis-server, node/npm), then go vet + go test -race"
 	@echo "make build  - build bin/edgecache, bin/llmsim, bin/edgebench"
 	@echo "make bench  - the load harness (wrk pinned to CPU 0, server to CPU 1)"
-	@echo "make fuzz   - fuzz the canonical-key parser for FUZZTIME (default 30s)"
+	@echo "make fuzz   - fuzz the canonical-key parser and the answer scanner for FUZZTIME each (default 30s)"
 	@echo "make model  - fetch and check the USE-lite model into models/use-lite (once)"
 
 # Run the service on its embedded defaults: no Redis, no Qdrant, no model
@@ -73,6 +73,7 @@ model:
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./cmd/internal/openai/ -run '^$$' -fuzz FuzzCanonical -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/internal/openai/ -run '^$$' -fuzz FuzzInspect -fuzztime $(FUZZTIME)
 
 bench-deps:
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }

@@ -342,39 +342,9 @@ func (p *parser) hex4() (rune, bool) {
 
 func (p *parser) number() (Value, error) {
 	start := p.i
-	if p.b[p.i] == '-' {
-		p.i++
-	}
-	digits := func() int {
-		n := 0
-		for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
-			p.i++
-			n++
-		}
-		return n
-	}
-	if p.i < len(p.b) && p.b[p.i] == '0' {
-		p.i++
-	} else if digits() == 0 {
-		return Value{}, p.errf("invalid number")
-	}
-	integer := true
-	if p.i < len(p.b) && p.b[p.i] == '.' {
-		p.i++
-		integer = false
-		if digits() == 0 {
-			return Value{}, p.errf("invalid number: digits expected after '.'")
-		}
-	}
-	if p.i < len(p.b) && (p.b[p.i] == 'e' || p.b[p.i] == 'E') {
-		p.i++
-		integer = false
-		if p.i < len(p.b) && (p.b[p.i] == '+' || p.b[p.i] == '-') {
-			p.i++
-		}
-		if digits() == 0 {
-			return Value{}, p.errf("invalid number: digits expected in exponent")
-		}
+	integer, err := p.numberEnd()
+	if err != nil {
+		return Value{}, err
 	}
 	lit := string(p.b[start:p.i])
 	if integer {
@@ -391,6 +361,46 @@ func (p *parser) number() (Value, error) {
 		return Value{Kind: Number, str: "0"}, nil
 	}
 	return Value{Kind: Number, str: strconv.FormatFloat(f, 'g', -1, 64)}, nil
+}
+
+// numberEnd validates the number at p.i and moves past it, reporting
+// whether it has neither fraction nor exponent.
+func (p *parser) numberEnd() (integer bool, err error) {
+	if p.b[p.i] == '-' {
+		p.i++
+	}
+	digits := func() int {
+		n := 0
+		for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
+			p.i++
+			n++
+		}
+		return n
+	}
+	if p.i < len(p.b) && p.b[p.i] == '0' {
+		p.i++
+	} else if digits() == 0 {
+		return false, p.errf("invalid number")
+	}
+	integer = true
+	if p.i < len(p.b) && p.b[p.i] == '.' {
+		p.i++
+		integer = false
+		if digits() == 0 {
+			return false, p.errf("invalid number: digits expected after '.'")
+		}
+	}
+	if p.i < len(p.b) && (p.b[p.i] == 'e' || p.b[p.i] == 'E') {
+		p.i++
+		integer = false
+		if p.i < len(p.b) && (p.b[p.i] == '+' || p.b[p.i] == '-') {
+			p.i++
+		}
+		if digits() == 0 {
+			return false, p.errf("invalid number: digits expected in exponent")
+		}
+	}
+	return integer, nil
 }
 
 // Get returns the member named key of an object.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"strings"
 )
 
 // EventReader reads Server-Sent Events and returns each event's raw bytes,
@@ -139,65 +138,3 @@ func Complete(api API, body []byte) bool {
 	return ok
 }
 
-// Inspect decodes a non-streamed answer once and reports whether it is
-// complete (see Complete) and the tokens it reports using (-1 unknown). It
-// uses the zero-copy parser: it runs on every upstream answer.
-func Inspect(api API, body []byte) (complete bool, totalTokens int64) {
-	v, err := ParseJSON(body)
-	if err != nil || v.Kind != Object {
-		return false, -1
-	}
-	totalTokens = -1
-	if u, ok := v.Get("usage"); ok {
-		if t, ok := u.Get("total_tokens"); ok {
-			if n, ok := t.Int(); ok {
-				totalTokens = n
-			}
-		}
-	}
-	if e, ok := v.Get("error"); ok && e.Kind != Null {
-		return false, totalTokens
-	}
-	switch api {
-	case APIJSON:
-		return true, totalTokens
-	case APIEmbeddings:
-		data, _ := v.Get("data")
-		if len(data.Elems()) == 0 {
-			return false, totalTokens
-		}
-		for _, d := range data.Elems() {
-			emb, ok := d.Get("embedding")
-			if !ok || emb.Kind == Null || (emb.Kind == String && emb.Str() == "") || (emb.Kind == Array && len(emb.Elems()) == 0) {
-				return false, totalTokens
-			}
-		}
-		return true, totalTokens
-	}
-	choices, _ := v.Get("choices")
-	if len(choices.Elems()) == 0 {
-		return false, totalTokens
-	}
-	for _, c := range choices.Elems() {
-		if fr, _ := c.Get("finish_reason"); fr.Str() == "" {
-			return false, totalTokens
-		}
-		if t, ok := c.Get("text"); ok && t.Kind == String {
-			if strings.TrimSpace(t.Str()) == "" {
-				return false, totalTokens
-			}
-			continue
-		}
-		m, ok := c.Get("message")
-		if !ok || m.Kind != Object {
-			return false, totalTokens
-		}
-		content, _ := m.Get("content")
-		refusal, _ := m.Get("refusal")
-		tools, _ := m.Get("tool_calls")
-		if strings.TrimSpace(content.Str()) == "" && refusal.Str() == "" && len(tools.Elems()) == 0 {
-			return false, totalTokens
-		}
-	}
-	return true, totalTokens
-}
