@@ -92,24 +92,14 @@ type Config struct {
 	MeterProvider  metric.MeterProvider
 }
 
+// Conn is the deployment c connects to.
+func (c Config) Conn() Conn {
+	return Conn{Addrs: c.Addrs, Cluster: c.Cluster, MasterName: c.MasterName, Username: c.Username, Password: c.Password, DB: c.DB}
+}
+
 // Validate reports a configuration that New would reject.
 func (c Config) Validate() error {
-	var errs []error
-	if len(c.Addrs) == 0 {
-		errs = append(errs, errors.New("no Addrs"))
-	}
-	for _, a := range c.Addrs {
-		if a == "" {
-			errs = append(errs, errors.New("empty address in Addrs"))
-			break
-		}
-	}
-	if c.DB < 0 {
-		errs = append(errs, fmt.Errorf("DB %d is negative", c.DB))
-	}
-	if c.DB != 0 && c.MasterName == "" && (c.Cluster || len(c.Addrs) > 1) {
-		errs = append(errs, fmt.Errorf("DB %d is set but Redis Cluster has only DB 0", c.DB))
-	}
+	errs := []error{c.Conn().Validate()}
 	if c.Timeout < 0 || c.DialTimeout < 0 || c.ProbeInterval < 0 {
 		errs = append(errs, errors.New("negative Timeout, DialTimeout or ProbeInterval"))
 	}
@@ -190,26 +180,13 @@ func New(cfg Config) (*Shared, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	client := redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:                 cfg.Addrs,
-		IsClusterMode:         cfg.Cluster,
-		MasterName:            cfg.MasterName,
-		Username:              cfg.Username,
-		Password:              cfg.Password,
-		DB:                    cfg.DB,
-		DisableIdentity:       true, // no CLIENT SETINFO round trip per connection
-		PoolSize:              cfg.PoolSize,
-		DialTimeout:           cfg.DialTimeout,
-		DialerRetries:         1, // one dial attempt; the breaker handles the rest
-		ReadTimeout:           cfg.Timeout,
-		WriteTimeout:          cfg.Timeout,
-		PoolTimeout:           cfg.Timeout,
-		MaxRetries:            1,  // one retry, e.g. for a pooled conn a restart broke
-		MinRetryBackoff:       -1, // retry at once: the budget is milliseconds
-		MaxRetryBackoff:       -1,
-		MaxRedirects:          2, // cluster MOVED/ASK
-		ContextTimeoutEnabled: true,
-	})
+	opts := cfg.Conn().Options()
+	opts.PoolSize = cfg.PoolSize
+	opts.DialTimeout = cfg.DialTimeout
+	opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout
+	opts.MaxRetries = 1                                 // one retry, e.g. for a pooled conn a restart broke
+	opts.MinRetryBackoff, opts.MaxRetryBackoff = -1, -1 // retry at once: the budget is milliseconds
+	client := redis.NewUniversalClient(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Shared{
 		client:        client,

@@ -6,12 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/edgecache/edgecache/cache/shared"
 )
 
 // Defaults of GlobalConfig.
@@ -78,12 +79,14 @@ type GlobalConfig struct {
 	Logger *slog.Logger
 }
 
+// Conn is the Redis deployment c connects to.
+func (c GlobalConfig) Conn() shared.Conn {
+	return shared.Conn{Addrs: c.Addrs, Cluster: c.Cluster, MasterName: c.MasterName, Username: c.Username, Password: c.Password, DB: c.DB}
+}
+
 // Validate reports a configuration NewGlobal would reject.
 func (c GlobalConfig) Validate() error {
-	var errs []error
-	if len(c.Addrs) == 0 || slices.Contains(c.Addrs, "") {
-		errs = append(errs, errors.New("no Addrs, or an empty address"))
-	}
+	errs := []error{c.Conn().Validate()}
 	if c.Timeout < 0 || c.Cooldown < 0 || c.FailureThreshold < 0 || c.Replicas < 0 || c.MaxEntries < 0 || c.DB < 0 {
 		errs = append(errs, errors.New("negative Timeout, Cooldown, FailureThreshold, Replicas, MaxEntries or DB"))
 	}
@@ -162,25 +165,12 @@ func NewGlobal(cfg GlobalConfig) (*Global, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	client := redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:                 append([]string(nil), cfg.Addrs...),
-		IsClusterMode:         cfg.Cluster,
-		MasterName:            cfg.MasterName,
-		Username:              cfg.Username,
-		Password:              cfg.Password,
-		DB:                    cfg.DB,
-		DisableIdentity:       true,
-		DialTimeout:           10 * cfg.Timeout, // the request's Timeout still bounds it
-		DialerRetries:         1,
-		ReadTimeout:           cfg.Timeout,
-		WriteTimeout:          cfg.Timeout,
-		PoolTimeout:           cfg.Timeout,
-		MaxRetries:            1, // a pooled connection a restart broke
-		MinRetryBackoff:       -1,
-		MaxRetryBackoff:       -1,
-		MaxRedirects:          2,
-		ContextTimeoutEnabled: true,
-	})
+	opts := cfg.Conn().Options()
+	opts.DialTimeout = 10 * cfg.Timeout // the request's Timeout still bounds it
+	opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout
+	opts.MaxRetries = 1 // a pooled connection a restart broke
+	opts.MinRetryBackoff, opts.MaxRetryBackoff = -1, -1
+	client := redis.NewUniversalClient(opts)
 	return &Global{
 		client:   client,
 		script:   redis.NewScript(globalLua),

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/edgecache/edgecache/cache/shared"
 )
 
 // Redis sink defaults and limits.
@@ -41,13 +42,13 @@ type RedisSink struct {
 	backoff   time.Duration
 }
 
-// NewRedisSink returns a sink for addrs: one address is a single node,
-// several are the seeds of a Redis Cluster. region names the stream; if
+// NewRedisSink returns a sink writing to the Redis deployment conn (a
+// single node, a Redis Cluster or Sentinel). region names the stream; if
 // empty, it is "default". maxLen caps the stream approximately (MAXLEN ~);
 // if zero or negative, it is 100 000. It connects lazily.
-func NewRedisSink(addrs []string, password, region string, maxLen int64) (*RedisSink, error) {
-	if len(addrs) == 0 || slices.Contains(addrs, "") {
-		return nil, errors.New("journal: redis sink needs at least one address, and no empty ones")
+func NewRedisSink(conn shared.Conn, region string, maxLen int64) (*RedisSink, error) {
+	if err := conn.Validate(); err != nil {
+		return nil, fmt.Errorf("journal: redis sink: %w", err)
 	}
 	if region == "" {
 		region = DefaultRegion
@@ -58,18 +59,12 @@ func NewRedisSink(addrs []string, password, region string, maxLen int64) (*Redis
 	if maxLen <= 0 {
 		maxLen = DefaultMaxLen
 	}
-	client := redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:                 append([]string(nil), addrs...),
-		Password:              password,
-		DisableIdentity:       true,
-		PoolSize:              4, // one writer and the occasional query
-		DialTimeout:           500 * time.Millisecond,
-		DialerRetries:         1,
-		ReadTimeout:           redisWriteTimeout,
-		WriteTimeout:          redisWriteTimeout,
-		MaxRetries:            -1, // a failed batch goes to the file instead
-		ContextTimeoutEnabled: true,
-	})
+	opts := conn.Options()
+	opts.PoolSize = 4 // one writer and the occasional query
+	opts.DialTimeout = 500 * time.Millisecond
+	opts.ReadTimeout, opts.WriteTimeout = redisWriteTimeout, redisWriteTimeout
+	opts.MaxRetries = -1 // a failed batch goes to the file instead
+	client := redis.NewUniversalClient(opts)
 	return &RedisSink{
 		client:     client,
 		region:     region,

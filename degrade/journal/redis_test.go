@@ -11,11 +11,12 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/edgecache/edgecache/cache/cachetest"
+	"github.com/edgecache/edgecache/cache/shared"
 )
 
 func newSink(t *testing.T, addr, region string, maxLen int64) *RedisSink {
 	t.Helper()
-	s, err := NewRedisSink([]string{addr}, "", region, maxLen)
+	s, err := NewRedisSink(shared.Conn{Addrs: []string{addr}}, region, maxLen)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,12 +53,12 @@ func TestNewRedisSinkValidates(t *testing.T) {
 		{[]string{"127.0.0.1:1"}, "eu{1}"},
 		{[]string{"127.0.0.1:1"}, "eu west"},
 	} {
-		if s, err := NewRedisSink(tt.addrs, "", tt.region, 0); err == nil {
+		if s, err := NewRedisSink(shared.Conn{Addrs: tt.addrs}, tt.region, 0); err == nil {
 			s.Close()
 			t.Errorf("NewRedisSink(%q, %q) succeeded", tt.addrs, tt.region)
 		}
 	}
-	s, err := NewRedisSink([]string{"127.0.0.1:1"}, "", "", 0)
+	s, err := NewRedisSink(shared.Conn{Addrs: []string{"127.0.0.1:1"}}, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,5 +219,34 @@ func TestRedisOnlyCountsLostRecords(t *testing.T) {
 	}
 	if _, err := j.Query(t.Context(), Query{}); err == nil || errors.Is(err, ErrPartial) {
 		t.Errorf("Query without Redis or files = %v, want an error", err)
+	}
+}
+
+// The sink reaches the deployment it is given, database included (it used
+// to take only addresses and a password, so a Sentinel or DB setting was
+// lost for the journal alone).
+func TestRedisSinkUsesConnDB(t *testing.T) {
+	r := cachetest.StartRedis(t)
+	s, err := NewRedisSink(shared.Conn{Addrs: []string{r.Addr()}, DB: 3}, "eu", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	j := newTest(t, Config{Dir: t.TempDir(), Redis: s}, nil)
+	for _, rec := range recent(5, "d") {
+		if !j.Record(rec) {
+			t.Fatal("Record refused")
+		}
+	}
+	if st := settled(t, j, 5); st.Written != 5 || st.Fallbacks != 0 {
+		t.Fatalf("Stats = %+v", st)
+	}
+	db3 := redis.NewClient(&redis.Options{Addr: r.Addr(), DB: 3})
+	defer db3.Close()
+	if n, err := db3.XLen(t.Context(), s.Key()).Result(); err != nil || n != 5 {
+		t.Errorf("XLEN in DB 3 = %d, %v; want 5", n, err)
+	}
+	if n, err := rawClient(t, r.Addr()).XLen(t.Context(), s.Key()).Result(); err != nil || n != 0 {
+		t.Errorf("XLEN in DB 0 = %d, %v; want 0", n, err)
 	}
 }

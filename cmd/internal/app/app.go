@@ -228,7 +228,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer closeAdm()
 	var jsink *journal.RedisSink
 	if len(cfg.Redis.Addrs) > 0 {
-		if jsink, err = journal.NewRedisSink(cfg.Redis.Addrs, cfg.Redis.Password, cfg.Degrade.Region, 0); err != nil {
+		if jsink, err = journal.NewRedisSink(redisConn(cfg.Redis), cfg.Degrade.Region, 0); err != nil {
 			return fmt.Errorf("journal: %w", err)
 		}
 	}
@@ -249,8 +249,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	var policyRedis redis.UniversalClient
 	if len(cfg.Redis.Addrs) > 0 {
-		policyRedis = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName,
-			Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB})
+		policyRedis = redis.NewUniversalClient(redisConn(cfg.Redis).Options())
 		defer policyRedis.Close()
 	}
 	table, err := policy.New(ctx, policy.Config{Routes: cfg.Routes, File: cfg.PolicyFile, Redis: policyRedis,
@@ -442,4 +441,10 @@ func tracerIf(t *telemetry.Telemetry) trace.TracerProvider {
 		return t.TracerProvider
 	}
 	return nil
+}
+
+// redisConn is the region's Redis deployment, shared by L2, global limits,
+// the journal stream and route policies.
+func redisConn(r config.Redis) shared.Conn {
+	return shared.Conn{Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB}
 }

@@ -137,4 +137,3 @@ func Complete(api API, body []byte) bool {
 	ok, _ := Inspect(api, body)
 	return ok
 }
-
