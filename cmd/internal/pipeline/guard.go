@@ -96,7 +96,11 @@ func (p *Pipeline) deadline(in *http.Request, start time.Time) time.Time {
 }
 
 func clientRetrying(in *http.Request) bool {
-	n, err := strconv.Atoi(in.Header.Get("X-Stainless-Retry-Count"))
+	v := in.Header.Get("X-Stainless-Retry-Count")
+	if v == "" {
+		return false // the common case: no error value to allocate
+	}
+	n, err := strconv.Atoi(v)
 	return err == nil && n > 0
 }
 
