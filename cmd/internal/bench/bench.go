@@ -31,6 +31,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -67,15 +68,23 @@ func Main(ctx context.Context, prog string, args []string, stdout, stderr io.Wri
 	case "loadgen":
 		return loadgenMain(ctx, args[1:], stdout, stderr)
 	case "ceiling":
-		return ceilingMain(ctx, args[1:], stdout, stderr)
+		return helpIsSuccess(ceilingMain(ctx, args[1:], stdout, stderr))
 	case "proxy":
-		return proxyMain(ctx, args[1:], stdout, stderr)
+		return helpIsSuccess(proxyMain(ctx, args[1:], stdout, stderr))
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown subcommand %q", args[0])
+}
+
+// helpIsSuccess maps flag.ErrHelp (-h was asked for and printed) to nil.
+func helpIsSuccess(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
 }
 
 // shellJoin quotes args for a POSIX shell where needed.

@@ -42,14 +42,8 @@ func ceilingMain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			"the minimal net/http server that the cache-hit numbers are compared with.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if err := parseArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	if *bodyFile == "" {
 		return errors.New("--body FILE is required")
@@ -63,6 +57,18 @@ func ceilingMain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	return serveHandler(ctx, ln, CeilingHandler(body), "edgebench ceiling", stdout)
+}
+
+// parseArgs parses args into fs and rejects positional arguments. -h
+// returns flag.ErrHelp, which Main takes for success.
+func parseArgs(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	return nil
 }
 
 // serveHandler serves h on ln until ctx is done, after printing

@@ -111,6 +111,15 @@ func TestCeilingFlags(t *testing.T) {
 	if err := Main(ctx, "edgebench", []string{"ceiling", "--body", missing}, io.Discard, io.Discard); err == nil {
 		t.Error("a missing body file is accepted")
 	}
+	for _, sub := range []string{"ceiling", "proxy"} {
+		if err := Main(ctx, "edgebench", []string{sub, "-h"}, io.Discard, io.Discard); err != nil {
+			t.Errorf("%s -h: %v, want success", sub, err)
+		}
+		if err := Main(ctx, "edgebench", []string{sub, "--listen", "127.0.0.1:0", "stray"}, io.Discard, io.Discard); err == nil ||
+			!strings.Contains(err.Error(), "unexpected arguments") {
+			t.Errorf("%s with a stray argument: %v", sub, err)
+		}
+	}
 }
 
 // The reference proxy forwards method, path, body and end-to-end headers,

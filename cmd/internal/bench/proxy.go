@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -72,14 +71,8 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			"back): the reference the pass-through numbers are compared with.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if err := parseArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	u, err := url.Parse(*up)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
