@@ -97,13 +97,16 @@ type Machine struct {
 
 // Report is the outcome of one `edgebench run`.
 type Report struct {
-	Machine       Machine `json:"machine"`
-	Command       string  `json:"command"`
-	Duration      string  `json:"duration"`
-	Warmup        string  `json:"warmup"`
-	Conns         []int   `json:"conns"`
-	RequestBytes  int     `json:"request_bytes"`
-	ResponseBytes int     `json:"response_bytes"`
+	Machine  Machine `json:"machine"`
+	Command  string  `json:"command"`
+	Duration string  `json:"duration"`
+	Warmup   string  `json:"warmup"`
+	// BestOf is how many times each row was measured; the row keeps the
+	// run with the most req/s.
+	BestOf        int   `json:"best_of,omitempty"`
+	Conns         []int `json:"conns"`
+	RequestBytes  int   `json:"request_bytes"`
+	ResponseBytes int   `json:"response_bytes"`
 	// SemanticPrompts is how many distinct prompts scenario (e) primed and
 	// then asked for in random letter case (0: not run).
 	SemanticPrompts int      `json:"semantic_prompts,omitempty"`
@@ -299,9 +302,13 @@ func WriteMarkdown(w io.Writer, rep Report) error {
 	case hasScenario(rep.Results, ScenarioSemantic):
 		withLLMSim = "(b), (d) and (e)"
 	}
+	measured := rep.Duration + " measured"
+	if rep.BestOf > 1 {
+		measured = fmt.Sprintf("the best (most req/s) of %d runs of %s each", rep.BestOf, rep.Duration)
+	}
 	fmt.Fprintf(&b, "Server under test on CPU 1, wrk -t1 on CPU 0 (taskset); in %s llmsim runs on CPU 0 too. "+
-		"Each row: %s warm-up, then %s measured; POST /v1/chat/completions, %d B request body, %d B response body.\n\n",
-		withLLMSim, rep.Warmup, rep.Duration, rep.RequestBytes, rep.ResponseBytes)
+		"Each row: %s warm-up, then %s; POST /v1/chat/completions, %d B request body, %d B response body.\n\n",
+		withLLMSim, rep.Warmup, measured, rep.RequestBytes, rep.ResponseBytes)
 	if hasScenario(rep.Results, ScenarioSemantic) {
 		fmt.Fprintf(&b, "(e): route in mode semantic, remote embedder → llmsim --embed-fold (CPU 0, also the model), "+
 			"verifier defaults; %d distinct prompts stored first, then every request asks one of them in a fresh random "+

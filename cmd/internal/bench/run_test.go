@@ -147,3 +147,21 @@ func TestStopKillsProcessGroups(t *testing.T) {
 		t.Errorf("log file: %v", err)
 	}
 }
+
+func TestBestRun(t *testing.T) {
+	run := func(rps float64, p99 float64, errText string) Result {
+		return Result{Scenario: ScenarioHit, Conns: 32, Error: errText, WrkResult: WrkResult{RequestsPerSec: rps, P99Ms: p99}}
+	}
+	if got := bestRun([]Result{run(30000, 3, ""), run(34000, 2.5, ""), run(31000, 2, "")}); got.RequestsPerSec != 34000 || got.P99Ms != 2.5 {
+		t.Errorf("best of three: %+v, want the 34000 req/s run with its own p99", got)
+	}
+	if got := bestRun([]Result{run(34000, 2, ""), run(0, 0, "wrk failed")}); got.Error != "wrk failed" {
+		t.Errorf("a failed run must fail the row: %+v", got)
+	}
+	if _, err := parseRunFlags([]string{"--best-of", "0"}, io.Discard); err == nil {
+		t.Error("--best-of 0 accepted")
+	}
+	if c, err := parseRunFlags([]string{"--best-of", "3"}, io.Discard); err != nil || c.bestOf != 3 {
+		t.Errorf("--best-of 3: %+v, %v", c.bestOf, err)
+	}
+}
