@@ -10,7 +10,7 @@ help:
 	@echo "make run    - run edgecache on its embedded defaults (L1 only, built-in llmsim as the model)"
 	@echo "make test   - install test dependencies if missing (redis-server, node/npm), then go vet + go test -race"
 	@echo "make build  - build bin/edgecache, bin/llmsim, bin/edgebench"
-	@echo "make bench  - the load harness (wrk pinned to CPU 0, server to CPU 1)"
+	@echo "make bench  - the load harness (wrk pinned to CPU 0, server to CPU 1; best of 2 runs per row, BENCHARGS overrides)"
 	@echo "make fuzz   - fuzz the canonical-key parser and the answer scanner for FUZZTIME each (default 30s)"
 	@echo "make model  - fetch and check the USE-lite model into models/use-lite (once)"
 
@@ -79,7 +79,7 @@ bench-deps:
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
 
 bench: bench-deps build
-	$(BIN)/edgebench run --bin $(BIN) $(BENCHARGS)
+	$(BIN)/edgebench run --bin $(BIN) $(or $(BENCHARGS),--best-of 2)
 
 clean:
 	rm -rf $(BIN)
