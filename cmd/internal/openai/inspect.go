@@ -212,10 +212,10 @@ func (s *scanner) item(api API, depth int) (bool, error) {
 		return false, s.skip(depth)
 	}
 	var (
-		finish, text        string
-		textIsStr, msgSeen  bool
-		msgObj, msgHasValue bool
-		embOK, embSeen      bool
+		finish, text   string
+		textIsStr      bool
+		msgHasValue    bool // the last message is an object with content, a refusal or tool calls
+		embOK, embSeen bool
 	)
 	err := s.fields(depth, func(key string, depth int) error {
 		var err error
@@ -247,8 +247,8 @@ func (s *scanner) item(api API, depth int) (bool, error) {
 			textIsStr = s.at('"')
 			text, err = s.str(depth)
 		case key == "message":
-			msgSeen, msgObj, msgHasValue = true, s.at('{'), false
-			if !msgObj {
+			msgHasValue = false
+			if !s.at('{') {
 				return s.skip(depth)
 			}
 			var content, refusal string
@@ -289,5 +289,5 @@ func (s *scanner) item(api API, depth int) (bool, error) {
 	if textIsStr {
 		return strings.TrimSpace(text) != "", nil
 	}
-	return msgSeen && msgObj && msgHasValue, nil
+	return msgHasValue, nil
 }
