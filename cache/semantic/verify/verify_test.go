@@ -107,9 +107,12 @@ func TestLooserParaphrasesAreMisses(t *testing.T) {
 func TestIdenticalTextsScoreHigh(t *testing.T) {
 	v := New()
 	for _, q := range []string{"How do I learn Python?", "What is 15 % of 80?", "Why can't I sleep?", "hello", "你好吗"} {
+		// The score is a calibrated probability: Quora's labels call some
+		// identical-looking pairs different, so even identical texts stay
+		// below 1, but clear of the threshold.
 		s, reason := v.Score(q, q, 1)
-		if s < 0.95 || reason != "" {
-			t.Errorf("Score(%q, itself) = %.3f %q, want >= 0.95 and no reason", q, s, reason)
+		if want := DefaultThreshold(DefaultEmbedder) + 0.05; s < want || reason != "" {
+			t.Errorf("Score(%q, itself) = %.3f %q, want >= %.3f and no reason", q, s, reason, want)
 		}
 	}
 }

@@ -175,6 +175,41 @@ func TestSameTextCount(t *testing.T) {
 	}
 }
 
+func TestHeadlineCount(t *testing.T) {
+	// Both queries are the same text and hit line 1's text_a. Line 1's
+	// label makes that right; line 2's own text_a is another question, so
+	// the literal count takes its hit for wrong, while the labels (line 1)
+	// say it is a duplicate.
+	content := "1\tHow do I bake sourdough bread at home?\thow do i bake sourdough bread at home\n" +
+		"0\tWhat is the capital city of Mongolia?\thow do i bake sourdough bread at home\n"
+	path := writeFile(t, "pairs.tsv", content)
+	for _, tc := range []struct {
+		args      []string
+		count     string
+		correct   int
+		precision float64
+	}{
+		{nil, "judged hits only, repeats left out", 2, 1},
+		{[]string{"--count", "judged"}, "judged hits only, repeats left out", 2, 1},
+		{[]string{"--count", "known"}, "known duplicate, repeats left out", 2, 1},
+		{[]string{"--count", "own"}, "own text_a", 1, 0.5},
+	} {
+		args := append([]string{"--pairs", path, "--embedder", "lexical", "--json", "--no-verify", "--threshold", "0.9"}, tc.args...)
+		r, _ := run(t, args...)
+		if r.Count != tc.count || r.Rows[0].Count != tc.count || r.Hits != 2 || r.Correct != tc.correct || !near(r.Precision, tc.precision) {
+			t.Errorf("%q: count %q (first row %q) hits %d correct %d precision %.4f, want %q 2 %d %.4f",
+				tc.args, r.Count, r.Rows[0].Count, r.Hits, r.Correct, r.Precision, tc.count, tc.correct, tc.precision)
+		}
+		if len(r.Rows) != 4 {
+			t.Errorf("%q: %d rows, want one per count (4)", tc.args, len(r.Rows))
+		}
+	}
+	var stderr bytes.Buffer
+	if err := Main(context.Background(), []string{"--pairs", path, "--count", "all"}, io.Discard, &stderr); err == nil || !strings.Contains(err.Error(), "--count") {
+		t.Errorf("--count all: err %v, want a --count error", err)
+	}
+}
+
 func TestHeaderOptional(t *testing.T) {
 	body := synthetic[strings.Index(synthetic, "\n")+1:]
 	for name, content := range map[string]string{"with header": synthetic, "without header": body, "CRLF": strings.ReplaceAll(body, "\n", "\r\n")} {

@@ -50,6 +50,19 @@ const (
 	defJudged                   // as defKnown, counting only hits the labels judge either way
 )
 
+// countDef is the definition a --count value names.
+func countDef(name string) definition {
+	switch name {
+	case "own":
+		return defOwn
+	case "same":
+		return defSame
+	case "known":
+		return defKnown
+	}
+	return defJudged
+}
+
 func (s *served) right(d definition) bool {
 	switch d {
 	case defOwn:
