@@ -1,6 +1,9 @@
 package verify
 
-import "slices"
+import (
+	"math"
+	"slices"
+)
 
 // DefaultEmbedder is the embedder whose calibration New uses.
 const DefaultEmbedder = "use-lite-v1"
@@ -136,6 +139,48 @@ func (m Model) clone() Model {
 		m.Steps[i] = slices.Clone(m.Steps[i])
 	}
 	return m
+}
+
+// MinCosineAt is the lossless retrieval pre-filter for threshold: the
+// highest cosine at or under which no candidate can score threshold,
+// whatever its text. The bias, plus every other input at its most
+// favourable value (the contributions are monotone, so the most favourable
+// is the largest running sum of its steps), plus the cosine's steps up to
+// that cosine stay under the threshold's log-odds. It is -1 when any
+// cosine can reach threshold and 1 when none can.
+func (m *Model) MinCosineAt(threshold float32) float32 {
+	switch {
+	case threshold <= 0:
+		return -1
+	case threshold >= 1:
+		return 1
+	}
+	need := math.Log(float64(threshold) / (1 - float64(threshold)))
+	best := float64(m.Bias)
+	cosine := -1
+	for i, st := range m.Steps {
+		if inputNames[i] == "cosine" {
+			cosine = i
+			continue
+		}
+		sum, top := 0.0, 0.0
+		for _, x := range st {
+			sum += float64(x)
+			top = max(top, sum)
+		}
+		best += top
+	}
+	if best >= need {
+		return -1
+	}
+	sum := 0.0
+	for k, x := range m.Steps[cosine] {
+		sum += float64(x)
+		if best+sum >= need && k < len(cuts[cosine]) {
+			return cuts[cosine][k] // reachable only above this cut
+		}
+	}
+	return 1
 }
 
 // logit returns the model's log-odds for f and each reason's contribution

@@ -65,11 +65,17 @@ func (v *Verifier) Model() Model { return v.m.clone() }
 // embedder when the route sets none.
 func DefaultThreshold(embedderName string) float32 { return modelFor(embedderName).Threshold }
 
-// MinCosine is the cheap retrieval pre-filter for the named embedder: the
-// pipeline passes it to Index.Search as minScore. Below it, the verifier
-// never accepts a candidate at its default threshold, so nothing is lost
-// by not retrieving them.
+// MinCosine is the retrieval pre-filter for the named embedder at its
+// default threshold: below it, the verifier never accepts a candidate at
+// that threshold, so nothing is lost by not retrieving them. A lookup at
+// another threshold uses Verifier.MinCosine.
 func MinCosine(embedderName string) float32 { return modelFor(embedderName).MinCosine }
+
+// MinCosine is the lossless retrieval pre-filter for threshold (see
+// Model.MinCosineAt): the pipeline passes it to Index.Search as minScore
+// for the threshold a lookup uses, which a route, a request header or the
+// degraded floor may have moved from the default.
+func (v *Verifier) MinCosine(threshold float32) float32 { return v.m.MinCosineAt(threshold) }
 
 // DefaultCosineThreshold is the threshold a cache without verification
 // would use for the named embedder: the cosine at which nearest-neighbour

@@ -221,6 +221,49 @@ func TestCalibrationPerEmbedder(t *testing.T) {
 	}
 }
 
+// TestMinCosineAt: the pre-filter for any threshold loses no hit (the
+// texts that score best, identical ones of every size, score under the
+// threshold at the bound), falls as the threshold falls, and is tight
+// enough to matter (identical texts just above the next cut reach it).
+func TestMinCosineAt(t *testing.T) {
+	texts := []string{"hello", "How do I learn Python?", "What is the best way to store fresh basil in the fridge for a week?"}
+	for _, name := range []string{"use-lite-v1", "lexical-v1"} {
+		v := NewFor(name)
+		m := v.Model()
+		prev := float32(-1)
+		for _, thr := range []float32{0.05, 0.3, 0.5, 0.7, 0.8, DefaultThreshold(name), 0.88, 0.9} {
+			mc := v.MinCosine(thr)
+			if mc != m.MinCosineAt(thr) {
+				t.Fatalf("%s: Verifier.MinCosine(%v) = %v, Model.MinCosineAt = %v", name, thr, mc, m.MinCosineAt(thr))
+			}
+			if mc < prev {
+				t.Errorf("%s: pre-filter %v at threshold %v, under the %v of a lower threshold", name, mc, thr, prev)
+			}
+			prev = mc
+			if mc <= -1 {
+				continue
+			}
+			best := float32(0)
+			for _, q := range texts {
+				if s, _ := v.Score(q, q, mc); s >= thr {
+					t.Errorf("%s: %q against itself at cosine %v (the bound for %v) scores %.3f: the pre-filter loses hits", name, q, mc, thr, s)
+				}
+				s, _ := v.Score(q, q, min(1, mc+0.06))
+				best = max(best, s)
+			}
+			if mc < 0.94 && best < thr {
+				t.Errorf("%s: at threshold %v nothing reaches it even at cosine %.2f: the bound %v is loose", name, thr, min(1, mc+0.06), mc)
+			}
+		}
+		if got := m.MinCosineAt(DefaultThreshold(name)); got > MinCosine(name) {
+			t.Errorf("%s: lossless bound %v at the default threshold is above the built-in pre-filter %v", name, got, MinCosine(name))
+		}
+		if m.MinCosineAt(0) != -1 || m.MinCosineAt(1) != 1 {
+			t.Errorf("%s: MinCosineAt(0) = %v, MinCosineAt(1) = %v, want -1 and 1", name, m.MinCosineAt(0), m.MinCosineAt(1))
+		}
+	}
+}
+
 func TestScoreIsMonotoneInCosine(t *testing.T) {
 	v := New()
 	prev := float32(-1)

@@ -98,7 +98,7 @@ func buildSemantic(ctx context.Context, sc config.Semantic, log *slog.Logger) (*
 			Embedder: memo, Index: idx, Verifier: v,
 			DefaultThreshold: verify.DefaultThreshold(name),
 			Candidates:       verify.Candidates,
-			MinCosine:        verify.MinCosine(name),
+			MinCosine:        v.MinCosine,
 			EmbedTimeout:     sc.EmbedTimeout.D(), SearchTimeout: sc.SearchTimeout.D(),
 		},
 		embedder: name, fallback: fallback, index: sc.Index,

@@ -268,17 +268,30 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		thr = float32(o.threshold)
 	}
 
+	// Retrieve down to the lowest threshold reported: the verifier's
+	// pre-filter is lossless, so every threshold's hits are as the pipeline
+	// would serve them at that threshold.
+	lowest := thr
+	if o.sweep {
+		lowest = min(thr, sweepThresholds(o.noVerify)[0])
+	}
+	minCos := func(t float32) float32 {
+		if o.noVerify {
+			return t // the threshold is a cosine
+		}
+		return v.MinCosine(t)
+	}
 	var outs []outcome
 	if o.mode == "cache" {
-		outs, err = scoreCache(ctx, pairs, va, vb, name, v, o.noVerify, o.workers, stderr)
+		outs, err = scoreCache(ctx, pairs, va, vb, name, v, o.noVerify, minCos(lowest), o.workers, stderr)
 	} else {
-		outs, err = scorePairs(ctx, pairs, va, vb, name, v, o.noVerify, o.workers)
+		outs, err = scorePairs(ctx, pairs, va, vb, v, o.noVerify, minCos(lowest), o.workers)
 	}
 	if err != nil {
 		return fmt.Errorf("eval: %w", err)
 	}
 
-	r := buildReport(o, name, pairs, outs, thr)
+	r := buildReport(o, name, pairs, outs, thr, minCos(thr))
 	r.BadLines = len(bad)
 	r.EmbedSeconds = round4(embedSecs)
 	r.Seconds = round4(time.Since(start).Seconds())
@@ -290,7 +303,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return writeTables(stdout, r)
 }
 
-func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr float32) *Report {
+func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr, minCos float32) *Report {
 	r := &Report{
 		File:       o.pairs,
 		Mode:       o.mode,
@@ -298,7 +311,7 @@ func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr floa
 		Verify:     !o.noVerify,
 		Threshold:  round4(float64(thr)),
 		Candidates: verify.Candidates,
-		MinCosine:  round4(float64(verify.MinCosine(name))),
+		MinCosine:  round4(float64(minCos)),
 		Pairs:      len(pairs),
 	}
 	for _, p := range pairs {

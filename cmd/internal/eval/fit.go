@@ -289,39 +289,6 @@ func solve(a [][]float64, b []float64) []float64 {
 	return x
 }
 
-// losslessMinCosine is the highest cosine at or under which no candidate
-// can reach m's threshold, whatever its text: the bias, plus every other
-// input at its most favourable value (the contributions are monotone, so
-// the most favourable is a sum of the positive steps), plus the cosine's
-// steps up to that cosine stay under the threshold's log-odds.
-func losslessMinCosine(m verify.Model) float32 {
-	need := math.Log(float64(m.Threshold) / (1 - float64(m.Threshold)))
-	best := float64(m.Bias)
-	cosine := -1
-	for i, st := range m.Steps {
-		if verify.InputName(i) == "cosine" {
-			cosine = i
-			continue
-		}
-		sum, top := 0.0, 0.0
-		for _, x := range st {
-			sum += float64(x)
-			top = max(top, sum)
-		}
-		best += top
-	}
-	cuts := verify.Cuts(cosine)
-	sum := 0.0
-	for k, x := range m.Steps[cosine] {
-		sum += float64(x)
-		if best+sum >= need {
-			// Reachable only above cuts[k].
-			return cuts[k]
-		}
-	}
-	return 1
-}
-
 // lowestThreshold is the lowest score threshold at which the served hits
 // of os reach precision p under d (the threshold that keeps the most
 // recall), scanning from the top; 1 if none does.
@@ -401,7 +368,7 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	default: // both
 		m.Threshold = max(lowestThreshold(trPW, defOwn, fo.precision), lowestThreshold(trOut, defJudged, fo.precision))
 	}
-	m.MinCosine = max(fo.minCos, losslessMinCosine(m))
+	m.MinCosine = max(fo.minCos, m.MinCosineAt(m.Threshold))
 	trOut = judgeAll(ctx, trP, trM, verify.NewModel(m), false, m.MinCosine, o.workers)
 	trC := countAt(trOut, m.Threshold, defKnown, false)
 	m.CosineThreshold = float32(atRecall(trOut, defKnown, trC.Recall).Threshold)

@@ -58,7 +58,7 @@ func TestFitStepsKeepsPriorsAndSigns(t *testing.T) {
 	if hi <= lo || hi < 0.5 {
 		t.Errorf("fitted model scores %.3f at cosine 0.97 and %.3f at 0.75", hi, lo)
 	}
-	if mc := losslessMinCosine(m); mc < 0.7 || mc > 0.95 {
+	if mc := m.MinCosineAt(m.Threshold); mc < 0.7 || mc > 0.95 {
 		t.Errorf("lossless min cosine %v, want within the region where duplicates start", mc)
 	}
 }

@@ -81,9 +81,9 @@ func pipelineFilter(model string) semantic.Filter {
 
 // scoreCache inserts every text_a into an embedded index and queries it
 // with every text_b, retrieving verify.Candidates candidates with a cosine
-// of at least verify.MinCosine, as the pipeline does.
-func scoreCache(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, v *verify.Verifier, noVerify bool, workers int, stderr io.Writer) ([]outcome, error) {
-	minCos := verify.MinCosine(name)
+// of at least minCos, as the pipeline does (the verifier's lossless
+// pre-filter for the lowest threshold reported).
+func scoreCache(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, v *verify.Verifier, noVerify bool, minCos float32, workers int, stderr io.Writer) ([]outcome, error) {
 	ms, err := retrieve(ctx, pairs, va, vb, name, minCos, workers, stderr)
 	if err != nil {
 		return nil, err
@@ -187,10 +187,10 @@ func judge(p Pair, ownKey string, ms []semantic.Match, lab *labels, v *verify.Ve
 }
 
 // scorePairs scores each pair on its own: the cosine of its two texts and
-// the verifier's score. A pair under verify.MinCosine is never a hit, as
-// the pipeline would not retrieve it.
-func scorePairs(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, v *verify.Verifier, noVerify bool, workers int) ([]outcome, error) {
-	return scorePairsAt(ctx, pairs, va, vb, v, noVerify, verify.MinCosine(name), workers)
+// the verifier's score. A pair under minCos is never a hit, as the
+// pipeline would not retrieve it.
+func scorePairs(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v *verify.Verifier, noVerify bool, minCos float32, workers int) ([]outcome, error) {
+	return scorePairsAt(ctx, pairs, va, vb, v, noVerify, minCos, workers)
 }
 
 // scorePairsWith scores pairs with v, gated at minCos.
@@ -210,14 +210,14 @@ func scorePairsAt(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v *v
 		}
 		out[i] = judge(p, "own", ms, lab, v, noVerify)
 		out[i].answerable = p.Duplicate
-		// For the AUC, every pair gets the pipeline's ranking score: the
-		// verifier's above the pre-filter, and below it (where the verifier
-		// is never asked) the cosine, ranked under every retrieved pair.
+		// For the AUC, every pair gets its score, retrieved or not, so
+		// that the area does not depend on the pre-filter.
 		out[i].rawCos, out[i].raw = c, c
 		if !noVerify {
-			out[i].raw = c - 3
 			if len(ms) > 0 {
 				out[i].raw = out[i].v.score
+			} else {
+				out[i].raw, _ = v.Score(p.B, p.A, c)
 			}
 		}
 		return nil

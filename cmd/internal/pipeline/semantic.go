@@ -37,8 +37,11 @@ type SemanticConfig struct {
 	DefaultThreshold float32
 	// Candidates is how many nearest points are verified. Zero → 5.
 	Candidates int
-	// MinCosine pre-filters candidates before verification.
-	MinCosine float32
+	// MinCosine is the retrieval pre-filter (Index.Search's minScore) for
+	// a lookup at threshold: the verifier's lossless bound, so that a
+	// route, a request or the degraded floor that lowers the threshold
+	// also widens the search. Nil → no pre-filter.
+	MinCosine func(threshold float32) float32
 	// EmbedTimeout and SearchTimeout bound the request-path work; slower
 	// means exact only. Zeros → 150ms and 50ms.
 	EmbedTimeout, SearchTimeout time.Duration
@@ -169,7 +172,11 @@ func (p *Pipeline) semanticLookupAt(ctx context.Context, rt *Route, q *semanticQ
 		v := q.vec
 		sctx, span := p.cfg.Tracer.Start(ctx, "semantic.search")
 		sctx, cancel := context.WithTimeout(sctx, s.cfg.SearchTimeout)
-		ms, err := s.cfg.Index.Search(sctx, v, q.filter, s.cfg.Candidates, s.cfg.MinCosine)
+		minScore := float32(-1)
+		if s.cfg.MinCosine != nil {
+			minScore = s.cfg.MinCosine(threshold)
+		}
+		ms, err := s.cfg.Index.Search(sctx, v, q.filter, s.cfg.Candidates, minScore)
 		cancel()
 		span.SetAttributes(attribute.Int("edgecache.semantic.candidates", len(ms)))
 		endSpan(span, err)

@@ -4,12 +4,15 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/edgecache/edgecache/cache/semantic"
 	"github.com/edgecache/edgecache/cmd/internal/config"
+	"github.com/edgecache/edgecache/cmd/internal/llmsim"
 	"github.com/edgecache/edgecache/embed"
 	"github.com/edgecache/edgecache/embed/lexical"
 )
@@ -47,6 +50,12 @@ func (cosineScorer) Score(_, _ string, cos float32) (float32, string) { return c
 
 func newSemanticEdge(t *testing.T) (*edge, *flakyEmbedder, *flakyIndex) {
 	t.Helper()
+	return newSemanticEdgeWith(t, func(float32) float32 { return 0.5 })
+}
+
+// newSemanticEdgeWith is newSemanticEdge with the given pre-filter.
+func newSemanticEdgeWith(t *testing.T, minCosine func(threshold float32) float32) (*edge, *flakyEmbedder, *flakyIndex) {
+	t.Helper()
 	idx, err := semantic.NewEmbedded(semantic.EmbeddedConfig{Dim: lexical.DefaultDim})
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +66,7 @@ func newSemanticEdge(t *testing.T) (*edge, *flakyEmbedder, *flakyIndex) {
 	e := newEdge(t, edgeOpts{
 		routes: []config.Route{{Name: "chat", Path: "/v1/chat/completions", Cache: config.CachePolicy{
 			Mode: config.ModeSemantic, Semantic: config.SemanticPolicy{Threshold: 0.8, Floor: 0.7}}}},
-		semantic: &SemanticConfig{Embedder: fe, Index: fi, Verifier: cosineScorer{}, MinCosine: 0.5},
+		semantic: &SemanticConfig{Embedder: fe, Index: fi, Verifier: cosineScorer{}, MinCosine: minCosine},
 	})
 	return e, fe, fi
 }
@@ -143,6 +152,50 @@ func TestSemanticFailuresAreExactOnly(t *testing.T) {
 			}
 		}
 		breakIt(false)
+	}
+}
+
+// TestSemanticPrefilterFollowsThreshold: the retrieval pre-filter is asked
+// for the threshold each lookup uses, so a lower threshold (here the
+// degraded floor, 0.5 by default, under the route's 0.8) also searches
+// wider. With a pre-filter fixed for the default threshold, the nearest
+// answer the degraded floor allows would never be retrieved.
+func TestSemanticPrefilterFollowsThreshold(t *testing.T) {
+	var asked []float32
+	var mu sync.Mutex
+	e, _, _ := newSemanticEdgeWith(t, func(thr float32) float32 {
+		mu.Lock()
+		asked = append(asked, thr)
+		mu.Unlock()
+		return thr // cosineScorer scores the cosine: the lossless bound is the threshold itself
+	})
+	tail := func(n int) []float32 {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(asked[max(0, len(asked)-n):])
+	}
+	seed := e.post("/v1/chat/completions", chat("What are your opening hours?"))
+	e.waitIndexed()
+
+	if r := e.post("/v1/chat/completions", chat("What are your opening hours?!"), "X-Edgecache-Min-Score", "0.9"); !strings.Contains(r.header.Get("Cache-Status"), "semantic") {
+		t.Fatalf("the seed in other punctuation: %q, want a semantic hit", r.header.Get("Cache-Status"))
+	}
+	if got := tail(1); !slices.Equal(got, []float32{0.9}) {
+		t.Errorf("pre-filter asked for thresholds %v, want the request's 0.9", got)
+	}
+
+	// Lexical cosine of the seed and this query: 0.67, under the route's
+	// threshold (0.8) and over the degraded floor (0.5).
+	e.sim.Server.SetFault(llmsim.Fault{Status: 503})
+	r := e.post("/v1/chat/completions", chat("your opening hours please"))
+	if r.status != 200 || r.header.Get("X-Edgecache-Degraded") != "semantic-nearest" {
+		t.Fatalf("upstream down: %d degraded %q %s, want the nearest semantic answer", r.status, r.header.Get("X-Edgecache-Degraded"), r.body)
+	}
+	if content(t, r.body) != content(t, seed.body) {
+		t.Error("the degraded answer is not the seed's")
+	}
+	if got := tail(2); !slices.Equal(got, []float32{0.8, 0.5}) {
+		t.Errorf("pre-filter asked for thresholds %v, want the route's 0.8, then the degraded floor 0.5", got)
 	}
 }
 
