@@ -372,7 +372,7 @@ func TestLocalOverShared(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = l1.Close() })
-	l2, err := shared.New(shared.Config{Addrs: []string{r.Addr()}, FailureThreshold: 2, Logger: quiet})
+	l2, err := shared.New(shared.Config{Conn: shared.Conn{Addrs: []string{r.Addr()}}, FailureThreshold: 2, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package shared
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 
@@ -18,6 +19,11 @@ type Conn struct {
 	MasterName         string
 	Username, Password string
 	DB                 int
+	// TLS, when set, encrypts every connection (managed Redis offerings
+	// such as Azure Cache for Redis or ElastiCache with in-transit
+	// encryption require it). The server name defaults to the host of the
+	// address dialled. Nil: plaintext.
+	TLS *tls.Config
 }
 
 // Validate reports a Conn that cannot connect.
@@ -57,5 +63,6 @@ func (c Conn) Options() *redis.UniversalOptions {
 		DialerRetries:         1,
 		MaxRedirects:          2,
 		ContextTimeoutEnabled: true,
+		TLSConfig:             c.TLS.Clone(), // nil stays nil
 	}
 }

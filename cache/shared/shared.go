@@ -49,21 +49,11 @@ const (
 // like any other L2 error, as a miss.
 var ErrUnavailable = errors.New("shared: redis unavailable")
 
-// Config configures the L2 client. Addrs is required; every other zero
-// field takes the default its comment states.
+// Config configures the L2 client. Conn.Addrs is required; every other
+// zero field takes the default its comment states.
 type Config struct {
-	// Addrs are host:port addresses. One address connects to a single
-	// node; several are seeds of a Redis Cluster; with MasterName they are
-	// Sentinel addresses.
-	Addrs []string
-	// Cluster forces cluster mode with a single seed address.
-	Cluster bool
-	// MasterName selects Sentinel mode: the name of the monitored master.
-	MasterName string
-	// Username and Password authenticate with ACL or requirepass.
-	Username, Password string
-	// DB is the database number; it must be zero in cluster mode.
-	DB int
+	// Conn is the Redis deployment (see Conn).
+	Conn
 	// Prefix is prepended to every key. If empty, it defaults to
 	// "edgecache:v1:"; bump the version when the stored format changes.
 	Prefix string
@@ -92,14 +82,9 @@ type Config struct {
 	MeterProvider  metric.MeterProvider
 }
 
-// Conn is the deployment c connects to.
-func (c Config) Conn() Conn {
-	return Conn{Addrs: c.Addrs, Cluster: c.Cluster, MasterName: c.MasterName, Username: c.Username, Password: c.Password, DB: c.DB}
-}
-
 // Validate reports a configuration that New would reject.
 func (c Config) Validate() error {
-	errs := []error{c.Conn().Validate()}
+	errs := []error{c.Conn.Validate()}
 	if c.Timeout < 0 || c.DialTimeout < 0 || c.ProbeInterval < 0 {
 		errs = append(errs, errors.New("negative Timeout, DialTimeout or ProbeInterval"))
 	}
@@ -180,7 +165,7 @@ func New(cfg Config) (*Shared, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	opts := cfg.Conn().Options()
+	opts := cfg.Conn.Options()
 	opts.PoolSize = cfg.PoolSize
 	opts.DialTimeout = cfg.DialTimeout
 	opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout

@@ -2,6 +2,7 @@ package shared_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,14 +53,14 @@ func TestConformanceSingleNode(t *testing.T) {
 	n := 0
 	cachetest.RunTier(t, func(t *testing.T) cache.Tier {
 		n++ // each subtest gets its own key space on the one server
-		return newShared(t, shared.Config{Addrs: []string{r.Addr()}, Prefix: fmt.Sprintf("t%d:", n), Timeout: time.Second})
+		return newShared(t, shared.Config{Conn: shared.Conn{Addrs: []string{r.Addr()}}, Prefix: fmt.Sprintf("t%d:", n), Timeout: time.Second})
 	})
 }
 
 func TestConformanceCluster(t *testing.T) {
 	addrs := cachetest.StartRedisCluster(t)
 	cachetest.RunTier(t, func(t *testing.T) cache.Tier {
-		return newShared(t, shared.Config{Addrs: addrs, Timeout: time.Second})
+		return newShared(t, shared.Config{Conn: shared.Conn{Addrs: addrs}, Timeout: time.Second})
 	})
 }
 
@@ -67,7 +68,7 @@ func TestConformanceCluster(t *testing.T) {
 // node), and each must be readable through the cluster client.
 func TestClusterSpreadsKeys(t *testing.T) {
 	addrs := cachetest.StartRedisCluster(t)
-	s := newShared(t, shared.Config{Addrs: addrs, Timeout: time.Second})
+	s := newShared(t, shared.Config{Conn: shared.Conn{Addrs: addrs}, Timeout: time.Second})
 	const n = 60
 	for i := range n {
 		k := cache.Key(fmt.Sprintf("key-%d", i))
@@ -92,7 +93,7 @@ func TestClusterSpreadsKeys(t *testing.T) {
 
 func TestGetMarksTierAndCounts(t *testing.T) {
 	r := cachetest.StartRedis(t)
-	s := newShared(t, shared.Config{Addrs: []string{r.Addr()}})
+	s := newShared(t, shared.Config{Conn: shared.Conn{Addrs: []string{r.Addr()}}})
 	cachetest.MustSet(t, s, "k", cachetest.NewEntry(time.Now(), time.Minute, []byte("v")), time.Minute)
 	if e := cachetest.MustGet(t, s, "k"); e.Tier != shared.TierName {
 		t.Errorf("Tier = %q, want %q", e.Tier, shared.TierName)
@@ -113,7 +114,7 @@ func TestGetMarksTierAndCounts(t *testing.T) {
 
 func TestCorruptValueIsMissAndCounted(t *testing.T) {
 	r := cachetest.StartRedis(t)
-	s := newShared(t, shared.Config{Addrs: []string{r.Addr()}, Prefix: "p:"})
+	s := newShared(t, shared.Config{Conn: shared.Conn{Addrs: []string{r.Addr()}}, Prefix: "p:"})
 	if err := rawClient(t, r.Addr()).Set(t.Context(), "p:k", "not an entry", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +133,7 @@ func TestCorruptValueIsMissAndCounted(t *testing.T) {
 func TestSlowRedisIsBoundedByTimeout(t *testing.T) {
 	r := cachetest.StartRedis(t)
 	const budget = 50 * time.Millisecond
-	s := newShared(t, shared.Config{Addrs: []string{r.Addr()}, Timeout: budget})
+	s := newShared(t, shared.Config{Conn: shared.Conn{Addrs: []string{r.Addr()}}, Timeout: budget})
 	cachetest.MustSet(t, s, "k", cachetest.NewEntry(time.Now(), time.Minute, []byte("v")), time.Minute)
 	if err := rawClient(t, r.Addr()).Do(t.Context(), "CLIENT", "PAUSE", "1000", "ALL").Err(); err != nil {
 		t.Fatal(err)
@@ -156,7 +157,7 @@ func TestSlowRedisIsBoundedByTimeout(t *testing.T) {
 func TestFailOpenAndRecover(t *testing.T) {
 	r := cachetest.StartRedis(t)
 	s := newShared(t, shared.Config{
-		Addrs:            []string{r.Addr()},
+		Conn:             shared.Conn{Addrs: []string{r.Addr()}},
 		FailureThreshold: 3,
 		ProbeInterval:    100 * time.Millisecond,
 	})
@@ -221,7 +222,7 @@ func TestFailOpenAndRecover(t *testing.T) {
 // A caller that gives up is not Redis's fault and must not open the breaker.
 func TestCallerCancellationDoesNotOpenBreaker(t *testing.T) {
 	r := cachetest.StartRedis(t)
-	s := newShared(t, shared.Config{Addrs: []string{r.Addr()}, FailureThreshold: 2})
+	s := newShared(t, shared.Config{Conn: shared.Conn{Addrs: []string{r.Addr()}}, FailureThreshold: 2})
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	for range 5 {
@@ -236,7 +237,7 @@ func TestCallerCancellationDoesNotOpenBreaker(t *testing.T) {
 
 func TestPingAndClose(t *testing.T) {
 	r := cachetest.StartRedis(t)
-	s := newShared(t, shared.Config{Addrs: []string{r.Addr()}})
+	s := newShared(t, shared.Config{Conn: shared.Conn{Addrs: []string{r.Addr()}}})
 	if err := s.Ping(t.Context()); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
@@ -260,11 +261,11 @@ func TestPingAndClose(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	tests := map[string]shared.Config{
 		"no addrs":       {},
-		"empty addr":     {Addrs: []string{""}},
-		"db in cluster":  {Addrs: []string{"a:1", "b:1"}, DB: 1},
-		"negative db":    {Addrs: []string{"a:1"}, DB: -1},
-		"negative time":  {Addrs: []string{"a:1"}, Timeout: -1},
-		"negative count": {Addrs: []string{"a:1"}, FailureThreshold: -1},
+		"empty addr":     {Conn: shared.Conn{Addrs: []string{""}}},
+		"db in cluster":  {Conn: shared.Conn{Addrs: []string{"a:1", "b:1"}, DB: 1}},
+		"negative db":    {Conn: shared.Conn{Addrs: []string{"a:1"}, DB: -1}},
+		"negative time":  {Conn: shared.Conn{Addrs: []string{"a:1"}}, Timeout: -1},
+		"negative count": {Conn: shared.Conn{Addrs: []string{"a:1"}}, FailureThreshold: -1},
 	}
 	for name, cfg := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -273,7 +274,42 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
-	if err := (shared.Config{Addrs: []string{"a:1", "b:1"}, MasterName: "m", DB: 2}).Validate(); err != nil {
+	if err := (shared.Config{Conn: shared.Conn{Addrs: []string{"a:1", "b:1"}, MasterName: "m", DB: 2}}).Validate(); err != nil {
 		t.Errorf("Sentinel with DB 2: %v", err)
+	}
+}
+
+// TestTLS: with Conn.TLS the client reaches a Redis that speaks only TLS on
+// that port, and the stored entry is there in plaintext Redis terms (the
+// same server's plaintext port sees it); without TLS, or trusting other
+// CAs, the TLS port is unusable: a miss, never a wrong answer.
+func TestTLS(t *testing.T) {
+	r := cachetest.StartRedisTLS(t)
+	s := newShared(t, shared.Config{Conn: shared.Conn{Addrs: []string{r.TLSAddr}, TLS: r.ClientConfig()}, Prefix: "tls:", Timeout: time.Second})
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping over TLS: %v", err)
+	}
+	cachetest.MustSet(t, s, "k", cachetest.NewEntry(time.Now(), time.Minute, []byte("over tls")), time.Minute)
+	if e := cachetest.MustGet(t, s, "k"); string(e.Body) != "over tls" {
+		t.Errorf("Get over TLS: %q", e.Body)
+	}
+	if n, err := rawClient(t, r.Addr()).Exists(t.Context(), "tls:k").Result(); err != nil || n != 1 {
+		t.Errorf("the plaintext port sees %d keys tls:k (%v), want 1", n, err)
+	}
+
+	for name, c := range map[string]shared.Conn{
+		"plaintext to the TLS port": {Addrs: []string{r.TLSAddr}},
+		"untrusted CA":              {Addrs: []string{r.TLSAddr}, TLS: &tls.Config{MinVersion: tls.VersionTLS12}},
+		"wrong server name":         {Addrs: []string{r.TLSAddr}, TLS: &tls.Config{RootCAs: r.RootCAs, ServerName: "redis.example.com"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := newShared(t, shared.Config{Conn: c, Prefix: "tls:", Timeout: 300 * time.Millisecond})
+			if err := s.Ping(t.Context()); err == nil {
+				t.Error("Ping succeeded")
+			}
+			if _, err := s.Get(t.Context(), "k"); err == nil {
+				t.Error("Get succeeded")
+			}
+		})
 	}
 }

@@ -27,19 +27,10 @@ const (
 //go:embed global.lua
 var globalLua string
 
-// GlobalConfig configures Global. Addrs is required.
+// GlobalConfig configures Global. Conn.Addrs is required.
 type GlobalConfig struct {
-	// Addrs are Redis host:port addresses: one for a single node, several
-	// seeds for a Redis Cluster, or Sentinel addresses with MasterName.
-	Addrs []string
-	// Cluster forces cluster mode with a single seed address.
-	Cluster bool
-	// MasterName selects Sentinel mode.
-	MasterName string
-	// Username and Password authenticate with ACL or requirepass.
-	Username, Password string
-	// DB is the database number (0 in cluster mode).
-	DB int
+	// Conn is the Redis deployment the region's instances share.
+	shared.Conn
 	// Prefix starts every key. If empty, it defaults to "edgecache:rl:v1:".
 	Prefix string
 	// Region scopes the limits: instances of one region share them. It is
@@ -79,14 +70,9 @@ type GlobalConfig struct {
 	Logger *slog.Logger
 }
 
-// Conn is the Redis deployment c connects to.
-func (c GlobalConfig) Conn() shared.Conn {
-	return shared.Conn{Addrs: c.Addrs, Cluster: c.Cluster, MasterName: c.MasterName, Username: c.Username, Password: c.Password, DB: c.DB}
-}
-
 // Validate reports a configuration NewGlobal would reject.
 func (c GlobalConfig) Validate() error {
-	errs := []error{c.Conn().Validate()}
+	errs := []error{c.Conn.Validate()}
 	if c.Timeout < 0 || c.Cooldown < 0 || c.FailureThreshold < 0 || c.Replicas < 0 || c.MaxEntries < 0 || c.DB < 0 {
 		errs = append(errs, errors.New("negative Timeout, Cooldown, FailureThreshold, Replicas, MaxEntries or DB"))
 	}
@@ -165,7 +151,7 @@ func NewGlobal(cfg GlobalConfig) (*Global, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	opts := cfg.Conn().Options()
+	opts := cfg.Conn.Options()
 	opts.DialTimeout = 10 * cfg.Timeout // the request's Timeout still bounds it
 	opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout
 	opts.MaxRetries = 1 // a pooled connection a restart broke

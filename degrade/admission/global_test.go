@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"github.com/edgecache/edgecache/cache/shared"
 	"io"
 	"log/slog"
 	"sync"
@@ -53,7 +54,7 @@ var tenantLimit = Rules{Tenant: Limits{RequestsPerSecond: 10, RequestBurst: 20}}
 func TestGlobalTwoProcessesShareTheLimit(t *testing.T) {
 	r := cachetest.StartRedis(t)
 	now := newFixedNow()
-	cfg := GlobalConfig{Addrs: []string{r.Addr()}, Region: "eu", Replicas: 2, Defaults: tenantLimit, Timeout: time.Second}
+	cfg := GlobalConfig{Conn: shared.Conn{Addrs: []string{r.Addr()}}, Region: "eu", Replicas: 2, Defaults: tenantLimit, Timeout: time.Second}
 	gs := []*Global{newTestGlobal(t, cfg, now.now), newTestGlobal(t, cfg, now.now)}
 
 	var allowed [2]atomic.Int64
@@ -95,7 +96,7 @@ func TestGlobalTwoProcessesShareTheLimit(t *testing.T) {
 // burst + rate × elapsed.
 func TestGlobalRealTimeWindow(t *testing.T) {
 	r := cachetest.StartRedis(t)
-	cfg := GlobalConfig{Addrs: []string{r.Addr()}, Defaults: tenantLimit, Timeout: time.Second}
+	cfg := GlobalConfig{Conn: shared.Conn{Addrs: []string{r.Addr()}}, Defaults: tenantLimit, Timeout: time.Second}
 	gs := []*Global{newTestGlobal(t, cfg, nil), newTestGlobal(t, cfg, nil)}
 	var allowed atomic.Int64
 	var wg sync.WaitGroup
@@ -126,8 +127,12 @@ func TestGlobalFallbackShareAndRecovery(t *testing.T) {
 	var gs []*Global
 	for _, c := range clocks {
 		gs = append(gs, newTestGlobal(t, GlobalConfig{
-			Addrs: []string{r.Addr()}, Replicas: 2, Defaults: tenantLimit, Clock: c, Cooldown: time.Second,
-			Timeout: time.Second, // a loaded test machine; a stopped Redis refuses at once anyway
+			Conn:     shared.Conn{Addrs: []string{r.Addr()}},
+			Replicas: 2,
+			Defaults: tenantLimit,
+			Clock:    c,
+			Cooldown: time.Second,
+			Timeout:  time.Second, // a loaded test machine; a stopped Redis refuses at once anyway
 		}, now.now))
 	}
 	ctx := context.Background()
@@ -195,7 +200,7 @@ func TestGlobalFallbackShareAndRecovery(t *testing.T) {
 // decided locally in about Timeout.
 func TestGlobalTimeoutFallsBack(t *testing.T) {
 	r := cachetest.StartRedis(t)
-	g := newTestGlobal(t, GlobalConfig{Addrs: []string{r.Addr()}, Defaults: tenantLimit, Timeout: 50 * time.Millisecond}, nil)
+	g := newTestGlobal(t, GlobalConfig{Conn: shared.Conn{Addrs: []string{r.Addr()}}, Defaults: tenantLimit, Timeout: 50 * time.Millisecond}, nil)
 	ctx := context.Background()
 	admin := redis.NewClient(&redis.Options{Addr: r.Addr()})
 	defer admin.Close()
@@ -234,7 +239,7 @@ func TestGlobalMatchesBuckets(t *testing.T) {
 		Tenant: Limits{RequestsPerSecond: 0.5, RequestBurst: 3, TokensPerMinute: 600},
 		IP:     Limits{RequestsPerSecond: 1, RequestBurst: 1, Shadow: true},
 	}
-	g := newTestGlobal(t, GlobalConfig{Addrs: []string{r.Addr()}, Defaults: rules, Timeout: time.Second}, now.now)
+	g := newTestGlobal(t, GlobalConfig{Conn: shared.Conn{Addrs: []string{r.Addr()}}, Defaults: rules, Timeout: time.Second}, now.now)
 	b := newTestBuckets(t, BucketsConfig{Defaults: rules})
 	s := []Subject{key("k"), tenant("t"), ip("1.1.1.1")}
 	ctx := context.Background()
@@ -293,9 +298,14 @@ func same(a, b Decision) bool {
 
 func TestGlobalKeyLayout(t *testing.T) {
 	r := cachetest.StartRedis(t)
-	g := newTestGlobal(t, GlobalConfig{Addrs: []string{r.Addr()}, Region: "eu-west", Timeout: time.Second, Defaults: Rules{
-		Tenant: Limits{RequestsPerSecond: 10, TokensPerMinute: 6000},
-	}}, nil)
+	g := newTestGlobal(t, GlobalConfig{
+		Conn:    shared.Conn{Addrs: []string{r.Addr()}},
+		Region:  "eu-west",
+		Timeout: time.Second,
+		Defaults: Rules{
+			Tenant: Limits{RequestsPerSecond: 10, TokensPerMinute: 6000},
+		},
+	}, nil)
 	ctx := context.Background()
 	if d := g.Reserve(ctx, 100, tenant("acme")); d.Fallback {
 		t.Fatalf("fell back with Redis up: %+v", d)
@@ -320,7 +330,7 @@ func TestGlobalKeyLayout(t *testing.T) {
 func TestGlobalShadow(t *testing.T) {
 	r := cachetest.StartRedis(t)
 	now := newFixedNow()
-	g := newTestGlobal(t, GlobalConfig{Addrs: []string{r.Addr()}, Shadow: true, Timeout: time.Second, Defaults: Rules{IP: Limits{RequestsPerSecond: 1}}}, now.now)
+	g := newTestGlobal(t, GlobalConfig{Conn: shared.Conn{Addrs: []string{r.Addr()}}, Shadow: true, Timeout: time.Second, Defaults: Rules{IP: Limits{RequestsPerSecond: 1}}}, now.now)
 	ctx := context.Background()
 	g.Reserve(ctx, 0, ip("a"))
 	d := g.Reserve(ctx, 0, ip("a"))
@@ -335,10 +345,10 @@ func TestGlobalShadow(t *testing.T) {
 func TestGlobalConfigValidate(t *testing.T) {
 	for _, c := range []GlobalConfig{
 		{},
-		{Addrs: []string{""}},
-		{Addrs: []string{"x:1"}, Region: "a{b}"},
-		{Addrs: []string{"x:1"}, Replicas: -1},
-		{Addrs: []string{"x:1"}, Defaults: Rules{IP: Limits{RequestsPerSecond: -1}}},
+		{Conn: shared.Conn{Addrs: []string{""}}},
+		{Conn: shared.Conn{Addrs: []string{"x:1"}}, Region: "a{b}"},
+		{Conn: shared.Conn{Addrs: []string{"x:1"}}, Replicas: -1},
+		{Conn: shared.Conn{Addrs: []string{"x:1"}}, Defaults: Rules{IP: Limits{RequestsPerSecond: -1}}},
 	} {
 		if _, err := NewGlobal(c); err == nil {
 			t.Errorf("NewGlobal(%+v): no error", c)

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"github.com/edgecache/edgecache/cache/shared"
 	"log/slog"
 
 	"github.com/edgecache/edgecache/cmd/internal/config"
@@ -29,7 +30,7 @@ func limits(l config.Limits) admission.Limits {
 // buildAdmission makes the quotas (global in Redis when the region has one,
 // with a per-instance share as fallback; local otherwise), the tenant
 // table, self-protection, and one adaptive concurrency limit per target.
-func buildAdmission(cfg config.Config, secret []byte, targets []*pipeline.Target, log *slog.Logger) (*pipeline.AdmissionConfig, func(), error) {
+func buildAdmission(cfg config.Config, rconn shared.Conn, secret []byte, targets []*pipeline.Target, log *slog.Logger) (*pipeline.AdmissionConfig, func(), error) {
 	a := cfg.Admission
 	rules := admission.Rules{Key: limits(a.Limits.Key), Tenant: limits(a.Limits.Tenant), IP: limits(a.Limits.IP)}
 	out := &pipeline.AdmissionConfig{Tenants: map[string]pipeline.TenantInfo{}, TrustLaneHeader: a.TrustLaneHeader}
@@ -46,10 +47,15 @@ func buildAdmission(cfg config.Config, secret []byte, targets []*pipeline.Target
 	case unlimited:
 		// No quota configured: none is checked (the hit path stays cheap).
 	case len(cfg.Redis.Addrs) > 0:
-		g, err := admission.NewGlobal(admission.GlobalConfig{Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName,
-			Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB, Region: cfg.Degrade.Region,
-			Replicas: a.Replicas, Defaults: rules, Shadow: a.Shadow, Logger: log,
-			Timeout: cfg.Redis.Timeout.D()})
+		g, err := admission.NewGlobal(admission.GlobalConfig{
+			Conn:     rconn,
+			Region:   cfg.Degrade.Region,
+			Replicas: a.Replicas,
+			Defaults: rules,
+			Shadow:   a.Shadow,
+			Logger:   log,
+			Timeout:  cfg.Redis.Timeout.D(),
+		})
 		if err != nil {
 			return nil, nil, fmt.Errorf("global limits: %w", err)
 		}

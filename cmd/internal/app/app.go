@@ -180,12 +180,20 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer l1.Close()
 	tiers, names := []cache.Tier{l1}, []string{"l1"}
+	rconn, err := redisConn(cfg.Redis)
+	if err != nil {
+		return err
+	}
 	var l2 *shared.Shared
 	if len(cfg.Redis.Addrs) > 0 {
-		l2, err = shared.New(shared.Config{Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName,
-			Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB,
-			Prefix: cfg.Redis.Prefix, Timeout: cfg.Redis.Timeout.D(), Logger: log,
-			MeterProvider: tel.MeterProvider, TracerProvider: tracerIf(tel)})
+		l2, err = shared.New(shared.Config{
+			Conn:           rconn,
+			Prefix:         cfg.Redis.Prefix,
+			Timeout:        cfg.Redis.Timeout.D(),
+			Logger:         log,
+			MeterProvider:  tel.MeterProvider,
+			TracerProvider: tracerIf(tel),
+		})
 		if err != nil {
 			return fmt.Errorf("l2: %w", err)
 		}
@@ -221,14 +229,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if sem.fallback != "" {
 		fmt.Fprintf(stdout, "edgecache: semantic tier uses the lexical embedder: %s\n", sem.fallback)
 	}
-	adm, closeAdm, err := buildAdmission(cfg, secret, targets, log)
+	adm, closeAdm, err := buildAdmission(cfg, rconn, secret, targets, log)
 	if err != nil {
 		return err
 	}
 	defer closeAdm()
 	var jsink *journal.RedisSink
 	if len(cfg.Redis.Addrs) > 0 {
-		if jsink, err = journal.NewRedisSink(redisConn(cfg.Redis), cfg.Degrade.Region, 0); err != nil {
+		if jsink, err = journal.NewRedisSink(rconn, cfg.Degrade.Region, 0); err != nil {
 			return fmt.Errorf("journal: %w", err)
 		}
 	}
@@ -249,7 +257,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	var policyRedis redis.UniversalClient
 	if len(cfg.Redis.Addrs) > 0 {
-		policyRedis = redis.NewUniversalClient(redisConn(cfg.Redis).Options())
+		policyRedis = redis.NewUniversalClient(rconn.Options())
 		defer policyRedis.Close()
 	}
 	table, err := policy.New(ctx, policy.Config{Routes: cfg.Routes, File: cfg.PolicyFile, Redis: policyRedis,
@@ -352,7 +360,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer scancel()
 	_ = dataSrv.Shutdown(sctx)
-	_ = p.Close(sctx)
+	if err := p.Close(sctx); err != nil {
+		log.Warn("pipeline drain", "err", err)
+	}
 	if err := tiered.Close(sctx); err != nil {
 		log.Warn("cache drain", "err", err)
 	}
@@ -445,6 +455,10 @@ func tracerIf(t *telemetry.Telemetry) trace.TracerProvider {
 
 // redisConn is the region's Redis deployment, shared by L2, global limits,
 // the journal stream and route policies.
-func redisConn(r config.Redis) shared.Conn {
-	return shared.Conn{Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB}
+func redisConn(r config.Redis) (shared.Conn, error) {
+	t, err := r.TLS.Config()
+	if err != nil {
+		return shared.Conn{}, err
+	}
+	return shared.Conn{Addrs: r.Addrs, Cluster: r.Cluster, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB, TLS: t}, nil
 }

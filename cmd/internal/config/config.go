@@ -9,11 +9,14 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -229,9 +232,12 @@ type Breaker struct {
 type Redis struct {
 	// Addrs: one address → a single node; several → Redis Cluster; with
 	// MasterName → Sentinel. Env EDGECACHE_REDIS_ADDR (comma-separated).
-	Addrs      []string `yaml:"addrs"`
-	MasterName string   `yaml:"master_name"`
-	Username   string   `yaml:"username"`
+	Addrs []string `yaml:"addrs"`
+	// Cluster forces Redis Cluster with one address: a managed cluster's
+	// single configuration endpoint. Env EDGECACHE_REDIS_CLUSTER=true.
+	Cluster    bool   `yaml:"cluster"`
+	MasterName string `yaml:"master_name"`
+	Username   string `yaml:"username"`
 	// Password; env EDGECACHE_REDIS_PASSWORD.
 	Password string `yaml:"password"`
 	DB       int    `yaml:"db"`
@@ -240,6 +246,58 @@ type Redis struct {
 	Timeout Duration `yaml:"timeout"`
 	// Prefix of every key. Empty → "edgecache:v1:".
 	Prefix string `yaml:"prefix"`
+	// TLS encrypts the connections (and every other Redis client of
+	// edgecache's: global limits, the journal stream, route policies).
+	TLS RedisTLS `yaml:"tls"`
+}
+
+// RedisTLS is how edgecache connects to Redis over TLS.
+type RedisTLS struct {
+	// Enabled turns TLS on. Env EDGECACHE_REDIS_TLS=true.
+	Enabled bool `yaml:"enabled"`
+	// CAFile is a PEM bundle of the CAs that sign the server's
+	// certificate. Empty → the system's roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a client certificate, for a Redis that
+	// verifies clients (tls-auth-clients yes). Both or neither.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName is the name the server's certificate must carry. Empty →
+	// the host of the address dialled.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify accepts any server certificate. For tests only:
+	// it gives up the protection TLS is for.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// Config returns the crypto/tls configuration t describes: nil when TLS is
+// off, an error when a file cannot be read or parsed.
+func (t RedisTLS) Config() (*tls.Config, error) {
+	if !t.Enabled {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("redis.tls.ca_file: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("redis.tls.ca_file %s: no PEM certificate in it", t.CAFile)
+		}
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return nil, errors.New("redis.tls: cert_file and key_file go together")
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("redis.tls client certificate: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
 }
 
 // Cache sizes the tiers.
@@ -406,7 +464,9 @@ func Load(path string, getenv func(string) string) (Config, error) {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	c.applyEnv(getenv)
+	if err := c.applyEnv(getenv); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
 	c.Default()
 	if err := c.Validate(); err != nil {
 		if path != "" {
@@ -429,7 +489,8 @@ func Parse(b []byte) (Config, error) {
 	return c, nil
 }
 
-func (c *Config) applyEnv(getenv func(string) string) {
+func (c *Config) applyEnv(getenv func(string) string) error {
+	var errs []error
 	set := func(dst *string, name string) {
 		if v := getenv(name); v != "" {
 			*dst = v
@@ -440,6 +501,20 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	set(&c.Upstream.URL, "EDGECACHE_UPSTREAM_URL")
 	set(&c.Upstream.APIKey, "EDGECACHE_UPSTREAM_API_KEY")
 	set(&c.Redis.Password, "EDGECACHE_REDIS_PASSWORD")
+	setBool := func(dst *bool, name string) {
+		s := getenv(name)
+		if s == "" {
+			return
+		}
+		v, err := strconv.ParseBool(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: want true or false", name, s))
+			return
+		}
+		*dst = v
+	}
+	setBool(&c.Redis.TLS.Enabled, "EDGECACHE_REDIS_TLS")
+	setBool(&c.Redis.Cluster, "EDGECACHE_REDIS_CLUSTER")
 	set(&c.TenantSecret, "EDGECACHE_TENANT_SECRET")
 	set(&c.Degrade.Region, "EDGECACHE_REGION")
 	set(&c.Degrade.JournalDir, "EDGECACHE_JOURNAL_DIR")
@@ -482,6 +557,7 @@ func (c *Config) applyEnv(getenv func(string) string) {
 			}
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // DefaultRoutes are served when the configuration names none.
@@ -665,6 +741,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Redis.Timeout.D() < 0 {
 		bad("redis.timeout must not be negative")
+	}
+	if _, err := c.Redis.TLS.Config(); err != nil {
+		bad("%v", err)
 	}
 	if c.Cache.L1MaxBytes < 0 {
 		bad("cache.l1_max_bytes must not be negative")

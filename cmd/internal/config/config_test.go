@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/tls"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,6 +54,8 @@ func TestEnvOverrides(t *testing.T) {
 		"EDGECACHE_UPSTREAM_URL":     "https://api.example.com/v1",
 		"EDGECACHE_UPSTREAM_API_KEY": "sk-up",
 		"EDGECACHE_REDIS_ADDR":       "a:1, b:2,c:3",
+		"EDGECACHE_REDIS_TLS":        "true",
+		"EDGECACHE_REDIS_CLUSTER":    "1",
 	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.yaml")
@@ -63,8 +67,52 @@ func TestEnvOverrides(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Listen != "127.0.0.1:1" || c.AdminListen != "127.0.0.1:2" || c.Upstream.URL != "https://api.example.com/v1" ||
-		c.Upstream.APIKey != "sk-up" || strings.Join(c.Redis.Addrs, ",") != "a:1,b:2,c:3" {
+		c.Upstream.APIKey != "sk-up" || strings.Join(c.Redis.Addrs, ",") != "a:1,b:2,c:3" ||
+		!c.Redis.TLS.Enabled || !c.Redis.Cluster {
 		t.Errorf("env not applied: %+v", c)
+	}
+	if tc, err := c.Redis.TLS.Config(); err != nil || tc == nil || tc.RootCAs != nil || tc.InsecureSkipVerify {
+		t.Errorf("EDGECACHE_REDIS_TLS=true: %+v, %v; want TLS verified against the system roots", tc, err)
+	}
+	for _, v := range []string{"yes", "on", "tls"} {
+		_, err := Load("", func(k string) string { return map[string]string{"EDGECACHE_REDIS_TLS": v}[k] })
+		if err == nil || !strings.Contains(err.Error(), "EDGECACHE_REDIS_TLS") {
+			t.Errorf("EDGECACHE_REDIS_TLS=%s: %v, want an error naming the variable", v, err)
+		}
+	}
+}
+
+func TestRedisTLSConfig(t *testing.T) {
+	if tc, err := (RedisTLS{}).Config(); tc != nil || err != nil {
+		t.Errorf("TLS off: %v, %v; want nil, nil", tc, err)
+	}
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "not.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, tl := range map[string]RedisTLS{
+		"missing CA file":   {Enabled: true, CAFile: filepath.Join(dir, "absent.pem")},
+		"CA file not PEM":   {Enabled: true, CAFile: notPEM},
+		"cert without key":  {Enabled: true, CertFile: notPEM},
+		"key without cert":  {Enabled: true, KeyFile: notPEM},
+		"unreadable client": {Enabled: true, CertFile: notPEM, KeyFile: notPEM},
+	} {
+		if _, err := tl.Config(); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+		path := filepath.Join(t.TempDir(), "c.yaml")
+		doc := fmt.Sprintf("redis: {addrs: [\"r:6380\"], tls: {enabled: true, ca_file: %q, cert_file: %q, key_file: %q}}\n", tl.CAFile, tl.CertFile, tl.KeyFile)
+		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(path, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "redis.tls") {
+			t.Errorf("%s: Load error %v, want one naming redis.tls", name, err)
+		}
+	}
+	tc, err := (RedisTLS{Enabled: true, ServerName: "redis.internal"}).Config()
+	if err != nil || tc.ServerName != "redis.internal" || tc.MinVersion != tls.VersionTLS12 {
+		t.Errorf("server name: %+v, %v", tc, err)
 	}
 }
 

@@ -99,7 +99,7 @@ func newEdge(t *testing.T, o edgeOpts) *edge {
 	e.l1 = l1
 	tiers, names := []cache.Tier{l1}, []string{"l1"}
 	if o.redisAddr != "" {
-		l2, err := shared.New(shared.Config{Addrs: []string{o.redisAddr}})
+		l2, err := shared.New(shared.Config{Conn: shared.Conn{Addrs: []string{o.redisAddr}}})
 		if err != nil {
 			t.Fatal(err)
 		}
