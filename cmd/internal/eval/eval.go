@@ -285,7 +285,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if o.mode == "cache" {
 		outs, err = scoreCache(ctx, pairs, va, vb, name, v, o.noVerify, minCos(lowest), o.workers, stderr)
 	} else {
-		outs, err = scorePairs(ctx, pairs, va, vb, v, o.noVerify, minCos(lowest), o.workers)
+		outs, err = scorePairs(ctx, pairs, va, vb, name, v, o.noVerify, minCos(lowest), o.workers)
 	}
 	if err != nil {
 		return fmt.Errorf("eval: %w", err)

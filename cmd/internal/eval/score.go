@@ -188,17 +188,20 @@ func judge(p Pair, ownKey string, ms []semantic.Match, lab *labels, v *verify.Ve
 
 // scorePairs scores each pair on its own: the cosine of its two texts and
 // the verifier's score. A pair under minCos is never a hit, as the
-// pipeline would not retrieve it.
-func scorePairs(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v *verify.Verifier, noVerify bool, minCos float32, workers int) ([]outcome, error) {
-	return scorePairsAt(ctx, pairs, va, vb, v, noVerify, minCos, workers)
+// pipeline would not retrieve it. The AUC ranks pairs as the pipeline does
+// at the default threshold: by the verifier's score above that
+// threshold's pre-filter, by cosine under it (below every pair above), so
+// the area does not depend on --threshold or --sweep.
+func scorePairs(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, v *verify.Verifier, noVerify bool, minCos float32, workers int) ([]outcome, error) {
+	return scorePairsAt(ctx, pairs, va, vb, v, noVerify, minCos, verify.MinCosine(name), workers)
 }
 
-// scorePairsWith scores pairs with v, gated at minCos.
+// scorePairsWith scores pairs with v, gated and ranked at minCos.
 func scorePairsWith(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v *verify.Verifier, minCos float32, workers int) ([]outcome, error) {
-	return scorePairsAt(ctx, pairs, va, vb, v, false, minCos, workers)
+	return scorePairsAt(ctx, pairs, va, vb, v, false, minCos, minCos, workers)
 }
 
-func scorePairsAt(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v *verify.Verifier, noVerify bool, minCos float32, workers int) ([]outcome, error) {
+func scorePairsAt(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v *verify.Verifier, noVerify bool, minCos, rankCos float32, workers int) ([]outcome, error) {
 	out := make([]outcome, len(pairs))
 	lab := newLabels(pairs)
 	err := parallel(ctx, len(pairs), workers, func(i int) error {
@@ -210,13 +213,16 @@ func scorePairsAt(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v *v
 		}
 		out[i] = judge(p, "own", ms, lab, v, noVerify)
 		out[i].answerable = p.Duplicate
-		// For the AUC, every pair gets its score, retrieved or not, so
-		// that the area does not depend on the pre-filter.
+		// For the AUC: the verifier's score at or above rankCos, the
+		// cosine, ranked under every such pair, below it.
 		out[i].rawCos, out[i].raw = c, c
 		if !noVerify {
-			if len(ms) > 0 {
+			out[i].raw = c - 3
+			switch {
+			case c < rankCos:
+			case len(ms) > 0:
 				out[i].raw = out[i].v.score
-			} else {
+			default:
 				out[i].raw, _ = v.Score(p.B, p.A, c)
 			}
 		}
