@@ -47,8 +47,8 @@ func newQdrant(t *testing.T, cfg semantic.QdrantConfig) *semantic.Qdrant {
 func TestQdrantConformance(t *testing.T) {
 	t.Run("Fake", func(t *testing.T) {
 		semantictest.RunIndex(t, func(t *testing.T) semantic.Index {
-			fq := startFakeQdrant(t)
-			return newQdrant(t, semantic.QdrantConfig{Addr: fq.addr})
+			fq := semantictest.StartQdrantStandIn(t)
+			return newQdrant(t, semantic.QdrantConfig{Addr: fq.Addr()})
 		})
 	})
 	t.Run("Real", func(t *testing.T) {
@@ -96,8 +96,8 @@ func dropCollections(t *testing.T, addr, prefix string) {
 }
 
 func TestQdrantStartupCreatesCollectionAndIndexes(t *testing.T) {
-	fq := startFakeQdrant(t)
-	q := newQdrant(t, semantic.QdrantConfig{Addr: fq.addr, Model: "USE-lite/v1", Dim: 512})
+	fq := semantictest.StartQdrantStandIn(t)
+	q := newQdrant(t, semantic.QdrantConfig{Addr: fq.Addr(), Model: "USE-lite/v1", Dim: 512})
 	if want := semantic.CollectionName("edgecache_", "USE-lite/v1", 512); q.Collection() != want {
 		t.Errorf("Collection() = %q, want %q", q.Collection(), want)
 	}
@@ -109,7 +109,7 @@ func TestQdrantStartupCreatesCollectionAndIndexes(t *testing.T) {
 		"key":        qdrant.FieldType_FieldTypeKeyword,
 		"expires_at": qdrant.FieldType_FieldTypeInteger,
 	}
-	got := fq.indexes(q.Collection())
+	got := fq.Indexes(q.Collection())
 	if len(got) != len(want) {
 		t.Errorf("payload indexes = %v, want %v", got, want)
 	}
@@ -120,22 +120,22 @@ func TestQdrantStartupCreatesCollectionAndIndexes(t *testing.T) {
 	}
 
 	// A second instance adopts the existing collection.
-	newQdrant(t, semantic.QdrantConfig{Addr: fq.addr, Model: "USE-lite/v1", Dim: 512})
+	newQdrant(t, semantic.QdrantConfig{Addr: fq.Addr(), Model: "USE-lite/v1", Dim: 512})
 }
 
 func TestQdrantStartupFailures(t *testing.T) {
 	t.Run("IndexRejected", func(t *testing.T) {
-		fq := startFakeQdrant(t)
-		fq.rejectIndex = "expires_at"
-		_, err := semantic.NewQdrant(t.Context(), semantic.QdrantConfig{Addr: fq.addr, Model: "m", Dim: 4})
+		fq := semantictest.StartQdrantStandIn(t)
+		fq.RejectIndex("expires_at")
+		_, err := semantic.NewQdrant(t.Context(), semantic.QdrantConfig{Addr: fq.Addr(), Model: "m", Dim: 4})
 		if err == nil || !regexp.MustCompile(`expires_at`).MatchString(err.Error()) {
 			t.Fatalf("NewQdrant with a failing payload index = %v, want an error naming expires_at", err)
 		}
 	})
 	t.Run("WrongDimension", func(t *testing.T) {
-		fq := startFakeQdrant(t)
+		fq := semantictest.StartQdrantStandIn(t)
 		// Another deployment made the collection with other vectors.
-		host, port, _ := net.SplitHostPort(fq.addr)
+		host, port, _ := net.SplitHostPort(fq.Addr())
 		p, _ := strconv.Atoi(port)
 		c, err := qdrant.NewClient(&qdrant.Config{Host: host, Port: p, SkipCompatibilityCheck: true})
 		if err != nil {
@@ -150,7 +150,7 @@ func TestQdrantStartupFailures(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = semantic.NewQdrant(t.Context(), semantic.QdrantConfig{Addr: fq.addr, Model: "m", Dim: 4})
+		_, err = semantic.NewQdrant(t.Context(), semantic.QdrantConfig{Addr: fq.Addr(), Model: "m", Dim: 4})
 		if err == nil || errors.Is(err, semantic.ErrUnavailable) {
 			t.Fatalf("NewQdrant on a collection of another dimension = %v, want a configuration error", err)
 		}
@@ -169,13 +169,13 @@ func TestQdrantStartupFailures(t *testing.T) {
 }
 
 func TestQdrantRequestPathDoesNotWait(t *testing.T) {
-	fq := startFakeQdrant(t)
-	q := newQdrant(t, semantic.QdrantConfig{Addr: fq.addr})
+	fq := semantictest.StartQdrantStandIn(t)
+	q := newQdrant(t, semantic.QdrantConfig{Addr: fq.Addr()})
 	p := semantic.Point{Key: "k", Vector: semantictest.Axis(0), ExpiresAt: time.Now().Add(time.Hour)}
 	if err := q.Upsert(t.Context(), p); err != nil {
 		t.Fatal(err)
 	}
-	if w := fq.waits(); len(w) != 1 || w[0] {
+	if w := fq.UpsertWaits(); len(w) != 1 || w[0] {
 		t.Errorf("upsert Wait flags = %v, want [false]", w)
 	}
 }
@@ -204,9 +204,9 @@ func TestQdrantUnavailable(t *testing.T) {
 		check(t, "NewQdrant", start, err)
 	})
 	t.Run("ServerStopped", func(t *testing.T) {
-		fq := startFakeQdrant(t)
-		q := newQdrant(t, semantic.QdrantConfig{Addr: fq.addr, Timeout: timeout})
-		fq.stop()
+		fq := semantictest.StartQdrantStandIn(t)
+		q := newQdrant(t, semantic.QdrantConfig{Addr: fq.Addr(), Timeout: timeout})
+		fq.Stop()
 		ctx := t.Context()
 		start := time.Now()
 		_, err := q.Search(ctx, semantictest.Axis(0), semantic.Filter{}, 1, 0)
@@ -218,17 +218,17 @@ func TestQdrantUnavailable(t *testing.T) {
 		check(t, "Delete", start, q.Delete(ctx, "k"))
 	})
 	t.Run("ServerSlow", func(t *testing.T) {
-		fq := startFakeQdrant(t)
-		q := newQdrant(t, semantic.QdrantConfig{Addr: fq.addr, Timeout: timeout})
-		fq.setDelay(10 * time.Second)
+		fq := semantictest.StartQdrantStandIn(t)
+		q := newQdrant(t, semantic.QdrantConfig{Addr: fq.Addr(), Timeout: timeout})
+		fq.SetDelay(10 * time.Second)
 		start := time.Now()
 		_, err := q.Search(t.Context(), semantictest.Axis(0), semantic.Filter{}, 1, 0)
 		check(t, "Search", start, err)
-		fq.setDelay(0)
+		fq.SetDelay(0)
 	})
 	t.Run("CallerCancelled", func(t *testing.T) {
-		fq := startFakeQdrant(t)
-		q := newQdrant(t, semantic.QdrantConfig{Addr: fq.addr, Timeout: timeout})
+		fq := semantictest.StartQdrantStandIn(t)
+		q := newQdrant(t, semantic.QdrantConfig{Addr: fq.Addr(), Timeout: timeout})
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 		_, err := q.Search(ctx, semantictest.Axis(0), semantic.Filter{}, 1, 0)
@@ -239,14 +239,14 @@ func TestQdrantUnavailable(t *testing.T) {
 }
 
 func TestQdrantPurge(t *testing.T) {
-	fq := startFakeQdrant(t)
-	testPurge(t, newQdrant(t, semantic.QdrantConfig{Addr: fq.addr}))
+	fq := semantictest.StartQdrantStandIn(t)
+	testPurge(t, newQdrant(t, semantic.QdrantConfig{Addr: fq.Addr()}))
 }
 
 func TestQdrantSweep(t *testing.T) {
-	fq := startFakeQdrant(t)
+	fq := semantictest.StartQdrantStandIn(t)
 	clk := &clock{now: time.Now()}
-	q := newQdrant(t, semantic.QdrantConfig{Addr: fq.addr, Now: clk.Now, SweepInterval: -1})
+	q := newQdrant(t, semantic.QdrantConfig{Addr: fq.Addr(), Now: clk.Now, SweepInterval: -1})
 	f := filterN(0)
 	for i := range 10 {
 		ttl := time.Hour
@@ -273,27 +273,21 @@ func TestQdrantSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	// ...and gone from the store after it.
-	fq.mu.Lock()
-	n := len(fq.collections[q.Collection()].points)
-	fq.mu.Unlock()
-	if n != 5 {
+	if n := fq.PointCount(q.Collection()); n != 5 {
 		t.Errorf("after Sweep the collection holds %d points, want 5", n)
 	}
 }
 
 func TestQdrantBackgroundSweeper(t *testing.T) {
-	fq := startFakeQdrant(t)
-	q := newQdrant(t, semantic.QdrantConfig{Addr: fq.addr, SweepInterval: 20 * time.Millisecond})
+	fq := semantictest.StartQdrantStandIn(t)
+	q := newQdrant(t, semantic.QdrantConfig{Addr: fq.Addr(), SweepInterval: 20 * time.Millisecond})
 	p := semantic.Point{Key: "soon", Vector: semantictest.Axis(0), ExpiresAt: time.Now().Add(100 * time.Millisecond)}
 	if err := q.Upsert(t.Context(), p); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		fq.mu.Lock()
-		n := len(fq.collections[q.Collection()].points)
-		fq.mu.Unlock()
-		if n == 0 {
+		if fq.PointCount(q.Collection()) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {

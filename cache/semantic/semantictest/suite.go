@@ -1,6 +1,8 @@
 // Package semantictest holds the conformance suite every semantic.Index
-// must pass (RunIndex) and vector helpers for tests of code that uses an
-// index. It is imported only from _test.go files.
+// must pass (RunIndex), vector helpers for tests of code that uses an
+// index, and QdrantStandIn, an in-test gRPC stand-in for a Qdrant server
+// (not Qdrant) for tests on machines where none can run. It is imported
+// only from _test.go files.
 package semantictest
 
 import (

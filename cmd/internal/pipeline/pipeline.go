@@ -168,7 +168,8 @@ func New(cfg Config) *Pipeline {
 }
 
 // Close waits for upstream calls still running (their answers may still be
-// stored) until ctx is done.
+// stored), then for the semantic index writes still queued, until ctx is
+// done.
 func (p *Pipeline) Close(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
@@ -177,13 +178,14 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("pipeline close: %w", ctx.Err())
 	}
+	var err error
 	if p.sem != nil {
-		p.sem.close()
+		err = p.sem.close(ctx)
 	}
 	for _, t := range p.cfg.Targets {
 		t.Client.CloseIdle()
 	}
-	return nil
+	return err
 }
 
 // Serve answers one proxied request for route rt.

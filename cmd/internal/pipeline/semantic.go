@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"sync"
@@ -57,8 +58,14 @@ type semanticTier struct {
 	queue   chan indexJob
 	pending atomic.Int64 // queued or being written
 	stop    chan struct{}
-	wg      sync.WaitGroup
-	once    sync.Once
+	// writeCtx is the parent of every index write; close cancels it
+	// (giveUp) when its deadline passes, ending the write in flight.
+	writeCtx context.Context
+	giveUp   context.CancelFunc
+	dropped  atomic.Int64 // queued writes the drain at close gave up
+	drainErr error        // why the drain gave up; read after wg.Wait
+	wg       sync.WaitGroup
+	once     sync.Once
 }
 
 type indexJob struct {
@@ -79,6 +86,7 @@ func newSemanticTier(cfg SemanticConfig) *semanticTier {
 		cfg.IndexQueue = 1024
 	}
 	s := &semanticTier{cfg: cfg, queue: make(chan indexJob, cfg.IndexQueue), stop: make(chan struct{})}
+	s.writeCtx, s.giveUp = context.WithCancel(context.Background())
 	s.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        "semantic",
 		MaxRequests: 1,
@@ -239,40 +247,90 @@ func (s *semanticTier) index(q *semanticQuery, key cache.Key, expires time.Time)
 func (s *semanticTier) indexer() {
 	defer s.wg.Done()
 	for {
+		select { // once closing, drain rather than write on
+		case <-s.stop:
+			s.drain()
+			return
+		default:
+		}
 		select {
 		case job := <-s.queue:
-			s.write(job)
+			_ = s.write(job)
 		case <-s.stop:
-			for {
-				select {
-				case job := <-s.queue:
-					s.write(job)
-				default:
-					return
-				}
-			}
+			s.drain()
+			return
 		}
 	}
 }
 
-func (s *semanticTier) write(job indexJob) {
+// drain writes the points still queued when the tier closes, so answers
+// stored just before a shutdown are indexed too. It drops the rest (and
+// counts them) after the first write the embedder or index cannot take
+// (down or too slow: every other write would wait for its timeout too,
+// holding the shutdown for queue × timeout), or once close gives up.
+func (s *semanticTier) drain() {
+	for {
+		select {
+		case job := <-s.queue:
+			if s.drainErr != nil || s.writeCtx.Err() != nil {
+				s.pending.Add(-1)
+				s.dropped.Add(1)
+				continue
+			}
+			if err := s.write(job); unavailable(err) {
+				s.drainErr = err
+			}
+		default:
+			return
+		}
+	}
+}
+
+// unavailable reports whether an index write failed because the embedder
+// or the index cannot answer now (rather than over one bad point).
+func unavailable(err error) bool {
+	return errors.Is(err, embed.ErrUnavailable) || errors.Is(err, semantic.ErrUnavailable) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
+func (s *semanticTier) write(job indexJob) (err error) {
 	defer s.pending.Add(-1)
 	defer func() { _ = recover() }() // a bad point must not stop the indexer
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(s.writeCtx, 2*time.Second)
 	defer cancel()
 	if job.point.Vector == nil {
 		v, err := embed.One(ctx, s.cfg.Embedder, job.point.Text)
 		if err != nil {
-			return
+			return err
 		}
 		job.point.Vector = v
 	}
-	_ = s.cfg.Index.Upsert(ctx, job.point)
+	return s.cfg.Index.Upsert(ctx, job.point)
 }
 
-func (s *semanticTier) close() {
+// close stops the indexer once it has drained the queue, or when ctx is
+// done (the write in flight is then cancelled and the rest dropped). It
+// reports the queued points that were not written.
+func (s *semanticTier) close(ctx context.Context) error {
 	s.once.Do(func() { close(s.stop) })
-	s.wg.Wait()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	var cause error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.giveUp()
+		<-done
+		cause = ctx.Err()
+	}
+	s.giveUp()
+	if cause == nil {
+		cause = s.drainErr
+	}
+	if cause == nil {
+		return nil
+	}
+	return fmt.Errorf("semantic tier: %d queued index writes dropped at close: %w", s.dropped.Load(), cause)
 }
 
 func endSpan(span trace.Span, err error) {

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -9,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/edgecache/edgecache/cache/semantic"
 	"github.com/edgecache/edgecache/cmd/internal/config"
@@ -205,4 +208,104 @@ func httptestRequest(minScore string) *http.Request {
 		r.Header.Set("X-Edgecache-Min-Score", minScore)
 	}
 	return r
+}
+
+// downIndex is a vector store that has gone away: every write blocks until
+// release is closed or the write's context ends, then fails as
+// unavailable.
+type downIndex struct {
+	semantic.Index
+	release chan struct{}
+	upserts atomic.Int64
+}
+
+func (d *downIndex) Upsert(ctx context.Context, _ semantic.Point) error {
+	d.upserts.Add(1)
+	select {
+	case <-d.release:
+	case <-ctx.Done():
+	}
+	return fmt.Errorf("index down: %w", semantic.ErrUnavailable)
+}
+
+// A vector store that is down or hangs when edgecache shuts down must not
+// hold the drain: Close stops writing at the first write the store cannot
+// take, and gives up at its deadline. (Before, the drain wrote every
+// queued point, each waiting for its timeout: with a hung Qdrant, 1024
+// queued points × the 50 ms search timeout held edgecache's shutdown past
+// its 30 s drain budget.)
+func TestSemanticCloseWithIndexDown(t *testing.T) {
+	const queued = 10
+	// setup stores queued answers: the first write hangs in the index, the
+	// others wait in the queue.
+	setup := func(t *testing.T) (*edge, *downIndex) {
+		t.Helper()
+		idx, err := semantic.NewEmbedded(semantic.EmbeddedConfig{Dim: lexical.DefaultDim})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { idx.Close() })
+		di := &downIndex{Index: idx, release: make(chan struct{})}
+		e := newEdge(t, edgeOpts{
+			routes: []config.Route{{Name: "chat", Path: "/v1/chat/completions", Cache: config.CachePolicy{Mode: config.ModeSemantic}}},
+			semantic: &SemanticConfig{Embedder: lexical.New(0), Index: di, Verifier: cosineScorer{},
+				DefaultThreshold: 0.8, MinCosine: func(float32) float32 { return 0.5 }},
+		})
+		for i := range queued {
+			if r := e.post("/v1/chat/completions", chat(fmt.Sprintf("question number %d", i))); r.status != 200 {
+				t.Fatalf("request %d: %d", i, r.status)
+			}
+		}
+		waitFor(t, func() bool { return e.p.sem.pending.Load() == queued && di.upserts.Load() == 1 })
+		return e, di
+	}
+	wantDropped := func(t *testing.T, err error, cause error) {
+		t.Helper()
+		if want := fmt.Sprintf("%d queued index writes dropped", queued-2); !errors.Is(err, cause) || !strings.Contains(err.Error(), want) {
+			t.Errorf("Close = %v, want an error wrapping %v saying %q", err, cause, want)
+		}
+	}
+
+	t.Run("Hung", func(t *testing.T) {
+		e, di := setup(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		err := e.p.Close(ctx)
+		// A write's own timeout is 2 s: returning before proves the write
+		// in flight was cancelled at the deadline.
+		if took := time.Since(start); took > 1500*time.Millisecond {
+			t.Errorf("Close with a 200ms deadline took %v", took)
+		}
+		if n := di.upserts.Load(); n != 1 {
+			t.Errorf("%d writes reached the hung index, want 1 (the one in flight)", n)
+		}
+		if want := fmt.Sprintf("%d queued index writes dropped", queued-1); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), want) {
+			t.Errorf("Close = %v, want an error wrapping the deadline saying %q", err, want)
+		}
+	})
+
+	t.Run("Down", func(t *testing.T) {
+		e, di := setup(t)
+		errc := make(chan error, 1)
+		go func() { errc <- e.p.Close(context.Background()) }()
+		waitFor(t, func() bool {
+			select {
+			case <-e.p.sem.stop:
+				return true
+			default:
+				return false
+			}
+		})
+		close(di.release) // the store now fails at once
+		select {
+		case err := <-errc:
+			wantDropped(t, err, semantic.ErrUnavailable)
+		case <-time.After(10 * time.Second):
+			t.Fatal("Close did not return within 10s")
+		}
+		if n := di.upserts.Load(); n != 2 {
+			t.Errorf("the drain sent %d writes to a down index, want 2 (the one in flight, then one that failed)", n)
+		}
+	})
 }

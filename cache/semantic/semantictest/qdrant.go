@@ -1,8 +1,9 @@
-package semantic_test
+package semantictest
 
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"slices"
@@ -17,10 +18,11 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// fakeQdrant is a STAND-IN for a real Qdrant server, for tests on machines
-// where none can run. It is a real gRPC server on a loopback port that
-// implements, from the go-client's generated server interfaces, the subset
-// of Qdrant's services the adapter uses: health check; collection
+// QdrantStandIn is a STAND-IN for a real Qdrant server, for tests on
+// machines where none can run; it is not Qdrant. It is a real gRPC server
+// on a loopback port that implements, from the go-client's generated server
+// interfaces, the subset of Qdrant's services the adapter
+// (semantic.NewQdrant) uses: health check; collection
 // exists/create/get/delete; create field index; upsert, delete (by IDs or
 // by filter), count and query. It applies filters (must/should/must_not
 // with keyword and integer matches and numeric ranges), score thresholds
@@ -29,88 +31,126 @@ import (
 // Like a Qdrant collection in strict mode, it refuses to filter on a field
 // without a payload index, so a missing index fails a test instead of
 // passing silently. It records the indexes created and the Wait flag of
-// every write, and can be made slow (setDelay) or stopped (stop).
+// every write, and can be made slow (SetDelay) or stopped (Stop), as a
+// Qdrant that is overloaded or has gone away.
 //
-// What it does not model: asynchronous application of Wait=false writes,
-// segments and optimisers, named or sparse vectors, and every filter
-// condition the adapter does not send.
-type fakeQdrant struct {
-	addr string
-	srv  *grpc.Server
+// What it does not model: asynchronous application of Wait=false writes
+// (every write is applied before the call returns), segments and
+// optimisers, named or sparse vectors, persistence, and every filter
+// condition the adapter does not send. Tests that need real Qdrant
+// behaviour run against a real server (EDGECACHE_QDRANT_ADDR, see
+// deploy/compose.qdrant.yaml).
+type QdrantStandIn struct {
+	addr   string
+	srv    *grpc.Server
+	served chan struct{} // closed once Serve has returned
 
 	mu          sync.Mutex
-	collections map[string]*fakeCollection
+	collections map[string]*standInCollection
 	upsertWaits []bool
 	delay       time.Duration
 	rejectIndex string // CreateFieldIndex on this field fails
 }
 
-type fakeCollection struct {
+type standInCollection struct {
 	dim     int
 	indexes map[string]qdrant.FieldType
-	points  map[string]fakePoint // by UUID
+	points  map[string]standInPoint // by UUID
 }
 
-type fakePoint struct {
+type standInPoint struct {
 	vec     []float32 // normalised, as Qdrant stores cosine vectors
 	payload map[string]*qdrant.Value
 }
 
-func startFakeQdrant(t *testing.T) *fakeQdrant {
-	t.Helper()
+// StartQdrantStandIn starts a QdrantStandIn on a free loopback port; its
+// Stop is registered with tb.Cleanup.
+func StartQdrantStandIn(tb testing.TB) *QdrantStandIn {
+	tb.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("listen: %v", err)
+		tb.Fatalf("qdrant stand-in: listen: %v", err)
 	}
-	f := &fakeQdrant{addr: lis.Addr().String(), srv: grpc.NewServer(), collections: map[string]*fakeCollection{}}
-	qdrant.RegisterQdrantServer(f.srv, fakeHealth{})
-	qdrant.RegisterCollectionsServer(f.srv, fakeCollections{f: f})
-	qdrant.RegisterPointsServer(f.srv, fakePoints{f: f})
-	served := make(chan struct{})
+	f := &QdrantStandIn{
+		addr:        lis.Addr().String(),
+		srv:         grpc.NewServer(),
+		served:      make(chan struct{}),
+		collections: map[string]*standInCollection{},
+	}
+	qdrant.RegisterQdrantServer(f.srv, standInHealth{})
+	qdrant.RegisterCollectionsServer(f.srv, standInCollections{f: f})
+	qdrant.RegisterPointsServer(f.srv, standInPoints{f: f})
 	go func() {
-		defer close(served)
-		f.srv.Serve(lis)
+		defer close(f.served)
+		_ = f.srv.Serve(lis)
 	}()
-	t.Cleanup(func() {
-		f.srv.Stop()
-		<-served
-	})
+	tb.Cleanup(f.Stop)
 	return f
 }
 
-// stop shuts the server down, refusing new connections.
-func (f *fakeQdrant) stop() { f.srv.Stop() }
+// Addr is the host:port of the gRPC API (what semantic.QdrantConfig.Addr
+// and the semantic.qdrant.addr setting take).
+func (f *QdrantStandIn) Addr() string { return f.addr }
 
-// setDelay makes every call wait d (or until its deadline) first.
-func (f *fakeQdrant) setDelay(d time.Duration) {
+// Stop shuts the server down as a Qdrant that has gone away: it closes
+// the listener and every connection and fails the calls in flight; new
+// connections are refused. It returns once the server has stopped, and is
+// safe to call more than once. A stopped stand-in cannot be restarted.
+func (f *QdrantStandIn) Stop() {
+	f.srv.Stop()
+	<-f.served
+}
+
+// SetDelay makes every later call wait d (or until its deadline) first,
+// as an overloaded Qdrant; zero removes the delay.
+func (f *QdrantStandIn) SetDelay(d time.Duration) {
 	f.mu.Lock()
 	f.delay = d
 	f.mu.Unlock()
 }
 
-// indexes returns the payload indexes of a collection by field.
-func (f *fakeQdrant) indexes(collection string) map[string]qdrant.FieldType {
+// RejectIndex makes creating a payload index on field fail (as a server
+// refusing it would); "" accepts every field again.
+func (f *QdrantStandIn) RejectIndex(field string) {
+	f.mu.Lock()
+	f.rejectIndex = field
+	f.mu.Unlock()
+}
+
+// Indexes returns the payload indexes of a collection by field, or nil if
+// there is no such collection.
+func (f *QdrantStandIn) Indexes(collection string) map[string]qdrant.FieldType {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c := f.collections[collection]
 	if c == nil {
 		return nil
 	}
-	out := make(map[string]qdrant.FieldType, len(c.indexes))
-	for k, v := range c.indexes {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(c.indexes)
 }
 
-func (f *fakeQdrant) waits() []bool {
+// UpsertWaits returns the Wait flag of every upsert received, in order.
+func (f *QdrantStandIn) UpsertWaits() []bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.upsertWaits)
 }
 
+// PointCount returns how many points a collection holds, expired ones
+// included (the stand-in, like Qdrant, deletes only when asked), or -1 if
+// there is no such collection.
+func (f *QdrantStandIn) PointCount(collection string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.collections[collection]
+	if c == nil {
+		return -1
+	}
+	return len(c.points)
+}
+
 // enter applies the configured delay, then locks the state.
-func (f *fakeQdrant) enter(ctx context.Context) error {
+func (f *QdrantStandIn) enter(ctx context.Context) error {
 	f.mu.Lock()
 	d := f.delay
 	f.mu.Unlock()
@@ -125,7 +165,7 @@ func (f *fakeQdrant) enter(ctx context.Context) error {
 	return nil
 }
 
-func (f *fakeQdrant) collection(name string) (*fakeCollection, error) {
+func (f *QdrantStandIn) collection(name string) (*standInCollection, error) {
 	c := f.collections[name]
 	if c == nil {
 		return nil, status.Errorf(codes.NotFound, "Not found: Collection `%s` doesn't exist!", name)
@@ -133,20 +173,20 @@ func (f *fakeQdrant) collection(name string) (*fakeCollection, error) {
 	return c, nil
 }
 
-type fakeHealth struct {
+type standInHealth struct {
 	qdrant.UnimplementedQdrantServer
 }
 
-func (fakeHealth) HealthCheck(context.Context, *qdrant.HealthCheckRequest) (*qdrant.HealthCheckReply, error) {
-	return &qdrant.HealthCheckReply{Title: "fakeQdrant (test stand-in)", Version: "1.17.0"}, nil
+func (standInHealth) HealthCheck(context.Context, *qdrant.HealthCheckRequest) (*qdrant.HealthCheckReply, error) {
+	return &qdrant.HealthCheckReply{Title: "semantictest.QdrantStandIn (a test stand-in, not Qdrant)", Version: "1.17.0"}, nil
 }
 
-type fakeCollections struct {
+type standInCollections struct {
 	qdrant.UnimplementedCollectionsServer
-	f *fakeQdrant
+	f *QdrantStandIn
 }
 
-func (s fakeCollections) CollectionExists(ctx context.Context, req *qdrant.CollectionExistsRequest) (*qdrant.CollectionExistsResponse, error) {
+func (s standInCollections) CollectionExists(ctx context.Context, req *qdrant.CollectionExistsRequest) (*qdrant.CollectionExistsResponse, error) {
 	if err := s.f.enter(ctx); err != nil {
 		return nil, err
 	}
@@ -155,7 +195,7 @@ func (s fakeCollections) CollectionExists(ctx context.Context, req *qdrant.Colle
 	return &qdrant.CollectionExistsResponse{Result: &qdrant.CollectionExists{Exists: ok}}, nil
 }
 
-func (s fakeCollections) Create(ctx context.Context, req *qdrant.CreateCollection) (*qdrant.CollectionOperationResponse, error) {
+func (s standInCollections) Create(ctx context.Context, req *qdrant.CreateCollection) (*qdrant.CollectionOperationResponse, error) {
 	if err := s.f.enter(ctx); err != nil {
 		return nil, err
 	}
@@ -166,20 +206,20 @@ func (s fakeCollections) Create(ctx context.Context, req *qdrant.CreateCollectio
 	}
 	params := req.GetVectorsConfig().GetParams()
 	if params == nil || params.GetSize() == 0 {
-		return nil, status.Error(codes.InvalidArgument, "fake: only a single unnamed vector is supported")
+		return nil, status.Error(codes.InvalidArgument, "qdrant stand-in: only a single unnamed vector is supported")
 	}
 	if params.GetDistance() != qdrant.Distance_Cosine {
-		return nil, status.Error(codes.InvalidArgument, "fake: only cosine distance is supported")
+		return nil, status.Error(codes.InvalidArgument, "qdrant stand-in: only cosine distance is supported")
 	}
-	s.f.collections[name] = &fakeCollection{
+	s.f.collections[name] = &standInCollection{
 		dim:     int(params.GetSize()),
 		indexes: map[string]qdrant.FieldType{},
-		points:  map[string]fakePoint{},
+		points:  map[string]standInPoint{},
 	}
 	return &qdrant.CollectionOperationResponse{Result: true}, nil
 }
 
-func (s fakeCollections) Get(ctx context.Context, req *qdrant.GetCollectionInfoRequest) (*qdrant.GetCollectionInfoResponse, error) {
+func (s standInCollections) Get(ctx context.Context, req *qdrant.GetCollectionInfoRequest) (*qdrant.GetCollectionInfoResponse, error) {
 	if err := s.f.enter(ctx); err != nil {
 		return nil, err
 	}
@@ -206,7 +246,7 @@ func (s fakeCollections) Get(ctx context.Context, req *qdrant.GetCollectionInfoR
 	}}, nil
 }
 
-func (s fakeCollections) Delete(ctx context.Context, req *qdrant.DeleteCollection) (*qdrant.CollectionOperationResponse, error) {
+func (s standInCollections) Delete(ctx context.Context, req *qdrant.DeleteCollection) (*qdrant.CollectionOperationResponse, error) {
 	if err := s.f.enter(ctx); err != nil {
 		return nil, err
 	}
@@ -216,16 +256,16 @@ func (s fakeCollections) Delete(ctx context.Context, req *qdrant.DeleteCollectio
 	return &qdrant.CollectionOperationResponse{Result: ok}, nil
 }
 
-type fakePoints struct {
+type standInPoints struct {
 	qdrant.UnimplementedPointsServer
-	f *fakeQdrant
+	f *QdrantStandIn
 }
 
 func opDone() *qdrant.PointsOperationResponse {
 	return &qdrant.PointsOperationResponse{Result: &qdrant.UpdateResult{Status: qdrant.UpdateStatus_Completed}}
 }
 
-func (s fakePoints) CreateFieldIndex(ctx context.Context, req *qdrant.CreateFieldIndexCollection) (*qdrant.PointsOperationResponse, error) {
+func (s standInPoints) CreateFieldIndex(ctx context.Context, req *qdrant.CreateFieldIndexCollection) (*qdrant.PointsOperationResponse, error) {
 	if err := s.f.enter(ctx); err != nil {
 		return nil, err
 	}
@@ -235,16 +275,16 @@ func (s fakePoints) CreateFieldIndex(ctx context.Context, req *qdrant.CreateFiel
 		return nil, err
 	}
 	if req.FieldType == nil {
-		return nil, status.Error(codes.InvalidArgument, "fake: field type required")
+		return nil, status.Error(codes.InvalidArgument, "qdrant stand-in: field type required")
 	}
 	if req.GetFieldName() == s.f.rejectIndex {
-		return nil, status.Errorf(codes.Internal, "fake: index on %q rejected", s.f.rejectIndex)
+		return nil, status.Errorf(codes.Internal, "qdrant stand-in: index on %q rejected", s.f.rejectIndex)
 	}
 	c.indexes[req.GetFieldName()] = req.GetFieldType()
 	return opDone(), nil
 }
 
-func (s fakePoints) Upsert(ctx context.Context, req *qdrant.UpsertPoints) (*qdrant.PointsOperationResponse, error) {
+func (s standInPoints) Upsert(ctx context.Context, req *qdrant.UpsertPoints) (*qdrant.PointsOperationResponse, error) {
 	if err := s.f.enter(ctx); err != nil {
 		return nil, err
 	}
@@ -255,7 +295,7 @@ func (s fakePoints) Upsert(ctx context.Context, req *qdrant.UpsertPoints) (*qdra
 	}
 	s.f.upsertWaits = append(s.f.upsertWaits, req.GetWait())
 	for _, p := range req.GetPoints() {
-		id, err := fakeID(p.GetId())
+		id, err := standInID(p.GetId())
 		if err != nil {
 			return nil, err
 		}
@@ -268,12 +308,12 @@ func (s fakePoints) Upsert(ctx context.Context, req *qdrant.UpsertPoints) (*qdra
 			return nil, status.Errorf(codes.InvalidArgument,
 				"Wrong input: Vector dimension error: expected dim: %d, got %d", c.dim, len(data))
 		}
-		c.points[id] = fakePoint{vec: normalised(data), payload: p.GetPayload()}
+		c.points[id] = standInPoint{vec: normalised(data), payload: p.GetPayload()}
 	}
 	return opDone(), nil
 }
 
-func (s fakePoints) Delete(ctx context.Context, req *qdrant.DeletePoints) (*qdrant.PointsOperationResponse, error) {
+func (s standInPoints) Delete(ctx context.Context, req *qdrant.DeletePoints) (*qdrant.PointsOperationResponse, error) {
 	if err := s.f.enter(ctx); err != nil {
 		return nil, err
 	}
@@ -286,7 +326,7 @@ func (s fakePoints) Delete(ctx context.Context, req *qdrant.DeletePoints) (*qdra
 	switch {
 	case sel.GetPoints() != nil:
 		for _, pid := range sel.GetPoints().GetIds() {
-			id, err := fakeID(pid)
+			id, err := standInID(pid)
 			if err != nil {
 				return nil, err
 			}
@@ -303,12 +343,12 @@ func (s fakePoints) Delete(ctx context.Context, req *qdrant.DeletePoints) (*qdra
 			}
 		}
 	default:
-		return nil, status.Error(codes.InvalidArgument, "fake: delete needs ids or a filter")
+		return nil, status.Error(codes.InvalidArgument, "qdrant stand-in: delete needs ids or a filter")
 	}
 	return opDone(), nil
 }
 
-func (s fakePoints) Count(ctx context.Context, req *qdrant.CountPoints) (*qdrant.CountResponse, error) {
+func (s standInPoints) Count(ctx context.Context, req *qdrant.CountPoints) (*qdrant.CountResponse, error) {
 	if err := s.f.enter(ctx); err != nil {
 		return nil, err
 	}
@@ -330,7 +370,7 @@ func (s fakePoints) Count(ctx context.Context, req *qdrant.CountPoints) (*qdrant
 	return &qdrant.CountResponse{Result: &qdrant.CountResult{Count: uint64(n)}}, nil
 }
 
-func (s fakePoints) Query(ctx context.Context, req *qdrant.QueryPoints) (*qdrant.QueryResponse, error) {
+func (s standInPoints) Query(ctx context.Context, req *qdrant.QueryPoints) (*qdrant.QueryResponse, error) {
 	if err := s.f.enter(ctx); err != nil {
 		return nil, err
 	}
@@ -340,11 +380,11 @@ func (s fakePoints) Query(ctx context.Context, req *qdrant.QueryPoints) (*qdrant
 		return nil, err
 	}
 	if len(req.GetPrefetch()) > 0 || req.Using != nil || req.GetOffset() != 0 {
-		return nil, status.Error(codes.Unimplemented, "fake: prefetch, using and offset are not supported")
+		return nil, status.Error(codes.Unimplemented, "qdrant stand-in: prefetch, using and offset are not supported")
 	}
 	q := req.GetQuery().GetNearest().GetDense().GetData()
 	if q == nil {
-		return nil, status.Error(codes.Unimplemented, "fake: only nearest-dense queries are supported")
+		return nil, status.Error(codes.Unimplemented, "qdrant stand-in: only nearest-dense queries are supported")
 	}
 	if len(q) != c.dim {
 		return nil, status.Errorf(codes.InvalidArgument,
@@ -399,10 +439,10 @@ func (s fakePoints) Query(ctx context.Context, req *qdrant.QueryPoints) (*qdrant
 	return &qdrant.QueryResponse{Result: out}, nil
 }
 
-func fakeID(pid *qdrant.PointId) (string, error) {
+func standInID(pid *qdrant.PointId) (string, error) {
 	u := pid.GetUuid()
 	if len(u) != 36 || strings.Count(u, "-") != 4 {
-		return "", status.Errorf(codes.InvalidArgument, "fake: point id %v is not a UUID", pid)
+		return "", status.Errorf(codes.InvalidArgument, "qdrant stand-in: point id %v is not a UUID", pid)
 	}
 	return strings.ToLower(u), nil
 }
@@ -424,7 +464,7 @@ func normalised(v []float32) []float32 {
 }
 
 // matches evaluates a filter on a payload. A nil filter matches all.
-func (c *fakeCollection) matches(f *qdrant.Filter, payload map[string]*qdrant.Value) (bool, error) {
+func (c *standInCollection) matches(f *qdrant.Filter, payload map[string]*qdrant.Value) (bool, error) {
 	if f == nil {
 		return true, nil
 	}
@@ -455,13 +495,13 @@ func (c *fakeCollection) matches(f *qdrant.Filter, payload map[string]*qdrant.Va
 	return true, nil
 }
 
-func (c *fakeCollection) cond(cond *qdrant.Condition, payload map[string]*qdrant.Value) (bool, error) {
+func (c *standInCollection) cond(cond *qdrant.Condition, payload map[string]*qdrant.Value) (bool, error) {
 	if sub := cond.GetFilter(); sub != nil {
 		return c.matches(sub, payload)
 	}
 	fc := cond.GetField()
 	if fc == nil {
-		return false, status.Errorf(codes.Unimplemented, "fake: condition %v is not supported", cond)
+		return false, status.Errorf(codes.Unimplemented, "qdrant stand-in: condition %v is not supported", cond)
 	}
 	typ, indexed := c.indexes[fc.GetKey()]
 	if !indexed {
@@ -474,7 +514,7 @@ func (c *fakeCollection) cond(cond *qdrant.Condition, payload map[string]*qdrant
 		switch m := fc.GetMatch().GetMatchValue().(type) {
 		case *qdrant.Match_Keyword:
 			if typ != qdrant.FieldType_FieldTypeKeyword {
-				return false, status.Errorf(codes.InvalidArgument, "fake: keyword match on a %v index", typ)
+				return false, status.Errorf(codes.InvalidArgument, "qdrant stand-in: keyword match on a %v index", typ)
 			}
 			s, ok := v.GetKind().(*qdrant.Value_StringValue)
 			return ok && s.StringValue == m.Keyword, nil
@@ -482,7 +522,7 @@ func (c *fakeCollection) cond(cond *qdrant.Condition, payload map[string]*qdrant
 			i, ok := v.GetKind().(*qdrant.Value_IntegerValue)
 			return ok && i.IntegerValue == m.Integer, nil
 		default:
-			return false, status.Errorf(codes.Unimplemented, "fake: match %T is not supported", m)
+			return false, status.Errorf(codes.Unimplemented, "qdrant stand-in: match %T is not supported", m)
 		}
 	case fc.GetRange() != nil:
 		var x float64
@@ -498,5 +538,5 @@ func (c *fakeCollection) cond(cond *qdrant.Condition, payload map[string]*qdrant
 		return (r.Lt == nil || x < r.GetLt()) && (r.Lte == nil || x <= r.GetLte()) &&
 			(r.Gt == nil || x > r.GetGt()) && (r.Gte == nil || x >= r.GetGte()), nil
 	}
-	return false, status.Error(codes.Unimplemented, fmt.Sprintf("fake: field condition %v is not supported", fc))
+	return false, status.Error(codes.Unimplemented, fmt.Sprintf("qdrant stand-in: field condition %v is not supported", fc))
 }
