@@ -67,7 +67,14 @@ type standInPoint struct {
 // Stop is registered with tb.Cleanup.
 func StartQdrantStandIn(tb testing.TB) *QdrantStandIn {
 	tb.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	return StartQdrantStandInAt(tb, "127.0.0.1:0")
+}
+
+// StartQdrantStandInAt is StartQdrantStandIn on addr: a test can point
+// edgecache at an address first and bring the stand-in up there later.
+func StartQdrantStandInAt(tb testing.TB, addr string) *QdrantStandIn {
+	tb.Helper()
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		tb.Fatalf("qdrant stand-in: listen: %v", err)
 	}

@@ -22,7 +22,9 @@ type semanticParts struct {
 	embedder string // name in use
 	fallback string // why the configured embedder is not in use, or ""
 	index    string
-	close    func()
+	// indexState is "up", or why the vector index is not built yet.
+	indexState func() string
+	close      func()
 }
 
 // buildEmbedder returns the configured embedder, or the lexical one with the
@@ -38,15 +40,7 @@ func buildEmbedder(sc config.Semantic, log *slog.Logger) (e embed.Embedder, fall
 		if err != nil {
 			return nil, "", err
 		}
-		if r.Dim() == 0 { // learn the dimension now: the index needs it
-			ctx, cancel := context.WithTimeout(context.Background(), sc.Remote.Timeout.D()*4)
-			_, err := r.Embed(ctx, []string{"dimension probe"})
-			cancel()
-			if err != nil {
-				return nil, "", fmt.Errorf("remote embedder %s: %w", sc.Remote.URL, err)
-			}
-		}
-		return r, "", nil
+		return r, "", nil // its dimension is learnt when the index is built
 	default:
 		m, err := local.Load(sc.ModelDir)
 		if err != nil {
@@ -75,17 +69,36 @@ func buildSemantic(ctx context.Context, sc config.Semantic, log *slog.Logger) (*
 		return nil, err
 	}
 	closers = append(closers, memo.Close)
-	var idx semantic.Index
-	switch sc.Index {
-	case "qdrant":
-		idx, err = semantic.NewQdrant(ctx, semantic.QdrantConfig{Addr: sc.Qdrant.Addr, APIKey: sc.Qdrant.APIKey,
-			UseTLS: sc.Qdrant.TLS, CollectionPrefix: sc.Qdrant.CollectionPrefix, Model: name, Dim: e.Dim(),
-			Timeout: sc.SearchTimeout.D(), Logger: log})
-	default:
-		idx, err = semantic.NewEmbedded(semantic.EmbeddedConfig{Dim: e.Dim(), MaxPoints: sc.MaxPoints,
+	build := func(ctx context.Context) (semantic.Index, error) {
+		if e.Dim() == 0 { // a remote embedder: learn its dimension, which the index needs
+			pctx, cancel := context.WithTimeout(ctx, 4*sc.Remote.Timeout.D())
+			_, err := e.Embed(pctx, []string{"dimension probe"})
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("remote embedder %s: %w", sc.Remote.URL, err)
+			}
+		}
+		if sc.Index == "qdrant" {
+			return semantic.NewQdrant(ctx, semantic.QdrantConfig{Addr: sc.Qdrant.Addr, APIKey: sc.Qdrant.APIKey,
+				UseTLS: sc.Qdrant.TLS, CollectionPrefix: sc.Qdrant.CollectionPrefix, Model: name, Dim: e.Dim(),
+				Timeout: sc.SearchTimeout.D(), Logger: log})
+		}
+		return semantic.NewEmbedded(semantic.EmbeddedConfig{Dim: e.Dim(), MaxPoints: sc.MaxPoints,
 			SnapshotPath: sc.SnapshotPath, Logger: log})
 	}
-	if err != nil {
+	indexState := func() string { return "up" }
+	idx, err := build(ctx)
+	switch {
+	case err == nil:
+	case transient(err):
+		// Qdrant or the remote embedder is down at start-up: serve exact
+		// only and build the index once it answers, rather than refuse to
+		// start (a region's replicas would crash-loop over a dependency
+		// that exact caching does not need).
+		log.Warn("semantic tier: vector index unavailable at start-up; exact caching only until it is built", "err", err)
+		l := startLazyIndex(build, err, log)
+		idx, indexState = l, l.State
+	default:
 		for _, c := range closers {
 			c()
 		}
@@ -101,7 +114,7 @@ func buildSemantic(ctx context.Context, sc config.Semantic, log *slog.Logger) (*
 			MinCosine:        v.MinCosine,
 			EmbedTimeout:     sc.EmbedTimeout.D(), SearchTimeout: sc.SearchTimeout.D(),
 		},
-		embedder: name, fallback: fallback, index: sc.Index,
+		embedder: name, fallback: fallback, index: sc.Index, indexState: indexState,
 		close: func() {
 			for i := len(closers) - 1; i >= 0; i-- {
 				closers[i]()
