@@ -353,7 +353,8 @@ type Qdrant struct {
 	Addr   string `yaml:"addr"`
 	APIKey string `yaml:"api_key"`
 	TLS    bool   `yaml:"tls"`
-	// CollectionPrefix of the per-model collections. Empty → "edgecache".
+	// CollectionPrefix of the per-model collections (prefix, model, "_",
+	// dimension: edgecache_use-lite-v1_512). Empty → "edgecache_".
 	CollectionPrefix string `yaml:"collection_prefix"`
 }
 
@@ -673,7 +674,7 @@ func (c *Config) Default() {
 		sm.Remote.Timeout = sm.EmbedTimeout
 	}
 	if sm.Qdrant.CollectionPrefix == "" {
-		sm.Qdrant.CollectionPrefix = "edgecache"
+		sm.Qdrant.CollectionPrefix = "edgecache_"
 	}
 	if len(c.Routes) == 0 {
 		c.Routes = DefaultRoutes()
