@@ -16,6 +16,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -362,13 +363,18 @@ type Qdrant struct {
 type Route struct {
 	// Name identifies the route in metrics, logs and keys. Required, unique.
 	Name string `yaml:"name"`
-	// Path is the request path served, e.g. /v1/chat/completions.
+	// Path is the request path served, e.g. /v1/chat/completions. A
+	// segment {name} matches any one segment, e.g. Azure OpenAI's
+	// /openai/deployments/{deployment}/chat/completions; the path a
+	// request used is then part of its cache keys (two deployments never
+	// share an answer).
 	Path string `yaml:"path"`
 	// API is how requests are understood: chat, completions, embeddings,
 	// models (GET, passed through) or json (any JSON POST, exact cache, no
 	// streaming). Empty → derived from Path for the OpenAI paths, else json.
 	API string `yaml:"api"`
-	// UpstreamPath is the path called upstream. Empty → Path.
+	// UpstreamPath is the path called upstream. Empty → Path. It may use
+	// the {name} segments of Path, which take the request's values.
 	UpstreamPath string `yaml:"upstream_path"`
 	// Cache is the route's cache policy.
 	Cache CachePolicy `yaml:"cache"`
@@ -710,17 +716,54 @@ func (c *Config) Default() {
 }
 
 func apiForPath(p string) string {
-	switch strings.TrimSuffix(p, "/") {
-	case "/v1/chat/completions", "/chat/completions":
-		return "chat"
-	case "/v1/completions", "/completions":
-		return "completions"
-	case "/v1/embeddings", "/embeddings":
-		return "embeddings"
-	case "/v1/models", "/models":
+	p = strings.TrimSuffix(p, "/")
+	if p == "/v1/models" || p == "/models" {
 		return "models"
 	}
+	// The OpenAI paths under any prefix: /v1/…, Azure's
+	// /openai/deployments/{deployment}/….
+	switch {
+	case strings.HasSuffix(p, "/chat/completions"):
+		return "chat"
+	case strings.HasSuffix(p, "/completions"):
+		return "completions"
+	case strings.HasSuffix(p, "/embeddings"):
+		return "embeddings"
+	}
 	return "json"
+}
+
+// PathParams returns the names of path's {name} segments in order, and an
+// error for a brace that is not a whole segment {name} (letters, digits,
+// _ and -, not starting with a digit) or a name used twice.
+func PathParams(path string) ([]string, error) {
+	var names []string
+	for _, seg := range strings.Split(path, "/") {
+		if !strings.ContainsAny(seg, "{}") {
+			continue
+		}
+		name, ok := strings.CutPrefix(seg, "{")
+		if name, ok = strings.CutSuffix(name, "}"); !ok || !validParam(name) {
+			return nil, fmt.Errorf("segment %q: a parameter is a whole segment {name}", seg)
+		}
+		if slices.Contains(names, name) {
+			return nil, fmt.Errorf("parameter {%s} appears twice", name)
+		}
+		names = append(names, name)
+	}
+	return names, nil
+}
+
+func validParam(s string) bool {
+	if s == "" || s[0] >= '0' && s[0] <= '9' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // Validate checks ranges and cross-field rules and reports every problem
@@ -850,8 +893,24 @@ func (c *Config) Validate() error {
 			bad("%s: path %q is served by another route", where, r.Path)
 		}
 		paths[r.Path] = true
+		params, err := PathParams(r.Path)
+		if err != nil {
+			bad("%s: path %q: %v", where, r.Path, err)
+		}
 		if !strings.HasPrefix(r.UpstreamPath, "/") {
 			bad("%s: upstream_path %q must start with /", where, r.UpstreamPath)
+		}
+		if up, err := PathParams(r.UpstreamPath); err != nil {
+			bad("%s: upstream_path %q: %v", where, r.UpstreamPath, err)
+		} else {
+			for _, n := range up {
+				if !slices.Contains(params, n) {
+					bad("%s: upstream_path %q uses {%s}, which path %q does not have", where, r.UpstreamPath, n, r.Path)
+				}
+			}
+		}
+		if len(params) > 0 && r.API == "models" {
+			bad("%s: a models route cannot have path parameters", where)
 		}
 		switch r.API {
 		case "chat", "completions", "embeddings", "models", "json":

@@ -118,20 +118,25 @@ func TestRedisTLSConfig(t *testing.T) {
 
 func TestValidateErrors(t *testing.T) {
 	tests := map[string]string{
-		"unknown field":   "listn: x\n",
-		"bad duration":    "upstream: {timeout: forever}\n",
-		"bad mode":        "routes: [{name: a, path: /a, cache: {mode: fuzzy}}]\n",
-		"dup name":        "routes: [{name: a, path: /a}, {name: a, path: /b}]\n",
-		"dup path":        "routes: [{name: a, path: /a}, {name: b, path: /a}]\n",
-		"no name":         "routes: [{path: /a}]\n",
-		"relative path":   "routes: [{name: a, path: a}]\n",
-		"reserved path":   "routes: [{name: a, path: /admin/x}]\n",
-		"bad api":         "routes: [{name: a, path: /a, api: grpc}]\n",
-		"models cached":   "routes: [{name: m, path: /v1/models, cache: {mode: exact}}]\n",
-		"temperature":     "routes: [{name: a, path: /a, cache: {max_temperature: 3}}]\n",
-		"negative ttl":    "routes: [{name: a, path: /a, cache: {ttl: -1s}}]\n",
-		"bad upstream":    "upstream: {url: \"ftp://x\"}\n",
-		"tiny body limit": "max_body_bytes: 10\n",
+		"unknown field":    "listn: x\n",
+		"bad duration":     "upstream: {timeout: forever}\n",
+		"bad mode":         "routes: [{name: a, path: /a, cache: {mode: fuzzy}}]\n",
+		"dup name":         "routes: [{name: a, path: /a}, {name: a, path: /b}]\n",
+		"dup path":         "routes: [{name: a, path: /a}, {name: b, path: /a}]\n",
+		"no name":          "routes: [{path: /a}]\n",
+		"relative path":    "routes: [{name: a, path: a}]\n",
+		"reserved path":    "routes: [{name: a, path: /admin/x}]\n",
+		"bad api":          "routes: [{name: a, path: /a, api: grpc}]\n",
+		"models cached":    "routes: [{name: m, path: /v1/models, cache: {mode: exact}}]\n",
+		"temperature":      "routes: [{name: a, path: /a, cache: {max_temperature: 3}}]\n",
+		"negative ttl":     "routes: [{name: a, path: /a, cache: {ttl: -1s}}]\n",
+		"bad upstream":     "upstream: {url: \"ftp://x\"}\n",
+		"tiny body limit":  "max_body_bytes: 10\n",
+		"open brace":       "routes: [{name: a, path: \"/d/{x/chat/completions\"}]\n",
+		"brace in segment": "routes: [{name: a, path: \"/d/x{y}/chat/completions\"}]\n",
+		"param twice":      "routes: [{name: a, path: \"/d/{x}/{x}/chat/completions\"}]\n",
+		"unknown param":    "routes: [{name: a, path: \"/d/{x}/chat/completions\", upstream_path: \"/v1/{y}/chat/completions\"}]\n",
+		"models template":  "routes: [{name: a, path: \"/d/{x}/models\", api: models}]\n",
 	}
 	for name, doc := range tests {
 		path := filepath.Join(t.TempDir(), "c.yaml")
@@ -142,6 +147,31 @@ func TestValidateErrors(t *testing.T) {
 			t.Errorf("%s: Load succeeded, want an error", name)
 		} else if !strings.Contains(err.Error(), "c.yaml") {
 			t.Errorf("%s: error %q does not name the file", name, err)
+		}
+	}
+}
+
+func TestTemplatedRoute(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	doc := "routes: [{name: azure, path: \"/openai/deployments/{deployment}/chat/completions\"}]\n"
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Routes[0]
+	if r.API != "chat" || r.UpstreamPath != r.Path {
+		t.Errorf("route %+v: want api chat and the same upstream path", r)
+	}
+	if names, err := PathParams(r.Path); err != nil || len(names) != 1 || names[0] != "deployment" {
+		t.Errorf("PathParams = %q, %v", names, err)
+	}
+	for p, want := range map[string]string{"/v1/embeddings": "embeddings", "/openai/deployments/{d}/completions": "completions",
+		"/openai/deployments/{d}/embeddings": "embeddings", "/v1/models": "models", "/sdapi/v1/txt2img": "json"} {
+		if got := apiForPath(p); got != want {
+			t.Errorf("apiForPath(%s) = %s, want %s", p, got, want)
 		}
 	}
 }

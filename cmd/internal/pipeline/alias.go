@@ -40,7 +40,7 @@ func newAliases() *aliases {
 
 // aliasKey digests what names an alias: route, generation, namespace, query
 // and the raw body.
-func aliasKey(rt *Route, ns, rawQuery string, body []byte) string {
+func aliasKey(rt *Route, ns, scope string, body []byte) string {
 	h := sha256.New()
 	var buf [64]byte
 	b := append(buf[:0], "edgecache-alias-v1\x00"...)
@@ -51,7 +51,7 @@ func aliasKey(rt *Route, ns, rawQuery string, body []byte) string {
 	h.Write([]byte{0})
 	h.Write([]byte(ns))
 	h.Write([]byte{0})
-	h.Write([]byte(rawQuery))
+	h.Write([]byte(scope))
 	h.Write([]byte{0})
 	h.Write(body)
 	var sum [sha256.Size]byte

@@ -367,7 +367,7 @@ func (p *Pipeline) attempt(ctx context.Context, c *call, t *Target, in *http.Req
 		}
 		return o
 	}
-	resp, err := t.Client.Do(actx, in, rt.UpstreamPath, requestBody(t, body, req))
+	resp, err := t.Client.Do(actx, in, rt.upstreamPath(in), requestBody(t, body, req))
 	if err != nil {
 		return fail(err)
 	}

@@ -23,14 +23,14 @@ var keyBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return 
 // exactKey is the digest of everything that changes the answer: the route,
 // the tenant namespace, the query string (e.g. Azure's api-version) and the
 // canonical request body minus delivery-only fields.
-func exactKey(rt *Route, namespace, rawQuery string, req *openai.Request) cache.Key {
+func exactKey(rt *Route, namespace, scope string, req *openai.Request) cache.Key {
 	bp := keyBufPool.Get().(*[]byte)
 	b := append((*bp)[:0], keyVersion...)
 	if rt.Generation != 0 {
 		b = append(b, 0, 'g')
 		b = strconv.AppendInt(b, rt.Generation, 10)
 	}
-	for _, s := range [...]string{rt.Name, namespace, rawQuery} {
+	for _, s := range [...]string{rt.Name, namespace, scope} {
 		b = append(b, 0)
 		b = append(b, s...)
 	}

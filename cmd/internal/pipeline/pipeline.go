@@ -212,7 +212,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	ns := p.namespace(rt, c)
 	var ak string
 	if p.aliasable(rt, r) {
-		ak = aliasKey(rt, ns, r.URL.RawQuery, body)
+		ak = aliasKey(rt, ns, rt.scope(r), body)
 		if al, ok := p.aliases.c.Get(ak); ok && p.serveAlias(w, r, rt, al, len(body), c) {
 			return
 		}
@@ -241,7 +241,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		p.forward(w, r, pd, body, false, "edgecache; fwd=bypass; detail="+reason)
 		return
 	}
-	pd.key = exactKey(rt, pd.ns, r.URL.RawQuery, req)
+	pd.key = exactKey(rt, pd.ns, rt.scope(r), req)
 	if noCache(r) {
 		p.m.Bypass(rt.Name, "no-cache")
 		p.forward(w, r, pd, body, false, "edgecache; fwd=request; detail=no-cache")

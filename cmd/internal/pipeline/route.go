@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"fmt"
+	"net/http"
+	"strings"
 	"time"
 
 	"github.com/edgecache/edgecache/cmd/internal/config"
@@ -34,6 +36,45 @@ type Route struct {
 	// Generation is part of every exact key of the route: bumping it (a
 	// purge) makes all older entries unreachable; they expire on their own.
 	Generation int64
+
+	// params maps the {name} segments of Path to their positions (split
+	// on "/"); upstream is UpstreamPath split the same way, its {name}
+	// segments to be filled from the request. Nil for a plain path.
+	params   map[string]int
+	upstream []string
+}
+
+// Templated reports whether Path has {name} segments: the path a request
+// used is then part of its keys.
+func (rt *Route) Templated() bool { return rt.params != nil }
+
+// scope is what besides the body tells apart requests of the route: the
+// query string (Azure's api-version) and, on a templated route, the path
+// (Azure's deployment).
+func (rt *Route) scope(r *http.Request) string {
+	if rt.params == nil {
+		return r.URL.RawQuery
+	}
+	return r.URL.Path + "?" + r.URL.RawQuery
+}
+
+// upstreamPath is the path to call upstream for r: UpstreamPath with its
+// {name} segments replaced by the segments r's path has there.
+func (rt *Route) upstreamPath(r *http.Request) string {
+	if rt.params == nil {
+		return rt.UpstreamPath
+	}
+	got := strings.Split(r.URL.Path, "/")
+	out := make([]string, len(rt.upstream))
+	for i, seg := range rt.upstream {
+		out[i] = seg
+		if name, ok := strings.CutPrefix(seg, "{"); ok {
+			if at, ok := rt.params[strings.TrimSuffix(name, "}")]; ok && at < len(got) {
+				out[i] = got[at]
+			}
+		}
+	}
+	return strings.Join(out, "/")
 }
 
 // Compile turns validated route configuration into policies.
@@ -60,6 +101,19 @@ func Compile(rs []config.Route) ([]*Route, error) {
 			return nil, fmt.Errorf("route %q: defaults not applied", r.Name)
 		}
 		rt.MaxTemperature = *r.Cache.MaxTemperature
+		names, err := config.PathParams(r.Path)
+		if err != nil {
+			return nil, fmt.Errorf("route %q: %w", r.Name, err)
+		}
+		if len(names) > 0 {
+			rt.params = map[string]int{}
+			for i, seg := range strings.Split(r.Path, "/") {
+				if name, ok := strings.CutPrefix(seg, "{"); ok {
+					rt.params[strings.TrimSuffix(name, "}")] = i
+				}
+			}
+			rt.upstream = strings.Split(r.UpstreamPath, "/")
+		}
 		if r.Cache.DegradedFloor > 0 {
 			rt.DegradedFloor = float32(r.Cache.DegradedFloor)
 		}

@@ -108,8 +108,12 @@ type semanticQuery struct {
 	vec    embed.Vector // set once embedded
 }
 
-func contextHash(req *openai.Request) string {
-	b := req.AppendContextMaterial(make([]byte, 0, 512))
+// contextHash identifies everything but the last user turn: the request's
+// context material and, on a templated route, the path (another Azure
+// deployment is another model).
+func contextHash(req *openai.Request, path string) string {
+	b := append(make([]byte, 0, 512), path...)
+	b = req.AppendContextMaterial(b)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
 }
@@ -129,8 +133,16 @@ func (p *Pipeline) semanticQuery(rt *Route, r *http.Request, req *openai.Request
 		route += "#" + strconv.FormatInt(rt.Generation, 10)
 	}
 	return &semanticQuery{text: text, filter: semantic.Filter{
-		Namespace: ns, Route: route, Model: req.Model, Context: contextHash(req),
+		Namespace: ns, Route: route, Model: req.Model, Context: contextHash(req, templatedPath(rt, r)),
 	}}
+}
+
+// templatedPath is r's path on a templated route, else "".
+func templatedPath(rt *Route, r *http.Request) string {
+	if rt.Templated() {
+		return r.URL.Path
+	}
+	return ""
 }
 
 // threshold is the route's, moved by the X-Edgecache-Min-Score header no

@@ -16,6 +16,7 @@ import (
 	"net/http/pprof"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +37,17 @@ type Observer interface {
 	End(route, method string, status int, d time.Duration)
 }
 
+// echoPath writes a route path's {name} segments as echo's :name.
+func echoPath(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		if name, ok := strings.CutPrefix(s, "{"); ok {
+			segs[i] = ":" + strings.TrimSuffix(name, "}")
+		}
+	}
+	return strings.Join(segs, "/")
+}
+
 // Data builds the data-plane handler: one echo route per configured route.
 // Paths not configured answer 404 in the OpenAI error shape, and admin paths
 // are never served here.
@@ -54,7 +66,7 @@ func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Obse
 			e.GET(rt.Path, h)
 			e.GET(rt.Path+"/:model", h)
 		} else {
-			e.POST(rt.Path, h)
+			e.POST(echoPath(rt.Path), h)
 		}
 	}
 	return e

@@ -1,0 +1,100 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/azure"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/edgecache/edgecache/cmd/internal/llmsim"
+)
+
+// TestGoSDKAzure points openai-go's unmodified Azure client (azure
+// package: /openai/deployments/{model}/chat/completions?api-version=…,
+// api-key header) at edgecache, which serves that path from a route with
+// a {deployment} parameter. The answer is the model's, the repeat is a
+// hit, and another deployment with the same body is another answer (the
+// deployment is part of the key); the api-key is the tenant: another key
+// misses. Streaming through the same client assembles the same text.
+func TestGoSDKAzure(t *testing.T) {
+	sim, err := llmsim.Start(context.Background(), "127.0.0.1:0", llmsim.Config{AnswerTokens: sdkAnswerWords})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	cfg := filepath.Join(t.TempDir(), "edgecache.yaml")
+	if err := os.WriteFile(cfg, []byte(`routes:
+  - name: azure-chat
+    path: /openai/deployments/{deployment}/chat/completions
+    upstream_path: /v1/chat/completions
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := startEdgecache(t, sim.URL(), "--config", cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), sdkTestTimeout)
+	defer cancel()
+	client := func(key string) openai.Client {
+		return openai.NewClient(azure.WithEndpoint(data, "2024-10-21"), azure.WithAPIKey(key), azure.WithUnsafeAllowHTTP())
+	}
+	ask := func(c openai.Client, deployment, prompt string) (*openai.ChatCompletion, *http.Response) {
+		t.Helper()
+		var resp *http.Response
+		cc, err := c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+			Model:    deployment,
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)},
+		}, option.WithResponseInto(&resp))
+		if err != nil {
+			t.Fatalf("%s: %v", deployment, err)
+		}
+		if want := fmt.Sprintf("/openai/deployments/%s/chat/completions", deployment); resp.Request.URL.Path != want || resp.Request.URL.Query().Get("api-version") == "" || resp.Request.Header.Get("Api-Key") == "" {
+			t.Fatalf("the Azure client sent %s %v, want %s with api-version and api-key", resp.Request.URL, resp.Request.Header, want)
+		}
+		return cc, resp
+	}
+	alice := client("azure-key-alice")
+	prompt := uniquePrompt(t, "Name a river")
+
+	miss, resp := ask(alice, "gpt-4o-eu", prompt)
+	wantMiss(t, "first", resp, true)
+	checkAnswerText(t, "first", miss.Choices[0].Message.Content, prompt)
+	hit, resp := ask(alice, "gpt-4o-eu", prompt)
+	wantHit(t, "repeat", resp)
+	if hit.Choices[0].Message.Content != miss.Choices[0].Message.Content {
+		t.Errorf("hit %q, miss %q", hit.Choices[0].Message.Content, miss.Choices[0].Message.Content)
+	}
+	if _, resp := ask(alice, "gpt-4o-us", prompt); cacheStatus(resp) == "" || isHit(resp) {
+		t.Errorf("another deployment: Cache-Status %q, want a miss", cacheStatus(resp))
+	}
+	if _, resp := ask(client("azure-key-bob"), "gpt-4o-eu", prompt); isHit(resp) {
+		t.Errorf("another api-key: Cache-Status %q, want a miss", cacheStatus(resp))
+	}
+	if got := sim.Server.Stats()["/v1/chat/completions"]; got != 3 {
+		t.Errorf("llmsim got %d chat calls, want 3 (one per deployment and key)", got)
+	}
+
+	stream := alice.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
+		Model:    "gpt-4o-eu",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)},
+	})
+	var acc openai.ChatCompletionAccumulator
+	for stream.Next() {
+		acc.AddChunk(stream.Current())
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	if len(acc.Choices) != 1 || acc.Choices[0].Message.Content != miss.Choices[0].Message.Content {
+		t.Errorf("streamed hit assembled %+v, want %q", acc.Choices, miss.Choices[0].Message.Content)
+	}
+}
+
+func isHit(resp *http.Response) bool {
+	cs := cacheStatus(resp)
+	return len(cs) >= len("edgecache; hit") && cs[:len("edgecache; hit")] == "edgecache; hit"
+}
