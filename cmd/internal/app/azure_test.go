@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/openai/openai-go/v3"
@@ -18,7 +19,8 @@ import (
 // TestGoSDKAzure points openai-go's unmodified Azure client (azure
 // package: /openai/deployments/{model}/chat/completions?api-version=…,
 // api-key header) at edgecache, which serves that path from a route with
-// a {deployment} parameter. The answer is the model's, the repeat is a
+// a {deployment} parameter and calls llmsim at the same path (llmsim
+// serves Azure's layout too). The answer is the model's, the repeat is a
 // hit, and another deployment with the same body is another answer (the
 // deployment is part of the key); the api-key is the tenant: another key
 // misses. Streaming through the same client assembles the same text.
@@ -32,7 +34,6 @@ func TestGoSDKAzure(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(`routes:
   - name: azure-chat
     path: /openai/deployments/{deployment}/chat/completions
-    upstream_path: /v1/chat/completions
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -74,8 +75,25 @@ func TestGoSDKAzure(t *testing.T) {
 	if _, resp := ask(client("azure-key-bob"), "gpt-4o-eu", prompt); isHit(resp) {
 		t.Errorf("another api-key: Cache-Status %q, want a miss", cacheStatus(resp))
 	}
-	if got := sim.Server.Stats()["/v1/chat/completions"]; got != 3 {
+	if got := sim.Server.Stats()["/v1/chat/completions"]; got != 3 { // before the model-less requests
 		t.Errorf("llmsim got %d chat calls, want 3 (one per deployment and key)", got)
+	}
+
+	// Azure's REST API takes the model from the path; a body without one
+	// is served (and cached) too.
+	for i, want := range []string{"fwd=uri-miss", "hit; detail=l1"} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, data+"/openai/deployments/gpt-4o-eu/chat/completions?api-version=2024-10-21",
+			strings.NewReader(`{"messages":[{"role":"user","content":"no model in this body"}]}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("api-key", "azure-key-alice")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(cacheStatus(resp), want) {
+			t.Errorf("no model, request %d: %d %q, want 200 and %q", i+1, resp.StatusCode, cacheStatus(resp), want)
+		}
 	}
 
 	stream := alice.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{

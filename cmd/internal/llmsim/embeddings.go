@@ -50,11 +50,14 @@ func parseEmbeddingInput(raw json.RawMessage) ([]string, *apiError) {
 }
 
 // serveEmbeddings answers /v1/embeddings; f is the fault that applies, or nil.
-func (s *Server) serveEmbeddings(w http.ResponseWriter, body []byte, cfg *Config, f *fault) {
+func (s *Server) serveEmbeddings(w http.ResponseWriter, body []byte, cfg *Config, f *fault, deployment string) {
 	var er embeddingRequest
 	if err := json.Unmarshal(body, &er); err != nil {
 		writeAPIError(w, decodeError(err))
 		return
+	}
+	if er.Model == "" {
+		er.Model = deployment
 	}
 	if er.Model == "" {
 		writeAPIError(w, badRequest("model", "you must provide a model parameter"))

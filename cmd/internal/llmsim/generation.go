@@ -38,10 +38,13 @@ type chatRequest struct {
 	MaxCompletionTokens *int           `json:"max_completion_tokens"`
 }
 
-func parseChat(body []byte) (genRequest, *apiError) {
+func parseChat(body []byte, deployment string) (genRequest, *apiError) {
 	var cr chatRequest
 	if err := json.Unmarshal(body, &cr); err != nil {
 		return genRequest{}, decodeError(err)
+	}
+	if cr.Model == "" {
+		cr.Model = deployment
 	}
 	if cr.Model == "" {
 		return genRequest{}, badRequest("model", "you must provide a model parameter")
@@ -79,10 +82,13 @@ type completionRequest struct {
 	MaxTokens     *int            `json:"max_tokens"`
 }
 
-func parseCompletion(body []byte) (genRequest, *apiError) {
+func parseCompletion(body []byte, deployment string) (genRequest, *apiError) {
 	var cr completionRequest
 	if err := json.Unmarshal(body, &cr); err != nil {
 		return genRequest{}, decodeError(err)
+	}
+	if cr.Model == "" {
+		cr.Model = deployment
 	}
 	if cr.Model == "" {
 		return genRequest{}, badRequest("model", "you must provide a model parameter")
@@ -147,9 +153,9 @@ func (s *Server) serveGeneration(w http.ResponseWriter, r *http.Request, rt rout
 		aerr *apiError
 	)
 	if rt == routeChat {
-		req, aerr = parseChat(body)
+		req, aerr = parseChat(body, deploymentOf(r.URL.Path))
 	} else {
-		req, aerr = parseCompletion(body)
+		req, aerr = parseCompletion(body, deploymentOf(r.URL.Path))
 	}
 	if aerr != nil {
 		writeAPIError(w, aerr)

@@ -431,3 +431,36 @@ func TestModels(t *testing.T) {
 		t.Errorf("models %s", b)
 	}
 }
+
+// TestAzureLayout: llmsim also serves Azure OpenAI's paths, the deployment
+// standing in for a "model" the body leaves out; they count as their
+// OpenAI path in the stats.
+func TestAzureLayout(t *testing.T) {
+	s, ts := newSim(t, Config{})
+	resp, b := post(t, ts, "/openai/deployments/gpt-4o-eu/chat/completions?api-version=2024-10-21",
+		`{"messages":[{"role":"user","content":"hi"}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("chat: %d %s", resp.StatusCode, b)
+	}
+	cc := decode[struct {
+		Model   string
+		Choices []struct{ Message struct{ Content string } }
+	}](t, b)
+	if cc.Model != "gpt-4o-eu" || len(cc.Choices) != 1 || !strings.HasPrefix(cc.Choices[0].Message.Content, "sim:"+hash12("hi")) {
+		t.Errorf("chat answer %s", b)
+	}
+	if resp, b := post(t, ts, "/openai/deployments/emb/embeddings", `{"input":"hi"}`); resp.StatusCode != 200 || !strings.Contains(string(b), `"model":"emb"`) {
+		t.Errorf("embeddings: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := post(t, ts, "/openai/deployments/d/completions", `{"prompt":"hi","model":"named"}`); resp.StatusCode != 200 || !strings.Contains(string(b), `"model":"named"`) {
+		t.Errorf("completions with a model in the body: %d %s", resp.StatusCode, b)
+	}
+	for _, p := range []string{"/openai/deployments/d", "/openai/deployments/d/files", "/openai/deployments/"} {
+		if resp, _ := post(t, ts, p, `{"messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != 404 {
+			t.Errorf("%s: %d, want 404", p, resp.StatusCode)
+		}
+	}
+	if got := s.Stats(); got["/v1/chat/completions"] != 1 || got["/v1/embeddings"] != 1 || got["/v1/completions"] != 1 {
+		t.Errorf("stats %v", got)
+	}
+}

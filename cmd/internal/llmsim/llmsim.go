@@ -23,6 +23,7 @@ package llmsim
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -199,6 +200,9 @@ var routePaths = [numRoutes]string{
 }
 
 func routeOf(path string) route {
+	if d := deploymentOf(path); d != "" { // Azure OpenAI's layout
+		path = "/v1" + strings.TrimPrefix(path, "/openai/deployments/"+d)
+	}
 	switch path {
 	case "/v1/chat/completions":
 		return routeChat
@@ -210,6 +214,22 @@ func routeOf(path string) route {
 		return routeModels
 	}
 	return routeNone
+}
+
+// deploymentOf is the deployment of an Azure OpenAI path
+// (/openai/deployments/{deployment}/chat/completions), else "". llmsim
+// serves that layout too, the deployment standing in for a missing
+// "model", as Azure's does.
+func deploymentOf(path string) string {
+	rest, ok := strings.CutPrefix(path, "/openai/deployments/")
+	if !ok {
+		return ""
+	}
+	d, _, ok := strings.Cut(rest, "/")
+	if !ok {
+		return ""
+	}
+	return d
 }
 
 // ServeHTTP implements http.Handler.
@@ -279,7 +299,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, rt route) {
 	}
 
 	if rt == routeEmbeddings {
-		s.serveEmbeddings(w, body.Bytes(), cfg, f)
+		s.serveEmbeddings(w, body.Bytes(), cfg, f, deploymentOf(r.URL.Path))
 		return
 	}
 	s.serveGeneration(w, r, rt, body.Bytes(), cfg, f)

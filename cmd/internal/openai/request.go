@@ -52,6 +52,13 @@ func invalid(param, code, format string, args ...any) *InvalidRequestError {
 // acts on are checked (the upstream validates the rest): a wrong type in one
 // of them is a 400 here rather than a surprise later.
 func ParseRequest(api API, body []byte) (*Request, error) {
+	return ParseRequestFor(api, body, false)
+}
+
+// ParseRequestFor is ParseRequest, with "model" optional when
+// modelOptional: a route whose path names the model (Azure OpenAI's
+// /openai/deployments/{deployment}/…, where the body may omit it).
+func ParseRequestFor(api API, body []byte, modelOptional bool) (*Request, error) {
 	v, err := ParseJSON(body)
 	if err != nil {
 		if err == ErrInvalidUTF8 {
@@ -66,7 +73,7 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 	if v.Kind != Object {
 		return nil, invalid("", "invalid_type", "The request body must be a JSON object, not %s.", v.Kind)
 	}
-	if r.Model, err = str(v, "model", true); err != nil {
+	if r.Model, err = str(v, "model", !modelOptional); err != nil {
 		return nil, err
 	}
 	switch api {

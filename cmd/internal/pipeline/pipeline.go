@@ -217,7 +217,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 			return
 		}
 	}
-	req, err := openai.ParseRequest(rt.API, body)
+	req, err := openai.ParseRequestFor(rt.API, body, rt.Templated()) // a templated path may name the model
 	if err != nil {
 		var ie *openai.InvalidRequestError
 		if errors.As(err, &ie) {
