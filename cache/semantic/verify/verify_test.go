@@ -32,6 +32,14 @@ var failureModes = []struct {
 	{"how against why, past", "How did the Roman Empire fall?", "Why did the Roman Empire fall?", 0.9415, []string{"question"}},
 	{"swapped roles", "How do I convert Celsius to Fahrenheit?", "How do I convert Fahrenheit to Celsius?", 0.9888, []string{"content"}},
 	{"different company", "Who is the CEO of Apple?", "Who is the CEO of Google?", 0.6704, []string{"cosine", "content", "entity"}},
+	// One word swapped for a sibling, at the high cosines USE-lite gives
+	// such pairs: the calibrated verifier must still refuse them.
+	{"different mail service", "How do I reset my gmail password?", "How do I reset my hotmail password?", 0.9656, []string{"cosine", "content", "entity"}},
+	{"different OS", "How do I install python on windows?", "How do I install python on mac?", 0.9603, []string{"cosine", "content", "entity"}},
+	{"different cut", "How do I cook chicken breast in the oven?", "How do I cook chicken thighs in the oven?", 0.9297, []string{"cosine", "content"}},
+	{"different account", "How do I delete my gmail account?", "How do I delete my google account?", 0.9134, []string{"cosine", "content", "entity"}},
+	{"converted the other way", "How do I convert pdf to word?", "How do I convert word to pdf?", 0.9593, []string{"content"}},
+	{"different budget", "Which is the best phone under 10000?", "Which is the best phone under 15000?", 0.9978, []string{"numbers"}},
 }
 
 func TestFailureModesScoreBelowThreshold(t *testing.T) {
