@@ -75,7 +75,11 @@ func (r *Running) Close() error {
 func (r *Running) shutdown() error {
 	r.closeOnce.Do(func() {
 		r.cancel()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// In-flight requests end with the context just canceled; the short
+		// grace lets their handlers return. A connection a client opened
+		// but never used would hold Shutdown for 5 s (net/http counts a
+		// new connection as active that long), so the rest are closed.
+		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
 		defer cancel()
 		if err := r.srv.Shutdown(ctx); err != nil {
 			_ = r.srv.Close() // the deadline passed: drop the stragglers
