@@ -754,6 +754,18 @@ func PathParams(path string) ([]string, error) {
 	return names, nil
 }
 
+// pathShape is path with every {name} segment written {}: two routes of
+// one shape would serve the same requests.
+func pathShape(path string) string {
+	segs := strings.Split(path, "/")
+	for i, s := range segs {
+		if strings.HasPrefix(s, "{") {
+			segs[i] = "{}"
+		}
+	}
+	return strings.Join(segs, "/")
+}
+
 func validParam(s string) bool {
 	if s == "" || s[0] >= '0' && s[0] <= '9' {
 		return false
@@ -889,10 +901,10 @@ func (c *Config) Validate() error {
 			bad("%s: path %q must start with /", where, r.Path)
 		case strings.HasPrefix(r.Path, "/admin") || strings.HasPrefix(r.Path, "/_"):
 			bad("%s: path %q is reserved", where, r.Path)
-		case paths[r.Path]:
+		case paths[pathShape(r.Path)]:
 			bad("%s: path %q is served by another route", where, r.Path)
 		}
-		paths[r.Path] = true
+		paths[pathShape(r.Path)] = true
 		params, err := PathParams(r.Path)
 		if err != nil {
 			bad("%s: path %q: %v", where, r.Path, err)

@@ -137,6 +137,7 @@ func TestValidateErrors(t *testing.T) {
 		"param twice":      "routes: [{name: a, path: \"/d/{x}/{x}/chat/completions\"}]\n",
 		"unknown param":    "routes: [{name: a, path: \"/d/{x}/chat/completions\", upstream_path: \"/v1/{y}/chat/completions\"}]\n",
 		"models template":  "routes: [{name: a, path: \"/d/{x}/models\", api: models}]\n",
+		"same shape":       "routes: [{name: a, path: \"/d/{x}/chat/completions\"}, {name: b, path: \"/d/{y}/chat/completions\"}]\n",
 	}
 	for name, doc := range tests {
 		path := filepath.Join(t.TempDir(), "c.yaml")
