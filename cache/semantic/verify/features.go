@@ -3,6 +3,9 @@ package verify
 import (
 	"math"
 	"math/bits"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Features are what the verifier measures about a query and a candidate
@@ -56,6 +59,9 @@ func (s *scratch) features(query, candidate string, cosine float32) Features {
 		f.Cosine = -1
 	default:
 		f.Cosine = cosine
+	}
+	if f.Cosine < 1 && sameWording(query, candidate) {
+		f.Cosine = 1 // the same prompt, however the embedding weighs a "?"
 	}
 	q, c := &s.q, &s.c
 
@@ -395,4 +401,53 @@ func subset(a, b *side, k uint8) bool {
 		}
 	}
 	return true
+}
+
+// edgePunct is the sentence punctuation sameWording ignores at the edges
+// of words. Symbols that change what is asked (+ in C++, # in C#, - in
+// -5) are not in it, nor is anything inside a word (5.5, Node.js, don't).
+const edgePunct = "?!.,;:\"'()[]¿¡…«»“”‘’—–"
+
+// sameWording reports whether a and b differ only in letter case, white
+// space and sentence punctuation at the edges of words ("How do I reset my
+// password?" and "how do i reset my password"): the same prompt, whatever
+// cosine the embedding gives the pair. It does not allocate.
+func sameWording(a, b string) bool {
+	i, j := 0, 0
+	for {
+		var wa, wb string
+		wa, i = nextWord(a, i)
+		wb, j = nextWord(b, j)
+		if wa == "" || wb == "" {
+			return wa == wb
+		}
+		if !strings.EqualFold(wa, wb) {
+			return false
+		}
+	}
+}
+
+// nextWord returns the next word of s from byte i on (a run of non-space
+// runes with edgePunct trimmed; words that are all punctuation are
+// skipped) and where to go on; "" at the end.
+func nextWord(s string, i int) (string, int) {
+	for i < len(s) {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if unicode.IsSpace(r) {
+			i += n
+			continue
+		}
+		start := i
+		for i < len(s) {
+			r, n := utf8.DecodeRuneInString(s[i:])
+			if unicode.IsSpace(r) {
+				break
+			}
+			i += n
+		}
+		if w := strings.Trim(s[start:i], edgePunct); w != "" {
+			return w, i
+		}
+	}
+	return "", i
 }
