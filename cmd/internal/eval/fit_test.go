@@ -53,8 +53,8 @@ func TestFitStepsKeepsPriorsAndSigns(t *testing.T) {
 	}
 	m := verify.Model{Bias: bias, Steps: steps, Threshold: 0.5}
 	v := verify.NewModel(m)
-	hi, _ := v.Score("same words", "same words", 0.97)
-	lo, _ := v.Score("same words", "same words", 0.75)
+	hi, _ := v.Score("how do I learn python", "how can I learn python", 0.97)
+	lo, _ := v.Score("how do I learn python", "how can I learn python", 0.75)
 	if hi <= lo || hi < 0.5 {
 		t.Errorf("fitted model scores %.3f at cosine 0.97 and %.3f at 0.75", hi, lo)
 	}
