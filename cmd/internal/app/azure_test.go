@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/azure"
@@ -115,4 +117,48 @@ func TestGoSDKAzure(t *testing.T) {
 func isHit(resp *http.Response) bool {
 	cs := cacheStatus(resp)
 	return len(cs) >= len("edgecache; hit") && cs[:len("edgecache; hit")] == "edgecache; hit"
+}
+
+// TestNodeSDKAzure runs the official Node SDK's AzureOpenAI client
+// (testdata/sdk-node/azure.mjs) against edgecache serving Azure's layout:
+// a miss, a hit, a streamed hit; one call reaches the model.
+func TestNodeSDKAzure(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is not on PATH: the Node SDK test needs Node.js and npm (make deps installs them)")
+	}
+	npm, err := exec.LookPath("npm")
+	if err != nil {
+		t.Fatal("npm is not on PATH: the Node SDK test needs Node.js and npm (make deps installs them)")
+	}
+	dir, err := filepath.Abs(nodeSDKDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ensureNodeModules(t, npm, dir)
+	sim, err := llmsim.Start(context.Background(), "127.0.0.1:0", llmsim.Config{AnswerTokens: sdkAnswerWords})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	cfg := filepath.Join(t.TempDir(), "edgecache.yaml")
+	if err := os.WriteFile(cfg, []byte("routes:\n  - {name: azure-chat, path: \"/openai/deployments/{deployment}/chat/completions\"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := startEdgecache(t, sim.URL(), "--config", cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "azure.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "EDGECACHE_ENDPOINT="+data)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node azure.mjs failed (%v):\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "all 3 checks passed") {
+		t.Fatalf("node azure.mjs exited 0 without reporting its 3 checks as passed:\n%s", out)
+	}
+	if got := sim.Server.Stats()["/v1/chat/completions"]; got != 1 {
+		t.Errorf("llmsim got %d chat calls, want 1 (the miss)", got)
+	}
 }
