@@ -123,19 +123,7 @@ func isHit(resp *http.Response) bool {
 // (testdata/sdk-node/azure.mjs) against edgecache serving Azure's layout:
 // a miss, a hit, a streamed hit; one call reaches the model.
 func TestNodeSDKAzure(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("node is not on PATH: the Node SDK test needs Node.js and npm (make deps installs them)")
-	}
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		t.Fatal("npm is not on PATH: the Node SDK test needs Node.js and npm (make deps installs them)")
-	}
-	dir, err := filepath.Abs(nodeSDKDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ensureNodeModules(t, npm, dir)
+	node, dir := nodeSDK(t)
 	sim, err := llmsim.Start(context.Background(), "127.0.0.1:0", llmsim.Config{AnswerTokens: sdkAnswerWords})
 	if err != nil {
 		t.Fatal(err)

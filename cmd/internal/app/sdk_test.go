@@ -506,20 +506,7 @@ const nodeSDKDir = "testdata/sdk-node"
 // TestNodeSDK runs the official Node SDK against edgecache: sdk.mjs checks
 // the answers and Cache-Status headers, this test the upstream call counts.
 func TestNodeSDK(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("node is not on PATH: the Node SDK test needs Node.js and npm (make deps installs them)")
-	}
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		t.Fatal("npm is not on PATH: the Node SDK test needs Node.js and npm (make deps installs them)")
-	}
-	dir, err := filepath.Abs(nodeSDKDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ensureNodeModules(t, npm, dir)
-
+	node, dir := nodeSDK(t)
 	e := newSDKEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -532,8 +519,7 @@ func TestNodeSDK(t *testing.T) {
 		"EDGECACHE_EXPECT_DIMS="+strconv.Itoa(sdkEmbeddingDims))
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
-	if err != nil {
+	if err := cmd.Run(); err != nil {
 		version, _ := exec.Command(node, "--version").Output()
 		t.Fatalf("node sdk.mjs (node %s) failed (%v):\n%s", strings.TrimSpace(string(version)), err, out.String())
 	}
@@ -548,6 +534,25 @@ func TestNodeSDK(t *testing.T) {
 	// a hit.
 	e.wantUpstreamCalls(t, pathChat, 4, "the Node SDK checks")
 	e.wantUpstreamCalls(t, pathEmbeddings, 2, "the Node SDK checks")
+}
+
+// nodeSDK finds node and npm, installs the pinned SDK into nodeSDKDir if
+// needed, and returns node's path and the directory's.
+func nodeSDK(t *testing.T) (node, dir string) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is not on PATH: the Node SDK test needs Node.js and npm (make deps installs them)")
+	}
+	npm, err := exec.LookPath("npm")
+	if err != nil {
+		t.Fatal("npm is not on PATH: the Node SDK test needs Node.js and npm (make deps installs them)")
+	}
+	if dir, err = filepath.Abs(nodeSDKDir); err != nil {
+		t.Fatal(err)
+	}
+	ensureNodeModules(t, npm, dir)
+	return node, dir
 }
 
 // ensureNodeModules installs the locked packages with npm ci unless the
