@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -96,6 +97,22 @@ func TestGoSDKAzure(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.Contains(cacheStatus(resp), want) {
 			t.Errorf("no model, request %d: %d %q, want 200 and %q", i+1, resp.StatusCode, cacheStatus(resp), want)
 		}
+	}
+
+	// An escaped "/" in the deployment is refused, not sent to another one.
+	calls := sim.Server.Stats()["/v1/chat/completions"]
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, data+"/openai/deployments/gpt-4o-eu%2Fx/chat/completions?api-version=2024-10-21",
+		strings.NewReader(`{"messages":[{"role":"user","content":"escaped slash"}]}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("api-key", "azure-key-alice")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(b), `"code":"invalid_path"`) || sim.Server.Stats()["/v1/chat/completions"] != calls {
+		t.Errorf("escaped slash in the deployment: %d %s, want a 400 invalid_path error and no upstream call", resp.StatusCode, b)
 	}
 
 	stream := alice.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{

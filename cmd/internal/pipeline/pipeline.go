@@ -194,6 +194,13 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		p.forward(w, r, &pending{rt: rt, usage: -1}, nil, false, "edgecache; fwd=bypass; detail=passthrough")
 		return
 	}
+	if rt.Templated() && !rt.matches(r.URL.Path) {
+		// An escaped "/" inside a {name} segment: its value would not be
+		// one segment upstream.
+		openai.WriteError(w, http.StatusBadRequest, 0, openai.NewError(openai.TypeInvalidRequest, "invalid_path", "",
+			fmt.Sprintf("The path %q does not match %s: a path parameter must not contain /.", r.URL.Path, rt.Path)))
+		return
+	}
 	if err := checkContentType(r); err != nil {
 		openai.WriteError(w, http.StatusUnsupportedMediaType, 0,
 			openai.NewError(openai.TypeInvalidRequest, "unsupported_media_type", "", err.Error()))

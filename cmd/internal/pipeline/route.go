@@ -58,6 +58,26 @@ func (rt *Route) scope(r *http.Request) string {
 	return r.URL.Path + "?" + r.URL.RawQuery
 }
 
+// matches reports whether path has the shape of the route's templated
+// Path: as many segments, the same fixed ones, and no empty parameter.
+func (rt *Route) matches(path string) bool {
+	want := strings.Split(rt.Path, "/")
+	got := strings.Split(path, "/")
+	if len(got) != len(want) {
+		return false
+	}
+	for i, seg := range want {
+		if strings.HasPrefix(seg, "{") {
+			if got[i] == "" {
+				return false
+			}
+		} else if got[i] != seg {
+			return false
+		}
+	}
+	return true
+}
+
 // upstreamPath is the path to call upstream for r: UpstreamPath with its
 // {name} segments replaced by the segments r's path has there.
 func (rt *Route) upstreamPath(r *http.Request) string {

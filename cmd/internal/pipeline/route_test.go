@@ -42,5 +42,13 @@ func TestTemplatedRoute(t *testing.T) {
 		if got := tc.rt.scope(r); got != tc.scope {
 			t.Errorf("%s: scope(%s) = %q, want %q", tc.rt.Name, tc.url, got, tc.scope)
 		}
+		if tc.templated && !tc.rt.matches(r.URL.Path) {
+			t.Errorf("%s: %s does not match", tc.rt.Name, r.URL.Path)
+		}
+	}
+	for _, p := range []string{"/openai/deployments/a/b/chat/completions", "/openai/deployments//chat/completions", "/openai/deployments/a/embeddings"} {
+		if rs[0].matches(p) {
+			t.Errorf("%s matches %s", rs[0].Path, p)
+		}
 	}
 }
