@@ -37,9 +37,10 @@ type Route struct {
 	// purge) makes all older entries unreachable; they expire on their own.
 	Generation int64
 
-	// params maps the {name} segments of Path to their positions (split
-	// on "/"); upstream is UpstreamPath split the same way, its {name}
-	// segments to be filled from the request. Nil for a plain path.
+	// path is Path split on "/", params maps its {name} segments to their
+	// positions, and upstream is UpstreamPath split the same way, its
+	// {name} segments to be filled from the request. Nil for a plain path.
+	path     []string
 	params   map[string]int
 	upstream []string
 }
@@ -61,12 +62,11 @@ func (rt *Route) scope(r *http.Request) string {
 // matches reports whether path has the shape of the route's templated
 // Path: as many segments, the same fixed ones, and no empty parameter.
 func (rt *Route) matches(path string) bool {
-	want := strings.Split(rt.Path, "/")
 	got := strings.Split(path, "/")
-	if len(got) != len(want) {
+	if len(got) != len(rt.path) {
 		return false
 	}
-	for i, seg := range want {
+	for i, seg := range rt.path {
 		if strings.HasPrefix(seg, "{") {
 			if got[i] == "" {
 				return false
@@ -126,8 +126,9 @@ func Compile(rs []config.Route) ([]*Route, error) {
 			return nil, fmt.Errorf("route %q: %w", r.Name, err)
 		}
 		if len(names) > 0 {
+			rt.path = strings.Split(r.Path, "/")
 			rt.params = map[string]int{}
-			for i, seg := range strings.Split(r.Path, "/") {
+			for i, seg := range rt.path {
 				if name, ok := strings.CutPrefix(seg, "{"); ok {
 					rt.params[strings.TrimSuffix(name, "}")] = i
 				}
