@@ -16,6 +16,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -662,7 +663,7 @@ func (c *Config) Default() {
 		sm.Embedder = "local"
 	}
 	if sm.ModelDir == "" {
-		sm.ModelDir = "models/use-lite"
+		sm.ModelDir = ModelDir()
 	}
 	if sm.Index == "" {
 		sm.Index = "embedded"
@@ -731,6 +732,30 @@ func apiForPath(p string) string {
 		return "embeddings"
 	}
 	return "json"
+}
+
+// DefaultModelDir is where `make model` puts USE-lite, relative to the
+// project's root.
+const DefaultModelDir = "models/use-lite"
+
+// ModelDir is DefaultModelDir under the working directory when it holds
+// the model, else under the parent of the executable's directory (a binary
+// built into bin/ and started from elsewhere), else DefaultModelDir as is
+// (the caller then reports the model missing).
+func ModelDir() string {
+	has := func(dir string) bool {
+		_, err := os.Stat(filepath.Join(dir, "model.json"))
+		return err == nil
+	}
+	if has(DefaultModelDir) {
+		return DefaultModelDir
+	}
+	if exe, err := os.Executable(); err == nil {
+		if d := filepath.Join(filepath.Dir(filepath.Dir(exe)), DefaultModelDir); has(d) {
+			return d
+		}
+	}
+	return DefaultModelDir
 }
 
 // PathParams returns the names of path's {name} segments in order, and an

@@ -8,13 +8,14 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/edgecache/edgecache/cmd/internal/config"
 	"github.com/edgecache/edgecache/embed"
 	"github.com/edgecache/edgecache/embed/lexical"
 	"github.com/edgecache/edgecache/embed/local"
 )
 
 // DefaultModelDir is where `make model` puts USE-lite.
-const DefaultModelDir = "models/use-lite"
+const DefaultModelDir = config.DefaultModelDir
 
 // openEmbedder returns the embedder named by o (falling back to lexical,
 // loudly, when the USE-lite model cannot be loaded, as the server does) and
@@ -51,7 +52,8 @@ func openEmbedder(o *options, stderr io.Writer) (embed.Embedder, func() error, e
 }
 
 // modelDir picks the model directory: the flag when given, then
-// EDGECACHE_MODEL_DIR, then DefaultModelDir.
+// EDGECACHE_MODEL_DIR, then config.ModelDir (the working directory's
+// models/use-lite, or the one beside the executable's bin/).
 func modelDir(flagValue string, flagSet bool) string {
 	if flagSet {
 		return flagValue
@@ -59,7 +61,7 @@ func modelDir(flagValue string, flagSet bool) string {
 	if d := os.Getenv("EDGECACHE_MODEL_DIR"); d != "" {
 		return d
 	}
-	return DefaultModelDir
+	return config.ModelDir()
 }
 
 // embedPairs embeds every distinct text of pairs once and returns the
