@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,23 +38,23 @@ type Route struct {
 	// purge) makes all older entries unreachable; they expire on their own.
 	Generation int64
 
-	// path is Path split on "/", params maps its {name} segments to their
-	// positions, and upstream is UpstreamPath split the same way, its
-	// {name} segments to be filled from the request. Nil for a plain path.
-	path     []string
-	params   map[string]int
-	upstream []string
+	// path is Path split on "/" and upstream UpstreamPath split the same
+	// way; from[i] is the position in path of upstream[i]'s {name}
+	// segment, whose value the request fills in, or -1 for a fixed one.
+	// Nil for a plain path.
+	path, upstream []string
+	from           []int
 }
 
 // Templated reports whether Path has {name} segments: the path a request
 // used is then part of its keys.
-func (rt *Route) Templated() bool { return rt.params != nil }
+func (rt *Route) Templated() bool { return rt.path != nil }
 
 // scope is what besides the body tells apart requests of the route: the
 // query string (Azure's api-version) and, on a templated route, the path
 // (Azure's deployment).
 func (rt *Route) scope(r *http.Request) string {
-	if rt.params == nil {
+	if rt.path == nil {
 		return r.URL.RawQuery
 	}
 	return r.URL.Path + "?" + r.URL.RawQuery
@@ -81,17 +82,14 @@ func (rt *Route) matches(path string) bool {
 // upstreamPath is the path to call upstream for r: UpstreamPath with its
 // {name} segments replaced by the segments r's path has there.
 func (rt *Route) upstreamPath(r *http.Request) string {
-	if rt.params == nil {
+	if rt.path == nil {
 		return rt.UpstreamPath
 	}
 	got := strings.Split(r.URL.Path, "/")
-	out := make([]string, len(rt.upstream))
-	for i, seg := range rt.upstream {
-		out[i] = seg
-		if name, ok := strings.CutPrefix(seg, "{"); ok {
-			if at, ok := rt.params[strings.TrimSuffix(name, "}")]; ok && at < len(got) {
-				out[i] = got[at]
-			}
+	out := slices.Clone(rt.upstream)
+	for i, at := range rt.from {
+		if at >= 0 && at < len(got) {
+			out[i] = got[at]
 		}
 	}
 	return strings.Join(out, "/")
@@ -127,13 +125,14 @@ func Compile(rs []config.Route) ([]*Route, error) {
 		}
 		if len(names) > 0 {
 			rt.path = strings.Split(r.Path, "/")
-			rt.params = map[string]int{}
-			for i, seg := range rt.path {
-				if name, ok := strings.CutPrefix(seg, "{"); ok {
-					rt.params[strings.TrimSuffix(name, "}")] = i
+			rt.upstream = strings.Split(r.UpstreamPath, "/")
+			rt.from = make([]int, len(rt.upstream))
+			for i, seg := range rt.upstream {
+				rt.from[i] = -1
+				if strings.HasPrefix(seg, "{") {
+					rt.from[i] = slices.Index(rt.path, seg) // validated: path has it
 				}
 			}
-			rt.upstream = strings.Split(r.UpstreamPath, "/")
 		}
 		if r.Cache.DegradedFloor > 0 {
 			rt.DegradedFloor = float32(r.Cache.DegradedFloor)
