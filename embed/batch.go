@@ -55,6 +55,9 @@ func (b *Batcher) Name() string { return b.inner.Name() }
 // Dim implements Embedder.
 func (b *Batcher) Dim() int { return b.inner.Dim() }
 
+// Coverage implements Coverer for the wrapped embedder.
+func (b *Batcher) Coverage(text string) float64 { return CoverageOf(b.inner, text) }
+
 // Embed implements Embedder. Each text joins the shared queue; the call
 // returns when all are embedded or ctx is done.
 func (b *Batcher) Embed(ctx context.Context, texts []string) ([]Vector, error) {

@@ -76,5 +76,11 @@ func (m *Memo) Embed(ctx context.Context, texts []string) ([]Vector, error) {
 	return out, nil
 }
 
+// Coverage implements Coverer for the wrapped embedder.
+func (m *Memo) Coverage(text string) float64 { return CoverageOf(m.inner, text) }
+
+// Space implements Spacer for the wrapped embedder.
+func (m *Memo) Space(text string) (string, float64) { return SpaceOf(m.inner, text) }
+
 // Close releases the cache.
 func (m *Memo) Close() { m.c.Close() }

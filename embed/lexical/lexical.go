@@ -134,3 +134,13 @@ func hash(kind byte, s string) uint64 {
 	h ^= h >> 33
 	return h
 }
+
+// Coverage implements embed.Coverer. The lexical embedder hashes any word,
+// but its verifier calibration was fitted on English: Chinese, Japanese and
+// Korean characters are not counted as represented, so such prompts go to
+// a model made for them or stay exact-only.
+func (e *Embedder) Coverage(text string) float64 {
+	return embed.ShareOf(text, func(r rune) bool {
+		return !unicode.In(r, unicode.Han, unicode.Hiragana, unicode.Katakana, unicode.Hangul)
+	})
+}

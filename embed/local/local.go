@@ -117,6 +117,10 @@ func (m *Model) Name() string {
 	return "use-lite-v1-cased"
 }
 
+// Coverage implements embed.Coverer: the share of text's non-space
+// characters the vocabulary knows (see tokenizer.coverage).
+func (m *Model) Coverage(text string) float64 { return m.tok.coverage(text) }
+
 // Kernel names the matmul kernel in use: "avx512", "avx2" or "go".
 func (m *Model) Kernel() string { return kernelName(useKernel) }
 

@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
+
+	"github.com/edgecache/edgecache/embed"
 )
 
 // The tokenizer reproduces, rule for rule, the SentencePiece unigram encoder
@@ -238,4 +240,27 @@ func grow[T any](s []T, n int) []T {
 		return make([]T, n)
 	}
 	return s[:n]
+}
+
+// coverage is the share of text's non-space characters (after the same
+// normalisation as encode) that some vocabulary piece starts with; the rest
+// become the unknown token, which carries no meaning. USE-lite's 8,000
+// pieces hold no Chinese character, so any two Chinese prompts encode alike.
+func (t *tokenizer) coverage(text string) float64 {
+	if len(text) > maxInputBytes {
+		text = text[:maxInputBytes]
+	}
+	if t.lower {
+		text = strings.ToLower(text)
+	}
+	text = norm.NFKC.String(text)
+	return embed.ShareOf(text, func(r rune) bool {
+		u := uint16(r)
+		if r >= 0x10000 {
+			r1, _ := utf16.EncodeRune(r)
+			u = uint16(r1)
+		}
+		_, ok := t.trie[uint64(u)]
+		return ok
+	})
 }
