@@ -63,6 +63,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			args = args[1:]
 		case "eval":
 			return eval.Main(ctx, args[1:], stdout, stderr)
+		case "train-zh":
+			return eval.TrainZh(ctx, args[1:], stdout, stderr)
 		case "degradations":
 			return degradations(ctx, args[1:], stdout, stderr)
 		case "routes":

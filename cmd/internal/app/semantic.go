@@ -14,6 +14,7 @@ import (
 	"github.com/edgecache/edgecache/embed/lexical"
 	"github.com/edgecache/edgecache/embed/local"
 	"github.com/edgecache/edgecache/embed/remote"
+	"github.com/edgecache/edgecache/embed/zh"
 )
 
 // semanticParts is the built semantic tier and what /readyz says of it.
@@ -57,13 +58,17 @@ func buildSemantic(ctx context.Context, sc config.Semantic, log *slog.Logger) (*
 	if err != nil {
 		return nil, err
 	}
-	name := e.Name()
 	closers := []func(){}
 	if _, isLocal := e.(*local.Model); isLocal {
 		b := embed.NewBatcher(e, runtime.GOMAXPROCS(0), 16)
 		closers = append(closers, b.Close)
 		e = b
 	}
+	spaces, e, err := withChinese(e)
+	if err != nil {
+		return nil, err
+	}
+	name := e.Name()
 	memo, err := embed.NewMemo(e, 64<<20)
 	if err != nil {
 		return nil, err
@@ -105,14 +110,16 @@ func buildSemantic(ctx context.Context, sc config.Semantic, log *slog.Logger) (*
 		return nil, fmt.Errorf("semantic index: %w", err)
 	}
 	closers = append(closers, func() { _ = idx.Close() })
-	v := verify.NewFor(name)
+	primary := primaryName(e)
+	v := verify.NewFor(primary)
 	return &semanticParts{
 		cfg: &pipeline.SemanticConfig{
-			Embedder: memo, Index: idx, Verifier: v,
-			DefaultThreshold: verify.DefaultThreshold(name),
+			Embedder: memo, Index: idx, Verifier: v, Spaces: spaces,
+			DefaultThreshold: verify.DefaultThreshold(primary),
 			Candidates:       verify.Candidates,
 			MinCosine:        v.MinCosine,
 			EmbedTimeout:     sc.EmbedTimeout.D(), SearchTimeout: sc.SearchTimeout.D(),
+			MinCoverage: sc.MinCoverage,
 		},
 		embedder: name, fallback: fallback, index: sc.Index, indexState: indexState,
 		close: func() {
@@ -121,4 +128,40 @@ func buildSemantic(ctx context.Context, sc config.Semantic, log *slog.Logger) (*
 			}
 		},
 	}, nil
+}
+
+// withChinese routes Chinese prompts (and Chinese mixed with English terms)
+// to the built-in Chinese model beside e, each model with its own verifier
+// (the returned spaces). A remote embedder is left alone: the operator chose
+// it for their languages, and its dimension is not known until it answers.
+func withChinese(e embed.Embedder) (map[string]pipeline.Space, embed.Embedder, error) {
+	if e.Dim() != zh.Dim {
+		return nil, e, nil
+	}
+	z, err := zh.New()
+	if err != nil {
+		return nil, nil, err
+	}
+	zm, err := verify.BuiltInZh()
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := embed.NewRouter(e, z)
+	if err != nil {
+		return nil, nil, err
+	}
+	pv, zv := verify.NewFor(e.Name()), verify.NewZh(zm)
+	return map[string]pipeline.Space{
+		e.Name(): {Verifier: pv, MinCosine: pv.MinCosine},
+		z.Name(): {Verifier: zv, MinCosine: zv.MinCosine},
+	}, r, nil
+}
+
+// primaryName is the name of the model that embeds what no other model
+// represents better: the router's first member, else e itself.
+func primaryName(e embed.Embedder) string {
+	if r, ok := e.(*embed.Router); ok {
+		return r.Primary()
+	}
+	return e.Name()
 }

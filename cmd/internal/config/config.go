@@ -337,6 +337,10 @@ type Semantic struct {
 	EmbedTimeout Duration `yaml:"embed_timeout"`
 	// SearchTimeout bounds a vector search. Zero → 50ms.
 	SearchTimeout Duration `yaml:"search_timeout"`
+	// MinCoverage is the share of a prompt's characters the embedder must
+	// represent for the prompt to be matched semantically; below it the
+	// prompt is exact-only. Zero → 0.9 (embed.MinCoverage).
+	MinCoverage float64 `yaml:"min_coverage"`
 }
 
 // RemoteEmbedder is an OpenAI-compatible embeddings API.
@@ -683,6 +687,9 @@ func (c *Config) Default() {
 	if sm.Qdrant.CollectionPrefix == "" {
 		sm.Qdrant.CollectionPrefix = "edgecache_"
 	}
+	if sm.MinCoverage == 0 {
+		sm.MinCoverage = 0.9
+	}
 	if len(c.Routes) == 0 {
 		c.Routes = DefaultRoutes()
 	}
@@ -907,6 +914,9 @@ func (c *Config) Validate() error {
 	}
 	if sm.MaxPoints < 0 || sm.EmbedTimeout.D() < 0 || sm.SearchTimeout.D() < 0 {
 		bad("semantic: max_points and timeouts must not be negative")
+	}
+	if sm.MinCoverage < 0 || sm.MinCoverage > 1 {
+		bad("semantic.min_coverage %v: want a share in (0, 1]", sm.MinCoverage)
 	}
 	names, paths := map[string]bool{}, map[string]bool{}
 	for i, r := range c.Routes {

@@ -79,6 +79,13 @@ func pipelineFilter(model string) semantic.Filter {
 	return semantic.Filter{Namespace: "eval", Route: "eval", Model: model, Context: "eval"}
 }
 
+// scorer is the verification stage: the USE-lite or lexical verifier
+// (*verify.Verifier) or the Chinese one (*verify.ZhVerifier).
+type scorer interface {
+	Score(query, candidate string, cosine float32) (float32, string)
+	MinCosine(threshold float32) float32
+}
+
 // scoreCache inserts every text_a into an embedded index and queries it
 // with every text_b, retrieving verify.Candidates candidates with a cosine
 // of at least minCos, as the pipeline does (the verifier's lossless
@@ -93,7 +100,7 @@ func scoreCache(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name s
 
 // judgeAll judges every query's candidates (those with a cosine of at
 // least minCos) against the file's labels.
-func judgeAll(ctx context.Context, pairs []Pair, ms [][]semantic.Match, v *verify.Verifier, noVerify bool, minCos float32, workers int) []outcome {
+func judgeAll(ctx context.Context, pairs []Pair, ms [][]semantic.Match, v scorer, noVerify bool, minCos float32, workers int) []outcome {
 	lab := newLabels(pairs)
 	stored := lab.storedComponents(pairs)
 	out := make([]outcome, len(pairs))
@@ -159,7 +166,7 @@ func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name str
 // judge picks the candidate the pipeline would serve: the one with the
 // highest verifier score (the nearer one on ties), and separately the one
 // cosine alone would serve (the nearest).
-func judge(p Pair, ownKey string, ms []semantic.Match, lab *labels, v *verify.Verifier, noVerify bool) outcome {
+func judge(p Pair, ownKey string, ms []semantic.Match, lab *labels, v scorer, noVerify bool) outcome {
 	o := outcome{dup: p.Duplicate}
 	o.v.score, o.c.score = -1, -1
 	fill := func(s *served, m semantic.Match) {
@@ -201,7 +208,7 @@ func scorePairsWith(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v 
 	return scorePairsAt(ctx, pairs, va, vb, v, false, minCos, minCos, workers)
 }
 
-func scorePairsAt(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v *verify.Verifier, noVerify bool, minCos, rankCos float32, workers int) ([]outcome, error) {
+func scorePairsAt(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v scorer, noVerify bool, minCos, rankCos float32, workers int) ([]outcome, error) {
 	out := make([]outcome, len(pairs))
 	lab := newLabels(pairs)
 	err := parallel(ctx, len(pairs), workers, func(i int) error {

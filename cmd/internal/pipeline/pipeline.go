@@ -54,6 +54,9 @@ type Metrics interface {
 	CacheLookup(route, tier, result string)
 	// Bypass counts a request that skipped the cache, with the reason.
 	Bypass(route, reason string)
+	// SemanticSkipped counts a request on a semantic route that stayed
+	// exact-only, with the reason ("coverage").
+	SemanticSkipped(route, reason string)
 	// UpstreamCall records one call to the model: status 0 means no
 	// response (errKind says why).
 	UpstreamCall(route string, status int, errKind string, d time.Duration)
@@ -639,6 +642,7 @@ type nopMetrics struct{}
 
 func (nopMetrics) CacheLookup(string, string, string)              {}
 func (nopMetrics) Bypass(string, string)                           {}
+func (nopMetrics) SemanticSkipped(string, string)                  {}
 func (nopMetrics) UpstreamCall(string, int, string, time.Duration) {}
 func (nopMetrics) Coalesced(string)                                {}
 func (nopMetrics) StoreDropped(string)                             {}

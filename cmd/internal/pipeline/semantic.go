@@ -48,6 +48,30 @@ type SemanticConfig struct {
 	EmbedTimeout, SearchTimeout time.Duration
 	// IndexQueue bounds pending index writes. Zero → 1024.
 	IndexQueue int
+	// Spaces verifies each embedding space (embed.SpaceOf) by its own
+	// rules: a Router embeds Chinese prompts with another model than
+	// English ones, and each model has its verifier. A space not listed
+	// uses Verifier and MinCosine.
+	Spaces map[string]Space
+	// MinCoverage is the share of a prompt the embedder must represent
+	// (embed.SpaceOf) for the prompt to take part in semantic matching;
+	// below it the request is exact-only: no lookup, not indexed, never
+	// served by the degraded rung. Zero → embed.MinCoverage.
+	MinCoverage float64
+}
+
+// Space is the verification of one embedding space.
+type Space struct {
+	Verifier  Scorer
+	MinCosine func(threshold float32) float32
+}
+
+// space returns the verification of the named space.
+func (s *semanticTier) space(name string) Space {
+	if sp, ok := s.cfg.Spaces[name]; ok {
+		return sp
+	}
+	return Space{Verifier: s.cfg.Verifier, MinCosine: s.cfg.MinCosine}
 }
 
 // semanticTier wraps the embedder and index with deadlines and a breaker,
@@ -85,6 +109,9 @@ func newSemanticTier(cfg SemanticConfig) *semanticTier {
 	if cfg.IndexQueue == 0 {
 		cfg.IndexQueue = 1024
 	}
+	if cfg.MinCoverage == 0 {
+		cfg.MinCoverage = embed.MinCoverage
+	}
 	s := &semanticTier{cfg: cfg, queue: make(chan indexJob, cfg.IndexQueue), stop: make(chan struct{})}
 	s.writeCtx, s.giveUp = context.WithCancel(context.Background())
 	s.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
@@ -104,15 +131,19 @@ func newSemanticTier(cfg SemanticConfig) *semanticTier {
 // semanticQuery is what a request contributes to the semantic tier.
 type semanticQuery struct {
 	text   string
+	space  string // the embedding space of text (embed.SpaceOf)
 	filter semantic.Filter
 	vec    embed.Vector // set once embedded
 }
 
 // contextHash identifies everything but the last user turn: the request's
-// context material and, on a templated route, the path (another Azure
-// deployment is another model).
-func contextHash(req *openai.Request, path string) string {
-	b := append(make([]byte, 0, 512), path...)
+// context material, on a templated route the path (another Azure
+// deployment is another model), and the embedding space (vectors of two
+// models are never compared).
+func contextHash(req *openai.Request, path, space string) string {
+	b := append(make([]byte, 0, 512), space...)
+	b = append(b, 0)
+	b = append(b, path...)
 	b = req.AppendContextMaterial(b)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
@@ -128,12 +159,17 @@ func (p *Pipeline) semanticQuery(rt *Route, r *http.Request, req *openai.Request
 	if !ok {
 		return nil
 	}
+	space, coverage := embed.SpaceOf(p.sem.cfg.Embedder, text)
+	if coverage < p.sem.cfg.MinCoverage {
+		p.m.SemanticSkipped(rt.Name, "coverage")
+		return nil
+	}
 	route := rt.Name
 	if rt.Generation != 0 { // a purge leaves older points unmatched
 		route += "#" + strconv.FormatInt(rt.Generation, 10)
 	}
-	return &semanticQuery{text: text, filter: semantic.Filter{
-		Namespace: ns, Route: route, Model: req.Model, Context: contextHash(req, templatedPath(rt, r)),
+	return &semanticQuery{text: text, space: space, filter: semantic.Filter{
+		Namespace: ns, Route: route, Model: req.Model, Context: contextHash(req, templatedPath(rt, r), space),
 	}}
 }
 
@@ -175,6 +211,7 @@ func (p *Pipeline) semanticLookup(ctx context.Context, rt *Route, r *http.Reques
 // degraded floor, when the upstream has failed).
 func (p *Pipeline) semanticLookupAt(ctx context.Context, rt *Route, q *semanticQuery, threshold float32) (cache.Entry, float32, bool) {
 	s := p.sem
+	sp := s.space(q.space)
 	var best semantic.Match
 	var bestScore float32 = -1
 	_, err := s.cb.Execute(func() (struct{}, error) {
@@ -193,8 +230,8 @@ func (p *Pipeline) semanticLookupAt(ctx context.Context, rt *Route, q *semanticQ
 		sctx, span := p.cfg.Tracer.Start(ctx, "semantic.search")
 		sctx, cancel := context.WithTimeout(sctx, s.cfg.SearchTimeout)
 		minScore := float32(-1)
-		if s.cfg.MinCosine != nil {
-			minScore = s.cfg.MinCosine(threshold)
+		if sp.MinCosine != nil {
+			minScore = sp.MinCosine(threshold)
 		}
 		ms, err := s.cfg.Index.Search(sctx, v, q.filter, s.cfg.Candidates, minScore)
 		cancel()
@@ -204,7 +241,7 @@ func (p *Pipeline) semanticLookupAt(ctx context.Context, rt *Route, q *semanticQ
 			return struct{}{}, err
 		}
 		for _, m := range ms {
-			if sc, _ := s.cfg.Verifier.Score(q.text, m.Text, m.Score); sc > bestScore {
+			if sc, _ := sp.Verifier.Score(q.text, m.Text, m.Score); sc > bestScore {
 				best, bestScore = m, sc
 			}
 		}

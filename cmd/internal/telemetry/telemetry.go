@@ -149,6 +149,7 @@ func (l traceLog) WithGroup(g string) slog.Handler       { return traceLog{l.Han
 type Metrics struct {
 	lookups   *counter
 	bypasses  *counter
+	skipped   *counter
 	upstream  *counter
 	coalesced *counter
 	dropped   *counter
@@ -224,6 +225,7 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	}
 	mm.lookups = newCounter("edgecache.cache.lookups", "Cache tiers consulted, by route, tier and result (hit or miss).")
 	mm.bypasses = newCounter("edgecache.cache.bypasses", "Requests that skipped the cache, by route and reason.")
+	mm.skipped = newCounter("edgecache.semantic.skipped", "Requests on semantic routes that were exact-only, by route and reason (coverage: the embedder does not represent the prompt).")
 	mm.upstream = newCounter("edgecache.upstream.requests", "Calls to the upstream model, by route, status code and error type.")
 	mm.coalesced = newCounter("edgecache.requests.coalesced", "Requests that joined an identical upstream call in progress.")
 	mm.dropped = newCounter("edgecache.cache.store_dropped", "Answers not stored because the write queue was full.")
@@ -245,7 +247,7 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	counters := []*counter{mm.lookups, mm.bypasses, mm.upstream, mm.coalesced, mm.dropped, mm.degraded, mm.shed}
+	counters := []*counter{mm.lookups, mm.bypasses, mm.skipped, mm.upstream, mm.coalesced, mm.dropped, mm.degraded, mm.shed}
 	insts := []metric.Observable{inFlight}
 	for _, c := range counters {
 		insts = append(insts, c.inst)
@@ -290,6 +292,13 @@ func (m *Metrics) CacheLookup(route, tier, result string) {
 // Bypass implements pipeline.Metrics.
 func (m *Metrics) Bypass(route, reason string) {
 	m.bypasses.add(attrKey{a: route, b: reason}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("route", route), attribute.String("reason", reason)}
+	})
+}
+
+// SemanticSkipped implements pipeline.Metrics.
+func (m *Metrics) SemanticSkipped(route, reason string) {
+	m.skipped.add(attrKey{a: route, b: reason}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("route", route), attribute.String("reason", reason)}
 	})
 }
