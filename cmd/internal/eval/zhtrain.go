@@ -337,4 +337,3 @@ func zhReport(ctx context.Context, w io.Writer, name string, ps []Pair, e embed.
 	}
 	return nil
 }
-
