@@ -168,6 +168,15 @@ type Report struct {
 	Correct   int     `json:"correct"`
 	Precision float64 `json:"precision"`
 	Recall    float64 `json:"recall"`
+	// JudgedShare is the share of the headline's hits that the labels
+	// judge either way (1 for a count that judges every hit, such as
+	// pairwise); PrecisionLowerBound counts the unjudged hits wrong. See
+	// Counts.
+	JudgedShare         float64 `json:"judged_share"`
+	PrecisionLowerBound float64 `json:"precision_lower_bound"`
+	// Warnings say when the headline says little: fewer than half of its
+	// hits judged by the labels. Also printed on stderr.
+	Warnings []string `json:"warnings,omitempty"`
 
 	// Rows are the headline and the other ways to count, each also for
 	// cosine alone at the threshold reaching the same recall.
@@ -295,6 +304,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	r.BadLines = len(bad)
 	r.EmbedSeconds = round4(embedSecs)
 	r.Seconds = round4(time.Since(start).Seconds())
+	for _, w := range r.Warnings {
+		fmt.Fprintf(stderr, "eval: warning: %s\n", w)
+	}
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -353,6 +365,12 @@ func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr, min
 	h := r.Rows[0].Counts
 	r.Count = r.Rows[0].Count
 	r.Hits, r.Correct, r.Precision, r.Recall = h.Hits, h.Correct, h.Precision, h.Recall
+	r.JudgedShare, r.PrecisionLowerBound = h.JudgedShare, h.PrecisionLowerBound
+	if h.all > 0 && h.JudgedShare < 0.5 {
+		r.Warnings = append(r.Warnings, fmt.Sprintf(
+			"only %.1f %% of hits are judged by the labels (%d of %d); the judged precision (%.4f) says little; see precision_lower_bound (%.4f)",
+			100*float64(h.judged)/float64(h.all), h.judged, h.all, h.Precision, h.PrecisionLowerBound))
+	}
 
 	if o.mode == "pairwise" {
 		scores, cos, dup := make([]float32, len(outs)), make([]float32, len(outs)), make([]bool, len(outs))
@@ -415,9 +433,12 @@ func writeTables(w io.Writer, r *Report) error {
 	}
 	fmt.Fprintf(tw, "time\t%.1fs (embedding %.1fs)\n", r.Seconds, r.EmbedSeconds)
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "correct when\tscore\tthreshold\thits\tcorrect\tprecision\trecall\tof")
+	fmt.Fprintln(tw, "correct when\tscore\tthreshold\thits\tcorrect\tprecision\trecall\tof\tjudged share\tprecision lower bound")
 	for _, x := range r.Rows {
-		fmt.Fprintf(tw, "%s\t%s\t%.4g\t%d\t%d\t%.4f\t%.4f\t%d\n", x.Count, x.Score, x.Threshold, x.Hits, x.Correct, x.Precision, x.Recall, x.Of)
+		fmt.Fprintf(tw, "%s\t%s\t%.4g\t%d\t%d\t%.4f\t%.4f\t%d\t%.4f\t%.4f\n", x.Count, x.Score, x.Threshold, x.Hits, x.Correct, x.Precision, x.Recall, x.Of, x.JudgedShare, x.PrecisionLowerBound)
+	}
+	for _, w := range r.Warnings {
+		fmt.Fprintf(tw, "warning: %s\n", w)
 	}
 	if r.Mode == "pairwise" {
 		fmt.Fprintf(tw, "\nROC-AUC\t%s %.4f\tcosine %.4f\n", score, r.AUC, r.CosineAUC)
@@ -434,12 +455,12 @@ func writeTables(w io.Writer, r *Report) error {
 	if len(r.Sweep) > 0 {
 		fmt.Fprintln(tw)
 		if r.Mode == "cache" {
-			fmt.Fprintln(tw, "threshold\thits\tcorrect\tprecision\trecall\tknown-dup precision\tknown-dup recall")
+			fmt.Fprintln(tw, "threshold\thits\tcorrect\tprecision\trecall\tjudged share\tprecision lower bound\tknown-dup precision\tknown-dup recall")
 		} else {
-			fmt.Fprintln(tw, "threshold\thits\tcorrect\tprecision\trecall")
+			fmt.Fprintln(tw, "threshold\thits\tcorrect\tprecision\trecall\tjudged share\tprecision lower bound")
 		}
 		for _, c := range r.Sweep {
-			fmt.Fprintf(tw, "%.4g\t%d\t%d\t%.4f\t%.4f", c.Threshold, c.Hits, c.Correct, c.Precision, c.Recall)
+			fmt.Fprintf(tw, "%.4g\t%d\t%d\t%.4f\t%.4f\t%.4f\t%.4f", c.Threshold, c.Hits, c.Correct, c.Precision, c.Recall, c.JudgedShare, c.PrecisionLowerBound)
 			if r.Mode == "cache" {
 				fmt.Fprintf(tw, "\t%.4f\t%.4f", c.KnownPrecision, c.KnownRecall)
 			}

@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -280,6 +281,19 @@ type Counts struct {
 	// Of is the recall's denominator: duplicate pairs, or for the
 	// known-duplicate count, queries with a known duplicate stored.
 	Of int `json:"of"`
+	// JudgedShare is the share of the hits (repeats left out, for the
+	// known-duplicate and judged counts) that the file's labels judge
+	// either way; the own-text_a, same-text and pairwise counts judge
+	// every hit themselves (1). 0 when there is no hit.
+	JudgedShare float64 `json:"judged_share"`
+	// PrecisionLowerBound is the correct hits over all hits, the hits
+	// the labels do not judge counted wrong: the judged count's precision
+	// can only overstate a cache whose hits the labels mostly do not
+	// judge (on a file in a script the embedder does not represent, every
+	// prompt matches every other). For the other counts, the precision.
+	PrecisionLowerBound float64 `json:"precision_lower_bound"`
+
+	all, judged int // hits before leaving out the unjudged, and the judged among them
 }
 
 // denominator is the number of queries that could have a correct hit
@@ -306,14 +320,18 @@ func countAt(os []outcome, t float32, d definition, cosOnly bool) Counts {
 		if cosOnly {
 			s = &os[i].c
 		}
-		if d == defJudged && !s.judged {
+		if s.score < 0 || s.score < t {
 			continue
 		}
-		if s.score >= 0 && s.score >= t {
-			c.Hits++
-			if s.right(d) {
-				c.Correct++
-			}
+		c.all++
+		if d < defKnown || s.judged {
+			c.judged++
+		} else if d == defJudged {
+			continue
+		}
+		c.Hits++
+		if s.right(d) {
+			c.Correct++
 		}
 	}
 	c.fill()
@@ -326,6 +344,10 @@ func (c *Counts) fill() {
 	}
 	if c.Of > 0 {
 		c.Recall = round4(float64(c.Correct) / float64(c.Of))
+	}
+	if c.all > 0 {
+		c.JudgedShare = round4(float64(c.judged) / float64(c.all))
+		c.PrecisionLowerBound = round4(float64(c.Correct) / float64(c.all))
 	}
 }
 
@@ -346,33 +368,29 @@ func atRecall(os []outcome, d definition, target float64) Counts {
 			all = append(all, sc{s.score, s.right(d)})
 		}
 	}
-	slices.SortFunc(all, func(a, b sc) int {
-		switch {
-		case a.s > b.s:
-			return -1
-		case a.s < b.s:
-			return 1
-		}
-		return 0
-	})
-	c := Counts{Of: denominator(os, d)}
+	slices.SortFunc(all, func(a, b sc) int { return cmp.Compare(b.s, a.s) })
+	of := denominator(os, d)
+	if len(all) == 0 {
+		return Counts{Of: of}
+	}
+	var t float32
+	correct := 0
 	for i := 0; i < len(all); {
 		j := i
 		for j < len(all) && all[j].s == all[i].s {
-			c.Hits++
 			if all[j].right {
-				c.Correct++
+				correct++
 			}
 			j++
 		}
-		c.Threshold = round4(float64(all[i].s))
+		t = all[i].s
 		i = j
-		if c.Of > 0 && float64(c.Correct)/float64(c.Of) >= target {
+		if of > 0 && float64(correct)/float64(of) >= target {
 			break
 		}
 	}
-	c.fill()
-	return c
+	// The hits at t, with the judged share of all hits at t.
+	return countAt(os, t, d, true)
 }
 
 // auc is the ROC area of score for telling duplicates from the rest
