@@ -49,6 +49,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -213,7 +214,8 @@ type Row struct {
 }
 
 // SweepRow is the headline count and the known-duplicate count at a
-// threshold.
+// threshold, each computed as a plain run at that threshold would: from
+// the candidates its pre-filter retrieves.
 type SweepRow struct {
 	Counts
 	KnownPrecision float64 `json:"known_precision,omitempty"`
@@ -277,12 +279,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		thr = float32(o.threshold)
 	}
 
-	// Retrieve down to the lowest threshold reported: the verifier's
-	// pre-filter is lossless, so every threshold's hits are as the pipeline
-	// would serve them at that threshold.
+	// Retrieve down to the lowest threshold reported; each threshold's
+	// counts then keep the candidates its own pre-filter retrieves (see
+	// outcome.at), so that every threshold's hits are as the pipeline
+	// would serve them at that threshold, and the sweep's row at thr is
+	// the plain run's headline.
 	lowest := thr
 	if o.sweep {
-		lowest = min(thr, sweepThresholds(o.noVerify)[0])
+		lowest = min(thr, sweepThresholds(o.noVerify, thr)[0])
 	}
 	minCos := func(t float32) float32 {
 		if o.noVerify {
@@ -300,7 +304,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("eval: %w", err)
 	}
 
-	r := buildReport(o, name, pairs, outs, thr, minCos(thr))
+	r := buildReport(o, name, pairs, outs, thr, minCos)
 	r.BadLines = len(bad)
 	r.EmbedSeconds = round4(embedSecs)
 	r.Seconds = round4(time.Since(start).Seconds())
@@ -315,7 +319,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return writeTables(stdout, r)
 }
 
-func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr, minCos float32) *Report {
+func buildReport(o *options, name string, pairs []Pair, all []outcome, thr float32, minCos func(float32) float32) *Report {
 	r := &Report{
 		File:       o.pairs,
 		Mode:       o.mode,
@@ -323,7 +327,7 @@ func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr, min
 		Verify:     !o.noVerify,
 		Threshold:  round4(float64(thr)),
 		Candidates: verify.Candidates,
-		MinCosine:  round4(float64(minCos)),
+		MinCosine:  round4(float64(minCos(thr))),
 		Pairs:      len(pairs),
 	}
 	for _, p := range pairs {
@@ -331,7 +335,7 @@ func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr, min
 			r.Duplicates++
 		}
 	}
-	for _, x := range outs {
+	for _, x := range all {
 		if x.repeat {
 			r.Repeats++
 		}
@@ -351,6 +355,7 @@ func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr, min
 		r.Candidates = 1
 		defs = []definition{defOwn}
 	}
+	outs := outcomesAt(all, minCos(thr), nil)
 	for _, d := range defs {
 		c := countAt(outs, thr, d, false)
 		name := defName(d)
@@ -388,10 +393,12 @@ func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr, min
 		}
 	}
 	if o.sweep {
-		for _, t := range sweepThresholds(o.noVerify) {
-			row := SweepRow{Counts: countAt(outs, t, defs[0], false)}
+		var buf []outcome
+		for _, t := range sweepThresholds(o.noVerify, thr) {
+			buf = outcomesAt(all, minCos(t), buf)
+			row := SweepRow{Counts: countAt(buf, t, defs[0], false)}
 			if o.mode == "cache" {
-				k := countAt(outs, t, defKnown, false)
+				k := countAt(buf, t, defKnown, false)
 				row.KnownPrecision, row.KnownRecall = k.Precision, k.Recall
 			}
 			r.Sweep = append(r.Sweep, row)
@@ -401,8 +408,8 @@ func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr, min
 }
 
 // sweepThresholds covers the useful range of the score: coarse where
-// precision is low, fine near the top.
-func sweepThresholds(cosine bool) []float32 {
+// precision is low, fine near the top, and thr (the run's threshold).
+func sweepThresholds(cosine bool, thr float32) []float32 {
 	var ts []float32
 	lo := 5
 	if cosine {
@@ -414,7 +421,11 @@ func sweepThresholds(cosine bool) []float32 {
 	for i := 80; i < 100; i++ {
 		ts = append(ts, float32(i)/100)
 	}
-	return append(ts, 0.995, 0.999)
+	ts = append(ts, 0.995, 0.999)
+	if i, found := slices.BinarySearch(ts, thr); !found {
+		ts = slices.Insert(ts, i, thr)
+	}
+	return ts
 }
 
 func writeTables(w io.Writer, r *Report) error {

@@ -409,7 +409,7 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	fmt.Fprintln(stdout, "\ntest sweep, known duplicates (repeats left out):")
 	tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "threshold\thits\tprecision\trecall\tcosine threshold\tcosine hits\tcosine precision\tjudged precision\tjudged cosine precision")
-	for _, t := range sweepThresholds(false) {
+	for _, t := range sweepThresholds(false, m.Threshold) {
 		c := countAt(teOut, t, defKnown, false)
 		if c.Hits == 0 {
 			continue
@@ -435,7 +435,7 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 		auc(scores, dup), auc(cos, dup), pc.Precision, pc.Recall, pc.Hits)
 	tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "threshold\thits\tprecision\trecall\tcosine threshold\tcosine hits\tcosine precision")
-	for _, t := range sweepThresholds(false) {
+	for _, t := range sweepThresholds(false, m.Threshold) {
 		c := countAt(pw, t, defOwn, false)
 		if c.Hits == 0 {
 			continue

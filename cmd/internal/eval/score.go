@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode"
 
 	"github.com/edgecache/edgecache/cache/semantic"
 	"github.com/edgecache/edgecache/cache/semantic/verify"
@@ -28,6 +29,7 @@ type served struct {
 	same   bool   // the pair's text_a (ignoring case), any pair's point, and the pair is a duplicate
 	known  bool   // a duplicate of the query by the file's labels (see labels)
 	judged bool   // the file's labels say whether it is a duplicate of the query, either way
+	exact  bool   // worded as the query (see wordingKey): a candidate whatever its cosine
 }
 
 // outcome is what one query (cache mode) or one pair (pairwise mode)
@@ -37,8 +39,40 @@ type outcome struct {
 	answerable bool // some stored text is a known duplicate of the query
 	repeat     bool // the query's text is stored verbatim (ignoring case and spacing)
 	v, c       served
+	// cands are the candidates v was picked from, as the verifier scored
+	// them, nearest first: at picks v again at a higher threshold's
+	// pre-filter.
+	cands []served
 
 	raw, rawCos float32 // pairwise: the pair's ranking score and cosine, retrieved or not
+}
+
+// at is o as a lookup at a threshold whose retrieval pre-filter is minCos
+// would have it (the pipeline's procedure): the verifier's pick among the
+// candidates at or above minCos or worded as the query, and the nearest
+// candidate at or above minCos. o must have been judged at a pre-filter at
+// or under minCos; then o.at(minCos) for that pre-filter is o itself.
+func (o *outcome) at(minCos float32) outcome {
+	r := *o
+	r.v = served{score: -1}
+	for _, s := range o.cands {
+		if (s.cos >= minCos || s.exact) && s.score > r.v.score {
+			r.v = s
+		}
+	}
+	if r.c.score >= 0 && r.c.cos < minCos {
+		r.c = served{score: -1}
+	}
+	return r
+}
+
+// outcomesAt is every outcome at minCos (see outcome.at), in buf.
+func outcomesAt(os []outcome, minCos float32, buf []outcome) []outcome {
+	buf = buf[:0]
+	for i := range os {
+		buf = append(buf, os[i].at(minCos))
+	}
+	return buf
 }
 
 // definition is a way to count a hit as correct.
@@ -83,7 +117,8 @@ func pipelineFilter(model string) semantic.Filter {
 // scoreCache inserts every text_a into an embedded index and queries it
 // with every text_b, retrieving verify.Candidates candidates with a cosine
 // of at least minCos, as the pipeline does (the verifier's lossless
-// pre-filter for the lowest threshold reported).
+// pre-filter for the lowest threshold reported), plus the stored texts
+// worded as the query.
 func scoreCache(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, v *verify.Verifier, noVerify bool, minCos float32, workers int, stderr io.Writer) ([]outcome, error) {
 	ms, err := retrieve(ctx, pairs, va, vb, name, minCos, workers, stderr)
 	if err != nil {
@@ -93,17 +128,13 @@ func scoreCache(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name s
 }
 
 // judgeAll judges every query's candidates (those with a cosine of at
-// least minCos) against the file's labels.
+// least minCos, and those worded as the query) against the file's labels.
 func judgeAll(ctx context.Context, pairs []Pair, ms [][]semantic.Match, v *verify.Verifier, noVerify bool, minCos float32, workers int) []outcome {
 	lab := newLabels(pairs)
 	stored := lab.storedComponents(pairs)
 	out := make([]outcome, len(pairs))
 	parallel(ctx, len(pairs), workers, func(i int) error {
-		cs := ms[i]
-		for len(cs) > 0 && cs[len(cs)-1].Score < minCos {
-			cs = cs[:len(cs)-1]
-		}
-		out[i] = judge(pairs[i], strconv.Itoa(i), cs, lab, v, noVerify)
+		out[i] = judge(pairs[i], strconv.Itoa(i), ms[i], minCos, lab, v, noVerify)
 		out[i].answerable = stored[lab.comp(pairs[i].B)]
 		out[i].repeat = lab.stored(pairs[i].B)
 		return nil
@@ -113,7 +144,12 @@ func judgeAll(ctx context.Context, pairs []Pair, ms [][]semantic.Match, v *verif
 
 // retrieve inserts every text_a into one partition of an embedded index
 // (keyed by the pair's index) and returns, for every text_b, the
-// candidates the pipeline would retrieve, without their vectors.
+// candidates the pipeline would retrieve, without their vectors: the
+// verify.Candidates nearest with a cosine of at least minCos, then every
+// stored text worded as the query (wordingKey) that the pre-filter or k
+// left out, nearest first. The verifier takes a text worded as the query
+// for the same prompt whatever its cosine (it scores it as cosine 1), so
+// a pre-filter that dropped it would not be lossless.
 func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, minCos float32, workers int, stderr io.Writer) ([][]semantic.Match, error) {
 	if len(va) == 0 {
 		return nil, nil
@@ -127,14 +163,18 @@ func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name str
 		return nil, err
 	}
 	defer idx.Close()
-	f := pipelineFilter(name)
 
+	f := pipelineFilter(name)
+	// worded holds the stored pairs by wording.
+	worded := make(map[string][]int)
 	bar := newProgress(stderr, "indexing", len(pairs))
 	for i, p := range pairs {
 		pt := semantic.Point{Key: strconv.Itoa(i), Vector: va[i], Filter: f, Text: p.A}
 		if err := idx.Upsert(ctx, pt); err != nil {
 			return nil, fmt.Errorf("index text_a of line %d: %w", p.Line, err)
 		}
+		k := wordingKey(p.A)
+		worded[k] = append(worded[k], i)
 		bar.Add(1)
 	}
 	bar.Finish()
@@ -142,6 +182,7 @@ func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name str
 	out := make([][]semantic.Match, len(pairs))
 	bar = newProgress(stderr, "querying", len(pairs))
 	err = parallel(ctx, len(pairs), workers, func(i int) error {
+		defer bar.Add(1)
 		ms, err := idx.Search(ctx, vb[i], f, verify.Candidates, minCos)
 		if err != nil {
 			return fmt.Errorf("query text_b of line %d: %w", pairs[i].Line, err)
@@ -149,39 +190,83 @@ func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name str
 		for j := range ms {
 			ms[j].Vector = nil
 		}
+		n := len(ms)
+		for _, j := range worded[wordingKey(pairs[i].B)] {
+			key := strconv.Itoa(j)
+			if !slices.ContainsFunc(ms[:n], func(m semantic.Match) bool { return m.Key == key }) {
+				ms = append(ms, semantic.Match{Point: semantic.Point{Key: key, Text: pairs[j].A}, Score: embed.Dot(va[j], vb[i])})
+			}
+		}
+		slices.SortStableFunc(ms[n:], func(a, b semantic.Match) int { return cmp.Compare(b.Score, a.Score) })
 		out[i] = ms
-		bar.Add(1)
 		return nil
 	})
 	bar.Finish()
 	return out, err
 }
 
+// wordingKey is a text's words, as verify's exact-wording rule compares
+// them: runs of non-space characters with sentence punctuation trimmed at
+// their edges (words that are all punctuation dropped), compared ignoring
+// case (Unicode simple folding, as strings.EqualFold). Two texts with the
+// same key are the same prompt to the verifier whatever their cosine.
+func wordingKey(s string) string {
+	var b strings.Builder
+	for _, w := range strings.FieldsFunc(s, unicode.IsSpace) {
+		w = strings.Trim(w, wordingPunct)
+		if w == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		for _, r := range w {
+			b.WriteRune(foldRune(r))
+		}
+	}
+	return b.String()
+}
+
+// wordingPunct is verify's edgePunct: the sentence punctuation its
+// exact-wording rule ignores at the edges of words.
+const wordingPunct = "?!.,;:\"'()[]¿¡…«»“”‘’—–"
+
+// foldRune is the smallest rune r is equal to under simple case folding.
+func foldRune(r rune) rune {
+	m := r
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		m = min(m, f)
+	}
+	return m
+}
+
 // judge picks the candidate the pipeline would serve: the one with the
-// highest verifier score (the nearer one on ties), and separately the one
-// cosine alone would serve (the nearest).
-func judge(p Pair, ownKey string, ms []semantic.Match, lab *labels, v *verify.Verifier, noVerify bool) outcome {
+// highest verifier score (the nearer one on ties) among those with a
+// cosine of at least minCos or worded as the query, and separately the
+// one cosine alone would serve (the nearest at or above minCos).
+func judge(p Pair, ownKey string, ms []semantic.Match, minCos float32, lab *labels, v *verify.Verifier, noVerify bool) outcome {
 	o := outcome{dup: p.Duplicate}
 	o.v.score, o.c.score = -1, -1
-	fill := func(s *served, m semantic.Match) {
-		s.cos = m.Score
+	query := wordingKey(p.B)
+	for _, m := range ms {
+		s := served{score: m.Score, cos: m.Score, exact: wordingKey(m.Text) == query}
+		if s.cos < minCos && !s.exact {
+			continue
+		}
+		if !noVerify {
+			s.score, s.reason = v.Score(p.B, m.Text, m.Score)
+		}
 		s.own = p.Duplicate && m.Key == ownKey
 		s.same = p.Duplicate && normText(m.Text) == normText(p.A)
 		s.known = lab.dup(p.B, m.Text)
 		s.judged = s.known || lab.notDup(p.B, m.Text)
-	}
-	for i, m := range ms {
-		s, reason := m.Score, ""
-		if !noVerify {
-			s, reason = v.Score(p.B, m.Text, m.Score)
+		o.cands = append(o.cands, s)
+		if s.score > o.v.score {
+			o.v = s
 		}
-		if s > o.v.score {
-			o.v.score, o.v.reason = s, reason
-			fill(&o.v, m)
-		}
-		if i == 0 {
-			o.c.score = m.Score
-			fill(&o.c, m)
+		if o.c.score < 0 && s.cos >= minCos {
+			o.c = s
+			o.c.score, o.c.reason = s.cos, ""
 		}
 	}
 	return o
@@ -189,10 +274,11 @@ func judge(p Pair, ownKey string, ms []semantic.Match, lab *labels, v *verify.Ve
 
 // scorePairs scores each pair on its own: the cosine of its two texts and
 // the verifier's score. A pair under minCos is never a hit, as the
-// pipeline would not retrieve it. The AUC ranks pairs as the pipeline does
-// at the default threshold: by the verifier's score above that
-// threshold's pre-filter, by cosine under it (below every pair above), so
-// the area does not depend on --threshold or --sweep.
+// pipeline would not retrieve it, unless its texts are worded the same.
+// The AUC ranks pairs as the pipeline does at the default threshold: by
+// the verifier's score above that threshold's pre-filter (or worded the
+// same), by cosine under it (below every pair above), so the area does
+// not depend on --threshold or --sweep.
 func scorePairs(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, v *verify.Verifier, noVerify bool, minCos float32, workers int) ([]outcome, error) {
 	return scorePairsAt(ctx, pairs, va, vb, v, noVerify, minCos, verify.MinCosine(name), workers)
 }
@@ -208,20 +294,18 @@ func scorePairsAt(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v *v
 	err := parallel(ctx, len(pairs), workers, func(i int) error {
 		p := pairs[i]
 		c := embed.Dot(va[i], vb[i])
-		var ms []semantic.Match
-		if c >= minCos {
-			ms = []semantic.Match{{Point: semantic.Point{Key: "own", Text: p.A}, Score: c}}
-		}
-		out[i] = judge(p, "own", ms, lab, v, noVerify)
+		ms := []semantic.Match{{Point: semantic.Point{Key: "own", Text: p.A}, Score: c}}
+		out[i] = judge(p, "own", ms, minCos, lab, v, noVerify)
 		out[i].answerable = p.Duplicate
-		// For the AUC: the verifier's score at or above rankCos, the
-		// cosine, ranked under every such pair, below it.
+		// For the AUC: the verifier's score at or above rankCos (or for
+		// texts worded the same), the cosine, ranked under every such
+		// pair, below it.
 		out[i].rawCos, out[i].raw = c, c
 		if !noVerify {
 			out[i].raw = c - 3
 			switch {
-			case c < rankCos:
-			case len(ms) > 0:
+			case c < rankCos && wordingKey(p.A) != wordingKey(p.B):
+			case len(out[i].cands) > 0:
 				out[i].raw = out[i].v.score
 			default:
 				out[i].raw, _ = v.Score(p.B, p.A, c)

@@ -3,9 +3,193 @@ package eval
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edgecache/edgecache/cache/semantic/verify"
+	"github.com/edgecache/edgecache/embed"
 )
+
+// useLiteDir finds models/use-lite: EDGECACHE_MODEL_DIR, or the repository
+// root (the directory of go.mod) above the working directory. It fails,
+// not skips, without the model, as embed/local's tests do.
+func useLiteDir(t *testing.T) string {
+	t.Helper()
+	d := os.Getenv("EDGECACHE_MODEL_DIR")
+	if d == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for d = wd; ; d = filepath.Dir(d) {
+			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+				break
+			}
+			if filepath.Dir(d) == d {
+				t.Fatalf("no go.mod above %s; set EDGECACHE_MODEL_DIR", wd)
+			}
+		}
+		d = filepath.Join(d, "models", "use-lite")
+	}
+	if _, err := os.Stat(filepath.Join(d, "model.json")); err != nil {
+		t.Fatalf("model not found in %s: run `make model` (or set EDGECACHE_MODEL_DIR): %v", d, err)
+	}
+	return d
+}
+
+// worded holds pairs whose texts differ only in case and sentence
+// punctuation, which USE-lite embeds at cosines under its pre-filter
+// (0.92 at the default threshold: "hello" against "HELLO!!!" is 0.856,
+// "What is AI?" against "WHAT IS AI" 0.910), beside pairs that differ in
+// one word and unrelated ones.
+const worded = "label\ttext_a\ttext_b\n" +
+	"1\thello\tHELLO!!!\n" +
+	"1\tWhat is AI?\tWHAT IS AI\n" +
+	"1\tHow do I learn Python quickly?\t\"how do I learn python quickly\"\n" +
+	"1\tIs it safe?\tIS IT SAFE\n" +
+	"0\tWrite a SQL query to find the maximum salary.\tWrite a SQL query to find the minimum salary.\n" +
+	"1\tWhat is the fastest way to learn Python?\tHow do I learn Python fast?\n" +
+	"0\tHow do I cook rice?\tHow do I cook pasta?\n" +
+	"1\tHow tall is the Eiffel tower in Paris?\tZebra stripes: evolutionary purpose explained\n"
+
+// TestSweepAgreesWithPlainRun: the sweep's row at the run's threshold is
+// the plain run's headline, and a sweep does not change the plain run's
+// rows or reasons, in every mode, with and without the verifier, with
+// either embedder.
+func TestSweepAgreesWithPlainRun(t *testing.T) {
+	dir := useLiteDir(t)
+	files := map[string]string{"synthetic": synthetic, "worded": worded}
+	for _, emb := range []string{"lexical", "use-lite"} {
+		for fname, content := range files {
+			path := writeFile(t, fname+".tsv", content)
+			for _, extra := range [][]string{
+				nil,
+				{"--mode", "pairwise"},
+				{"--no-verify"},
+				{"--threshold", "0.7"},
+				{"--count", "own"},
+			} {
+				args := append([]string{"--pairs", path, "--embedder", emb, "--model-dir", dir, "--json"}, extra...)
+				plain, _ := run(t, args...)
+				swept, _ := run(t, append(args, "--sweep")...)
+				var row *SweepRow
+				for i := range swept.Sweep {
+					if swept.Sweep[i].Threshold == plain.Threshold {
+						row = &swept.Sweep[i]
+					}
+				}
+				if row == nil {
+					t.Errorf("%s %s %q: no sweep row at the threshold %v", emb, fname, extra, plain.Threshold)
+					continue
+				}
+				if row.Hits != plain.Hits || row.Correct != plain.Correct || row.Precision != plain.Precision || row.Recall != plain.Recall ||
+					row.JudgedShare != plain.JudgedShare || row.PrecisionLowerBound != plain.PrecisionLowerBound {
+					t.Errorf("%s %s %q: sweep row %+v, plain headline %d hits %d correct %.4f %.4f judged %.4f bound %.4f",
+						emb, fname, extra, *row, plain.Hits, plain.Correct, plain.Precision, plain.Recall, plain.JudgedShare, plain.PrecisionLowerBound)
+				}
+				if len(plain.Rows) != len(swept.Rows) {
+					t.Fatalf("%s %s %q: %d rows, %d with --sweep", emb, fname, extra, len(plain.Rows), len(swept.Rows))
+				}
+				for i := range plain.Rows {
+					if plain.Rows[i] != swept.Rows[i] {
+						t.Errorf("%s %s %q: row %+v, with --sweep %+v", emb, fname, extra, plain.Rows[i], swept.Rows[i])
+					}
+				}
+				if plain.AUC != swept.AUC || len(plain.Reasons) != len(swept.Reasons) {
+					t.Errorf("%s %s %q: AUC %v reasons %v, with --sweep %v %v", emb, fname, extra, plain.AUC, plain.Reasons, swept.AUC, swept.Reasons)
+				}
+				for k, n := range plain.Reasons {
+					if swept.Reasons[k] != n {
+						t.Errorf("%s %s %q: reasons %v, with --sweep %v", emb, fname, extra, plain.Reasons, swept.Reasons)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestSameWordingUnderPreFilter: texts worded the same are a hit at the
+// default threshold even though USE-lite puts them under the pre-filter;
+// the pre-filter used to drop them (the plain run missed what --sweep,
+// retrieving down to its lowest threshold, counted).
+func TestSameWordingUnderPreFilter(t *testing.T) {
+	path := writeFile(t, "worded.tsv", worded)
+	for _, mode := range []string{"cache", "pairwise"} {
+		r, _ := run(t, "--pairs", path, "--model-dir", useLiteDir(t), "--json", "--mode", mode, "--count", "own")
+		if r.Embedder == "lexical-v1" || r.MinCosine < 0.9 {
+			t.Fatalf("embedder %s, min cosine %v: want USE-lite and its pre-filter", r.Embedder, r.MinCosine)
+		}
+		// The four worded pairs are right hits (before: 1 of them).
+		if r.Correct < 4 {
+			t.Errorf("%s: %d hits, %d correct, want at least the 4 worded pairs right", mode, r.Hits, r.Correct)
+		}
+	}
+}
+
+// TestRetrieveAddsSameWording: at the retrieval level, with vectors that
+// put the texts far apart, a stored text worded as the query is a
+// candidate whatever its cosine, and the verifier serves it.
+func TestRetrieveAddsSameWording(t *testing.T) {
+	pairs := []Pair{
+		{Line: 1, Duplicate: true, A: "What is AI?", B: "WHAT IS AI"},
+		{Line: 2, Duplicate: false, A: "What is ML?", B: "what is ai today"},
+	}
+	va := []embed.Vector{{1, 0, 0}, {0, 1, 0}}
+	vb := []embed.Vector{{0, 0, 1}, {0, 0, 1}}
+	ms, err := retrieve(context.Background(), pairs, va, vb, "test", 0.9, 1, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms[0]) != 1 || ms[0][0].Key != "0" || ms[0][0].Score != 0 {
+		t.Errorf("query 1 candidates %+v, want text_a 0 at cosine 0", ms[0])
+	}
+	if len(ms[1]) != 0 {
+		t.Errorf("query 2 candidates %+v, want none", ms[1])
+	}
+	v := verify.New()
+	outs := judgeAll(context.Background(), pairs, ms, v, false, 0.9, 1)
+	if c := countAt(outs, verify.DefaultThreshold(verify.DefaultEmbedder), defOwn, false); c.Hits != 1 || c.Correct != 1 {
+		t.Errorf("%+v, want the worded pair served", c)
+	}
+	// Under cosine alone it is no hit: the rule is the verifier's.
+	outs = judgeAll(context.Background(), pairs, ms, v, true, 0.9, 1)
+	if c := countAt(outs, 0.9, defOwn, false); c.Hits != 0 {
+		t.Errorf("cosine only: %+v, want no hit", c)
+	}
+}
+
+// TestWordingKeyIsTheVerifiers: two texts have the same wordingKey exactly
+// when the verifier takes them for the same prompt (cosine read as 1).
+func TestWordingKeyIsTheVerifiers(t *testing.T) {
+	v := verify.New()
+	for _, tc := range [][2]string{
+		{"How do I reset my password?", "how do i reset my password"},
+		{"What is AI?", "WHAT IS AI"},
+		{"hello", "HELLO!!!"},
+		{"\"quoted\" (text)", "quoted text"},
+		{"C++ or C#?", "c++ or c#"},
+		{"C++ or C#?", "c or c"},
+		{"-5 degrees", "5 degrees"},
+		{"don't stop", "dont stop"},
+		{"Node.js", "node js"},
+		{"a ... b", "a b"},
+		{"ſtraße", "STRASSE"},
+		{"Straße", "strasse"},
+		{"Kelvin K", "kelvin k"},
+		{"如何重置我的密码？", "如何重置我的密码"},
+		{"如何重置我的密码", "今天北京的天气怎么样"},
+		{"one two", "one  two three"},
+		{"", "?!"},
+	} {
+		same := wordingKey(tc[0]) == wordingKey(tc[1])
+		f := v.Extract(tc[0], tc[1], 0.5)
+		if same != (f.Cosine == 1) {
+			t.Errorf("%q, %q: wordingKey same %v, verifier cosine %v", tc[0], tc[1], same, f.Cosine)
+		}
+	}
+}
 
 // unjudged is a file whose hits the labels mostly do not judge: queries 2
 // and 3 hit the text_a of another pair that no label relates to them,
