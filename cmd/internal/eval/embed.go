@@ -37,10 +37,10 @@ func openEmbedder(o *options, stderr io.Writer) (embed.Embedder, func() error, e
 		return nil, nil, fmt.Errorf("--embedder %q: want use-lite or lexical", o.embedder)
 	}
 	b := embed.NewBatcher(e, o.workers, 32)
-	var top embed.Embedder = b
+	var top embed.Embedder = withSpace{b, e}
 	closeFn := func() error { b.Close(); return nil }
 	if o.cacheDir != "" {
-		d, err := openDiskCache(o.cacheDir, b)
+		d, err := openDiskCache(o.cacheDir, top)
 		if err != nil {
 			b.Close()
 			return nil, nil, err
@@ -50,6 +50,26 @@ func openEmbedder(o *options, stderr io.Writer) (embed.Embedder, func() error, e
 	}
 	return top, closeFn, nil
 }
+
+// withSpace is an embedder wrapper (the Batcher) with the coverage and
+// the spaces of the embedder it wraps, which it does not state itself
+// (embed.Batcher forwards Coverage, not Space: a Router behind it would
+// put every text in one space).
+type withSpace struct {
+	embed.Embedder
+	base embed.Embedder
+}
+
+var (
+	_ embed.Coverer = withSpace{}
+	_ embed.Spacer  = withSpace{}
+)
+
+// Coverage implements embed.Coverer for the wrapped embedder.
+func (w withSpace) Coverage(text string) float64 { return embed.CoverageOf(w.base, text) }
+
+// Space implements embed.Spacer for the wrapped embedder.
+func (w withSpace) Space(text string) (string, float64) { return embed.SpaceOf(w.base, text) }
 
 // modelDir picks the model directory: the flag when given, then
 // EDGECACHE_MODEL_DIR, then config.ModelDir (the working directory's

@@ -5,10 +5,21 @@
 //
 // Two scorings (see SEMANTIC.md). Cache mode inserts every text_a into one
 // partition of the embedded index and queries it with every text_b,
-// retrieving verify.Candidates neighbours at or above verify.MinCosine and
-// serving the one the verifier scores highest when that score reaches the
-// threshold. Pairwise mode scores each pair on its own and adds the
-// ROC-AUC of the score and of the cosine.
+// retrieving verify.Candidates neighbours at or above verify.MinCosine
+// (and any stored text worded as the query, whatever its cosine: the
+// verifier takes it for the same prompt) and serving the one the verifier
+// scores highest when that score reaches the threshold. Pairwise mode
+// scores each pair on its own and adds the ROC-AUC of the score and of
+// the cosine. In both, a text the embedder covers under
+// embed.MinCoverage is exact-only, as in the server: never stored, never
+// looked up, never a semantic hit (counted in skipped_coverage); and a
+// query only meets stored texts of its own embedding space (embed.Spacer).
+//
+// Every count comes with the share of its hits the labels judge and a
+// precision that counts the unjudged hits wrong; when fewer than half of
+// the headline's hits are judged, eval warns: the judged precision then
+// says little (on a file in a script the embedder does not represent,
+// every prompt matches every other and the labels judge almost none).
 //
 // Cache mode counts a hit as correct four ways, each its own row; --count
 // picks the headline (judged unless set):
@@ -55,6 +66,7 @@ import (
 	"time"
 
 	"github.com/edgecache/edgecache/cache/semantic/verify"
+	"github.com/edgecache/edgecache/embed"
 )
 
 type options struct {
@@ -159,6 +171,12 @@ type Report struct {
 	// pair's own.
 	Repeats int `json:"repeats"`
 
+	// SkippedCoverage counts the texts the embedder covers under
+	// embed.MinCoverage: exact-only, as in the server (never stored in the
+	// index, never looked up, never a semantic hit; a query's miss counts
+	// against recall).
+	SkippedCoverage Skipped `json:"skipped_coverage"`
+
 	// Count names how the headline counts a hit as correct: in cache mode
 	// one of the rows' counts (--count; "judged hits only, repeats left
 	// out" unless set, see the package doc), in pairwise mode "pair label".
@@ -211,6 +229,13 @@ type Row struct {
 	// reaching the row above's recall.
 	Score string `json:"score"`
 	Counts
+}
+
+// Skipped counts texts under the embedder's coverage floor.
+type Skipped struct {
+	Queries     int     `json:"queries"`      // text_b: not looked up, a miss
+	Stored      int     `json:"stored"`       // text_a: not inserted into the index
+	MinCoverage float64 `json:"min_coverage"` // embed.MinCoverage
 }
 
 // SweepRow is the headline count and the known-duplicate count at a
@@ -266,8 +291,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	embedSecs := time.Since(t0).Seconds()
 
+	sp := spacesOf(emb, pairs)
 	if o.fit {
-		return runFit(ctx, o, pairs, va, vb, name, stdout, stderr)
+		return runFit(ctx, o, pairs, va, vb, sp, name, stdout, stderr)
 	}
 
 	v := verify.NewFor(name)
@@ -296,15 +322,17 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var outs []outcome
 	if o.mode == "cache" {
-		outs, err = scoreCache(ctx, pairs, va, vb, name, v, o.noVerify, minCos(lowest), o.workers, stderr)
+		outs, err = scoreCache(ctx, pairs, va, vb, sp, name, v, o.noVerify, minCos(lowest), o.workers, stderr)
 	} else {
-		outs, err = scorePairs(ctx, pairs, va, vb, name, v, o.noVerify, minCos(lowest), o.workers)
+		outs, err = scorePairs(ctx, pairs, va, vb, sp, name, v, o.noVerify, minCos(lowest), o.workers)
 	}
 	if err != nil {
 		return fmt.Errorf("eval: %w", err)
 	}
 
 	r := buildReport(o, name, pairs, outs, thr, minCos)
+	r.SkippedCoverage.Queries, r.SkippedCoverage.Stored = sp.skipped()
+	r.SkippedCoverage.MinCoverage = embed.MinCoverage
 	r.BadLines = len(bad)
 	r.EmbedSeconds = round4(embedSecs)
 	r.Seconds = round4(time.Since(start).Seconds())
@@ -442,6 +470,8 @@ func writeTables(w io.Writer, r *Report) error {
 	if r.Mode == "cache" {
 		fmt.Fprintf(tw, "repeats\t%d queries are stored verbatim (ignoring case) as some pair's text_a\n", r.Repeats)
 	}
+	fmt.Fprintf(tw, "coverage\t%d queries and %d stored texts under the embedder's coverage floor %.2g: exact-only, never a semantic hit\n",
+		r.SkippedCoverage.Queries, r.SkippedCoverage.Stored, r.SkippedCoverage.MinCoverage)
 	fmt.Fprintf(tw, "time\t%.1fs (embedding %.1fs)\n", r.Seconds, r.EmbedSeconds)
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "correct when\tscore\tthreshold\thits\tcorrect\tprecision\trecall\tof\tjudged share\tprecision lower bound")

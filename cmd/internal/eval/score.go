@@ -108,10 +108,66 @@ func (s *served) right(d definition) bool {
 	return s.known // defKnown, defJudged
 }
 
-// pipelineFilter is the one partition every text_a goes into: as if all
-// prompts came from one tenant, route, model and context.
-func pipelineFilter(model string) semantic.Filter {
-	return semantic.Filter{Namespace: "eval", Route: "eval", Model: model, Context: "eval"}
+// pipelineFilter is the partition a text embedded in space goes into: as
+// if all prompts came from one tenant, route, model and context, with the
+// embedding space as the context, so that vectors of different models
+// (embed.Spacer) are never compared.
+func pipelineFilter(model, space string) semantic.Filter {
+	return semantic.Filter{Namespace: "eval", Route: "eval", Model: model, Context: space}
+}
+
+// spaces is, per pair, the embedding space (embed.SpaceOf) of its text_a
+// and its text_b; "" for a text the embedder covers under
+// embed.MinCoverage. Such a text is exact-only, as in the server: a text_a
+// is not stored in the index, a text_b is not looked up, and neither is
+// ever part of a semantic hit.
+type spaces struct {
+	a, b []string
+}
+
+// spacesOf is the space of every text of pairs under e.
+func spacesOf(e embed.Embedder, pairs []Pair) *spaces {
+	sp := &spaces{a: make([]string, len(pairs)), b: make([]string, len(pairs))}
+	memo := make(map[string]string, 2*len(pairs))
+	of := func(t string) string {
+		s, ok := memo[t]
+		if !ok {
+			var c float64
+			if s, c = embed.SpaceOf(e, t); c < embed.MinCoverage {
+				s = ""
+			}
+			memo[t] = s
+		}
+		return s
+	}
+	for i, p := range pairs {
+		sp.a[i], sp.b[i] = of(p.A), of(p.B)
+	}
+	return sp
+}
+
+// skipped counts the queries and the stored texts under the coverage floor.
+func (sp *spaces) skipped() (queries, stored int) {
+	for i := range sp.a {
+		if sp.a[i] == "" {
+			stored++
+		}
+		if sp.b[i] == "" {
+			queries++
+		}
+	}
+	return queries, stored
+}
+
+// subset is the spaces of the pairs whose keep is want (see subset).
+func (sp *spaces) subset(keep []bool, want bool) *spaces {
+	out := &spaces{}
+	for i := range sp.a {
+		if keep[i] == want {
+			out.a, out.b = append(out.a, sp.a[i]), append(out.b, sp.b[i])
+		}
+	}
+	return out
 }
 
 // scoreCache inserts every text_a into an embedded index and queries it
@@ -119,8 +175,8 @@ func pipelineFilter(model string) semantic.Filter {
 // of at least minCos, as the pipeline does (the verifier's lossless
 // pre-filter for the lowest threshold reported), plus the stored texts
 // worded as the query.
-func scoreCache(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, v *verify.Verifier, noVerify bool, minCos float32, workers int, stderr io.Writer) ([]outcome, error) {
-	ms, err := retrieve(ctx, pairs, va, vb, name, minCos, workers, stderr)
+func scoreCache(ctx context.Context, pairs []Pair, va, vb []embed.Vector, sp *spaces, name string, v *verify.Verifier, noVerify bool, minCos float32, workers int, stderr io.Writer) ([]outcome, error) {
+	ms, err := retrieve(ctx, pairs, va, vb, sp, name, minCos, workers, stderr)
 	if err != nil {
 		return nil, err
 	}
@@ -142,15 +198,16 @@ func judgeAll(ctx context.Context, pairs []Pair, ms [][]semantic.Match, v *verif
 	return out
 }
 
-// retrieve inserts every text_a into one partition of an embedded index
-// (keyed by the pair's index) and returns, for every text_b, the
-// candidates the pipeline would retrieve, without their vectors: the
+// retrieve inserts every text_a covered by the embedder into the partition
+// of its space in an embedded index (keyed by the pair's index) and
+// returns, for every covered text_b, the candidates the pipeline would
+// retrieve from its space's partition, without their vectors: the
 // verify.Candidates nearest with a cosine of at least minCos, then every
 // stored text worded as the query (wordingKey) that the pre-filter or k
 // left out, nearest first. The verifier takes a text worded as the query
 // for the same prompt whatever its cosine (it scores it as cosine 1), so
 // a pre-filter that dropped it would not be lossless.
-func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, minCos float32, workers int, stderr io.Writer) ([][]semantic.Match, error) {
+func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, sp *spaces, name string, minCos float32, workers int, stderr io.Writer) ([][]semantic.Match, error) {
 	if len(va) == 0 {
 		return nil, nil
 	}
@@ -164,18 +221,21 @@ func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name str
 	}
 	defer idx.Close()
 
-	f := pipelineFilter(name)
-	// worded holds the stored pairs by wording.
-	worded := make(map[string][]int)
+	// worded holds the stored pairs by space and wording.
+	type spaceWording struct{ space, key string }
+	worded := make(map[spaceWording][]int)
 	bar := newProgress(stderr, "indexing", len(pairs))
 	for i, p := range pairs {
-		pt := semantic.Point{Key: strconv.Itoa(i), Vector: va[i], Filter: f, Text: p.A}
+		bar.Add(1)
+		if sp.a[i] == "" {
+			continue
+		}
+		pt := semantic.Point{Key: strconv.Itoa(i), Vector: va[i], Filter: pipelineFilter(name, sp.a[i]), Text: p.A}
 		if err := idx.Upsert(ctx, pt); err != nil {
 			return nil, fmt.Errorf("index text_a of line %d: %w", p.Line, err)
 		}
-		k := wordingKey(p.A)
+		k := spaceWording{sp.a[i], wordingKey(p.A)}
 		worded[k] = append(worded[k], i)
-		bar.Add(1)
 	}
 	bar.Finish()
 
@@ -183,7 +243,10 @@ func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name str
 	bar = newProgress(stderr, "querying", len(pairs))
 	err = parallel(ctx, len(pairs), workers, func(i int) error {
 		defer bar.Add(1)
-		ms, err := idx.Search(ctx, vb[i], f, verify.Candidates, minCos)
+		if sp.b[i] == "" {
+			return nil
+		}
+		ms, err := idx.Search(ctx, vb[i], pipelineFilter(name, sp.b[i]), verify.Candidates, minCos)
 		if err != nil {
 			return fmt.Errorf("query text_b of line %d: %w", pairs[i].Line, err)
 		}
@@ -191,7 +254,7 @@ func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name str
 			ms[j].Vector = nil
 		}
 		n := len(ms)
-		for _, j := range worded[wordingKey(pairs[i].B)] {
+		for _, j := range worded[spaceWording{sp.b[i], wordingKey(pairs[i].B)}] {
 			key := strconv.Itoa(j)
 			if !slices.ContainsFunc(ms[:n], func(m semantic.Match) bool { return m.Key == key }) {
 				ms = append(ms, semantic.Match{Point: semantic.Point{Key: key, Text: pairs[j].A}, Score: embed.Dot(va[j], vb[i])})
@@ -274,42 +337,52 @@ func judge(p Pair, ownKey string, ms []semantic.Match, minCos float32, lab *labe
 
 // scorePairs scores each pair on its own: the cosine of its two texts and
 // the verifier's score. A pair under minCos is never a hit, as the
-// pipeline would not retrieve it, unless its texts are worded the same.
-// The AUC ranks pairs as the pipeline does at the default threshold: by
-// the verifier's score above that threshold's pre-filter (or worded the
-// same), by cosine under it (below every pair above), so the area does
-// not depend on --threshold or --sweep.
-func scorePairs(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, v *verify.Verifier, noVerify bool, minCos float32, workers int) ([]outcome, error) {
-	return scorePairsAt(ctx, pairs, va, vb, v, noVerify, minCos, verify.MinCosine(name), workers)
+// pipeline would not retrieve it, unless its texts are worded the same;
+// nor is a pair with a text under the embedder's coverage floor or texts
+// of different spaces (sp). The AUC ranks pairs as the pipeline does at
+// the default threshold: by the verifier's score above that threshold's
+// pre-filter (or worded the same), by cosine under it (below every pair
+// above), and the pairs that can never match last, so the area does not
+// depend on --threshold or --sweep.
+func scorePairs(ctx context.Context, pairs []Pair, va, vb []embed.Vector, sp *spaces, name string, v *verify.Verifier, noVerify bool, minCos float32, workers int) ([]outcome, error) {
+	return scorePairsAt(ctx, pairs, va, vb, sp, v, noVerify, minCos, verify.MinCosine(name), workers)
 }
 
 // scorePairsWith scores pairs with v, gated and ranked at minCos.
-func scorePairsWith(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v *verify.Verifier, minCos float32, workers int) ([]outcome, error) {
-	return scorePairsAt(ctx, pairs, va, vb, v, false, minCos, minCos, workers)
+func scorePairsWith(ctx context.Context, pairs []Pair, va, vb []embed.Vector, sp *spaces, v *verify.Verifier, minCos float32, workers int) ([]outcome, error) {
+	return scorePairsAt(ctx, pairs, va, vb, sp, v, false, minCos, minCos, workers)
 }
 
-func scorePairsAt(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v *verify.Verifier, noVerify bool, minCos, rankCos float32, workers int) ([]outcome, error) {
+func scorePairsAt(ctx context.Context, pairs []Pair, va, vb []embed.Vector, sp *spaces, v *verify.Verifier, noVerify bool, minCos, rankCos float32, workers int) ([]outcome, error) {
 	out := make([]outcome, len(pairs))
 	lab := newLabels(pairs)
 	err := parallel(ctx, len(pairs), workers, func(i int) error {
 		p := pairs[i]
 		c := embed.Dot(va[i], vb[i])
-		ms := []semantic.Match{{Point: semantic.Point{Key: "own", Text: p.A}, Score: c}}
+		comparable := sp.a[i] != "" && sp.a[i] == sp.b[i]
+		var ms []semantic.Match
+		if comparable {
+			ms = []semantic.Match{{Point: semantic.Point{Key: "own", Text: p.A}, Score: c}}
+		}
 		out[i] = judge(p, "own", ms, minCos, lab, v, noVerify)
 		out[i].answerable = p.Duplicate
 		// For the AUC: the verifier's score at or above rankCos (or for
 		// texts worded the same), the cosine, ranked under every such
-		// pair, below it.
+		// pair, below it; last, pairs that can never match.
 		out[i].rawCos, out[i].raw = c, c
 		if !noVerify {
 			out[i].raw = c - 3
 			switch {
+			case !comparable:
+				out[i].raw = -5
 			case c < rankCos && wordingKey(p.A) != wordingKey(p.B):
 			case len(out[i].cands) > 0:
 				out[i].raw = out[i].v.score
 			default:
 				out[i].raw, _ = v.Score(p.B, p.A, c)
 			}
+		} else if !comparable {
+			out[i].raw = -5
 		}
 		return nil
 	})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgecache/edgecache/cache/semantic/verify"
 	"github.com/edgecache/edgecache/embed"
+	"github.com/edgecache/edgecache/embed/lexical"
 )
 
 // useLiteDir finds models/use-lite: EDGECACHE_MODEL_DIR, or the repository
@@ -138,7 +139,8 @@ func TestRetrieveAddsSameWording(t *testing.T) {
 	}
 	va := []embed.Vector{{1, 0, 0}, {0, 1, 0}}
 	vb := []embed.Vector{{0, 0, 1}, {0, 0, 1}}
-	ms, err := retrieve(context.Background(), pairs, va, vb, "test", 0.9, 1, &bytes.Buffer{})
+	sp := &spaces{a: []string{"s", "s"}, b: []string{"s", "s"}}
+	ms, err := retrieve(context.Background(), pairs, va, vb, sp, "test", 0.9, 1, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,5 +249,122 @@ func TestJudgedShareAndWarning(t *testing.T) {
 	r, _ = run(t, append(args, "--json", "--mode", "pairwise")...)
 	if !near(r.JudgedShare, 1) || r.PrecisionLowerBound != r.Precision || len(r.Warnings) != 0 {
 		t.Errorf("pairwise: judged share %v, lower bound %v, precision %v, warnings %q", r.JudgedShare, r.PrecisionLowerBound, r.Precision, r.Warnings)
+	}
+}
+
+// chinese holds unrelated Chinese prompts (labelled not duplicates) and a
+// Chinese prompt repeated with other punctuation, beside English pairs.
+const chinese = "0\t如何重置我的密码？\t今天北京的天气怎么样？\n" +
+	"0\t花呗怎么开通\t借呗为什么关闭了\n" +
+	"1\t我的订单什么时候发货\t我的订单什么时候发货？\n" +
+	"1\tHow do I bake sourdough bread at home?\thow do i bake sourdough bread at home\n" +
+	"0\tBest recipe for vegan chocolate cake\tQuantum entanglement basics, physics lecture notes\n"
+
+// TestCoverageSkipped: texts the embedder covers under embed.MinCoverage
+// are exact-only: never stored, never looked up, never a semantic hit,
+// and counted. Neither embedder represents Chinese.
+func TestCoverageSkipped(t *testing.T) {
+	path := writeFile(t, "zh.tsv", chinese)
+	for _, emb := range []string{"lexical", "use-lite"} {
+		for _, args := range [][]string{{}, {"--no-verify", "--threshold", "0.5"}, {"--mode", "pairwise"}, {"--sweep"}} {
+			args = append([]string{"--pairs", path, "--embedder", emb, "--model-dir", useLiteDir(t), "--json", "--count", "own"}, args...)
+			r, _ := run(t, args...)
+			if r.SkippedCoverage.Queries != 3 || r.SkippedCoverage.Stored != 3 || r.SkippedCoverage.MinCoverage != embed.MinCoverage {
+				t.Errorf("%q: skipped %+v, want 3 queries and 3 stored texts", args, r.SkippedCoverage)
+			}
+			// Only the English repeat is a hit.
+			if r.Hits != 1 || r.Correct != 1 {
+				t.Errorf("%q: %d hits, %d correct, want 1 and 1", args, r.Hits, r.Correct)
+			}
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if err := Main(context.Background(), []string{"--pairs", path, "--embedder", "lexical"}, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout.String(), "3 queries and 3 stored texts under the embedder's coverage floor") {
+		t.Errorf("table lacks the coverage line:\n%s", stdout.String())
+	}
+}
+
+// TestSpacesNeverMix: a query only finds stored texts of its own space,
+// however near their vectors.
+func TestSpacesNeverMix(t *testing.T) {
+	pairs := []Pair{
+		{Line: 1, Duplicate: true, A: "alpha beta", B: "alpha beta gamma"},
+		{Line: 2, Duplicate: true, A: "delta", B: "delta epsilon"},
+	}
+	va := []embed.Vector{{1, 0}, {0, 1}}
+	vb := []embed.Vector{{1, 0}, {0, 1}}
+	sp := &spaces{a: []string{"en", "en"}, b: []string{"zh", "en"}}
+	ms, err := retrieve(context.Background(), pairs, va, vb, sp, "test", -1, 1, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms[0]) != 0 {
+		t.Errorf("a zh query found %+v in the en space", ms[0])
+	}
+	if len(ms[1]) != 2 || ms[1][0].Key != "1" {
+		t.Errorf("an en query found %+v, want both en texts, text_a 1 first", ms[1])
+	}
+	outs, err := scorePairs(context.Background(), pairs, va, vb, sp, "test", verify.New(), true, -1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(outs[0].cands) != 0 || len(outs[1].cands) != 1 {
+		t.Errorf("pairwise: candidates %d and %d, want 0 and 1", len(outs[0].cands), len(outs[1].cands))
+	}
+}
+
+// han is a stand-in for a Chinese model: it covers Han text only.
+type han struct{ dim int }
+
+func (h han) Name() string { return "han-test" }
+func (h han) Dim() int     { return h.dim }
+func (h han) Embed(_ context.Context, texts []string) ([]embed.Vector, error) {
+	out := make([]embed.Vector, len(texts))
+	for i := range out {
+		out[i] = make(embed.Vector, h.dim)
+		out[i][0] = 1
+	}
+	return out, nil
+}
+func (h han) Coverage(text string) float64 { return embed.HanShare(text) }
+
+// TestWrappersForwardSpace: behind the Batcher and the disk cache, the
+// eval still sees the Router's choice of space and its coverage.
+func TestWrappersForwardSpace(t *testing.T) {
+	lex := lexical.New(0)
+	r, err := embed.NewRouter(lex, han{lex.Dim()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := embed.NewBatcher(r, 1, 8)
+	defer b.Close()
+	d, err := openDiskCache(t.TempDir(), withSpace{b, r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, tc := range []struct {
+		text  string
+		space string
+		cov   float64
+	}{
+		{"How do I reset my password?", lex.Name(), 1},
+		{"如何重置我的密码", "han-test", 1},
+		{"如何 reset 我的密码", "han-test", 6.0 / 11},
+	} {
+		s, c := embed.SpaceOf(d, tc.text)
+		if s != tc.space || !near(c, tc.cov) || !near(embed.CoverageOf(d, tc.text), tc.cov) {
+			t.Errorf("%q: space %q coverage %v, want %q %v", tc.text, s, c, tc.space, tc.cov)
+		}
+	}
+	sp := spacesOf(d, []Pair{{A: "How do I reset my password?", B: "如何重置我的密码"}, {A: "如何 reset 我的密码", B: "hello"}})
+	if sp.a[0] != lex.Name() || sp.b[0] != "han-test" || sp.a[1] != "" || sp.b[1] != lex.Name() {
+		t.Errorf("spaces %+v", sp)
+	}
+	if q, s := sp.skipped(); q != 0 || s != 1 {
+		t.Errorf("skipped %d queries %d stored, want 0 and 1", q, s)
 	}
 }
