@@ -194,7 +194,8 @@ type Report struct {
 	JudgedShare         float64 `json:"judged_share"`
 	PrecisionLowerBound float64 `json:"precision_lower_bound"`
 	// Warnings say when the headline says little: fewer than half of its
-	// hits judged by the labels. Also printed on stderr.
+	// hits judged by the labels, or more than half of the queries under
+	// the embedder's coverage floor. Also printed on stderr.
 	Warnings []string `json:"warnings,omitempty"`
 
 	// Rows are the headline and the other ways to count, each also for
@@ -333,6 +334,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	r := buildReport(o, name, pairs, outs, thr, minCos)
 	r.SkippedCoverage.Queries, r.SkippedCoverage.Stored = sp.skipped()
 	r.SkippedCoverage.MinCoverage = embed.MinCoverage
+	if q := r.SkippedCoverage.Queries; 2*q > len(pairs) {
+		r.Warnings = append(r.Warnings, fmt.Sprintf(
+			"%d of %d queries are under the embedder's coverage floor (%.2g): exact-only, never a semantic hit; the figures say nothing of the file's language",
+			q, len(pairs), embed.MinCoverage))
+	}
 	r.BadLines = len(bad)
 	r.EmbedSeconds = round4(embedSecs)
 	r.Seconds = round4(time.Since(start).Seconds())

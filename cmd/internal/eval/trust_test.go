@@ -276,6 +276,9 @@ func TestCoverageSkipped(t *testing.T) {
 			if r.Hits != 1 || r.Correct != 1 {
 				t.Errorf("%q: %d hits, %d correct, want 1 and 1", args, r.Hits, r.Correct)
 			}
+			if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "3 of 5 queries are under the embedder's coverage floor") {
+				t.Errorf("%q: warnings %q", args, r.Warnings)
+			}
 		}
 	}
 	var stdout, stderr bytes.Buffer
