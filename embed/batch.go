@@ -58,6 +58,9 @@ func (b *Batcher) Dim() int { return b.inner.Dim() }
 // Coverage implements Coverer for the wrapped embedder.
 func (b *Batcher) Coverage(text string) float64 { return CoverageOf(b.inner, text) }
 
+// Space implements Spacer for the wrapped embedder.
+func (b *Batcher) Space(text string) (string, float64) { return SpaceOf(b.inner, text) }
+
 // Embed implements Embedder. Each text joins the shared queue; the call
 // returns when all are embedded or ctx is done.
 func (b *Batcher) Embed(ctx context.Context, texts []string) ([]Vector, error) {

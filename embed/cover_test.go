@@ -26,8 +26,8 @@ func TestRouter(t *testing.T) {
 		covered     bool
 	}{
 		{"How do I reset my password?", "lexical-v1", true},
-		{"如何重置我的密码？", "zh-ngram-v1", true},
-		{"如何在Python中读取CSV文件", "zh-ngram-v1", true},
+		{"如何重置我的密码？", z.Name(), true},
+		{"如何在Python中读取CSV文件", z.Name(), true},
 		{"こんにちは、げんきですか", "", false},
 	} {
 		space, cov := r.Space(c.text)
@@ -53,7 +53,7 @@ func TestRouter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if s, _ := embed.SpaceOf(m, texts[1]); s != "zh-ngram-v1" {
+	if s, _ := embed.SpaceOf(m, texts[1]); s != z.Name() {
 		t.Errorf("SpaceOf(Memo(router)) = %s", s)
 	}
 }

@@ -21,8 +21,10 @@ package zh
 
 import (
 	"context"
+	"crypto/sha256"
 	_ "embed"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"math"
 	"strings"
@@ -38,8 +40,8 @@ import (
 // compared: the space joins the filter).
 const Dim = 512
 
-// Name of the model and its version.
-const Name = "zh-ngram-v1"
+// Family names the model; Name adds the weight table's version.
+const Family = "zh-ngram-v1"
 
 // idfBuckets is the size of the weight table.
 const idfBuckets = 1 << 16
@@ -52,7 +54,8 @@ var idfTable []byte
 
 // Embedder is the Chinese embedder. It is safe for concurrent use.
 type Embedder struct {
-	idf [idfBuckets]float32
+	idf  [idfBuckets]float32
+	name string
 }
 
 var (
@@ -68,7 +71,8 @@ func FromTable(t []byte) (*Embedder, error) {
 	if len(t) != 2*idfBuckets {
 		return nil, fmt.Errorf("zh: weight table of %d bytes, want %d", len(t), 2*idfBuckets)
 	}
-	e := &Embedder{}
+	sum := sha256.Sum256(t)
+	e := &Embedder{name: Family + "-" + hex.EncodeToString(sum[:3])}
 	for i := range e.idf {
 		e.idf[i] = float32(binary.LittleEndian.Uint16(t[2*i:])) / 1000
 	}
@@ -101,8 +105,10 @@ func Table(texts []string) []byte {
 	return out
 }
 
-// Name implements embed.Embedder.
-func (e *Embedder) Name() string { return Name }
+// Name implements embed.Embedder: the family and the first 6 hex digits
+// of the weight table's SHA-256, so that vectors of another table (which
+// differ) are never compared with these.
+func (e *Embedder) Name() string { return e.name }
 
 // Dim implements embed.Embedder.
 func (e *Embedder) Dim() int { return Dim }

@@ -35,7 +35,11 @@ type diskCache struct {
 	w    *bufio.Writer
 }
 
-var _ embed.Embedder = (*diskCache)(nil)
+var (
+	_ embed.Embedder = (*diskCache)(nil)
+	_ embed.Coverer  = (*diskCache)(nil)
+	_ embed.Spacer   = (*diskCache)(nil)
+)
 
 func openDiskCache(dir string, inner embed.Embedder) (*diskCache, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -107,6 +111,13 @@ func textKey(s string) [16]byte {
 
 func (d *diskCache) Name() string { return d.inner.Name() }
 func (d *diskCache) Dim() int     { return d.inner.Dim() }
+
+// Coverage implements embed.Coverer for the wrapped embedder: caching
+// vectors does not change what the model represents.
+func (d *diskCache) Coverage(text string) float64 { return embed.CoverageOf(d.inner, text) }
+
+// Space implements embed.Spacer for the wrapped embedder.
+func (d *diskCache) Space(text string) (string, float64) { return embed.SpaceOf(d.inner, text) }
 
 // Embed answers known texts from the file and embeds (and appends) the rest.
 func (d *diskCache) Embed(ctx context.Context, texts []string) ([]embed.Vector, error) {

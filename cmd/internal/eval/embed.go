@@ -5,14 +5,62 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 
+	"github.com/edgecache/edgecache/cache/semantic/verify"
 	"github.com/edgecache/edgecache/cmd/internal/config"
 	"github.com/edgecache/edgecache/embed"
 	"github.com/edgecache/edgecache/embed/lexical"
 	"github.com/edgecache/edgecache/embed/local"
+	"github.com/edgecache/edgecache/embed/zh"
 )
+
+// spaceScorer verifies each query with the verifier of its embedding
+// space, as the server does: a Router embeds Chinese prompts with the
+// Chinese model, which has its own verifier.
+type spaceScorer struct {
+	e           embed.Embedder
+	primary, zh scorer
+}
+
+// scorerFor is the verification the server uses for e, whose name is name:
+// the Chinese verifier for texts in a zh-ngram space, the first model's
+// otherwise (a Router's name joins its members' with "+").
+func scorerFor(e embed.Embedder, name string) (scorer, error) {
+	primary, _, routed := strings.Cut(name, "+")
+	isZh := strings.HasPrefix(name, zh.Family)
+	if !routed && !isZh {
+		return verify.NewFor(name), nil
+	}
+	zm, err := verify.BuiltInZh()
+	if err != nil {
+		return nil, err
+	}
+	if isZh {
+		return verify.NewZh(zm), nil
+	}
+	return &spaceScorer{e: e, primary: verify.NewFor(primary), zh: verify.NewZh(zm)}, nil
+}
+
+func (s *spaceScorer) pick(query string) scorer {
+	if space, _ := embed.SpaceOf(s.e, query); strings.HasPrefix(space, zh.Family) {
+		return s.zh
+	}
+	return s.primary
+}
+
+// Score implements scorer.
+func (s *spaceScorer) Score(query, candidate string, cosine float32) (float32, string) {
+	return s.pick(query).Score(query, candidate, cosine)
+}
+
+// MinCosine implements scorer: the lower of the two pre-filters, which is
+// lossless for both.
+func (s *spaceScorer) MinCosine(threshold float32) float32 {
+	return min(s.primary.MinCosine(threshold), s.zh.MinCosine(threshold))
+}
 
 // DefaultModelDir is where `make model` puts USE-lite.
 const DefaultModelDir = config.DefaultModelDir
@@ -25,7 +73,13 @@ func openEmbedder(o *options, stderr io.Writer) (embed.Embedder, func() error, e
 	switch o.embedder {
 	case "lexical":
 		e = lexical.New(0)
-	case "use-lite":
+	case "zh":
+		z, err := zh.New()
+		if err != nil {
+			return nil, nil, err
+		}
+		e = z
+	case "use-lite", "local":
 		m, err := local.Load(o.modelDir)
 		if err != nil {
 			fmt.Fprintf(stderr, "eval: cannot load the USE-lite model from %s (%v); run `make model`. Falling back to the lexical embedder.\n", o.modelDir, err)
@@ -34,13 +88,22 @@ func openEmbedder(o *options, stderr io.Writer) (embed.Embedder, func() error, e
 			e = m
 		}
 	default:
-		return nil, nil, fmt.Errorf("--embedder %q: want use-lite or lexical", o.embedder)
+		return nil, nil, fmt.Errorf("--embedder %q: want local, use-lite, zh or lexical", o.embedder)
+	}
+	if o.embedder == "local" && e.Dim() == zh.Dim { // as the server: Chinese prompts to the Chinese model
+		z, err := zh.New()
+		if err != nil {
+			return nil, nil, err
+		}
+		if e, err = embed.NewRouter(e, z); err != nil {
+			return nil, nil, err
+		}
 	}
 	b := embed.NewBatcher(e, o.workers, 32)
-	var top embed.Embedder = b
+	var top embed.Embedder = withSpace{b, e}
 	closeFn := func() error { b.Close(); return nil }
 	if o.cacheDir != "" {
-		d, err := openDiskCache(o.cacheDir, b)
+		d, err := openDiskCache(o.cacheDir, top)
 		if err != nil {
 			b.Close()
 			return nil, nil, err
@@ -50,6 +113,26 @@ func openEmbedder(o *options, stderr io.Writer) (embed.Embedder, func() error, e
 	}
 	return top, closeFn, nil
 }
+
+// withSpace is an embedder wrapper (the Batcher) with the coverage and
+// the spaces of the embedder it wraps, which it does not state itself
+// (embed.Batcher forwards Coverage, not Space: a Router behind it would
+// put every text in one space).
+type withSpace struct {
+	embed.Embedder
+	base embed.Embedder
+}
+
+var (
+	_ embed.Coverer = withSpace{}
+	_ embed.Spacer  = withSpace{}
+)
+
+// Coverage implements embed.Coverer for the wrapped embedder.
+func (w withSpace) Coverage(text string) float64 { return embed.CoverageOf(w.base, text) }
+
+// Space implements embed.Spacer for the wrapped embedder.
+func (w withSpace) Space(text string) (string, float64) { return embed.SpaceOf(w.base, text) }
 
 // modelDir picks the model directory: the flag when given, then
 // EDGECACHE_MODEL_DIR, then config.ModelDir (the working directory's

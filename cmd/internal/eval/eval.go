@@ -5,10 +5,21 @@
 //
 // Two scorings (see SEMANTIC.md). Cache mode inserts every text_a into one
 // partition of the embedded index and queries it with every text_b,
-// retrieving verify.Candidates neighbours at or above verify.MinCosine and
-// serving the one the verifier scores highest when that score reaches the
-// threshold. Pairwise mode scores each pair on its own and adds the
-// ROC-AUC of the score and of the cosine.
+// retrieving verify.Candidates neighbours at or above verify.MinCosine
+// (and any stored text worded as the query, whatever its cosine: the
+// verifier takes it for the same prompt) and serving the one the verifier
+// scores highest when that score reaches the threshold. Pairwise mode
+// scores each pair on its own and adds the ROC-AUC of the score and of
+// the cosine. In both, a text the embedder covers under
+// embed.MinCoverage is exact-only, as in the server: never stored, never
+// looked up, never a semantic hit (counted in skipped_coverage); and a
+// query only meets stored texts of its own embedding space (embed.Spacer).
+//
+// Every count comes with the share of its hits the labels judge and a
+// precision that counts the unjudged hits wrong; when fewer than half of
+// the headline's hits are judged, eval warns: the judged precision then
+// says little (on a file in a script the embedder does not represent,
+// every prompt matches every other and the labels judge almost none).
 //
 // Cache mode counts a hit as correct four ways, each its own row; --count
 // picks the headline (judged unless set):
@@ -49,11 +60,13 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/edgecache/edgecache/cache/semantic/verify"
+	"github.com/edgecache/edgecache/embed"
 )
 
 type options struct {
@@ -90,7 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	fs.StringVar(&o.pairs, "pairs", "", "pairs file: label<TAB>text_a<TAB>text_b, header line optional (required)")
 	fs.StringVar(&o.mode, "mode", "cache", "cache (insert every text_a, query every text_b) or pairwise")
-	fs.StringVar(&o.embedder, "embedder", "use-lite", "use-lite or lexical")
+	fs.StringVar(&o.embedder, "embedder", "local", "local (as the server: USE-lite, and the Chinese model for Chinese prompts), use-lite, zh or lexical")
 	fs.StringVar(&o.modelDir, "model-dir", DefaultModelDir, "USE-lite model directory (default also from EDGECACHE_MODEL_DIR)")
 	fs.Float64Var(&o.threshold, "threshold", 0, "minimum score of a hit (default: the verifier's default for the embedder)")
 	fs.IntVar(&o.limit, "limit", 0, "score only the first N pairs (0: all)")
@@ -122,8 +135,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("--pairs FILE is required")
 	case o.mode != "cache" && o.mode != "pairwise":
 		return nil, fmt.Errorf("--mode %q: want cache or pairwise", o.mode)
-	case o.embedder != "use-lite" && o.embedder != "lexical":
-		return nil, fmt.Errorf("--embedder %q: want use-lite or lexical", o.embedder)
+	case o.embedder != "local" && o.embedder != "use-lite" && o.embedder != "zh" && o.embedder != "lexical":
+		return nil, fmt.Errorf("--embedder %q: want local, use-lite, zh or lexical", o.embedder)
 	case o.limit < 0:
 		return nil, fmt.Errorf("--limit %d: must not be negative", o.limit)
 	case o.workers < 1:
@@ -158,6 +171,12 @@ type Report struct {
 	// pair's own.
 	Repeats int `json:"repeats"`
 
+	// SkippedCoverage counts the texts the embedder covers under
+	// embed.MinCoverage: exact-only, as in the server (never stored in the
+	// index, never looked up, never a semantic hit; a query's miss counts
+	// against recall).
+	SkippedCoverage Skipped `json:"skipped_coverage"`
+
 	// Count names how the headline counts a hit as correct: in cache mode
 	// one of the rows' counts (--count; "judged hits only, repeats left
 	// out" unless set, see the package doc), in pairwise mode "pair label".
@@ -168,6 +187,16 @@ type Report struct {
 	Correct   int     `json:"correct"`
 	Precision float64 `json:"precision"`
 	Recall    float64 `json:"recall"`
+	// JudgedShare is the share of the headline's hits that the labels
+	// judge either way (1 for a count that judges every hit, such as
+	// pairwise); PrecisionLowerBound counts the unjudged hits wrong. See
+	// Counts.
+	JudgedShare         float64 `json:"judged_share"`
+	PrecisionLowerBound float64 `json:"precision_lower_bound"`
+	// Warnings say when the headline says little: fewer than half of its
+	// hits judged by the labels, or more than half of the queries under
+	// the embedder's coverage floor. Also printed on stderr.
+	Warnings []string `json:"warnings,omitempty"`
 
 	// Rows are the headline and the other ways to count, each also for
 	// cosine alone at the threshold reaching the same recall.
@@ -203,8 +232,16 @@ type Row struct {
 	Counts
 }
 
+// Skipped counts texts under the embedder's coverage floor.
+type Skipped struct {
+	Queries     int     `json:"queries"`      // text_b: not looked up, a miss
+	Stored      int     `json:"stored"`       // text_a: not inserted into the index
+	MinCoverage float64 `json:"min_coverage"` // embed.MinCoverage
+}
+
 // SweepRow is the headline count and the known-duplicate count at a
-// threshold.
+// threshold, each computed as a plain run at that threshold would: from
+// the candidates its pre-filter retrieves.
 type SweepRow struct {
 	Counts
 	KnownPrecision float64 `json:"known_precision,omitempty"`
@@ -255,11 +292,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	embedSecs := time.Since(t0).Seconds()
 
+	sp := spacesOf(emb, pairs)
 	if o.fit {
-		return runFit(ctx, o, pairs, va, vb, name, stdout, stderr)
+		return runFit(ctx, o, pairs, va, vb, sp, name, stdout, stderr)
 	}
 
-	v := verify.NewFor(name)
+	v, err := scorerFor(emb, name)
+	if err != nil {
+		return fmt.Errorf("eval: %w", err)
+	}
 	thr := verify.DefaultThreshold(name)
 	if o.noVerify {
 		thr = verify.DefaultCosineThreshold(name)
@@ -268,12 +309,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		thr = float32(o.threshold)
 	}
 
-	// Retrieve down to the lowest threshold reported: the verifier's
-	// pre-filter is lossless, so every threshold's hits are as the pipeline
-	// would serve them at that threshold.
+	// Retrieve down to the lowest threshold reported; each threshold's
+	// counts then keep the candidates its own pre-filter retrieves (see
+	// outcome.at), so that every threshold's hits are as the pipeline
+	// would serve them at that threshold, and the sweep's row at thr is
+	// the plain run's headline.
 	lowest := thr
 	if o.sweep {
-		lowest = min(thr, sweepThresholds(o.noVerify)[0])
+		lowest = min(thr, sweepThresholds(o.noVerify, thr)[0])
 	}
 	minCos := func(t float32) float32 {
 		if o.noVerify {
@@ -283,18 +326,28 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var outs []outcome
 	if o.mode == "cache" {
-		outs, err = scoreCache(ctx, pairs, va, vb, name, v, o.noVerify, minCos(lowest), o.workers, stderr)
+		outs, err = scoreCache(ctx, pairs, va, vb, sp, name, v, o.noVerify, minCos(lowest), o.workers, stderr)
 	} else {
-		outs, err = scorePairs(ctx, pairs, va, vb, name, v, o.noVerify, minCos(lowest), o.workers)
+		outs, err = scorePairs(ctx, pairs, va, vb, sp, name, v, o.noVerify, minCos(lowest), o.workers)
 	}
 	if err != nil {
 		return fmt.Errorf("eval: %w", err)
 	}
 
-	r := buildReport(o, name, pairs, outs, thr, minCos(thr))
+	r := buildReport(o, name, pairs, outs, thr, minCos)
+	r.SkippedCoverage.Queries, r.SkippedCoverage.Stored = sp.skipped()
+	r.SkippedCoverage.MinCoverage = embed.MinCoverage
+	if q := r.SkippedCoverage.Queries; 2*q > len(pairs) {
+		r.Warnings = append(r.Warnings, fmt.Sprintf(
+			"%d of %d queries are under the embedder's coverage floor (%.2g): exact-only, never a semantic hit; the figures say nothing of the file's language",
+			q, len(pairs), embed.MinCoverage))
+	}
 	r.BadLines = len(bad)
 	r.EmbedSeconds = round4(embedSecs)
 	r.Seconds = round4(time.Since(start).Seconds())
+	for _, w := range r.Warnings {
+		fmt.Fprintf(stderr, "eval: warning: %s\n", w)
+	}
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -303,7 +356,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return writeTables(stdout, r)
 }
 
-func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr, minCos float32) *Report {
+func buildReport(o *options, name string, pairs []Pair, all []outcome, thr float32, minCos func(float32) float32) *Report {
 	r := &Report{
 		File:       o.pairs,
 		Mode:       o.mode,
@@ -311,7 +364,7 @@ func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr, min
 		Verify:     !o.noVerify,
 		Threshold:  round4(float64(thr)),
 		Candidates: verify.Candidates,
-		MinCosine:  round4(float64(minCos)),
+		MinCosine:  round4(float64(minCos(thr))),
 		Pairs:      len(pairs),
 	}
 	for _, p := range pairs {
@@ -319,7 +372,7 @@ func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr, min
 			r.Duplicates++
 		}
 	}
-	for _, x := range outs {
+	for _, x := range all {
 		if x.repeat {
 			r.Repeats++
 		}
@@ -339,6 +392,7 @@ func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr, min
 		r.Candidates = 1
 		defs = []definition{defOwn}
 	}
+	outs := outcomesAt(all, minCos(thr), nil)
 	for _, d := range defs {
 		c := countAt(outs, thr, d, false)
 		name := defName(d)
@@ -353,6 +407,12 @@ func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr, min
 	h := r.Rows[0].Counts
 	r.Count = r.Rows[0].Count
 	r.Hits, r.Correct, r.Precision, r.Recall = h.Hits, h.Correct, h.Precision, h.Recall
+	r.JudgedShare, r.PrecisionLowerBound = h.JudgedShare, h.PrecisionLowerBound
+	if h.all > 0 && h.JudgedShare < 0.5 {
+		r.Warnings = append(r.Warnings, fmt.Sprintf(
+			"only %.1f %% of hits are judged by the labels (%d of %d); the judged precision (%.4f) says little; see precision_lower_bound (%.4f)",
+			100*float64(h.judged)/float64(h.all), h.judged, h.all, h.Precision, h.PrecisionLowerBound))
+	}
 
 	if o.mode == "pairwise" {
 		scores, cos, dup := make([]float32, len(outs)), make([]float32, len(outs)), make([]bool, len(outs))
@@ -370,10 +430,12 @@ func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr, min
 		}
 	}
 	if o.sweep {
-		for _, t := range sweepThresholds(o.noVerify) {
-			row := SweepRow{Counts: countAt(outs, t, defs[0], false)}
+		var buf []outcome
+		for _, t := range sweepThresholds(o.noVerify, thr) {
+			buf = outcomesAt(all, minCos(t), buf)
+			row := SweepRow{Counts: countAt(buf, t, defs[0], false)}
 			if o.mode == "cache" {
-				k := countAt(outs, t, defKnown, false)
+				k := countAt(buf, t, defKnown, false)
 				row.KnownPrecision, row.KnownRecall = k.Precision, k.Recall
 			}
 			r.Sweep = append(r.Sweep, row)
@@ -383,8 +445,8 @@ func buildReport(o *options, name string, pairs []Pair, outs []outcome, thr, min
 }
 
 // sweepThresholds covers the useful range of the score: coarse where
-// precision is low, fine near the top.
-func sweepThresholds(cosine bool) []float32 {
+// precision is low, fine near the top, and thr (the run's threshold).
+func sweepThresholds(cosine bool, thr float32) []float32 {
 	var ts []float32
 	lo := 5
 	if cosine {
@@ -396,7 +458,11 @@ func sweepThresholds(cosine bool) []float32 {
 	for i := 80; i < 100; i++ {
 		ts = append(ts, float32(i)/100)
 	}
-	return append(ts, 0.995, 0.999)
+	ts = append(ts, 0.995, 0.999)
+	if i, found := slices.BinarySearch(ts, thr); !found {
+		ts = slices.Insert(ts, i, thr)
+	}
+	return ts
 }
 
 func writeTables(w io.Writer, r *Report) error {
@@ -413,11 +479,16 @@ func writeTables(w io.Writer, r *Report) error {
 	if r.Mode == "cache" {
 		fmt.Fprintf(tw, "repeats\t%d queries are stored verbatim (ignoring case) as some pair's text_a\n", r.Repeats)
 	}
+	fmt.Fprintf(tw, "coverage\t%d queries and %d stored texts under the embedder's coverage floor %.2g: exact-only, never a semantic hit\n",
+		r.SkippedCoverage.Queries, r.SkippedCoverage.Stored, r.SkippedCoverage.MinCoverage)
 	fmt.Fprintf(tw, "time\t%.1fs (embedding %.1fs)\n", r.Seconds, r.EmbedSeconds)
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "correct when\tscore\tthreshold\thits\tcorrect\tprecision\trecall\tof")
+	fmt.Fprintln(tw, "correct when\tscore\tthreshold\thits\tcorrect\tprecision\trecall\tof\tjudged share\tprecision lower bound")
 	for _, x := range r.Rows {
-		fmt.Fprintf(tw, "%s\t%s\t%.4g\t%d\t%d\t%.4f\t%.4f\t%d\n", x.Count, x.Score, x.Threshold, x.Hits, x.Correct, x.Precision, x.Recall, x.Of)
+		fmt.Fprintf(tw, "%s\t%s\t%.4g\t%d\t%d\t%.4f\t%.4f\t%d\t%.4f\t%.4f\n", x.Count, x.Score, x.Threshold, x.Hits, x.Correct, x.Precision, x.Recall, x.Of, x.JudgedShare, x.PrecisionLowerBound)
+	}
+	for _, w := range r.Warnings {
+		fmt.Fprintf(tw, "warning: %s\n", w)
 	}
 	if r.Mode == "pairwise" {
 		fmt.Fprintf(tw, "\nROC-AUC\t%s %.4f\tcosine %.4f\n", score, r.AUC, r.CosineAUC)
@@ -434,12 +505,12 @@ func writeTables(w io.Writer, r *Report) error {
 	if len(r.Sweep) > 0 {
 		fmt.Fprintln(tw)
 		if r.Mode == "cache" {
-			fmt.Fprintln(tw, "threshold\thits\tcorrect\tprecision\trecall\tknown-dup precision\tknown-dup recall")
+			fmt.Fprintln(tw, "threshold\thits\tcorrect\tprecision\trecall\tjudged share\tprecision lower bound\tknown-dup precision\tknown-dup recall")
 		} else {
-			fmt.Fprintln(tw, "threshold\thits\tcorrect\tprecision\trecall")
+			fmt.Fprintln(tw, "threshold\thits\tcorrect\tprecision\trecall\tjudged share\tprecision lower bound")
 		}
 		for _, c := range r.Sweep {
-			fmt.Fprintf(tw, "%.4g\t%d\t%d\t%.4f\t%.4f", c.Threshold, c.Hits, c.Correct, c.Precision, c.Recall)
+			fmt.Fprintf(tw, "%.4g\t%d\t%d\t%.4f\t%.4f\t%.4f\t%.4f", c.Threshold, c.Hits, c.Correct, c.Precision, c.Recall, c.JudgedShare, c.PrecisionLowerBound)
 			if r.Mode == "cache" {
 				fmt.Fprintf(tw, "\t%.4f\t%.4f", c.KnownPrecision, c.KnownRecall)
 			}

@@ -303,7 +303,7 @@ func lowestThreshold(os []outcome, d definition, p float64) float32 {
 	return float32(math.Round(float64(best)*1000) / 1000)
 }
 
-func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector, name string, stdout, stderr io.Writer) error {
+func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector, sp *spaces, name string, stdout, stderr io.Writer) error {
 	fo := fitOptions{testFrac: 0.3, precision: o.fitPrecision, label: defKnown, l2: 1, minCos: o.fitMinCos}
 	switch o.fitLabel {
 	case "own":
@@ -316,14 +316,15 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	test := splitByComponent(pairs, fo.testFrac)
 	trP, trA, trB := subset(pairs, va, vb, test, false)
 	teP, teA, teB := subset(pairs, va, vb, test, true)
+	trS, teS := sp.subset(test, false), sp.subset(test, true)
 	fmt.Fprintf(stdout, "split: %d training pairs, %d test pairs (by connected question, %.0f%% test)\n", len(trP), len(teP), 100*fo.testFrac)
 
 	base := verify.NewFor(name)
-	trM, err := retrieve(ctx, trP, trA, trB, name, fo.minCos, o.workers, stderr)
+	trM, err := retrieve(ctx, trP, trA, trB, trS, name, fo.minCos, o.workers, stderr)
 	if err != nil {
 		return err
 	}
-	teM, err := retrieve(ctx, teP, teA, teB, name, fo.minCos, o.workers, stderr)
+	teM, err := retrieve(ctx, teP, teA, teB, teS, name, fo.minCos, o.workers, stderr)
 	if err != nil {
 		return err
 	}
@@ -334,7 +335,7 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	if o.fitOn != "cache" {
 		for i, p := range trP {
 			c := embed.Dot(trA[i], trB[i])
-			if c >= fo.minCos {
+			if c >= fo.minCos && trS.a[i] != "" && trS.a[i] == trS.b[i] {
 				f := base.Extract(p.B, p.A, c)
 				ss = append(ss, sample{x: f.Inputs(), label: p.Duplicate, query: -1})
 			}
@@ -354,7 +355,7 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	// Threshold on the training split, at the pre-filter used for fitting.
 	vm := verify.NewModel(m)
 	trOut := judgeAll(ctx, trP, trM, vm, false, fo.minCos, o.workers)
-	trPW, err := scorePairsWith(ctx, trP, trA, trB, vm, fo.minCos, o.workers)
+	trPW, err := scorePairsWith(ctx, trP, trA, trB, trS, vm, fo.minCos, o.workers)
 	if err != nil {
 		return err
 	}
@@ -409,7 +410,7 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	fmt.Fprintln(stdout, "\ntest sweep, known duplicates (repeats left out):")
 	tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "threshold\thits\tprecision\trecall\tcosine threshold\tcosine hits\tcosine precision\tjudged precision\tjudged cosine precision")
-	for _, t := range sweepThresholds(false) {
+	for _, t := range sweepThresholds(false, m.Threshold) {
 		c := countAt(teOut, t, defKnown, false)
 		if c.Hits == 0 {
 			continue
@@ -422,7 +423,7 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	tw.Flush()
 
 	// Pairwise on the test split.
-	pw, err := scorePairsWith(ctx, teP, teA, teB, verify.NewModel(m), fo.minCos, o.workers)
+	pw, err := scorePairsWith(ctx, teP, teA, teB, teS, verify.NewModel(m), fo.minCos, o.workers)
 	if err != nil {
 		return err
 	}
@@ -435,7 +436,7 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 		auc(scores, dup), auc(cos, dup), pc.Precision, pc.Recall, pc.Hits)
 	tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "threshold\thits\tprecision\trecall\tcosine threshold\tcosine hits\tcosine precision")
-	for _, t := range sweepThresholds(false) {
+	for _, t := range sweepThresholds(false, m.Threshold) {
 		c := countAt(pw, t, defOwn, false)
 		if c.Hits == 0 {
 			continue

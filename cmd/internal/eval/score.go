@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode"
 
 	"github.com/edgecache/edgecache/cache/semantic"
 	"github.com/edgecache/edgecache/cache/semantic/verify"
@@ -27,6 +29,7 @@ type served struct {
 	same   bool   // the pair's text_a (ignoring case), any pair's point, and the pair is a duplicate
 	known  bool   // a duplicate of the query by the file's labels (see labels)
 	judged bool   // the file's labels say whether it is a duplicate of the query, either way
+	exact  bool   // worded as the query (see wordingKey): a candidate whatever its cosine
 }
 
 // outcome is what one query (cache mode) or one pair (pairwise mode)
@@ -36,8 +39,40 @@ type outcome struct {
 	answerable bool // some stored text is a known duplicate of the query
 	repeat     bool // the query's text is stored verbatim (ignoring case and spacing)
 	v, c       served
+	// cands are the candidates v was picked from, as the verifier scored
+	// them, nearest first: at picks v again at a higher threshold's
+	// pre-filter.
+	cands []served
 
 	raw, rawCos float32 // pairwise: the pair's ranking score and cosine, retrieved or not
+}
+
+// at is o as a lookup at a threshold whose retrieval pre-filter is minCos
+// would have it (the pipeline's procedure): the verifier's pick among the
+// candidates at or above minCos or worded as the query, and the nearest
+// candidate at or above minCos. o must have been judged at a pre-filter at
+// or under minCos; then o.at(minCos) for that pre-filter is o itself.
+func (o *outcome) at(minCos float32) outcome {
+	r := *o
+	r.v = served{score: -1}
+	for _, s := range o.cands {
+		if (s.cos >= minCos || s.exact) && s.score > r.v.score {
+			r.v = s
+		}
+	}
+	if r.c.score >= 0 && r.c.cos < minCos {
+		r.c = served{score: -1}
+	}
+	return r
+}
+
+// outcomesAt is every outcome at minCos (see outcome.at), in buf.
+func outcomesAt(os []outcome, minCos float32, buf []outcome) []outcome {
+	buf = buf[:0]
+	for i := range os {
+		buf = append(buf, os[i].at(minCos))
+	}
+	return buf
 }
 
 // definition is a way to count a hit as correct.
@@ -73,10 +108,66 @@ func (s *served) right(d definition) bool {
 	return s.known // defKnown, defJudged
 }
 
-// pipelineFilter is the one partition every text_a goes into: as if all
-// prompts came from one tenant, route, model and context.
-func pipelineFilter(model string) semantic.Filter {
-	return semantic.Filter{Namespace: "eval", Route: "eval", Model: model, Context: "eval"}
+// pipelineFilter is the partition a text embedded in space goes into: as
+// if all prompts came from one tenant, route, model and context, with the
+// embedding space as the context, so that vectors of different models
+// (embed.Spacer) are never compared.
+func pipelineFilter(model, space string) semantic.Filter {
+	return semantic.Filter{Namespace: "eval", Route: "eval", Model: model, Context: space}
+}
+
+// spaces is, per pair, the embedding space (embed.SpaceOf) of its text_a
+// and its text_b; "" for a text the embedder covers under
+// embed.MinCoverage. Such a text is exact-only, as in the server: a text_a
+// is not stored in the index, a text_b is not looked up, and neither is
+// ever part of a semantic hit.
+type spaces struct {
+	a, b []string
+}
+
+// spacesOf is the space of every text of pairs under e.
+func spacesOf(e embed.Embedder, pairs []Pair) *spaces {
+	sp := &spaces{a: make([]string, len(pairs)), b: make([]string, len(pairs))}
+	memo := make(map[string]string, 2*len(pairs))
+	of := func(t string) string {
+		s, ok := memo[t]
+		if !ok {
+			var c float64
+			if s, c = embed.SpaceOf(e, t); c < embed.MinCoverage {
+				s = ""
+			}
+			memo[t] = s
+		}
+		return s
+	}
+	for i, p := range pairs {
+		sp.a[i], sp.b[i] = of(p.A), of(p.B)
+	}
+	return sp
+}
+
+// skipped counts the queries and the stored texts under the coverage floor.
+func (sp *spaces) skipped() (queries, stored int) {
+	for i := range sp.a {
+		if sp.a[i] == "" {
+			stored++
+		}
+		if sp.b[i] == "" {
+			queries++
+		}
+	}
+	return queries, stored
+}
+
+// subset is the spaces of the pairs whose keep is want (see subset).
+func (sp *spaces) subset(keep []bool, want bool) *spaces {
+	out := &spaces{}
+	for i := range sp.a {
+		if keep[i] == want {
+			out.a, out.b = append(out.a, sp.a[i]), append(out.b, sp.b[i])
+		}
+	}
+	return out
 }
 
 // scorer is the verification stage: the USE-lite or lexical verifier
@@ -89,9 +180,10 @@ type scorer interface {
 // scoreCache inserts every text_a into an embedded index and queries it
 // with every text_b, retrieving verify.Candidates candidates with a cosine
 // of at least minCos, as the pipeline does (the verifier's lossless
-// pre-filter for the lowest threshold reported).
-func scoreCache(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, v *verify.Verifier, noVerify bool, minCos float32, workers int, stderr io.Writer) ([]outcome, error) {
-	ms, err := retrieve(ctx, pairs, va, vb, name, minCos, workers, stderr)
+// pre-filter for the lowest threshold reported), plus the stored texts
+// worded as the query.
+func scoreCache(ctx context.Context, pairs []Pair, va, vb []embed.Vector, sp *spaces, name string, v scorer, noVerify bool, minCos float32, workers int, stderr io.Writer) ([]outcome, error) {
+	ms, err := retrieve(ctx, pairs, va, vb, sp, name, minCos, workers, stderr)
 	if err != nil {
 		return nil, err
 	}
@@ -99,17 +191,13 @@ func scoreCache(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name s
 }
 
 // judgeAll judges every query's candidates (those with a cosine of at
-// least minCos) against the file's labels.
+// least minCos, and those worded as the query) against the file's labels.
 func judgeAll(ctx context.Context, pairs []Pair, ms [][]semantic.Match, v scorer, noVerify bool, minCos float32, workers int) []outcome {
 	lab := newLabels(pairs)
 	stored := lab.storedComponents(pairs)
 	out := make([]outcome, len(pairs))
 	parallel(ctx, len(pairs), workers, func(i int) error {
-		cs := ms[i]
-		for len(cs) > 0 && cs[len(cs)-1].Score < minCos {
-			cs = cs[:len(cs)-1]
-		}
-		out[i] = judge(pairs[i], strconv.Itoa(i), cs, lab, v, noVerify)
+		out[i] = judge(pairs[i], strconv.Itoa(i), ms[i], minCos, lab, v, noVerify)
 		out[i].answerable = stored[lab.comp(pairs[i].B)]
 		out[i].repeat = lab.stored(pairs[i].B)
 		return nil
@@ -117,10 +205,16 @@ func judgeAll(ctx context.Context, pairs []Pair, ms [][]semantic.Match, v scorer
 	return out
 }
 
-// retrieve inserts every text_a into one partition of an embedded index
-// (keyed by the pair's index) and returns, for every text_b, the
-// candidates the pipeline would retrieve, without their vectors.
-func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, minCos float32, workers int, stderr io.Writer) ([][]semantic.Match, error) {
+// retrieve inserts every text_a covered by the embedder into the partition
+// of its space in an embedded index (keyed by the pair's index) and
+// returns, for every covered text_b, the candidates the pipeline would
+// retrieve from its space's partition, without their vectors: the
+// verify.Candidates nearest with a cosine of at least minCos, then every
+// stored text worded as the query (wordingKey) that the pre-filter or k
+// left out, nearest first. The verifier takes a text worded as the query
+// for the same prompt whatever its cosine (it scores it as cosine 1), so
+// a pre-filter that dropped it would not be lossless.
+func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, sp *spaces, name string, minCos float32, workers int, stderr io.Writer) ([][]semantic.Match, error) {
 	if len(va) == 0 {
 		return nil, nil
 	}
@@ -133,61 +227,116 @@ func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name str
 		return nil, err
 	}
 	defer idx.Close()
-	f := pipelineFilter(name)
 
+	// worded holds the stored pairs by space and wording.
+	type spaceWording struct{ space, key string }
+	worded := make(map[spaceWording][]int)
 	bar := newProgress(stderr, "indexing", len(pairs))
 	for i, p := range pairs {
-		pt := semantic.Point{Key: strconv.Itoa(i), Vector: va[i], Filter: f, Text: p.A}
+		bar.Add(1)
+		if sp.a[i] == "" {
+			continue
+		}
+		pt := semantic.Point{Key: strconv.Itoa(i), Vector: va[i], Filter: pipelineFilter(name, sp.a[i]), Text: p.A}
 		if err := idx.Upsert(ctx, pt); err != nil {
 			return nil, fmt.Errorf("index text_a of line %d: %w", p.Line, err)
 		}
-		bar.Add(1)
+		k := spaceWording{sp.a[i], wordingKey(p.A)}
+		worded[k] = append(worded[k], i)
 	}
 	bar.Finish()
 
 	out := make([][]semantic.Match, len(pairs))
 	bar = newProgress(stderr, "querying", len(pairs))
 	err = parallel(ctx, len(pairs), workers, func(i int) error {
-		ms, err := idx.Search(ctx, vb[i], f, verify.Candidates, minCos)
+		defer bar.Add(1)
+		if sp.b[i] == "" {
+			return nil
+		}
+		ms, err := idx.Search(ctx, vb[i], pipelineFilter(name, sp.b[i]), verify.Candidates, minCos)
 		if err != nil {
 			return fmt.Errorf("query text_b of line %d: %w", pairs[i].Line, err)
 		}
 		for j := range ms {
 			ms[j].Vector = nil
 		}
+		n := len(ms)
+		for _, j := range worded[spaceWording{sp.b[i], wordingKey(pairs[i].B)}] {
+			key := strconv.Itoa(j)
+			if !slices.ContainsFunc(ms[:n], func(m semantic.Match) bool { return m.Key == key }) {
+				ms = append(ms, semantic.Match{Point: semantic.Point{Key: key, Text: pairs[j].A}, Score: embed.Dot(va[j], vb[i])})
+			}
+		}
+		slices.SortStableFunc(ms[n:], func(a, b semantic.Match) int { return cmp.Compare(b.Score, a.Score) })
 		out[i] = ms
-		bar.Add(1)
 		return nil
 	})
 	bar.Finish()
 	return out, err
 }
 
+// wordingKey is a text's words, as verify's exact-wording rule compares
+// them: runs of non-space characters with sentence punctuation trimmed at
+// their edges (words that are all punctuation dropped), compared ignoring
+// case (Unicode simple folding, as strings.EqualFold). Two texts with the
+// same key are the same prompt to the verifier whatever their cosine.
+func wordingKey(s string) string {
+	var b strings.Builder
+	for _, w := range strings.FieldsFunc(s, unicode.IsSpace) {
+		w = strings.Trim(w, wordingPunct)
+		if w == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		for _, r := range w {
+			b.WriteRune(foldRune(r))
+		}
+	}
+	return b.String()
+}
+
+// wordingPunct is verify's edgePunct: the sentence punctuation its
+// exact-wording rule ignores at the edges of words.
+const wordingPunct = "?!.,;:\"'()[]¿¡…«»“”‘’—–"
+
+// foldRune is the smallest rune r is equal to under simple case folding.
+func foldRune(r rune) rune {
+	m := r
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		m = min(m, f)
+	}
+	return m
+}
+
 // judge picks the candidate the pipeline would serve: the one with the
-// highest verifier score (the nearer one on ties), and separately the one
-// cosine alone would serve (the nearest).
-func judge(p Pair, ownKey string, ms []semantic.Match, lab *labels, v scorer, noVerify bool) outcome {
+// highest verifier score (the nearer one on ties) among those with a
+// cosine of at least minCos or worded as the query, and separately the
+// one cosine alone would serve (the nearest at or above minCos).
+func judge(p Pair, ownKey string, ms []semantic.Match, minCos float32, lab *labels, v scorer, noVerify bool) outcome {
 	o := outcome{dup: p.Duplicate}
 	o.v.score, o.c.score = -1, -1
-	fill := func(s *served, m semantic.Match) {
-		s.cos = m.Score
+	query := wordingKey(p.B)
+	for _, m := range ms {
+		s := served{score: m.Score, cos: m.Score, exact: wordingKey(m.Text) == query}
+		if s.cos < minCos && !s.exact {
+			continue
+		}
+		if !noVerify {
+			s.score, s.reason = v.Score(p.B, m.Text, m.Score)
+		}
 		s.own = p.Duplicate && m.Key == ownKey
 		s.same = p.Duplicate && normText(m.Text) == normText(p.A)
 		s.known = lab.dup(p.B, m.Text)
 		s.judged = s.known || lab.notDup(p.B, m.Text)
-	}
-	for i, m := range ms {
-		s, reason := m.Score, ""
-		if !noVerify {
-			s, reason = v.Score(p.B, m.Text, m.Score)
+		o.cands = append(o.cands, s)
+		if s.score > o.v.score {
+			o.v = s
 		}
-		if s > o.v.score {
-			o.v.score, o.v.reason = s, reason
-			fill(&o.v, m)
-		}
-		if i == 0 {
-			o.c.score = m.Score
-			fill(&o.c, m)
+		if o.c.score < 0 && s.cos >= minCos {
+			o.c = s
+			o.c.score, o.c.reason = s.cos, ""
 		}
 	}
 	return o
@@ -195,43 +344,52 @@ func judge(p Pair, ownKey string, ms []semantic.Match, lab *labels, v scorer, no
 
 // scorePairs scores each pair on its own: the cosine of its two texts and
 // the verifier's score. A pair under minCos is never a hit, as the
-// pipeline would not retrieve it. The AUC ranks pairs as the pipeline does
-// at the default threshold: by the verifier's score above that
-// threshold's pre-filter, by cosine under it (below every pair above), so
-// the area does not depend on --threshold or --sweep.
-func scorePairs(ctx context.Context, pairs []Pair, va, vb []embed.Vector, name string, v *verify.Verifier, noVerify bool, minCos float32, workers int) ([]outcome, error) {
-	return scorePairsAt(ctx, pairs, va, vb, v, noVerify, minCos, verify.MinCosine(name), workers)
+// pipeline would not retrieve it, unless its texts are worded the same;
+// nor is a pair with a text under the embedder's coverage floor or texts
+// of different spaces (sp). The AUC ranks pairs as the pipeline does at
+// the default threshold: by the verifier's score above that threshold's
+// pre-filter (or worded the same), by cosine under it (below every pair
+// above), and the pairs that can never match last, so the area does not
+// depend on --threshold or --sweep.
+func scorePairs(ctx context.Context, pairs []Pair, va, vb []embed.Vector, sp *spaces, name string, v scorer, noVerify bool, minCos float32, workers int) ([]outcome, error) {
+	return scorePairsAt(ctx, pairs, va, vb, sp, v, noVerify, minCos, v.MinCosine(verify.DefaultThreshold(name)), workers)
 }
 
 // scorePairsWith scores pairs with v, gated and ranked at minCos.
-func scorePairsWith(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v *verify.Verifier, minCos float32, workers int) ([]outcome, error) {
-	return scorePairsAt(ctx, pairs, va, vb, v, false, minCos, minCos, workers)
+func scorePairsWith(ctx context.Context, pairs []Pair, va, vb []embed.Vector, sp *spaces, v scorer, minCos float32, workers int) ([]outcome, error) {
+	return scorePairsAt(ctx, pairs, va, vb, sp, v, false, minCos, minCos, workers)
 }
 
-func scorePairsAt(ctx context.Context, pairs []Pair, va, vb []embed.Vector, v scorer, noVerify bool, minCos, rankCos float32, workers int) ([]outcome, error) {
+func scorePairsAt(ctx context.Context, pairs []Pair, va, vb []embed.Vector, sp *spaces, v scorer, noVerify bool, minCos, rankCos float32, workers int) ([]outcome, error) {
 	out := make([]outcome, len(pairs))
 	lab := newLabels(pairs)
 	err := parallel(ctx, len(pairs), workers, func(i int) error {
 		p := pairs[i]
 		c := embed.Dot(va[i], vb[i])
+		comparable := sp.a[i] != "" && sp.a[i] == sp.b[i]
 		var ms []semantic.Match
-		if c >= minCos {
+		if comparable {
 			ms = []semantic.Match{{Point: semantic.Point{Key: "own", Text: p.A}, Score: c}}
 		}
-		out[i] = judge(p, "own", ms, lab, v, noVerify)
+		out[i] = judge(p, "own", ms, minCos, lab, v, noVerify)
 		out[i].answerable = p.Duplicate
-		// For the AUC: the verifier's score at or above rankCos, the
-		// cosine, ranked under every such pair, below it.
+		// For the AUC: the verifier's score at or above rankCos (or for
+		// texts worded the same), the cosine, ranked under every such
+		// pair, below it; last, pairs that can never match.
 		out[i].rawCos, out[i].raw = c, c
 		if !noVerify {
 			out[i].raw = c - 3
 			switch {
-			case c < rankCos:
-			case len(ms) > 0:
+			case !comparable:
+				out[i].raw = -5
+			case c < rankCos && wordingKey(p.A) != wordingKey(p.B):
+			case len(out[i].cands) > 0:
 				out[i].raw = out[i].v.score
 			default:
 				out[i].raw, _ = v.Score(p.B, p.A, c)
 			}
+		} else if !comparable {
+			out[i].raw = -5
 		}
 		return nil
 	})
@@ -287,6 +445,19 @@ type Counts struct {
 	// Of is the recall's denominator: duplicate pairs, or for the
 	// known-duplicate count, queries with a known duplicate stored.
 	Of int `json:"of"`
+	// JudgedShare is the share of the hits (repeats left out, for the
+	// known-duplicate and judged counts) that the file's labels judge
+	// either way; the own-text_a, same-text and pairwise counts judge
+	// every hit themselves (1). 0 when there is no hit.
+	JudgedShare float64 `json:"judged_share"`
+	// PrecisionLowerBound is the correct hits over all hits, the hits
+	// the labels do not judge counted wrong: the judged count's precision
+	// can only overstate a cache whose hits the labels mostly do not
+	// judge (on a file in a script the embedder does not represent, every
+	// prompt matches every other). For the other counts, the precision.
+	PrecisionLowerBound float64 `json:"precision_lower_bound"`
+
+	all, judged int // hits before leaving out the unjudged, and the judged among them
 }
 
 // denominator is the number of queries that could have a correct hit
@@ -313,14 +484,18 @@ func countAt(os []outcome, t float32, d definition, cosOnly bool) Counts {
 		if cosOnly {
 			s = &os[i].c
 		}
-		if d == defJudged && !s.judged {
+		if s.score < 0 || s.score < t {
 			continue
 		}
-		if s.score >= 0 && s.score >= t {
-			c.Hits++
-			if s.right(d) {
-				c.Correct++
-			}
+		c.all++
+		if d < defKnown || s.judged {
+			c.judged++
+		} else if d == defJudged {
+			continue
+		}
+		c.Hits++
+		if s.right(d) {
+			c.Correct++
 		}
 	}
 	c.fill()
@@ -333,6 +508,10 @@ func (c *Counts) fill() {
 	}
 	if c.Of > 0 {
 		c.Recall = round4(float64(c.Correct) / float64(c.Of))
+	}
+	if c.all > 0 {
+		c.JudgedShare = round4(float64(c.judged) / float64(c.all))
+		c.PrecisionLowerBound = round4(float64(c.Correct) / float64(c.all))
 	}
 }
 
@@ -353,33 +532,29 @@ func atRecall(os []outcome, d definition, target float64) Counts {
 			all = append(all, sc{s.score, s.right(d)})
 		}
 	}
-	slices.SortFunc(all, func(a, b sc) int {
-		switch {
-		case a.s > b.s:
-			return -1
-		case a.s < b.s:
-			return 1
-		}
-		return 0
-	})
-	c := Counts{Of: denominator(os, d)}
+	slices.SortFunc(all, func(a, b sc) int { return cmp.Compare(b.s, a.s) })
+	of := denominator(os, d)
+	if len(all) == 0 {
+		return Counts{Of: of}
+	}
+	var t float32
+	correct := 0
 	for i := 0; i < len(all); {
 		j := i
 		for j < len(all) && all[j].s == all[i].s {
-			c.Hits++
 			if all[j].right {
-				c.Correct++
+				correct++
 			}
 			j++
 		}
-		c.Threshold = round4(float64(all[i].s))
+		t = all[i].s
 		i = j
-		if c.Of > 0 && float64(c.Correct)/float64(c.Of) >= target {
+		if of > 0 && float64(correct)/float64(of) >= target {
 			break
 		}
 	}
-	c.fill()
-	return c
+	// The hits at t, with the judged share of all hits at t.
+	return countAt(os, t, d, true)
 }
 
 // auc is the ROC area of score for telling duplicates from the rest

@@ -319,11 +319,12 @@ func zhReport(ctx context.Context, w io.Writer, name string, ps []Pair, e embed.
 		}
 	}
 	fmt.Fprintf(w, "%s held out: duplicates under cosine 0.3/0.4/0.5: %d/%d/%d of %d\n", name, under[0], under[1], under[2], dups[0])
-	pw, err := scorePairsAt(ctx, ps, va, vb, v, false, v.MinCosine(0.5), v.MinCosine(thr), 2)
+	sp := spacesOf(e, ps)
+	pw, err := scorePairsAt(ctx, ps, va, vb, sp, v, false, v.MinCosine(0.5), v.MinCosine(thr), 2)
 	if err != nil {
 		return err
 	}
-	ms, err := retrieve(ctx, ps, va, vb, e.Name(), v.MinCosine(0.5), 2, io.Discard)
+	ms, err := retrieve(ctx, ps, va, vb, sp, e.Name(), v.MinCosine(0.5), 2, io.Discard)
 	if err != nil {
 		return err
 	}
