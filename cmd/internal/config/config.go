@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/edgecache/edgecache/cache/semantic/verify"
 )
 
 // Config is the whole configuration. The zero value of every field means its
@@ -411,8 +413,10 @@ type CachePolicy struct {
 	// upstream fails (RFC 5861). Zero → 24h; negative → never.
 	StaleIfError Duration `yaml:"stale_if_error"`
 	// DegradedFloor is the lowest verifier score at which the nearest
-	// semantic entry is served, marked degraded, when the upstream fails.
-	// Zero → 0.5; negative → never.
+	// semantic entry is served, marked degraded, when the upstream fails;
+	// below the route's threshold the answer's body says which earlier
+	// question it answers. Zero → verify.DegradedFloor (0.78, a calibrated
+	// score: see the README section "Degraded floor"); negative → never.
 	DegradedFloor float64 `yaml:"degraded_floor"`
 	// NoTemplates turns off template answers for the route.
 	NoTemplates bool `yaml:"no_templates"`
@@ -718,9 +722,17 @@ func (c *Config) Default() {
 			r.Cache.StaleIfError = Duration(24 * time.Hour)
 		}
 		if r.Cache.DegradedFloor == 0 {
-			r.Cache.DegradedFloor = 0.5
+			r.Cache.DegradedFloor = defaultDegradedFloor()
 		}
 	}
+}
+
+// defaultDegradedFloor is verify.DegradedFloor as the float64 a
+// configuration file would hold (0.78, not 0.7799999713897705), so the
+// effective configuration prints the calibrated value as it is written.
+func defaultDegradedFloor() float64 {
+	f, _ := strconv.ParseFloat(strconv.FormatFloat(float64(verify.DegradedFloor), 'g', -1, 32), 64)
+	return f
 }
 
 func apiForPath(p string) string {

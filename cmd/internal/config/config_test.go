@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgecache/edgecache/cache/semantic/verify"
 )
 
 func TestExampleConfigLoads(t *testing.T) {
@@ -44,6 +46,30 @@ func TestDefaultsWithoutFile(t *testing.T) {
 	}
 	if len(c.Routes) != 4 || c.Routes[0].Path != "/v1/chat/completions" || c.Routes[0].Cache.Mode != ModeExact || c.Routes[0].Cache.TTL.D() != time.Hour {
 		t.Errorf("default routes: %+v", c.Routes)
+	}
+}
+
+// TestDegradedFloorDefault: a route that sets no degraded_floor gets the
+// calibrated verifier score (verify.DegradedFloor), not a raw 0.5, and
+// gets it as written (0.78), not as the float32's float64 expansion.
+func TestDegradedFloorDefault(t *testing.T) {
+	c, err := Load("", func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range c.Routes {
+		if r.Cache.DegradedFloor != 0.78 || float32(r.Cache.DegradedFloor) != verify.DegradedFloor {
+			t.Errorf("route %s: degraded_floor %v, want verify.DegradedFloor (%v)", r.Name, r.Cache.DegradedFloor, verify.DegradedFloor)
+		}
+	}
+	ex, err := Load(filepath.Join("..", "..", "..", "deploy", "config.example.yaml"), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range ex.Routes {
+		if r.Cache.DegradedFloor != 0.78 {
+			t.Errorf("config.example.yaml route %s: degraded_floor %v, want 0.78", r.Name, r.Cache.DegradedFloor)
+		}
 	}
 }
 
