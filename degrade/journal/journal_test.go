@@ -88,7 +88,7 @@ func full() Record {
 		},
 		BreakerState:      "open",
 		Limiter:           &Limiter{Name: "openai/gpt-4o", Limit: 20, InFlight: 20, QueueWaitMillis: 480},
-		Cache:             &Cache{Key: "k1", AgeSeconds: 3600, Similarity: 0.93},
+		Cache:             &Cache{Key: "k1", AgeSeconds: 3600, Similarity: 0.93, Score: 0.81, Disclosed: true, MatchedHash: "00112233445566778899aabbccddeeff"},
 		Tokens:            &Tokens{Estimated: 800, Actual: 912},
 		Client:            &Client{SDKRetryCount: 1, TimeoutMillis: 60000},
 		Status:            200,
@@ -109,7 +109,7 @@ func TestRecordJSON(t *testing.T) {
 		`"attempts":[{"target":"openai","status":503,"duration_ms":120,"retry_after_s":7,"error":"service unavailable"},` +
 		`{"target":"azure","status":200,"ttft_ms":340,"duration_ms":2100}],"breaker_state":"open",` +
 		`"limiter":{"name":"openai/gpt-4o","limit":20,"in_flight":20,"queue_wait_ms":480},` +
-		`"cache":{"key":"k1","age_s":3600,"similarity":0.93},"tokens":{"estimated":800,"actual":912},` +
+		`"cache":{"key":"k1","age_s":3600,"similarity":0.93,"score":0.81,"disclosed":true,"matched_hash":"00112233445566778899aabbccddeeff"},"tokens":{"estimated":800,"actual":912},` +
 		`"client":{"sdk_retry_count":1,"timeout_ms":60000},"status":200}`
 	if string(b) != want {
 		t.Errorf("JSON:\n got %s\nwant %s", b, want)

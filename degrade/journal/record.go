@@ -105,7 +105,17 @@ type Limiter struct {
 type Cache struct {
 	Key        string  `json:"key,omitempty"`
 	AgeSeconds int64   `json:"age_s"`
-	Similarity float32 `json:"similarity,omitempty"` // semantic-nearest only
+	Similarity float32 `json:"similarity,omitempty"` // semantic-nearest only: the embeddings' cosine
+	// Score is the verifier's score of the matched question against the
+	// prompt (semantic-nearest only); under the route's threshold the
+	// answer was served with a notice naming that question (Disclosed).
+	Score     float32 `json:"score,omitempty"`
+	Disclosed bool    `json:"disclosed,omitempty"`
+	// MatchedHash identifies the stored question whose answer was served
+	// (semantic-nearest only) without repeating it: 16 bytes of the
+	// SHA-256 of its text, in hex, as the X-Edgecache-Matched-Question-Hash
+	// header says.
+	MatchedHash string `json:"matched_hash,omitempty"`
 }
 
 // Tokens are the token counts of the request.

@@ -41,8 +41,9 @@ func (s journalSink) Degraded(d *pipeline.Degraded) {
 			r.Upstream = a.Target
 		}
 	}
-	if d.CacheKey != "" || d.Similarity > 0 || d.CacheAge > 0 {
-		r.Cache = &journal.Cache{Key: d.CacheKey, AgeSeconds: int64(d.CacheAge / time.Second), Similarity: d.Similarity}
+	if d.CacheKey != "" || d.Similarity > 0 || d.CacheAge > 0 || d.MatchedHash != "" {
+		r.Cache = &journal.Cache{Key: d.CacheKey, AgeSeconds: int64(d.CacheAge / time.Second), Similarity: d.Similarity,
+			Score: d.Score, Disclosed: d.Disclosed, MatchedHash: d.MatchedHash}
 	}
 	if d.SDKRetryCount > 0 || d.ClientTimeout > 0 {
 		r.Client = &journal.Client{SDKRetryCount: d.SDKRetryCount, TimeoutMillis: d.ClientTimeout.Milliseconds()}

@@ -45,7 +45,10 @@ type Degraded struct {
 	Failure       *Failure
 	CacheKey      string
 	CacheAge      time.Duration
-	Similarity    float32
+	Similarity    float32 // semantic-nearest: the embeddings' cosine
+	Score         float32 // semantic-nearest: the verifier's score
+	MatchedHash   string  // semantic-nearest: the stored question answered (questionHash)
+	Disclosed     bool    // semantic-nearest: under the normal threshold, the body said so
 	Template      string
 	BytesStreamed int64
 	SDKRetryCount int
@@ -74,8 +77,9 @@ type Staler interface {
 
 // serveFailure answers a request whose upstream call failed, with the first
 // rung that applies: the stale exact answer, the nearest semantic answer
-// above the route's degraded floor, a template, or an honest busy answer.
-// Every rung is marked in headers and journaled.
+// above the route's degraded floor (disclosed in its body under the normal
+// threshold: serveNearest), a template, or an honest busy answer. Every
+// rung is marked in headers and journaled.
 func (p *Pipeline) serveFailure(w http.ResponseWriter, r *http.Request, pd *pending, f *Failure) {
 	rt, req := pd.rt, pd.req
 	ctx := r.Context()
@@ -92,14 +96,8 @@ func (p *Pipeline) serveFailure(w http.ResponseWriter, r *http.Request, pd *pend
 			}
 		}
 	}
-	if pd.q != nil && rt.DegradedFloor > 0 {
-		if e, sim, ok := p.semanticLookupAt(ctx, rt, pd.q, rt.DegradedFloor); ok {
-			h.Set("X-Edgecache-Degraded", "semantic-nearest")
-			h.Set("X-Edgecache-Degraded-Reason", reason)
-			p.writeHit(w, r, req, e, "semantic", sim)
-			p.journal(r, pd, "semantic-nearest", f, e.Status, 0, func(d *Degraded) { d.Similarity, d.CacheAge = sim, e.Age(p.cfg.Now()) })
-			return
-		}
+	if p.serveNearest(w, r, pd, f) {
+		return
 	}
 	lang := "en"
 	text := ""

@@ -267,9 +267,9 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	}
 	pd.q = p.semanticQuery(rt, r, req, pd.ns)
 	if pd.q != nil {
-		if e, sim, ok := p.semanticLookup(r.Context(), rt, r, pd.q); ok {
+		if hit, ok := p.semanticLookup(r.Context(), rt, r, pd.q); ok {
 			pd.usage = 0
-			p.writeHit(w, r, req, e, "semantic", sim)
+			p.writeHit(w, r, req, hit.entry, "semantic", hit.cosine)
 			return
 		}
 	}

@@ -200,16 +200,26 @@ func (s *semanticTier) threshold(rt *Route, r *http.Request) float32 {
 	return t
 }
 
+// semanticHit is a verified candidate and its stored answer.
+type semanticHit struct {
+	entry  cache.Entry
+	cosine float32 // the embeddings' similarity (X-Edgecache-Similarity)
+	score  float32 // the verifier's score, which the threshold is held against
+	text   string  // the stored prompt the answer belongs to
+}
+
 // semanticLookup embeds the query and finds the best verified candidate
 // at the route's threshold (as the request may move it). Any failure or
 // timeout is a miss; q.vec is kept for indexing the answer.
-func (p *Pipeline) semanticLookup(ctx context.Context, rt *Route, r *http.Request, q *semanticQuery) (cache.Entry, float32, bool) {
+func (p *Pipeline) semanticLookup(ctx context.Context, rt *Route, r *http.Request, q *semanticQuery) (semanticHit, bool) {
 	return p.semanticLookupAt(ctx, rt, q, p.sem.threshold(rt, r))
 }
 
 // semanticLookupAt is semanticLookup at an explicit threshold (the
-// degraded floor, when the upstream has failed).
-func (p *Pipeline) semanticLookupAt(ctx context.Context, rt *Route, q *semanticQuery, threshold float32) (cache.Entry, float32, bool) {
+// degraded floor, when the upstream has failed). The hit carries the
+// matched prompt and its score, so that a rung serving under the normal
+// threshold can say which question the answer belongs to.
+func (p *Pipeline) semanticLookupAt(ctx context.Context, rt *Route, q *semanticQuery, threshold float32) (semanticHit, bool) {
 	s := p.sem
 	sp := s.space(q.space)
 	var best semantic.Match
@@ -252,19 +262,19 @@ func (p *Pipeline) semanticLookupAt(ctx context.Context, rt *Route, q *semanticQ
 		if !errors.Is(err, context.Canceled) {
 			p.log.DebugContext(ctx, "semantic lookup", "route", rt.Name, "err", err)
 		}
-		return cache.Entry{}, 0, false
+		return semanticHit{}, false
 	}
 	if bestScore < threshold {
 		p.m.CacheLookup(rt.Name, "semantic", "miss")
-		return cache.Entry{}, 0, false
+		return semanticHit{}, false
 	}
 	e, ok := p.entry(ctx, cache.Key(best.Key))
 	if !ok { // the answer expired or was evicted from the exact tiers
 		p.m.CacheLookup(rt.Name, "semantic", "miss")
-		return cache.Entry{}, 0, false
+		return semanticHit{}, false
 	}
 	p.m.CacheLookup(rt.Name, "semantic", "hit")
-	return e, best.Score, true
+	return semanticHit{entry: e, cosine: best.Score, score: bestScore, text: best.Text}, true
 }
 
 // entry reads a stored answer by exact key without counting a lookup.

@@ -67,8 +67,10 @@ func newSemanticEdgeWith(t *testing.T, minCosine func(threshold float32) float32
 	fi := &flakyIndex{Index: idx}
 	t.Cleanup(func() { idx.Close() })
 	e := newEdge(t, edgeOpts{
+		// The degraded floor is set under the default (verify.DegradedFloor):
+		// cosineScorer scores lexical cosines, not calibrated scores.
 		routes: []config.Route{{Name: "chat", Path: "/v1/chat/completions", Cache: config.CachePolicy{
-			Mode: config.ModeSemantic, Semantic: config.SemanticPolicy{Threshold: 0.8, Floor: 0.7}}}},
+			Mode: config.ModeSemantic, Semantic: config.SemanticPolicy{Threshold: 0.8, Floor: 0.7}, DegradedFloor: 0.5}}},
 		semantic: &SemanticConfig{Embedder: fe, Index: fi, Verifier: cosineScorer{}, MinCosine: minCosine},
 	})
 	return e, fe, fi
@@ -160,7 +162,7 @@ func TestSemanticFailuresAreExactOnly(t *testing.T) {
 
 // TestSemanticPrefilterFollowsThreshold: the retrieval pre-filter is asked
 // for the threshold each lookup uses, so a lower threshold (here the
-// degraded floor, 0.5 by default, under the route's 0.8) also searches
+// route's degraded floor, 0.5, under the route's 0.8) also searches
 // wider. With a pre-filter fixed for the default threshold, the nearest
 // answer the degraded floor allows would never be retrieved.
 func TestSemanticPrefilterFollowsThreshold(t *testing.T) {
@@ -194,8 +196,8 @@ func TestSemanticPrefilterFollowsThreshold(t *testing.T) {
 	if r.status != 200 || r.header.Get("X-Edgecache-Degraded") != "semantic-nearest" {
 		t.Fatalf("upstream down: %d degraded %q %s, want the nearest semantic answer", r.status, r.header.Get("X-Edgecache-Degraded"), r.body)
 	}
-	if content(t, r.body) != content(t, seed.body) {
-		t.Error("the degraded answer is not the seed's")
+	if got := content(t, r.body); !strings.HasSuffix(got, "\n\n"+content(t, seed.body)) {
+		t.Errorf("the degraded answer %q is not the seed's (after its notice)", got)
 	}
 	if got := tail(2); !slices.Equal(got, []float32{0.8, 0.5}) {
 		t.Errorf("pre-filter asked for thresholds %v, want the route's 0.8, then the degraded floor 0.5", got)
