@@ -152,7 +152,7 @@ func routesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	asJSON := fs.Bool("json", false, "print JSON")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `Usage: edgecache routes [flags] list | show NAME | set NAME field=value... | reset NAME | purge NAME | audit [NAME]
-  fields: mode=off|exact|semantic ttl=10m stale_if_error=1h threshold=0.9 floor=0.85 degraded_floor=0.5 templates=true|false
+  fields: mode=off|exact|semantic ttl=10m stale_if_error=1h threshold=0.9 floor=0.85 degraded_floor=0.8 templates=true|false
   a field set to "default" returns to the configured value`)
 		fs.PrintDefaults()
 	}

@@ -39,6 +39,9 @@ func (p *Pipeline) serveNearest(w http.ResponseWriter, r *http.Request, pd *pend
 	e := hit.entry // a copy: the cached entry and its body stay as stored
 	disclosed := hit.score < p.sem.threshold(rt, r)
 	if disclosed {
+		if strings.TrimSpace(hit.text) == "" { // an index that kept no text: the notice could not name it
+			return false
+		}
 		body, err := discloseNearest(req.API, e.Body, p.nearestNotice(pd.q.text, hit.text))
 		if err != nil {
 			p.log.DebugContext(r.Context(), "semantic-nearest answer not served", "route", rt.Name, "err", err)

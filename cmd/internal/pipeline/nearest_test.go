@@ -29,17 +29,25 @@ type pairScorer map[[2]string]float32
 
 func (s pairScorer) Score(q, c string, _ float32) (float32, string) { return s[[2]string{q, c}], "" }
 
-// searchFailer is an index whose next searches fail, as many as asked.
+// searchFailer is an index whose next searches fail, as many as asked,
+// and which forgets the stored prompts' text when told to.
 type searchFailer struct {
 	semantic.Index
-	fail atomic.Int32
+	fail   atomic.Int32
+	noText atomic.Bool
 }
 
 func (s *searchFailer) Search(ctx context.Context, v []float32, f semantic.Filter, k int, min float32) ([]semantic.Match, error) {
 	if s.fail.Add(-1) >= 0 {
 		return nil, semantic.ErrUnavailable
 	}
-	return s.Index.Search(ctx, v, f, k, min)
+	ms, err := s.Index.Search(ctx, v, f, k, min)
+	if s.noText.Load() {
+		for i := range ms {
+			ms[i].Text = ""
+		}
+	}
+	return ms, err
 }
 
 // nearestThreshold is the normal threshold of the tests' route (USE-lite's
@@ -90,6 +98,7 @@ func newNearestEdge(t *testing.T, c nearestCase) (*edge, *searchFailer) {
 		{c.similar, c.stored}:  0.82, // under 0.854, over verify.DegradedFloor
 		{c.verified, c.stored}: 0.95,
 		{c.far, c.stored}:      0.70, // over the old default floor (0.5), under the new
+		{c.similar, ""}:        0.82, // as similar, from an index that kept no text
 	}
 	e := newEdge(t, edgeOpts{
 		routes: []config.Route{{Name: "chat", Path: "/v1/chat/completions", Cache: config.CachePolicy{Mode: config.ModeSemantic}}},
@@ -236,8 +245,17 @@ func TestNearestRungVerifiedAnswerIsNotRewritten(t *testing.T) {
 // request goes on to the next rung. Never served undisclosed.
 func TestNearestRungNeverServesUndisclosed(t *testing.T) {
 	c := nearestCases[0]
-	e, _ := newNearestEdge(t, c)
+	e, sf := newNearestEdge(t, c)
 	seedAndBreak(t, e, c)
+
+	// An index that returns no text for the match: the notice could not
+	// say which question the answer belongs to.
+	sf.noText.Store(true)
+	if r := e.post("/v1/chat/completions", chat(c.similar)); r.status != 503 || r.header.Get("X-Edgecache-Degraded") != "busy" {
+		t.Errorf("match without its text: %d degraded %q %s, want the busy answer", r.status, r.header.Get("X-Edgecache-Degraded"), r.body)
+	}
+	sf.noText.Store(false)
+
 	req, err := openai.ParseRequest(openai.APIChat, []byte(chat(c.stored)))
 	if err != nil {
 		t.Fatal(err)
