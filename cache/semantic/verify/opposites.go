@@ -10,13 +10,12 @@ import "strings"
 // as people type them; they are matched as the tokenizer reads them (stems,
 // so "enabled" and "disabling" count, and stop and filler words as they
 // are). Two words joined by _ are a phrase ("log_in"), matched as adjacent
-// words. A word may stand in two dimensions ("lower": high against low,
-// and raise against lower). The list is a table, not learned data; each
+// words. A word may stand in two dimensions ("old": against new, and
+// against young). The list is a table, not learned data; each
 // line was checked against Quora's duplicate pairs, where a line that
 // fired on true paraphrases was dropped or narrowed.
 const oppositeWords = `
-maximum max maxima maximal maximize maximise highest high higher upper | minimum min minima minimal minimize minimise lowest low lower
-increase increment raise boost | decrease decrement reduce reduction lower
+maximum max maxima maximal maximize maximise highest high higher upper increase increment raise boost | minimum min minima minimal minimize minimise lowest low lower decrease decrement reduce reduction
 enable activate turn_on switch_on | disable deactivate turn_off switch_off
 cancel cancellation | renew renewal
 before prior | after
