@@ -34,6 +34,9 @@ type Features struct {
 	QuestionW float32 // when/where/who against another question word
 	QuestionQ float32 // how many/much against another question word
 	QuestionO float32 // other question-word differences (yes/no against what/how, ...)
+
+	Opposite     float32 // one side uses a word, the other its opposite ("maximum" against "minimum", "enable" against "disable")
+	Substitution float32 // one content word swapped for another in the same place, neither a respelling of the other ("aspirin" against "warfarin")
 }
 
 // Extract measures query against candidate. It is what Score computes
@@ -103,6 +106,13 @@ func (s *scratch) features(query, candidate string, cosine float32) Features {
 		f.Negation = 1
 	}
 
+	if s.opposite() {
+		f.Opposite = 1
+	}
+	if oq == 1 && oc == 1 {
+		f.Substitution = s.substitution()
+	}
+
 	// Names on one side only.
 	f.Entity = float32(min(s.entitiesOnly(q, c)+s.entitiesOnly(c, q), 3))
 
@@ -143,6 +153,114 @@ func (s *scratch) unmatched(a, b *side) (n, only, long int) {
 		}
 	}
 	return n, only, long
+}
+
+// substitution reports whether the one content word that each side has
+// and the other lacks stands in the same place (a neighbouring word in
+// common, or the same end of the text) and is no respelling or
+// abbreviation of the other ("favourite" and "favorite", "pic" and
+// "picture"): "side effects of aspirin" against "side effects of
+// warfarin", "learn python" against "learn java".
+func (s *scratch) substitution() float32 {
+	i, j := onlyAt(s, &s.q, &s.c), onlyAt(s, &s.c, &s.q)
+	if i < 0 || j < 0 {
+		return 0
+	}
+	if variant(s.stem(s.q.toks[i]), s.stem(s.c.toks[j])) || !aligned(&s.q, i, &s.c, j) {
+		return 0
+	}
+	return 1
+}
+
+// onlyAt is the index of a's first content token with no match in b, or -1.
+func onlyAt(s *scratch, a, b *side) int {
+	for i, t := range a.toks {
+		if t.kind == kindContent && !s.matches(t, b) {
+			return i
+		}
+	}
+	return -1
+}
+
+// aligned reports whether a.toks[i] and b.toks[j] have the same word
+// before them (or both start the text) or the same word after them (or
+// both end it).
+func aligned(a *side, i int, b *side, j int) bool {
+	switch {
+	case i == 0 && j == 0:
+		return true
+	case i > 0 && j > 0 && a.toks[i-1].hash == b.toks[j-1].hash:
+		return true
+	}
+	switch ei, ej := i+1 == len(a.toks), j+1 == len(b.toks); {
+	case ei && ej:
+		return true
+	case !ei && !ej:
+		return a.toks[i+1].hash == b.toks[j+1].hash
+	}
+	return false
+}
+
+// variant reports whether two different stems are one word spelt two ways
+// (at most one edit apart, two for words of six letters or more) or one
+// abbreviates the other (its letters, in order, from the same first
+// letter: "tv" and "television", "pic" and "picture").
+func variant(a, b []byte) bool {
+	if len(a) > len(b) {
+		a, b = b, a
+	}
+	if len(a) == 0 {
+		return true
+	}
+	if a[0] == b[0] && len(a) >= 2 {
+		k := 0
+		for _, c := range b {
+			if k < len(a) && a[k] == c {
+				k++
+			}
+		}
+		if k == len(a) {
+			return true
+		}
+	}
+	limit := 1
+	if len(a) >= 6 {
+		limit = 2
+	}
+	return editDistance(a, b, limit) <= limit
+}
+
+// editDistance is the Levenshtein distance of a and b, or limit+1 when it
+// is larger than limit (or the words are longer than 32 bytes). It does not
+// allocate.
+func editDistance(a, b []byte, limit int) int {
+	if len(b)-len(a) > limit || len(a)-len(b) > limit {
+		return limit + 1
+	}
+	if len(a) > 32 || len(b) > 32 {
+		return limit + 1
+	}
+	var prev, cur [33]int
+	for j := 0; j <= len(b); j++ {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		best := cur[0]
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			best = min(best, cur[j])
+		}
+		if best > limit {
+			return limit + 1
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // seenBefore reports whether a.toks[i]'s stem occurred earlier in a.

@@ -29,7 +29,7 @@ quora question questions answer answers people person`
 
 const questionWords = `what which who whom whose when where why how`
 
-const negationWords = `not no non never nothing none nobody nowhere neither nor cannot`
+const negationWords = `not no non never nothing none nobody nowhere neither nor cannot without`
 
 // numberWords map to their digits so that "five" meets "5".
 var numberWords = map[string]string{
@@ -117,3 +117,120 @@ func questionClass(s *scratch, sd *side) uint8 {
 	}
 	return qNone
 }
+
+// synonymWords are groups of words that paraphrases swap for one another
+// ("kids" and "children", "film" and "movie"): within a group they count
+// as the same word, so that such a swap is neither a word on one side only
+// nor a substitution. One group a line, the first word names it; words as
+// people type them, matched as stems. Only words that mean the same in
+// nearly every prompt: "laptop" and "computer", or "cure" and "treat",
+// ask different things.
+const synonymWords = `
+big large huge enormous massive giant
+biggest largest
+small little tiny
+smallest tiniest
+child children kid kids
+fast quick quickly rapid rapidly speedy
+fastest quickest
+film films movie movies
+see seen watch watched
+afraid scared frightened fearful
+site sites website websites webpage
+cost costs price prices
+hate dislike
+smart intelligent clever
+rich wealthy
+hard difficult tough
+create build construct develop
+stop prevent avoid
+job jobs employment
+company companies firm firms corporation
+car cars vehicle vehicles automobile
+phone phones cellphone smartphone mobile
+picture pictures photo photos photograph pic pics image images
+mistake mistakes error errors
+problem problems issue issues trouble
+begin start commence
+finish complete
+buy purchase
+fix repair solve resolve
+learn study
+improve enhance
+obtain acquire
+choose select pick
+use utilize utilise
+show display
+happen occur
+meaning definition
+woman women lady ladies
+man men guy guys
+country countries nation nations
+world earth globe
+famous popular renowned
+weird strange bizarre unusual
+funny hilarious humorous
+amazing incredible awesome fantastic terrific wonderful
+interesting fascinating intriguing
+beautiful attractive gorgeous
+important significant crucial essential vital
+main primary principal chief
+common usual typical
+different various
+angry mad furious
+sad unhappy
+happy glad joyful
+tired exhausted
+sick ill
+doctor physician
+lawyer attorney
+toilet bathroom restroom washroom
+shop store
+salary wage wages
+cheap inexpensive affordable
+expensive costly pricey
+effect effects impact
+advantage advantages benefit benefits
+disadvantage disadvantages drawback drawbacks downside downsides
+girlfriend gf
+boyfriend bf
+usa america
+uk britain
+tv television
+info information
+govt government
+bike bicycle
+plane airplane aeroplane
+fridge refrigerator
+talk speak
+find locate
+hurt harm
+change alter modify
+delete remove erase
+close shut
+allow permit
+try attempt
+enough sufficient
+whole entire
+correct accurate
+rude impolite
+`
+
+// synonyms maps the stem hash of each word of synonymWords to its
+// group's first word's; built once, never modified.
+var synonyms = func() map[uint64]uint64 {
+	m := make(map[uint64]uint64, 400)
+	for _, line := range strings.Split(synonymWords, "\n") {
+		ws := strings.Fields(line)
+		if len(ws) < 2 {
+			continue
+		}
+		head := fnv(stem([]byte(ws[0])))
+		for _, w := range ws[1:] {
+			if h := fnv(stem([]byte(w))); h != head {
+				m[h] = head
+			}
+		}
+	}
+	return m
+}()

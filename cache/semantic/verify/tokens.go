@@ -225,6 +225,9 @@ func (s *scratch) push(out *side, start int, word []byte, capital, acronym, firs
 	t.kind = kindContent
 	t.start, t.end = int32(start), int32(start+len(stemmed))
 	t.hash = fnv(stemmed)
+	if h, ok := synonyms[t.hash]; ok {
+		t.hash = h
+	}
 	t.entity = (capital || acronym) && !(len(word) == 1)
 	out.toks = append(out.toks, t)
 }
@@ -299,7 +302,7 @@ func stem(w []byte) []byte {
 
 func undouble(w []byte) []byte {
 	n := len(w)
-	if n >= 3 && w[n-1] == w[n-2] && !isVowel(w[n-1]) && w[n-1] != 'l' && w[n-1] != 's' && w[n-1] != 'z' {
+	if n >= 4 && w[n-1] == w[n-2] && !isVowel(w[n-1]) && w[n-1] != 'l' && w[n-1] != 's' && w[n-1] != 'z' {
 		return w[:n-1]
 	}
 	return w

@@ -12,15 +12,17 @@
 //
 // Score tokenises both texts (NFKC, lowercase, light stemming, small
 // built-in lists of stopwords, filler words, question, negation and number
-// words), measures the Features (content words on one side only, character
-// overlap, numbers, negation, likely names, question type, swapped roles,
-// length) and adds, per input, a monotone step function of it to the
-// log-odds: boosted stumps on a fixed grid, fitted per embedder on a
-// training split of Quora Question Pairs (cmd/internal/eval, --fit). Four
+// words, synonyms and opposite words), measures the Features (content
+// words on one side only, character overlap, numbers, negation, likely
+// names, question type, swapped roles, opposite words, one word swapped
+// for another, length) and adds, per input, a monotone step function of it
+// to the log-odds: boosted stumps on a fixed grid, fitted per embedder on a
+// training split of Quora Question Pairs (cmd/internal/eval, --fit). Five
 // differences are set rather than fitted (Prior): negation, different
-// numbers, swapped roles and "why" against "how" each take 4 off the
-// log-odds, which no similarity makes up for. The score reads as the
-// probability that serving the candidate is right.
+// numbers, swapped roles, "why" against "how" and opposite words
+// ("maximum" against "minimum") each take 4 off the log-odds, which no
+// similarity makes up for. The score reads as the probability that serving
+// the candidate is right.
 package verify
 
 import (
@@ -97,8 +99,9 @@ func (v *Verifier) put(s *scratch) { v.pool.Put(s) }
 
 // Score returns a match score in [0, 1] for query against candidate, given
 // their embedding cosine, and when the score is under the model's default
-// threshold, the main reason against the match: "cosine", "content", "numbers", "negation", "entity" or
-// "question" (a fixed word, for logs and metrics). It never panics and
+// threshold, the main reason against the match: "cosine", "content",
+// "numbers", "negation", "entity", "question" or "opposite" (a fixed word,
+// for logs and metrics). It never panics and
 // does not allocate for ASCII texts.
 func (v *Verifier) Score(query, candidate string, cosine float32) (score float32, reason string) {
 	s := v.get()

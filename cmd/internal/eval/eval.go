@@ -495,7 +495,7 @@ func writeTables(w io.Writer, r *Report) error {
 	}
 	if len(r.Reasons) > 0 {
 		var parts []string
-		for _, k := range []string{"cosine", "content", "numbers", "negation", "entity", "question"} {
+		for _, k := range []string{"cosine", "content", "numbers", "negation", "entity", "question", "opposite"} {
 			if n := r.Reasons[k]; n > 0 {
 				parts = append(parts, fmt.Sprintf("%s %d", k, n))
 			}
