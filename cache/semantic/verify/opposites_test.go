@@ -48,7 +48,7 @@ var nearMisses = []struct {
 
 // degradedFloor is about the lowest threshold the degraded rung serves
 // at: near misses stay under it too.
-const degradedFloor = 0.78
+const degradedFloor = DegradedFloor
 
 func TestNearMissesScoreUnderTheDegradedFloor(t *testing.T) {
 	v := New()

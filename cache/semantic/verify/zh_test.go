@@ -18,7 +18,7 @@ func builtInZh(t *testing.T) *ZhVerifier {
 }
 
 // The Chinese verifier's set rules and learned differences: prompts that
-// ask something else score under the degraded floor (0.78) at any cosine
+// ask something else score under the degraded floor (DegradedFloor) at any cosine
 // the embedder gives them, even 0.999.
 func TestZhDifferentQuestionsMiss(t *testing.T) {
 	v := builtInZh(t)
@@ -38,8 +38,8 @@ func TestZhDifferentQuestionsMiss(t *testing.T) {
 	for _, p := range pairs {
 		for _, cos := range []float32{0.9, 0.99, 0.999} {
 			for _, q := range [][2]string{p, {p[1], p[0]}} {
-				if s, _ := v.Score(q[0], q[1], cos); s >= 0.78 {
-					t.Errorf("Score(%q, %q, %.3f) = %.3f, want < 0.78", q[0], q[1], cos, s)
+				if s, _ := v.Score(q[0], q[1], cos); s >= DegradedFloor {
+					t.Errorf("Score(%q, %q, %.3f) = %.3f, want < %.2f", q[0], q[1], cos, s, DegradedFloor)
 				}
 			}
 		}

@@ -415,7 +415,7 @@ type CachePolicy struct {
 	// DegradedFloor is the lowest verifier score at which the nearest
 	// semantic entry is served, marked degraded, when the upstream fails;
 	// below the route's threshold the answer's body says which earlier
-	// question it answers. Zero → verify.DegradedFloor (0.78, a calibrated
+	// question it answers. Zero → verify.DegradedFloor (0.81, a calibrated
 	// score: see the README section "Degraded floor"); negative → never.
 	DegradedFloor float64 `yaml:"degraded_floor"`
 	// NoTemplates turns off template answers for the route.
@@ -728,7 +728,7 @@ func (c *Config) Default() {
 }
 
 // defaultDegradedFloor is verify.DegradedFloor as the float64 a
-// configuration file would hold (0.78, not 0.7799999713897705), so the
+// configuration file would hold (0.81, not 0.8100000023841858), so the
 // effective configuration prints the calibrated value as it is written.
 func defaultDegradedFloor() float64 {
 	f, _ := strconv.ParseFloat(strconv.FormatFloat(float64(verify.DegradedFloor), 'g', -1, 32), 64)

@@ -51,14 +51,14 @@ func TestDefaultsWithoutFile(t *testing.T) {
 
 // TestDegradedFloorDefault: a route that sets no degraded_floor gets the
 // calibrated verifier score (verify.DegradedFloor), not a raw 0.5, and
-// gets it as written (0.78), not as the float32's float64 expansion.
+// gets it as written (0.81), not as the float32's float64 expansion.
 func TestDegradedFloorDefault(t *testing.T) {
 	c, err := Load("", func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range c.Routes {
-		if r.Cache.DegradedFloor != 0.78 || float32(r.Cache.DegradedFloor) != verify.DegradedFloor {
+		if r.Cache.DegradedFloor != 0.81 || float32(r.Cache.DegradedFloor) != verify.DegradedFloor {
 			t.Errorf("route %s: degraded_floor %v, want verify.DegradedFloor (%v)", r.Name, r.Cache.DegradedFloor, verify.DegradedFloor)
 		}
 	}
@@ -67,8 +67,8 @@ func TestDegradedFloorDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range ex.Routes {
-		if r.Cache.DegradedFloor != 0.78 {
-			t.Errorf("config.example.yaml route %s: degraded_floor %v, want 0.78", r.Name, r.Cache.DegradedFloor)
+		if r.Cache.DegradedFloor != 0.81 {
+			t.Errorf("config.example.yaml route %s: degraded_floor %v, want 0.81", r.Name, r.Cache.DegradedFloor)
 		}
 	}
 }

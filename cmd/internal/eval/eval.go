@@ -69,7 +69,12 @@ import (
 	"github.com/edgecache/edgecache/embed"
 )
 
+// heldOutShare is the share of a file --fit, train-zh and --held-out hold
+// out (by connected question).
+const heldOutShare = 0.3
+
 type options struct {
+	heldOut   bool
 	pairs     string
 	mode      string
 	embedder  string
@@ -108,6 +113,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.threshold, "threshold", 0, "minimum score of a hit (default: the verifier's default for the embedder)")
 	fs.IntVar(&o.limit, "limit", 0, "score only the first N pairs (0: all)")
 	fs.BoolVar(&o.sweep, "sweep", false, "also print precision, recall and hits over a range of thresholds")
+	fs.BoolVar(&o.heldOut, "held-out", false, "score only the held-out 30 % of the file (split by connected question, as --fit and train-zh hold it out)")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object on stdout instead of tables")
 	fs.BoolVar(&o.noVerify, "no-verify", false, "cosine only: skip the verification stage")
 	fs.StringVar(&o.count, "count", "judged", "cache mode: the count behind the headline precision and recall: own (SEMANTIC.md's literal count), same, known or judged (see the rows)")
@@ -273,6 +279,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if len(bad) > 0 {
 		fmt.Fprintf(stderr, "eval: skipped %d bad line(s)\n", len(bad))
+	}
+	if o.heldOut {
+		test := splitByComponent(pairs, heldOutShare)
+		kept := pairs[:0]
+		for i, p := range pairs {
+			if test[i] {
+				kept = append(kept, p)
+			}
+		}
+		pairs = kept
 	}
 	if o.limit > 0 && o.limit < len(pairs) {
 		pairs = pairs[:o.limit]

@@ -304,7 +304,7 @@ func lowestThreshold(os []outcome, d definition, p float64) float32 {
 }
 
 func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector, sp *spaces, name string, stdout, stderr io.Writer) error {
-	fo := fitOptions{testFrac: 0.3, precision: o.fitPrecision, label: defKnown, l2: 1, minCos: o.fitMinCos}
+	fo := fitOptions{testFrac: heldOutShare, precision: o.fitPrecision, label: defKnown, l2: 1, minCos: o.fitMinCos}
 	switch o.fitLabel {
 	case "own":
 		fo.label = defOwn

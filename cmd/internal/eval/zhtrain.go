@@ -145,10 +145,6 @@ func TrainZh(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // rare (see the README's figures).
 const zhMinCosine = 0.3
 
-// degradedFloor is the degraded rung's default floor, reported beside the
-// default threshold.
-const degradedFloor = 0.78
-
 func readPairFile(path string) ([]Pair, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -329,7 +325,7 @@ func zhReport(ctx context.Context, w io.Writer, name string, ps []Pair, e embed.
 		return err
 	}
 	cm := judgeAll(ctx, ps, ms, v, false, v.MinCosine(0.5), 2)
-	for _, t := range []float32{thr, degradedFloor, 0.9, 0.93, 0.95, 0.97, 0.98} {
+	for _, t := range []float32{thr, verify.DegradedFloor, 0.9, 0.93, 0.95, 0.97, 0.98} {
 		a := countAt(pw, t, defOwn, false)
 		b := countAt(cm, t, defJudged, false)
 		lb := countAt(cm, t, defKnown, false)
