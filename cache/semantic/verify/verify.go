@@ -4,8 +4,10 @@
 // thing (same numbers, same entities, same polarity, same question).
 //
 // The contract with the pipeline: retrieve the Candidates nearest stored
-// prompts whose cosine is at least MinCosine(embedder) (a lossless
-// pre-filter: below it no candidate can pass), Score each, and serve the
+// prompts whose cosine is at least MinCosine(embedder) (below it no
+// candidate worded differently from the query can pass) and any stored
+// prompt worded as the query (the same AppendWordingKey: Score takes it for
+// the query whatever their cosine), Score each, and serve the
 // candidate with the highest score (the nearer one on ties) when that
 // score reaches the route's threshold, DefaultThreshold(embedder) unless
 // the route sets one.
@@ -68,9 +70,11 @@ func (v *Verifier) Model() Model { return v.m.clone() }
 func DefaultThreshold(embedderName string) float32 { return modelFor(embedderName).Threshold }
 
 // MinCosine is the retrieval pre-filter for the named embedder at its
-// default threshold: below it, the verifier never accepts a candidate at
-// that threshold, so nothing is lost by not retrieving them. A lookup at
-// another threshold uses Verifier.MinCosine.
+// default threshold: below it, the verifier never accepts a candidate
+// worded differently from the query at that threshold, so nothing is lost
+// by not retrieving them (one worded the same is found by
+// AppendWordingKey). A lookup at another threshold uses
+// Verifier.MinCosine.
 func MinCosine(embedderName string) float32 { return modelFor(embedderName).MinCosine }
 
 // MinCosine is the lossless retrieval pre-filter for threshold (see

@@ -118,6 +118,7 @@ func buildSemantic(ctx context.Context, sc config.Semantic, log *slog.Logger) (*
 			DefaultThreshold: verify.DefaultThreshold(primary),
 			Candidates:       verify.Candidates,
 			MinCosine:        v.MinCosine,
+			Wording:          verify.AppendWordingKey,
 			EmbedTimeout:     sc.EmbedTimeout.D(), SearchTimeout: sc.SearchTimeout.D(),
 			MinCoverage: sc.MinCoverage,
 		},
@@ -152,7 +153,8 @@ func withChinese(e embed.Embedder) (map[string]pipeline.Space, embed.Embedder, e
 	}
 	pv, zv := verify.NewFor(e.Name()), verify.NewZh(zm)
 	return map[string]pipeline.Space{
-		e.Name(): {Verifier: pv, MinCosine: pv.MinCosine},
+		e.Name(): {Verifier: pv, MinCosine: pv.MinCosine, Wording: verify.AppendWordingKey},
+		// embed/zh canonicalises: texts of the same wording embed alike.
 		z.Name(): {Verifier: zv, MinCosine: zv.MinCosine},
 	}, r, nil
 }

@@ -43,6 +43,14 @@ type SemanticConfig struct {
 	// route, a request or the degraded floor that lowers the threshold
 	// also widens the search. Nil → no pre-filter.
 	MinCosine func(threshold float32) float32
+	// Wording is the verifier's exact-wording rule as a key
+	// (verify.AppendWordingKey): prompts with the query's key are the
+	// same prompt to the verifier whatever their cosine, so a lookup also
+	// verifies the indexed prompt worded as the query when the pre-filter
+	// or Candidates left it out (see wordings). Nil → cosine only.
+	Wording func(dst []byte, text string) []byte
+	// WordingBytes bounds the memory of the wording lookup. Zero → 64 MiB.
+	WordingBytes int64
 	// EmbedTimeout and SearchTimeout bound the request-path work; slower
 	// means exact only. Zeros → 150ms and 50ms.
 	EmbedTimeout, SearchTimeout time.Duration
@@ -51,7 +59,7 @@ type SemanticConfig struct {
 	// Spaces verifies each embedding space (embed.SpaceOf) by its own
 	// rules: a Router embeds Chinese prompts with another model than
 	// English ones, and each model has its verifier. A space not listed
-	// uses Verifier and MinCosine.
+	// uses Verifier, MinCosine and Wording.
 	Spaces map[string]Space
 	// MinCoverage is the share of a prompt the embedder must represent
 	// (embed.SpaceOf) for the prompt to take part in semantic matching;
@@ -64,6 +72,10 @@ type SemanticConfig struct {
 type Space struct {
 	Verifier  Scorer
 	MinCosine func(threshold float32) float32
+	// Wording is the verifier's exact-wording rule (see
+	// SemanticConfig.Wording); nil when the space needs none (its
+	// embedder gives texts of the same wording the same vector).
+	Wording func(dst []byte, text string) []byte
 }
 
 // space returns the verification of the named space.
@@ -71,7 +83,7 @@ func (s *semanticTier) space(name string) Space {
 	if sp, ok := s.cfg.Spaces[name]; ok {
 		return sp
 	}
-	return Space{Verifier: s.cfg.Verifier, MinCosine: s.cfg.MinCosine}
+	return Space{Verifier: s.cfg.Verifier, MinCosine: s.cfg.MinCosine, Wording: s.cfg.Wording}
 }
 
 // semanticTier wraps the embedder and index with deadlines and a breaker,
@@ -90,10 +102,17 @@ type semanticTier struct {
 	drainErr error        // why the drain gave up; read after wg.Wait
 	wg       sync.WaitGroup
 	once     sync.Once
+	// wordings find indexed prompts worded as a query, whatever their
+	// cosine.
+	wordings *wordings
 }
 
 type indexJob struct {
 	point semantic.Point
+	// wording is the point's wording digest, recorded once it is
+	// indexed, when its space has a wording rule (hasWording).
+	wording    wordingID
+	hasWording bool
 }
 
 func newSemanticTier(cfg SemanticConfig) *semanticTier {
@@ -112,7 +131,11 @@ func newSemanticTier(cfg SemanticConfig) *semanticTier {
 	if cfg.MinCoverage == 0 {
 		cfg.MinCoverage = embed.MinCoverage
 	}
-	s := &semanticTier{cfg: cfg, queue: make(chan indexJob, cfg.IndexQueue), stop: make(chan struct{})}
+	if cfg.WordingBytes == 0 {
+		cfg.WordingBytes = 64 << 20
+	}
+	s := &semanticTier{cfg: cfg, queue: make(chan indexJob, cfg.IndexQueue), stop: make(chan struct{}),
+		wordings: newWordings(cfg.WordingBytes)}
 	s.writeCtx, s.giveUp = context.WithCancel(context.Background())
 	s.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        "semantic",
@@ -250,6 +273,9 @@ func (p *Pipeline) semanticLookupAt(ctx context.Context, rt *Route, q *semanticQ
 		if err != nil {
 			return struct{}{}, err
 		}
+		if m, ok := p.sameWording(ctx, sp, q, ms); ok {
+			ms = append(ms, m) // nearest last: under the pre-filter or behind the others
+		}
 		for _, m := range ms {
 			if sc, _ := sp.Verifier.Score(q.text, m.Text, m.Score); sc > bestScore {
 				best, bestScore = m, sc
@@ -292,6 +318,7 @@ func (p *Pipeline) entry(ctx context.Context, k cache.Key) (cache.Entry, bool) {
 // index queues the stored answer's prompt for the index; it never blocks.
 func (s *semanticTier) index(q *semanticQuery, key cache.Key, expires time.Time) bool {
 	job := indexJob{point: semantic.Point{Key: string(key), Vector: q.vec, Filter: q.filter, Text: q.text, ExpiresAt: expires}}
+	job.wording, job.hasWording = q.wordingID(s.space(q.space))
 	s.pending.Add(1)
 	select {
 	case s.queue <- job:
@@ -364,7 +391,13 @@ func (s *semanticTier) write(job indexJob) (err error) {
 		}
 		job.point.Vector = v
 	}
-	return s.cfg.Index.Upsert(ctx, job.point)
+	if err := s.cfg.Index.Upsert(ctx, job.point); err != nil {
+		return err
+	}
+	if job.hasWording {
+		s.wordings.put(job.wording, job.point.Key, job.point.Text, job.point.ExpiresAt)
+	}
+	return nil
 }
 
 // close stops the indexer once it has drained the queue, or when ctx is
