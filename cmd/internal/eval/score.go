@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"unicode"
 
 	"github.com/edgecache/edgecache/cache/semantic"
 	"github.com/edgecache/edgecache/cache/semantic/verify"
@@ -241,7 +240,7 @@ func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, sp *spac
 		if err := idx.Upsert(ctx, pt); err != nil {
 			return nil, fmt.Errorf("index text_a of line %d: %w", p.Line, err)
 		}
-		k := spaceWording{sp.a[i], wordingKey(p.A)}
+		k := spaceWording{sp.a[i], verify.WordingKey(p.A)}
 		worded[k] = append(worded[k], i)
 	}
 	bar.Finish()
@@ -261,7 +260,7 @@ func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, sp *spac
 			ms[j].Vector = nil
 		}
 		n := len(ms)
-		for _, j := range worded[spaceWording{sp.b[i], wordingKey(pairs[i].B)}] {
+		for _, j := range worded[spaceWording{sp.b[i], verify.WordingKey(pairs[i].B)}] {
 			key := strconv.Itoa(j)
 			if !slices.ContainsFunc(ms[:n], func(m semantic.Match) bool { return m.Key == key }) {
 				ms = append(ms, semantic.Match{Point: semantic.Point{Key: key, Text: pairs[j].A}, Score: embed.Dot(va[j], vb[i])})
@@ -275,40 +274,6 @@ func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, sp *spac
 	return out, err
 }
 
-// wordingKey is a text's words, as verify's exact-wording rule compares
-// them: runs of non-space characters with sentence punctuation trimmed at
-// their edges (words that are all punctuation dropped), compared ignoring
-// case (Unicode simple folding, as strings.EqualFold). Two texts with the
-// same key are the same prompt to the verifier whatever their cosine.
-func wordingKey(s string) string {
-	var b strings.Builder
-	for _, w := range strings.FieldsFunc(s, unicode.IsSpace) {
-		w = strings.Trim(w, wordingPunct)
-		if w == "" {
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteByte(' ')
-		}
-		for _, r := range w {
-			b.WriteRune(foldRune(r))
-		}
-	}
-	return b.String()
-}
-
-// wordingPunct is verify's edgePunct: the sentence punctuation its
-// exact-wording rule ignores at the edges of words.
-const wordingPunct = "?!.,;:\"'()[]¿¡…«»“”‘’—–"
-
-// foldRune is the smallest rune r is equal to under simple case folding.
-func foldRune(r rune) rune {
-	m := r
-	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-		m = min(m, f)
-	}
-	return m
-}
 
 // judge picks the candidate the pipeline would serve: the one with the
 // highest verifier score (the nearer one on ties) among those with a
@@ -317,9 +282,9 @@ func foldRune(r rune) rune {
 func judge(p Pair, ownKey string, ms []semantic.Match, minCos float32, lab *labels, v scorer, noVerify bool) outcome {
 	o := outcome{dup: p.Duplicate}
 	o.v.score, o.c.score = -1, -1
-	query := wordingKey(p.B)
+	query := verify.WordingKey(p.B)
 	for _, m := range ms {
-		s := served{score: m.Score, cos: m.Score, exact: wordingKey(m.Text) == query}
+		s := served{score: m.Score, cos: m.Score, exact: verify.WordingKey(m.Text) == query}
 		if s.cos < minCos && !s.exact {
 			continue
 		}
@@ -382,7 +347,7 @@ func scorePairsAt(ctx context.Context, pairs []Pair, va, vb []embed.Vector, sp *
 			switch {
 			case !comparable:
 				out[i].raw = -5
-			case c < rankCos && wordingKey(p.A) != wordingKey(p.B):
+			case c < rankCos && verify.WordingKey(p.A) != verify.WordingKey(p.B):
 			case len(out[i].cands) > 0:
 				out[i].raw = out[i].v.score
 			default:

@@ -185,7 +185,7 @@ func TestWordingKeyIsTheVerifiers(t *testing.T) {
 		{"one two", "one  two three"},
 		{"", "?!"},
 	} {
-		same := wordingKey(tc[0]) == wordingKey(tc[1])
+		same := verify.WordingKey(tc[0]) == verify.WordingKey(tc[1])
 		f := v.Extract(tc[0], tc[1], 0.5)
 		if same != (f.Cosine == 1) {
 			t.Errorf("%q, %q: wordingKey same %v, verifier cosine %v", tc[0], tc[1], same, f.Cosine)
