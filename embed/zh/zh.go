@@ -46,6 +46,15 @@ const Family = "zh-ngram-v1"
 // idfBuckets is the size of the weight table.
 const idfBuckets = 1 << 16
 
+// The Han characters the training texts held, one bit each, over the CJK
+// Unified Ideographs block (U+4E00–U+9FFF), after the weights in the table.
+const (
+	hanFirst   = 0x4E00
+	hanLast    = 0x9FFF
+	hanBytes   = (hanLast - hanFirst + 1 + 7) / 8
+	tableBytes = 2*idfBuckets + hanBytes
+)
+
 // maxInputBytes bounds the text read.
 const maxInputBytes = 16 << 10
 
@@ -54,8 +63,9 @@ var idfTable []byte
 
 // Embedder is the Chinese embedder. It is safe for concurrent use.
 type Embedder struct {
-	idf  [idfBuckets]float32
-	name string
+	idf   [idfBuckets]float32
+	known []byte // hanBytes: the Han characters seen in training
+	name  string
 }
 
 var (
@@ -68,19 +78,19 @@ func New() (*Embedder, error) { return FromTable(idfTable) }
 
 // FromTable returns an embedder with the weight table t (see Table).
 func FromTable(t []byte) (*Embedder, error) {
-	if len(t) != 2*idfBuckets {
-		return nil, fmt.Errorf("zh: weight table of %d bytes, want %d", len(t), 2*idfBuckets)
+	if len(t) != tableBytes {
+		return nil, fmt.Errorf("zh: weight table of %d bytes, want %d", len(t), tableBytes)
 	}
 	sum := sha256.Sum256(t)
-	e := &Embedder{name: Family + "-" + hex.EncodeToString(sum[:3])}
+	e := &Embedder{name: Family + "-" + hex.EncodeToString(sum[:3]), known: t[2*idfBuckets:]}
 	for i := range e.idf {
 		e.idf[i] = float32(binary.LittleEndian.Uint16(t[2*i:])) / 1000
 	}
 	return e, nil
 }
 
-// Table builds a weight table from the document frequencies of features in
-// n texts (see Features): the square root of idf = ln((n+1)/(df+1)) + 1
+// Table builds a weight table, and the set of Han characters held, from
+// the document frequencies of features in n texts (see Features): the square root of idf = ln((n+1)/(df+1)) + 1
 // (unseen features: of ln(n+1) + 1). The square root, because full idf
 // weighs a domain's own words ("花呗", "还款" in payment questions) so
 // little that paraphrases in that domain fell under the verifier's cosine
@@ -97,7 +107,14 @@ func Table(texts []string) []byte {
 		}
 	}
 	n := float64(len(texts))
-	out := make([]byte, 2*idfBuckets)
+	out := make([]byte, tableBytes)
+	for _, t := range texts {
+		for _, r := range Canonical(t) {
+			if r >= hanFirst && r <= hanLast {
+				out[2*idfBuckets+(r-hanFirst)/8] |= 1 << ((r - hanFirst) % 8)
+			}
+		}
+	}
 	for i, d := range df {
 		w := math.Sqrt(math.Log((n+1)/(float64(d)+1)) + 1)
 		binary.LittleEndian.PutUint16(out[2*i:], uint16(min(w*1000, 65535)))
@@ -113,12 +130,24 @@ func (e *Embedder) Name() string { return e.name }
 // Dim implements embed.Embedder.
 func (e *Embedder) Dim() int { return Dim }
 
-// Coverage implements embed.Coverer: Han characters, ASCII and punctuation
-// are represented; kana, Hangul, other scripts and emoji are not.
+// Coverage implements embed.Coverer: ASCII, punctuation and the Han
+// characters the training texts held are represented; other Han characters
+// (rare ones, most traditional forms), kana, Hangul, other scripts and
+// emoji are not. The verifier learned nothing of a character it never saw,
+// so a prompt made of such characters must not be matched on their
+// account.
 func (e *Embedder) Coverage(text string) float64 {
-	return embed.ShareOf(norm.NFKC.String(clip(text)), func(r rune) bool {
-		return r < 0x80 || embed.IsHan(r) || unicode.IsPunct(r)
+	return embed.ShareOf(Canonical(clip(text)), func(r rune) bool {
+		return r < 0x80 || unicode.IsPunct(r) || e.knows(r)
 	})
+}
+
+// knows reports whether r is a Han character seen in training.
+func (e *Embedder) knows(r rune) bool {
+	if r < hanFirst || r > hanLast {
+		return false
+	}
+	return e.known[(r-hanFirst)/8]&(1<<((r-hanFirst)%8)) != 0
 }
 
 // Embed implements embed.Embedder.

@@ -62,6 +62,7 @@ func TestCoverage(t *testing.T) {
 		{"如何在Python中读取CSV文件", 1, 1},
 		{"How do I reset my password?", 1, 1},
 		{"こんにちは", 0, 0},
+		{"龘龘龘是什么", 0, 0.5}, // characters the training texts never held
 		{"😀😀😀", 0, 0},
 		{"", 1, 1},
 	} {
@@ -76,6 +77,12 @@ func TestTableRoundTrip(t *testing.T) {
 	e, err := FromTable(tab)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c := e.Coverage("花呗怎么还款"); c != 1 {
+		t.Errorf("coverage of a training text %v, want 1", c)
+	}
+	if c := e.Coverage("密码怎么还款"); math.Abs(c-4.0/6) > 1e-9 {
+		t.Errorf("coverage of a text two of whose six characters training never held: %v, want 4/6", c)
 	}
 	if _, err := FromTable(tab[:10]); err == nil {
 		t.Error("a short table was accepted")
