@@ -120,3 +120,15 @@ func FuzzZhScore(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkZhScore(b *testing.B) {
+	m, err := BuiltInZh()
+	if err != nil {
+		b.Fatal(err)
+	}
+	v := NewZh(m)
+	b.ReportAllocs()
+	for b.Loop() {
+		v.Score("花呗怎么开通？我想用花呗付款", "如何开通花呗，我想用它付款", 0.8)
+	}
+}
