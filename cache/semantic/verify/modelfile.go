@@ -416,3 +416,14 @@ func (f ModelFile) encode() ([]byte, error) {
 	b.WriteString("}\n")
 	return b.Bytes(), nil
 }
+
+// BuiltInCalibration names the built-in calibration NewFor, DefaultThreshold
+// and MinCosine use for the named embedder: "lexical-v1" for the lexical
+// embedder, DefaultEmbedder (USE-lite's) for every other name, including
+// names it was not fitted for, such as a remote embedder's.
+func BuiltInCalibration(embedderName string) string {
+	if strings.HasPrefix(embedderName, "lexical") {
+		return "lexical-v1"
+	}
+	return DefaultEmbedder
+}

@@ -156,3 +156,13 @@ func TestWriteModelFileRefusesInvalidModels(t *testing.T) {
 		t.Error("WriteModelFile without an embedder name succeeded")
 	}
 }
+
+func TestBuiltInCalibrationNamesModelFor(t *testing.T) {
+	byName := map[string]Model{DefaultEmbedder: useLiteModel, "lexical-v1": lexicalModel}
+	for _, name := range []string{"use-lite-v1", "use-lite-v1-cased", "lexical-v1", "remote:bge-m3", "", "zh-ngram-v1"} {
+		want, ok := byName[BuiltInCalibration(name)]
+		if !ok || !reflect.DeepEqual(modelFor(name), want) {
+			t.Errorf("BuiltInCalibration(%q) = %q, which is not the model NewFor uses", name, BuiltInCalibration(name))
+		}
+	}
+}

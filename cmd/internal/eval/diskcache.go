@@ -20,7 +20,10 @@ import (
 // diskCache wraps an embedder with an append-only file of vectors keyed by
 // a hash of the text, so that repeated evaluation runs (tuning loops) embed
 // each text once. One file per embedder name: vectors of different models
-// never mix. It is a tool for evaluation, not for serving.
+// never mix. It is a tool for evaluation, not for serving. An embedder
+// that learns its dimension from its first answer (remote, Dim 0 until
+// then) takes the file's: a run whose texts are all in the file needs no
+// call at all.
 //
 // File format: records of a 16-byte key (the first half of the text's
 // SHA-256), a little-endian uint32 dimension and that many little-endian
@@ -31,6 +34,7 @@ type diskCache struct {
 
 	mu   sync.Mutex
 	vecs map[[16]byte]embed.Vector
+	dim  int // of the records: the embedder's, or the file's while it states none
 	f    *os.File
 	w    *bufio.Writer
 }
@@ -57,7 +61,8 @@ func openDiskCache(dir string, inner embed.Embedder) (*diskCache, error) {
 		return nil, fmt.Errorf("embedding cache: %w", err)
 	}
 	d := &diskCache{inner: inner, vecs: make(map[[16]byte]embed.Vector), f: f}
-	good, err := d.load(inner.Dim())
+	d.dim = inner.Dim()
+	good, err := d.load()
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("embedding cache %s: %w", path, err)
@@ -75,7 +80,8 @@ func openDiskCache(dir string, inner embed.Embedder) (*diskCache, error) {
 }
 
 // load reads every complete record and returns the offset after the last.
-func (d *diskCache) load(dim int) (int64, error) {
+// With d.dim 0 it takes the first record's.
+func (d *diskCache) load() (int64, error) {
 	r := bufio.NewReaderSize(d.f, 1<<20)
 	var off int64
 	var head [20]byte
@@ -84,8 +90,11 @@ func (d *diskCache) load(dim int) (int64, error) {
 			return off, nil // EOF or a truncated record
 		}
 		n := int(binary.LittleEndian.Uint32(head[16:]))
-		if n != dim {
-			return 0, fmt.Errorf("record of dimension %d, embedder has %d", n, dim)
+		if d.dim == 0 {
+			d.dim = n
+		}
+		if n != d.dim {
+			return 0, fmt.Errorf("record of dimension %d, embedder has %d", n, d.dim)
 		}
 		buf := make([]byte, 4*n)
 		if _, err := io.ReadFull(r, buf); err != nil {
@@ -110,7 +119,17 @@ func textKey(s string) [16]byte {
 }
 
 func (d *diskCache) Name() string { return d.inner.Name() }
-func (d *diskCache) Dim() int     { return d.inner.Dim() }
+
+// Dim implements embed.Embedder: the embedder's, or the file's before
+// the embedder knows its own.
+func (d *diskCache) Dim() int {
+	if n := d.inner.Dim(); n != 0 {
+		return n
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.dim
+}
 
 // Coverage implements embed.Coverer for the wrapped embedder: caching
 // vectors does not change what the model represents.
@@ -145,6 +164,15 @@ func (d *diskCache) Embed(ctx context.Context, texts []string) ([]embed.Vector, 
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.dim == 0 && len(vs) > 0 {
+		d.dim = len(vs[0])
+	}
+	for _, v := range vs {
+		if len(v) != d.dim {
+			return nil, fmt.Errorf("embedding cache %s: the embedder answered vectors of dimension %d, the file holds %d (another model under the same name? remove the file)",
+				d.f.Name(), len(v), d.dim)
+		}
+	}
 	var rec []byte
 	for j, v := range vs {
 		out[at[j]] = v

@@ -27,12 +27,18 @@ type spaceScorer struct {
 
 // scorerFor is the verification the server uses for e, whose name is name:
 // the Chinese verifier for texts in a zh-ngram space, the first model's
-// otherwise (a Router's name joins its members' with "+").
-func scorerFor(e embed.Embedder, name string) (scorer, error) {
-	primary, _, routed := strings.Cut(name, "+")
+// otherwise (a Router's name joins its members' with "+"). fitted, when
+// not nil, is the first model's verifier (a --verifier-model file's), in
+// place of its built-in calibration.
+func scorerFor(e embed.Embedder, name string, fitted *verify.Verifier) (scorer, error) {
+	first, _, routed := strings.Cut(name, "+")
 	isZh := strings.HasPrefix(name, zh.Family)
-	if !routed && !isZh {
-		return verify.NewFor(name), nil
+	primary := fitted
+	if primary == nil {
+		primary = verify.NewFor(first)
+	}
+	if !routed && (!isZh || fitted != nil) {
+		return primary, nil
 	}
 	zm, err := verify.BuiltInZh()
 	if err != nil {
@@ -41,7 +47,7 @@ func scorerFor(e embed.Embedder, name string) (scorer, error) {
 	if isZh {
 		return verify.NewZh(zm), nil
 	}
-	return &spaceScorer{e: e, primary: verify.NewFor(primary), zh: verify.NewZh(zm)}, nil
+	return &spaceScorer{e: e, primary: primary, zh: verify.NewZh(zm)}, nil
 }
 
 func (s *spaceScorer) pick(query string) scorer {
@@ -87,8 +93,14 @@ func openEmbedder(o *options, stderr io.Writer) (embed.Embedder, func() error, e
 		} else {
 			e = m
 		}
+	case "remote":
+		r, err := o.remote.open()
+		if err != nil {
+			return nil, nil, err
+		}
+		e = r
 	default:
-		return nil, nil, fmt.Errorf("--embedder %q: want local, use-lite, zh or lexical", o.embedder)
+		return nil, nil, fmt.Errorf("--embedder %q: want local, use-lite, zh, lexical or remote", o.embedder)
 	}
 	if o.embedder == "local" && e.Dim() == zh.Dim { // as the server: Chinese prompts to the Chinese model
 		z, err := zh.New()
@@ -99,17 +111,22 @@ func openEmbedder(o *options, stderr io.Writer) (embed.Embedder, func() error, e
 			return nil, nil, err
 		}
 	}
-	b := embed.NewBatcher(e, o.workers, 32)
-	var top embed.Embedder = withSpace{b, e}
-	closeFn := func() error { b.Close(); return nil }
+	var top embed.Embedder = e // remote: embedAll's concurrent chunks make its batches
+	closeFn := func() error { return nil }
+	if o.embedder != "remote" {
+		b := embed.NewBatcher(e, o.workers, 32)
+		top = withSpace{b, e}
+		closeFn = func() error { b.Close(); return nil }
+	}
 	if o.cacheDir != "" {
 		d, err := openDiskCache(o.cacheDir, top)
 		if err != nil {
-			b.Close()
+			_ = closeFn()
 			return nil, nil, err
 		}
 		top = d
-		closeFn = func() error { err := d.Close(); b.Close(); return err }
+		closeInner := closeFn
+		closeFn = func() error { err := d.Close(); _ = closeInner(); return err }
 	}
 	return top, closeFn, nil
 }

@@ -89,12 +89,16 @@ type options struct {
 	cacheDir  string
 	workers   int
 
+	remote        remoteOptions
+	verifierModel string // a fitted model file to score with
+
 	fit          bool
 	fitLabel     string
 	fitOn        string
 	fitSelect    string
 	fitPrecision float64
 	fitMinCos    float32
+	fitOut       string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -108,7 +112,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	fs.StringVar(&o.pairs, "pairs", "", "pairs file: label<TAB>text_a<TAB>text_b, header line optional (required)")
 	fs.StringVar(&o.mode, "mode", "cache", "cache (insert every text_a, query every text_b) or pairwise")
-	fs.StringVar(&o.embedder, "embedder", "local", "local (as the server: USE-lite, and the Chinese model for Chinese prompts), use-lite, zh or lexical")
+	fs.StringVar(&o.embedder, "embedder", "local", "local (as the server: USE-lite, and the Chinese model for Chinese prompts), use-lite, zh, lexical or remote (an OpenAI-compatible /v1/embeddings API: --remote-url, --remote-model)")
+	fs.StringVar(&o.remote.url, "remote-url", "", "with --embedder remote: the embeddings API's base URL, with or without /v1 (default from "+envRemoteURL+")")
+	fs.StringVar(&o.remote.model, "remote-model", "", "with --embedder remote: the model to ask for; the embedder is then named remote:MODEL, as in the server, and so is its --cache-dir file (default from "+envRemoteModel+")")
+	fs.StringVar(&o.remote.apiKey, "remote-api-key", "", "with --embedder remote: bearer token (default from "+envRemoteAPIKey+", which ps does not show)")
+	fs.DurationVar(&o.remote.timeout, "remote-timeout", time.Minute, "with --embedder remote: bound of one embeddings call")
+	fs.IntVar(&o.remote.batch, "remote-batch", 32, "with --embedder remote: texts per embeddings call (TEI refuses more than 32 unless started with a larger --max-client-batch-size)")
+	fs.StringVar(&o.verifierModel, "verifier-model", "", "score with this verifier model file (written by --fit --fit-out) instead of the built-in calibration; its threshold is the default")
 	fs.StringVar(&o.modelDir, "model-dir", DefaultModelDir, "USE-lite model directory (default also from EDGECACHE_MODEL_DIR)")
 	fs.Float64Var(&o.threshold, "threshold", 0, "minimum score of a hit (default: the verifier's default for the embedder)")
 	fs.IntVar(&o.limit, "limit", 0, "score only the first N pairs (0: all)")
@@ -126,6 +136,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.fitPrecision, "fit-precision", 0.92, "with --fit: the training precision the threshold must reach (above the 0.90 floor: a margin for new data)")
 	var fitMinCos float64
 	fs.Float64Var(&fitMinCos, "fit-min-cosine", 0.7, "with --fit: the retrieval pre-filter while fitting")
+	fs.StringVar(&o.fitOut, "fit-out", "", "with --fit: also write the fitted model to this file as JSON ("+verify.ModelFormat+"), which the server loads with semantic.verifier_model")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -134,6 +145,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o.thrSet = set["threshold"]
 	o.fitMinCos = float32(fitMinCos)
 	o.modelDir = modelDir(o.modelDir, set["model-dir"])
+	o.remote.fromEnv(os.Getenv)
 	switch {
 	case fs.NArg() > 0:
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -141,8 +153,18 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("--pairs FILE is required")
 	case o.mode != "cache" && o.mode != "pairwise":
 		return nil, fmt.Errorf("--mode %q: want cache or pairwise", o.mode)
-	case o.embedder != "local" && o.embedder != "use-lite" && o.embedder != "zh" && o.embedder != "lexical":
-		return nil, fmt.Errorf("--embedder %q: want local, use-lite, zh or lexical", o.embedder)
+	case o.embedder != "local" && o.embedder != "use-lite" && o.embedder != "zh" && o.embedder != "lexical" && o.embedder != "remote":
+		return nil, fmt.Errorf("--embedder %q: want local, use-lite, zh, lexical or remote", o.embedder)
+	case o.embedder == "remote" && (o.remote.url == "" || o.remote.model == ""):
+		return nil, fmt.Errorf("--embedder remote needs --remote-url (or %s) and --remote-model (or %s)", envRemoteURL, envRemoteModel)
+	case o.remote.batch < 1:
+		return nil, fmt.Errorf("--remote-batch %d: must be positive", o.remote.batch)
+	case o.remote.timeout <= 0:
+		return nil, fmt.Errorf("--remote-timeout %v: must be positive", o.remote.timeout)
+	case o.fitOut != "" && !o.fit:
+		return nil, errors.New("--fit-out needs --fit")
+	case o.verifierModel != "" && o.fit:
+		return nil, errors.New("--verifier-model scores with a fitted model; --fit fits one: use one or the other")
 	case o.limit < 0:
 		return nil, fmt.Errorf("--limit %d: must not be negative", o.limit)
 	case o.workers < 1:
@@ -300,6 +322,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer closeEmb()
 	name := emb.Name()
+	cal, err := loadCalibration(o, name) // before embedding: a bad file fails at once
+	if err != nil {
+		return fmt.Errorf("eval: %w", err)
+	}
 
 	t0 := time.Now()
 	va, vb, err := embedPairs(ctx, emb, pairs, o.workers, stderr)
@@ -313,13 +339,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runFit(ctx, o, pairs, va, vb, sp, name, stdout, stderr)
 	}
 
-	v, err := scorerFor(emb, name)
+	v, err := scorerFor(emb, name, cal.fitted)
 	if err != nil {
 		return fmt.Errorf("eval: %w", err)
 	}
-	thr := verify.DefaultThreshold(name)
+	thr := cal.threshold
 	if o.noVerify {
-		thr = verify.DefaultCosineThreshold(name)
+		thr = cal.cosineThreshold
 	}
 	if o.thrSet {
 		thr = float32(o.threshold)
@@ -357,6 +383,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		r.Warnings = append(r.Warnings, fmt.Sprintf(
 			"%d of %d queries are under the embedder's coverage floor (%.2g): exact-only, never a semantic hit; the figures say nothing of the file's language",
 			q, len(pairs), embed.MinCoverage))
+	}
+	if cal.warning != "" && !o.noVerify {
+		r.Warnings = append(r.Warnings, cal.warning)
 	}
 	r.BadLines = len(bad)
 	r.EmbedSeconds = round4(embedSecs)

@@ -21,7 +21,10 @@ import (
 // clears a low pre-filter (--fit-on pairs, the default; --fit-on cache
 // fits on every candidate the cache simulation retrieves instead), pick
 // the threshold on the training part, and report on the test part. It
-// prints the model as Go to paste into cache/semantic/verify/model.go.
+// prints the model as Go to paste into cache/semantic/verify/model.go,
+// and with --fit-out writes it as a model file (verify.ModelFormat) that
+// the server loads with semantic.verifier_model: how an operator
+// calibrates an embedder the built-in models were not fitted for.
 //
 // Why pairs: on qqp-dev's test split the pair-fitted model dominated the
 // candidate-fitted one at every count (2026-11-23, USE-lite): at the
@@ -446,6 +449,22 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	}
 	tw.Flush()
 
+	if o.fitOut != "" {
+		head := countDef(o.count) // as eval's headline: judged unless --count says
+		hc := countAt(teOut, m.Threshold, head, false)
+		info := verify.FitInfo{Pairs: len(pairs), TrainingPairs: len(trP), HeldOutPairs: len(teP),
+			Labels: defName(fo.label), TargetPrecision: fo.precision,
+			HeldOut:         fitScore(defName(head), hc),
+			HeldOutPairwise: fitScore("pair label", pc),
+		}
+		if err := writeFitted(o, name, m, info); err != nil {
+			return err
+		}
+		first, _, _ := strings.Cut(name, "+")
+		fmt.Fprintf(stdout, "\nwrote %s: verifier model for embedder %s, threshold %.3f; held out (%d pairs): cache mode precision %.4f at recall %.4f (%d hits; counted %s), pairwise %.4f at %.4f\n",
+			o.fitOut, first, m.Threshold, len(teP), hc.Precision, hc.Recall, hc.Hits, defName(head), pc.Precision, pc.Recall)
+	}
+
 	fmt.Fprintf(stdout, "\n// fitted on %s, %d training pairs, labels %s\n", o.pairs, len(trP), defName(fo.label))
 	fmt.Fprintf(stdout, "Model{\n\tBias: %s,\n\tSteps: [NumInputs][]float32{\n", f32(m.Bias))
 	for j, st := range m.Steps {
@@ -458,6 +477,10 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	fmt.Fprintf(stdout, "\t},\n\tThreshold: %s,\n\tMinCosine: %s,\n\tCosineThreshold: %s,\n}\n",
 		f32(m.Threshold), f32(m.MinCosine), f32(m.CosineThreshold))
 	return nil
+}
+
+func fitScore(count string, c Counts) *verify.FitScore {
+	return &verify.FitScore{Count: count, Hits: c.Hits, Correct: c.Correct, Precision: c.Precision, Recall: c.Recall}
 }
 
 func defName(d definition) string {
