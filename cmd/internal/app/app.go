@@ -303,7 +303,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	ready := func() map[string]any {
 		st := map[string]any{"upstream": upstreamHost(cfg.Upstream.URL), "sim": f.sim,
-			"embedder": sem.embedder, "vector_index": sem.index, "vector_index_state": sem.indexState()}
+			"embedder": sem.embedder, "vector_index": sem.index, "vector_index_state": sem.indexState(),
+			"verifier": sem.verifier, "verifier_threshold": sem.threshold}
 		if sem.fallback != "" {
 			st["embedder_fallback"] = sem.fallback
 		}

@@ -22,7 +22,11 @@ type semanticParts struct {
 	cfg      *pipeline.SemanticConfig
 	embedder string // name in use
 	fallback string // why the configured embedder is not in use, or ""
-	index    string
+	// verifier names the calibration of the primary embedder's verifier
+	// (calibration.source); threshold is its default threshold.
+	verifier  string
+	threshold float32
+	index     string
 	// indexState is "up", or why the vector index is not built yet.
 	indexState func() string
 	close      func()
@@ -58,13 +62,17 @@ func buildSemantic(ctx context.Context, sc config.Semantic, log *slog.Logger) (*
 	if err != nil {
 		return nil, err
 	}
+	cal, err := loadCalibration(sc, e.Name(), fallback, log)
+	if err != nil {
+		return nil, err
+	}
 	closers := []func(){}
 	if _, isLocal := e.(*local.Model); isLocal {
 		b := embed.NewBatcher(e, runtime.GOMAXPROCS(0), 16)
 		closers = append(closers, b.Close)
 		e = b
 	}
-	spaces, e, err := withChinese(e)
+	spaces, e, err := withChinese(e, cal.verifier)
 	if err != nil {
 		return nil, err
 	}
@@ -110,12 +118,11 @@ func buildSemantic(ctx context.Context, sc config.Semantic, log *slog.Logger) (*
 		return nil, fmt.Errorf("semantic index: %w", err)
 	}
 	closers = append(closers, func() { _ = idx.Close() })
-	primary := primaryName(e)
-	v := verify.NewFor(primary)
+	v := cal.verifier
 	return &semanticParts{
 		cfg: &pipeline.SemanticConfig{
 			Embedder: memo, Index: idx, Verifier: v, Spaces: spaces,
-			DefaultThreshold: verify.DefaultThreshold(primary),
+			DefaultThreshold: cal.threshold,
 			Candidates:       verify.Candidates,
 			MinCosine:        v.MinCosine,
 			Wording:          verify.AppendWordingKey,
@@ -123,6 +130,7 @@ func buildSemantic(ctx context.Context, sc config.Semantic, log *slog.Logger) (*
 			MinCoverage: sc.MinCoverage,
 		},
 		embedder: name, fallback: fallback, index: sc.Index, indexState: indexState,
+		verifier: cal.source, threshold: cal.threshold,
 		close: func() {
 			for i := len(closers) - 1; i >= 0; i-- {
 				closers[i]()
@@ -133,9 +141,10 @@ func buildSemantic(ctx context.Context, sc config.Semantic, log *slog.Logger) (*
 
 // withChinese routes Chinese prompts (and Chinese mixed with English terms)
 // to the built-in Chinese model beside e, each model with its own verifier
-// (the returned spaces). A remote embedder is left alone: the operator chose
-// it for their languages, and its dimension is not known until it answers.
-func withChinese(e embed.Embedder) (map[string]pipeline.Space, embed.Embedder, error) {
+// (the returned spaces; pv is e's). A remote embedder is left alone: the
+// operator chose it for their languages, and its dimension is not known
+// until it answers.
+func withChinese(e embed.Embedder, pv *verify.Verifier) (map[string]pipeline.Space, embed.Embedder, error) {
 	if e.Dim() != zh.Dim {
 		return nil, e, nil
 	}
@@ -151,7 +160,7 @@ func withChinese(e embed.Embedder) (map[string]pipeline.Space, embed.Embedder, e
 	if err != nil {
 		return nil, nil, err
 	}
-	pv, zv := verify.NewFor(e.Name()), verify.NewZh(zm)
+	zv := verify.NewZh(zm)
 	return map[string]pipeline.Space{
 		e.Name(): {Verifier: pv, MinCosine: pv.MinCosine, Wording: verify.AppendWordingKey},
 		// embed/zh canonicalises: texts of the same wording embed alike.
@@ -159,11 +168,54 @@ func withChinese(e embed.Embedder) (map[string]pipeline.Space, embed.Embedder, e
 	}, r, nil
 }
 
-// primaryName is the name of the model that embeds what no other model
-// represents better: the router's first member, else e itself.
-func primaryName(e embed.Embedder) string {
-	if r, ok := e.(*embed.Router); ok {
-		return r.Primary()
+// calibration is the verifier of the primary embedder's prompts (every
+// prompt but those the Chinese model embeds) and what /readyz says of it.
+type calibration struct {
+	verifier  *verify.Verifier
+	threshold float32 // the default threshold of routes that set none
+	// source is "built-in NAME" (verify.BuiltInCalibration), with a note
+	// when it was not fitted for the embedder, or "file PATH".
+	source string
+}
+
+// loadCalibration returns the verifier for the embedder named name (the
+// model itself, before batching or routing), from sc.VerifierModel when
+// set. A file must have been fitted for that embedder: its scores mean
+// nothing for another embedder's cosines, so a mismatch fails start-up
+// (refusing is safer than serving on a wrong scale). Only when the local
+// model could not be loaded (fallback says why) is a file fitted for it
+// set aside, loudly, in favour of the fallback's built-in calibration:
+// the fallback keeps the service up, and so should its calibration.
+func loadCalibration(sc config.Semantic, name, fallback string, log *slog.Logger) (calibration, error) {
+	builtIn := func(note string) calibration {
+		return calibration{verifier: verify.NewFor(name), threshold: verify.DefaultThreshold(name),
+			source: "built-in " + verify.BuiltInCalibration(name) + note}
 	}
-	return e.Name()
+	path := sc.VerifierModel
+	if path == "" {
+		if sc.Embedder != "remote" {
+			return builtIn(""), nil
+		}
+		log.Warn("semantic tier: the remote embedder is verified with the built-in calibration, fitted for another embedder; "+
+			"its scores and default threshold mean little here: fit one on labelled pairs with "+
+			"`edgecache eval --embedder remote --fit --fit-out FILE` and set semantic.verifier_model",
+			"embedder", name, "calibration", verify.BuiltInCalibration(name))
+		return builtIn(" (not fitted for " + name + ")"), nil
+	}
+	f, err := verify.ReadModelFile(path)
+	if err != nil {
+		return calibration{}, fmt.Errorf("semantic.verifier_model: %w", err)
+	}
+	if f.Embedder != name {
+		if fallback != "" {
+			log.Warn("semantic tier: semantic.verifier_model set aside: it was fitted for another embedder than the fallback in use",
+				"file", path, "fitted_for", f.Embedder, "embedder", name)
+			return builtIn(fmt.Sprintf(" (%s, fitted for %s, set aside: the embedder fell back)", path, f.Embedder)), nil
+		}
+		return calibration{}, fmt.Errorf("semantic.verifier_model %s was fitted for embedder %q, but the configured embedder is %q: "+
+			"its scores would mean nothing for this embedder's cosines; refit it on your pairs (edgecache eval --fit --fit-out) "+
+			"with this embedder, or, if both names are the same model, correct the file's \"embedder\"", path, f.Embedder, name)
+	}
+	log.Info("semantic tier: verifier calibration loaded", "file", path, "embedder", name, "threshold", f.Model.Threshold)
+	return calibration{verifier: verify.NewModel(f.Model), threshold: f.Model.Threshold, source: "file " + path}, nil
 }

@@ -343,6 +343,18 @@ type Semantic struct {
 	// represent for the prompt to be matched semantically; below it the
 	// prompt is exact-only. Zero → 0.9 (embed.MinCoverage).
 	MinCoverage float64 `yaml:"min_coverage"`
+	// VerifierModel is a verifier model file (edgecache-verifier-v1, written
+	// by `edgecache eval --fit --fit-out`) that calibrates the verifier for
+	// the embedder: its threshold becomes the default threshold of routes
+	// that set none, and its steps the retrieval pre-filter. Empty → the
+	// built-in calibration (USE-lite's for every embedder but lexical, so a
+	// remote embedder's scores mean little without one). It applies to the
+	// primary embedder's prompts (not to the Chinese model's). A file that
+	// cannot be read, is not valid, or was fitted for another embedder
+	// fails start-up; when the local model falls back to lexical, a file
+	// fitted for the local model is set aside, loudly. Env
+	// EDGECACHE_VERIFIER_MODEL.
+	VerifierModel string `yaml:"verifier_model"`
 }
 
 // RemoteEmbedder is an OpenAI-compatible embeddings API.
@@ -537,6 +549,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	set(&c.PolicyFile, "EDGECACHE_POLICY_FILE")
 	set(&c.Degrade.TemplatesDir, "EDGECACHE_TEMPLATES_DIR")
 	set(&c.Semantic.ModelDir, "EDGECACHE_MODEL_DIR")
+	set(&c.Semantic.VerifierModel, "EDGECACHE_VERIFIER_MODEL")
 	if v := getenv("EDGECACHE_ADMIN_TOKENS"); v != "" {
 		for _, pair := range strings.Split(v, ",") {
 			name, tok, ok := strings.Cut(strings.TrimSpace(pair), ":")

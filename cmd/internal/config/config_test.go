@@ -31,7 +31,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if byName["models"].Cache.Mode != ModeOff || byName["completions"].Cache.Mode != ModeExact || byName["support"].Cache.Mode != ModeSemantic {
 		t.Errorf("modes: %+v", c.Routes)
 	}
-	if c.Degrade.MaxAttempts != 3 || c.Admission.DefaultLane != "free" || c.Semantic.Embedder != "local" {
+	if c.Degrade.MaxAttempts != 3 || c.Admission.DefaultLane != "free" || c.Semantic.Embedder != "local" || c.Semantic.VerifierModel != "" {
 		t.Errorf("degrade/admission/semantic sections: %+v %+v %+v", c.Degrade, c.Admission, c.Semantic)
 	}
 }
@@ -82,6 +82,7 @@ func TestEnvOverrides(t *testing.T) {
 		"EDGECACHE_REDIS_ADDR":       "a:1, b:2,c:3",
 		"EDGECACHE_REDIS_TLS":        "true",
 		"EDGECACHE_REDIS_CLUSTER":    "1",
+		"EDGECACHE_VERIFIER_MODEL":   "/etc/edgecache/verifier.json",
 	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.yaml")
@@ -94,7 +95,7 @@ func TestEnvOverrides(t *testing.T) {
 	}
 	if c.Listen != "127.0.0.1:1" || c.AdminListen != "127.0.0.1:2" || c.Upstream.URL != "https://api.example.com/v1" ||
 		c.Upstream.APIKey != "sk-up" || strings.Join(c.Redis.Addrs, ",") != "a:1,b:2,c:3" ||
-		!c.Redis.TLS.Enabled || !c.Redis.Cluster {
+		!c.Redis.TLS.Enabled || !c.Redis.Cluster || c.Semantic.VerifierModel != "/etc/edgecache/verifier.json" {
 		t.Errorf("env not applied: %+v", c)
 	}
 	if tc, err := c.Redis.TLS.Config(); err != nil || tc == nil || tc.RootCAs != nil || tc.InsecureSkipVerify {
