@@ -28,10 +28,15 @@ import (
 //	  "bias": -0.56,
 //	  "steps": [[0.53, …], …],          // steps[i][k] applies when input i > cuts[i][k]
 //	  "threshold": 0.867,               // the default minimum score of a hit, in (0, 1)
-//	  "min_cosine": 0.92,               // the retrieval pre-filter at the threshold, in [-1, 1]
+//	  "min_cosine": 0.92,               // the retrieval pre-filter, in [-1, 1]: nothing under it is retrieved
 //	  "cosine_threshold": 0.9685,       // the cosine-only comparison point, in [-1, 1]
 //	  "fitted_on": {…}                  // what it was fitted on (FitInfo); optional, informational
 //	}
+//
+// Fitting sets min_cosine to the lossless pre-filter at the threshold
+// (Model.MinCosineAt) or the cosine fitting started at, whichever is
+// higher: under the latter the model saw no pairs. A server keeps
+// lookups at a lower threshold (the degraded floor) to it too.
 //
 // The inputs and cuts are part of the file so that a model fitted for
 // another build of the verifier (inputs added, cuts moved) is refused with

@@ -72,7 +72,7 @@ func buildSemantic(ctx context.Context, sc config.Semantic, log *slog.Logger) (*
 		closers = append(closers, b.Close)
 		e = b
 	}
-	spaces, e, err := withChinese(e, cal.verifier)
+	spaces, e, err := withChinese(e, cal.space)
 	if err != nil {
 		return nil, err
 	}
@@ -118,14 +118,13 @@ func buildSemantic(ctx context.Context, sc config.Semantic, log *slog.Logger) (*
 		return nil, fmt.Errorf("semantic index: %w", err)
 	}
 	closers = append(closers, func() { _ = idx.Close() })
-	v := cal.verifier
 	return &semanticParts{
 		cfg: &pipeline.SemanticConfig{
-			Embedder: memo, Index: idx, Verifier: v, Spaces: spaces,
+			Embedder: memo, Index: idx, Verifier: cal.space.Verifier, Spaces: spaces,
 			DefaultThreshold: cal.threshold,
 			Candidates:       verify.Candidates,
-			MinCosine:        v.MinCosine,
-			Wording:          verify.AppendWordingKey,
+			MinCosine:        cal.space.MinCosine,
+			Wording:          cal.space.Wording,
 			EmbedTimeout:     sc.EmbedTimeout.D(), SearchTimeout: sc.SearchTimeout.D(),
 			MinCoverage: sc.MinCoverage,
 		},
@@ -141,10 +140,10 @@ func buildSemantic(ctx context.Context, sc config.Semantic, log *slog.Logger) (*
 
 // withChinese routes Chinese prompts (and Chinese mixed with English terms)
 // to the built-in Chinese model beside e, each model with its own verifier
-// (the returned spaces; pv is e's). A remote embedder is left alone: the
-// operator chose it for their languages, and its dimension is not known
-// until it answers.
-func withChinese(e embed.Embedder, pv *verify.Verifier) (map[string]pipeline.Space, embed.Embedder, error) {
+// (the returned spaces; primary is e's). A remote embedder is left alone:
+// the operator chose it for their languages, and its dimension is not
+// known until it answers.
+func withChinese(e embed.Embedder, primary pipeline.Space) (map[string]pipeline.Space, embed.Embedder, error) {
 	if e.Dim() != zh.Dim {
 		return nil, e, nil
 	}
@@ -162,7 +161,7 @@ func withChinese(e embed.Embedder, pv *verify.Verifier) (map[string]pipeline.Spa
 	}
 	zv := verify.NewZh(zm)
 	return map[string]pipeline.Space{
-		e.Name(): {Verifier: pv, MinCosine: pv.MinCosine, Wording: verify.AppendWordingKey},
+		e.Name(): primary,
 		// embed/zh canonicalises: texts of the same wording embed alike.
 		z.Name(): {Verifier: zv, MinCosine: zv.MinCosine},
 	}, r, nil
@@ -171,8 +170,8 @@ func withChinese(e embed.Embedder, pv *verify.Verifier) (map[string]pipeline.Spa
 // calibration is the verifier of the primary embedder's prompts (every
 // prompt but those the Chinese model embeds) and what /readyz says of it.
 type calibration struct {
-	verifier  *verify.Verifier
-	threshold float32 // the default threshold of routes that set none
+	space     pipeline.Space // the verifier, the retrieval pre-filter, the wording rule
+	threshold float32        // the default threshold of routes that set none
 	// source is "built-in NAME" (verify.BuiltInCalibration), with a note
 	// when it was not fitted for the embedder, or "file PATH".
 	source string
@@ -186,10 +185,18 @@ type calibration struct {
 // model could not be loaded (fallback says why) is a file fitted for it
 // set aside, loudly, in favour of the fallback's built-in calibration:
 // the fallback keeps the service up, and so should its calibration.
+//
+// A file's pre-filter is the lossless one of its model at the lookup's
+// threshold, but never under the file's min_cosine (at least the cosine
+// under which fitting saw no pairs, eval --fit-min-cosine, where the
+// model's scores would be extrapolation). A degraded floor under the
+// threshold thus cannot widen the search below it.
 func loadCalibration(sc config.Semantic, name, fallback string, log *slog.Logger) (calibration, error) {
 	builtIn := func(note string) calibration {
-		return calibration{verifier: verify.NewFor(name), threshold: verify.DefaultThreshold(name),
-			source: "built-in " + verify.BuiltInCalibration(name) + note}
+		v := verify.NewFor(name)
+		return calibration{space: pipeline.Space{Verifier: v, MinCosine: v.MinCosine, Wording: verify.AppendWordingKey},
+			threshold: verify.DefaultThreshold(name),
+			source:    "built-in " + verify.BuiltInCalibration(name) + note}
 	}
 	path := sc.VerifierModel
 	if path == "" {
@@ -217,5 +224,10 @@ func loadCalibration(sc config.Semantic, name, fallback string, log *slog.Logger
 			"with this embedder, or, if both names are the same model, correct the file's \"embedder\"", path, f.Embedder, name)
 	}
 	log.Info("semantic tier: verifier calibration loaded", "file", path, "embedder", name, "threshold", f.Model.Threshold)
-	return calibration{verifier: verify.NewModel(f.Model), threshold: f.Model.Threshold, source: "file " + path}, nil
+	v, floor := verify.NewModel(f.Model), f.Model.MinCosine
+	return calibration{
+		space: pipeline.Space{Verifier: v, MinCosine: func(t float32) float32 { return max(v.MinCosine(t), floor) },
+			Wording: verify.AppendWordingKey},
+		threshold: f.Model.Threshold, source: "file " + path,
+	}, nil
 }

@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/edgecache/edgecache/cache/semantic/verify"
+	"github.com/edgecache/edgecache/cmd/internal/config"
 	"github.com/edgecache/edgecache/cmd/internal/llmsim"
 )
 
@@ -201,5 +204,46 @@ func TestSemanticVerifierModelRefused(t *testing.T) {
 				t.Errorf("error %q, want it to name semantic.verifier_model, the file and say %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestSemanticCalibrationLoading checks loadCalibration's decisions
+// without a server: a file's pre-filter never goes under its min_cosine,
+// a file fitted for the local model is set aside when the embedder fell
+// back to lexical, and refused when it was not.
+func TestSemanticCalibrationLoading(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	builtIn := verify.New().Model()
+	m := builtIn
+	m.MinCosine = 0.95
+	path := filepath.Join(t.TempDir(), "verifier.json")
+	if err := verify.WriteModelFile(path, verify.ModelFile{Embedder: "use-lite-v1", Model: m}); err != nil {
+		t.Fatal(err)
+	}
+	sc := config.Semantic{Embedder: "local", VerifierModel: path}
+
+	cal, err := loadCalibration(sc, "use-lite-v1", "", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cal.source != "file "+path || cal.threshold != m.Threshold {
+		t.Errorf("calibration %q at %v", cal.source, cal.threshold)
+	}
+	low := float32(0.3) // a degraded floor far under the threshold
+	if got, lossless := cal.space.MinCosine(low), verify.New().MinCosine(low); got != 0.95 || lossless >= 0.95 {
+		t.Errorf("pre-filter at %v: %v (lossless %v), want the file's min_cosine 0.95", low, got, lossless)
+	}
+
+	cal, err = loadCalibration(sc, "lexical-v1", "local model not loaded", log)
+	if err != nil || !strings.Contains(cal.source, "built-in lexical-v1 (") || !strings.Contains(cal.source, "set aside") {
+		t.Errorf("after the fallback: %q, %v; want the lexical built-in, the file set aside", cal.source, err)
+	}
+	if _, err := loadCalibration(sc, "lexical-v1", "", log); err == nil {
+		t.Error("a file fitted for use-lite-v1 was accepted for the lexical embedder")
+	}
+	sc.VerifierModel = ""
+	if cal, err := loadCalibration(sc, "use-lite-v1", "", log); err != nil || cal.source != "built-in use-lite-v1" ||
+		cal.space.MinCosine(low) != verify.New().MinCosine(low) {
+		t.Errorf("without a file: %q, %v", cal.source, err)
 	}
 }

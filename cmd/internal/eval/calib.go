@@ -17,9 +17,9 @@ import (
 // calibration is what a run scores with: a fitted model file's
 // (--verifier-model) or the built-in calibration for the embedder.
 type calibration struct {
-	fitted                     *verify.Verifier // nil: the built-in one
-	threshold, cosineThreshold float32          // the defaults of --threshold
-	warning                    string           // why the figures may say little
+	fitted                     scorer  // nil: the built-in one
+	threshold, cosineThreshold float32 // the defaults of --threshold
+	warning                    string  // why the figures may say little
 }
 
 // loadCalibration reads --verifier-model, which must have been fitted for
@@ -43,7 +43,20 @@ func loadCalibration(o *options, name string) (calibration, error) {
 		return calibration{}, fmt.Errorf("--verifier-model %s was fitted for embedder %q, not %s: its scores mean nothing for another embedder's cosines",
 			o.verifierModel, f.Embedder, first)
 	}
-	return calibration{fitted: verify.NewModel(f.Model), threshold: f.Model.Threshold, cosineThreshold: f.Model.CosineThreshold}, nil
+	return calibration{fitted: floored{verify.NewModel(f.Model), f.Model.MinCosine},
+		threshold: f.Model.Threshold, cosineThreshold: f.Model.CosineThreshold}, nil
+}
+
+// floored is a model file's verifier, whose pre-filter never goes under
+// the file's min_cosine, as in the server (see verify.ModelFormat).
+type floored struct {
+	*verify.Verifier
+	min float32
+}
+
+// MinCosine implements scorer.
+func (f floored) MinCosine(threshold float32) float32 {
+	return max(f.Verifier.MinCosine(threshold), f.min)
 }
 
 // writeFitted writes --fit-out: m, fitted for the embedder named name on

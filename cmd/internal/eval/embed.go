@@ -30,7 +30,7 @@ type spaceScorer struct {
 // otherwise (a Router's name joins its members' with "+"). fitted, when
 // not nil, is the first model's verifier (a --verifier-model file's), in
 // place of its built-in calibration.
-func scorerFor(e embed.Embedder, name string, fitted *verify.Verifier) (scorer, error) {
+func scorerFor(e embed.Embedder, name string, fitted scorer) (scorer, error) {
 	first, _, routed := strings.Cut(name, "+")
 	isZh := strings.HasPrefix(name, zh.Family)
 	primary := fitted

@@ -292,6 +292,10 @@ func solve(a [][]float64, b []float64) []float64 {
 	return x
 }
 
+// minFitThreshold is the lowest threshold --fit sets: a score is the
+// model's probability that serving the candidate is right.
+const minFitThreshold = 0.5
+
 // lowestThreshold is the lowest score threshold at which the served hits
 // of os reach precision p under d (the threshold that keeps the most
 // recall), scanning from the top; 1 if none does.
@@ -372,6 +376,10 @@ func runFit(ctx context.Context, o *options, pairs []Pair, va, vb []embed.Vector
 	default: // both
 		m.Threshold = max(lowestThreshold(trPW, defOwn, fo.precision), lowestThreshold(trOut, defJudged, fo.precision))
 	}
+	// On pairs the embedder separates well, every threshold reaches the
+	// precision and the lowest would serve what the model itself scores
+	// as more likely wrong than right.
+	m.Threshold = max(m.Threshold, minFitThreshold)
 	m.MinCosine = max(fo.minCos, m.MinCosineAt(m.Threshold))
 	trOut = judgeAll(ctx, trP, trM, verify.NewModel(m), false, m.MinCosine, o.workers)
 	trC := countAt(trOut, m.Threshold, defKnown, false)
