@@ -129,7 +129,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.count, "count", "judged", "cache mode: the count behind the headline precision and recall: own (SEMANTIC.md's literal count), same, known or judged (see the rows)")
 	fs.StringVar(&o.cacheDir, "cache-dir", "", "keep embeddings in this directory across runs (off when empty)")
 	fs.IntVar(&o.workers, "workers", runtime.GOMAXPROCS(0), "embedding and query goroutines")
-	fs.BoolVar(&o.fit, "fit", false, "maintainers: fit the verifier's model for the embedder on a split of the file and print it as Go")
+	fs.BoolVar(&o.fit, "fit", false, "fit the verifier's model for the embedder on a split of the file, report it on the held-out part and print it as Go (--fit-out also writes it for the server)")
 	fs.StringVar(&o.fitLabel, "fit-label", "known", "with --fit: positive candidates are the pair's own text_a (own), the same text (same) or any known duplicate (known); judged: as known, leaving out candidates the labels do not judge")
 	fs.StringVar(&o.fitOn, "fit-on", "pairs", "with --fit: train on the pairs themselves (pairs), on retrieved candidates (cache) or both")
 	fs.StringVar(&o.fitSelect, "fit-select", "both", "with --fit: the training precision that picks the threshold: pairwise, judged or known (cache mode), or both pairwise and judged")
