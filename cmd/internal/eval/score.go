@@ -274,7 +274,6 @@ func retrieve(ctx context.Context, pairs []Pair, va, vb []embed.Vector, sp *spac
 	return out, err
 }
 
-
 // judge picks the candidate the pipeline would serve: the one with the
 // highest verifier score (the nearer one on ties) among those with a
 // cosine of at least minCos or worded as the query, and separately the
