@@ -95,3 +95,13 @@ func BenchmarkEmbedShortKernel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCoverage is what the router and the coverage gate add per
+// prompt before embedding it.
+func BenchmarkCoverage(b *testing.B) {
+	_, m := models(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Coverage("How do I learn Python quickly?")
+	}
+}
