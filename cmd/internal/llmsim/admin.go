@@ -79,6 +79,12 @@ type configJSON struct {
 	// EmbeddingFold is Config.EmbeddingFold; a GET shows it only when it
 	// is on, so the default answer is the same as before the knob existed.
 	EmbeddingFold *bool `json:"embedding_fold,omitempty"`
+	// Canonical is the map of Server.SetCanonical ({"paraphrase":
+	// "canonical question"}); a PUT replaces the whole map ({} clears it).
+	// Shown only when set.
+	Canonical map[string]string `json:"canonical,omitempty"`
+	// Reword is SetCanonical's reword; shown only when on.
+	Reword *bool `json:"reword,omitempty"`
 }
 
 func configToJSON(c Config) configJSON {
@@ -92,6 +98,18 @@ func configToJSON(c Config) configJSON {
 	}
 	if c.EmbeddingFold {
 		j.EmbeddingFold = &c.EmbeddingFold
+	}
+	return j
+}
+
+// withCanonical adds the canonical map and reword flag, when set, to j.
+func (s *Server) withCanonical(j configJSON) configJSON {
+	m, reword := s.Canonical()
+	if len(m) > 0 {
+		j.Canonical = m
+	}
+	if reword {
+		j.Reword = &reword
 	}
 	return j
 }
@@ -127,7 +145,7 @@ func (p configJSON) apply(c *Config) error {
 func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
-		writeJSON(w, http.StatusOK, configToJSON(s.Config()))
+		writeJSON(w, http.StatusOK, s.withCanonical(configToJSON(s.Config())))
 	case http.MethodPut:
 		var p configJSON
 		if err := decodeStrict(r.Body, &p); err != nil {
@@ -135,11 +153,21 @@ func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		cfg, err := s.updateConfig(p.apply)
+		if err == nil && (p.Canonical != nil || p.Reword != nil) {
+			m, reword := s.Canonical()
+			if p.Canonical != nil {
+				m = p.Canonical
+			}
+			if p.Reword != nil {
+				reword = *p.Reword
+			}
+			err = s.SetCanonical(m, reword)
+		}
 		if err != nil {
 			writeError(w, http.StatusBadRequest, "invalid config: "+err.Error(), "")
 			return
 		}
-		writeJSON(w, http.StatusOK, configToJSON(cfg))
+		writeJSON(w, http.StatusOK, s.withCanonical(configToJSON(cfg)))
 	default:
 		writeMethodNotAllowed(w, r, "GET, PUT")
 	}

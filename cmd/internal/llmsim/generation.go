@@ -161,7 +161,7 @@ func (s *Server) serveGeneration(w http.ResponseWriter, r *http.Request, rt rout
 		writeAPIError(w, aerr)
 		return
 	}
-	a := newAnswer(req.text, cfg.AnswerTokens, req.maxWords)
+	a := s.answerFor(cfg, req.text, req.maxWords)
 	cutAfter := 0
 	if f != nil {
 		if f.Empty {

@@ -111,9 +111,10 @@ func (c Config) withDefaults() Config {
 // Server is the simulator, an http.Handler. Create it with New; all methods
 // are safe for concurrent use.
 type Server struct {
-	cfg      atomic.Pointer[Config] // immutable snapshot, defaults applied
-	cfgMu    sync.Mutex             // serialises read-modify-write of cfg (PUT /_sim/config)
-	fault    atomic.Pointer[fault]  // nil: no fault
+	cfg      atomic.Pointer[Config]    // immutable snapshot, defaults applied
+	cfgMu    sync.Mutex                // serialises read-modify-write of cfg (PUT /_sim/config)
+	fault    atomic.Pointer[fault]     // nil: no fault
+	canon    atomic.Pointer[canonical] // nil: every text its own answer (SetCanonical)
 	counts   [numRoutes]atomic.Int64
 	inFlight atomic.Int64 // admitted generation requests
 	created  int64        // "created" of /v1/models entries

@@ -2,12 +2,14 @@ package llmsim
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 )
@@ -104,6 +106,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.MaxConcurrency, "max-concurrency", 0, "generation requests in flight before 429; 0 = unlimited")
 	fs.IntVar(&cfg.EmbeddingDims, "embedding-dims", DefaultEmbeddingDims, "default embedding dimensions")
 	fs.BoolVar(&cfg.EmbeddingFold, "embed-fold", false, "embed texts lower-cased with white-space runs collapsed, so case and spacing variants get the same vector")
+	canonical := fs.String("canonical", "", `JSON file {"paraphrase": "canonical question", ...}: paraphrases get the canonical question's answer`)
+	reword := fs.Bool("reword", false, "with -canonical: a paraphrase's answer keeps the canonical first word but has filler of its own")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: llmsim [flags]\n\nAn OpenAI-compatible LLM upstream simulator with fault injection.\n\nFlags:")
 		fs.PrintDefaults()
@@ -117,6 +121,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	var canon map[string]string
+	if *canonical != "" {
+		b, err := os.ReadFile(*canonical)
+		if err != nil {
+			return fmt.Errorf("-canonical: %w", err)
+		}
+		if err := json.Unmarshal(b, &canon); err != nil {
+			return fmt.Errorf("-canonical %s: want a JSON object of strings: %w", *canonical, err)
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid flags: %w", err)
 	}
@@ -124,6 +138,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	r, err := Start(ctx, *listen, cfg)
 	if err != nil {
 		return err
+	}
+	if err := r.Server.SetCanonical(canon, *reword); err != nil {
+		_ = r.Close()
+		return fmt.Errorf("-canonical: %w", err)
 	}
 	if _, err := fmt.Fprintf(stdout, "llmsim listening on %s\n", r.URL()); err != nil {
 		_ = r.Close()
