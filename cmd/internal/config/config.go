@@ -444,6 +444,34 @@ type SemanticPolicy struct {
 	// X-Edgecache-Min-Score header. Zero → Threshold: requests may only be
 	// stricter than the route.
 	Floor float64 `yaml:"floor"`
+	// Shadow verifies a share of semantic hits against the upstream in the
+	// background, to measure the route's false-hit rate. Zero → off.
+	Shadow ShadowPolicy `yaml:"shadow"`
+	// MaxFalseHitRate is the route's error budget, e.g. 0.02: while the
+	// upper bound of the measured false-hit rate is over it, the threshold
+	// rises in small steps; while comfortably under, it relaxes slowly
+	// toward the configured threshold, never under the floor. Every change
+	// is an audited policy change. Zero → no steering (the rate is still
+	// measured when Shadow samples).
+	MaxFalseHitRate float64 `yaml:"max_false_hit_rate"`
+}
+
+// ShadowPolicy is a route's shadow verification (cache.semantic.shadow).
+type ShadowPolicy struct {
+	// Sample is the share of semantic hits asked upstream again after the
+	// client got the cached answer, and judged. Zero → none.
+	Sample float64 `yaml:"sample"`
+	// NearMissSample is the share of near-misses (the best candidate scored
+	// just under the threshold) whose stored answer is judged against the
+	// request's own upstream answer: no extra upstream call. Zero → none.
+	NearMissSample float64 `yaml:"near_miss_sample"`
+	// MaxShare bounds the shadow calls as a share of all the route's
+	// upstream calls. Zero → 0.05.
+	MaxShare float64 `yaml:"max_share"`
+	// Nondeterministic also samples requests that ask for variety
+	// (temperature above 0, n > 1), whose fresh answer differs by design.
+	// Default false.
+	Nondeterministic bool `yaml:"nondeterministic"`
 }
 
 // Cache modes.
@@ -1002,6 +1030,14 @@ func (c *Config) Validate() error {
 			bad("%s: cache.semantic threshold and floor must be in [0, 1]", where)
 		} else if sp.Threshold > 0 && sp.Floor > sp.Threshold {
 			bad("%s: cache.semantic.floor %g is above the threshold %g", where, sp.Floor, sp.Threshold)
+		}
+		if sh := r.Cache.Semantic.Shadow; sh.Sample < 0 || sh.Sample > 1 || sh.NearMissSample < 0 || sh.NearMissSample > 1 {
+			bad("%s: cache.semantic.shadow sample and near_miss_sample must be shares in [0, 1]", where)
+		} else if sh.MaxShare < 0 || sh.MaxShare >= 1 {
+			bad("%s: cache.semantic.shadow.max_share %g: want a share in [0, 1) of the route's upstream calls", where, sh.MaxShare)
+		}
+		if b := r.Cache.Semantic.MaxFalseHitRate; b < 0 || b >= 1 {
+			bad("%s: cache.semantic.max_false_hit_rate %g: want a rate in [0, 1), e.g. 0.02", where, b)
 		}
 		if r.API == "models" && r.Cache.Mode != ModeOff {
 			bad("%s: a models route is passed through; cache.mode must be off", where)

@@ -93,6 +93,9 @@ type Config struct {
 	RecentFor time.Duration
 	// Semantic enables the semantic tier for routes in mode semantic.
 	Semantic *SemanticConfig
+	// Shadow verifies sampled semantic hits upstream (shadow.go); nil, or
+	// no semantic tier → off.
+	Shadow *ShadowConfig
 	// Templates gives words to the template and busy rungs; nil → built-in
 	// English busy message, no templates.
 	Templates Templates
@@ -118,6 +121,7 @@ type Pipeline struct {
 	recent  recent
 	aliases *aliases
 	sem     *semanticTier // nil: no semantic tier
+	shadow  *shadower     // nil: no shadow verification
 	wg      sync.WaitGroup
 	log     *slog.Logger
 	m       Metrics
@@ -163,6 +167,10 @@ func New(cfg Config) *Pipeline {
 	}
 	if cfg.Semantic != nil && cfg.Cache != nil {
 		p.sem = newSemanticTier(*cfg.Semantic)
+		if cfg.Shadow != nil {
+			p.shadow = newShadower(p, *cfg.Shadow)
+			p.m = shadowObserver{Metrics: p.m, s: p.shadow}
+		}
 	}
 	if cfg.Cache != nil {
 		p.aliases = newAliases()
@@ -182,6 +190,9 @@ func (p *Pipeline) Close(ctx context.Context) error {
 		return fmt.Errorf("pipeline close: %w", ctx.Err())
 	}
 	var err error
+	if p.shadow != nil {
+		p.shadow.close()
+	}
 	if p.sem != nil {
 		err = p.sem.close(ctx)
 	}
@@ -270,6 +281,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		if hit, ok := p.semanticLookup(r.Context(), rt, r, pd.q); ok {
 			pd.usage = 0
 			p.writeHit(w, r, req, hit.entry, "semantic", hit.cosine)
+			p.shadowHit(r, pd, body, hit) // after the answer: never in its way
 			return
 		}
 	}
@@ -495,6 +507,9 @@ func (p *Pipeline) store(rt *Route, key cache.Key, q *semanticQuery, body []byte
 	p.recent.put(key, e, p.cfg.RecentFor)
 	if q != nil && !p.sem.index(q, key, e.ExpiresAt) {
 		p.m.StoreDropped(rt.Name)
+	}
+	if q != nil && q.near != nil {
+		p.shadowNearMiss(rt, q, body)
 	}
 	return true
 }

@@ -49,6 +49,10 @@ type edgeOpts struct {
 	maxBody   int64
 	semantic  *SemanticConfig
 	backups   []string // failover targets' URLs
+	shadow    *ShadowConfig
+	// route, when set, gives the policy in force per request (a table
+	// that shadow steering changes); else the compiled routes serve.
+	route func(name string) *Route
 }
 
 // memJournal keeps degraded answers for assertions.
@@ -131,10 +135,16 @@ func newEdge(t *testing.T, o edgeOpts) *edge {
 	e.p = New(Config{Cache: e.tiered, Tiers: names, Targets: targets, Secret: []byte("test-secret"), Journal: e.journal,
 		Guard:        GuardConfig{BackoffBase: time.Millisecond, BackoffCap: 5 * time.Millisecond},
 		MaxBodyBytes: cfg.MaxBodyBytes, StreamIdleTimeout: 2 * time.Second, Timeout: 5 * time.Second,
-		Semantic: o.semantic})
+		Semantic: o.semantic, Shadow: o.shadow})
 	mux := http.NewServeMux()
 	for _, rt := range routes {
-		mux.HandleFunc(rt.Path, func(w http.ResponseWriter, r *http.Request) { e.p.Serve(w, r, rt) })
+		mux.HandleFunc(rt.Path, func(w http.ResponseWriter, r *http.Request) {
+			cur := rt
+			if o.route != nil {
+				cur = o.route(rt.Name)
+			}
+			e.p.Serve(w, r, cur)
+		})
 	}
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)

@@ -29,6 +29,12 @@ type Route struct {
 	Semantic  bool    // also match the nearest verified paraphrase
 	Threshold float32 // verifier score to serve a semantic match; 0 → the tier's default
 	Floor     float32 // lowest threshold a request may ask for; 0 → Threshold
+	// Configured is the threshold of the configuration file (0 → the
+	// tier's default) before run-time changes: the calibrated default that
+	// shadow steering relaxes toward.
+	Configured float32
+	// Shadow samples semantic hits for verification upstream (shadow.go).
+	Shadow ShadowPolicy
 
 	StaleIfError  time.Duration // serve expired answers this old when the upstream fails; 0 → never
 	DegradedFloor float32       // serve the nearest semantic answer at this score when the upstream fails; 0 → never
@@ -44,6 +50,30 @@ type Route struct {
 	// Nil for a plain path.
 	path, upstream []string
 	from           []int
+}
+
+// ShadowPolicy is a route's shadow verification: cache.semantic.shadow
+// and cache.semantic.max_false_hit_rate.
+type ShadowPolicy struct {
+	Sample         float64 // share of semantic hits asked upstream again; 0 → none
+	NearMissSample float64 // share of near-misses judged (no extra call); 0 → none
+	// MaxShare bounds shadow calls as a share of all the route's upstream
+	// calls; 0 → 0.05.
+	MaxShare float64
+	// MaxFalseHitRate is the error budget the threshold is steered to; 0 →
+	// no steering.
+	MaxFalseHitRate float64
+	// Nondeterministic also samples requests that ask for variety
+	// (temperature above 0, n > 1).
+	Nondeterministic bool
+}
+
+// maxShare is MaxShare with its default.
+func (sp ShadowPolicy) maxShare() float64 {
+	if sp.MaxShare == 0 {
+		return 0.05
+	}
+	return sp.MaxShare
 }
 
 // Templated reports whether Path has {name} segments: the path a request
@@ -108,6 +138,10 @@ func Compile(rs []config.Route) ([]*Route, error) {
 			Semantic:     r.Cache.Mode == config.ModeSemantic,
 			Threshold:    float32(r.Cache.Semantic.Threshold),
 			Floor:        float32(r.Cache.Semantic.Floor),
+			Configured:   float32(r.Cache.Semantic.Threshold),
+			Shadow: ShadowPolicy{Sample: r.Cache.Semantic.Shadow.Sample, NearMissSample: r.Cache.Semantic.Shadow.NearMissSample,
+				MaxShare: r.Cache.Semantic.Shadow.MaxShare, MaxFalseHitRate: r.Cache.Semantic.MaxFalseHitRate,
+				Nondeterministic: r.Cache.Semantic.Shadow.Nondeterministic},
 			StaleIfError: max(r.Cache.StaleIfError.D(), 0),
 			Templates:    !r.Cache.NoTemplates,
 			TTL:          r.Cache.TTL.D(),

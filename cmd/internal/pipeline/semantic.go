@@ -157,6 +157,10 @@ type semanticQuery struct {
 	space  string // the embedding space of text (embed.SpaceOf)
 	filter semantic.Filter
 	vec    embed.Vector // set once embedded
+	// under is the lookup's best candidate when it scored under the
+	// threshold; near is under when sampled as a near-miss for shadow
+	// verification (markNearMiss).
+	under, near *semanticCandidate
 }
 
 // contextHash identifies everything but the last user turn: the request's
@@ -204,13 +208,19 @@ func templatedPath(rt *Route, r *http.Request) string {
 	return ""
 }
 
+// routeThreshold is the route's threshold, the tier's default when the
+// route sets none.
+func (s *semanticTier) routeThreshold(rt *Route) float32 {
+	if rt.Threshold == 0 {
+		return s.cfg.DefaultThreshold
+	}
+	return rt.Threshold
+}
+
 // threshold is the route's, moved by the X-Edgecache-Min-Score header no
 // lower than the floor.
 func (s *semanticTier) threshold(rt *Route, r *http.Request) float32 {
-	t := rt.Threshold
-	if t == 0 {
-		t = s.cfg.DefaultThreshold
-	}
+	t := s.routeThreshold(rt)
 	floor := rt.Floor
 	if floor == 0 {
 		floor = t
@@ -223,19 +233,31 @@ func (s *semanticTier) threshold(rt *Route, r *http.Request) float32 {
 	return t
 }
 
-// semanticHit is a verified candidate and its stored answer.
-type semanticHit struct {
-	entry  cache.Entry
+// semanticCandidate is the best verified candidate of a lookup.
+type semanticCandidate struct {
+	key    string  // the stored answer's exact key (also its point's key)
+	text   string  // the stored prompt the answer belongs to
 	cosine float32 // the embeddings' similarity (X-Edgecache-Similarity)
 	score  float32 // the verifier's score, which the threshold is held against
-	text   string  // the stored prompt the answer belongs to
+	cutoff float32 // the threshold the lookup was held to
+}
+
+// semanticHit is a verified candidate and its stored answer.
+type semanticHit struct {
+	entry cache.Entry
+	semanticCandidate
 }
 
 // semanticLookup embeds the query and finds the best verified candidate
 // at the route's threshold (as the request may move it). Any failure or
-// timeout is a miss; q.vec is kept for indexing the answer.
+// timeout is a miss; q.vec is kept for indexing the answer. A candidate
+// just under the threshold may be sampled as a near-miss (markNearMiss).
 func (p *Pipeline) semanticLookup(ctx context.Context, rt *Route, r *http.Request, q *semanticQuery) (semanticHit, bool) {
-	return p.semanticLookupAt(ctx, rt, q, p.sem.threshold(rt, r))
+	hit, ok := p.semanticLookupAt(ctx, rt, q, p.sem.threshold(rt, r))
+	if !ok {
+		p.markNearMiss(rt, q)
+	}
+	return hit, ok
 }
 
 // semanticLookupAt is semanticLookup at an explicit threshold (the
@@ -290,7 +312,11 @@ func (p *Pipeline) semanticLookupAt(ctx context.Context, rt *Route, q *semanticQ
 		}
 		return semanticHit{}, false
 	}
+	cand := semanticCandidate{key: best.Key, text: best.Text, cosine: best.Score, score: bestScore, cutoff: threshold}
 	if bestScore < threshold {
+		if bestScore >= 0 {
+			q.under = &cand
+		}
 		p.m.CacheLookup(rt.Name, "semantic", "miss")
 		return semanticHit{}, false
 	}
@@ -300,7 +326,7 @@ func (p *Pipeline) semanticLookupAt(ctx context.Context, rt *Route, q *semanticQ
 		return semanticHit{}, false
 	}
 	p.m.CacheLookup(rt.Name, "semantic", "hit")
-	return semanticHit{entry: e, cosine: best.Score, score: bestScore, text: best.Text}, true
+	return semanticHit{entry: e, semanticCandidate: cand}, true
 }
 
 // entry reads a stored answer by exact key without counting a lookup.
