@@ -79,9 +79,11 @@ type Audit struct {
 	Time   time.Time `json:"time"`
 	Who    string    `json:"who"`
 	Route  string    `json:"route"`
-	Action string    `json:"action"` // "set", "reset", "purge"
-	Before View      `json:"before"`
-	After  View      `json:"after"`
+	Action string    `json:"action"` // "set", "reset", "purge", "steer" (shadow verification)
+	// Reason is why a change was made, when the system made it (steer).
+	Reason string `json:"reason,omitempty"`
+	Before View   `json:"before"`
+	After  View   `json:"after"`
 }
 
 // InvalidError is a change that does not validate (400).

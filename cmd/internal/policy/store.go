@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -119,6 +120,9 @@ func (s *Store) install(entries map[string]Entry) error {
 		if err != nil {
 			return fmt.Errorf("route %q: %w", name, err)
 		}
+		// What shadow steering relaxes toward: the file's threshold, not
+		// an override's.
+		rt.Configured = float32(base.Cache.Semantic.Threshold)
 		next[name] = rt
 		if ok {
 			kept[name] = e
@@ -238,12 +242,12 @@ func (s *Store) viewLocked(name string) View {
 // fields (null resets one to the configured value). who is the admin
 // token's name, for the audit trail.
 func (s *Store) Patch(ctx context.Context, name, who string, patch []byte) (View, error) {
-	return s.change(ctx, name, who, "set", func(o Override) (Override, error) { return merge(o, patch) })
+	return s.change(ctx, name, who, "set", "", func(o Override) (Override, error) { return merge(o, patch) })
 }
 
 // Reset drops every override of a route.
 func (s *Store) Reset(ctx context.Context, name, who string) (View, error) {
-	return s.change(ctx, name, who, "reset", func(o Override) (Override, error) {
+	return s.change(ctx, name, who, "reset", "", func(o Override) (Override, error) {
 		return Override{Generation: o.Generation}, nil
 	})
 }
@@ -251,13 +255,41 @@ func (s *Store) Reset(ctx context.Context, name, who string) (View, error) {
 // Purge makes every cached answer of the route unreachable (its key
 // generation is bumped; the old entries expire on their own).
 func (s *Store) Purge(ctx context.Context, name, who string) (View, error) {
-	return s.change(ctx, name, who, "purge", func(o Override) (Override, error) {
+	return s.change(ctx, name, who, "purge", "", func(o Override) (Override, error) {
 		o.Generation++
 		return o, nil
 	})
 }
 
-func (s *Store) change(ctx context.Context, name, who, action string, f func(Override) (Override, error)) (View, error) {
+// ShadowUser is who the audit trail names for the threshold changes of
+// shadow verification.
+const ShadowUser = "shadow"
+
+// ErrStale is returned by Steer when the threshold in force is no longer
+// the one the evidence was measured at.
+var ErrStale = errors.New("policy: the threshold changed since it was measured")
+
+// Steer moves a route's semantic threshold from → to on the evidence of
+// shadow verification (why, kept in the audit record), as a change by
+// ShadowUser: an override like an operator's, stored and propagated to
+// every replica the same way, undone by Reset. It refuses with ErrStale
+// when the threshold in force is no longer from (an operator or another
+// replica changed it meanwhile), so two replicas reading the same evidence
+// do not both take a step. A route on the tier's default threshold (none
+// set) is taken to be at from. to is kept to 4 decimals.
+func (s *Store) Steer(ctx context.Context, name string, from, to float32, why string) error {
+	t := math.Round(float64(to)*1e4) / 1e4
+	_, err := s.change(ctx, name, ShadowUser, "steer", why, func(o Override) (Override, error) {
+		if cur := (*s.cur.Load())[name]; cur != nil && cur.Threshold != 0 && math.Abs(float64(cur.Threshold-from)) > 1e-6 {
+			return o, ErrStale
+		}
+		o.Threshold = &t
+		return o, nil
+	})
+	return err
+}
+
+func (s *Store) change(ctx context.Context, name, who, action, reason string, f func(Override) (Override, error)) (View, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	base, ok := s.base[name]
@@ -285,7 +317,7 @@ func (s *Store) change(ctx context.Context, name, who, action string, f func(Ove
 		return View{}, err
 	}
 	after := s.viewLocked(name)
-	a := Audit{Time: e.UpdatedAt, Who: who, Route: name, Action: action, Before: before, After: after}
+	a := Audit{Time: e.UpdatedAt, Who: who, Route: name, Action: action, Reason: reason, Before: before, After: after}
 	if s.cfg.Redis != nil {
 		s.appendAuditRedis(ctx, a)
 	} else {
