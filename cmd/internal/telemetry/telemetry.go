@@ -155,6 +155,9 @@ type Metrics struct {
 	dropped   *counter
 	degraded  *counter
 	shed      *counter
+	judged    *counter // shadow judgements of semantic hits
+	nearMiss  *counter // shadow judgements of near-misses
+	shadow    *counter // what became of sampled hits
 	inFlight  atomic.Int64
 
 	latency metric.Float64Histogram
@@ -231,6 +234,9 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	mm.dropped = newCounter("edgecache.cache.store_dropped", "Answers not stored because the write queue was full.")
 	mm.degraded = newCounter("edgecache.degrade.answers", "Degraded answers served, by route, rung and reason.")
 	mm.shed = newCounter("edgecache.admission.shed", "Requests refused by admission, by lane and reason.")
+	mm.judged = newCounter("edgecache.semantic.shadow.judgements", "Semantic hits asked upstream again in the background and judged, by route and verdict (agree, disagree, unsure).")
+	mm.nearMiss = newCounter("edgecache.semantic.shadow.near_miss_judgements", "Near-misses (best candidate just under the threshold) judged against the request's own answer, by route and verdict.")
+	mm.shadow = newCounter("edgecache.semantic.shadow.calls", "Sampled semantic hits by route and result: ok and failed shadow calls, skipped_budget, skipped_degraded, skipped_request, dropped.")
 	inFlight, err := m.Int64ObservableUpDownCounter("edgecache.requests.in_flight", metric.WithDescription("Proxied requests being served."))
 	errs = append(errs, err)
 	var err1, err2, err3 error
@@ -247,7 +253,8 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	counters := []*counter{mm.lookups, mm.bypasses, mm.skipped, mm.upstream, mm.coalesced, mm.dropped, mm.degraded, mm.shed}
+	counters := []*counter{mm.lookups, mm.bypasses, mm.skipped, mm.upstream, mm.coalesced, mm.dropped, mm.degraded, mm.shed,
+		mm.judged, mm.nearMiss, mm.shadow}
 	insts := []metric.Observable{inFlight}
 	for _, c := range counters {
 		insts = append(insts, c.inst)
@@ -398,4 +405,55 @@ func (m *Metrics) Shed(lane, reason string) {
 	m.shed.add(attrKey{a: lane, b: reason}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("lane", lane), attribute.String("reason", reason)}
 	})
+}
+
+// ShadowJudgement implements pipeline.ShadowMetrics.
+func (m *Metrics) ShadowJudgement(route, verdict string, nearMiss bool) {
+	c := m.judged
+	if nearMiss {
+		c = m.nearMiss
+	}
+	c.add(attrKey{a: route, b: verdict}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("route", route), attribute.String("verdict", verdict)}
+	})
+}
+
+// ShadowCall implements pipeline.ShadowMetrics.
+func (m *Metrics) ShadowCall(route, result string) {
+	m.shadow.add(attrKey{a: route, b: result}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("route", route), attribute.String("result", result)}
+	})
+}
+
+// FalseHitRate is a route's estimated false-hit rate of semantic hits and
+// its 95 % interval, from shadow verification.
+type FalseHitRate struct {
+	Route                  string
+	Estimate, Lower, Upper float64
+}
+
+// FalseHitRates registers the gauge edgecache.semantic.false_hit_rate
+// (edgecache_semantic_false_hit_rate{route, bound="estimate|lower|upper"}
+// on /metrics), read from rates at each collection. A route appears once
+// something has been judged: before that its interval is [0, 1], which an
+// alert on the upper bound would take for a route over budget.
+func FalseHitRates(mp metric.MeterProvider, rates func() []FalseHitRate) error {
+	m := mp.Meter("github.com/edgecache/edgecache")
+	g, err := m.Float64ObservableGauge("edgecache.semantic.false_hit_rate",
+		metric.WithDescription("Estimated share of semantic hits that served a wrong answer, from shadow verification: the estimate and its 95 % Wilson interval (bound lower, upper)."))
+	if err != nil {
+		return err
+	}
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, r := range rates() {
+			for _, b := range [...]struct {
+				bound string
+				v     float64
+			}{{"estimate", r.Estimate}, {"lower", r.Lower}, {"upper", r.Upper}} {
+				o.ObserveFloat64(g, b.v, metric.WithAttributes(attribute.String("route", r.Route), attribute.String("bound", b.bound)))
+			}
+		}
+		return nil
+	}, g)
+	return err
 }

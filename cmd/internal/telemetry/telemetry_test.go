@@ -2,6 +2,9 @@ package telemetry
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -76,5 +79,50 @@ func TestCountersAddUp(t *testing.T) {
 	}
 	if h := collect(t, r, "result")["edgecache.cache.lookups"]["hit"]; h != 6001 {
 		t.Errorf("lookups after one more hit: %d, want 6001 (cumulative)", h)
+	}
+}
+
+// The shadow verification metrics reach /metrics under the names operators
+// and alerts rely on: edgecache_semantic_shadow_judgements_total{route,
+// verdict} and edgecache_semantic_false_hit_rate{route, bound}.
+func TestShadowMetricsOnPrometheus(t *testing.T) {
+	tel, err := Setup(context.Background(), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background())
+	m, err := NewMetrics(tel.MeterProvider)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		m.ShadowJudgement("faq", "agree", false)
+	}
+	m.ShadowJudgement("faq", "disagree", false)
+	m.ShadowJudgement("faq", "unsure", true)
+	m.ShadowCall("faq", "skipped_budget")
+	if err := FalseHitRates(tel.MeterProvider, func() []FalseHitRate {
+		return []FalseHitRate{{Route: "faq", Estimate: 0.25, Lower: 0.0456, Upper: 0.6994}}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	tel.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`edgecache_semantic_shadow_judgements_total{route="faq",verdict="agree"} 3`,
+		`edgecache_semantic_shadow_judgements_total{route="faq",verdict="disagree"} 1`,
+		`edgecache_semantic_shadow_near_miss_judgements_total{route="faq",verdict="unsure"} 1`,
+		`edgecache_semantic_shadow_calls_total{result="skipped_budget",route="faq"} 1`,
+		`edgecache_semantic_false_hit_rate{bound="estimate",route="faq"} 0.25`,
+		`edgecache_semantic_false_hit_rate{bound="lower",route="faq"} 0.0456`,
+		`edgecache_semantic_false_hit_rate{bound="upper",route="faq"} 0.6994`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", body)
 	}
 }
