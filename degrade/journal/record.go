@@ -21,19 +21,24 @@ const (
 	RungTemplate        Rung = "template"         // a predefined template
 	RungBusy            Rung = "busy"             // an honest busy answer (429/503 with Retry-After)
 	RungStreamTruncated Rung = "stream-truncated" // a stream that broke after bytes were sent
+	// RungShadowDisagreement is not a degraded answer but evidence for
+	// review: a semantic hit served normally that shadow verification
+	// found wrong (the upstream, asked again, answered otherwise). Its
+	// record carries Cache (the entry served) and Shadow.
+	RungShadowDisagreement Rung = "shadow-disagreement"
 )
 
 // Rungs returns every rung, cheapest first.
 func Rungs() []Rung {
 	return []Rung{RungShed, RungQueuedTimeout, RungRetried, RungFailover, RungStale,
-		RungSemanticNearest, RungTemplate, RungBusy, RungStreamTruncated}
+		RungSemanticNearest, RungTemplate, RungBusy, RungStreamTruncated, RungShadowDisagreement}
 }
 
 // Valid reports whether r is one of Rungs().
 func (r Rung) Valid() bool {
 	switch r {
 	case RungShed, RungQueuedTimeout, RungRetried, RungFailover, RungStale,
-		RungSemanticNearest, RungTemplate, RungBusy, RungStreamTruncated:
+		RungSemanticNearest, RungTemplate, RungBusy, RungStreamTruncated, RungShadowDisagreement:
 		return true
 	}
 	return false
@@ -80,6 +85,27 @@ type Record struct {
 	// BytesStreamed is how much of a stream the client got before it
 	// failed (rung stream-truncated).
 	BytesStreamed int64 `json:"bytes_streamed,omitempty"`
+	// Shadow is the judgement of a shadow-disagreement record.
+	Shadow *Shadow `json:"shadow,omitempty"`
+}
+
+// Shadow is what shadow verification found of a served semantic hit.
+// Questions are identified by hashes (16 bytes of SHA-256, in hex); their
+// text and the answers are kept only where the operator enabled it
+// (cache.semantic.shadow.store_text).
+type Shadow struct {
+	QueryHash   string  `json:"query_hash"`   // the client's question
+	MatchedHash string  `json:"matched_hash"` // the stored question whose answer was served
+	Similarity  float32 `json:"similarity"`   // the questions' embedding cosine
+	Score       float32 `json:"score"`        // the verifier's score of the match
+	Threshold   float32 `json:"threshold"`    // the threshold the request was held to
+	Verdict     string  `json:"verdict"`      // the judge's: agree, disagree, unsure
+	JudgeScore  float32 `json:"judge_score"`  // how strongly the answers agree, in [0, 1]
+	JudgeReason string  `json:"judge_reason"` // what decided: cosine, numbers, identifiers, entities, opposite, …
+	Query       string  `json:"query,omitempty"`
+	Matched     string  `json:"matched,omitempty"`
+	Served      string  `json:"served_answer,omitempty"`
+	Fresh       string  `json:"fresh_answer,omitempty"`
 }
 
 // Attempt is one call to an upstream target, retries and failovers alike.

@@ -472,6 +472,11 @@ type ShadowPolicy struct {
 	// (temperature above 0, n > 1), whose fresh answer differs by design.
 	// Default false.
 	Nondeterministic bool `yaml:"nondeterministic"`
+	// StoreText keeps the questions and both answers of a disagreement in
+	// the journal. Default false: only hashes of the questions, the
+	// similarity and the judge's score, since prompts and answers may hold
+	// personal data.
+	StoreText bool `yaml:"store_text"`
 }
 
 // Cache modes.

@@ -66,6 +66,9 @@ type ShadowPolicy struct {
 	// Nondeterministic also samples requests that ask for variety
 	// (temperature above 0, n > 1).
 	Nondeterministic bool
+	// StoreText journals the questions and answers of disagreements, not
+	// only their hashes.
+	StoreText bool
 }
 
 // maxShare is MaxShare with its default.
@@ -141,7 +144,7 @@ func Compile(rs []config.Route) ([]*Route, error) {
 			Configured:   float32(r.Cache.Semantic.Threshold),
 			Shadow: ShadowPolicy{Sample: r.Cache.Semantic.Shadow.Sample, NearMissSample: r.Cache.Semantic.Shadow.NearMissSample,
 				MaxShare: r.Cache.Semantic.Shadow.MaxShare, MaxFalseHitRate: r.Cache.Semantic.MaxFalseHitRate,
-				Nondeterministic: r.Cache.Semantic.Shadow.Nondeterministic},
+				Nondeterministic: r.Cache.Semantic.Shadow.Nondeterministic, StoreText: r.Cache.Semantic.Shadow.StoreText},
 			StaleIfError: max(r.Cache.StaleIfError.D(), 0),
 			Templates:    !r.Cache.NoTemplates,
 			TTL:          r.Cache.TTL.D(),

@@ -62,9 +62,6 @@ type ShadowConfig struct {
 	Steer func(ctx context.Context, route string, from, to float32, reason string) error
 	// Journal receives the disagreements of served hits. Nil → none.
 	Journal ShadowJournal
-	// StoreText puts the questions and the two answers in disagreement
-	// records; otherwise only their hashes are kept.
-	StoreText bool
 	// Queue bounds the samples waiting for a worker. Zero → 256.
 	Queue int
 	// Workers make shadow calls and judge, each one at a time. Zero → 2.
@@ -102,7 +99,7 @@ type Disagreement struct {
 	Score       float32 // the verifier's score of the match
 	Threshold   float32 // the threshold the request was held to
 	Judgement   Judgement
-	// The texts, only with ShadowConfig.StoreText.
+	// The texts, only where the route stores them (ShadowPolicy.StoreText).
 	Query, Matched, CachedAnswer, FreshAnswer string
 }
 
@@ -457,7 +454,7 @@ func (s *shadower) record(ctx context.Context, j *shadowJob, jd Judgement, cache
 		if j.req != nil {
 			d.Model = j.req.Model
 		}
-		if s.cfg.StoreText {
+		if j.rt.Shadow.StoreText {
 			d.Query, d.Matched, d.CachedAnswer, d.FreshAnswer = j.query, j.cand.text, cachedText, freshText
 		}
 		s.cfg.Journal.Disagreement(d)

@@ -105,7 +105,7 @@ type shadowEdge struct {
 	clientCalls  int // requests answered by an upstream call
 }
 
-func newShadowEdge(t *testing.T, sp config.SemanticPolicy, seed uint64, storeText bool) *shadowEdge {
+func newShadowEdge(t *testing.T, sp config.SemanticPolicy, seed uint64) *shadowEdge {
 	t.Helper()
 	m := loadUseLite(t)
 	memo, err := embed.NewMemo(m, 16<<20)
@@ -133,7 +133,7 @@ func newShadowEdge(t *testing.T, sp config.SemanticPolicy, seed uint64, storeTex
 	se.edge = newEdge(t, edgeOpts{routes: routes, route: se.table.Route,
 		semantic: &SemanticConfig{Embedder: memo, Index: idx, Verifier: v, DefaultThreshold: verify.DefaultThreshold(m.Name()),
 			Candidates: verify.Candidates, MinCosine: v.MinCosine, Wording: verify.AppendWordingKey},
-		shadow: &ShadowConfig{Route: se.table.Route, Steer: se.table.steer, Journal: se.journal, StoreText: storeText,
+		shadow: &ShadowConfig{Route: se.table.Route, Steer: se.table.steer, Journal: se.journal,
 			Metrics: se.metrics, Rand: rng.Float64, Timeout: 10 * time.Second}})
 	if err := se.sim.Server.SetCanonical(se.tr.canonicalMap(), true); err != nil {
 		t.Fatal(err)
@@ -235,7 +235,7 @@ func (se *shadowEdge) shadowCalls() int {
 // calls stay within the budget; wrong hits are journaled with hashes only.
 func TestShadowEstimateCoversTruth(t *testing.T) {
 	sp := config.SemanticPolicy{Threshold: 0.05, Shadow: config.ShadowPolicy{Sample: 0.5, MaxShare: 0.9}}
-	se := newShadowEdge(t, sp, 7, false)
+	se := newShadowEdge(t, sp, 7)
 	se.seed()
 	var truth roundTruth
 	var got [][]clientGot
@@ -280,7 +280,7 @@ func TestShadowEstimateCoversTruth(t *testing.T) {
 
 	// The same traffic without shadow verification: every client gets the
 	// same answer from the same place.
-	off := newShadowEdge(t, config.SemanticPolicy{Threshold: 0.05}, 7, false)
+	off := newShadowEdge(t, config.SemanticPolicy{Threshold: 0.05}, 7)
 	off.seed()
 	for i := range 2 {
 		_, outs := off.round()
@@ -300,8 +300,8 @@ func TestShadowEstimateCoversTruth(t *testing.T) {
 // and shadow calls stayed within their share.
 func TestShadowSteersThreshold(t *testing.T) {
 	sp := config.SemanticPolicy{Threshold: 0.05, MaxFalseHitRate: 0.1,
-		Shadow: config.ShadowPolicy{Sample: 1, NearMissSample: 0.5, MaxShare: 0.9}}
-	se := newShadowEdge(t, sp, 11, true)
+		Shadow: config.ShadowPolicy{Sample: 1, NearMissSample: 0.5, MaxShare: 0.9, StoreText: true}}
+	se := newShadowEdge(t, sp, 11)
 	se.seed()
 	var last roundTruth
 	for i := range 8 {
@@ -346,7 +346,7 @@ func TestShadowSteersThreshold(t *testing.T) {
 	se.journal.mu.Lock()
 	defer se.journal.mu.Unlock()
 	if len(se.journal.recs) == 0 || se.journal.recs[0].Query == "" || se.journal.recs[0].FreshAnswer == "" {
-		t.Error("no disagreement journaled with its text (StoreText is on)")
+		t.Error("no disagreement journaled with its text (store_text is on)")
 	}
 }
 
@@ -354,7 +354,7 @@ func TestShadowSteersThreshold(t *testing.T) {
 // request asking for variety; shadow calls within a small share.
 func TestShadowHoldsOff(t *testing.T) {
 	sp := config.SemanticPolicy{Threshold: 0.05, Shadow: config.ShadowPolicy{Sample: 1, MaxShare: 0.2}}
-	se := newShadowEdge(t, sp, 3, false)
+	se := newShadowEdge(t, sp, 3)
 	se.seed()
 	se.round()
 	if n := se.shadowCalls(); n == 0 || float64(n) > 0.2*float64(n+se.clientCalls)+1e-9 {
