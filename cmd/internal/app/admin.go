@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"sync"
@@ -60,6 +61,10 @@ type adminAPI struct {
 	index    semantic.Index // nil without a semantic tier
 	stats    *lookupStats
 	secret   []byte // tenant namespace HMAC key
+	// shadow reports a route's shadow verification (Pipeline.ShadowStats);
+	// nil → none shown.
+	shadow func(route string) (pipeline.ShadowStats, bool)
+	log    *slog.Logger // nil → discard
 }
 
 type upstreamView struct {
@@ -163,7 +168,14 @@ func (t templateWords) Busy(route, lang string, retryAfter time.Duration, reason
 }
 
 // Routes implements server.AdminAPI.
-func (a *adminAPI) Routes() any { return map[string]any{"routes": a.policies.List()} }
+func (a *adminAPI) Routes() any {
+	list := a.policies.List()
+	out := make([]routeView, 0, len(list))
+	for _, v := range list {
+		out = append(out, a.withShadow(v))
+	}
+	return map[string]any{"routes": out}
+}
 
 func policyErr(err error) error {
 	var inv *policy.InvalidError
@@ -176,10 +188,14 @@ func policyErr(err error) error {
 	return err
 }
 
-// Route implements server.AdminAPI.
+// Route implements server.AdminAPI: the policy, and the shadow
+// verification of a semantic route.
 func (a *adminAPI) Route(name string) (any, error) {
 	v, err := a.policies.Get(name)
-	return v, policyErr(err)
+	if err != nil {
+		return nil, policyErr(err)
+	}
+	return a.withShadow(v), nil
 }
 
 // PatchRoute implements server.AdminAPI.

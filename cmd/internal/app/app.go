@@ -272,6 +272,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	p := pipeline.New(pipeline.Config{
 		Semantic:            sem.cfg,
+		Shadow:              shadowConfig(table, jr, tm),
 		Journal:             journalSink{jr},
 		Admission:           adm,
 		Tracer:              tel.TracerProvider.Tracer("github.com/edgecache/edgecache"),
@@ -298,6 +299,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return out
 	}, redisUp); err != nil {
+		return err
+	}
+	if err := telemetry.FalseHitRates(tel.MeterProvider, falseHitRates(p, cfg.Routes)); err != nil {
 		return err
 	}
 
@@ -330,7 +334,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	dataSrv := &http.Server{Handler: tel.Wrap(server.Data(p, routes, table, tm, log), "edgecache"), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index, stats: metrics, secret: secret},
+	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index, stats: metrics, secret: secret,
+		shadow: p.ShadowStats, log: log},
 		server.NewAdminAuth(adminLn.Addr().String(), adminTokens(cfg)), log), ReadHeaderTimeout: 10 * time.Second}
 
 	if auth := server.NewAdminAuth(adminLn.Addr().String(), nil); auth.Required && len(cfg.AdminTokens) == 0 {

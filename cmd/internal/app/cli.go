@@ -151,7 +151,7 @@ func routesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	c := adminFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, `Usage: edgecache routes [flags] list | show NAME | set NAME field=value... | reset NAME | purge NAME | audit [NAME]
+		fmt.Fprintln(stderr, `Usage: edgecache routes [flags] list | show NAME | set NAME field=value... | reset NAME | purge NAME | purge-disagreements NAME | audit [NAME]
   fields: mode=off|exact|semantic ttl=10m stale_if_error=1h threshold=0.9 floor=0.85 degraded_floor=0.8 templates=true|false
   a field set to "default" returns to the configured value`)
 		fs.PrintDefaults()
@@ -185,6 +185,12 @@ func routesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		err = c.do(ctx, http.MethodPatch, "/admin/routes/"+url.PathEscape(rest[1]), nil, strings.NewReader(body), &raw)
 	case cmd == "purge" && len(rest) == 2:
 		err = c.do(ctx, http.MethodPost, "/admin/routes/"+url.PathEscape(rest[1])+"/purge", nil, nil, &raw)
+	case cmd == "purge-disagreements" && len(rest) == 2:
+		if err := c.do(ctx, http.MethodPost, "/admin/routes/"+url.PathEscape(rest[1])+"/shadow/purge", nil, nil, &raw); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintln(stdout, string(raw))
+		return err
 	case cmd == "audit" && len(rest) <= 2:
 		q := url.Values{}
 		if len(rest) == 2 {
@@ -202,7 +208,7 @@ func routesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		_, err := fmt.Fprintln(stdout, string(raw))
 		return err
 	}
-	return printRoutes(stdout, raw)
+	return printRoutes(stdout, raw, rest[0] == "show")
 }
 
 // parseAssignments turns field=value pairs into a JSON patch: numbers and
@@ -248,14 +254,64 @@ func parseAssignments(as []string) (string, error) {
 	return string(b), err
 }
 
-func printRoutes(w io.Writer, raw json.RawMessage) error {
+// shadowJSON is the "shadow" object of a route (pipeline.ShadowStats).
+type shadowJSON struct {
+	Judged          int     `json:"judged"`
+	Agreed          int     `json:"agreed"`
+	Disagreed       int     `json:"disagreed"`
+	Unsure          int     `json:"unsure"`
+	Estimate        float64 `json:"estimate"`
+	Lower           float64 `json:"lower"`
+	Upper           float64 `json:"upper"`
+	Threshold       float64 `json:"threshold"`
+	MaxFalseHitRate float64 `json:"max_false_hit_rate"`
+	Sample          float64 `json:"sample"`
+	NearMissSample  float64 `json:"near_miss_sample"`
+	MaxShare        float64 `json:"max_share"`
+	HitsJudged      int64   `json:"hits_judged_total"`
+	NearMissJudged  int64   `json:"near_misses_judged_total"`
+	ShadowCalls     int64   `json:"shadow_calls"`
+	UpstreamCalls   int64   `json:"upstream_calls"`
+}
+
+// summary is the estimate, its interval and the budget on one line.
+func (s *shadowJSON) summary() string {
+	if s == nil {
+		return "-"
+	}
+	budget := "no budget"
+	if s.MaxFalseHitRate > 0 {
+		budget = fmt.Sprintf("budget %.2f%%", 100*s.MaxFalseHitRate)
+		if s.Judged > 0 && s.Upper > s.MaxFalseHitRate {
+			budget += " (OVER)"
+		}
+	}
+	if s.Judged == 0 {
+		return "none judged, " + budget
+	}
+	return fmt.Sprintf("%.2f%% [%.2f%%, %.2f%%], %s", 100*s.Estimate, 100*s.Lower, 100*s.Upper, budget)
+}
+
+// printShadow is the shadow verification block of `routes show`.
+func printShadow(w io.Writer, s *shadowJSON) {
+	fmt.Fprintf(w, "\nshadow verification (semantic hits asked upstream again and judged):\n")
+	fmt.Fprintf(w, "  false-hit rate   %s\n", s.summary())
+	fmt.Fprintf(w, "  judged hits      %d at threshold %.4f: %d agreed, %d disagreed, %d unsure (95%% Wilson interval; unsure widens it)\n",
+		s.Judged, s.Threshold, s.Agreed, s.Disagreed, s.Unsure)
+	fmt.Fprintf(w, "  since start      %d hits and %d near-misses judged; %d shadow calls for %d upstream calls\n",
+		s.HitsJudged, s.NearMissJudged, s.ShadowCalls, s.UpstreamCalls)
+	fmt.Fprintf(w, "  sampling         sample %g, near_miss_sample %g, max_share %g\n", s.Sample, s.NearMissSample, s.MaxShare)
+}
+
+func printRoutes(w io.Writer, raw json.RawMessage, detail bool) error {
 	type view struct {
 		Name, Path, Mode, TTL string
-		StaleIfError          string  `json:"stale_if_error"`
-		Threshold             float64 `json:"threshold"`
-		Templates             bool    `json:"templates"`
-		Overridden            bool    `json:"overridden"`
-		UpdatedBy             string  `json:"updated_by"`
+		StaleIfError          string      `json:"stale_if_error"`
+		Threshold             float64     `json:"threshold"`
+		Templates             bool        `json:"templates"`
+		Overridden            bool        `json:"overridden"`
+		UpdatedBy             string      `json:"updated_by"`
+		Shadow                *shadowJSON `json:"shadow"`
 	}
 	var list struct {
 		Routes []view `json:"routes"`
@@ -268,13 +324,20 @@ func printRoutes(w io.Writer, raw json.RawMessage) error {
 		list.Routes = []view{one}
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROUTE\tPATH\tMODE\tTTL\tSTALE-IF-ERROR\tTHRESHOLD\tTEMPLATES\tCHANGED BY")
+	fmt.Fprintln(tw, "ROUTE\tPATH\tMODE\tTTL\tSTALE-IF-ERROR\tTHRESHOLD\tTEMPLATES\tCHANGED BY\tFALSE HITS (SHADOW)")
 	for _, r := range list.Routes {
 		by := "-"
 		if r.Overridden {
 			by = r.UpdatedBy
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%g\t%v\t%s\n", r.Name, r.Path, r.Mode, r.TTL, r.StaleIfError, r.Threshold, r.Templates, by)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%g\t%v\t%s\t%s\n", r.Name, r.Path, r.Mode, r.TTL, r.StaleIfError, r.Threshold, r.Templates, by,
+			r.Shadow.summary())
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if detail && len(list.Routes) == 1 && list.Routes[0].Shadow != nil {
+		printShadow(w, list.Routes[0].Shadow)
+	}
+	return nil
 }

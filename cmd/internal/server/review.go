@@ -26,7 +26,10 @@ import (
 //   - Degraded answers: the journal, filtered by a GET form (since, until,
 //     route, tenant, rung, reason, limit — the query of /admin/degradations).
 //   - Routes: each route's policy, with a POST form per route (mode, ttl,
-//     stale_if_error, templates; Apply, Reset, Purge).
+//     stale_if_error, templates; Apply, Reset, Purge), and on semantic
+//     routes the false-hit rate measured by shadow verification: the
+//     estimate, its interval, the budget, and a button that purges the
+//     answers found wrong from the semantic index.
 //   - Upstreams: breaker and concurrency limiter state per target.
 //   - Cache: hit ratio per tier and route, when the AdminAPI implements
 //     CacheStatser.
@@ -92,6 +95,7 @@ func registerReview(g *echo.Group, api AdminAPI) {
 	g.GET("/ui/", rv.show, rv.guard)
 	g.POST("/ui/routes/:name", rv.patch, rv.guard)
 	g.POST("/ui/routes/:name/purge", rv.purge, rv.guard)
+	registerShadow(g, api, rv)
 }
 
 func newReview(api AdminAPI) (*review, error) {
@@ -246,6 +250,36 @@ type routeView struct {
 	Version      int64     `json:"version"`
 	UpdatedAt    time.Time `json:"updated_at"`
 	UpdatedBy    string    `json:"updated_by"`
+	// Shadow is the route's shadow verification (semantic routes).
+	Shadow *shadowView `json:"shadow"`
+}
+
+// shadowView is a route's measured false-hit rate of semantic hits: the
+// "shadow" object of GET /admin/routes/{name}.
+type shadowView struct {
+	Judged          int     `json:"judged"`
+	Agreed          int     `json:"agreed"`
+	Disagreed       int     `json:"disagreed"`
+	Unsure          int     `json:"unsure"`
+	Estimate        float64 `json:"estimate"`
+	Lower           float64 `json:"lower"`
+	Upper           float64 `json:"upper"`
+	Threshold       float64 `json:"threshold"`
+	MaxFalseHitRate float64 `json:"max_false_hit_rate"`
+	Sample          float64 `json:"sample"`
+	ShadowCalls     int64   `json:"shadow_calls"`
+}
+
+// State is over (the upper bound over a budget), under, or none (nothing
+// judged yet, or no budget): the badge on the page.
+func (v shadowView) State() string {
+	switch {
+	case v.Judged == 0 || v.MaxFalseHitRate <= 0:
+		return "none"
+	case v.Upper > v.MaxFalseHitRate:
+		return "over"
+	}
+	return "under"
 }
 
 type upstreamView struct {
