@@ -38,6 +38,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -521,6 +522,8 @@ type ShadowStats struct {
 	// upstream calls made for its clients (the budget's base).
 	ShadowCalls   int64 `json:"shadow_calls"`
 	UpstreamCalls int64 `json:"upstream_calls"`
+	// Pending is the samples of every route waiting or being judged.
+	Pending int64 `json:"pending"`
 }
 
 // ShadowStats returns the shadow verification of the named route as its
@@ -538,7 +541,7 @@ func (p *Pipeline) ShadowStats(name string) (ShadowStats, bool) {
 	sr := p.shadow.route(name)
 	at, _ := sr.countsAt(t)
 	st := ShadowStats{Judged: at.judged, Agreed: at.agreed, Disagreed: at.disagreed, Unsure: at.unsure,
-		Threshold: float64(t), MaxFalseHitRate: rt.Shadow.MaxFalseHitRate, Sample: rt.Shadow.Sample,
+		Threshold: shortFloat(t), MaxFalseHitRate: rt.Shadow.MaxFalseHitRate, Sample: rt.Shadow.Sample,
 		NearMissSample: rt.Shadow.NearMissSample, MaxShare: rt.Shadow.maxShare()}
 	st.Estimate, st.Lower, st.Upper = at.interval()
 	sr.mu.Lock()
@@ -548,7 +551,15 @@ func (p *Pipeline) ShadowStats(name string) (ShadowStats, bool) {
 	}
 	sr.mu.Unlock()
 	st.ShadowCalls, st.UpstreamCalls = sr.budget.used()
+	st.Pending = p.shadow.pending.Load()
 	return st, true
+}
+
+// shortFloat is f as float64 with the digits f prints: 0.29, not the
+// 0.28999999165534973 a plain conversion shows operators.
+func shortFloat(f float32) float64 {
+	v, _ := strconv.ParseFloat(strconv.FormatFloat(float64(f), 'g', -1, 32), 64)
+	return v
 }
 
 // shadowObserver counts, for the shadow budget and calm, what the pipeline
