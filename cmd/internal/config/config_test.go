@@ -31,6 +31,10 @@ func TestExampleConfigLoads(t *testing.T) {
 	if byName["models"].Cache.Mode != ModeOff || byName["completions"].Cache.Mode != ModeExact || byName["support"].Cache.Mode != ModeSemantic {
 		t.Errorf("modes: %+v", c.Routes)
 	}
+	if sp := byName["support"].Cache.Semantic; sp.MaxFalseHitRate != 0.02 ||
+		sp.Shadow != (ShadowPolicy{Sample: 0.05, NearMissSample: 0.01, MaxShare: 0.05}) {
+		t.Errorf("support route shadow verification: %+v, max_false_hit_rate %v", sp.Shadow, sp.MaxFalseHitRate)
+	}
 	if c.Degrade.MaxAttempts != 3 || c.Admission.DefaultLane != "free" || c.Semantic.Embedder != "local" || c.Semantic.VerifierModel != "" {
 		t.Errorf("degrade/admission/semantic sections: %+v %+v %+v", c.Degrade, c.Admission, c.Semantic)
 	}
@@ -216,4 +220,30 @@ func FuzzParseConfig(f *testing.F) {
 		c.Default()
 		_ = c.Validate() // must not panic
 	})
+}
+
+// TestShadowPolicyValidation: shares and the error budget are checked.
+func TestShadowPolicyValidation(t *testing.T) {
+	for name, c := range map[string]struct {
+		yaml string
+		ok   bool
+	}{
+		"example values":     {`{sample: 0.05, near_miss_sample: 0.01, max_share: 0.05}, max_false_hit_rate: 0.02`, true},
+		"zeros: off":         {`{}, max_false_hit_rate: 0`, true},
+		"sample over 1":      {`{sample: 1.5}`, false},
+		"negative near-miss": {`{near_miss_sample: -0.1}`, false},
+		"max_share of 1":     {`{sample: 0.1, max_share: 1}`, false},
+		"budget of 1":        {`{}, max_false_hit_rate: 1`, false},
+		"negative budget":    {`{}, max_false_hit_rate: -0.02`, false},
+	} {
+		doc := "routes:\n  - {name: chat, path: /v1/chat/completions, cache: {mode: semantic, semantic: {shadow: " + c.yaml + "}}}\n"
+		cfg, err := Parse([]byte(doc))
+		if err == nil {
+			cfg.Default()
+			err = cfg.Validate()
+		}
+		if (err == nil) != c.ok {
+			t.Errorf("%s: %v, want ok %v", name, err, c.ok)
+		}
+	}
 }
