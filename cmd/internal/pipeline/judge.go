@@ -16,10 +16,14 @@ package pipeline
 //  2. A fact check fails → disagree: both answers state numbers and each
 //     has one the other lacks (a number changed, not one added); both name
 //     identifiers (words mixing letters and digits: versions, codes,
-//     hashes) and each has one the other lacks; both name entities
-//     (capitalised words inside a sentence, acronyms) and share none; or
-//     one uses a word whose opposite the other uses ("enable" against
-//     "disable", the verifier's table).
+//     hashes; and code-like words: key combinations, commands, flags,
+//     paths) and each has one the other lacks; both name entities
+//     (capitalised words inside a sentence, acronyms) and neither names
+//     one the other capitalises anywhere; or, worded alike (sameWordingAt
+//     of their content words in common), one uses a word whose opposite
+//     the other uses ("enable" against "disable", the verifier's table),
+//     or, worded nearly the same (negatedAt), one is negated where the
+//     other is not.
 //  3. Otherwise the cosine of the answers' embeddings decides: at least
 //     AgreeAt agrees, or AgreeWithFactsAt when the answers share a number
 //     or identifier (the same specifics, worded differently); under
@@ -99,6 +103,17 @@ const (
 	defaultDisagreeAt       = 0.45
 )
 
+// sameWordingAt is the share of content words in common (the verifier's
+// Jaccard) from which two answers count as worded alike. Rewordings of
+// one answer measured 0.17–0.8 in judge_test.go, answers that differ by
+// one opposite word 0.44–0.6. A negation is held against answers only
+// from negatedAt: longer answers that share most words differ in a "no"
+// or "without" by phrasing more often than in meaning.
+const (
+	sameWordingAt = 0.4
+	negatedAt     = 0.7
+)
+
 // newJudge returns a judge embedding with e (the lexical embedder when nil).
 func newJudge(e embed.Embedder) *Judge {
 	lx := lexical.New(0)
@@ -118,8 +133,15 @@ func (j *Judge) Judge(ctx context.Context, cached, fresh string) Judgement {
 	a, b := extractFacts(cached), extractFacts(fresh)
 	conflict := a.conflict(b)
 	if conflict == "" {
-		if f := j.verifier.Extract(fresh, cached, cos); f.Opposite > 0 {
+		// The verifier's opposite words and negation are questions'
+		// features: on answers worded differently they fire on phrasing
+		// ("exit" in one, "enter :q!" in the other), so only answers
+		// worded alike are held to them.
+		switch f := j.verifier.Extract(fresh, cached, cos); {
+		case f.Jaccard >= sameWordingAt && f.Opposite > 0:
 			conflict = "opposite"
+		case f.Jaccard >= negatedAt && f.Negation > 0:
+			conflict = "negation"
 		}
 	}
 	if conflict != "" {
@@ -160,7 +182,11 @@ func normalizeAnswer(s string) string { return strings.Join(strings.Fields(strin
 
 // facts are the specifics an answer states.
 type facts struct {
-	numbers, ids, entities map[string]bool
+	numbers, ids map[string]bool
+	// entities are names (capitalised inside a sentence, acronyms); caps
+	// every capitalised word, sentence openings included, which another
+	// answer's entity may meet ("Tokyo is…" against "…is Tokyo").
+	entities, caps map[string]bool
 }
 
 // conflict names the first fact check that fails between a and b, or "".
@@ -170,7 +196,7 @@ func (a facts) conflict(b facts) string {
 		return "numbers"
 	case changed(a.ids, b.ids):
 		return "identifiers"
-	case len(a.entities) > 0 && len(b.entities) > 0 && !overlap(a.entities, b.entities):
+	case len(a.entities) > 0 && len(b.entities) > 0 && !overlap(a.entities, b.caps) && !overlap(b.entities, a.caps):
 		return "entities"
 	}
 	return ""
@@ -215,25 +241,42 @@ func extractFacts(s string) facts {
 	if len(s) > maxFactBytes {
 		s = s[:maxFactBytes]
 	}
-	f := facts{numbers: map[string]bool{}, ids: map[string]bool{}, entities: map[string]bool{}}
+	f := facts{numbers: map[string]bool{}, ids: map[string]bool{}, entities: map[string]bool{}, caps: map[string]bool{}}
 	sentenceStart := true
 	for _, w := range strings.FieldsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || r == '(' || r == ')' || r == '"' }) {
 		word := strings.TrimRight(w, ".,;:!?'’\"")
 		ends := word != w && strings.ContainsAny(w[len(word):], ".!?")
 		word = strings.TrimLeft(word, "'‘\"*_`[")
+		if name, ok := strings.CutSuffix(word, "'s"); ok {
+			word = name
+		} else if name, ok := strings.CutSuffix(word, "’s"); ok {
+			word = name
+		}
 		switch hasDigit, hasLetter := kinds(word); {
 		case hasDigit && !hasLetter:
 			if n := normalizeNumber(word); n != "" {
 				f.numbers[n] = true
 			}
-		case hasDigit && hasLetter:
+		case hasDigit && hasLetter, codeLike(word):
 			f.ids[strings.ToLower(idCore(word))] = true
 		case isEntity(word, sentenceStart):
 			f.entities[strings.ToLower(word)] = true
 		}
+		if r, _ := utf8.DecodeRuneInString(word); unicode.IsUpper(r) {
+			f.caps[strings.ToLower(word)] = true
+		}
 		sentenceStart = ends || strings.HasSuffix(w, ":")
 	}
 	return f
+}
+
+// codeLike reports whether a word reads as code rather than prose: a key
+// combination (Ctrl+Shift+T), a command (:wq), a flag (-d), a path or URL.
+func codeLike(w string) bool {
+	if len(w) < 2 {
+		return false
+	}
+	return strings.ContainsAny(w, "+:/=_#@\\") || w[0] == '-' && w[1] != '-' && w[1] != ' '
 }
 
 // kinds reports whether word has digits and letters.

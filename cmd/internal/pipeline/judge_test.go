@@ -48,11 +48,43 @@ var realisticPairs = []judgePair{
 	{"The Great Wall of China is about 21,196 km long.", "The Amazon River is about 6,400 km long.", false},
 	{"Use git checkout -b feature to create a branch and switch to it.", "Run git checkout -b feature: it creates the branch and switches to it.", true},
 	{"Use git branch -d feature to delete a branch.", "Use git checkout -b feature to create a branch.", false},
+	{"You can cancel your subscription under Account > Billing.", "Go to Account, then Billing, and choose Cancel subscription.", true},
+	{"You can cancel your subscription under Account > Billing.", "You can renew your subscription under Account > Billing.", false},
+	{"Tokyo is the capital of Japan and its largest city.", "Japan's capital is Tokyo, which is also its biggest city.", true},
+	{"Tokyo is the capital of Japan and its largest city.", "Canberra is the capital of Australia, though Sydney is larger.", false},
+	{"Shakespeare wrote Hamlet around 1600.", "Hamlet was written by William Shakespeare in about 1600.", true},
+	{"Shakespeare wrote Hamlet around 1600.", "Shakespeare wrote Macbeth around 1606.", false},
+	{"Boil the eggs for 9 minutes for a firm yolk.", "For a hard yolk, cook the eggs in boiling water for 9 minutes.", true},
+	{"Boil the eggs for 9 minutes for a firm yolk.", "Boil the eggs for 6 minutes for a runny yolk.", false},
+	{"Press Ctrl+Shift+T to reopen the last closed tab in Chrome.", "In Chrome, Ctrl+Shift+T brings back the tab you closed last.", true},
+	{"Press Ctrl+Shift+T to reopen the last closed tab in Chrome.", "Press Ctrl+Shift+N to open an incognito window in Chrome.", false},
+	{"The speed of light is about 299,792 km per second.", "Light travels at roughly 299,792 kilometres per second in a vacuum.", true},
+	{"The speed of light is about 299,792 km per second.", "The speed of sound is about 343 metres per second in air.", false},
+	{"Photosynthesis turns light, water and carbon dioxide into sugar and oxygen.", "Plants use sunlight to make glucose and oxygen from water and CO2.", true},
+	{"Photosynthesis turns light, water and carbon dioxide into sugar and oxygen.", "Respiration breaks sugar down with oxygen, releasing energy, water and carbon dioxide.", false},
+	{"To exit Vim, press Esc and type :q! to quit without saving.", "Hit Esc, then enter :q! and Vim closes without saving your changes.", true},
+	{"To exit Vim, press Esc and type :wq to save and quit.", "To exit Vim, press Esc and type :q! to quit without saving.", false},
+	{"You can pay by credit card at checkout.", "You cannot pay by credit card at checkout.", false},
+	{"You can pay by credit card at checkout.", "Credit cards are accepted when you check out.", true},
+}
+
+// hardPairs are answers the judge is known to get wrong or leave unsure:
+// the same numbers in another unit, a negation without a listed opposite,
+// the same facts about another drug. They are measured and reported (the
+// README's figures), not required.
+var hardPairs = []judgePair{
+	{"Store cooked rice in the fridge for up to 3 days.", "Store cooked rice in the freezer for up to 3 months.", false},
+	{"Aspirin thins the blood and can cause stomach bleeding.", "Paracetamol relieves pain and fever but does not thin the blood.", false},
+	{"Yes, you can take ibuprofen with food to avoid stomach upset.", "No, you should not take ibuprofen on an empty stomach.", true},
+	{"The meeting is on Tuesday at 10 am.", "The meeting is on Thursday at 10 am.", false},
+	{"The museum is closed on Mondays.", "The museum does not open on Mondays.", true},
 }
 
 // TestJudgeRealisticPairs runs the judge with USE-lite on realisticPairs:
-// every pair of a different question must be judged disagree, and rewordings
-// must not be judged disagree.
+// no answer to a different question may be judged agree, no rewording
+// disagree (unsure is allowed: it widens the interval, it does not bias
+// the estimate). The judge's thresholds were set on these pairs; the
+// README reports the figures with that caveat.
 func TestJudgeRealisticPairs(t *testing.T) {
 	j := newJudge(loadUseLite(t))
 	acc := judgeAccuracy(t, j, realisticPairs)
@@ -60,24 +92,27 @@ func TestJudgeRealisticPairs(t *testing.T) {
 	if acc.falseAgree > 0 || acc.falseDisagree > 0 {
 		t.Errorf("the judge got %d wrong answers judged agree and %d right answers judged disagree", acc.falseAgree, acc.falseDisagree)
 	}
+	t.Logf("known hard pairs: %s", judgeAccuracy(t, j, hardPairs))
 }
 
-// accuracy counts a judge's verdicts against labels.
+// accuracy counts a judge's verdicts against labels, and what decided them.
 type accuracy struct {
 	pairs, correct, unsure, falseAgree, falseDisagree int
+	reasons                                           map[string]int
 }
 
 func (a accuracy) String() string {
-	return fmt.Sprintf("%d pairs: %d correct (%.1f %%), %d unsure, %d wrong judged agree, %d right judged disagree",
-		a.pairs, a.correct, 100*float64(a.correct)/float64(max(a.pairs, 1)), a.unsure, a.falseAgree, a.falseDisagree)
+	return fmt.Sprintf("%d pairs: %d correct (%.1f %%), %d unsure, %d wrong judged agree, %d right judged disagree; decided by %v",
+		a.pairs, a.correct, 100*float64(a.correct)/float64(max(a.pairs, 1)), a.unsure, a.falseAgree, a.falseDisagree, a.reasons)
 }
 
 func judgeAccuracy(t *testing.T, j *Judge, pairs []judgePair) accuracy {
 	t.Helper()
-	var a accuracy
+	a := accuracy{reasons: map[string]int{}}
 	for _, p := range pairs {
 		jd := j.Judge(context.Background(), p.cached, p.fresh)
 		a.pairs++
+		a.reasons[jd.Reason]++
 		switch {
 		case jd.Verdict == Unsure:
 			a.unsure++
@@ -104,6 +139,8 @@ func TestExtractFacts(t *testing.T) {
 		{"sim:3fa2b1c0d9e8 lorem ipsum", nil, []string{"3fa2b1c0d9e8"}, nil},
 		{"Paris is the capital of France. The Seine flows through it.", nil, nil, []string{"france", "seine"}},
 		{"Use the AWS CLI v2 and the NASA API, OK?", nil, []string{"v2"}, []string{"aws", "cli", "nasa", "api"}},
+		{"Press Ctrl+Shift+T, or run git log -p in ~/src.", nil, []string{"ctrl+shift+t", "-p", "~/src"}, nil},
+		{"Japan's capital is Tokyo.", nil, nil, []string{"tokyo"}},
 	} {
 		f := extractFacts(c.text)
 		for name, pair := range map[string]struct {
@@ -180,7 +217,14 @@ func TestJudgeAccuracy(t *testing.T) {
 }
 
 func (a accuracy) plus(b accuracy) accuracy {
-	return accuracy{a.pairs + b.pairs, a.correct + b.correct, a.unsure + b.unsure, a.falseAgree + b.falseAgree, a.falseDisagree + b.falseDisagree}
+	sum := accuracy{a.pairs + b.pairs, a.correct + b.correct, a.unsure + b.unsure, a.falseAgree + b.falseAgree,
+		a.falseDisagree + b.falseDisagree, map[string]int{}}
+	for _, m := range []map[string]int{a.reasons, b.reasons} {
+		for k, v := range m {
+			sum.reasons[k] += v
+		}
+	}
+	return sum
 }
 
 // sameFamily reports whether two questions of shadowFamilies share a
