@@ -36,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -58,8 +59,8 @@ type ShadowConfig struct {
 	// began. Nil → the request's own snapshot.
 	Route func(name string) *Route
 	// Steer moves a route's threshold from → to as an audited policy
-	// change (policy.Store.Steer), refusing when the threshold in force is
-	// no longer from. Nil → estimates only.
+	// change (policy.Store.Steer), refusing with ErrThresholdMoved when
+	// the threshold in force is no longer from. Nil → estimates only.
 	Steer func(ctx context.Context, route string, from, to float32, reason string) error
 	// Journal receives the disagreements of served hits. Nil → none.
 	Journal ShadowJournal
@@ -77,6 +78,12 @@ type ShadowConfig struct {
 	// Rand draws samples in [0, 1); nil → math/rand/v2. Tests seed it.
 	Rand func() float64
 }
+
+// ErrThresholdMoved is ShadowConfig.Steer's refusal when the threshold in
+// force is no longer the one the evidence was measured at: an operator,
+// another worker or another replica moved it meanwhile. Steering then
+// waits for the next judgements.
+var ErrThresholdMoved = errors.New("the threshold changed since it was measured")
 
 // ShadowJournal receives one record per served semantic hit the judge
 // found wrong. It must not block.
@@ -489,7 +496,11 @@ func (s *shadower) steer(ctx context.Context, rt *Route) {
 		return
 	}
 	if err := s.cfg.Steer(ctx, rt.Name, t, to, why); err != nil {
-		s.p.log.Warn("shadow: threshold not steered", "route", rt.Name, "from", t, "to", to, "err", err)
+		level := slog.LevelWarn
+		if errors.Is(err, ErrThresholdMoved) {
+			level = slog.LevelDebug // a race another step won: expected
+		}
+		s.p.log.Log(ctx, level, "shadow: threshold not steered", "route", rt.Name, "from", t, "to", to, "err", err)
 		return
 	}
 	sr.mu.Lock()

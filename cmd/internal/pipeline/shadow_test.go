@@ -42,7 +42,7 @@ func (tb *routeTable) steer(_ context.Context, name string, from, to float32, wh
 	defer tb.mu.Unlock()
 	cur := tb.m[name]
 	if cur.Threshold != from {
-		return fmt.Errorf("threshold is %v, not %v", cur.Threshold, from)
+		return fmt.Errorf("threshold is %v, not %v: %w", cur.Threshold, from, ErrThresholdMoved)
 	}
 	next := *cur
 	next.Threshold = to

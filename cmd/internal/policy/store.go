@@ -266,8 +266,8 @@ func (s *Store) Purge(ctx context.Context, name, who string) (View, error) {
 const ShadowUser = "shadow"
 
 // ErrStale is returned by Steer when the threshold in force is no longer
-// the one the evidence was measured at.
-var ErrStale = errors.New("policy: the threshold changed since it was measured")
+// the one the evidence was measured at (the pipeline's ErrThresholdMoved).
+var ErrStale = pipeline.ErrThresholdMoved
 
 // Steer moves a route's semantic threshold from → to on the evidence of
 // shadow verification (why, kept in the audit record), as a change by
