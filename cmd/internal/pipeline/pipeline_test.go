@@ -337,9 +337,9 @@ func TestBypass(t *testing.T) {
 			e.settle()
 		}
 	}
-	// no-cache: forwarded, and the fresh answer does not poison anything.
+	// no-cache: forwarded, and the fresh answer replaces the stored one.
 	r := e.post("/v1/chat/completions", chat("b4"), "Cache-Control", "no-cache")
-	if r.header.Get("Cache-Status") != "edgecache; fwd=request; detail=no-cache" {
+	if r.header.Get("Cache-Status") != "edgecache; fwd=request; detail=no-cache; stored" {
 		t.Errorf("no-cache: %q", r.header.Get("Cache-Status"))
 	}
 	if n := e.upstreamCalls("/v1/chat/completions"); n != 7 {

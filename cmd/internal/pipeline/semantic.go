@@ -161,20 +161,23 @@ type semanticQuery struct {
 
 // contextHash identifies everything but the last user turn: the request's
 // context material, on a templated route the path (another Azure
-// deployment is another model), and the embedding space (vectors of two
-// models are never compared).
-func contextHash(req *openai.Request, path, space string) string {
+// deployment is another model), the headers that join the keys (part:
+// a shared route's forwarded ones, a private route's project) and the
+// embedding space (vectors of two models are never compared).
+func contextHash(req *openai.Request, path, part, space string) string {
 	b := append(make([]byte, 0, 512), space...)
 	b = append(b, 0)
 	b = append(b, path...)
+	b = append(b, part...) // "" or starting with a 0 byte
 	b = req.AppendContextMaterial(b)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
 }
 
-// prepare reports whether the request may use the semantic tier and what
-// it would look up.
-func (p *Pipeline) semanticQuery(rt *Route, r *http.Request, req *openai.Request, ns string) *semanticQuery {
+// semanticQuery reports whether the request may use the semantic tier and
+// what it would look up; part is the request's header material
+// (Route.partition).
+func (p *Pipeline) semanticQuery(rt *Route, r *http.Request, req *openai.Request, ns, part string) *semanticQuery {
 	if p.sem == nil || !rt.Semantic || r.Header.Get("X-Edgecache-Semantic") == "off" {
 		return nil
 	}
@@ -192,7 +195,7 @@ func (p *Pipeline) semanticQuery(rt *Route, r *http.Request, req *openai.Request
 		route += "#" + strconv.FormatInt(rt.Generation, 10)
 	}
 	return &semanticQuery{text: text, space: space, filter: semantic.Filter{
-		Namespace: ns, Route: route, Model: req.Model, Context: contextHash(req, templatedPath(rt, r), space),
+		Namespace: ns, Route: route, Model: req.Model, Context: contextHash(req, templatedPath(rt, r), part, space),
 	}}
 }
 
