@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -151,7 +152,9 @@ func newSemanticTier(cfg SemanticConfig) *semanticTier {
 	return s
 }
 
-// semanticQuery is what a request contributes to the semantic tier.
+// semanticQuery is what a request contributes to the semantic tier. Its
+// strings may alias the request body (see openai.ParseJSON): index copies
+// what the tier keeps.
 type semanticQuery struct {
 	text   string
 	space  string // the embedding space of text (embed.SpaceOf)
@@ -319,8 +322,14 @@ func (p *Pipeline) entry(ctx context.Context, k cache.Key) (cache.Entry, bool) {
 }
 
 // index queues the stored answer's prompt for the index; it never blocks.
+//
+// The point's text is a copy: the query's aliases the request body
+// (openai.ParseJSON), which the index and the wordings would otherwise
+// keep whole for the point's life (a 200 KB system prompt for a ten-word
+// question). The filter's strings are the edge's own (the model is a copy
+// already: openai.Request.Model).
 func (s *semanticTier) index(q *semanticQuery, key cache.Key, expires time.Time) bool {
-	job := indexJob{point: semantic.Point{Key: string(key), Vector: q.vec, Filter: q.filter, Text: q.text, ExpiresAt: expires}}
+	job := indexJob{point: semantic.Point{Key: string(key), Vector: q.vec, Filter: q.filter, Text: strings.Clone(q.text), ExpiresAt: expires}}
 	job.wording, job.hasWording = q.wordingID(s.space(q.space))
 	s.pending.Add(1)
 	select {
