@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -408,8 +409,33 @@ type CachePolicy struct {
 	// TTL of stored answers. Zero → 1h.
 	TTL Duration `yaml:"ttl"`
 	// Shared puts every tenant in one namespace (a public FAQ route). By
-	// default each client API key has its own namespace.
+	// default each client API key has its own namespace. A shared answer
+	// must be a function of its key alone, so a shared route calls the
+	// upstream with the edge's own key (upstream.api_key, and each
+	// backup's api_key: required), sends it only the ForwardHeaders, and
+	// puts their values in its keys.
 	Shared bool `yaml:"shared"`
+	// ForwardHeaders are, on a shared route, the only request headers sent
+	// upstream besides what the edge sets itself (its own key,
+	// Content-Type, User-Agent "edgecache", X-Request-Id and the SDK's
+	// X-Stainless-Timeout and X-Stainless-Retry-Count, which the edge
+	// reads for its deadline and retries). The value of each one joins
+	// the route's exact and semantic keys: two values (two personas)
+	// never share an entry. Empty → none. Shared routes only (a private
+	// route forwards every end-to-end header); credentials, hop-by-hop
+	// headers and the edge's own are refused.
+	ForwardHeaders []string `yaml:"forward_headers"`
+	// Reveal, on a shared route, tells a client whether its answer came
+	// from the cache (Cache-Status hit and tier, ttl, Age,
+	// X-Edgecache-Similarity) and passes the upstream's response headers,
+	// which describe the edge's account. false: every answer that is not
+	// degraded says "Cache-Status: edgecache; detail=shared" without Age,
+	// and keeps only Content-Type of the upstream's headers, so a hit and
+	// a miss look alike in headers. Timing still differs (a hit answers
+	// at once, a miss after the model), and a cached body carries the id
+	// and created time of the answer first stored: false hides the
+	// explicit signal, not every signal. Nil → true.
+	Reveal *bool `yaml:"reveal"`
 	// MaxTemperature: requests asking for more variety than this bypass the
 	// cache. Nil → 1.0 (OpenAI's own default temperature).
 	MaxTemperature *float64 `yaml:"max_temperature"`
@@ -943,6 +969,34 @@ func (c *Config) Validate() error {
 	if sm.MinCoverage < 0 || sm.MinCoverage > 1 {
 		bad("semantic.min_coverage %v: want a share in (0, 1]", sm.MinCoverage)
 	}
+	c.validateRoutes(bad)
+	for _, r := range c.Routes {
+		if !r.Cache.Shared {
+			continue
+		}
+		if c.Upstream.APIKey == "" {
+			bad("route %q: cache.shared needs the edge's own upstream key: set upstream.api_key (env EDGECACHE_UPSTREAM_API_KEY), "+
+				"or the answer every tenant gets would be filled with the key of whichever tenant asked first", r.Name)
+		}
+		for _, b := range c.Backups {
+			if b.APIKey == "" {
+				bad("route %q: cache.shared needs the edge's own key on every target: backup %q has no api_key", r.Name, b.Name)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateRoutes checks the routes alone: each route's own rules and that
+// no two share a name or a path. Validate runs it too; a route policy
+// changed at run time (which cannot change the rest) is checked with it.
+func (c *Config) ValidateRoutes() error {
+	var errs []error
+	c.validateRoutes(func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) })
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateRoutes(bad func(format string, args ...any)) {
 	names, paths := map[string]bool{}, map[string]bool{}
 	for i, r := range c.Routes {
 		where := fmt.Sprintf("routes[%d]", i)
@@ -1012,6 +1066,63 @@ func (c *Config) Validate() error {
 		if t := r.Cache.MaxTemperature; t != nil && (*t < 0 || *t > 2) {
 			bad("%s: cache.max_temperature %g: want a value in [0, 2]", where, *t)
 		}
+		validateSharing(r, where, bad)
 	}
-	return errors.Join(errs...)
+}
+
+// validateSharing checks a route's forward_headers and reveal.
+func validateSharing(r Route, where string, bad func(format string, args ...any)) {
+	if !r.Cache.Shared {
+		if len(r.Cache.ForwardHeaders) > 0 {
+			bad("%s: cache.forward_headers applies to shared routes (a private route forwards every end-to-end header)", where)
+		}
+		if r.Cache.Reveal != nil && !*r.Cache.Reveal {
+			bad("%s: cache.reveal: false applies to shared routes (a private route's cache status only tells a tenant about its own requests)", where)
+		}
+		return
+	}
+	seen := map[string]bool{}
+	for _, h := range r.Cache.ForwardHeaders {
+		name := http.CanonicalHeaderKey(h)
+		switch why := unforwardable(name); {
+		case !validHeaderName(h):
+			bad("%s: cache.forward_headers: %q is not a header name", where, h)
+		case why != "":
+			bad("%s: cache.forward_headers: %s cannot be forwarded on a shared route: %s", where, name, why)
+		case seen[name]:
+			bad("%s: cache.forward_headers: %s is listed twice", where, name)
+		}
+		seen[name] = true
+	}
+}
+
+// unforwardable says why a shared route must not forward the header
+// (canonical name), or "".
+func unforwardable(name string) string {
+	switch name {
+	case "Authorization", "Api-Key", "X-Api-Key", "Proxy-Authorization", "Cookie":
+		return "it carries a tenant's credentials (a shared route calls the upstream with the edge's own key)"
+	case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer",
+		"Upgrade", "Accept-Encoding":
+		return "it belongs to one connection, not to the request"
+	case "Content-Type", "User-Agent", "X-Request-Id", "X-Stainless-Timeout", "X-Stainless-Retry-Count":
+		return "the edge sets it on every shared call, and it must not split the route's keys"
+	case "Cache-Control", "Pragma":
+		return "it is a directive to the edge, not to the model"
+	}
+	if strings.HasPrefix(name, "X-Edgecache-") {
+		return "it is a directive to the edge, not to the model"
+	}
+	return ""
+}
+
+// validHeaderName reports whether s is an HTTP token (RFC 9110 §5.1).
+func validHeaderName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return s != ""
 }

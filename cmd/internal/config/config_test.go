@@ -12,9 +12,18 @@ import (
 	"github.com/edgecache/edgecache/cache/semantic/verify"
 )
 
+// exampleEnv is the environment the example configuration needs: its
+// shared route needs the edge's own upstream key.
+func exampleEnv(name string) string {
+	if name == "EDGECACHE_UPSTREAM_API_KEY" {
+		return "sk-edge"
+	}
+	return ""
+}
+
 func TestExampleConfigLoads(t *testing.T) {
 	path := filepath.Join("..", "..", "..", "deploy", "config.example.yaml")
-	c, err := Load(path, func(string) string { return "" })
+	c, err := Load(path, exampleEnv)
 	if err != nil {
 		t.Fatalf("deploy/config.example.yaml: %v", err)
 	}
@@ -62,7 +71,7 @@ func TestDegradedFloorDefault(t *testing.T) {
 			t.Errorf("route %s: degraded_floor %v, want verify.DegradedFloor (%v)", r.Name, r.Cache.DegradedFloor, verify.DegradedFloor)
 		}
 	}
-	ex, err := Load(filepath.Join("..", "..", "..", "deploy", "config.example.yaml"), func(string) string { return "" })
+	ex, err := Load(filepath.Join("..", "..", "..", "deploy", "config.example.yaml"), exampleEnv)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -194,7 +194,7 @@ func (p *Pipeline) Close(ctx context.Context) error {
 // Serve answers one proxied request for route rt.
 func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	if rt.API == openai.APIModels || r.Method == http.MethodGet {
-		p.forward(w, r, &pending{rt: rt, usage: -1}, nil, false, "edgecache; fwd=bypass; detail=passthrough")
+		p.forward(w, r, &pending{rt: rt, usage: -1}, nil, passThrough, "edgecache; fwd=bypass; detail=passthrough")
 		return
 	}
 	if rt.Templated() && !rt.matches(r.URL.Path) {
@@ -220,9 +220,11 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	}
 	c := p.identify(r)
 	ns := p.namespace(rt, c)
+	part := rt.partition(r.Header)
+	scope := rt.scope(r, part)
 	var ak string
 	if p.aliasable(rt, r) {
-		ak = aliasKey(rt, ns, rt.scope(r), body)
+		ak = aliasKey(rt, ns, scope, body)
 		if al, ok := p.aliases.c.Get(ak); ok && p.serveAlias(w, r, rt, al, len(body), c) {
 			return
 		}
@@ -248,13 +250,16 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	defer func() { p.done(r.Context(), adm, pd.usage) }()
 	if reason := p.bypass(rt, r, req); reason != "" {
 		p.m.Bypass(rt.Name, reason)
-		p.forward(w, r, pd, body, false, "edgecache; fwd=bypass; detail="+reason)
+		p.forward(w, r, pd, body, passThrough, "edgecache; fwd=bypass; detail="+reason)
 		return
 	}
-	pd.key = exactKey(rt, pd.ns, rt.scope(r), req)
+	pd.key = exactKey(rt, pd.ns, scope, req)
 	if noCache(r) {
+		// Not served from the cache; the fresh complete answer replaces
+		// the stored one (on a shared route, for every tenant).
 		p.m.Bypass(rt.Name, "no-cache")
-		p.forward(w, r, pd, body, false, "edgecache; fwd=request; detail=no-cache")
+		pd.q = p.semanticQuery(rt, r, req, pd.ns, part)
+		p.forward(w, r, pd, body, refresh, "edgecache; fwd=request; detail=no-cache")
 		return
 	}
 	if ak != "" {
@@ -262,18 +267,18 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	}
 	if e, ok := p.lookup(r.Context(), rt, pd.key); ok {
 		pd.usage = 0 // the model did no work
-		p.writeHit(w, r, req, e, e.Tier, -1)
+		p.hit(w, r, rt, req, e, e.Tier, -1)
 		return
 	}
-	pd.q = p.semanticQuery(rt, r, req, pd.ns)
+	pd.q = p.semanticQuery(rt, r, req, pd.ns, part)
 	if pd.q != nil {
 		if hit, ok := p.semanticLookup(r.Context(), rt, r, pd.q); ok {
 			pd.usage = 0
-			p.writeHit(w, r, req, hit.entry, "semantic", hit.cosine)
+			p.hit(w, r, rt, req, hit.entry, "semantic", hit.cosine)
 			return
 		}
 	}
-	p.forward(w, r, pd, body, rt.Coalesce, "")
+	p.forward(w, r, pd, body, fill, "")
 }
 
 // serveAlias answers a byte-identical repeat from the cache without
@@ -290,7 +295,7 @@ func (p *Pipeline) serveAlias(w http.ResponseWriter, r *http.Request, rt *Route,
 		return true // refused: the honest answer is written
 	}
 	defer p.done(r.Context(), adm, 0)
-	p.writeHit(w, r, req, e, e.Tier, -1)
+	p.hit(w, r, rt, req, e, e.Tier, -1)
 	return true
 }
 
@@ -354,13 +359,27 @@ func (p *Pipeline) count(rt *Route, e cache.Entry, err error) {
 // detail names the tier for Cache-Status; similarity ≥ 0 (semantic hits)
 // is sent as X-Edgecache-Similarity.
 func (p *Pipeline) writeHit(w http.ResponseWriter, r *http.Request, req *openai.Request, e cache.Entry, detail string, similarity float32) {
+	p.writeEntry(w, r, req, e, detail, similarity, false)
+}
+
+// hit is writeHit for a normal hit on rt: on a shared route that does not
+// reveal, the answer does not say it is one.
+func (p *Pipeline) hit(w http.ResponseWriter, r *http.Request, rt *Route, req *openai.Request, e cache.Entry, detail string, similarity float32) {
+	p.writeEntry(w, r, req, e, detail, similarity, rt.hidden())
+}
+
+func (p *Pipeline) writeEntry(w http.ResponseWriter, r *http.Request, req *openai.Request, e cache.Entry, detail string, similarity float32, hide bool) {
 	now := p.cfg.Now()
 	h := w.Header()
-	h.Set("Cache-Status", "edgecache; hit; detail="+detail+"; ttl="+strconv.FormatInt(int64(e.TTL(now)/time.Second), 10))
-	if similarity >= 0 {
-		h.Set("X-Edgecache-Similarity", strconv.FormatFloat(float64(similarity), 'f', 4, 32))
+	if hide {
+		h.Set("Cache-Status", hiddenStatus)
+	} else {
+		h.Set("Cache-Status", "edgecache; hit; detail="+detail+"; ttl="+strconv.FormatInt(int64(e.TTL(now)/time.Second), 10))
+		if similarity >= 0 {
+			h.Set("X-Edgecache-Similarity", strconv.FormatFloat(float64(similarity), 'f', 4, 32))
+		}
+		h.Set("Age", strconv.FormatInt(int64(e.Age(now)/time.Second), 10))
 	}
-	h.Set("Age", strconv.FormatInt(int64(e.Age(now)/time.Second), 10))
 	if req.Stream {
 		h.Set("Content-Type", "text/event-stream")
 		h.Set("Cache-Control", "no-cache")
@@ -392,18 +411,32 @@ func flightKey(key cache.Key, req *openai.Request) string {
 	}
 }
 
-// forward sends the request upstream (joining an identical call in progress
-// when coalesce is set) and answers from the call. A non-empty key with
-// store set means a complete answer is stored under it; cacheStatus, when
-// set, overrides the miss status.
+// use is what an upstream call does for the cache.
+type use int
+
+const (
+	passThrough use = iota // nothing stored
+	fill                   // a miss: joins an identical call in progress (unless the route says not to), stores the answer
+	refresh                // the client's no-cache: a call of its own, whose answer replaces the stored one
+)
+
+// forward sends the request upstream and answers from the call; u says
+// whether it may join an identical call in progress and whether a complete
+// answer is stored under pd.key. cacheStatus, when set, overrides the miss
+// status.
 //
-// q, when set, is the request's semantic query: a stored answer is indexed
-// under it.
-func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, body []byte, coalesce bool, cacheStatus string) {
+// pd.q, when set, is the request's semantic query: a stored answer is
+// indexed under it.
+func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, body []byte, u use, cacheStatus string) {
 	rt, req, key, q := pd.rt, pd.req, pd.key, pd.q
-	store := key != "" && cacheStatus == ""
+	store := key != "" && u != passThrough
+	coalesce := u == fill && rt.Coalesce
 	stream := req != nil && req.Stream
-	in := outbound(r)
+	in := outbound(r, rt, body != nil)
+	if rt.Shared && req != nil {
+		// The upstream reads exactly what the key was made of.
+		body = req.Body.AppendCanonical(make([]byte, 0, len(body)))
+	}
 	var runCtx context.Context
 	mk := func() *call {
 		var cancel context.CancelFunc
@@ -418,7 +451,7 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 			func() bool { _, ok := p.recent.get(key); return ok })
 		if c == nil { // the answer landed between our lookup and now
 			if e, ok := p.recent.get(key); ok {
-				p.writeHit(w, r, req, e, p.cfg.Tiers[0], -1)
+				p.hit(w, r, rt, req, e, p.cfg.Tiers[0], -1)
 				return
 			}
 			c, created = mk(), true
@@ -460,11 +493,16 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 }
 
 // outbound copies what the upstream call needs from the inbound request, so
-// the call can outlive the handler.
-func outbound(r *http.Request) *http.Request {
+// the call can outlive the handler. On a shared route it carries only the
+// headers the route forwards and no client address: the call must be the
+// same whoever made it (see sharedHeader).
+func outbound(r *http.Request, rt *Route, hasBody bool) *http.Request {
 	// The header is shared, not copied: nobody writes it after the handler
 	// has read the body, and the upstream client clones it per attempt.
 	out := &http.Request{Method: r.Method, URL: r.URL, Header: r.Header, RemoteAddr: r.RemoteAddr}
+	if rt.Shared {
+		out.Header, out.RemoteAddr = sharedHeader(r.Header, rt.ForwardHeaders, hasBody), ""
+	}
 	if out.Method == "" {
 		out.Method = http.MethodGet
 	}
@@ -523,12 +561,20 @@ func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, ca
 		}
 		if !wrote && v.status != 0 && (c.stream || v.done) {
 			h := w.Header()
-			for k, vv := range v.header {
+			hdr := v.header
+			hide := pd.rt.hidden()
+			if hide {
+				hdr = hideHeader(hdr, c.stream && isEventStream(hdr))
+			}
+			for k, vv := range hdr {
 				h[k] = vv
 			}
 			cs := cacheStatus
 			if v.stored && !strings.Contains(cs, "fwd=bypass") {
 				cs += "; stored"
+			}
+			if hide && strings.HasPrefix(cs, "edgecache; fwd=uri-miss") {
+				cs = hiddenStatus // a miss, collapsed or not, stored or not
 			}
 			h.Set("Cache-Status", cs)
 			if !c.stream || !isEventStream(v.header) {

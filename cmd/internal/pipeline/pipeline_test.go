@@ -49,6 +49,7 @@ type edgeOpts struct {
 	maxBody   int64
 	semantic  *SemanticConfig
 	backups   []string // failover targets' URLs
+	apiKey    string   // the edge's own upstream key, on every target
 }
 
 // memJournal keeps degraded answers for assertions.
@@ -87,7 +88,7 @@ func newEdge(t *testing.T, o edgeOpts) *edge {
 		t.Cleanup(func() { sim.Close() })
 		e.sim, simURL = sim, sim.URL()
 	}
-	up, err := upstream.New(upstream.Config{URL: simURL})
+	up, err := upstream.New(upstream.Config{URL: simURL, APIKey: o.apiKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +109,7 @@ func newEdge(t *testing.T, o edgeOpts) *edge {
 	}
 	e.tiered = cache.NewTiered(cache.TieredConfig{}, tiers...)
 	t.Cleanup(func() { e.tiered.Close(context.Background()) })
-	cfg := config.Config{Routes: o.routes, MaxBodyBytes: o.maxBody}
+	cfg := config.Config{Routes: o.routes, MaxBodyBytes: o.maxBody, Upstream: config.Upstream{APIKey: o.apiKey}}
 	cfg.Default()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -119,7 +120,7 @@ func newEdge(t *testing.T, o edgeOpts) *edge {
 	}
 	targets := []*Target{{Name: "primary", Client: up, Breaker: degrade.NewBreaker("primary", degrade.BreakerConfig{}), Budget: &degrade.RetryBudget{}}}
 	for i, u := range o.backups {
-		c, err := upstream.New(upstream.Config{URL: u})
+		c, err := upstream.New(upstream.Config{URL: u, APIKey: o.apiKey})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -270,7 +271,7 @@ func TestMissThenHit(t *testing.T) {
 }
 
 func TestKeyRules(t *testing.T) {
-	e := newEdge(t, edgeOpts{routes: []config.Route{
+	e := newEdge(t, edgeOpts{apiKey: "sk-edge", routes: []config.Route{
 		{Name: "chat", Path: "/v1/chat/completions"},
 		{Name: "faq", Path: "/faq/chat", API: "chat", UpstreamPath: "/v1/chat/completions", Cache: config.CachePolicy{Shared: true}},
 	}})
@@ -336,9 +337,9 @@ func TestBypass(t *testing.T) {
 			e.settle()
 		}
 	}
-	// no-cache: forwarded, and the fresh answer does not poison anything.
+	// no-cache: forwarded, and the fresh answer replaces the stored one.
 	r := e.post("/v1/chat/completions", chat("b4"), "Cache-Control", "no-cache")
-	if r.header.Get("Cache-Status") != "edgecache; fwd=request; detail=no-cache" {
+	if r.header.Get("Cache-Status") != "edgecache; fwd=request; detail=no-cache; stored" {
 		t.Errorf("no-cache: %q", r.header.Get("Cache-Status"))
 	}
 	if n := e.upstreamCalls("/v1/chat/completions"); n != 7 {
