@@ -73,7 +73,7 @@ type Config struct {
 	// synced.
 	SyncInterval time.Duration
 	// Redis, if set, receives the records (one capped stream per region).
-	// The Journal takes ownership of it and closes it in Close.
+	// Its client stays the caller's: close it after Close.
 	Redis *RedisSink
 	// Buffer is the number of records waiting to be written beyond which
 	// Record drops. If zero, it defaults to 4096.
@@ -313,9 +313,6 @@ func (j *Journal) closeSinks() {
 			j.errs.Add(1)
 			j.log.Error("journal: close file", "err", err)
 		}
-	}
-	if j.redis != nil {
-		_ = j.redis.Close() // connections only; nothing to flush
 	}
 }
 

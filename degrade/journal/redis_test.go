@@ -14,9 +14,20 @@ import (
 	"github.com/edgecache/edgecache/cache/shared"
 )
 
+// testClient is a Redis client built as the program builds its own.
+func testClient(t *testing.T, conn shared.Conn) redis.UniversalClient {
+	t.Helper()
+	c, err := shared.NewClient(conn, shared.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 func newSink(t *testing.T, addr, region string, maxLen int64) *RedisSink {
 	t.Helper()
-	s, err := NewRedisSink(shared.Conn{Addrs: []string{addr}}, region, maxLen)
+	s, err := NewRedisSink(testClient(t, shared.Conn{Addrs: []string{addr}}), region, maxLen)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,25 +55,23 @@ func recent(n int, prefix string) []Record {
 }
 
 func TestNewRedisSinkValidates(t *testing.T) {
+	c := testClient(t, shared.Conn{Addrs: []string{"127.0.0.1:1"}})
 	for _, tt := range []struct {
-		addrs  []string
+		client redis.UniversalClient
 		region string
 	}{
 		{nil, "eu"},
-		{[]string{""}, "eu"},
-		{[]string{"127.0.0.1:1"}, "eu{1}"},
-		{[]string{"127.0.0.1:1"}, "eu west"},
+		{c, "eu{1}"},
+		{c, "eu west"},
 	} {
-		if s, err := NewRedisSink(shared.Conn{Addrs: tt.addrs}, tt.region, 0); err == nil {
-			s.Close()
-			t.Errorf("NewRedisSink(%q, %q) succeeded", tt.addrs, tt.region)
+		if _, err := NewRedisSink(tt.client, tt.region, 0); err == nil {
+			t.Errorf("NewRedisSink(%v, %q) succeeded", tt.client, tt.region)
 		}
 	}
-	s, err := NewRedisSink(shared.Conn{Addrs: []string{"127.0.0.1:1"}}, "", 0)
+	s, err := NewRedisSink(c, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
 	if s.Region() != DefaultRegion || s.Key() != "edgecache:journal:{default}" || s.maxLen != DefaultMaxLen {
 		t.Errorf("defaults: region %q key %q maxLen %d", s.Region(), s.Key(), s.maxLen)
 	}
@@ -227,11 +236,10 @@ func TestRedisOnlyCountsLostRecords(t *testing.T) {
 // lost for the journal alone).
 func TestRedisSinkUsesConnDB(t *testing.T) {
 	r := cachetest.StartRedis(t)
-	s, err := NewRedisSink(shared.Conn{Addrs: []string{r.Addr()}, DB: 3}, "eu", 0)
+	s, err := NewRedisSink(testClient(t, shared.Conn{Addrs: []string{r.Addr()}, DB: 3}), "eu", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
 	j := newTest(t, Config{Dir: t.TempDir(), Redis: s}, nil)
 	for _, rec := range recent(5, "d") {
 		if !j.Record(rec) {

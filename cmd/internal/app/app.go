@@ -182,20 +182,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer l1.Close()
 	tiers, names := []cache.Tier{l1}, []string{"l1"}
-	rconn, err := redisConn(cfg.Redis)
+	// One client for the region's Redis, closed after everything that uses
+	// it (defers run last-in first-out).
+	rclient, err := redisClient(cfg.Redis, tel)
 	if err != nil {
 		return err
 	}
+	if rclient != nil {
+		defer rclient.Close()
+	}
 	var l2 *shared.Shared
-	if len(cfg.Redis.Addrs) > 0 {
-		l2, err = shared.New(shared.Config{
-			Conn:           rconn,
-			Prefix:         cfg.Redis.Prefix,
-			Timeout:        cfg.Redis.Timeout.D(),
-			Logger:         log,
-			MeterProvider:  tel.MeterProvider,
-			TracerProvider: tracerIf(tel),
-		})
+	if rclient != nil {
+		l2, err = shared.New(shared.Config{Client: rclient, Prefix: cfg.Redis.Prefix, Timeout: cfg.Redis.Timeout.D(), Logger: log})
 		if err != nil {
 			return fmt.Errorf("l2: %w", err)
 		}
@@ -231,14 +229,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if sem.fallback != "" {
 		fmt.Fprintf(stdout, "edgecache: semantic tier uses the lexical embedder: %s\n", sem.fallback)
 	}
-	adm, closeAdm, err := buildAdmission(cfg, rconn, secret, targets, log)
+	adm, err := buildAdmission(cfg, rclient, secret, targets, log)
 	if err != nil {
 		return err
 	}
-	defer closeAdm()
 	var jsink *journal.RedisSink
-	if len(cfg.Redis.Addrs) > 0 {
-		if jsink, err = journal.NewRedisSink(rconn, cfg.Degrade.Region, 0); err != nil {
+	if rclient != nil {
+		if jsink, err = journal.NewRedisSink(rclient, cfg.Degrade.Region, 0); err != nil {
 			return fmt.Errorf("journal: %w", err)
 		}
 	}
@@ -257,12 +254,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer tw.Close()
 
-	var policyRedis redis.UniversalClient
-	if len(cfg.Redis.Addrs) > 0 {
-		policyRedis = redis.NewUniversalClient(rconn.Options())
-		defer policyRedis.Close()
-	}
-	table, err := policy.New(ctx, policy.Config{Routes: cfg.Routes, File: cfg.PolicyFile, Redis: policyRedis,
+	table, err := policy.New(ctx, policy.Config{Routes: cfg.Routes, File: cfg.PolicyFile, Redis: rclient,
 		Region: cfg.Degrade.Region, Logger: log})
 	if err != nil {
 		return err
@@ -456,12 +448,22 @@ func tracerIf(t *telemetry.Telemetry) trace.TracerProvider {
 	return nil
 }
 
-// redisConn is the region's Redis deployment, shared by L2, global limits,
-// the journal stream and route policies.
-func redisConn(r config.Redis) (shared.Conn, error) {
+// redisClient builds the region's one Redis client, shared by L2, global
+// limits, the journal stream, route policies and the tenant secret, or
+// returns nil when no Redis is configured. Each of those keeps its own
+// fail-open guard and bounds its calls with its own deadline.
+func redisClient(r config.Redis, tel *telemetry.Telemetry) (redis.UniversalClient, error) {
 	t, err := r.TLS.Config()
 	if err != nil {
-		return shared.Conn{}, err
+		return nil, err
 	}
-	return shared.Conn{Addrs: r.Addrs, Cluster: r.Cluster, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB, TLS: t}, nil
+	if len(r.Addrs) == 0 {
+		return nil, nil
+	}
+	conn := shared.Conn{Addrs: r.Addrs, Cluster: r.Cluster, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB, TLS: t}
+	c, err := shared.NewClient(conn, shared.ClientOptions{TracerProvider: tracerIf(tel), MeterProvider: tel.MeterProvider})
+	if err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	return c, nil
 }
