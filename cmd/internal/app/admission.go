@@ -31,7 +31,7 @@ func limits(l config.Limits) admission.Limits {
 // buildAdmission makes the quotas (global in Redis when the region has one,
 // with a per-instance share as fallback; local otherwise), the tenant
 // table, self-protection, and one adaptive concurrency limit per target.
-func buildAdmission(cfg config.Config, rclient redis.UniversalClient, secret []byte, targets []*pipeline.Target, log *slog.Logger) (*pipeline.AdmissionConfig, error) {
+func buildAdmission(cfg config.Config, rclient redis.UniversalClient, targets []*pipeline.Target, log *slog.Logger) (*pipeline.AdmissionConfig, error) {
 	a := cfg.Admission
 	rules := admission.Rules{Key: limits(a.Limits.Key), Tenant: limits(a.Limits.Tenant), IP: limits(a.Limits.IP)}
 	out := &pipeline.AdmissionConfig{Tenants: map[string]pipeline.TenantInfo{}, TrustLaneHeader: a.TrustLaneHeader}
@@ -82,7 +82,7 @@ func buildAdmission(cfg config.Config, rclient redis.UniversalClient, secret []b
 			info.Limits = &l
 		}
 		for _, k := range t.APIKeys {
-			out.Tenants[pipeline.KeyID(secret, k)] = info
+			out.Tenants[k] = info
 		}
 	}
 	for _, t := range targets {

@@ -6,7 +6,6 @@ package app
 import (
 	"context"
 
-	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -209,12 +208,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	tiered := cache.NewTiered(cache.TieredConfig{QueueSize: cfg.Cache.StoreQueue, Logger: log}, tiers...)
 
-	secret := []byte(cfg.TenantSecret)
-	if len(secret) == 0 {
-		secret, err = tenantSecret(ctx, l2, log)
-		if err != nil {
-			return err
-		}
+	var store secretStore // a nil *shared.Shared must stay a nil interface
+	if l2 != nil {
+		store = l2
+	}
+	secret, err := newTenantSecret(ctx, []byte(cfg.TenantSecret), store, log)
+	if err != nil {
+		return err
 	}
 
 	routes, err := pipeline.Compile(cfg.Routes)
@@ -229,7 +229,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if sem.fallback != "" {
 		fmt.Fprintf(stdout, "edgecache: semantic tier uses the lexical embedder: %s\n", sem.fallback)
 	}
-	adm, err := buildAdmission(cfg, rclient, secret, targets, log)
+	adm, err := buildAdmission(cfg, rclient, targets, log)
 	if err != nil {
 		return err
 	}
@@ -269,7 +269,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Tracer:              tel.TracerProvider.Tracer("github.com/edgecache/edgecache"),
 		NamespaceGeneration: table.NamespaceGeneration,
 		Templates:           templateWords{tw},
-		Cache:               tiered, Tiers: names, Targets: targets, Secret: secret,
+		Cache:               tiered, Tiers: names, Targets: targets, Secret: secret.current(),
 		Guard: pipeline.GuardConfig{
 			MaxAttempts: cfg.Degrade.MaxAttempts, BackoffBase: cfg.Degrade.BackoffBase.D(), BackoffCap: cfg.Degrade.BackoffCap.D(),
 			TTFTTimeout: cfg.Degrade.TTFTTimeout.D(), DeadlineMargin: cfg.Degrade.DeadlineMargin.D(),
@@ -279,6 +279,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		StreamIdleTimeout: cfg.Upstream.StreamIdleTimeout.D(),
 		Metrics:           metrics, Logger: log,
 	})
+	secret.onChange = p.SetSecret
+	wg.Add(1)
+	go func() { defer wg.Done(); secret.run(ctx) }()
 	var redisUp func() bool
 	if l2 != nil {
 		redisUp = l2.Healthy
@@ -300,6 +303,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if sem.fallback != "" {
 			st["embedder_fallback"] = sem.fallback
 		}
+		st["tenant_secret"] = secret.source()
 		switch {
 		case l2 == nil:
 			st["redis"] = "disabled"
@@ -322,7 +326,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	dataSrv := &http.Server{Handler: tel.Wrap(server.Data(p, routes, table, tm, log), "edgecache"), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index, stats: metrics, secret: secret},
+	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index, stats: metrics, secret: secret.current},
 		server.NewAdminAuth(adminLn.Addr().String(), adminTokens(cfg)), log), ReadHeaderTimeout: 10 * time.Second}
 
 	if auth := server.NewAdminAuth(adminLn.Addr().String(), nil); auth.Required && len(cfg.AdminTokens) == 0 {
@@ -378,28 +382,6 @@ func upstreamHost(u string) string {
 		u = u[i+1:]
 	}
 	return u
-}
-
-// tenantSecret returns the secret that keys tenant namespaces when none is
-// configured: shared through Redis so every replica of a region agrees, or
-// random for this process alone.
-func tenantSecret(ctx context.Context, l2 *shared.Shared, log *slog.Logger) ([]byte, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return nil, err
-	}
-	if l2 == nil {
-		log.Info("tenant secret: random for this process (set EDGECACHE_TENANT_SECRET to keep namespaces across restarts)")
-		return b, nil
-	}
-	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	s, err := l2.SetIfAbsent(sctx, "tenant-secret", b)
-	if err != nil {
-		log.Warn("tenant secret: Redis unreachable, using a random one for this process; set EDGECACHE_TENANT_SECRET", "err", err)
-		return b, nil
-	}
-	return s, nil
 }
 
 // buildTargets makes the primary upstream and the backups, each with its
