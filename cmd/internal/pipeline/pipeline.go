@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgecache/edgecache/cache"
@@ -80,7 +81,8 @@ type Config struct {
 	// Targets are the upstreams, primary first; at least one.
 	Targets []*Target
 	Guard   GuardConfig
-	// Secret keys tenant namespaces (HMAC of the client's API key).
+	// Secret keys tenant namespaces (HMAC of the client's API key); see
+	// also Pipeline.SetSecret.
 	Secret []byte
 	// MaxBodyBytes bounds request bodies (413 above). Zero → 8 MiB.
 	MaxBodyBytes int64
@@ -121,7 +123,7 @@ type Pipeline struct {
 	wg      sync.WaitGroup
 	log     *slog.Logger
 	m       Metrics
-	macs    sync.Pool // HMAC-SHA256 under cfg.Secret, for tenant namespaces and key ids
+	keys    atomic.Pointer[keyring] // the secret of tenant namespaces and key ids (SetSecret)
 }
 
 // New returns a Pipeline for cfg.
@@ -152,6 +154,7 @@ func New(cfg Config) *Pipeline {
 		cfg.Now = time.Now
 	}
 	p := &Pipeline{cfg: cfg, log: cfg.Logger, m: cfg.Metrics}
+	p.keys.Store(newKeyring(cfg.Secret))
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
