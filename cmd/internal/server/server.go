@@ -127,11 +127,12 @@ func (e *BadQuery) Error() string { return e.Msg }
 // operator API under /admin.
 //
 // Operator endpoints go through auth: on a listener that is not loopback
-// they need a named bearer token.
+// they need a named bearer token. Their state changes refuse cross-site
+// browser requests (see refuseCrossSite).
 func Admin(metrics http.Handler, ready Readiness, api AdminAPI, auth *AdminAuth, log *slog.Logger) http.Handler {
 	e := newEcho(log)
 	if api != nil {
-		g := e.Group("/admin", auth.middleware())
+		g := e.Group("/admin", auth.middleware(), refuseCrossSite())
 		g.GET("/upstreams", func(c echo.Context) error { return c.JSON(http.StatusOK, api.Upstreams()) })
 		registerReview(g, api)
 		registerPprof(g)
