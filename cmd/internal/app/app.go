@@ -324,10 +324,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		dataLn.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	dataSrv := &http.Server{Handler: tel.Wrap(server.Data(p, routes, table, tm, log), "edgecache"), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index, stats: metrics, secret: secret.current},
-		server.NewAdminAuth(adminLn.Addr().String(), adminTokens(cfg)), log), ReadHeaderTimeout: 10 * time.Second}
+	limits := server.Limits{ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(), ReadTimeout: cfg.Server.ReadTimeout.D(),
+		WriteTimeout: cfg.Server.WriteTimeout.D(), IdleTimeout: cfg.Server.IdleTimeout.D(), MaxHeaderBytes: cfg.Server.MaxHeaderBytes}
+	dataSrv := server.NewHTTPServer(tel.Wrap(server.Data(p, routes, table, tm, log), "edgecache"), limits, log)
+	adminSrv := server.NewHTTPServer(server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index, stats: metrics, secret: secret.current},
+		server.NewAdminAuth(adminLn.Addr().String(), adminTokens(cfg)), log), limits, log)
 
 	if auth := server.NewAdminAuth(adminLn.Addr().String(), nil); auth.Required && len(cfg.AdminTokens) == 0 {
 		log.Warn("admin listener is not on loopback and no admin tokens are configured (EDGECACHE_ADMIN_TOKENS): /admin endpoints answer 401", "admin", adminLn.Addr().String())

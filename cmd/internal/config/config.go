@@ -55,6 +55,10 @@ type Config struct {
 	// MaxBodyBytes bounds a request body; larger ones get 413. Zero → 8 MiB.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 
+	// Server bounds how long a client may hold a connection of either
+	// listener.
+	Server Server `yaml:"server"`
+
 	// TenantSecret keys the HMAC that turns a client's API key into its
 	// cache namespace, so raw keys are never stored. Env
 	// EDGECACHE_TENANT_SECRET. When empty, a random secret is generated and
@@ -77,6 +81,32 @@ type Config struct {
 	// default routes (chat completions, completions and embeddings with an
 	// exact cache, TTL 1h; models passed through).
 	Routes []Route `yaml:"routes"`
+}
+
+// Server is the HTTP servers' protection against slow, stalled and idle
+// clients (both listeners). Each has an environment variable.
+type Server struct {
+	// ReadHeaderTimeout bounds reading a request's line and headers. Env
+	// EDGECACHE_READ_HEADER_TIMEOUT. Zero → 10s.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request, headers and body, from
+	// its first byte; a body that has not arrived by then is answered 408
+	// and the connection closed. It ends when the body is read, so it
+	// never limits the answer. Env EDGECACHE_READ_TIMEOUT. Zero → 30s.
+	ReadTimeout Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds writing an answer that is not streamed, from its
+	// first byte (the wait for the model is upstream.timeout's). A streamed
+	// answer gets it afresh for each write: a stream lives as long as its
+	// client reads, and a client that stops reading is cut after it. Env
+	// EDGECACHE_WRITE_TIMEOUT. Zero → 30s.
+	WriteTimeout Duration `yaml:"write_timeout"`
+	// IdleTimeout closes a keep-alive connection that sends no request for
+	// this long. Keep it above the idle timeout of a load balancer in
+	// front. Env EDGECACHE_IDLE_TIMEOUT. Zero → 120s.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes bounds a request's line and headers; larger ones get
+	// 431. Env EDGECACHE_MAX_HEADER_BYTES. Zero → 64 KiB.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
 }
 
 // AdminToken is one named admin credential; the name is what audit
@@ -567,6 +597,29 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		}
 		*dst = v
 	}
+	setDuration := func(dst *Duration, name string) {
+		s := getenv(name)
+		if s == "" {
+			return
+		}
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: want a duration like 30s", name, s))
+			return
+		}
+		*dst = Duration(v)
+	}
+	setDuration(&c.Server.ReadHeaderTimeout, "EDGECACHE_READ_HEADER_TIMEOUT")
+	setDuration(&c.Server.ReadTimeout, "EDGECACHE_READ_TIMEOUT")
+	setDuration(&c.Server.WriteTimeout, "EDGECACHE_WRITE_TIMEOUT")
+	setDuration(&c.Server.IdleTimeout, "EDGECACHE_IDLE_TIMEOUT")
+	if s := getenv("EDGECACHE_MAX_HEADER_BYTES"); s != "" {
+		if v, err := strconv.Atoi(s); err != nil {
+			errs = append(errs, fmt.Errorf("EDGECACHE_MAX_HEADER_BYTES=%q: want a number of bytes", s))
+		} else {
+			c.Server.MaxHeaderBytes = v
+		}
+	}
 	setBool(&c.Redis.TLS.Enabled, "EDGECACHE_REDIS_TLS")
 	setBool(&c.Redis.Cluster, "EDGECACHE_REDIS_CLUSTER")
 	set(&c.TenantSecret, "EDGECACHE_TENANT_SECRET")
@@ -635,6 +688,21 @@ func (c *Config) Default() {
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 8 << 20
+	}
+	if c.Server.ReadHeaderTimeout == 0 {
+		c.Server.ReadHeaderTimeout = Duration(10 * time.Second)
+	}
+	if c.Server.ReadTimeout == 0 {
+		c.Server.ReadTimeout = Duration(30 * time.Second)
+	}
+	if c.Server.WriteTimeout == 0 {
+		c.Server.WriteTimeout = Duration(30 * time.Second)
+	}
+	if c.Server.IdleTimeout == 0 {
+		c.Server.IdleTimeout = Duration(120 * time.Second)
+	}
+	if c.Server.MaxHeaderBytes == 0 {
+		c.Server.MaxHeaderBytes = 64 << 10
 	}
 	if c.Upstream.Timeout == 0 {
 		c.Upstream.Timeout = Duration(120 * time.Second)
@@ -874,6 +942,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 1024 {
 		bad("max_body_bytes %d: must be at least 1024", c.MaxBodyBytes)
+	}
+	if sv := c.Server; sv.ReadHeaderTimeout.D() < 0 || sv.ReadTimeout.D() < 0 || sv.WriteTimeout.D() < 0 || sv.IdleTimeout.D() < 0 {
+		bad("server timeouts must not be negative")
+	}
+	if c.Server.MaxHeaderBytes < 4096 {
+		bad("server.max_header_bytes %d: must be at least 4096 (a bearer token and an SDK's headers)", c.Server.MaxHeaderBytes)
 	}
 	if c.Upstream.Timeout.D() < 0 || c.Upstream.StreamIdleTimeout.D() < 0 {
 		bad("upstream timeouts must not be negative")

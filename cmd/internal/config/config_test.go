@@ -43,6 +43,11 @@ func TestExampleConfigLoads(t *testing.T) {
 	if c.Degrade.MaxAttempts != 3 || c.Admission.DefaultLane != "free" || c.Semantic.Embedder != "local" || c.Semantic.VerifierModel != "" {
 		t.Errorf("degrade/admission/semantic sections: %+v %+v %+v", c.Degrade, c.Admission, c.Semantic)
 	}
+	var d Config
+	d.Default()
+	if c.Server != d.Server {
+		t.Errorf("server section %+v, want the defaults %+v", c.Server, d.Server)
+	}
 }
 
 func TestDefaultsWithoutFile(t *testing.T) {
@@ -55,6 +60,41 @@ func TestDefaultsWithoutFile(t *testing.T) {
 	}
 	if len(c.Routes) != 4 || c.Routes[0].Path != "/v1/chat/completions" || c.Routes[0].Cache.Mode != ModeExact || c.Routes[0].Cache.TTL.D() != time.Hour {
 		t.Errorf("default routes: %+v", c.Routes)
+	}
+	want := Server{ReadHeaderTimeout: Duration(10 * time.Second), ReadTimeout: Duration(30 * time.Second),
+		WriteTimeout: Duration(30 * time.Second), IdleTimeout: Duration(120 * time.Second), MaxHeaderBytes: 64 << 10}
+	if c.Server != want {
+		t.Errorf("server defaults %+v, want %+v", c.Server, want)
+	}
+}
+
+// TestServerEnv: each server knob has its variable, over the file; a bad
+// value is an error naming the variable.
+func TestServerEnv(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte("server: {read_timeout: 5s, idle_timeout: 7s}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"EDGECACHE_READ_HEADER_TIMEOUT": "2s",
+		"EDGECACHE_READ_TIMEOUT":        "3s",
+		"EDGECACHE_WRITE_TIMEOUT":       "4s",
+		"EDGECACHE_MAX_HEADER_BYTES":    "8192",
+	}
+	c, err := Load(path, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Server{ReadHeaderTimeout: Duration(2 * time.Second), ReadTimeout: Duration(3 * time.Second),
+		WriteTimeout: Duration(4 * time.Second), IdleTimeout: Duration(7 * time.Second), MaxHeaderBytes: 8192}
+	if c.Server != want {
+		t.Errorf("server %+v, want %+v (env over file, file over defaults)", c.Server, want)
+	}
+	for name, v := range map[string]string{"EDGECACHE_IDLE_TIMEOUT": "120", "EDGECACHE_MAX_HEADER_BYTES": "64k"} {
+		_, err := Load("", func(k string) string { return map[string]string{name: v}[k] })
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=%s: %v, want an error naming the variable", name, v, err)
+		}
 	}
 }
 
@@ -174,6 +214,8 @@ func TestValidateErrors(t *testing.T) {
 		"unknown param":    "routes: [{name: a, path: \"/d/{x}/chat/completions\", upstream_path: \"/v1/{y}/chat/completions\"}]\n",
 		"models template":  "routes: [{name: a, path: \"/d/{x}/models\", api: models}]\n",
 		"same shape":       "routes: [{name: a, path: \"/d/{x}/chat/completions\"}, {name: b, path: \"/d/{y}/chat/completions\"}]\n",
+		"negative timeout": "server: {write_timeout: -1s}\n",
+		"tiny header cap":  "server: {max_header_bytes: 100}\n",
 	}
 	for name, doc := range tests {
 		path := filepath.Join(t.TempDir(), "c.yaml")

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -215,8 +216,11 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	body, status, err := readBody(w, r, p.cfg.MaxBodyBytes)
 	if err != nil {
 		code := "invalid_body"
-		if status == http.StatusRequestEntityTooLarge {
+		switch status {
+		case http.StatusRequestEntityTooLarge:
 			code = "request_too_large"
+		case http.StatusRequestTimeout:
+			code = "request_timeout"
 		}
 		openai.WriteError(w, status, 0, openai.NewError(openai.TypeInvalidRequest, code, "", err.Error()))
 		return
@@ -654,7 +658,7 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, int, e
 		// make the server allocate the limit.
 		b := make([]byte, r.ContentLength)
 		if _, err := io.ReadFull(r.Body, b); err != nil {
-			return nil, http.StatusBadRequest, fmt.Errorf("The request body could not be read: %v.", err)
+			return nil, bodyErrorStatus(err), bodyError(err)
 		}
 		return b, 0, nil
 	}
@@ -664,12 +668,28 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, int, e
 		if errors.As(err, &mbe) {
 			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("The request body exceeds the limit of %d bytes.", max)
 		}
-		return nil, http.StatusBadRequest, fmt.Errorf("The request body could not be read: %v.", err)
+		return nil, bodyErrorStatus(err), bodyError(err)
 	}
 	if len(b) == 0 {
 		return nil, http.StatusBadRequest, errors.New("The request body is empty: send a JSON object.")
 	}
 	return b, 0, nil
+}
+
+// bodyErrorStatus is 408 when the body did not arrive before the server's
+// read deadline (server.read_timeout), else 400.
+func bodyErrorStatus(err error) int {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return http.StatusRequestTimeout
+	}
+	return http.StatusBadRequest
+}
+
+func bodyError(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return errors.New("The request body did not arrive in time; send it at once.")
+	}
+	return fmt.Errorf("The request body could not be read: %v.", err)
 }
 
 func hasDirective(h http.Header, directive string) bool {
