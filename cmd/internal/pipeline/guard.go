@@ -427,7 +427,10 @@ func (p *Pipeline) relay(ctx context.Context, c *call, t *Target, resp *http.Res
 	var stalled atomic.Bool
 	idle := time.AfterFunc(time.Hour, func() {})
 	idle.Stop()
-	defer idle.Stop()
+	// The stall timer is replaced once the stream commits: stop the one in
+	// force at return, or its closure keeps the call (every event relayed)
+	// alive until the idle timeout.
+	defer func() { idle.Stop() }()
 	for {
 		raw, data, err := er.Next()
 		if err == io.EOF {
