@@ -11,7 +11,8 @@
 //
 // Knobs (time to first token, streaming pace, answer length, a concurrency
 // limit) and injected faults (error statuses, hangs, empty answers, cut
-// streams, TCP resets) can be changed at run time, either in-process
+// streams, TCP resets), for every caller or only for chosen API keys, can be
+// changed at run time, either in-process
 // (SetConfig, SetFault) or over HTTP under /_sim/. Per-path request counters
 // (Stats) let tests prove how many calls reached the upstream.
 //
@@ -293,7 +294,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, rt route) {
 		}
 	}
 
-	f := s.faultFor(rt)
+	f := s.faultFor(rt, r)
 	if f != nil && !f.before(w, r) {
 		return
 	}
