@@ -442,10 +442,11 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 		if pd.adm != nil {
 			lane = pd.adm.lane
 		}
+		ur := &upstreamRequest{in: in, rt: rt, body: body, req: req, key: key, q: q, store: store, lane: lane}
 		if inline {
-			p.run(runCtx, c, in, rt, body, req, key, q, store, lane)
+			p.run(runCtx, c, ur)
 		} else {
-			go p.run(runCtx, c, in, rt, body, req, key, q, store, lane)
+			go p.run(runCtx, c, ur)
 		}
 	} else {
 		p.m.Coalesced(rt.Name)
