@@ -44,8 +44,9 @@ type upstreamCall struct {
 // request's lane (waiting in its priority queue no longer than the
 // deadline allows), makes the attempt, and reports its time to first token
 // and whether it showed overload.
-func (p *Pipeline) admitAttempt(ctx context.Context, c *call, t *Target, ur *upstreamRequest) outcome {
+func (p *Pipeline) admitAttempt(ctx context.Context, c *call, t *Target, ur *upstreamRequest, source string) outcome {
 	a := &upstreamCall{p: p, c: c, t: t, ur: ur}
+	a.o.source = source
 	if t.Concurrency == nil {
 		return a.do(ctx)
 	}
@@ -59,7 +60,7 @@ func (p *Pipeline) admitAttempt(ctx context.Context, c *call, t *Target, ur *ups
 		if d, ok := admission.RetryAfter(err); ok {
 			o.retryAfter = d
 		}
-		o.att.Target = t.Name
+		o.att.Target, o.source = t.Name, source
 		return o
 	}
 	o := a.do(ctx)
@@ -118,6 +119,16 @@ func (a *upstreamCall) call(ctx context.Context) {
 	defer resp.Body.Close()
 	a.o.att.Status = resp.StatusCode
 	resp.Header.Del("Content-Length")
+	if a.o.source != "" && aboutTheKey(resp.StatusCode) {
+		// The upstream's answer about the caller's own key: that caller's,
+		// passed on as it came (Retry-After included), never retried
+		// elsewhere and never held against the target.
+		a.o.tenantAnswer = true
+		a.o.retryAfter = parseRetryAfter(resp.Header)
+		a.o.att.RetryAfter = a.o.retryAfter
+		a.readWhole(ctx, resp)
+		return
+	}
 	if retryableStatus(resp.StatusCode) {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		a.o.reason = "upstream_" + strconv.Itoa(resp.StatusCode)
@@ -130,6 +141,12 @@ func (a *upstreamCall) call(ctx context.Context) {
 		return
 	}
 	a.readWhole(ctx, resp)
+}
+
+// aboutTheKey reports whether an upstream status speaks of the caller's
+// key rather than of the upstream: rate-limited, or not allowed.
+func aboutTheKey(status int) bool {
+	return status == http.StatusTooManyRequests || status == http.StatusUnauthorized || status == http.StatusForbidden
 }
 
 // cacheable reports whether a complete answer in resp may be stored.

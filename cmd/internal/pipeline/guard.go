@@ -27,6 +27,9 @@ type Target struct {
 	// Concurrency is the target's adaptive concurrency limit with lane
 	// partitions and a priority queue; nil → unlimited.
 	Concurrency *admission.Concurrency
+	// Holds keeps API keys the target rate-limited away from it for their
+	// Retry-After (the zero value holds nothing).
+	Holds degrade.Holds
 }
 
 // GuardConfig bounds retries and failover (DEGRADATION.md, rungs 5 and 6).
@@ -60,7 +63,8 @@ type Attempt struct {
 // answers it; its Reason is what X-Edgecache-Degraded-Reason says.
 type Failure struct {
 	// Reason: upstream_<status>, timeout, unreachable, breaker_open,
-	// empty_answer, stream_cut, retry_budget.
+	// empty_answer, stream_cut, retry_budget, or key_rate_limited (the
+	// target holds the caller's own key: answered 429, not by the ladder).
 	Reason     string
 	Status     int           // the last upstream status, 0 when none
 	RetryAfter time.Duration // the upstream's, or the breakers' remaining open time
@@ -112,6 +116,29 @@ type upstreamRequest struct {
 	lane  admission.Lane
 	// deadline is when an answer must have started (Pipeline.deadline).
 	deadline time.Time
+
+	tenant   string // the caller's key id ("" without a key), once known
+	tenantOK bool
+}
+
+// reasonKeyHeld is the Failure of a request whose own key the target holds.
+const reasonKeyHeld = "key_rate_limited"
+
+// source is whose failure a call to t would be (degrade.Breaker): the
+// caller's, identified by its key id, when t forwards the caller's key;
+// "" (the target's) when t sends the edge's own key or the caller sent
+// none.
+func (p *Pipeline) source(t *Target, ur *upstreamRequest) string {
+	if t.Client.ReplacesKey() {
+		return ""
+	}
+	if !ur.tenantOK {
+		if c := p.identify(ur.in); c.known {
+			ur.tenant = c.keyID()
+		}
+		ur.tenantOK = true
+	}
+	return ur.tenant
 }
 
 // run performs the upstream call for c: attempts across targets inside the
@@ -158,6 +185,10 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 			}
 			break
 		}
+		if held := p.heldKey(t, ur); held > 0 {
+			t.Breaker.Release()
+			return false, &Failure{Reason: reasonKeyHeld, Status: http.StatusTooManyRequests, RetryAfter: held, Attempts: f.Attempts}
+		}
 		release := func() {}
 		if n > 0 && len(f.Attempts) > 0 {
 			r, ok := t.Budget.TryRetry()
@@ -177,7 +208,7 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 				break
 			}
 		}
-		o := p.admitAttempt(ctx, c, t, ur)
+		o := p.admitAttempt(ctx, c, t, ur, p.source(t, ur))
 		release()
 		if o.admission {
 			refusedBy[t] = true
@@ -222,24 +253,39 @@ func (p *Pipeline) pick(failed map[*Target]bool, refusedBy map[*Target]bool) (t 
 	return nil, refused
 }
 
+// heldKey is how long t still holds the caller's own key (0: not held).
+func (p *Pipeline) heldKey(t *Target, ur *upstreamRequest) time.Duration {
+	if !t.Holds.Any() {
+		return 0
+	}
+	if src := p.source(t, ur); src != "" {
+		return t.Holds.Remaining(src)
+	}
+	return 0
+}
+
 // settle records an attempt's outcome with its target's breaker and in f;
 // it reports whether the call is over (answered or passed through).
 func (p *Pipeline) settle(t *Target, o outcome, f *Failure, failed map[*Target]bool) bool {
 	f.Attempts = append(f.Attempts, o.att)
-	if o.reason == "canceled" || o.admission {
+	if o.reason == "canceled" || o.admission || o.tenantAnswer {
 		t.Breaker.Release() // says nothing about the upstream's health
 		if o.admission {
 			f.Reason, f.RetryAfter = o.reason, max(f.RetryAfter, o.retryAfter)
 			f.Attempts = f.Attempts[:len(f.Attempts)-1] // no call was made
 		}
+		if o.tenantAnswer {
+			t.Holds.Hold(o.source, o.retryAfter) // that key, never the target
+			return true
+		}
 		return false
 	}
-	t.Breaker.Record(o.reason == "", o.retryAfter, o.reason)
+	t.Breaker.RecordFor(o.evidence(), o.reason == "", o.retryAfter, o.reason)
 	if o.reason == "" {
 		return true
 	}
 	if o.att.Status == http.StatusTooManyRequests && o.retryAfter > 0 {
-		t.Breaker.Hold(o.retryAfter, "upstream_429") // honour it: no calls until then
+		t.Breaker.Hold(o.retryAfter, "upstream_429") // the edge's own key: honour it, no calls until then
 	}
 	failed[t] = true
 	f.Reason, f.Status, f.Breaker = o.reason, o.att.Status, t.Breaker.Status().State
@@ -259,6 +305,21 @@ type outcome struct {
 	stored     bool
 	err        error
 	att        Attempt
+	// source is whose key the call carried ("" → the edge's, or none).
+	source string
+	// tenantAnswer: the upstream answered 429, 401 or 403 about the
+	// caller's own key; it was passed to the caller as it came.
+	tenantAnswer bool
+}
+
+// evidence is whose failure the outcome is for the breaker: a connection
+// that could not be made carried no key, so it is the target's whoever
+// asked.
+func (o outcome) evidence() string {
+	if o.reason == "unreachable" {
+		return ""
+	}
+	return o.source
 }
 
 func parseRetryAfter(h http.Header) time.Duration {

@@ -81,6 +81,10 @@ type Staler interface {
 // threshold: serveNearest), a template, or an honest busy answer. Every
 // rung is marked in headers and journaled.
 func (p *Pipeline) serveFailure(w http.ResponseWriter, r *http.Request, pd *pending, f *Failure) {
+	if f.Reason == reasonKeyHeld {
+		serveKeyHeld(w, f)
+		return
+	}
 	rt, req := pd.rt, pd.req
 	ctx := r.Context()
 	h := w.Header()
@@ -130,6 +134,17 @@ func (p *Pipeline) serveFailure(w http.ResponseWriter, r *http.Request, pd *pend
 	h.Set("Cache-Status", "edgecache; fwd=uri-miss; detail="+reason)
 	openai.WriteError(w, http.StatusServiceUnavailable, retry, openai.NewError(openai.TypeUnavailable, "upstream_unavailable", "", msg))
 	p.journal(r, pd, "busy", f, http.StatusServiceUnavailable, time.Duration(retry)*time.Second, nil)
+}
+
+// serveKeyHeld answers a caller whose own API key the upstream rate-limited
+// (DEGRADATION.md rule 8): the 429 the upstream would give, with the rest
+// of its Retry-After, without calling it. It is that caller's answer, not a
+// degradation: no ladder, no journal record.
+func serveKeyHeld(w http.ResponseWriter, f *Failure) {
+	retry := max(1, int(math.Ceil(f.RetryAfter.Seconds())))
+	w.Header().Set("Cache-Status", "edgecache; fwd=uri-miss; detail="+reasonKeyHeld)
+	openai.WriteError(w, http.StatusTooManyRequests, retry, openai.NewError(openai.TypeRateLimit, "rate_limit_exceeded", "",
+		"The model's provider rate-limited this API key. Please retry in "+strconv.Itoa(retry)+" seconds."))
 }
 
 // retryAfter is the honest wait in whole seconds: the upstream's own
