@@ -47,6 +47,14 @@ type GuardConfig struct {
 	// RetryWhenClientRetries allows more than one attempt when the client
 	// SDK says it is retrying (X-Stainless-Retry-Count > 0).
 	RetryWhenClientRetries bool
+	// MaxRetryWait is the longest a request waits before a retry — a
+	// backoff, or an upstream's Retry-After — and only when the wait fits
+	// the deadline. A longer Retry-After is a reason to go elsewhere: the
+	// request fails over at once, or is answered by the ladder at once
+	// (DEGRADATION.md rule 6). Busy answers whose Retry-After is longer
+	// carry X-Should-Retry: false, so the OpenAI SDKs do not hold the
+	// caller either. Zero → 1s.
+	MaxRetryWait time.Duration
 }
 
 // Attempt is one call to a target, as the journal records it.
@@ -174,6 +182,7 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 	}
 	f := &Failure{}
 	failed, refusedBy := map[*Target]bool{}, map[*Target]bool{}
+	asked := map[*Target]time.Duration{} // the Retry-After each target sent
 	for n := 0; n < maxAttempts; n++ {
 		t, refused := p.pick(failed, refusedBy)
 		if t == nil {
@@ -198,11 +207,12 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 				break
 			}
 			release = r
-			wait := degrade.Backoff(n, p.cfg.Guard.BackoffBase, p.cfg.Guard.BackoffCap)
-			if failed[t] && f.RetryAfter > wait {
-				wait = f.RetryAfter // the same target asked us to wait this long
-			}
-			if p.cfg.Now().Add(wait).After(ur.deadline) || !degrade.Sleep(ctx, wait) {
+			// The same target may have asked for longer than a backoff. A
+			// wait that is not short, or does not fit the deadline, is not
+			// made: the ladder answers now (pick has already preferred any
+			// target that has not failed).
+			wait := max(degrade.Backoff(n, p.cfg.Guard.BackoffBase, p.cfg.Guard.BackoffCap), asked[t])
+			if wait > p.cfg.Guard.MaxRetryWait || p.cfg.Now().Add(wait).After(ur.deadline) || !degrade.Sleep(ctx, wait) {
 				release()
 				t.Breaker.Release()
 				break
@@ -216,6 +226,7 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 		if p.settle(t, o, f, failed) {
 			return o.stored, o.err
 		}
+		asked[t] = o.retryAfter
 		if o.reason == "canceled" {
 			break
 		}

@@ -132,6 +132,13 @@ func (p *Pipeline) serveFailure(w http.ResponseWriter, r *http.Request, pd *pend
 	h.Set("X-Edgecache-Degraded", "busy")
 	h.Set("X-Edgecache-Degraded-Reason", reason)
 	h.Set("Cache-Status", "edgecache; fwd=uri-miss; detail="+reason)
+	if time.Duration(retry)*time.Second > p.cfg.Guard.MaxRetryWait {
+		// The edge has retried and failed over inside its budget already;
+		// an SDK that waited out Retry-After would only hold its caller
+		// (the OpenAI SDKs obey this header). Retry-After still says when
+		// to come back.
+		h.Set("X-Should-Retry", "false")
+	}
 	openai.WriteError(w, http.StatusServiceUnavailable, retry, openai.NewError(openai.TypeUnavailable, "upstream_unavailable", "", msg))
 	p.journal(r, pd, "busy", f, http.StatusServiceUnavailable, time.Duration(retry)*time.Second, nil)
 }

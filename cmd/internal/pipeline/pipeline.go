@@ -142,6 +142,9 @@ func New(cfg Config) *Pipeline {
 	if g.DeadlineMargin == 0 {
 		g.DeadlineMargin = 500 * time.Millisecond
 	}
+	if g.MaxRetryWait == 0 {
+		g.MaxRetryWait = time.Second
+	}
 	if cfg.StreamIdleTimeout == 0 {
 		cfg.StreamIdleTimeout = 60 * time.Second
 	}
