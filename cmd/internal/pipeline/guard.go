@@ -223,7 +223,7 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 		if o.admission {
 			refusedBy[t] = true
 		}
-		if p.settle(t, o, f, failed) {
+		if p.settle(ctx, t, o, f, failed) {
 			return o.stored, o.err
 		}
 		asked[t] = o.retryAfter
@@ -277,7 +277,12 @@ func (p *Pipeline) heldKey(t *Target, ur *upstreamRequest) time.Duration {
 
 // settle records an attempt's outcome with its target's breaker and in f;
 // it reports whether the call is over (answered or passed through).
-func (p *Pipeline) settle(t *Target, o outcome, f *Failure, failed map[*Target]bool) bool {
+//
+// A stream cut after its first token is over for the client (it got the
+// bytes and an error event) but counts as the target's failure, as an empty
+// answer does: an upstream that always truncates trips the breaker, and
+// the requests after the trip fail over.
+func (p *Pipeline) settle(ctx context.Context, t *Target, o outcome, f *Failure, failed map[*Target]bool) bool {
 	f.Attempts = append(f.Attempts, o.att)
 	if o.reason == "canceled" || o.admission || o.tenantAnswer {
 		t.Breaker.Release() // says nothing about the upstream's health
@@ -286,12 +291,22 @@ func (p *Pipeline) settle(t *Target, o outcome, f *Failure, failed map[*Target]b
 			f.Attempts = f.Attempts[:len(f.Attempts)-1] // no call was made
 		}
 		if o.tenantAnswer {
+			if o.att.Status == http.StatusTooManyRequests {
+				p.logUpstreamFailure(ctx, t, o)
+			}
 			t.Holds.Hold(o.source, o.retryAfter) // that key, never the target
 			return true
 		}
 		return false
 	}
-	t.Breaker.RecordFor(o.evidence(), o.reason == "", o.retryAfter, o.reason)
+	health := o.reason
+	if health == "" && o.err != nil {
+		health = "stream_cut"
+	}
+	t.Breaker.RecordFor(o.evidence(), health == "", o.retryAfter, health)
+	if health != "" {
+		p.logUpstreamFailure(ctx, t, outcomeWithReason(o, health))
+	}
 	if o.reason == "" {
 		return true
 	}
@@ -304,6 +319,11 @@ func (p *Pipeline) settle(t *Target, o outcome, f *Failure, failed map[*Target]b
 		f.RetryAfter = o.retryAfter
 	}
 	return false
+}
+
+func outcomeWithReason(o outcome, reason string) outcome {
+	o.reason = reason
+	return o
 }
 
 // outcome of one attempt. reason is empty when the client got an answer

@@ -120,6 +120,7 @@ type Pipeline struct {
 	sem     *semanticTier // nil: no semantic tier
 	wg      sync.WaitGroup
 	log     *slog.Logger
+	logs    logLimiter // the guard's rate-limited lines
 	m       Metrics
 	macs    sync.Pool // HMAC-SHA256 under cfg.Secret, for tenant namespaces and key ids
 }
@@ -160,6 +161,10 @@ func New(cfg Config) *Pipeline {
 	}
 	if p.m == nil {
 		p.m = nopMetrics{}
+	}
+	p.logs = logLimiter{every: logEvery, now: cfg.Now}
+	for _, t := range cfg.Targets {
+		t.Breaker.Observe(p.logTransition)
 	}
 	if p.cfg.Tracer == nil {
 		p.cfg.Tracer = tracenoop.NewTracerProvider().Tracer("")
