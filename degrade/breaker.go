@@ -226,12 +226,14 @@ func (b *Breaker) Observe(fn func(Transition)) {
 // unlock releases b.mu and reports a state change from the state held
 // before, if there was one.
 func (b *Breaker) unlock(from State) {
-	to, obs := b.state, b.observer
-	tr := Transition{Target: b.name, From: from, To: to, Reason: b.lastReason, Until: b.openUntil}
-	b.mu.Unlock()
-	if obs != nil && from != to {
-		obs(tr)
+	if b.state == from || b.observer == nil {
+		b.mu.Unlock() // the common case: nothing to report
+		return
 	}
+	obs := b.observer
+	tr := Transition{Target: b.name, From: from, To: b.state, Reason: b.lastReason, Until: b.openUntil}
+	b.mu.Unlock()
+	obs(tr)
 }
 
 // Name is the target the breaker guards.

@@ -123,10 +123,10 @@ func (a *upstreamCall) call(ctx context.Context) {
 		// The upstream's answer about the caller's own key: that caller's,
 		// passed on as it came (Retry-After included), never retried
 		// elsewhere and never held against the target.
-		a.o.tenantAnswer = true
 		a.o.retryAfter = parseRetryAfter(resp.Header)
 		a.o.att.RetryAfter = a.o.retryAfter
 		a.readWhole(ctx, resp)
+		a.o.tenantAnswer = a.o.reason == "" // else unreadable: a failure like any other
 		return
 	}
 	if retryableStatus(resp.StatusCode) {
