@@ -273,7 +273,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Guard: pipeline.GuardConfig{
 			MaxAttempts: cfg.Degrade.MaxAttempts, BackoffBase: cfg.Degrade.BackoffBase.D(), BackoffCap: cfg.Degrade.BackoffCap.D(),
 			TTFTTimeout: cfg.Degrade.TTFTTimeout.D(), DeadlineMargin: cfg.Degrade.DeadlineMargin.D(),
-			RetryWhenClientRetries: cfg.Degrade.RetryWhenClientRetries,
+			RetryWhenClientRetries: cfg.Degrade.RetryWhenClientRetries, MaxRetryWait: cfg.Degrade.MaxRetryWait.D(),
 		},
 		MaxBodyBytes: cfg.MaxBodyBytes, Timeout: cfg.Upstream.Timeout.D(),
 		StreamIdleTimeout: cfg.Upstream.StreamIdleTimeout.D(),

@@ -172,6 +172,11 @@ type Degrade struct {
 	// client's SDK is itself retrying (X-Stainless-Retry-Count > 0). Off by
 	// default: retries in two layers multiply a storm.
 	RetryWhenClientRetries bool `yaml:"retry_when_client_retries"`
+	// MaxRetryWait is the longest a request waits before a retry (a
+	// backoff or an upstream's Retry-After), and only when the wait fits
+	// its deadline; a longer Retry-After fails over or degrades at once.
+	// Zero → 1s.
+	MaxRetryWait Duration `yaml:"max_retry_wait"`
 	// DeadlineMargin is kept from a client's timeout hint
 	// (X-Stainless-Timeout) so the answer arrives before the client gives
 	// up. Zero → 500ms.
@@ -744,6 +749,9 @@ func (c *Config) Default() {
 	if d.DeadlineMargin == 0 {
 		d.DeadlineMargin = Duration(500 * time.Millisecond)
 	}
+	if d.MaxRetryWait == 0 {
+		d.MaxRetryWait = Duration(time.Second)
+	}
 	if d.JournalDir == "" {
 		d.JournalDir = "edgecache-journal"
 	}
@@ -966,6 +974,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Degrade.MaxAttempts < 1 || c.Degrade.MaxAttempts > 10 {
 		bad("degrade.max_attempts %d: want 1..10", c.Degrade.MaxAttempts)
+	}
+	if c.Degrade.MaxRetryWait.D() < 0 {
+		bad("degrade.max_retry_wait must not be negative")
 	}
 	if c.Degrade.RetryBudget < 0 || c.Degrade.RetryBudget > 1 {
 		bad("degrade.retry_budget %g: want [0, 1]", c.Degrade.RetryBudget)

@@ -142,7 +142,15 @@ func clientIP(r *http.Request) string {
 
 // overloadSymptom reports whether an attempt's failure says the upstream is
 // saturated (what the adaptive limit reacts to).
+//
+// Only the target's own failures are: a caller's key that draws 429s or
+// 5xx (a tenant-attributed outcome, degrade.Breaker) must not shrink the
+// limit every other tenant shares. With callers' keys forwarded, the
+// limit follows the time to first token instead.
 func overloadSymptom(o outcome) bool {
+	if o.tenantAnswer || o.evidence() != "" {
+		return false
+	}
 	switch {
 	case o.reason == "timeout", o.reason == "unreachable":
 		return true

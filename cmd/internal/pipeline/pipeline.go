@@ -123,6 +123,7 @@ type Pipeline struct {
 	sem     *semanticTier // nil: no semantic tier
 	wg      sync.WaitGroup
 	log     *slog.Logger
+	logs    logLimiter // the guard's rate-limited lines
 	m       Metrics
 	keys    atomic.Pointer[keyring] // the secret of tenant namespaces and key ids (SetSecret)
 }
@@ -145,6 +146,9 @@ func New(cfg Config) *Pipeline {
 	if g.DeadlineMargin == 0 {
 		g.DeadlineMargin = 500 * time.Millisecond
 	}
+	if g.MaxRetryWait == 0 {
+		g.MaxRetryWait = time.Second
+	}
 	if cfg.StreamIdleTimeout == 0 {
 		cfg.StreamIdleTimeout = 60 * time.Second
 	}
@@ -161,6 +165,10 @@ func New(cfg Config) *Pipeline {
 	}
 	if p.m == nil {
 		p.m = nopMetrics{}
+	}
+	p.logs = logLimiter{every: logEvery, now: cfg.Now}
+	for _, t := range cfg.Targets {
+		t.Breaker.Observe(p.logTransition)
 	}
 	if p.cfg.Tracer == nil {
 		p.cfg.Tracer = tracenoop.NewTracerProvider().Tracer("")
@@ -482,10 +490,11 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 		if pd.adm != nil {
 			lane = pd.adm.lane
 		}
+		ur := &upstreamRequest{in: in, rt: rt, body: body, req: req, key: key, q: q, store: store, lane: lane}
 		if inline {
-			p.run(runCtx, c, in, rt, body, req, key, q, store, lane)
+			p.run(runCtx, c, ur)
 		} else {
-			go p.run(runCtx, c, in, rt, body, req, key, q, store, lane)
+			go p.run(runCtx, c, ur)
 		}
 	} else {
 		p.m.Coalesced(rt.Name)

@@ -505,6 +505,9 @@ func waitFor(t *testing.T, cond func() bool) {
 
 func TestUpstreamFailuresNeverCached(t *testing.T) {
 	e := newEdge(t, edgeOpts{sim: llmsim.Config{AnswerTokens: 10}})
+	// Each fault below is the target's failure (five in a row would open
+	// the breaker, which is not what this test is about).
+	e.targets[0].Breaker = degrade.NewBreaker("primary", degrade.BreakerConfig{Consecutive: 100, MinRequests: 100})
 	path := "/v1/chat/completions"
 	// A stream cut mid-way ends with an error event and is not stored.
 	e.sim.Server.SetFault(llmsim.Fault{CutAfter: 3})

@@ -90,7 +90,13 @@ func (s *semanticTier) space(name string) Space {
 // semanticTier wraps the embedder and index with deadlines and a breaker,
 // so their failure costs nothing but semantic hits.
 type semanticTier struct {
-	cfg     SemanticConfig
+	cfg SemanticConfig
+	// cb skips the semantic tier after 5 consecutive failures, for 5 s,
+	// then lets one call through. It is gobreaker, as for the remote
+	// embedder (embed/remote, which may not import degrade): a plain
+	// consecutive-failure breaker is all a best-effort tier needs, and
+	// degrade.Breaker's windows, growing open times, Retry-After holds and
+	// tenant attribution are about upstream targets.
 	cb      *gobreaker.CircuitBreaker[struct{}]
 	queue   chan indexJob
 	pending atomic.Int64 // queued or being written
