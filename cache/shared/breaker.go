@@ -12,6 +12,14 @@ import "sync/atomic"
 // half-open admission): the probe is the half-open state, run by one
 // goroutine at a fixed interval, so recovery never depends on request
 // traffic and never lets a burst of requests through to a sick server.
+//
+// It is L2's own although the region's Redis client is shared: global
+// limits (degrade/admission) and the journal stream keep guards of their
+// own because each judges Redis against its own budget (L2 50ms, global
+// limits 20ms, a journal batch 1s) and falls back to something different
+// (a miss, the instance's share of a limit, the local file). A Redis that
+// answers in 30ms is healthy for L2 and too slow for the limits; one
+// verdict for all would be wrong for some of them.
 type breaker struct {
 	threshold int64
 	fails     atomic.Int64  // consecutive failures since the last success

@@ -12,6 +12,11 @@
 // operations return ErrUnavailable at once without touching the network, and
 // a goroutine owned by Shared sends one PING every Config.ProbeInterval until
 // Redis answers again. Callers treat every error from Get as a miss.
+//
+// The package also builds the region's one Redis client (NewClient), which
+// the program hands to L2, global limits, the journal stream and route
+// policies, and keeps the region's tenant secret (SetIfAbsent, Lookup).
+// Its signatures use go-redis types: Redis is this package's job.
 package shared
 
 import (
@@ -24,10 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/edgecache/edgecache/cache"
 )
@@ -39,7 +41,6 @@ const TierName = "l2"
 const (
 	DefaultPrefix           = "edgecache:v1:"
 	DefaultTimeout          = 50 * time.Millisecond
-	DefaultDialTimeout      = 250 * time.Millisecond
 	DefaultFailureThreshold = 5
 	DefaultProbeInterval    = time.Second
 )
@@ -49,47 +50,45 @@ const (
 // like any other L2 error, as a miss.
 var ErrUnavailable = errors.New("shared: redis unavailable")
 
-// Config configures the L2 client. Conn.Addrs is required; every other
+// Config configures the L2 tier. Client or Conn is required; every other
 // zero field takes the default its comment states.
 type Config struct {
-	// Conn is the Redis deployment (see Conn).
-	Conn
+	// Client is the region's Redis client (see NewClient), shared with the
+	// other components that keep state in Redis; the caller closes it
+	// after Close. It must honour context deadlines (NewClient's do).
+	Client redis.UniversalClient
+	// Conn, when Client is nil, is the deployment New builds a client of
+	// its own for (NewClient with default options); Close closes it.
+	Conn Conn
 	// Prefix is prepended to every key. If empty, it defaults to
 	// "edgecache:v1:"; bump the version when the stored format changes.
 	Prefix string
 	// Timeout is the budget of one Get, Set or Delete, including the
 	// connection wait and one retry. If zero, it defaults to 50ms.
 	Timeout time.Duration
-	// DialTimeout bounds establishing a new connection (within Timeout on
-	// the request path; alone for the background probe). If zero, it
-	// defaults to 250ms.
-	DialTimeout time.Duration
-	// PoolSize is the number of connections per node. If zero, go-redis
-	// picks 10 per CPU.
-	PoolSize int
 	// FailureThreshold is the number of consecutive failed operations that
 	// opens the breaker. If zero, it defaults to 5.
 	FailureThreshold int
-	// ProbeInterval is how often a PING is sent while the breaker is open.
-	// If zero, it defaults to 1s.
+	// ProbeInterval is how often a PING is sent while the breaker is open;
+	// each PING may take DefaultDialTimeout + Timeout. If zero, it
+	// defaults to 1s.
 	ProbeInterval time.Duration
 	// Logger receives breaker transitions and recovered panics. If nil,
 	// slog.Default() is used.
 	Logger *slog.Logger
-	// TracerProvider and MeterProvider, when set, instrument the Redis
-	// client (a span per command, connection-pool metrics).
-	TracerProvider trace.TracerProvider
-	MeterProvider  metric.MeterProvider
 }
 
 // Validate reports a configuration that New would reject.
 func (c Config) Validate() error {
-	errs := []error{c.Conn.Validate()}
-	if c.Timeout < 0 || c.DialTimeout < 0 || c.ProbeInterval < 0 {
-		errs = append(errs, errors.New("negative Timeout, DialTimeout or ProbeInterval"))
+	var errs []error
+	if c.Client == nil {
+		errs = append(errs, c.Conn.Validate())
 	}
-	if c.PoolSize < 0 || c.FailureThreshold < 0 {
-		errs = append(errs, errors.New("negative PoolSize or FailureThreshold"))
+	if c.Timeout < 0 || c.ProbeInterval < 0 {
+		errs = append(errs, errors.New("negative Timeout or ProbeInterval"))
+	}
+	if c.FailureThreshold < 0 {
+		errs = append(errs, errors.New("negative FailureThreshold"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("shared: invalid config: %w", err)
@@ -104,9 +103,6 @@ func (c Config) withDefaults() Config {
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
 	}
-	if c.DialTimeout == 0 {
-		c.DialTimeout = DefaultDialTimeout
-	}
 	if c.FailureThreshold == 0 {
 		c.FailureThreshold = DefaultFailureThreshold
 	}
@@ -116,7 +112,6 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	c.Addrs = append([]string(nil), c.Addrs...)
 	return c
 }
 
@@ -137,6 +132,7 @@ type Stats struct {
 // Shared is the Redis-backed cache.Tier. It is safe for concurrent use.
 type Shared struct {
 	client        redis.UniversalClient
+	ownsClient    bool // built from Config.Conn: Close closes it
 	prefix        string
 	timeout       time.Duration
 	probeTimeout  time.Duration
@@ -157,47 +153,35 @@ type Shared struct {
 
 var _ cache.Tier = (*Shared)(nil)
 
-// New connects lazily: it returns without contacting Redis, and the first
-// operations establish connections. Close stops the probe goroutine and
-// closes the connections.
+// New returns the tier. It does not contact Redis: the first operations
+// establish connections. Close stops the probe goroutine (and closes the
+// client if New built it from Config.Conn).
 func New(cfg Config) (*Shared, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	opts := cfg.Conn.Options()
-	opts.PoolSize = cfg.PoolSize
-	opts.DialTimeout = cfg.DialTimeout
-	opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout
-	opts.MaxRetries = 1                                 // one retry, e.g. for a pooled conn a restart broke
-	opts.MinRetryBackoff, opts.MaxRetryBackoff = -1, -1 // retry at once: the budget is milliseconds
-	client := redis.NewUniversalClient(opts)
+	client, owns := cfg.Client, false
+	if client == nil {
+		var err error
+		if client, err = NewClient(cfg.Conn, ClientOptions{}); err != nil {
+			return nil, err
+		}
+		owns = true
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Shared{
 		client:        client,
+		ownsClient:    owns,
 		prefix:        cfg.Prefix,
 		timeout:       cfg.Timeout,
-		probeTimeout:  cfg.DialTimeout + cfg.Timeout,
+		probeTimeout:  DefaultDialTimeout + cfg.Timeout,
 		probeInterval: cfg.ProbeInterval,
 		log:           cfg.Logger,
 		br:            newBreaker(cfg.FailureThreshold),
 		ctx:           ctx,
 		cancel:        cancel,
 		done:          make(chan struct{}),
-	}
-	if cfg.TracerProvider != nil {
-		if err := redisotel.InstrumentTracing(client, redisotel.WithTracerProvider(cfg.TracerProvider), redisotel.WithDBStatement(false)); err != nil {
-			cancel()
-			client.Close()
-			return nil, fmt.Errorf("shared: instrument tracing: %w", err)
-		}
-	}
-	if cfg.MeterProvider != nil {
-		if err := redisotel.InstrumentMetrics(client, redisotel.WithMeterProvider(cfg.MeterProvider)); err != nil {
-			cancel()
-			client.Close()
-			return nil, fmt.Errorf("shared: instrument metrics: %w", err)
-		}
 	}
 	go s.probeLoop()
 	return s, nil
@@ -318,14 +302,16 @@ func (s *Shared) Stats() Stats {
 	}
 }
 
-// Close stops the probe goroutine and closes all connections. Later
-// operations return ErrUnavailable. It is idempotent.
+// Close stops the probe goroutine, and closes the client if New built it.
+// Later operations return ErrUnavailable. It is idempotent.
 func (s *Shared) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.cancel()
 		<-s.done
-		s.closeErr = s.client.Close()
+		if s.ownsClient {
+			s.closeErr = s.client.Close()
+		}
 	})
 	return s.closeErr
 }

@@ -10,6 +10,14 @@ import (
 // without touching the network. Then one call is let through as a trial;
 // its success closes the breaker, its failure opens it for another
 // cooldown. Driven by explicit times (Unix nanoseconds).
+//
+// Why not one of the other breakers: it sits in front of a Redis call that
+// every admitted request makes, so its closed path is one atomic load, and
+// it needs no failure window, growing open times or tenant attribution
+// (degrade.Breaker, for upstream targets). Unlike cache/shared's, it has
+// no probe goroutine of its own: Global owns no background loop, and a
+// request's trial call is the probe (its fallback buckets answer
+// meanwhile).
 type breaker struct {
 	threshold int
 	cooldown  int64

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/edgecache/edgecache/cache/shared"
 )
 
 // Defaults of GlobalConfig.
@@ -27,10 +25,14 @@ const (
 //go:embed global.lua
 var globalLua string
 
-// GlobalConfig configures Global. Conn.Addrs is required.
+// GlobalConfig configures Global. Client is required.
 type GlobalConfig struct {
-	// Conn is the Redis deployment the region's instances share.
-	shared.Conn
+	// Client is the region's Redis client, shared with the program's other
+	// Redis users and closed by the caller after them. It must honour
+	// context deadlines (go-redis ContextTimeoutEnabled): Timeout bounds
+	// each call through the context. Global is this package's Redis
+	// adapter, hence the go-redis type in its configuration.
+	Client redis.UniversalClient
 	// Prefix starts every key. If empty, it defaults to "edgecache:rl:v1:".
 	Prefix string
 	// Region scopes the limits: instances of one region share them. It is
@@ -72,9 +74,12 @@ type GlobalConfig struct {
 
 // Validate reports a configuration NewGlobal would reject.
 func (c GlobalConfig) Validate() error {
-	errs := []error{c.Conn.Validate()}
-	if c.Timeout < 0 || c.Cooldown < 0 || c.FailureThreshold < 0 || c.Replicas < 0 || c.MaxEntries < 0 || c.DB < 0 {
-		errs = append(errs, errors.New("negative Timeout, Cooldown, FailureThreshold, Replicas, MaxEntries or DB"))
+	var errs []error
+	if c.Client == nil {
+		errs = append(errs, errors.New("no Redis client"))
+	}
+	if c.Timeout < 0 || c.Cooldown < 0 || c.FailureThreshold < 0 || c.Replicas < 0 || c.MaxEntries < 0 {
+		errs = append(errs, errors.New("negative Timeout, Cooldown, FailureThreshold, Replicas or MaxEntries"))
 	}
 	if strings.ContainsAny(c.Region, "{}") {
 		errs = append(errs, fmt.Errorf("region %q contains a brace", c.Region))
@@ -103,6 +108,10 @@ func (c GlobalConfig) Validate() error {
 // local buckets holding this instance's share of each limit, and Decision
 // reports Fallback. A small breaker stops trying Redis after
 // FailureThreshold failures and lets one request try again every Cooldown.
+// The breaker is Global's own, not the shared client's or L2's: global
+// limits sit on every request's path with a 20ms budget and fall back to
+// a local share, so they give up on a slow Redis sooner than the cache
+// does, and recover on request traffic (a trial call) rather than a probe.
 type Global struct {
 	client   redis.UniversalClient
 	script   *redis.Script
@@ -124,8 +133,8 @@ type Global struct {
 	fallbacks, redisErrors        atomic.Uint64
 }
 
-// NewGlobal returns a Global. It connects lazily: the first request dials.
-// Close releases the connections.
+// NewGlobal returns a Global. It does not contact Redis: the first request
+// does. The caller owns cfg.Client.
 func NewGlobal(cfg GlobalConfig) (*Global, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -151,14 +160,8 @@ func NewGlobal(cfg GlobalConfig) (*Global, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	opts := cfg.Conn.Options()
-	opts.DialTimeout = 10 * cfg.Timeout // the request's Timeout still bounds it
-	opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout
-	opts.MaxRetries = 1 // a pooled connection a restart broke
-	opts.MinRetryBackoff, opts.MaxRetryBackoff = -1, -1
-	client := redis.NewUniversalClient(opts)
 	return &Global{
-		client:   client,
+		client:   cfg.Client,
 		script:   redis.NewScript(globalLua),
 		prefix:   cfg.Prefix + "{" + cfg.Region + "}:",
 		timeout:  cfg.Timeout,
@@ -176,9 +179,6 @@ func NewGlobal(cfg GlobalConfig) (*Global, error) {
 		}, 1/float64(cfg.Replicas)),
 	}, nil
 }
-
-// Close closes the Redis connections. Later calls decide locally.
-func (g *Global) Close() error { return g.client.Close() }
 
 // Key returns the Redis key of a subject (for operators and tests).
 func (g *Global) Key(dim Dimension, id string) string {

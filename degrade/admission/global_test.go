@@ -2,7 +2,6 @@ package admission
 
 import (
 	"context"
-	"github.com/edgecache/edgecache/cache/shared"
 	"io"
 	"log/slog"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/edgecache/edgecache/cache/cachetest"
+	"github.com/edgecache/edgecache/cache/shared"
 )
 
 // newTestGlobal returns a Global with its own Redis client, as a separate
@@ -28,8 +28,20 @@ func newTestGlobal(t *testing.T, cfg GlobalConfig, now func() int64) *Global {
 		t.Fatal(err)
 	}
 	g.serverNow = now
-	t.Cleanup(func() { g.Close() })
 	return g
+}
+
+// testClient is a Redis client of its own, as a separate edgecache process
+// would have, with the settings the program's client has (context
+// deadlines honoured, one immediate retry).
+func testClient(t *testing.T, addr string) redis.UniversalClient {
+	t.Helper()
+	c, err := shared.NewClient(shared.Conn{Addrs: []string{addr}}, shared.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 // fixedNow is a settable script time in µs.
@@ -54,7 +66,7 @@ var tenantLimit = Rules{Tenant: Limits{RequestsPerSecond: 10, RequestBurst: 20}}
 func TestGlobalTwoProcessesShareTheLimit(t *testing.T) {
 	r := cachetest.StartRedis(t)
 	now := newFixedNow()
-	cfg := GlobalConfig{Conn: shared.Conn{Addrs: []string{r.Addr()}}, Region: "eu", Replicas: 2, Defaults: tenantLimit, Timeout: time.Second}
+	cfg := GlobalConfig{Client: testClient(t, r.Addr()), Region: "eu", Replicas: 2, Defaults: tenantLimit, Timeout: time.Second}
 	gs := []*Global{newTestGlobal(t, cfg, now.now), newTestGlobal(t, cfg, now.now)}
 
 	var allowed [2]atomic.Int64
@@ -96,7 +108,7 @@ func TestGlobalTwoProcessesShareTheLimit(t *testing.T) {
 // burst + rate × elapsed.
 func TestGlobalRealTimeWindow(t *testing.T) {
 	r := cachetest.StartRedis(t)
-	cfg := GlobalConfig{Conn: shared.Conn{Addrs: []string{r.Addr()}}, Defaults: tenantLimit, Timeout: time.Second}
+	cfg := GlobalConfig{Client: testClient(t, r.Addr()), Defaults: tenantLimit, Timeout: time.Second}
 	gs := []*Global{newTestGlobal(t, cfg, nil), newTestGlobal(t, cfg, nil)}
 	var allowed atomic.Int64
 	var wg sync.WaitGroup
@@ -127,7 +139,7 @@ func TestGlobalFallbackShareAndRecovery(t *testing.T) {
 	var gs []*Global
 	for _, c := range clocks {
 		gs = append(gs, newTestGlobal(t, GlobalConfig{
-			Conn:     shared.Conn{Addrs: []string{r.Addr()}},
+			Client:   testClient(t, r.Addr()),
 			Replicas: 2,
 			Defaults: tenantLimit,
 			Clock:    c,
@@ -200,7 +212,7 @@ func TestGlobalFallbackShareAndRecovery(t *testing.T) {
 // decided locally in about Timeout.
 func TestGlobalTimeoutFallsBack(t *testing.T) {
 	r := cachetest.StartRedis(t)
-	g := newTestGlobal(t, GlobalConfig{Conn: shared.Conn{Addrs: []string{r.Addr()}}, Defaults: tenantLimit, Timeout: 50 * time.Millisecond}, nil)
+	g := newTestGlobal(t, GlobalConfig{Client: testClient(t, r.Addr()), Defaults: tenantLimit, Timeout: 50 * time.Millisecond}, nil)
 	ctx := context.Background()
 	admin := redis.NewClient(&redis.Options{Addr: r.Addr()})
 	defer admin.Close()
@@ -239,7 +251,7 @@ func TestGlobalMatchesBuckets(t *testing.T) {
 		Tenant: Limits{RequestsPerSecond: 0.5, RequestBurst: 3, TokensPerMinute: 600},
 		IP:     Limits{RequestsPerSecond: 1, RequestBurst: 1, Shadow: true},
 	}
-	g := newTestGlobal(t, GlobalConfig{Conn: shared.Conn{Addrs: []string{r.Addr()}}, Defaults: rules, Timeout: time.Second}, now.now)
+	g := newTestGlobal(t, GlobalConfig{Client: testClient(t, r.Addr()), Defaults: rules, Timeout: time.Second}, now.now)
 	b := newTestBuckets(t, BucketsConfig{Defaults: rules})
 	s := []Subject{key("k"), tenant("t"), ip("1.1.1.1")}
 	ctx := context.Background()
@@ -299,7 +311,7 @@ func same(a, b Decision) bool {
 func TestGlobalKeyLayout(t *testing.T) {
 	r := cachetest.StartRedis(t)
 	g := newTestGlobal(t, GlobalConfig{
-		Conn:    shared.Conn{Addrs: []string{r.Addr()}},
+		Client:  testClient(t, r.Addr()),
 		Region:  "eu-west",
 		Timeout: time.Second,
 		Defaults: Rules{
@@ -330,7 +342,7 @@ func TestGlobalKeyLayout(t *testing.T) {
 func TestGlobalShadow(t *testing.T) {
 	r := cachetest.StartRedis(t)
 	now := newFixedNow()
-	g := newTestGlobal(t, GlobalConfig{Conn: shared.Conn{Addrs: []string{r.Addr()}}, Shadow: true, Timeout: time.Second, Defaults: Rules{IP: Limits{RequestsPerSecond: 1}}}, now.now)
+	g := newTestGlobal(t, GlobalConfig{Client: testClient(t, r.Addr()), Shadow: true, Timeout: time.Second, Defaults: Rules{IP: Limits{RequestsPerSecond: 1}}}, now.now)
 	ctx := context.Background()
 	g.Reserve(ctx, 0, ip("a"))
 	d := g.Reserve(ctx, 0, ip("a"))
@@ -343,12 +355,13 @@ func TestGlobalShadow(t *testing.T) {
 }
 
 func TestGlobalConfigValidate(t *testing.T) {
+	c := testClient(t, "127.0.0.1:1")
 	for _, c := range []GlobalConfig{
 		{},
-		{Conn: shared.Conn{Addrs: []string{""}}},
-		{Conn: shared.Conn{Addrs: []string{"x:1"}}, Region: "a{b}"},
-		{Conn: shared.Conn{Addrs: []string{"x:1"}}, Replicas: -1},
-		{Conn: shared.Conn{Addrs: []string{"x:1"}}, Defaults: Rules{IP: Limits{RequestsPerSecond: -1}}},
+		{Client: c, Region: "a{b}"},
+		{Client: c, Replicas: -1},
+		{Client: c, Timeout: -1},
+		{Client: c, Defaults: Rules{IP: Limits{RequestsPerSecond: -1}}},
 	} {
 		if _, err := NewGlobal(c); err == nil {
 			t.Errorf("NewGlobal(%+v): no error", c)

@@ -4,38 +4,46 @@
 // Journal.Record never blocks the request: it puts the record into a
 // bounded buffer, or drops and counts it when the buffer is full. One
 // goroutine owned by the Journal takes records in batches, encodes them as
-// JSON and writes them to the sinks:
+// JSON and writes every batch to both sinks:
 //
+//   - a local JSONL file in Config.Dir that rotates by size and keeps
+//     Config.MaxFiles files: the journal of record, always written;
 //   - a capped Redis stream per region (XADD edgecache:journal:{region}
-//     MAXLEN ~ N * record <json>) when Config.Redis is set;
-//   - otherwise, and for every batch Redis fails to take, a local JSONL
-//     file in Config.Dir that rotates by size and keeps Config.MaxFiles
-//     files.
+//     MAXLEN ~ N * record <json>) when Config.Redis is set: the region's
+//     shared view, which every replica writes and queries.
 //
-// A Redis failure never blocks or loses records while Config.Dir is set:
-// the batch goes to the file, Redis is skipped for a back-off period (1 s,
-// doubling up to 30 s), then tried again. Records are not copied back to
-// Redis later; Query reads both.
+// A Redis failure or restart loses nothing: every record is in the file
+// first. After a failed batch Redis is skipped for a back-off period (1 s,
+// doubling up to 30 s), then tried again; records are not copied back to
+// Redis later.
+//
+// Refusals (see Refusal) of one tenant, route and reason are folded over
+// Config.RefusalWindow into at most two records (see fold.go), so that a
+// client hammering its quota cannot flush the journal.
 //
 // Durability of the file: every batch is written with one write(2) as soon
 // as it is taken from the buffer (so it survives a crash of the process),
 // and fsync(2) runs at most once per Config.SyncInterval (default 1 s) while
 // there are unsynced writes, and on rotation and Close; a power failure can
-// lose up to that interval. Records still in the buffer are lost if the
-// process dies without Close.
+// lose up to that interval. Records still in the buffer, and refusals being
+// folded, are lost if the process dies without Close.
 //
 // Query reads records back, newest first, filtered by time range, route,
-// tenant, rung and reason: from the Redis stream when configured, merged
-// with the local files.
+// tenant, rung and reason: the region's Redis stream merged with the local
+// files, one copy of each record (by Record.ID); the files alone, with
+// ErrPartial, when Redis cannot be read.
 package journal
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,10 +51,12 @@ import (
 
 // Defaults applied by New to zero Config fields.
 const (
-	DefaultMaxFileBytes = 64 << 20
-	DefaultMaxFiles     = 10
-	DefaultBuffer       = 4096
-	DefaultSyncInterval = time.Second
+	DefaultMaxFileBytes   = 64 << 20
+	DefaultMaxFiles       = 10
+	DefaultBuffer         = 4096
+	DefaultSyncInterval   = time.Second
+	DefaultRefusalWindow  = 10 * time.Second
+	DefaultMaxRefusalKeys = 10_000
 )
 
 // maxBatch is the most records the writer takes from the buffer at once.
@@ -55,12 +65,12 @@ const maxBatch = 512
 // ErrClosed is returned by Query after Close.
 var ErrClosed = errors.New("journal: closed")
 
-// Config configures a Journal. At least one of Dir and Redis is required.
+// Config configures a Journal. Dir is required.
 type Config struct {
 	// Dir holds the JSONL files: the current one, edgecache-journal.jsonl,
 	// and rotated ones, edgecache-journal-<UTC time>.jsonl. It is created
-	// on the first write. If empty, records go to Redis only, and the
-	// records Redis fails to take are lost (and counted in Stats.Lost).
+	// on the first write. Every record is written there, with or without
+	// Redis.
 	Dir string
 	// MaxFileBytes is the size at which the current file is rotated. If
 	// zero, it defaults to 64 MiB.
@@ -72,8 +82,8 @@ type Config struct {
 	// (fsync). If zero, it defaults to 1s; if negative, every batch is
 	// synced.
 	SyncInterval time.Duration
-	// Redis, if set, receives the records (one capped stream per region).
-	// The Journal takes ownership of it and closes it in Close.
+	// Redis, if set, also receives every record (one capped stream per
+	// region). Its client stays the caller's: close it after Close.
 	Redis *RedisSink
 	// Buffer is the number of records waiting to be written beyond which
 	// Record drops. If zero, it defaults to 4096.
@@ -81,6 +91,14 @@ type Config struct {
 	// Region is set on records that have none. If empty, it defaults to
 	// the Redis sink's region.
 	Region string
+	// RefusalWindow is the window over which refusals of one tenant, route,
+	// rung, reason, lane and status are folded (see Refusal). If zero, it
+	// defaults to 10s; if negative, every refusal is a record of its own.
+	RefusalWindow time.Duration
+	// MaxRefusalKeys bounds the windows open at once; refusals of further
+	// tenants fold under Tenant OtherTenants. If zero, it defaults to
+	// 10 000.
+	MaxRefusalKeys int
 	// Logger receives sink failures (throttled) and recovered panics. If
 	// nil, slog.Default() is used.
 	Logger *slog.Logger
@@ -89,8 +107,8 @@ type Config struct {
 // Validate reports a configuration that New would reject.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Dir == "" && c.Redis == nil {
-		errs = append(errs, errors.New("neither Dir nor Redis is set"))
+	if c.Dir == "" {
+		errs = append(errs, errors.New("Dir is not set (the local file is the journal of record, with or without Redis)"))
 	}
 	if c.MaxFileBytes < 0 {
 		errs = append(errs, fmt.Errorf("MaxFileBytes %d is negative", c.MaxFileBytes))
@@ -100,6 +118,9 @@ func (c Config) Validate() error {
 	}
 	if c.Buffer < 0 {
 		errs = append(errs, fmt.Errorf("Buffer %d is negative", c.Buffer))
+	}
+	if c.MaxRefusalKeys < 0 {
+		errs = append(errs, fmt.Errorf("MaxRefusalKeys %d is negative", c.MaxRefusalKeys))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("journal: invalid config: %w", err)
@@ -120,6 +141,12 @@ func (c Config) withDefaults() Config {
 	if c.Buffer == 0 {
 		c.Buffer = DefaultBuffer
 	}
+	if c.RefusalWindow == 0 {
+		c.RefusalWindow = DefaultRefusalWindow
+	}
+	if c.MaxRefusalKeys == 0 {
+		c.MaxRefusalKeys = DefaultMaxRefusalKeys
+	}
 	if c.Region == "" && c.Redis != nil {
 		c.Region = c.Redis.region
 	}
@@ -131,20 +158,23 @@ func (c Config) withDefaults() Config {
 
 // Stats are cumulative counters since New.
 type Stats struct {
-	Written   uint64 // records stored by a sink
-	Dropped   uint64 // records refused by Record: buffer full, or after Close
-	Lost      uint64 // records taken from the buffer that no sink could store
-	Errors    uint64 // failed sink operations (a Redis batch, a file write)
-	Fallbacks uint64 // records written to the file because Redis failed or was backing off
-	Corrupt   uint64 // undecodable lines or stream entries skipped by Query
+	Written    uint64 // records written to the local file
+	Streamed   uint64 // records added to the Redis stream
+	Unstreamed uint64 // records the Redis stream did not take (failing or backing off); in the file only
+	Dropped    uint64 // records refused by Record: buffer full, or after Close
+	Lost       uint64 // records taken from the buffer that no sink could store
+	Errors     uint64 // failed sink operations (a Redis batch, a file write)
+	Folded     uint64 // refusals counted into another record (its Count) instead of written on their own
+	Corrupt    uint64 // undecodable lines or stream entries skipped by Query
 }
 
 // Journal is the degradation journal. It is safe for concurrent use.
 type Journal struct {
 	cfg   Config
 	log   *slog.Logger
-	file  *fileSink  // nil without Dir
+	file  *fileSink
 	redis *RedisSink // nil without Redis
+	fold  *folder    // nil when refusals are not folded
 
 	mu     sync.RWMutex // Record holds it shared; Close exclusively, to flip closed
 	closed bool
@@ -155,7 +185,10 @@ type Journal struct {
 	abandon   atomic.Bool   // Close's context expired: stop draining
 	closeOnce sync.Once
 
-	written, dropped, lost, errs, fallbacks, corrupt atomic.Uint64
+	idPrefix string // random per Journal: record IDs are unique across replicas and restarts
+	seq      atomic.Uint64
+
+	written, streamed, unstreamed, dropped, lost, errs, folded, corrupt atomic.Uint64
 
 	// beforeWrite, if set (tests), is called by the writer with each batch
 	// before it is written.
@@ -177,17 +210,23 @@ func newJournal(cfg Config, beforeWrite func([]Record)) (*Journal, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	var id [8]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, fmt.Errorf("journal: record id prefix: %w", err)
+	}
 	j := &Journal{
 		cfg:         cfg,
 		log:         cfg.Logger,
+		file:        newFileSink(cfg.Dir, cfg.MaxFileBytes, cfg.MaxFiles),
 		redis:       cfg.Redis,
 		ch:          make(chan Record, cfg.Buffer),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
+		idPrefix:    hex.EncodeToString(id[:]) + "-",
 		beforeWrite: beforeWrite,
 	}
-	if cfg.Dir != "" {
-		j.file = newFileSink(cfg.Dir, cfg.MaxFileBytes, cfg.MaxFiles)
+	if cfg.RefusalWindow > 0 {
+		j.fold = newFolder(cfg.RefusalWindow, cfg.MaxRefusalKeys)
 	}
 	go j.run()
 	return j, nil
@@ -196,7 +235,8 @@ func newJournal(cfg Config, beforeWrite func([]Record)) (*Journal, error) {
 // Record queues r for writing and reports whether it was accepted. It never
 // blocks: when the buffer is full, or after Close, r is dropped and counted
 // in Stats.Dropped. A zero r.Time is set to now, an empty r.Region to
-// Config.Region.
+// Config.Region, an empty r.ID to a new unique ID. A refusal (see Refusal)
+// may be folded into another record instead of written on its own.
 func (j *Journal) Record(r Record) bool {
 	if r.Time.IsZero() {
 		r.Time = time.Now()
@@ -204,12 +244,30 @@ func (j *Journal) Record(r Record) bool {
 	if r.Region == "" {
 		r.Region = j.cfg.Region
 	}
+	if r.ID == "" {
+		r.ID = j.idPrefix + strconv.FormatUint(j.seq.Add(1), 36)
+	}
 	j.mu.RLock()
 	defer j.mu.RUnlock()
 	if j.closed {
 		j.dropped.Add(1)
 		return false
 	}
+	if j.fold == nil || !Refusal(r) {
+		return j.enqueue(r)
+	}
+	out, n := j.fold.add(r)
+	if n == 0 {
+		return true // counted into its window's pending record
+	}
+	for _, o := range out[:n-1] { // a window r is past
+		j.enqueueFolded(o)
+	}
+	return j.enqueue(out[n-1])
+}
+
+// enqueue puts r into the buffer, or drops and counts it.
+func (j *Journal) enqueue(r Record) bool {
 	select {
 	case j.ch <- r:
 		return true
@@ -219,22 +277,31 @@ func (j *Journal) Record(r Record) bool {
 	}
 }
 
-// Stats returns the counters.
-func (j *Journal) Stats() Stats {
-	return Stats{
-		Written:   j.written.Load(),
-		Dropped:   j.dropped.Load(),
-		Lost:      j.lost.Load(),
-		Errors:    j.errs.Load(),
-		Fallbacks: j.fallbacks.Load(),
-		Corrupt:   j.corrupt.Load(),
+// enqueueFolded queues a record of folded refusals.
+func (j *Journal) enqueueFolded(r Record) {
+	if j.enqueue(r) {
+		j.folded.Add(uint64(r.Count - 1))
 	}
 }
 
-// Close stops accepting records, writes those in the buffer, syncs and
-// closes the file and closes the Redis sink. If ctx ends first, Close
+// Stats returns the counters.
+func (j *Journal) Stats() Stats {
+	return Stats{
+		Written:    j.written.Load(),
+		Streamed:   j.streamed.Load(),
+		Unstreamed: j.unstreamed.Load(),
+		Dropped:    j.dropped.Load(),
+		Lost:       j.lost.Load(),
+		Errors:     j.errs.Load(),
+		Folded:     j.folded.Load(),
+		Corrupt:    j.corrupt.Load(),
+	}
+}
+
+// Close stops accepting records, writes those in the buffer and the
+// refusals being folded, syncs and closes the file. If ctx ends first, Close
 // returns its error and the writer drops what is left (counted in
-// Stats.Dropped) after the batch in progress; the sinks are closed when it
+// Stats.Dropped) after the batch in progress; the file is closed when it
 // returns. Close may be called again to wait for that.
 func (j *Journal) Close(ctx context.Context) error {
 	j.closeOnce.Do(func() {
@@ -256,11 +323,16 @@ func (j *Journal) Close(ctx context.Context) error {
 func (j *Journal) run() {
 	defer close(j.done)
 	defer j.closeSinks()
-	var tick <-chan time.Time
-	if j.file != nil && j.cfg.SyncInterval > 0 {
+	var tick, foldTick <-chan time.Time
+	if j.cfg.SyncInterval > 0 {
 		t := time.NewTicker(j.cfg.SyncInterval)
 		defer t.Stop()
 		tick = t.C
+	}
+	if j.fold != nil { // a window's pending record is written within a second of its end
+		t := time.NewTicker(min(j.cfg.RefusalWindow, time.Second))
+		defer t.Stop()
+		foldTick = t.C
 	}
 	batch := make([]Record, 0, maxBatch)
 	for {
@@ -274,6 +346,8 @@ func (j *Journal) run() {
 			j.write(batch)
 		case <-tick:
 			j.sync()
+		case now := <-foldTick:
+			j.writeFolded(j.fold.due(now, false))
 		case <-j.stop:
 			j.drain(batch)
 			return
@@ -294,12 +368,15 @@ func (j *Journal) fill(batch []Record) []Record {
 	return batch
 }
 
-// drain writes what is left in the buffer after Close; nothing can be
-// added any more.
+// drain writes what is left in the buffer after Close, then the refusals
+// being folded; nothing can be added any more.
 func (j *Journal) drain(batch []Record) {
 	for !j.abandon.Load() {
 		batch = j.fill(batch[:0])
 		if len(batch) == 0 {
+			if j.fold != nil {
+				j.writeFolded(j.fold.due(time.Time{}, true))
+			}
 			return
 		}
 		j.write(batch)
@@ -307,15 +384,22 @@ func (j *Journal) drain(batch []Record) {
 	j.dropped.Add(uint64(len(j.ch)))
 }
 
-func (j *Journal) closeSinks() {
-	if j.file != nil {
-		if err := j.file.close(); err != nil {
-			j.errs.Add(1)
-			j.log.Error("journal: close file", "err", err)
+// writeFolded writes the pending records of closed windows (writer only).
+func (j *Journal) writeFolded(recs []Record) {
+	for len(recs) > 0 {
+		n := min(len(recs), maxBatch)
+		j.write(recs[:n])
+		for _, r := range recs[:n] {
+			j.folded.Add(uint64(r.Count - 1))
 		}
+		recs = recs[n:]
 	}
-	if j.redis != nil {
-		_ = j.redis.Close() // connections only; nothing to flush
+}
+
+func (j *Journal) closeSinks() {
+	if err := j.file.close(); err != nil {
+		j.errs.Add(1)
+		j.log.Error("journal: close file", "err", err)
 	}
 }
 
@@ -343,38 +427,36 @@ func (j *Journal) write(batch []Record) {
 		}
 		lines = append(lines, b)
 	}
-	pending := lines
+	if len(lines) == 0 {
+		return
+	}
+	// The file first: it is the journal of record.
+	fileErr := j.file.write(lines, j.cfg.SyncInterval < 0)
+	if fileErr != nil {
+		j.errs.Add(1)
+		if n, ok := j.fileLog.allow(time.Now()); ok {
+			j.log.Error("journal: write file", "dir", j.cfg.Dir, "records", len(lines),
+				"suppressed_errors", n, "err", fileErr)
+		}
+	}
+	notStreamed := len(lines)
 	if j.redis != nil {
 		failed, err := j.redis.add(lines)
-		pending = failed
+		notStreamed = len(failed)
 		if err != nil && !errors.Is(err, errBackingOff) {
 			j.errs.Add(1)
 		}
-		if n := len(lines) - len(failed); n > 0 {
-			j.written.Add(uint64(n))
-		}
+		j.streamed.Add(uint64(len(lines) - len(failed)))
+		j.unstreamed.Add(uint64(len(failed)))
 		j.logRedis(err)
-		if len(failed) > 0 && j.file != nil {
-			j.fallbacks.Add(uint64(len(failed)))
-		}
 	}
-	if len(pending) == 0 {
-		return
+	// Written or Lost last: once they count a batch, its stream counters
+	// are final (tests wait on them).
+	if fileErr != nil {
+		j.lost.Add(uint64(notStreamed))
+	} else {
+		j.written.Add(uint64(len(lines)))
 	}
-	if j.file == nil {
-		j.lost.Add(uint64(len(pending)))
-		return
-	}
-	if err := j.file.write(pending, j.cfg.SyncInterval < 0); err != nil {
-		j.errs.Add(1)
-		j.lost.Add(uint64(len(pending)))
-		if n, ok := j.fileLog.allow(time.Now()); ok {
-			j.log.Error("journal: write file; records lost", "dir", j.cfg.Dir, "records", len(pending),
-				"suppressed_errors", n, "err", err)
-		}
-		return
-	}
-	j.written.Add(uint64(len(pending)))
 }
 
 // logRedis logs Redis going down and coming back, once each.
@@ -385,7 +467,7 @@ func (j *Journal) logRedis(err error) {
 		j.log.Info("journal: redis stream writable again", "stream", j.redis.key)
 	case err != nil && !errors.Is(err, errBackingOff) && !j.redisLog.down:
 		j.redisLog.down = true
-		j.log.Warn("journal: redis stream failed; writing to the local file until it recovers",
+		j.log.Warn("journal: redis stream failed; records are in the local file only until it recovers",
 			"stream", j.redis.key, "dir", j.cfg.Dir, "err", err)
 	}
 }

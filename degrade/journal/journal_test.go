@@ -252,6 +252,10 @@ func TestQueryFilters(t *testing.T) {
 		t.Fatalf("Query = %d records, %v", len(got), err)
 	}
 	r.Region = "eu-west"
+	if got[0].ID == "" {
+		t.Error("no ID set")
+	}
+	r.ID = got[0].ID
 	if !reflect.DeepEqual(got[0], r) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got[0], r)
 	}

@@ -59,12 +59,15 @@ func (q Query) normalize() (Query, error) {
 }
 
 // Query returns the records matching q, newest first (by Record.Time), at
-// most q.Limit. With Redis configured it reads the region's stream and the
-// local files (which hold what Redis failed to take); if the stream cannot
-// be read, it returns what the files hold and an error wrapping ErrPartial.
-// Lines and entries that do not decode are skipped and counted in
-// Stats.Corrupt. It may be called from a process that never records (a
-// CLI): files are only read.
+// most q.Limit. With Redis configured it reads the region's stream (every
+// replica's records, as far back as the cap and the last Redis restart
+// allow) merged with this replica's local files (every record it wrote,
+// as far back as rotation allows), one copy of each record by Record.ID;
+// if the stream cannot be read, it returns what the files hold and an
+// error wrapping ErrPartial. Another region's stream (q.Region) is read
+// without the files. Lines and entries that do not decode are skipped and
+// counted in Stats.Corrupt. It may be called from a process that never
+// records (a CLI): files are only read.
 func (j *Journal) Query(ctx context.Context, q Query) ([]Record, error) {
 	j.mu.RLock()
 	closed := j.closed
@@ -90,13 +93,13 @@ func (j *Journal) Query(ctx context.Context, q Query) ([]Record, error) {
 			return !c.full() || r.Time.After(c.oldest().Add(-clockSkew))
 		}, corrupt)
 		if err != nil {
-			if j.file == nil || ctx.Err() != nil {
+			if ctx.Err() != nil {
 				return nil, err
 			}
 			partial = err
 		}
 	}
-	if j.file != nil && (q.Region == "" || q.Region == j.cfg.Region) {
+	if q.Region == "" || q.Region == j.cfg.Region {
 		if err := j.queryFiles(ctx, c, corrupt); err != nil {
 			return nil, err
 		}
@@ -135,7 +138,7 @@ func (j *Journal) queryFiles(ctx context.Context, c *collector, corrupt func()) 
 			if n++; n%4096 == 0 && ctx.Err() != nil {
 				return false
 			}
-			if !c.prefilter(line) {
+			if !c.prefilter(line) || !c.mayKeep(line) {
 				return true
 			}
 			r, ok := decodeLine(line)
@@ -205,15 +208,19 @@ func decodeLine(b []byte) (Record, bool) {
 	return r, true
 }
 
-// collector keeps the newest Limit matching records in a min-heap by time.
+// collector keeps the newest Limit matching records in a min-heap by time,
+// one copy of each record ID.
 type collector struct {
 	q       Query
 	needles [][]byte // `"field":"value"` as encoding/json writes them
 	h       recordHeap
+	// kept holds the IDs in the heap. A copy of a record that left the
+	// heap needs no entry: it has the same Time, so it cannot enter again.
+	kept map[string]struct{}
 }
 
 func newCollector(q Query) *collector {
-	c := &collector{q: q}
+	c := &collector{q: q, kept: map[string]struct{}{}}
 	for _, f := range []struct{ name, value string }{
 		{"route", q.Route}, {"tenant", q.Tenant}, {"rung", string(q.Rung)}, {"reason", q.Reason},
 	} {
@@ -247,17 +254,49 @@ func (c *collector) match(r Record) bool {
 		(q.Reason == "" || r.Reason == q.Reason)
 }
 
+// mayKeep reports whether a line may enter the result judging by its time
+// alone, read without decoding the line when it starts as encoding/json
+// writes a Record ({"time":"<RFC 3339>",…). Scanning a file mostly meets
+// lines too old to be kept; they are skipped at the cost of a time parse.
+func (c *collector) mayKeep(line []byte) bool {
+	const head = `{"time":"`
+	if !bytes.HasPrefix(line, []byte(head)) {
+		return true // decode it and let offer decide
+	}
+	rest := line[len(head):]
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return true
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(rest[:end]))
+	if err != nil {
+		return true
+	}
+	return (c.q.Since.IsZero() || !t.Before(c.q.Since)) &&
+		(c.q.Until.IsZero() || t.Before(c.q.Until)) &&
+		(!c.full() || t.After(c.oldest()))
+}
+
 func (c *collector) offer(r Record) {
 	if !c.match(r) {
 		return
+	}
+	if r.ID != "" {
+		if _, dup := c.kept[r.ID]; dup {
+			return
+		}
 	}
 	if c.full() {
 		if !r.Time.After(c.h[0].Time) {
 			return
 		}
-		heap.Pop(&c.h)
+		old := heap.Pop(&c.h).(Record)
+		delete(c.kept, old.ID)
 	}
 	heap.Push(&c.h, r)
+	if r.ID != "" {
+		c.kept[r.ID] = struct{}{}
+	}
 }
 
 func (c *collector) full() bool { return len(c.h) >= c.q.Limit }

@@ -54,6 +54,10 @@ type Record struct {
 	// Time is when the answer was served. If zero, Journal.Record sets it
 	// to the current time.
 	Time time.Time `json:"time"`
+	// ID identifies the record across sinks (a query returns one copy of a
+	// record found in both the Redis stream and the file). If empty,
+	// Journal.Record sets a new one, unique across replicas and restarts.
+	ID string `json:"id,omitempty"`
 	// Region is the edge region. If empty, Journal.Record sets it to
 	// Config.Region.
 	Region    string `json:"region,omitempty"`
@@ -85,6 +89,14 @@ type Record struct {
 	// BytesStreamed is how much of a stream the client got before it
 	// failed (rung stream-truncated).
 	BytesStreamed int64 `json:"bytes_streamed,omitempty"`
+	// Count is the number of refusals the record stands for (refusals
+	// only, see Refusal): 1 for the first of a window, written at once;
+	// the number of those that followed it within the window for the
+	// record written when the window ends, whose Time is the first of them
+	// and Last the last. Zero for other records (each stands for one
+	// answer).
+	Count int       `json:"count,omitempty"`
+	Last  time.Time `json:"last,omitzero"`
 	// Shadow is the judgement of a shadow-disagreement record.
 	Shadow *Shadow `json:"shadow,omitempty"`
 }

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/edgecache/edgecache/cache/shared"
 )
 
 // Redis sink defaults and limits.
@@ -29,6 +27,11 @@ var errBackingOff = errors.New("journal: redis backing off after a failure")
 // RedisSink writes records to one capped Redis stream per region,
 // edgecache:journal:{<region>}, as entries with a single field "record"
 // holding the JSON. It is handed to a Journal in Config.Redis.
+//
+// Its back-off is its own, not the shared client's or L2's breaker: the
+// journal's budget is a second per batch and every record is in the local
+// file anyway, so it only needs to stop paying a timeout per batch while
+// Redis is away; L2 and global limits judge Redis by millisecond budgets.
 type RedisSink struct {
 	client redis.UniversalClient
 	region string
@@ -42,13 +45,17 @@ type RedisSink struct {
 	backoff   time.Duration
 }
 
-// NewRedisSink returns a sink writing to the Redis deployment conn (a
-// single node, a Redis Cluster or Sentinel). region names the stream; if
-// empty, it is "default". maxLen caps the stream approximately (MAXLEN ~);
-// if zero or negative, it is 100 000. It connects lazily.
-func NewRedisSink(conn shared.Conn, region string, maxLen int64) (*RedisSink, error) {
-	if err := conn.Validate(); err != nil {
-		return nil, fmt.Errorf("journal: redis sink: %w", err)
+// NewRedisSink returns a sink writing to client, the region's Redis client
+// (a single node, a Redis Cluster or Sentinel), which must honour context
+// deadlines (go-redis ContextTimeoutEnabled): each batch and query is
+// bounded through its context. The caller owns client and closes it after
+// the Journal. The sink is the journal's Redis adapter, hence the go-redis
+// type in its signature. region names the stream; if empty, it is
+// "default". maxLen caps the stream approximately (MAXLEN ~); if zero or
+// negative, it is 100 000. It does not contact Redis.
+func NewRedisSink(client redis.UniversalClient, region string, maxLen int64) (*RedisSink, error) {
+	if client == nil {
+		return nil, errors.New("journal: redis sink: no client")
 	}
 	if region == "" {
 		region = DefaultRegion
@@ -59,12 +66,6 @@ func NewRedisSink(conn shared.Conn, region string, maxLen int64) (*RedisSink, er
 	if maxLen <= 0 {
 		maxLen = DefaultMaxLen
 	}
-	opts := conn.Options()
-	opts.PoolSize = 4 // one writer and the occasional query
-	opts.DialTimeout = 500 * time.Millisecond
-	opts.ReadTimeout, opts.WriteTimeout = redisWriteTimeout, redisWriteTimeout
-	opts.MaxRetries = -1 // a failed batch goes to the file instead
-	client := redis.NewUniversalClient(opts)
 	return &RedisSink{
 		client:     client,
 		region:     region,
@@ -83,9 +84,6 @@ func (s *RedisSink) Key() string { return s.key }
 
 // StreamKey returns the stream key of a region.
 func StreamKey(region string) string { return "edgecache:journal:{" + region + "}" }
-
-// Close closes the connections. A Journal closes its sink itself.
-func (s *RedisSink) Close() error { return s.client.Close() }
 
 // add XADDs each line in one pipeline and returns the lines Redis did not
 // take, with the first error. While backing off after a failure it returns

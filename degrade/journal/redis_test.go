@@ -14,9 +14,20 @@ import (
 	"github.com/edgecache/edgecache/cache/shared"
 )
 
+// testClient is a Redis client built as the program builds its own.
+func testClient(t *testing.T, conn shared.Conn) redis.UniversalClient {
+	t.Helper()
+	c, err := shared.NewClient(conn, shared.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 func newSink(t *testing.T, addr, region string, maxLen int64) *RedisSink {
 	t.Helper()
-	s, err := NewRedisSink(shared.Conn{Addrs: []string{addr}}, region, maxLen)
+	s, err := NewRedisSink(testClient(t, shared.Conn{Addrs: []string{addr}}), region, maxLen)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,26 +54,37 @@ func recent(n int, prefix string) []Record {
 	return out
 }
 
+// stamps hands out records whose times increase across calls, 1ms apart
+// from a start near now (unlike recent, whose batches may overlap).
+type stamps struct{ t time.Time }
+
+func (s *stamps) recs(n int, prefix string) []Record {
+	out := recent(n, prefix)
+	for i := range out {
+		s.t = s.t.Add(time.Millisecond)
+		out[i].Time = s.t
+	}
+	return out
+}
+
 func TestNewRedisSinkValidates(t *testing.T) {
+	c := testClient(t, shared.Conn{Addrs: []string{"127.0.0.1:1"}})
 	for _, tt := range []struct {
-		addrs  []string
+		client redis.UniversalClient
 		region string
 	}{
 		{nil, "eu"},
-		{[]string{""}, "eu"},
-		{[]string{"127.0.0.1:1"}, "eu{1}"},
-		{[]string{"127.0.0.1:1"}, "eu west"},
+		{c, "eu{1}"},
+		{c, "eu west"},
 	} {
-		if s, err := NewRedisSink(shared.Conn{Addrs: tt.addrs}, tt.region, 0); err == nil {
-			s.Close()
-			t.Errorf("NewRedisSink(%q, %q) succeeded", tt.addrs, tt.region)
+		if _, err := NewRedisSink(tt.client, tt.region, 0); err == nil {
+			t.Errorf("NewRedisSink(%v, %q) succeeded", tt.client, tt.region)
 		}
 	}
-	s, err := NewRedisSink(shared.Conn{Addrs: []string{"127.0.0.1:1"}}, "", 0)
+	s, err := NewRedisSink(c, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
 	if s.Region() != DefaultRegion || s.Key() != "edgecache:journal:{default}" || s.maxLen != DefaultMaxLen {
 		t.Errorf("defaults: region %q key %q maxLen %d", s.Region(), s.Key(), s.maxLen)
 	}
@@ -72,7 +94,7 @@ func TestRedisStreamCappedAndQueried(t *testing.T) {
 	r := cachetest.StartRedis(t)
 	dir := t.TempDir()
 	const maxLen = 100
-	j := newTest(t, Config{Dir: dir, Redis: newSink(t, r.Addr(), "eu-west", maxLen)}, nil)
+	j := newTest(t, Config{Dir: dir, Redis: newSink(t, r.Addr(), "eu-west", maxLen), RefusalWindow: -1}, nil)
 	recs := recent(1000, "r")
 	for _, rec := range recs {
 		if !j.Record(rec) {
@@ -80,11 +102,8 @@ func TestRedisStreamCappedAndQueried(t *testing.T) {
 		}
 	}
 	s := settled(t, j, 1000)
-	if s.Written != 1000 || s.Fallbacks != 0 || s.Errors != 0 {
-		t.Fatalf("Stats = %+v", s)
-	}
-	if _, err := os.Stat(filepath.Join(dir, currentFile)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("local file written although Redis took everything: %v", err)
+	if s.Written != 1000 || s.Streamed != 1000 || s.Unstreamed != 0 || s.Errors != 0 {
+		t.Fatalf("Stats = %+v, want every record in the file and the stream", s)
 	}
 
 	raw := rawClient(t, r.Addr())
@@ -97,11 +116,12 @@ func TestRedisStreamCappedAndQueried(t *testing.T) {
 	if err != nil || len(first) != 1 {
 		t.Fatalf("XREVRANGE: %v, %v", first, err)
 	}
-	if rec, ok := decodeEntry(first[0].Values); !ok || rec.RequestID != "r999" || rec.Region != "eu-west" {
+	if rec, ok := decodeEntry(first[0].Values); !ok || rec.RequestID != "r999" || rec.Region != "eu-west" || rec.ID == "" {
 		t.Errorf("newest entry = %+v (ok %v)", first[0].Values, ok)
 	}
 
-	kept := int(n)
+	// Queries see every record once: the stream's newest and, past the
+	// cap, the file's.
 	all := func(int, Record) bool { return true }
 	tests := []struct {
 		name string
@@ -111,12 +131,13 @@ func TestRedisStreamCappedAndQueried(t *testing.T) {
 	}{
 		{"limit", Query{Limit: 10}, all, 10},
 		{"default limit", Query{}, all, DefaultQueryLimit},
+		{"past the stream's cap", Query{Limit: MaxQueryLimit}, all, 1000},
 		{"route", Query{Route: "support", Limit: 5}, func(_ int, r Record) bool { return r.Route == "support" }, 5},
 		{"rung and reason", Query{Rung: RungTemplate, Reason: "timeout", Limit: 3},
 			func(_ int, r Record) bool { return r.Rung == RungTemplate && r.Reason == "timeout" }, 3},
 		{"tenant", Query{Tenant: "t-1", Limit: 4}, func(_ int, r Record) bool { return r.Tenant == "t-1" }, 4},
 		{"since", Query{Since: recs[995].Time}, func(i int, _ Record) bool { return i >= 995 }, 100},
-		{"until", Query{Until: recs[950].Time, Limit: 3}, func(i int, _ Record) bool { return i < 950 }, 3},
+		{"until, trimmed from the stream", Query{Until: recs[50].Time, Limit: 3}, func(i int, _ Record) bool { return i < 50 }, 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -124,8 +145,7 @@ func TestRedisStreamCappedAndQueried(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w := want(recs[1000-kept:], tt.max, func(i int, r Record) bool { return tt.keep(i+1000-kept, r) })
-			if ids(got) != w {
+			if w := want(recs, tt.max, tt.keep); ids(got) != w {
 				t.Errorf("got  %s\nwant %s", ids(got), w)
 			}
 		})
@@ -135,21 +155,36 @@ func TestRedisStreamCappedAndQueried(t *testing.T) {
 	}
 }
 
-func TestRedisOutageFallsBackToFile(t *testing.T) {
+// TestRedisRestartLosesNothing is the journal's promise with Redis: records
+// written before Redis stopped, while it was down, and after it came back
+// empty are all still there, once each, and the replica's queries see
+// another replica's records through the stream.
+func TestRedisRestartLosesNothing(t *testing.T) {
 	r := cachetest.StartRedis(t)
 	dir := t.TempDir()
-	j := newTest(t, Config{Dir: dir, Redis: newSink(t, r.Addr(), "eu-west", 0)}, nil)
+	// Refusals are not folded here: every record is one of the test's.
+	j := newTest(t, Config{Dir: dir, Redis: newSink(t, r.Addr(), "eu-west", 0), RefusalWindow: -1}, nil)
+	other := newTest(t, Config{Dir: t.TempDir(), Redis: newSink(t, r.Addr(), "eu-west", 0), RefusalWindow: -1}, nil)
+	raw := rawClient(t, r.Addr())
+	const key = "edgecache:journal:{eu-west}"
 
-	before := recent(10, "a")
+	ts := &stamps{time.Now()}
+	before := ts.recs(10, "a")
 	for _, rec := range before {
 		j.Record(rec)
 	}
-	if s := settled(t, j, 10); s.Fallbacks != 0 {
+	if s := settled(t, j, 10); s.Streamed != 10 || s.Unstreamed != 0 {
 		t.Fatalf("Stats before the outage = %+v", s)
+	}
+	theirs := ts.recs(1, "o")[0]
+	other.Record(theirs)
+	settled(t, other, 1)
+	if got, err := j.Query(t.Context(), Query{}); err != nil || len(got) != 11 {
+		t.Fatalf("Query before the outage: %d records (%s), %v; want 11, the other replica's included", len(got), ids(got), err)
 	}
 
 	r.Stop()
-	during := recent(10, "b")
+	during := ts.recs(10, "b")
 	start := time.Now()
 	for _, rec := range during {
 		if !j.Record(rec) {
@@ -160,28 +195,28 @@ func TestRedisOutageFallsBackToFile(t *testing.T) {
 		t.Errorf("10 Record calls took %v during the outage", d)
 	}
 	s := settled(t, j, 20)
-	if s.Written != 20 || s.Fallbacks != 10 || s.Errors == 0 || s.Lost != 0 {
-		t.Fatalf("Stats during the outage = %+v, want 10 fallbacks and an error", s)
+	if s.Written != 20 || s.Unstreamed != 10 || s.Errors == 0 || s.Lost != 0 {
+		t.Fatalf("Stats during the outage = %+v, want 20 in the file, 10 not streamed, an error", s)
 	}
 	got, err := j.Query(t.Context(), Query{})
 	if !errors.Is(err, ErrPartial) {
 		t.Fatalf("Query during the outage: err = %v, want ErrPartial", err)
 	}
-	if w := want(during, 100, func(int, Record) bool { return true }); ids(got) != w {
+	mine := append(append([]Record(nil), before...), during...)
+	if w := want(mine, 100, func(int, Record) bool { return true }); ids(got) != w {
 		t.Errorf("records from the file:\n got %s\nwant %s", ids(got), w)
 	}
 
-	// Redis comes back (empty); after the back-off records go to it again.
+	// Redis comes back empty; after the back-off records reach it again.
 	r.Restart()
-	raw := rawClient(t, r.Addr())
 	var after []Record
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		rec := recent(1, fmt.Sprintf("c%02d-", len(after)))[0]
+		rec := ts.recs(1, fmt.Sprintf("c%02d-", len(after)))[0]
 		after = append(after, rec)
 		j.Record(rec)
 		settled(t, j, uint64(20+len(after)))
-		if n, _ := raw.XLen(t.Context(), "edgecache:journal:{eu-west}").Result(); n > 0 {
+		if n, _ := raw.XLen(t.Context(), key).Result(); n > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -189,56 +224,67 @@ func TestRedisOutageFallsBackToFile(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond) // let the back-off pass
 	}
-	got, err = j.Query(t.Context(), Query{})
+	if n, err := raw.XLen(t.Context(), key).Result(); err != nil || n > int64(len(after)) {
+		t.Fatalf("XLEN after the restart = %d, %v; want only records from after it", n, err)
+	}
+	got, err = j.Query(t.Context(), Query{Limit: MaxQueryLimit})
 	if err != nil {
 		t.Fatalf("Query after recovery: %v", err)
 	}
-	// Newest first across both sinks: the file holds b* and the c* written
-	// during the back-off, Redis the rest.
-	both := append(append([]Record(nil), during...), after...)
-	if w := want(both, 100, func(int, Record) bool { return true }); ids(got) != w {
-		t.Errorf("merged:\n got %s\nwant %s", ids(got), w)
+	mine = append(mine, after...)
+	if w := want(mine, MaxQueryLimit, func(int, Record) bool { return true }); ids(got) != w {
+		t.Errorf("every record of this replica, once:\n got %s\nwant %s", ids(got), w)
+	}
+	if s := j.Stats(); s.Written != uint64(len(mine)) || s.Lost != 0 {
+		t.Errorf("Stats = %+v, want all %d written, none lost", s, len(mine))
 	}
 }
 
-func TestRedisOnlyCountsLostRecords(t *testing.T) {
+// A file that cannot be written does not lose what the stream takes.
+func TestUnwritableFileStillStreams(t *testing.T) {
 	r := cachetest.StartRedis(t)
-	j := newTest(t, Config{Redis: newSink(t, r.Addr(), "", 0)}, nil)
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	j := newTest(t, Config{Dir: filepath.Join(file, "sub"), Redis: newSink(t, r.Addr(), "", 0)}, nil)
 	if j.cfg.Region != DefaultRegion {
 		t.Errorf("Region = %q, want the sink's", j.cfg.Region)
 	}
-	r.Stop()
 	for _, rec := range recent(5, "x") {
 		if !j.Record(rec) {
 			t.Fatal("Record refused")
 		}
 	}
-	s := settled(t, j, 5)
-	if s.Lost != 5 || s.Written != 0 || s.Errors == 0 || s.Fallbacks != 0 {
-		t.Errorf("Stats = %+v, want 5 lost", s)
+	deadline := time.Now().Add(10 * time.Second)
+	for j.Stats().Streamed < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Stats = %+v, want 5 streamed", j.Stats())
+		}
+		time.Sleep(2 * time.Millisecond) // polling interval
 	}
-	if _, err := j.Query(t.Context(), Query{}); err == nil || errors.Is(err, ErrPartial) {
-		t.Errorf("Query without Redis or files = %v, want an error", err)
+	if s := j.Stats(); s.Lost != 0 || s.Written != 0 || s.Errors == 0 {
+		t.Errorf("Stats = %+v, want 5 streamed, none lost, file errors", s)
+	}
+	if n, err := rawClient(t, r.Addr()).XLen(t.Context(), StreamKey(DefaultRegion)).Result(); err != nil || n != 5 {
+		t.Errorf("XLEN = %d, %v; want 5", n, err)
 	}
 }
 
-// The sink reaches the deployment it is given, database included (it used
-// to take only addresses and a password, so a Sentinel or DB setting was
-// lost for the journal alone).
-func TestRedisSinkUsesConnDB(t *testing.T) {
+// The sink writes through the client it is given, database included.
+func TestRedisSinkUsesClientDB(t *testing.T) {
 	r := cachetest.StartRedis(t)
-	s, err := NewRedisSink(shared.Conn{Addrs: []string{r.Addr()}, DB: 3}, "eu", 0)
+	s, err := NewRedisSink(testClient(t, shared.Conn{Addrs: []string{r.Addr()}, DB: 3}), "eu", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
 	j := newTest(t, Config{Dir: t.TempDir(), Redis: s}, nil)
 	for _, rec := range recent(5, "d") {
 		if !j.Record(rec) {
 			t.Fatal("Record refused")
 		}
 	}
-	if st := settled(t, j, 5); st.Written != 5 || st.Fallbacks != 0 {
+	if st := settled(t, j, 5); st.Streamed != 5 || st.Unstreamed != 0 {
 		t.Fatalf("Stats = %+v", st)
 	}
 	db3 := redis.NewClient(&redis.Options{Addr: r.Addr(), DB: 3})

@@ -60,7 +60,7 @@ type adminAPI struct {
 	cache    *cache.Tiered
 	index    semantic.Index // nil without a semantic tier
 	stats    *lookupStats
-	secret   []byte // tenant namespace HMAC key
+	secret   func() []byte // tenant namespace HMAC key in force (it may change: tenantSecret)
 	// shadow reports a route's shadow verification (Pipeline.ShadowStats);
 	// nil → none shown.
 	shadow func(route string) (pipeline.ShadowStats, bool)
@@ -363,7 +363,7 @@ func (a *adminAPI) PurgeCache(ctx context.Context, who string, body []byte) (any
 		return nil, &server.BadQuery{Msg: "the body must be a JSON object with route, namespace or api_key"}
 	}
 	if req.APIKey != "" {
-		req.Namespace = pipeline.Namespace(a.secret, req.APIKey)
+		req.Namespace = pipeline.Namespace(a.secret(), req.APIKey)
 	}
 	switch {
 	case req.Route != "" && req.Namespace == "":

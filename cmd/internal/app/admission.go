@@ -3,8 +3,9 @@ package app
 import (
 	"context"
 	"fmt"
-	"github.com/edgecache/edgecache/cache/shared"
 	"log/slog"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/edgecache/edgecache/cmd/internal/config"
 	"github.com/edgecache/edgecache/cmd/internal/pipeline"
@@ -30,15 +31,14 @@ func limits(l config.Limits) admission.Limits {
 // buildAdmission makes the quotas (global in Redis when the region has one,
 // with a per-instance share as fallback; local otherwise), the tenant
 // table, self-protection, and one adaptive concurrency limit per target.
-func buildAdmission(cfg config.Config, rconn shared.Conn, secret []byte, targets []*pipeline.Target, log *slog.Logger) (*pipeline.AdmissionConfig, func(), error) {
+func buildAdmission(cfg config.Config, rclient redis.UniversalClient, targets []*pipeline.Target, log *slog.Logger) (*pipeline.AdmissionConfig, error) {
 	a := cfg.Admission
 	rules := admission.Rules{Key: limits(a.Limits.Key), Tenant: limits(a.Limits.Tenant), IP: limits(a.Limits.IP)}
 	out := &pipeline.AdmissionConfig{Tenants: map[string]pipeline.TenantInfo{}, TrustLaneHeader: a.TrustLaneHeader}
 	var err error
 	if out.DefaultLane, err = admission.ParseLane(a.DefaultLane); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	closeFn := func() {}
 	unlimited := a.Limits == (config.LimitRules{})
 	for _, t := range cfg.Tenants {
 		unlimited = unlimited && t.Limits == (config.Limits{})
@@ -46,9 +46,9 @@ func buildAdmission(cfg config.Config, rconn shared.Conn, secret []byte, targets
 	switch {
 	case unlimited:
 		// No quota configured: none is checked (the hit path stays cheap).
-	case len(cfg.Redis.Addrs) > 0:
+	case rclient != nil:
 		g, err := admission.NewGlobal(admission.GlobalConfig{
-			Conn:     rconn,
+			Client:   rclient,
 			Region:   cfg.Degrade.Region,
 			Replicas: a.Replicas,
 			Defaults: rules,
@@ -57,24 +57,24 @@ func buildAdmission(cfg config.Config, rconn shared.Conn, secret []byte, targets
 			Timeout:  cfg.Redis.Timeout.D(),
 		})
 		if err != nil {
-			return nil, nil, fmt.Errorf("global limits: %w", err)
+			return nil, fmt.Errorf("global limits: %w", err)
 		}
-		out.Quota, closeFn = g, func() { _ = g.Close() }
+		out.Quota = g
 	default:
 		b, err := admission.NewBuckets(admission.BucketsConfig{Defaults: rules, Shadow: a.Shadow})
 		if err != nil {
-			return nil, nil, fmt.Errorf("limits: %w", err)
+			return nil, fmt.Errorf("limits: %w", err)
 		}
 		out.Quota = localQuota{b}
 	}
 	if out.Protector, err = admission.NewProtector(admission.ProtectConfig{MaxInFlight: a.MaxInFlight,
 		MaxHeapBytes: a.MaxHeapBytes, Shadow: a.Shadow}); err != nil {
-		return nil, nil, fmt.Errorf("self-protection: %w", err)
+		return nil, fmt.Errorf("self-protection: %w", err)
 	}
 	for _, t := range cfg.Tenants {
 		lane, err := admission.ParseLane(t.Lane)
 		if err != nil {
-			return nil, nil, fmt.Errorf("tenant %q: %w", t.Name, err)
+			return nil, fmt.Errorf("tenant %q: %w", t.Name, err)
 		}
 		info := pipeline.TenantInfo{Name: t.Name, Lane: lane}
 		if t.Limits != (config.Limits{}) {
@@ -82,16 +82,16 @@ func buildAdmission(cfg config.Config, rconn shared.Conn, secret []byte, targets
 			info.Limits = &l
 		}
 		for _, k := range t.APIKeys {
-			out.Tenants[pipeline.KeyID(secret, k)] = info
+			out.Tenants[k] = info
 		}
 	}
 	for _, t := range targets {
 		c, err := admission.NewConcurrency(admission.ConcurrencyConfig{Name: t.Name, InitialLimit: a.Concurrency.Initial,
 			MinLimit: a.Concurrency.Min, MaxLimit: a.Concurrency.Max, Shadow: a.Shadow})
 		if err != nil {
-			return nil, nil, fmt.Errorf("concurrency %s: %w", t.Name, err)
+			return nil, fmt.Errorf("concurrency %s: %w", t.Name, err)
 		}
 		t.Concurrency = c
 	}
-	return out, closeFn, nil
+	return out, nil
 }

@@ -6,7 +6,6 @@ package app
 import (
 	"context"
 
-	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -182,20 +181,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer l1.Close()
 	tiers, names := []cache.Tier{l1}, []string{"l1"}
-	rconn, err := redisConn(cfg.Redis)
+	// One client for the region's Redis, closed after everything that uses
+	// it (defers run last-in first-out).
+	rclient, err := redisClient(cfg.Redis, tel)
 	if err != nil {
 		return err
 	}
+	if rclient != nil {
+		defer rclient.Close()
+	}
 	var l2 *shared.Shared
-	if len(cfg.Redis.Addrs) > 0 {
-		l2, err = shared.New(shared.Config{
-			Conn:           rconn,
-			Prefix:         cfg.Redis.Prefix,
-			Timeout:        cfg.Redis.Timeout.D(),
-			Logger:         log,
-			MeterProvider:  tel.MeterProvider,
-			TracerProvider: tracerIf(tel),
-		})
+	if rclient != nil {
+		l2, err = shared.New(shared.Config{Client: rclient, Prefix: cfg.Redis.Prefix, Timeout: cfg.Redis.Timeout.D(), Logger: log})
 		if err != nil {
 			return fmt.Errorf("l2: %w", err)
 		}
@@ -211,12 +208,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	tiered := cache.NewTiered(cache.TieredConfig{QueueSize: cfg.Cache.StoreQueue, Logger: log}, tiers...)
 
-	secret := []byte(cfg.TenantSecret)
-	if len(secret) == 0 {
-		secret, err = tenantSecret(ctx, l2, log)
-		if err != nil {
-			return err
-		}
+	var store secretStore // a nil *shared.Shared must stay a nil interface
+	if l2 != nil {
+		store = l2
+	}
+	secret, err := newTenantSecret(ctx, []byte(cfg.TenantSecret), store, log)
+	if err != nil {
+		return err
 	}
 
 	routes, err := pipeline.Compile(cfg.Routes)
@@ -231,14 +229,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if sem.fallback != "" {
 		fmt.Fprintf(stdout, "edgecache: semantic tier uses the lexical embedder: %s\n", sem.fallback)
 	}
-	adm, closeAdm, err := buildAdmission(cfg, rconn, secret, targets, log)
+	adm, err := buildAdmission(cfg, rclient, targets, log)
 	if err != nil {
 		return err
 	}
-	defer closeAdm()
 	var jsink *journal.RedisSink
-	if len(cfg.Redis.Addrs) > 0 {
-		if jsink, err = journal.NewRedisSink(rconn, cfg.Degrade.Region, 0); err != nil {
+	if rclient != nil {
+		if jsink, err = journal.NewRedisSink(rclient, cfg.Degrade.Region, 0); err != nil {
 			return fmt.Errorf("journal: %w", err)
 		}
 	}
@@ -257,12 +254,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer tw.Close()
 
-	var policyRedis redis.UniversalClient
-	if len(cfg.Redis.Addrs) > 0 {
-		policyRedis = redis.NewUniversalClient(rconn.Options())
-		defer policyRedis.Close()
-	}
-	table, err := policy.New(ctx, policy.Config{Routes: cfg.Routes, File: cfg.PolicyFile, Redis: policyRedis,
+	table, err := policy.New(ctx, policy.Config{Routes: cfg.Routes, File: cfg.PolicyFile, Redis: rclient,
 		Region: cfg.Degrade.Region, Logger: log})
 	if err != nil {
 		return err
@@ -278,16 +270,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Tracer:              tel.TracerProvider.Tracer("github.com/edgecache/edgecache"),
 		NamespaceGeneration: table.NamespaceGeneration,
 		Templates:           templateWords{tw},
-		Cache:               tiered, Tiers: names, Targets: targets, Secret: secret,
+		Cache:               tiered, Tiers: names, Targets: targets, Secret: secret.current(),
 		Guard: pipeline.GuardConfig{
 			MaxAttempts: cfg.Degrade.MaxAttempts, BackoffBase: cfg.Degrade.BackoffBase.D(), BackoffCap: cfg.Degrade.BackoffCap.D(),
 			TTFTTimeout: cfg.Degrade.TTFTTimeout.D(), DeadlineMargin: cfg.Degrade.DeadlineMargin.D(),
-			RetryWhenClientRetries: cfg.Degrade.RetryWhenClientRetries,
+			RetryWhenClientRetries: cfg.Degrade.RetryWhenClientRetries, MaxRetryWait: cfg.Degrade.MaxRetryWait.D(),
 		},
 		MaxBodyBytes: cfg.MaxBodyBytes, Timeout: cfg.Upstream.Timeout.D(),
 		StreamIdleTimeout: cfg.Upstream.StreamIdleTimeout.D(),
 		Metrics:           metrics, Logger: log,
 	})
+	secret.onChange = p.SetSecret
+	wg.Add(1)
+	go func() { defer wg.Done(); secret.run(ctx) }()
 	var redisUp func() bool
 	if l2 != nil {
 		redisUp = l2.Healthy
@@ -312,6 +307,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if sem.fallback != "" {
 			st["embedder_fallback"] = sem.fallback
 		}
+		st["tenant_secret"] = secret.source()
 		switch {
 		case l2 == nil:
 			st["redis"] = "disabled"
@@ -332,11 +328,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		dataLn.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	dataSrv := &http.Server{Handler: tel.Wrap(server.Data(p, routes, table, tm, log), "edgecache"), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	adminSrv := &http.Server{Handler: server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index, stats: metrics, secret: secret,
+	limits := server.Limits{ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(), ReadTimeout: cfg.Server.ReadTimeout.D(),
+		WriteTimeout: cfg.Server.WriteTimeout.D(), IdleTimeout: cfg.Server.IdleTimeout.D(), MaxHeaderBytes: cfg.Server.MaxHeaderBytes}
+	dataSrv := server.NewHTTPServer(tel.Wrap(server.Data(p, routes, table, tm, log), "edgecache"), limits, log)
+	adminSrv := server.NewHTTPServer(server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index, stats: metrics, secret: secret.current,
 		shadow: p.ShadowStats, log: log},
-		server.NewAdminAuth(adminLn.Addr().String(), adminTokens(cfg)), log), ReadHeaderTimeout: 10 * time.Second}
+		server.NewAdminAuth(adminLn.Addr().String(), adminTokens(cfg)), log), limits, log)
 
 	if auth := server.NewAdminAuth(adminLn.Addr().String(), nil); auth.Required && len(cfg.AdminTokens) == 0 {
 		log.Warn("admin listener is not on loopback and no admin tokens are configured (EDGECACHE_ADMIN_TOKENS): /admin endpoints answer 401", "admin", adminLn.Addr().String())
@@ -393,28 +390,6 @@ func upstreamHost(u string) string {
 	return u
 }
 
-// tenantSecret returns the secret that keys tenant namespaces when none is
-// configured: shared through Redis so every replica of a region agrees, or
-// random for this process alone.
-func tenantSecret(ctx context.Context, l2 *shared.Shared, log *slog.Logger) ([]byte, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return nil, err
-	}
-	if l2 == nil {
-		log.Info("tenant secret: random for this process (set EDGECACHE_TENANT_SECRET to keep namespaces across restarts)")
-		return b, nil
-	}
-	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	s, err := l2.SetIfAbsent(sctx, "tenant-secret", b)
-	if err != nil {
-		log.Warn("tenant secret: Redis unreachable, using a random one for this process; set EDGECACHE_TENANT_SECRET", "err", err)
-		return b, nil
-	}
-	return s, nil
-}
-
 // buildTargets makes the primary upstream and the backups, each with its
 // own breaker and retry budget.
 func buildTargets(cfg config.Config) ([]*pipeline.Target, error) {
@@ -461,12 +436,22 @@ func tracerIf(t *telemetry.Telemetry) trace.TracerProvider {
 	return nil
 }
 
-// redisConn is the region's Redis deployment, shared by L2, global limits,
-// the journal stream and route policies.
-func redisConn(r config.Redis) (shared.Conn, error) {
+// redisClient builds the region's one Redis client, shared by L2, global
+// limits, the journal stream, route policies and the tenant secret, or
+// returns nil when no Redis is configured. Each of those keeps its own
+// fail-open guard and bounds its calls with its own deadline.
+func redisClient(r config.Redis, tel *telemetry.Telemetry) (redis.UniversalClient, error) {
 	t, err := r.TLS.Config()
 	if err != nil {
-		return shared.Conn{}, err
+		return nil, err
 	}
-	return shared.Conn{Addrs: r.Addrs, Cluster: r.Cluster, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB, TLS: t}, nil
+	if len(r.Addrs) == 0 {
+		return nil, nil
+	}
+	conn := shared.Conn{Addrs: r.Addrs, Cluster: r.Cluster, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB, TLS: t}
+	c, err := shared.NewClient(conn, shared.ClientOptions{TracerProvider: tracerIf(tel), MeterProvider: tel.MeterProvider})
+	if err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	return c, nil
 }

@@ -133,8 +133,12 @@ func degradations(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if r.RetryAfterSeconds > 0 {
 			ra = fmt.Sprintf("%ds", r.RetryAfterSeconds)
 		}
+		reason := r.Reason
+		if r.Count > 1 { // folded refusals: how many, until when
+			reason += fmt.Sprintf(" ×%d until %s", r.Count, r.Last.Local().Format("15:04:05"))
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", r.Time.Local().Format("2006-01-02 15:04:05"), r.Route, r.Rung,
-			r.Reason, r.Status, ra, len(r.Attempts), r.RequestID)
+			reason, r.Status, ra, len(r.Attempts), r.RequestID)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -54,6 +55,10 @@ type Config struct {
 	// MaxBodyBytes bounds a request body; larger ones get 413. Zero → 8 MiB.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 
+	// Server bounds how long a client may hold a connection of either
+	// listener.
+	Server Server `yaml:"server"`
+
 	// TenantSecret keys the HMAC that turns a client's API key into its
 	// cache namespace, so raw keys are never stored. Env
 	// EDGECACHE_TENANT_SECRET. When empty, a random secret is generated and
@@ -76,6 +81,32 @@ type Config struct {
 	// default routes (chat completions, completions and embeddings with an
 	// exact cache, TTL 1h; models passed through).
 	Routes []Route `yaml:"routes"`
+}
+
+// Server is the HTTP servers' protection against slow, stalled and idle
+// clients (both listeners). Each has an environment variable.
+type Server struct {
+	// ReadHeaderTimeout bounds reading a request's line and headers. Env
+	// EDGECACHE_READ_HEADER_TIMEOUT. Zero → 10s.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request, headers and body, from
+	// its first byte; a body that has not arrived by then is answered 408
+	// and the connection closed. It ends when the body is read, so it
+	// never limits the answer. Env EDGECACHE_READ_TIMEOUT. Zero → 30s.
+	ReadTimeout Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds writing an answer that is not streamed, from its
+	// first byte (the wait for the model is upstream.timeout's). A streamed
+	// answer gets it afresh for each write: a stream lives as long as its
+	// client reads, and a client that stops reading is cut after it. Env
+	// EDGECACHE_WRITE_TIMEOUT. Zero → 30s.
+	WriteTimeout Duration `yaml:"write_timeout"`
+	// IdleTimeout closes a keep-alive connection that sends no request for
+	// this long. Keep it above the idle timeout of a load balancer in
+	// front. Env EDGECACHE_IDLE_TIMEOUT. Zero → 120s.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes bounds a request's line and headers; larger ones get
+	// 431. Env EDGECACHE_MAX_HEADER_BYTES. Zero → 64 KiB.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
 }
 
 // AdminToken is one named admin credential; the name is what audit
@@ -141,6 +172,11 @@ type Degrade struct {
 	// client's SDK is itself retrying (X-Stainless-Retry-Count > 0). Off by
 	// default: retries in two layers multiply a storm.
 	RetryWhenClientRetries bool `yaml:"retry_when_client_retries"`
+	// MaxRetryWait is the longest a request waits before a retry (a
+	// backoff or an upstream's Retry-After), and only when the wait fits
+	// its deadline; a longer Retry-After fails over or degrades at once.
+	// Zero → 1s.
+	MaxRetryWait Duration `yaml:"max_retry_wait"`
 	// DeadlineMargin is kept from a client's timeout hint
 	// (X-Stainless-Timeout) so the answer arrives before the client gives
 	// up. Zero → 500ms.
@@ -408,8 +444,33 @@ type CachePolicy struct {
 	// TTL of stored answers. Zero → 1h.
 	TTL Duration `yaml:"ttl"`
 	// Shared puts every tenant in one namespace (a public FAQ route). By
-	// default each client API key has its own namespace.
+	// default each client API key has its own namespace. A shared answer
+	// must be a function of its key alone, so a shared route calls the
+	// upstream with the edge's own key (upstream.api_key, and each
+	// backup's api_key: required), sends it only the ForwardHeaders, and
+	// puts their values in its keys.
 	Shared bool `yaml:"shared"`
+	// ForwardHeaders are, on a shared route, the only request headers sent
+	// upstream besides what the edge sets itself (its own key,
+	// Content-Type, User-Agent "edgecache", X-Request-Id and the SDK's
+	// X-Stainless-Timeout and X-Stainless-Retry-Count, which the edge
+	// reads for its deadline and retries). The value of each one joins
+	// the route's exact and semantic keys: two values (two personas)
+	// never share an entry. Empty → none. Shared routes only (a private
+	// route forwards every end-to-end header); credentials, hop-by-hop
+	// headers and the edge's own are refused.
+	ForwardHeaders []string `yaml:"forward_headers"`
+	// Reveal, on a shared route, tells a client whether its answer came
+	// from the cache (Cache-Status hit and tier, ttl, Age,
+	// X-Edgecache-Similarity) and passes the upstream's response headers,
+	// which describe the edge's account. false: every answer that is not
+	// degraded says "Cache-Status: edgecache; detail=shared" without Age,
+	// and keeps only Content-Type of the upstream's headers, so a hit and
+	// a miss look alike in headers. Timing still differs (a hit answers
+	// at once, a miss after the model), and a cached body carries the id
+	// and created time of the answer first stored: false hides the
+	// explicit signal, not every signal. Nil → true.
+	Reveal *bool `yaml:"reveal"`
 	// MaxTemperature: requests asking for more variety than this bypass the
 	// cache. Nil → 1.0 (OpenAI's own default temperature).
 	MaxTemperature *float64 `yaml:"max_temperature"`
@@ -574,6 +635,29 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		}
 		*dst = v
 	}
+	setDuration := func(dst *Duration, name string) {
+		s := getenv(name)
+		if s == "" {
+			return
+		}
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: want a duration like 30s", name, s))
+			return
+		}
+		*dst = Duration(v)
+	}
+	setDuration(&c.Server.ReadHeaderTimeout, "EDGECACHE_READ_HEADER_TIMEOUT")
+	setDuration(&c.Server.ReadTimeout, "EDGECACHE_READ_TIMEOUT")
+	setDuration(&c.Server.WriteTimeout, "EDGECACHE_WRITE_TIMEOUT")
+	setDuration(&c.Server.IdleTimeout, "EDGECACHE_IDLE_TIMEOUT")
+	if s := getenv("EDGECACHE_MAX_HEADER_BYTES"); s != "" {
+		if v, err := strconv.Atoi(s); err != nil {
+			errs = append(errs, fmt.Errorf("EDGECACHE_MAX_HEADER_BYTES=%q: want a number of bytes", s))
+		} else {
+			c.Server.MaxHeaderBytes = v
+		}
+	}
 	setBool(&c.Redis.TLS.Enabled, "EDGECACHE_REDIS_TLS")
 	setBool(&c.Redis.Cluster, "EDGECACHE_REDIS_CLUSTER")
 	set(&c.TenantSecret, "EDGECACHE_TENANT_SECRET")
@@ -643,6 +727,21 @@ func (c *Config) Default() {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 8 << 20
 	}
+	if c.Server.ReadHeaderTimeout == 0 {
+		c.Server.ReadHeaderTimeout = Duration(10 * time.Second)
+	}
+	if c.Server.ReadTimeout == 0 {
+		c.Server.ReadTimeout = Duration(30 * time.Second)
+	}
+	if c.Server.WriteTimeout == 0 {
+		c.Server.WriteTimeout = Duration(30 * time.Second)
+	}
+	if c.Server.IdleTimeout == 0 {
+		c.Server.IdleTimeout = Duration(120 * time.Second)
+	}
+	if c.Server.MaxHeaderBytes == 0 {
+		c.Server.MaxHeaderBytes = 64 << 10
+	}
 	if c.Upstream.Timeout == 0 {
 		c.Upstream.Timeout = Duration(120 * time.Second)
 	}
@@ -682,6 +781,9 @@ func (c *Config) Default() {
 	}
 	if d.DeadlineMargin == 0 {
 		d.DeadlineMargin = Duration(500 * time.Millisecond)
+	}
+	if d.MaxRetryWait == 0 {
+		d.MaxRetryWait = Duration(time.Second)
 	}
 	if d.JournalDir == "" {
 		d.JournalDir = "edgecache-journal"
@@ -882,6 +984,12 @@ func (c *Config) Validate() error {
 	if c.MaxBodyBytes < 1024 {
 		bad("max_body_bytes %d: must be at least 1024", c.MaxBodyBytes)
 	}
+	if sv := c.Server; sv.ReadHeaderTimeout.D() < 0 || sv.ReadTimeout.D() < 0 || sv.WriteTimeout.D() < 0 || sv.IdleTimeout.D() < 0 {
+		bad("server timeouts must not be negative")
+	}
+	if c.Server.MaxHeaderBytes < 4096 {
+		bad("server.max_header_bytes %d: must be at least 4096 (a bearer token and an SDK's headers)", c.Server.MaxHeaderBytes)
+	}
 	if c.Upstream.Timeout.D() < 0 || c.Upstream.StreamIdleTimeout.D() < 0 {
 		bad("upstream timeouts must not be negative")
 	}
@@ -899,6 +1007,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Degrade.MaxAttempts < 1 || c.Degrade.MaxAttempts > 10 {
 		bad("degrade.max_attempts %d: want 1..10", c.Degrade.MaxAttempts)
+	}
+	if c.Degrade.MaxRetryWait.D() < 0 {
+		bad("degrade.max_retry_wait must not be negative")
 	}
 	if c.Degrade.RetryBudget < 0 || c.Degrade.RetryBudget > 1 {
 		bad("degrade.retry_budget %g: want [0, 1]", c.Degrade.RetryBudget)
@@ -976,6 +1087,34 @@ func (c *Config) Validate() error {
 	if sm.MinCoverage < 0 || sm.MinCoverage > 1 {
 		bad("semantic.min_coverage %v: want a share in (0, 1]", sm.MinCoverage)
 	}
+	c.validateRoutes(bad)
+	for _, r := range c.Routes {
+		if !r.Cache.Shared {
+			continue
+		}
+		if c.Upstream.APIKey == "" {
+			bad("route %q: cache.shared needs the edge's own upstream key: set upstream.api_key (env EDGECACHE_UPSTREAM_API_KEY), "+
+				"or the answer every tenant gets would be filled with the key of whichever tenant asked first", r.Name)
+		}
+		for _, b := range c.Backups {
+			if b.APIKey == "" {
+				bad("route %q: cache.shared needs the edge's own key on every target: backup %q has no api_key", r.Name, b.Name)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateRoutes checks the routes alone: each route's own rules and that
+// no two share a name or a path. Validate runs it too; a route policy
+// changed at run time (which cannot change the rest) is checked with it.
+func (c *Config) ValidateRoutes() error {
+	var errs []error
+	c.validateRoutes(func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) })
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateRoutes(bad func(format string, args ...any)) {
 	names, paths := map[string]bool{}, map[string]bool{}
 	for i, r := range c.Routes {
 		where := fmt.Sprintf("routes[%d]", i)
@@ -1053,6 +1192,63 @@ func (c *Config) Validate() error {
 		if t := r.Cache.MaxTemperature; t != nil && (*t < 0 || *t > 2) {
 			bad("%s: cache.max_temperature %g: want a value in [0, 2]", where, *t)
 		}
+		validateSharing(r, where, bad)
 	}
-	return errors.Join(errs...)
+}
+
+// validateSharing checks a route's forward_headers and reveal.
+func validateSharing(r Route, where string, bad func(format string, args ...any)) {
+	if !r.Cache.Shared {
+		if len(r.Cache.ForwardHeaders) > 0 {
+			bad("%s: cache.forward_headers applies to shared routes (a private route forwards every end-to-end header)", where)
+		}
+		if r.Cache.Reveal != nil && !*r.Cache.Reveal {
+			bad("%s: cache.reveal: false applies to shared routes (a private route's cache status only tells a tenant about its own requests)", where)
+		}
+		return
+	}
+	seen := map[string]bool{}
+	for _, h := range r.Cache.ForwardHeaders {
+		name := http.CanonicalHeaderKey(h)
+		switch why := unforwardable(name); {
+		case !validHeaderName(h):
+			bad("%s: cache.forward_headers: %q is not a header name", where, h)
+		case why != "":
+			bad("%s: cache.forward_headers: %s cannot be forwarded on a shared route: %s", where, name, why)
+		case seen[name]:
+			bad("%s: cache.forward_headers: %s is listed twice", where, name)
+		}
+		seen[name] = true
+	}
+}
+
+// unforwardable says why a shared route must not forward the header
+// (canonical name), or "".
+func unforwardable(name string) string {
+	switch name {
+	case "Authorization", "Api-Key", "X-Api-Key", "Proxy-Authorization", "Cookie":
+		return "it carries a tenant's credentials (a shared route calls the upstream with the edge's own key)"
+	case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer",
+		"Upgrade", "Accept-Encoding":
+		return "it belongs to one connection, not to the request"
+	case "Content-Type", "User-Agent", "X-Request-Id", "X-Stainless-Timeout", "X-Stainless-Retry-Count":
+		return "the edge sets it on every shared call, and it must not split the route's keys"
+	case "Cache-Control", "Pragma":
+		return "it is a directive to the edge, not to the model"
+	}
+	if strings.HasPrefix(name, "X-Edgecache-") {
+		return "it is a directive to the edge, not to the model"
+	}
+	return ""
+}
+
+// validHeaderName reports whether s is an HTTP token (RFC 9110 §5.1).
+func validHeaderName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return s != ""
 }

@@ -12,9 +12,18 @@ import (
 	"github.com/edgecache/edgecache/cache/semantic/verify"
 )
 
+// exampleEnv is the environment the example configuration needs: its
+// shared route needs the edge's own upstream key.
+func exampleEnv(name string) string {
+	if name == "EDGECACHE_UPSTREAM_API_KEY" {
+		return "sk-edge"
+	}
+	return ""
+}
+
 func TestExampleConfigLoads(t *testing.T) {
 	path := filepath.Join("..", "..", "..", "deploy", "config.example.yaml")
-	c, err := Load(path, func(string) string { return "" })
+	c, err := Load(path, exampleEnv)
 	if err != nil {
 		t.Fatalf("deploy/config.example.yaml: %v", err)
 	}
@@ -38,6 +47,11 @@ func TestExampleConfigLoads(t *testing.T) {
 	if c.Degrade.MaxAttempts != 3 || c.Admission.DefaultLane != "free" || c.Semantic.Embedder != "local" || c.Semantic.VerifierModel != "" {
 		t.Errorf("degrade/admission/semantic sections: %+v %+v %+v", c.Degrade, c.Admission, c.Semantic)
 	}
+	var d Config
+	d.Default()
+	if c.Server != d.Server {
+		t.Errorf("server section %+v, want the defaults %+v", c.Server, d.Server)
+	}
 }
 
 func TestDefaultsWithoutFile(t *testing.T) {
@@ -50,6 +64,41 @@ func TestDefaultsWithoutFile(t *testing.T) {
 	}
 	if len(c.Routes) != 4 || c.Routes[0].Path != "/v1/chat/completions" || c.Routes[0].Cache.Mode != ModeExact || c.Routes[0].Cache.TTL.D() != time.Hour {
 		t.Errorf("default routes: %+v", c.Routes)
+	}
+	want := Server{ReadHeaderTimeout: Duration(10 * time.Second), ReadTimeout: Duration(30 * time.Second),
+		WriteTimeout: Duration(30 * time.Second), IdleTimeout: Duration(120 * time.Second), MaxHeaderBytes: 64 << 10}
+	if c.Server != want {
+		t.Errorf("server defaults %+v, want %+v", c.Server, want)
+	}
+}
+
+// TestServerEnv: each server knob has its variable, over the file; a bad
+// value is an error naming the variable.
+func TestServerEnv(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte("server: {read_timeout: 5s, idle_timeout: 7s}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"EDGECACHE_READ_HEADER_TIMEOUT": "2s",
+		"EDGECACHE_READ_TIMEOUT":        "3s",
+		"EDGECACHE_WRITE_TIMEOUT":       "4s",
+		"EDGECACHE_MAX_HEADER_BYTES":    "8192",
+	}
+	c, err := Load(path, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Server{ReadHeaderTimeout: Duration(2 * time.Second), ReadTimeout: Duration(3 * time.Second),
+		WriteTimeout: Duration(4 * time.Second), IdleTimeout: Duration(7 * time.Second), MaxHeaderBytes: 8192}
+	if c.Server != want {
+		t.Errorf("server %+v, want %+v (env over file, file over defaults)", c.Server, want)
+	}
+	for name, v := range map[string]string{"EDGECACHE_IDLE_TIMEOUT": "120", "EDGECACHE_MAX_HEADER_BYTES": "64k"} {
+		_, err := Load("", func(k string) string { return map[string]string{name: v}[k] })
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=%s: %v, want an error naming the variable", name, v, err)
+		}
 	}
 }
 
@@ -66,7 +115,7 @@ func TestDegradedFloorDefault(t *testing.T) {
 			t.Errorf("route %s: degraded_floor %v, want verify.DegradedFloor (%v)", r.Name, r.Cache.DegradedFloor, verify.DegradedFloor)
 		}
 	}
-	ex, err := Load(filepath.Join("..", "..", "..", "deploy", "config.example.yaml"), func(string) string { return "" })
+	ex, err := Load(filepath.Join("..", "..", "..", "deploy", "config.example.yaml"), exampleEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +218,8 @@ func TestValidateErrors(t *testing.T) {
 		"unknown param":    "routes: [{name: a, path: \"/d/{x}/chat/completions\", upstream_path: \"/v1/{y}/chat/completions\"}]\n",
 		"models template":  "routes: [{name: a, path: \"/d/{x}/models\", api: models}]\n",
 		"same shape":       "routes: [{name: a, path: \"/d/{x}/chat/completions\"}, {name: b, path: \"/d/{y}/chat/completions\"}]\n",
+		"negative timeout": "server: {write_timeout: -1s}\n",
+		"tiny header cap":  "server: {max_header_bytes: 100}\n",
 	}
 	for name, doc := range tests {
 		path := filepath.Join(t.TempDir(), "c.yaml")

@@ -8,13 +8,15 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
 // Fault describes a failure to inject into the API endpoints
 // (/v1/chat/completions, /v1/completions, /v1/embeddings). It never applies
-// to /v1/models or /_sim/*. Effects combine in this order: hang, reset,
-// status; otherwise the request is answered, shaped by empty and cut_after.
+// to /v1/models or /_sim/*; Paths and Keys narrow it to some API paths and
+// some callers' keys. Effects combine in this order: hang, reset, status;
+// otherwise the request is answered, shaped by empty and cut_after.
 type Fault struct {
 	// Status, when 400–599, is sent with an OpenAI error body instead of an
 	// answer (type "requests" and code "rate_limit_exceeded" for 429,
@@ -46,6 +48,11 @@ type Fault struct {
 	Reset bool `json:"reset,omitempty"`
 	// Paths, if not empty, limits the fault to these API paths.
 	Paths []string `json:"paths,omitempty"`
+	// Keys, if not empty, limits the fault to requests made with one of
+	// these API keys (the Authorization bearer token, or the api-key or
+	// x-api-key header): an upstream whose answers depend on the caller's
+	// key, e.g. one tenant rate-limited while the others are served.
+	Keys []string `json:"keys,omitempty"`
 }
 
 // Validate reports values a client most likely did not mean. SetFault does
@@ -70,6 +77,11 @@ func (f Fault) Validate() error {
 			return fmt.Errorf("paths: %q is not one of /v1/chat/completions, /v1/completions, /v1/embeddings", p)
 		}
 	}
+	for _, k := range f.Keys {
+		if strings.TrimSpace(k) == "" {
+			return errors.New("keys: an empty key matches no request")
+		}
+	}
 	return nil
 }
 
@@ -77,6 +89,7 @@ func (f Fault) Validate() error {
 type fault struct {
 	Fault
 	affects [numRoutes]bool
+	keys    map[string]bool // nil: every key
 }
 
 // SetFault makes f apply to every following request (POST /_sim/faults).
@@ -84,7 +97,14 @@ type fault struct {
 // probability outside (0,1) means always.
 func (s *Server) SetFault(f Fault) {
 	f.Paths = slices.Clone(f.Paths)
+	f.Keys = slices.Clone(f.Keys)
 	pf := &fault{Fault: f}
+	for _, k := range f.Keys {
+		if pf.keys == nil {
+			pf.keys = make(map[string]bool, len(f.Keys))
+		}
+		pf.keys[k] = true
+	}
 	if len(f.Paths) == 0 {
 		pf.affects[routeChat] = true
 		pf.affects[routeCompletions] = true
@@ -110,20 +130,37 @@ func (s *Server) Fault() Fault {
 	}
 	out := f.Fault
 	out.Paths = slices.Clone(out.Paths)
+	out.Keys = slices.Clone(out.Keys)
 	return out
 }
 
-// faultFor returns the fault that applies to this request on rt, rolling
-// the dice once; nil when none does.
-func (s *Server) faultFor(rt route) *fault {
+// faultFor returns the fault that applies to request r on rt, rolling the
+// dice once; nil when none does.
+func (s *Server) faultFor(rt route, r *http.Request) *fault {
 	f := s.fault.Load()
-	if f == nil || !f.affects[rt] {
+	if f == nil || !f.affects[rt] || f.keys != nil && !f.keys[requestKey(r)] {
 		return nil
 	}
 	if p := f.Probability; p > 0 && p < 1 && rand.Float64() >= p {
 		return nil
 	}
 	return f
+}
+
+// requestKey is the API key r was made with: the Authorization bearer
+// token (OpenAI, DeepSeek, vLLM), else Azure's api-key or Anthropic's
+// x-api-key header.
+func requestKey(r *http.Request) string {
+	if a := r.Header.Get("Authorization"); a != "" {
+		if len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+			return strings.TrimSpace(a[7:])
+		}
+		return a
+	}
+	if k := r.Header.Get("Api-Key"); k != "" {
+		return k
+	}
+	return r.Header.Get("X-Api-Key")
 }
 
 // before applies the effects that come before (or instead of) an answer:

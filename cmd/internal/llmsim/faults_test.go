@@ -100,6 +100,68 @@ func TestFaultProbability(t *testing.T) {
 	}
 }
 
+// postWithKey posts body to path with the API key in header name ("" → no
+// key) and returns the status and Retry-After.
+func postWithKey(t *testing.T, ts *httptest.Server, path string, body any, name, value string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, ts.URL+path, bytes.NewReader(mustJSON(t, body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if name != "" {
+		req.Header.Set(name, value)
+	}
+	resp, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, resp.Header.Get("Retry-After")
+}
+
+func TestFaultKeys(t *testing.T) {
+	s, ts := newSim(t, Config{AnswerTokens: 2})
+	s.SetFault(Fault{Status: 429, RetryAfter: 20, Keys: []string{"sk-ratelimited", "azure-limited"}})
+	tests := []struct {
+		header, value string
+		want          int
+	}{
+		{"Authorization", "Bearer sk-ratelimited", 429},
+		{"Authorization", "bearer  sk-ratelimited ", 429},
+		{"Api-Key", "azure-limited", 429},
+		{"X-Api-Key", "sk-ratelimited", 429},
+		{"Authorization", "Bearer sk-other", 200},
+		{"Authorization", "Bearer sk-ratelimited-not", 200},
+		{"Api-Key", "sk-other", 200},
+		{"", "", 200}, // no key at all
+	}
+	for _, p := range faultPaths {
+		for _, tt := range tests {
+			status, ra := postWithKey(t, ts, p.path, p.body, tt.header, tt.value)
+			if status != tt.want || (tt.want == 429) != (ra == "20") {
+				t.Errorf("%s with %s %q: %d Retry-After %q, want %d", p.path, tt.header, tt.value, status, ra, tt.want)
+			}
+		}
+	}
+	// Over HTTP, the filter is kept and shown.
+	body := `{"status":500,"keys":["sk-bad"]}`
+	if resp, b := post(t, ts, "/_sim/faults", body); resp.StatusCode != http.StatusOK ||
+		!reflect.DeepEqual(decode[Fault](t, b), Fault{Status: 500, Keys: []string{"sk-bad"}}) {
+		t.Fatalf("POST %s: %d %s", body, resp.StatusCode, b)
+	}
+	if status, _ := postWithKey(t, ts, "/v1/chat/completions", chatBody("x"), "Authorization", "Bearer sk-bad"); status != 500 {
+		t.Errorf("sk-bad: %d, want 500", status)
+	}
+	if status, _ := postWithKey(t, ts, "/v1/chat/completions", chatBody("x"), "Authorization", "Bearer sk-good"); status != 200 {
+		t.Errorf("sk-good: %d, want 200", status)
+	}
+	if resp, _ := post(t, ts, "/_sim/faults", `{"status":500,"keys":[""]}`); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("an empty key: %d, want 400", resp.StatusCode)
+	}
+}
+
 func TestFaultHangUntilClientGoes(t *testing.T) {
 	for _, p := range faultPaths[:3] { // generation paths: InFlight sees them
 		t.Run(p.path, func(t *testing.T) {

@@ -11,9 +11,10 @@
 //
 // Knobs (time to first token, streaming pace, answer length, a concurrency
 // limit) and injected faults (error statuses, hangs, empty answers, cut
-// streams, TCP resets) can be changed at run time, either in-process
-// (SetConfig, SetFault) or over HTTP under /_sim/. Per-path request counters
-// (Stats) let tests prove how many calls reached the upstream.
+// streams, TCP resets), for every caller or only for chosen API keys, can be
+// changed at run time, either in-process (SetConfig, SetFault) or over HTTP
+// under /_sim/. Per-path request counters (Stats) let tests prove how many
+// calls reached the upstream.
 //
 // The zero-delay, non-streaming path is kept cheap because llmsim is the
 // upstream of our load benchmark: bodies are read into pooled buffers and
@@ -294,7 +295,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, rt route) {
 		}
 	}
 
-	f := s.faultFor(rt)
+	f := s.faultFor(rt, r)
 	if f != nil && !f.before(w, r) {
 		return
 	}

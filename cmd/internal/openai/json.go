@@ -77,6 +77,9 @@ var ErrInvalidUTF8 = errors.New("request body is not valid UTF-8")
 
 // ParseJSON parses exactly one JSON value (surrounding whitespace allowed).
 // The Value may share memory with b: b must not be modified afterwards.
+// Strings without escapes are views of b, not copies (parsing a large body
+// costs no copy of it), so any one of them that is kept keeps all of b
+// alive: copy (strings.Clone) what outlives the request.
 func ParseJSON(b []byte) (Value, error) {
 	if !utf8.Valid(b) {
 		return Value{}, ErrInvalidUTF8
@@ -244,7 +247,8 @@ func (p *parser) string() (string, error) {
 		c := p.b[p.i]
 		if c == '"' {
 			// No copy: the Value references the input, which ParseJSON's
-			// contract forbids changing afterwards.
+			// contract forbids changing afterwards. Whoever keeps the
+			// string past the request clones it (see ParseJSON).
 			s := unsafe.String(unsafe.SliceData(p.b[start:]), p.i-start)
 			p.i++
 			return s, nil

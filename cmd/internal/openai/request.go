@@ -7,6 +7,7 @@ package openai
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Kind of API a route speaks; it decides validation, what is cacheable and
@@ -24,10 +25,13 @@ const (
 
 // Request is a parsed, validated request body.
 type Request struct {
-	API  API
-	Body Value // the whole body, canonical
+	API API
+	// Body is the whole body, canonical. Its strings are views of the
+	// bytes parsed (ParseJSON): whatever is kept beyond the request must be
+	// copied (strings.Clone), or it keeps the whole body alive.
+	Body Value
 
-	Model        string
+	Model        string // a copy, safe to keep
 	Stream       bool
 	IncludeUsage bool     // stream_options.include_usage
 	Temperature  *float64 // nil when absent
@@ -76,6 +80,9 @@ func ParseRequestFor(api API, body []byte, modelOptional bool) (*Request, error)
 	if r.Model, err = str(v, "model", !modelOptional); err != nil {
 		return nil, err
 	}
+	// The model outlives the request (journal records, semantic filters):
+	// a copy, not a view that would keep the whole body alive.
+	r.Model = strings.Clone(r.Model)
 	switch api {
 	case APIChat:
 		if err := checkMessages(v); err != nil {

@@ -31,9 +31,11 @@ type TenantInfo struct {
 
 // AdmissionConfig configures own quotas, lanes and self-protection.
 type AdmissionConfig struct {
-	Quota     Quota                 // nil: no quotas
-	Protector *admission.Protector  // nil: no self-protection
-	Tenants   map[string]TenantInfo // by KeyID of the API key
+	Quota     Quota                // nil: no quotas
+	Protector *admission.Protector // nil: no self-protection
+	// Tenants by API key, as the client sends it (not by KeyID: that
+	// changes with the secret, see Pipeline.SetSecret).
+	Tenants map[string]TenantInfo
 	// DefaultLane of requests from keys that belong to no tenant.
 	DefaultLane admission.Lane
 	// TrustLaneHeader takes the lane from X-Edgecache-Lane.
@@ -67,7 +69,7 @@ func (p *Pipeline) admit(w http.ResponseWriter, r *http.Request, rt *Route, req 
 	var keyID string
 	if c.known {
 		keyID = c.keyID()
-		if t, ok := cfg.Tenants[keyID]; ok {
+		if t, ok := cfg.Tenants[clientKey(r)]; ok {
 			a.lane = t.Lane
 			a.subjects = append(a.subjects, admission.Subject{Dim: admission.DimTenant, ID: t.Name, Limits: t.Limits})
 		}
@@ -140,7 +142,15 @@ func clientIP(r *http.Request) string {
 
 // overloadSymptom reports whether an attempt's failure says the upstream is
 // saturated (what the adaptive limit reacts to).
+//
+// Only the target's own failures are: a caller's key that draws 429s or
+// 5xx (a tenant-attributed outcome, degrade.Breaker) must not shrink the
+// limit every other tenant shares. With callers' keys forwarded, the
+// limit follows the time to first token instead.
 func overloadSymptom(o outcome) bool {
+	if o.tenantAnswer || o.evidence() != "" {
+		return false
+	}
 	switch {
 	case o.reason == "timeout", o.reason == "unreachable":
 		return true

@@ -49,7 +49,7 @@ func TestSelfProtectionShedsLowestLaneFirst(t *testing.T) {
 	e := newEdge(t, edgeOpts{})
 	prot, _ := admission.NewProtector(admission.ProtectConfig{MaxInFlight: 10})
 	e.p.cfg.Admission = &AdmissionConfig{Protector: prot, DefaultLane: admission.Batch,
-		Tenants: map[string]TenantInfo{KeyID([]byte("test-secret"), "sk-paid"): {Name: "acme", Lane: admission.Paid}}}
+		Tenants: map[string]TenantInfo{"sk-paid": {Name: "acme", Lane: admission.Paid}}}
 	// Hold 8 slots: with the request, 90 % — batch (80 %) is shed, paid (95 %) is not.
 	for range 8 {
 		if err := prot.Enter(admission.Enterprise); err != nil {

@@ -18,7 +18,7 @@ import (
 )
 
 // checkHonest asserts the answer is a rung of the ladder with a true
-// status: never a 5xx other than 503/504, never an empty 200.
+// status: never a 5xx other than 502/503/504, never an empty 200.
 func checkHonest(t *testing.T, name string, r result) {
 	t.Helper()
 	switch {
@@ -35,7 +35,7 @@ func checkHonest(t *testing.T, name string, r result) {
 			resp.Choices[0].Message.Content == nil || *resp.Choices[0].Message.Content == "" {
 			t.Errorf("%s: empty or broken 200: %s", name, r.body)
 		}
-	case r.status == 503 || r.status == 429:
+	case r.status == 502 || r.status == 503 || r.status == 504 || r.status == 429:
 		var eb openai.ErrorBody
 		if r.header.Get("Retry-After") == "" || json.Unmarshal(r.body, &eb) != nil || eb.Error.Message == "" {
 			t.Errorf("%s: %d without Retry-After or an error body: %q %s", name, r.status, r.header.Get("Retry-After"), r.body)

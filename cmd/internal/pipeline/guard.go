@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/edgecache/edgecache/cache"
@@ -16,9 +14,6 @@ import (
 	"github.com/edgecache/edgecache/cmd/internal/upstream"
 	"github.com/edgecache/edgecache/degrade"
 	"github.com/edgecache/edgecache/degrade/admission"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // Target is one upstream the route may call: the primary or a backup.
@@ -32,6 +27,9 @@ type Target struct {
 	// Concurrency is the target's adaptive concurrency limit with lane
 	// partitions and a priority queue; nil → unlimited.
 	Concurrency *admission.Concurrency
+	// Holds keeps API keys the target rate-limited away from it for their
+	// Retry-After (the zero value holds nothing).
+	Holds degrade.Holds
 }
 
 // GuardConfig bounds retries and failover (DEGRADATION.md, rungs 5 and 6).
@@ -49,6 +47,14 @@ type GuardConfig struct {
 	// RetryWhenClientRetries allows more than one attempt when the client
 	// SDK says it is retrying (X-Stainless-Retry-Count > 0).
 	RetryWhenClientRetries bool
+	// MaxRetryWait is the longest a request waits before a retry — a
+	// backoff, or an upstream's Retry-After — and only when the wait fits
+	// the deadline. A longer Retry-After is a reason to go elsewhere: the
+	// request fails over at once, or is answered by the ladder at once
+	// (DEGRADATION.md rule 6). Busy answers whose Retry-After is longer
+	// carry X-Should-Retry: false, so the OpenAI SDKs do not hold the
+	// caller either. Zero → 1s.
+	MaxRetryWait time.Duration
 }
 
 // Attempt is one call to a target, as the journal records it.
@@ -65,7 +71,8 @@ type Attempt struct {
 // answers it; its Reason is what X-Edgecache-Degraded-Reason says.
 type Failure struct {
 	// Reason: upstream_<status>, timeout, unreachable, breaker_open,
-	// empty_answer, stream_cut, retry_budget.
+	// empty_answer, stream_cut, retry_budget, or key_rate_limited (the
+	// target holds the caller's own key: answered 429, not by the ladder).
 	Reason     string
 	Status     int           // the last upstream status, 0 when none
 	RetryAfter time.Duration // the upstream's, or the breakers' remaining open time
@@ -104,18 +111,56 @@ func clientRetrying(in *http.Request) bool {
 	return err == nil && n > 0
 }
 
+// upstreamRequest is what every attempt of one request sends, and what
+// bounds them all.
+type upstreamRequest struct {
+	in    *http.Request // the client's method, URL and headers (outbound)
+	rt    *Route
+	body  []byte
+	req   *openai.Request
+	key   cache.Key // where a complete answer is stored ("" → nowhere)
+	q     *semanticQuery
+	store bool
+	lane  admission.Lane
+	// deadline is when an answer must have started (Pipeline.deadline).
+	deadline time.Time
+
+	tenant   string // the caller's key id ("" without a key), once known
+	tenantOK bool
+}
+
+// reasonKeyHeld is the Failure of a request whose own key the target holds.
+const reasonKeyHeld = "key_rate_limited"
+
+// source is whose failure a call to t would be (degrade.Breaker): the
+// caller's, identified by its key id, when t forwards the caller's key;
+// "" (the target's) when t sends the edge's own key or the caller sent
+// none.
+func (p *Pipeline) source(t *Target, ur *upstreamRequest) string {
+	if t.Client.ReplacesKey() {
+		return ""
+	}
+	if !ur.tenantOK {
+		if c := p.identify(ur.in); c.known {
+			ur.tenant = c.keyID()
+		}
+		ur.tenantOK = true
+	}
+	return ur.tenant
+}
+
 // run performs the upstream call for c: attempts across targets inside the
 // retry budget, then the answer is relayed into c (and stored when
 // complete), or c finishes with a *Failure for the ladder. It owns the
 // call's context and is tracked by p.wg.
-func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route, body []byte, req *openai.Request, key cache.Key, q *semanticQuery, store bool, lane admission.Lane) {
+func (p *Pipeline) run(ctx context.Context, c *call, ur *upstreamRequest) {
 	defer p.wg.Done()
 	defer c.cancel()
 	var err error
 	stored := false
 	defer func() {
 		if v := recover(); v != nil {
-			p.log.Error("upstream call panicked", "route", rt.Name, "panic", v)
+			p.log.Error("upstream call panicked", "route", ur.rt.Name, "panic", v)
 			err, stored = &Failure{Reason: "internal_error"}, false
 		}
 		c.finish(err, stored)
@@ -123,14 +168,21 @@ func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route
 			p.flights.forget(c)
 		}
 	}()
-	start := p.cfg.Now()
-	deadline := p.deadline(in, start)
+	ur.deadline = p.deadline(ur.in, p.cfg.Now())
+	stored, err = p.attempts(ctx, c, ur)
+}
+
+// attempts calls the targets until one answers, at most MaxAttempts times:
+// a retry or a failover after a real call is taken from the target's retry
+// budget, after a backoff that must fit the deadline.
+func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (stored bool, err error) {
 	maxAttempts := p.cfg.Guard.MaxAttempts
-	if clientRetrying(in) && !p.cfg.Guard.RetryWhenClientRetries {
+	if clientRetrying(ur.in) && !p.cfg.Guard.RetryWhenClientRetries {
 		maxAttempts = 1
 	}
 	f := &Failure{}
 	failed, refusedBy := map[*Target]bool{}, map[*Target]bool{}
+	asked := map[*Target]time.Duration{} // the Retry-After each target sent
 	for n := 0; n < maxAttempts; n++ {
 		t, refused := p.pick(failed, refusedBy)
 		if t == nil {
@@ -142,8 +194,12 @@ func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route
 			}
 			break
 		}
+		if held := p.heldKey(t, ur); held > 0 {
+			t.Breaker.Release()
+			return false, &Failure{Reason: reasonKeyHeld, Status: http.StatusTooManyRequests, RetryAfter: held, Attempts: f.Attempts}
+		}
 		release := func() {}
-		if n > 0 && len(f.Attempts) > 0 { // a retry or a failover after a real call: inside the budget, after a backoff
+		if n > 0 && len(f.Attempts) > 0 {
 			r, ok := t.Budget.TryRetry()
 			if !ok {
 				t.Breaker.Release()
@@ -151,25 +207,26 @@ func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route
 				break
 			}
 			release = r
-			wait := degrade.Backoff(n, p.cfg.Guard.BackoffBase, p.cfg.Guard.BackoffCap)
-			if failed[t] && f.RetryAfter > wait {
-				wait = f.RetryAfter // the same target asked us to wait this long
-			}
-			if p.cfg.Now().Add(wait).After(deadline) || !degrade.Sleep(ctx, wait) {
+			// The same target may have asked for longer than a backoff. A
+			// wait that is not short, or does not fit the deadline, is not
+			// made: the ladder answers now (pick has already preferred any
+			// target that has not failed).
+			wait := max(degrade.Backoff(n, p.cfg.Guard.BackoffBase, p.cfg.Guard.BackoffCap), asked[t])
+			if wait > p.cfg.Guard.MaxRetryWait || p.cfg.Now().Add(wait).After(ur.deadline) || !degrade.Sleep(ctx, wait) {
 				release()
 				t.Breaker.Release()
 				break
 			}
 		}
-		o := p.admitAttempt(ctx, c, t, lane, in, rt, body, req, key, q, store, deadline)
+		o := p.admitAttempt(ctx, c, t, ur, p.source(t, ur))
 		release()
 		if o.admission {
 			refusedBy[t] = true
 		}
-		if p.settle(t, o, f, failed) {
-			stored, err = o.stored, o.err
-			return
+		if p.settle(ctx, t, o, f, failed) {
+			return o.stored, o.err
 		}
+		asked[t] = o.retryAfter
 		if o.reason == "canceled" {
 			break
 		}
@@ -177,7 +234,7 @@ func (p *Pipeline) run(ctx context.Context, c *call, in *http.Request, rt *Route
 	if ctx.Err() != nil && f.Reason == "" {
 		f.Reason = "canceled"
 	}
-	err = f
+	return false, f
 }
 
 // pick returns the first target whose breaker lets a call through,
@@ -207,24 +264,54 @@ func (p *Pipeline) pick(failed map[*Target]bool, refusedBy map[*Target]bool) (t 
 	return nil, refused
 }
 
+// heldKey is how long t still holds the caller's own key (0: not held).
+func (p *Pipeline) heldKey(t *Target, ur *upstreamRequest) time.Duration {
+	if !t.Holds.Any() {
+		return 0
+	}
+	if src := p.source(t, ur); src != "" {
+		return t.Holds.Remaining(src)
+	}
+	return 0
+}
+
 // settle records an attempt's outcome with its target's breaker and in f;
 // it reports whether the call is over (answered or passed through).
-func (p *Pipeline) settle(t *Target, o outcome, f *Failure, failed map[*Target]bool) bool {
+//
+// A stream cut after its first token is over for the client (it got the
+// bytes and an error event) but counts as the target's failure, as an empty
+// answer does: an upstream that always truncates trips the breaker, and
+// the requests after the trip fail over.
+func (p *Pipeline) settle(ctx context.Context, t *Target, o outcome, f *Failure, failed map[*Target]bool) bool {
 	f.Attempts = append(f.Attempts, o.att)
-	if o.reason == "canceled" || o.admission {
+	if o.reason == "canceled" || o.admission || o.tenantAnswer {
 		t.Breaker.Release() // says nothing about the upstream's health
 		if o.admission {
 			f.Reason, f.RetryAfter = o.reason, max(f.RetryAfter, o.retryAfter)
 			f.Attempts = f.Attempts[:len(f.Attempts)-1] // no call was made
 		}
+		if o.tenantAnswer {
+			if o.att.Status == http.StatusTooManyRequests {
+				p.logUpstreamFailure(ctx, t, o)
+			}
+			t.Holds.Hold(o.source, o.retryAfter) // that key, never the target
+			return true
+		}
 		return false
 	}
-	t.Breaker.Record(o.reason == "", o.retryAfter, o.reason)
+	health := o.reason
+	if health == "" && o.err != nil {
+		health = "stream_cut"
+	}
+	t.Breaker.RecordFor(o.evidence(), health == "", o.retryAfter, health)
+	if health != "" {
+		p.logUpstreamFailure(ctx, t, outcomeWithReason(o, health))
+	}
 	if o.reason == "" {
 		return true
 	}
 	if o.att.Status == http.StatusTooManyRequests && o.retryAfter > 0 {
-		t.Breaker.Hold(o.retryAfter, "upstream_429") // honour it: no calls until then
+		t.Breaker.Hold(o.retryAfter, "upstream_429") // the edge's own key: honour it, no calls until then
 	}
 	failed[t] = true
 	f.Reason, f.Status, f.Breaker = o.reason, o.att.Status, t.Breaker.Status().State
@@ -232,6 +319,11 @@ func (p *Pipeline) settle(t *Target, o outcome, f *Failure, failed map[*Target]b
 		f.RetryAfter = o.retryAfter
 	}
 	return false
+}
+
+func outcomeWithReason(o outcome, reason string) outcome {
+	o.reason = reason
+	return o
 }
 
 // outcome of one attempt. reason is empty when the client got an answer
@@ -244,6 +336,21 @@ type outcome struct {
 	stored     bool
 	err        error
 	att        Attempt
+	// source is whose key the call carried ("" → the edge's, or none).
+	source string
+	// tenantAnswer: the upstream answered 429, 401 or 403 about the
+	// caller's own key; it was passed to the caller as it came.
+	tenantAnswer bool
+}
+
+// evidence is whose failure the outcome is for the breaker: a connection
+// that could not be made carried no key, so it is the target's whoever
+// asked.
+func (o outcome) evidence() string {
+	if o.reason == "unreachable" {
+		return ""
+	}
+	return o.source
 }
 
 func parseRetryAfter(h http.Header) time.Duration {
@@ -275,237 +382,4 @@ func requestBody(t *Target, body []byte, req *openai.Request) []byte {
 		return body
 	}
 	return b
-}
-
-// admitAttempt takes a slot of t's adaptive concurrency limit for the
-// request's lane (waiting in its priority queue no longer than the
-// deadline allows), makes the attempt, and reports its time to first token
-// and whether it showed overload.
-func (p *Pipeline) admitAttempt(ctx context.Context, c *call, t *Target, lane admission.Lane, in *http.Request, rt *Route, body []byte, req *openai.Request, key cache.Key, q *semanticQuery, store bool, deadline time.Time) outcome {
-	if t.Concurrency == nil {
-		return p.attempt(ctx, c, t, in, rt, body, req, key, q, store, deadline)
-	}
-	rel, err := t.Concurrency.Acquire(ctx, lane, deadline)
-	if err != nil {
-		o := outcome{admission: true, reason: admissionReason(err)}
-		p.m.Shed(lane.String(), o.reason)
-		if ctx.Err() != nil {
-			o.reason = "canceled"
-		}
-		if d, ok := admission.RetryAfter(err); ok {
-			o.retryAfter = d
-		}
-		o.att.Target = t.Name
-		return o
-	}
-	o := p.attempt(ctx, c, t, in, rt, body, req, key, q, store, deadline)
-	rel(o.att.TTFT, !overloadSymptom(o))
-	return o
-}
-
-var spanKindClient = trace.WithSpanKind(trace.SpanKindClient)
-
-// attempt makes one call to t and, when it yields an answer, relays it into
-// c. Failures before the first byte reaches the client are returned for the
-// caller to retry or fail over.
-func (p *Pipeline) attempt(ctx context.Context, c *call, t *Target, in *http.Request, rt *Route, body []byte, req *openai.Request, key cache.Key, q *semanticQuery, store bool, deadline time.Time) (o outcome) {
-	start := p.cfg.Now()
-	o.att.Target = t.Name
-	end := t.Budget.Begin()
-	defer end()
-	ctx, span := p.cfg.Tracer.Start(ctx, "upstream.attempt", spanKindClient)
-	recording := span.IsRecording() // attributes cost allocations: only for a sampled span
-	if recording {
-		span.SetAttributes(attribute.String("edgecache.upstream.target", t.Name), attribute.String("edgecache.route", rt.Name))
-	}
-	defer func() {
-		if recording {
-			span.SetAttributes(attribute.Int("http.response.status_code", o.att.Status))
-			if o.reason != "" {
-				span.SetStatus(codes.Error, o.reason)
-			}
-		}
-		span.End()
-	}()
-	actx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// The first-token timer: the attempt is abandoned when the answer has
-	// not started by then (or, not streamed, has not arrived).
-	ttft := min(deadline.Sub(start), p.cfg.Guard.TTFTTimeout)
-	var timedOut atomic.Bool
-	timer := time.AfterFunc(ttft, func() { timedOut.Store(true); cancel() })
-	defer timer.Stop()
-	defer func() {
-		o.att.Duration = p.cfg.Now().Sub(start)
-		if o.att.Err == "" && o.reason != "" {
-			o.att.Err = o.reason
-		}
-		p.m.UpstreamCall(rt.Name, o.att.Status, o.reason, o.att.Duration)
-		if o.att.TTFT > 0 {
-			p.m.TTFT(rt.Name, t.Name, o.att.TTFT)
-		}
-	}()
-	fail := func(err error) outcome {
-		switch {
-		case timedOut.Load():
-			o.reason = "timeout"
-		case ctx.Err() != nil:
-			o.reason = "canceled"
-		default:
-			var ue *upstream.Error
-			switch {
-			case errors.As(err, &ue) && ue.Kind == upstream.KindDial:
-				o.reason = "unreachable"
-			case errors.As(err, &ue) && ue.Kind == upstream.KindTimeout:
-				o.reason = "timeout"
-			default:
-				o.reason = "upstream_error"
-			}
-		}
-		if err != nil {
-			o.att.Err = err.Error()
-		}
-		return o
-	}
-	resp, err := t.Client.Do(actx, in, rt.upstreamPath(in), requestBody(t, body, req))
-	if err != nil {
-		return fail(err)
-	}
-	defer resp.Body.Close()
-	o.att.Status = resp.StatusCode
-	hdr := resp.Header
-	hdr.Del("Content-Length")
-	if retryableStatus(resp.StatusCode) {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		o.reason = "upstream_" + strconv.Itoa(resp.StatusCode)
-		o.retryAfter = parseRetryAfter(hdr)
-		o.att.RetryAfter = o.retryAfter
-		return o
-	}
-	cacheable := store && resp.StatusCode >= 200 && resp.StatusCode < 300 && !hasDirective(hdr, "no-store")
-	if c.stream && resp.StatusCode == http.StatusOK && isEventStream(hdr) {
-		return p.relay(actx, c, t, resp, rt, req, key, q, cacheable, timer, &timedOut, start, o, fail)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
-	if err == nil && len(b) > maxAnswerBytes {
-		err = errors.New("upstream answer larger than 64 MiB")
-	}
-	if err != nil {
-		return fail(upstream.Classify(actx, err))
-	}
-	timer.Stop()
-	o.att.TTFT = p.cfg.Now().Sub(start)
-	ok2xx := resp.StatusCode >= 200 && resp.StatusCode < 300
-	complete, usage := false, int64(-1)
-	if req != nil && ok2xx {
-		complete, usage = openai.Inspect(req.API, b)
-	}
-	if ok2xx && !complete && req != nil && (req.API == openai.APIChat || req.API == openai.APICompletions) {
-		o.reason = "empty_answer" // an empty or unfinished answer is a failure, never a 200
-		return o
-	}
-	if cacheable && complete {
-		o.stored = p.store(rt, key, q, b)
-	}
-	c.mu.Lock()
-	c.status, c.header, c.events = resp.StatusCode, hdr, [][]byte{b}
-	c.usage = usage
-	c.mu.Unlock()
-	return o
-}
-
-// relay reads a streamed answer. Events are held back until the first
-// token arrives, so a stream that fails or is empty before that can still be
-// retried elsewhere; from the first token on they go to the client as they
-// arrive, and a failure then ends the stream with an error event.
-func (p *Pipeline) relay(ctx context.Context, c *call, t *Target, resp *http.Response, rt *Route, req *openai.Request, key cache.Key, q *semanticQuery, cacheable bool,
-	ttft *time.Timer, timedOut *atomic.Bool, start time.Time, o outcome, fail func(error) outcome) outcome {
-	er := openai.NewEventReader(resp.Body)
-	acc := openai.NewAccumulator(req.API)
-	var held [][]byte
-	committed, storedAt := false, false
-	var stalled atomic.Bool
-	idle := time.AfterFunc(time.Hour, func() {})
-	idle.Stop()
-	defer idle.Stop()
-	for {
-		raw, data, err := er.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			if !committed {
-				return fail(upstream.Classify(ctx, err))
-			}
-			if stalled.Load() {
-				err = &upstream.Error{Kind: upstream.KindTimeout, Err: errors.New("stream stalled")}
-			}
-			o.err = &Failure{Reason: "stream_cut", Status: http.StatusOK}
-			o.att.Err = err.Error()
-			return o
-		}
-		ev := append([]byte(nil), raw...)
-		acc.Add(data)
-		if committed {
-			idle.Reset(p.cfg.StreamIdleTimeout)
-			if acc.Done() && !storedAt {
-				// Store before the client sees [DONE]: its next request,
-				// streamed or not, must find the answer.
-				storedAt = true
-				o.stored = p.storeStream(c, acc, rt, key, q, cacheable)
-			}
-			c.append(ev)
-			continue
-		}
-		held = append(held, ev)
-		if acc.Broken() && !acc.HasContent() {
-			o.reason = "upstream_error" // an error event before any token
-			return o
-		}
-		if acc.HasContent() {
-			ttft.Stop()
-			o.att.TTFT = p.cfg.Now().Sub(start)
-			committed = true
-			c.setHeader(resp.StatusCode, resp.Header)
-			for _, h := range held {
-				c.append(h)
-			}
-			held = nil
-			// From here only the stall timer bounds the stream: a whole-request
-			// timeout must not kill a stream that is flowing.
-			idle = time.AfterFunc(p.cfg.StreamIdleTimeout, func() { stalled.Store(true); c.cancel() })
-		}
-	}
-	if !committed {
-		if acc.Done() {
-			o.reason = "empty_answer"
-		} else {
-			o.reason = "stream_cut"
-		}
-		return o
-	}
-	if err := acc.Err(); err != nil {
-		if !acc.Done() {
-			o.err = &Failure{Reason: "stream_cut", Status: http.StatusOK}
-			o.att.Err = err.Error()
-		}
-		return o // complete but not storable (an error event): passed on as is
-	}
-	if !storedAt {
-		o.stored = p.storeStream(c, acc, rt, key, q, cacheable)
-	}
-	return o
-}
-
-// storeStream records the stream's usage and stores its assembled answer
-// when it is complete.
-func (p *Pipeline) storeStream(c *call, acc *openai.Accumulator, rt *Route, key cache.Key, q *semanticQuery, cacheable bool) bool {
-	c.mu.Lock()
-	c.usage = acc.TotalTokens()
-	c.mu.Unlock()
-	if !cacheable || acc.Err() != nil {
-		return false
-	}
-	answer, err := acc.Body()
-	return err == nil && p.store(rt, key, q, answer)
 }

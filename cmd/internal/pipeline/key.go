@@ -84,15 +84,13 @@ func (p *Pipeline) callerOf(apiKey string) caller {
 	if apiKey == "" {
 		return caller{}
 	}
-	m, _ := p.macs.Get().(hash.Hash)
-	if m == nil {
-		m = hmac.New(sha256.New, p.cfg.Secret)
-	}
+	k := p.keys.Load()
+	m := k.macs.Get().(hash.Hash)
 	m.Reset()
 	m.Write([]byte(apiKey))
 	var sum [sha256.Size]byte
 	m.Sum(sum[:0])
-	p.macs.Put(m)
+	k.macs.Put(m)
 	c := caller{known: true}
 	copy(c.mac[:], sum[:16])
 	return c

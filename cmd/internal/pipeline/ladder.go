@@ -81,6 +81,10 @@ type Staler interface {
 // threshold: serveNearest), a template, or an honest busy answer. Every
 // rung is marked in headers and journaled.
 func (p *Pipeline) serveFailure(w http.ResponseWriter, r *http.Request, pd *pending, f *Failure) {
+	if f.Reason == reasonKeyHeld {
+		serveKeyHeld(w, f)
+		return
+	}
 	rt, req := pd.rt, pd.req
 	ctx := r.Context()
 	h := w.Header()
@@ -128,8 +132,54 @@ func (p *Pipeline) serveFailure(w http.ResponseWriter, r *http.Request, pd *pend
 	h.Set("X-Edgecache-Degraded", "busy")
 	h.Set("X-Edgecache-Degraded-Reason", reason)
 	h.Set("Cache-Status", "edgecache; fwd=uri-miss; detail="+reason)
-	openai.WriteError(w, http.StatusServiceUnavailable, retry, openai.NewError(openai.TypeUnavailable, "upstream_unavailable", "", msg))
-	p.journal(r, pd, "busy", f, http.StatusServiceUnavailable, time.Duration(retry)*time.Second, nil)
+	if time.Duration(retry)*time.Second > p.cfg.Guard.MaxRetryWait {
+		// The edge has retried and failed over inside its budget already;
+		// an SDK that waited out Retry-After would only hold its caller
+		// (the OpenAI SDKs obey this header). Retry-After still says when
+		// to come back.
+		h.Set("X-Should-Retry", "false")
+	}
+	status, typ, code := busyStatus(reason)
+	openai.WriteError(w, status, retry, openai.NewError(typ, code, "", msg))
+	p.journal(r, pd, "busy", f, status, time.Duration(retry)*time.Second, nil)
+}
+
+// busyStatus is the true status of the busy answer to a failure, with the
+// error's type and code:
+//
+//   - 504 upstream_timeout: the model did not start answering (streams) or
+//     did not answer (otherwise) before the attempt's deadline — the first
+//     token timer, the client's X-Stainless-Timeout hint minus the margin,
+//     or the upstream client's header timeout;
+//   - 502 upstream_bad_response: the model answered but the answer was
+//     unusable — empty or unfinished (empty_answer), a stream that broke
+//     or ended before its first token (stream_cut), a connection reset or
+//     an unreadable body, or an error event before any token
+//     (upstream_error);
+//   - 503 upstream_unavailable: everything else — the upstream's own
+//     5xx/429 (upstream_<status>), unreachable, breaker_open,
+//     retry_budget, and admission's shed and queued_timeout.
+//
+// The last attempt's reason decides. Every one carries Retry-After.
+func busyStatus(reason string) (status int, typ, code string) {
+	switch reason {
+	case "timeout":
+		return http.StatusGatewayTimeout, openai.TypeServer, "upstream_timeout"
+	case "empty_answer", "stream_cut", "upstream_error":
+		return http.StatusBadGateway, openai.TypeServer, "upstream_bad_response"
+	}
+	return http.StatusServiceUnavailable, openai.TypeUnavailable, "upstream_unavailable"
+}
+
+// serveKeyHeld answers a caller whose own API key the upstream rate-limited
+// (DEGRADATION.md rule 8): the 429 the upstream would give, with the rest
+// of its Retry-After, without calling it. It is that caller's answer, not a
+// degradation: no ladder, no journal record.
+func serveKeyHeld(w http.ResponseWriter, f *Failure) {
+	retry := max(1, int(math.Ceil(f.RetryAfter.Seconds())))
+	w.Header().Set("Cache-Status", "edgecache; fwd=uri-miss; detail="+reasonKeyHeld)
+	openai.WriteError(w, http.StatusTooManyRequests, retry, openai.NewError(openai.TypeRateLimit, "rate_limit_exceeded", "",
+		"The model's provider rate-limited this API key. Please retry in "+strconv.Itoa(retry)+" seconds."))
 }
 
 // retryAfter is the honest wait in whole seconds: the upstream's own

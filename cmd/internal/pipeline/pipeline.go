@@ -17,9 +17,11 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgecache/edgecache/cache"
@@ -80,7 +82,8 @@ type Config struct {
 	// Targets are the upstreams, primary first; at least one.
 	Targets []*Target
 	Guard   GuardConfig
-	// Secret keys tenant namespaces (HMAC of the client's API key).
+	// Secret keys tenant namespaces (HMAC of the client's API key); see
+	// also Pipeline.SetSecret.
 	Secret []byte
 	// MaxBodyBytes bounds request bodies (413 above). Zero → 8 MiB.
 	MaxBodyBytes int64
@@ -124,8 +127,9 @@ type Pipeline struct {
 	shadow  *shadower     // nil: no shadow verification
 	wg      sync.WaitGroup
 	log     *slog.Logger
+	logs    logLimiter // the guard's rate-limited lines
 	m       Metrics
-	macs    sync.Pool // HMAC-SHA256 under cfg.Secret, for tenant namespaces and key ids
+	keys    atomic.Pointer[keyring] // the secret of tenant namespaces and key ids (SetSecret)
 }
 
 // New returns a Pipeline for cfg.
@@ -146,6 +150,9 @@ func New(cfg Config) *Pipeline {
 	if g.DeadlineMargin == 0 {
 		g.DeadlineMargin = 500 * time.Millisecond
 	}
+	if g.MaxRetryWait == 0 {
+		g.MaxRetryWait = time.Second
+	}
 	if cfg.StreamIdleTimeout == 0 {
 		cfg.StreamIdleTimeout = 60 * time.Second
 	}
@@ -156,11 +163,16 @@ func New(cfg Config) *Pipeline {
 		cfg.Now = time.Now
 	}
 	p := &Pipeline{cfg: cfg, log: cfg.Logger, m: cfg.Metrics}
+	p.keys.Store(newKeyring(cfg.Secret))
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	if p.m == nil {
 		p.m = nopMetrics{}
+	}
+	p.logs = logLimiter{every: logEvery, now: cfg.Now}
+	for _, t := range cfg.Targets {
+		t.Breaker.Observe(p.logTransition)
 	}
 	if p.cfg.Tracer == nil {
 		p.cfg.Tracer = tracenoop.NewTracerProvider().Tracer("")
@@ -205,7 +217,7 @@ func (p *Pipeline) Close(ctx context.Context) error {
 // Serve answers one proxied request for route rt.
 func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	if rt.API == openai.APIModels || r.Method == http.MethodGet {
-		p.forward(w, r, &pending{rt: rt, usage: -1}, nil, false, "edgecache; fwd=bypass; detail=passthrough")
+		p.forward(w, r, &pending{rt: rt, usage: -1}, nil, passThrough, "edgecache; fwd=bypass; detail=passthrough")
 		return
 	}
 	if rt.Templated() && !rt.matches(r.URL.Path) {
@@ -223,17 +235,22 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	body, status, err := readBody(w, r, p.cfg.MaxBodyBytes)
 	if err != nil {
 		code := "invalid_body"
-		if status == http.StatusRequestEntityTooLarge {
+		switch status {
+		case http.StatusRequestEntityTooLarge:
 			code = "request_too_large"
+		case http.StatusRequestTimeout:
+			code = "request_timeout"
 		}
 		openai.WriteError(w, status, 0, openai.NewError(openai.TypeInvalidRequest, code, "", err.Error()))
 		return
 	}
 	c := p.identify(r)
 	ns := p.namespace(rt, c)
+	part := rt.partition(r.Header)
+	scope := rt.scope(r, part)
 	var ak string
 	if p.aliasable(rt, r) {
-		ak = aliasKey(rt, ns, rt.scope(r), body)
+		ak = aliasKey(rt, ns, scope, body)
 		if al, ok := p.aliases.c.Get(ak); ok && p.serveAlias(w, r, rt, al, len(body), c) {
 			return
 		}
@@ -259,13 +276,16 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	defer func() { p.done(r.Context(), adm, pd.usage) }()
 	if reason := p.bypass(rt, r, req); reason != "" {
 		p.m.Bypass(rt.Name, reason)
-		p.forward(w, r, pd, body, false, "edgecache; fwd=bypass; detail="+reason)
+		p.forward(w, r, pd, body, passThrough, "edgecache; fwd=bypass; detail="+reason)
 		return
 	}
-	pd.key = exactKey(rt, pd.ns, rt.scope(r), req)
+	pd.key = exactKey(rt, pd.ns, scope, req)
 	if noCache(r) {
+		// Not served from the cache; the fresh complete answer replaces
+		// the stored one (on a shared route, for every tenant).
 		p.m.Bypass(rt.Name, "no-cache")
-		p.forward(w, r, pd, body, false, "edgecache; fwd=request; detail=no-cache")
+		pd.q = p.semanticQuery(rt, r, req, pd.ns, part)
+		p.forward(w, r, pd, body, refresh, "edgecache; fwd=request; detail=no-cache")
 		return
 	}
 	if ak != "" {
@@ -273,19 +293,19 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	}
 	if e, ok := p.lookup(r.Context(), rt, pd.key); ok {
 		pd.usage = 0 // the model did no work
-		p.writeHit(w, r, req, e, e.Tier, -1)
+		p.hit(w, r, rt, req, e, e.Tier, -1)
 		return
 	}
-	pd.q = p.semanticQuery(rt, r, req, pd.ns)
+	pd.q = p.semanticQuery(rt, r, req, pd.ns, part)
 	if pd.q != nil {
 		if hit, ok := p.semanticLookup(r.Context(), rt, r, pd.q); ok {
 			pd.usage = 0
-			p.writeHit(w, r, req, hit.entry, "semantic", hit.cosine)
+			p.hit(w, r, rt, req, hit.entry, "semantic", hit.cosine)
 			p.shadowHit(r, pd, body, hit) // after the answer: never in its way
 			return
 		}
 	}
-	p.forward(w, r, pd, body, rt.Coalesce, "")
+	p.forward(w, r, pd, body, fill, "")
 }
 
 // serveAlias answers a byte-identical repeat from the cache without
@@ -302,7 +322,7 @@ func (p *Pipeline) serveAlias(w http.ResponseWriter, r *http.Request, rt *Route,
 		return true // refused: the honest answer is written
 	}
 	defer p.done(r.Context(), adm, 0)
-	p.writeHit(w, r, req, e, e.Tier, -1)
+	p.hit(w, r, rt, req, e, e.Tier, -1)
 	return true
 }
 
@@ -366,13 +386,27 @@ func (p *Pipeline) count(rt *Route, e cache.Entry, err error) {
 // detail names the tier for Cache-Status; similarity ≥ 0 (semantic hits)
 // is sent as X-Edgecache-Similarity.
 func (p *Pipeline) writeHit(w http.ResponseWriter, r *http.Request, req *openai.Request, e cache.Entry, detail string, similarity float32) {
+	p.writeEntry(w, r, req, e, detail, similarity, false)
+}
+
+// hit is writeHit for a normal hit on rt: on a shared route that does not
+// reveal, the answer does not say it is one.
+func (p *Pipeline) hit(w http.ResponseWriter, r *http.Request, rt *Route, req *openai.Request, e cache.Entry, detail string, similarity float32) {
+	p.writeEntry(w, r, req, e, detail, similarity, rt.hidden())
+}
+
+func (p *Pipeline) writeEntry(w http.ResponseWriter, r *http.Request, req *openai.Request, e cache.Entry, detail string, similarity float32, hide bool) {
 	now := p.cfg.Now()
 	h := w.Header()
-	h.Set("Cache-Status", "edgecache; hit; detail="+detail+"; ttl="+strconv.FormatInt(int64(e.TTL(now)/time.Second), 10))
-	if similarity >= 0 {
-		h.Set("X-Edgecache-Similarity", strconv.FormatFloat(float64(similarity), 'f', 4, 32))
+	if hide {
+		h.Set("Cache-Status", hiddenStatus)
+	} else {
+		h.Set("Cache-Status", "edgecache; hit; detail="+detail+"; ttl="+strconv.FormatInt(int64(e.TTL(now)/time.Second), 10))
+		if similarity >= 0 {
+			h.Set("X-Edgecache-Similarity", strconv.FormatFloat(float64(similarity), 'f', 4, 32))
+		}
+		h.Set("Age", strconv.FormatInt(int64(e.Age(now)/time.Second), 10))
 	}
-	h.Set("Age", strconv.FormatInt(int64(e.Age(now)/time.Second), 10))
 	if req.Stream {
 		h.Set("Content-Type", "text/event-stream")
 		h.Set("Cache-Control", "no-cache")
@@ -404,18 +438,32 @@ func flightKey(key cache.Key, req *openai.Request) string {
 	}
 }
 
-// forward sends the request upstream (joining an identical call in progress
-// when coalesce is set) and answers from the call. A non-empty key with
-// store set means a complete answer is stored under it; cacheStatus, when
-// set, overrides the miss status.
+// use is what an upstream call does for the cache.
+type use int
+
+const (
+	passThrough use = iota // nothing stored
+	fill                   // a miss: joins an identical call in progress (unless the route says not to), stores the answer
+	refresh                // the client's no-cache: a call of its own, whose answer replaces the stored one
+)
+
+// forward sends the request upstream and answers from the call; u says
+// whether it may join an identical call in progress and whether a complete
+// answer is stored under pd.key. cacheStatus, when set, overrides the miss
+// status.
 //
-// q, when set, is the request's semantic query: a stored answer is indexed
-// under it.
-func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, body []byte, coalesce bool, cacheStatus string) {
+// pd.q, when set, is the request's semantic query: a stored answer is
+// indexed under it.
+func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, body []byte, u use, cacheStatus string) {
 	rt, req, key, q := pd.rt, pd.req, pd.key, pd.q
-	store := key != "" && cacheStatus == ""
+	store := key != "" && u != passThrough
+	coalesce := u == fill && rt.Coalesce
 	stream := req != nil && req.Stream
-	in := outbound(r)
+	in := outbound(r, rt, body != nil)
+	if rt.Shared && req != nil {
+		// The upstream reads exactly what the key was made of.
+		body = req.Body.AppendCanonical(make([]byte, 0, len(body)))
+	}
 	var runCtx context.Context
 	mk := func() *call {
 		var cancel context.CancelFunc
@@ -430,7 +478,7 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 			func() bool { _, ok := p.recent.get(key); return ok })
 		if c == nil { // the answer landed between our lookup and now
 			if e, ok := p.recent.get(key); ok {
-				p.writeHit(w, r, req, e, p.cfg.Tiers[0], -1)
+				p.hit(w, r, rt, req, e, p.cfg.Tiers[0], -1)
 				return
 			}
 			c, created = mk(), true
@@ -454,10 +502,11 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 		if pd.adm != nil {
 			lane = pd.adm.lane
 		}
+		ur := &upstreamRequest{in: in, rt: rt, body: body, req: req, key: key, q: q, store: store, lane: lane}
 		if inline {
-			p.run(runCtx, c, in, rt, body, req, key, q, store, lane)
+			p.run(runCtx, c, ur)
 		} else {
-			go p.run(runCtx, c, in, rt, body, req, key, q, store, lane)
+			go p.run(runCtx, c, ur)
 		}
 	} else {
 		p.m.Coalesced(rt.Name)
@@ -472,11 +521,16 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 }
 
 // outbound copies what the upstream call needs from the inbound request, so
-// the call can outlive the handler.
-func outbound(r *http.Request) *http.Request {
+// the call can outlive the handler. On a shared route it carries only the
+// headers the route forwards and no client address: the call must be the
+// same whoever made it (see sharedHeader).
+func outbound(r *http.Request, rt *Route, hasBody bool) *http.Request {
 	// The header is shared, not copied: nobody writes it after the handler
 	// has read the body, and the upstream client clones it per attempt.
 	out := &http.Request{Method: r.Method, URL: r.URL, Header: r.Header, RemoteAddr: r.RemoteAddr}
+	if rt.Shared {
+		out.Header, out.RemoteAddr = sharedHeader(r.Header, rt.ForwardHeaders, hasBody), ""
+	}
 	if out.Method == "" {
 		out.Method = http.MethodGet
 	}
@@ -538,12 +592,20 @@ func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, ca
 		}
 		if !wrote && v.status != 0 && (c.stream || v.done) {
 			h := w.Header()
-			for k, vv := range v.header {
+			hdr := v.header
+			hide := pd.rt.hidden()
+			if hide {
+				hdr = hideHeader(hdr, c.stream && isEventStream(hdr))
+			}
+			for k, vv := range hdr {
 				h[k] = vv
 			}
 			cs := cacheStatus
 			if v.stored && !strings.Contains(cs, "fwd=bypass") {
 				cs += "; stored"
+			}
+			if hide && strings.HasPrefix(cs, "edgecache; fwd=uri-miss") {
+				cs = hiddenStatus // a miss, collapsed or not, stored or not
 			}
 			h.Set("Cache-Status", cs)
 			if !c.stream || !isEventStream(v.header) {
@@ -620,7 +682,7 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, int, e
 		// make the server allocate the limit.
 		b := make([]byte, r.ContentLength)
 		if _, err := io.ReadFull(r.Body, b); err != nil {
-			return nil, http.StatusBadRequest, fmt.Errorf("The request body could not be read: %v.", err)
+			return nil, bodyErrorStatus(err), bodyError(err)
 		}
 		return b, 0, nil
 	}
@@ -630,12 +692,28 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, int, e
 		if errors.As(err, &mbe) {
 			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("The request body exceeds the limit of %d bytes.", max)
 		}
-		return nil, http.StatusBadRequest, fmt.Errorf("The request body could not be read: %v.", err)
+		return nil, bodyErrorStatus(err), bodyError(err)
 	}
 	if len(b) == 0 {
 		return nil, http.StatusBadRequest, errors.New("The request body is empty: send a JSON object.")
 	}
 	return b, 0, nil
+}
+
+// bodyErrorStatus is 408 when the body did not arrive before the server's
+// read deadline (server.read_timeout), else 400.
+func bodyErrorStatus(err error) int {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return http.StatusRequestTimeout
+	}
+	return http.StatusBadRequest
+}
+
+func bodyError(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return errors.New("The request body did not arrive in time; send it at once.")
+	}
+	return fmt.Errorf("The request body could not be read: %v.", err)
 }
 
 func hasDirective(h http.Header, directive string) bool {

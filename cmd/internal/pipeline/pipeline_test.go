@@ -52,7 +52,8 @@ type edgeOpts struct {
 	shadow    *ShadowConfig
 	// route, when set, gives the policy in force per request (a table
 	// that shadow steering changes); else the compiled routes serve.
-	route func(name string) *Route
+	route  func(name string) *Route
+	apiKey string // the edge's own upstream key, on every target
 }
 
 // memJournal keeps degraded answers for assertions.
@@ -91,7 +92,7 @@ func newEdge(t *testing.T, o edgeOpts) *edge {
 		t.Cleanup(func() { sim.Close() })
 		e.sim, simURL = sim, sim.URL()
 	}
-	up, err := upstream.New(upstream.Config{URL: simURL})
+	up, err := upstream.New(upstream.Config{URL: simURL, APIKey: o.apiKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +113,7 @@ func newEdge(t *testing.T, o edgeOpts) *edge {
 	}
 	e.tiered = cache.NewTiered(cache.TieredConfig{}, tiers...)
 	t.Cleanup(func() { e.tiered.Close(context.Background()) })
-	cfg := config.Config{Routes: o.routes, MaxBodyBytes: o.maxBody}
+	cfg := config.Config{Routes: o.routes, MaxBodyBytes: o.maxBody, Upstream: config.Upstream{APIKey: o.apiKey}}
 	cfg.Default()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -123,7 +124,7 @@ func newEdge(t *testing.T, o edgeOpts) *edge {
 	}
 	targets := []*Target{{Name: "primary", Client: up, Breaker: degrade.NewBreaker("primary", degrade.BreakerConfig{}), Budget: &degrade.RetryBudget{}}}
 	for i, u := range o.backups {
-		c, err := upstream.New(upstream.Config{URL: u})
+		c, err := upstream.New(upstream.Config{URL: u, APIKey: o.apiKey})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -280,7 +281,7 @@ func TestMissThenHit(t *testing.T) {
 }
 
 func TestKeyRules(t *testing.T) {
-	e := newEdge(t, edgeOpts{routes: []config.Route{
+	e := newEdge(t, edgeOpts{apiKey: "sk-edge", routes: []config.Route{
 		{Name: "chat", Path: "/v1/chat/completions"},
 		{Name: "faq", Path: "/faq/chat", API: "chat", UpstreamPath: "/v1/chat/completions", Cache: config.CachePolicy{Shared: true}},
 	}})
@@ -346,9 +347,9 @@ func TestBypass(t *testing.T) {
 			e.settle()
 		}
 	}
-	// no-cache: forwarded, and the fresh answer does not poison anything.
+	// no-cache: forwarded, and the fresh answer replaces the stored one.
 	r := e.post("/v1/chat/completions", chat("b4"), "Cache-Control", "no-cache")
-	if r.header.Get("Cache-Status") != "edgecache; fwd=request; detail=no-cache" {
+	if r.header.Get("Cache-Status") != "edgecache; fwd=request; detail=no-cache; stored" {
 		t.Errorf("no-cache: %q", r.header.Get("Cache-Status"))
 	}
 	if n := e.upstreamCalls("/v1/chat/completions"); n != 7 {
@@ -514,6 +515,9 @@ func waitFor(t *testing.T, cond func() bool) {
 
 func TestUpstreamFailuresNeverCached(t *testing.T) {
 	e := newEdge(t, edgeOpts{sim: llmsim.Config{AnswerTokens: 10}})
+	// Each fault below is the target's failure (five in a row would open
+	// the breaker, which is not what this test is about).
+	e.targets[0].Breaker = degrade.NewBreaker("primary", degrade.BreakerConfig{Consecutive: 100, MinRequests: 100})
 	path := "/v1/chat/completions"
 	// A stream cut mid-way ends with an error event and is not stored.
 	e.sim.Server.SetFault(llmsim.Fault{CutAfter: 3})

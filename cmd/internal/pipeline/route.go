@@ -19,9 +19,15 @@ type Route struct {
 	UpstreamPath string
 	API          openai.API
 
-	Cache          bool // mode exact; false: pass through
-	TTL            time.Duration
-	Shared         bool    // one namespace for every tenant
+	Cache  bool // mode exact; false: pass through
+	TTL    time.Duration
+	Shared bool // one namespace for every tenant, filled with the edge's key
+	// ForwardHeaders are the canonical names of the only client headers a
+	// shared route sends upstream, sorted; their values join its keys.
+	ForwardHeaders []string
+	// Reveal: a shared route's answers say whether they came from the
+	// cache. Always true on private routes.
+	Reveal         bool
 	MaxTemperature float64 // above it: bypass
 	AllowN         bool    // cache n > 1
 	Coalesce       bool
@@ -84,13 +90,18 @@ func (sp ShadowPolicy) maxShare() float64 {
 func (rt *Route) Templated() bool { return rt.path != nil }
 
 // scope is what besides the body tells apart requests of the route: the
-// query string (Azure's api-version) and, on a templated route, the path
-// (Azure's deployment).
-func (rt *Route) scope(r *http.Request) string {
-	if rt.path == nil {
-		return r.URL.RawQuery
+// query string (Azure's api-version), on a templated route the path
+// (Azure's deployment), and the headers that change the answer (part,
+// from partition).
+func (rt *Route) scope(r *http.Request, part string) string {
+	s := r.URL.RawQuery
+	if rt.path != nil {
+		s = r.URL.Path + "?" + s
 	}
-	return r.URL.Path + "?" + r.URL.RawQuery
+	if part != "" {
+		s += part
+	}
+	return s
 }
 
 // matches reports whether path has the shape of the route's templated
@@ -149,6 +160,7 @@ func Compile(rs []config.Route) ([]*Route, error) {
 			Templates:    !r.Cache.NoTemplates,
 			TTL:          r.Cache.TTL.D(),
 			Shared:       r.Cache.Shared,
+			Reveal:       !r.Cache.Shared || r.Cache.Reveal == nil || *r.Cache.Reveal,
 			AllowN:       r.Cache.AllowMultipleChoices,
 			Coalesce:     !r.Cache.NoCoalesce,
 		}
@@ -156,6 +168,13 @@ func Compile(rs []config.Route) ([]*Route, error) {
 			return nil, fmt.Errorf("route %q: defaults not applied", r.Name)
 		}
 		rt.MaxTemperature = *r.Cache.MaxTemperature
+		if rt.Shared {
+			for _, h := range r.Cache.ForwardHeaders {
+				rt.ForwardHeaders = append(rt.ForwardHeaders, http.CanonicalHeaderKey(h))
+			}
+			slices.Sort(rt.ForwardHeaders)
+			rt.ForwardHeaders = slices.Compact(rt.ForwardHeaders)
+		}
 		names, err := config.PathParams(r.Path)
 		if err != nil {
 			return nil, fmt.Errorf("route %q: %w", r.Name, err)

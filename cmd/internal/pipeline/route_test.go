@@ -39,7 +39,7 @@ func TestTemplatedRoute(t *testing.T) {
 		if got := tc.rt.upstreamPath(r); got != tc.upstream {
 			t.Errorf("%s: upstreamPath(%s) = %s, want %s", tc.rt.Name, tc.url, got, tc.upstream)
 		}
-		if got := tc.rt.scope(r); got != tc.scope {
+		if got := tc.rt.scope(r, ""); got != tc.scope {
 			t.Errorf("%s: scope(%s) = %q, want %q", tc.rt.Name, tc.url, got, tc.scope)
 		}
 		if tc.templated && !tc.rt.matches(r.URL.Path) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,7 +90,13 @@ func (s *semanticTier) space(name string) Space {
 // semanticTier wraps the embedder and index with deadlines and a breaker,
 // so their failure costs nothing but semantic hits.
 type semanticTier struct {
-	cfg     SemanticConfig
+	cfg SemanticConfig
+	// cb skips the semantic tier after 5 consecutive failures, for 5 s,
+	// then lets one call through. It is gobreaker, as for the remote
+	// embedder (embed/remote, which may not import degrade): a plain
+	// consecutive-failure breaker is all a best-effort tier needs, and
+	// degrade.Breaker's windows, growing open times, Retry-After holds and
+	// tenant attribution are about upstream targets.
 	cb      *gobreaker.CircuitBreaker[struct{}]
 	queue   chan indexJob
 	pending atomic.Int64 // queued or being written
@@ -151,7 +158,9 @@ func newSemanticTier(cfg SemanticConfig) *semanticTier {
 	return s
 }
 
-// semanticQuery is what a request contributes to the semantic tier.
+// semanticQuery is what a request contributes to the semantic tier. Its
+// strings may alias the request body (see openai.ParseJSON): index copies
+// what the tier keeps.
 type semanticQuery struct {
 	text   string
 	space  string // the embedding space of text (embed.SpaceOf)
@@ -165,20 +174,23 @@ type semanticQuery struct {
 
 // contextHash identifies everything but the last user turn: the request's
 // context material, on a templated route the path (another Azure
-// deployment is another model), and the embedding space (vectors of two
-// models are never compared).
-func contextHash(req *openai.Request, path, space string) string {
+// deployment is another model), the headers that join the keys (part:
+// a shared route's forwarded ones, a private route's project) and the
+// embedding space (vectors of two models are never compared).
+func contextHash(req *openai.Request, path, part, space string) string {
 	b := append(make([]byte, 0, 512), space...)
 	b = append(b, 0)
 	b = append(b, path...)
+	b = append(b, part...) // "" or starting with a 0 byte
 	b = req.AppendContextMaterial(b)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
 }
 
-// prepare reports whether the request may use the semantic tier and what
-// it would look up.
-func (p *Pipeline) semanticQuery(rt *Route, r *http.Request, req *openai.Request, ns string) *semanticQuery {
+// semanticQuery reports whether the request may use the semantic tier and
+// what it would look up; part is the request's header material
+// (Route.partition).
+func (p *Pipeline) semanticQuery(rt *Route, r *http.Request, req *openai.Request, ns, part string) *semanticQuery {
 	if p.sem == nil || !rt.Semantic || r.Header.Get("X-Edgecache-Semantic") == "off" {
 		return nil
 	}
@@ -196,7 +208,7 @@ func (p *Pipeline) semanticQuery(rt *Route, r *http.Request, req *openai.Request
 		route += "#" + strconv.FormatInt(rt.Generation, 10)
 	}
 	return &semanticQuery{text: text, space: space, filter: semantic.Filter{
-		Namespace: ns, Route: route, Model: req.Model, Context: contextHash(req, templatedPath(rt, r), space),
+		Namespace: ns, Route: route, Model: req.Model, Context: contextHash(req, templatedPath(rt, r), part, space),
 	}}
 }
 
@@ -342,8 +354,14 @@ func (p *Pipeline) entry(ctx context.Context, k cache.Key) (cache.Entry, bool) {
 }
 
 // index queues the stored answer's prompt for the index; it never blocks.
+//
+// The point's text is a copy: the query's aliases the request body
+// (openai.ParseJSON), which the index and the wordings would otherwise
+// keep whole for the point's life (a 200 KB system prompt for a ten-word
+// question). The filter's strings are the edge's own (the model is a copy
+// already: openai.Request.Model).
 func (s *semanticTier) index(q *semanticQuery, key cache.Key, expires time.Time) bool {
-	job := indexJob{point: semantic.Point{Key: string(key), Vector: q.vec, Filter: q.filter, Text: q.text, ExpiresAt: expires}}
+	job := indexJob{point: semantic.Point{Key: string(key), Vector: q.vec, Filter: q.filter, Text: strings.Clone(q.text), ExpiresAt: expires}}
 	job.wording, job.hasWording = q.wordingID(s.space(q.space))
 	s.pending.Add(1)
 	select {

@@ -28,8 +28,9 @@ package pipeline
 //   - requests with Cache-Control: no-store and requests that ask for
 //     variety (temperature above 0, n > 1) are not sampled unless the
 //     route says so: their fresh answer would differ by design;
-//   - on a shared route the shadow call carries no client credentials,
-//     only the edge's own upstream key.
+//   - a shadow call sends what the route's own upstream call would: on a
+//     shared route the forwarded headers only, the canonical body, the
+//     edge's own upstream key.
 
 import (
 	"context"
@@ -265,7 +266,8 @@ func (p *Pipeline) shadowHit(r *http.Request, pd *pending, body []byte, hit sema
 		s.count(rt.Name, "skipped_budget")
 		return
 	}
-	j := &shadowJob{rt: rt, in: shadowRequest(r, rt), body: body, req: pd.req, cached: hit.entry.Body,
+	in, body := shadowRequest(r, rt, pd.req, body)
+	j := &shadowJob{rt: rt, in: in, body: body, req: pd.req, cached: hit.entry.Body,
 		key: hit.key, cand: hit.semanticCandidate, query: pd.q.text, ns: pd.ns,
 		requestID: r.Header.Get("X-Request-Id"), at: p.cfg.Now()}
 	if !s.enqueue(j) {
@@ -310,21 +312,20 @@ func (s *shadower) enqueue(j *shadowJob) bool {
 	}
 }
 
-// shadowRequest is what a shadow call sends: the client's request, with
-// the client's credentials removed on a shared route (the upstream client
-// adds the edge's own key), marked in X-Request-Id.
-func shadowRequest(r *http.Request, rt *Route) *http.Request {
-	u := *r.URL
-	out := &http.Request{Method: r.Method, URL: &u, Header: r.Header.Clone(), RemoteAddr: r.RemoteAddr}
-	if rt.Shared {
-		for _, h := range []string{"Authorization", "Api-Key", "X-Api-Key", "Openai-Project", "Openai-Organization"} {
-			out.Header.Del(h)
-		}
-	}
+// shadowRequest is what a shadow call sends: what the upstream call of a
+// miss would send (outbound: on a shared route only the forwarded headers,
+// the canonical body and the edge's own key), marked in X-Request-Id.
+func shadowRequest(r *http.Request, rt *Route, req *openai.Request, body []byte) (*http.Request, []byte) {
+	out := outbound(r, rt, body != nil)
+	u := *out.URL
+	out.URL, out.Header = &u, out.Header.Clone()
 	if id := out.Header.Get("X-Request-Id"); id != "" {
 		out.Header.Set("X-Request-Id", id+"-shadow")
 	}
-	return out
+	if rt.Shared && req != nil {
+		body = req.Body.AppendCanonical(make([]byte, 0, len(body)))
+	}
+	return out, body
 }
 
 func (s *shadower) work() {

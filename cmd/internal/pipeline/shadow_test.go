@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -14,6 +15,7 @@ import (
 	"github.com/edgecache/edgecache/cache/semantic/verify"
 	"github.com/edgecache/edgecache/cmd/internal/config"
 	"github.com/edgecache/edgecache/cmd/internal/llmsim"
+	"github.com/edgecache/edgecache/cmd/internal/openai"
 	"github.com/edgecache/edgecache/embed"
 )
 
@@ -411,26 +413,35 @@ func TestShadowHoldsOff(t *testing.T) {
 	}
 }
 
-// TestShadowRequest: a shadow call carries the client's request, marked in
-// X-Request-Id; on a shared route without the client's credentials (the
-// upstream client adds the edge's own key). The client's request is left
-// as it was.
+// TestShadowRequest: a shadow call sends what the route's upstream call
+// would, marked in X-Request-Id: the client's request on a private route;
+// on a shared route only the forwarded headers, no credentials (the
+// upstream client adds the edge's own key) and the canonical body. The
+// client's request is left as it was.
 func TestShadowRequest(t *testing.T) {
+	body := []byte(`{"model":"m", "messages":[{"role":"user","content":"hi"}]}`)
+	req, err := openai.ParseRequest(openai.APIChat, body)
+	if err != nil {
+		t.Fatal(err)
+	}
 	in, _ := http.NewRequest(http.MethodPost, "http://edge/v1/chat/completions?api-version=1", nil)
-	for k, v := range map[string]string{"Authorization": "Bearer sk-client", "Api-Key": "k", "X-Api-Key": "k",
-		"OpenAI-Project": "p", "OpenAI-Organization": "o", "X-Request-Id": "ec-1", "X-Stainless-Lang": "js"} {
+	for k, v := range map[string]string{"Authorization": "Bearer sk-client", "X-Api-Key": "k",
+		"OpenAI-Project": "p", "X-Request-Id": "ec-1", "X-Persona": "pirate", "X-Stainless-Lang": "js"} {
 		in.Header.Set(k, v)
 	}
 	for _, shared := range []bool{false, true} {
-		out := shadowRequest(in, &Route{Name: "faq", Shared: shared})
+		out, b := shadowRequest(in, &Route{Name: "faq", Shared: shared, ForwardHeaders: []string{"X-Persona"}}, req, body)
 		if out.URL.String() != in.URL.String() || out.Method != in.Method || out.Header.Get("X-Request-Id") != "ec-1-shadow" ||
-			out.Header.Get("X-Stainless-Lang") != "js" {
+			out.Header.Get("X-Persona") != "pirate" {
 			t.Errorf("shared %v: %s %s %v", shared, out.Method, out.URL, out.Header)
 		}
-		for _, h := range []string{"Authorization", "Api-Key", "X-Api-Key", "OpenAI-Project", "OpenAI-Organization"} {
+		for _, h := range []string{"Authorization", "X-Api-Key", "OpenAI-Project", "X-Stainless-Lang"} {
 			if got := out.Header.Get(h) != ""; got == shared {
 				t.Errorf("shared %v: %s present %v", shared, h, got)
 			}
+		}
+		if canonical := !bytes.Equal(b, body); canonical != shared {
+			t.Errorf("shared %v: body %s", shared, b)
 		}
 	}
 	if in.Header.Get("Authorization") == "" || in.Header.Get("X-Request-Id") != "ec-1" {

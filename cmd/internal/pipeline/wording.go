@@ -65,6 +65,8 @@ func newWordings(budget int64) *wordings {
 }
 
 // put records the prompt indexed under key as the latest of its wording.
+// text is kept: it must be the edge's own copy, never a view of a request
+// body (semanticTier.index passes the point's).
 func (w *wordings) put(id wordingID, key, text string, expires time.Time) {
 	e := &worded{id: id, key: key, text: text, expires: expires}
 	if e.cost() > w.budget {

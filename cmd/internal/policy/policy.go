@@ -134,7 +134,7 @@ func apply(base config.Route, o Override) (config.Route, error) {
 	}
 	c := config.Config{Routes: []config.Route{r}}
 	c.Default()
-	if err := c.Validate(); err != nil {
+	if err := c.ValidateRoutes(); err != nil { // the route alone: the rest (the edge's key) was checked at start
 		return r, &InvalidError{Msg: strings.ReplaceAll(err.Error(), "\n", "; ")}
 	}
 	return c.Routes[0], nil

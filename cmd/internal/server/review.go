@@ -42,9 +42,10 @@ import (
 // Protection, beyond the bearer tokens of AdminAuth:
 //
 //   - Cross-site requests: every POST must be same-origin. Browsers send
-//     Sec-Fetch-Site or Origin with a form POST; http.CrossOriginProtection
-//     rejects a cross-origin one, and when neither is sent a Referer that is
-//     present must name this host. A POST without any of them (curl, a
+//     Sec-Fetch-Site or Origin with a form POST; crossSite (the admin API's
+//     check, built on http.CrossOriginProtection) rejects a cross-origin
+//     one, and when neither is sent a Referer that is present must name
+//     this host. A POST without any of them (curl, a
 //     script) is not a browser being tricked and is allowed. This matters on
 //     a loopback listener, where no token is needed and any web page the
 //     operator visits could otherwise post a form to 127.0.0.1:9090.
@@ -77,11 +78,10 @@ var journalFilters = []string{"since", "until", "route", "tenant", "rung", "reas
 
 // review serves the page.
 type review struct {
-	api   AdminAPI
-	page  *template.Template
-	css   template.CSS
-	csp   string
-	cross *http.CrossOriginProtection
+	api  AdminAPI
+	page *template.Template
+	css  template.CSS
+	csp  string
 }
 
 // registerReview adds the operators' review page under /admin/ui (behind
@@ -135,7 +135,6 @@ func newReview(api AdminAPI) (*review, error) {
 		api: api, page: page, css: template.CSS(css),
 		csp: "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'; " +
 			"img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-		cross: http.NewCrossOriginProtection(),
 	}, nil
 }
 
@@ -161,9 +160,9 @@ func (rv *review) guard(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // sameOrigin is the CSRF check of POSTs: Sec-Fetch-Site and Origin through
-// http.CrossOriginProtection, then a Referer when a browser sent only that.
+// crossSite, then a Referer when a browser sent only that.
 func (rv *review) sameOrigin(r *http.Request) error {
-	if err := rv.cross.Check(r); err != nil {
+	if err := crossSite(r); err != nil {
 		return err
 	}
 	if r.Header.Get("Sec-Fetch-Site") != "" || r.Header.Get("Origin") != "" {

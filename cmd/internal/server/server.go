@@ -59,7 +59,17 @@ func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Obse
 			start := time.Now()
 			obs.Begin()
 			p.Serve(c.Response(), c.Request(), table.Route(name))
-			obs.End(name, c.Request().Method, c.Response().Status, time.Since(start))
+			status := c.Response().Status
+			if !c.Response().Committed {
+				// Nothing written: protect aborts the answer when the
+				// client has gone (499, as nginx logs it) and answers 500
+				// otherwise.
+				status = http.StatusInternalServerError
+				if c.Request().Context().Err() != nil {
+					status = statusClientClosed
+				}
+			}
+			obs.End(name, c.Request().Method, status, time.Since(start))
 			return nil
 		}
 		if rt.API == openai.APIModels {
@@ -71,6 +81,10 @@ func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Obse
 	}
 	return e
 }
+
+// statusClientClosed is nginx's status for a request whose client left
+// before the answer: it is recorded, never sent.
+const statusClientClosed = 499
 
 // Readiness reports the state of dependencies for /readyz.
 type Readiness func() map[string]any
@@ -113,11 +127,12 @@ func (e *BadQuery) Error() string { return e.Msg }
 // operator API under /admin.
 //
 // Operator endpoints go through auth: on a listener that is not loopback
-// they need a named bearer token.
+// they need a named bearer token. Their state changes refuse cross-site
+// browser requests (see refuseCrossSite).
 func Admin(metrics http.Handler, ready Readiness, api AdminAPI, auth *AdminAuth, log *slog.Logger) http.Handler {
 	e := newEcho(log)
 	if api != nil {
-		g := e.Group("/admin", auth.middleware())
+		g := e.Group("/admin", auth.middleware(), refuseCrossSite())
 		g.GET("/upstreams", func(c echo.Context) error { return c.JSON(http.StatusOK, api.Upstreams()) })
 		registerReview(g, api)
 		registerPprof(g)
@@ -174,9 +189,15 @@ func Admin(metrics http.Handler, ready Readiness, api AdminAPI, auth *AdminAuth,
 // behind the same token as the rest of /admin: a CPU profile of a loaded
 // replica is how a slow path is found, and the profiles reveal enough of
 // the process (stacks, heap) that they are never on the data port.
+//
+// A trace is written while it is taken (?seconds=N, N > write_timeout
+// allowed), so its answer is a stream for the write deadlines.
 func registerPprof(g *echo.Group) {
 	g.GET("/debug/pprof/profile", echo.WrapHandler(http.HandlerFunc(pprof.Profile)))
-	g.GET("/debug/pprof/trace", echo.WrapHandler(http.HandlerFunc(pprof.Trace)))
+	g.GET("/debug/pprof/trace", echo.WrapHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markStreaming(w)
+		pprof.Trace(w, r)
+	})))
 	for _, name := range []string{"heap", "allocs", "goroutine", "mutex", "block", "threadcreate"} {
 		g.GET("/debug/pprof/"+name, echo.WrapHandler(pprof.Handler(name)))
 	}

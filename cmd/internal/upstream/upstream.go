@@ -74,6 +74,12 @@ func New(cfg Config) (*Client, error) {
 	return &Client{base: u, apiKey: cfg.APIKey, rt: rt}, nil
 }
 
+// ReplacesKey reports whether the client sends the edge's own API key
+// (Config.APIKey) instead of the caller's. When it does not, the caller's
+// key reaches the upstream, and the upstream's answers about that key
+// (429, 401, 403) are the caller's, not the target's.
+func (c *Client) ReplacesKey() bool { return c.apiKey != "" }
+
 // URL returns the upstream URL for path and rawQuery. A base URL that ends in
 // /v1 and a path that starts with /v1/ are joined without repeating /v1.
 func (c *Client) URL(path, rawQuery string) *url.URL {

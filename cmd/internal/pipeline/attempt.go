@@ -1,0 +1,327 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgecache/edgecache/cmd/internal/openai"
+	"github.com/edgecache/edgecache/cmd/internal/upstream"
+	"github.com/edgecache/edgecache/degrade/admission"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// upstreamCall is one attempt: one call to one target for one request, with
+// the timers that bound it and what it has relayed into the shared call so
+// far. It lives for the attempt only; the request's state across attempts
+// is the upstreamRequest.
+type upstreamCall struct {
+	p  *Pipeline
+	c  *call // where the answer goes
+	t  *Target
+	ur *upstreamRequest
+
+	start  time.Time
+	cancel context.CancelFunc // ends the attempt's context
+	// ttft abandons the attempt when its answer has not started by then
+	// (streams) or has not arrived (otherwise).
+	ttft     *time.Timer
+	timedOut atomic.Bool
+	// idle ends a committed stream that stalls for StreamIdleTimeout.
+	idle    *time.Timer
+	stalled atomic.Bool
+
+	o outcome
+}
+
+// admitAttempt takes a slot of t's adaptive concurrency limit for the
+// request's lane (waiting in its priority queue no longer than the
+// deadline allows), makes the attempt, and reports its time to first token
+// and whether it showed overload.
+func (p *Pipeline) admitAttempt(ctx context.Context, c *call, t *Target, ur *upstreamRequest, source string) outcome {
+	a := &upstreamCall{p: p, c: c, t: t, ur: ur}
+	a.o.source = source
+	if t.Concurrency == nil {
+		return a.do(ctx)
+	}
+	rel, err := t.Concurrency.Acquire(ctx, ur.lane, ur.deadline)
+	if err != nil {
+		o := outcome{admission: true, reason: admissionReason(err)}
+		p.m.Shed(ur.lane.String(), o.reason)
+		if ctx.Err() != nil {
+			o.reason = "canceled"
+		}
+		if d, ok := admission.RetryAfter(err); ok {
+			o.retryAfter = d
+		}
+		o.att.Target, o.source = t.Name, source
+		return o
+	}
+	o := a.do(ctx)
+	rel(o.att.TTFT, !overloadSymptom(o))
+	return o
+}
+
+var spanKindClient = trace.WithSpanKind(trace.SpanKindClient)
+
+// do makes the call and, when it yields an answer, relays it into a.c.
+// Failures before the first byte reaches the client are returned for the
+// caller to retry or fail over.
+func (a *upstreamCall) do(ctx context.Context) outcome {
+	p, t, rt := a.p, a.t, a.ur.rt
+	a.start = p.cfg.Now()
+	a.o.att.Target = t.Name
+	end := t.Budget.Begin()
+	defer end()
+	ctx, span := p.cfg.Tracer.Start(ctx, "upstream.attempt", spanKindClient)
+	recording := span.IsRecording() // attributes cost allocations: only for a sampled span
+	if recording {
+		span.SetAttributes(attribute.String("edgecache.upstream.target", t.Name), attribute.String("edgecache.route", rt.Name))
+	}
+	ctx, a.cancel = context.WithCancel(ctx)
+	defer a.cancel()
+	ttft := min(a.ur.deadline.Sub(a.start), p.cfg.Guard.TTFTTimeout)
+	a.ttft = time.AfterFunc(ttft, func() { a.timedOut.Store(true); a.cancel() })
+	defer a.ttft.Stop()
+	a.call(ctx)
+	a.o.att.Duration = p.cfg.Now().Sub(a.start)
+	if a.o.att.Err == "" && a.o.reason != "" {
+		a.o.att.Err = a.o.reason
+	}
+	p.m.UpstreamCall(rt.Name, a.o.att.Status, a.o.reason, a.o.att.Duration)
+	if a.o.att.TTFT > 0 {
+		p.m.TTFT(rt.Name, t.Name, a.o.att.TTFT)
+	}
+	if recording {
+		span.SetAttributes(attribute.Int("http.response.status_code", a.o.att.Status))
+		if a.o.reason != "" {
+			span.SetStatus(codes.Error, a.o.reason)
+		}
+	}
+	span.End()
+	return a.o
+}
+
+// call sends the request and reads the answer into a.o.
+func (a *upstreamCall) call(ctx context.Context) {
+	ur := a.ur
+	resp, err := a.t.Client.Do(ctx, ur.in, ur.rt.upstreamPath(ur.in), requestBody(a.t, ur.body, ur.req))
+	if err != nil {
+		a.fail(ctx, err)
+		return
+	}
+	defer resp.Body.Close()
+	a.o.att.Status = resp.StatusCode
+	resp.Header.Del("Content-Length")
+	if a.o.source != "" && aboutTheKey(resp.StatusCode) {
+		// The upstream's answer about the caller's own key: that caller's,
+		// passed on as it came (Retry-After included), never retried
+		// elsewhere and never held against the target.
+		a.o.retryAfter = parseRetryAfter(resp.Header)
+		a.o.att.RetryAfter = a.o.retryAfter
+		a.readWhole(ctx, resp)
+		a.o.tenantAnswer = a.o.reason == "" // else unreadable: a failure like any other
+		return
+	}
+	if retryableStatus(resp.StatusCode) {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		a.o.reason = "upstream_" + strconv.Itoa(resp.StatusCode)
+		a.o.retryAfter = parseRetryAfter(resp.Header)
+		a.o.att.RetryAfter = a.o.retryAfter
+		return
+	}
+	if a.c.stream && resp.StatusCode == http.StatusOK && isEventStream(resp.Header) {
+		a.relay(ctx, resp)
+		return
+	}
+	a.readWhole(ctx, resp)
+}
+
+// aboutTheKey reports whether an upstream status speaks of the caller's
+// key rather than of the upstream: rate-limited, or not allowed.
+func aboutTheKey(status int) bool {
+	return status == http.StatusTooManyRequests || status == http.StatusUnauthorized || status == http.StatusForbidden
+}
+
+// cacheable reports whether a complete answer in resp may be stored.
+func (a *upstreamCall) cacheable(resp *http.Response) bool {
+	return a.ur.store && resp.StatusCode >= 200 && resp.StatusCode < 300 && !hasDirective(resp.Header, "no-store")
+}
+
+// fail records why the attempt produced no answer: its own timer, the
+// request going away, or the upstream.
+func (a *upstreamCall) fail(ctx context.Context, err error) {
+	var ue *upstream.Error
+	switch {
+	case a.timedOut.Load():
+		a.o.reason = "timeout"
+	case ctx.Err() != nil: // not the timer: every client went away
+		a.o.reason = "canceled"
+	case errors.As(err, &ue) && ue.Kind == upstream.KindDial:
+		a.o.reason = "unreachable"
+	case errors.As(err, &ue) && ue.Kind == upstream.KindTimeout:
+		a.o.reason = "timeout"
+	default:
+		a.o.reason = "upstream_error"
+	}
+	if err != nil {
+		a.o.att.Err = err.Error()
+	}
+}
+
+// readWhole reads a non-streamed answer and hands it to the call whole.
+func (a *upstreamCall) readWhole(ctx context.Context, resp *http.Response) {
+	p, ur := a.p, a.ur
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
+	if err == nil && len(b) > maxAnswerBytes {
+		err = errors.New("upstream answer larger than 64 MiB")
+	}
+	if err != nil {
+		a.fail(ctx, upstream.Classify(ctx, err))
+		return
+	}
+	a.ttft.Stop()
+	a.o.att.TTFT = p.cfg.Now().Sub(a.start)
+	ok2xx := resp.StatusCode >= 200 && resp.StatusCode < 300
+	complete, usage := false, int64(-1)
+	if ur.req != nil && ok2xx {
+		complete, usage = openai.Inspect(ur.req.API, b)
+	}
+	if ok2xx && !complete && ur.req != nil && (ur.req.API == openai.APIChat || ur.req.API == openai.APICompletions) {
+		a.o.reason = "empty_answer" // an empty or unfinished answer is a failure, never a 200
+		return
+	}
+	if a.cacheable(resp) && complete {
+		a.o.stored = p.store(ur.rt, ur.key, ur.q, b)
+	}
+	c := a.c
+	c.mu.Lock()
+	c.status, c.header, c.events = resp.StatusCode, resp.Header, [][]byte{b}
+	c.usage = usage
+	c.mu.Unlock()
+}
+
+// relay reads a streamed answer. Events are held back until the first
+// token arrives, so a stream that fails or is empty before that can still be
+// retried elsewhere; from the first token on they go to the client as they
+// arrive, and a failure then ends the stream with an error event.
+func (a *upstreamCall) relay(ctx context.Context, resp *http.Response) {
+	er := openai.NewEventReader(resp.Body)
+	acc := openai.NewAccumulator(a.ur.req.API)
+	cacheable := a.cacheable(resp)
+	var held [][]byte
+	storedAt := false
+	// The stall timer starts when the stream commits; stop the one in force
+	// at return, or its closure keeps the call (every event relayed) alive
+	// until the idle timeout.
+	defer func() {
+		if a.idle != nil {
+			a.idle.Stop()
+		}
+	}()
+	for {
+		raw, data, err := er.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			a.broken(ctx, err)
+			return
+		}
+		ev := append([]byte(nil), raw...)
+		acc.Add(data)
+		if a.idle != nil { // committed
+			a.idle.Reset(a.p.cfg.StreamIdleTimeout)
+			if acc.Done() && !storedAt {
+				// Store before the client sees [DONE]: its next request,
+				// streamed or not, must find the answer.
+				storedAt = true
+				a.o.stored = a.storeStream(acc, cacheable)
+			}
+			a.c.append(ev)
+			continue
+		}
+		held = append(held, ev)
+		if acc.Broken() && !acc.HasContent() {
+			a.o.reason = "upstream_error" // an error event before any token
+			return
+		}
+		if acc.HasContent() {
+			a.commit(resp, held)
+			held = nil
+		}
+	}
+	a.ended(acc, cacheable, storedAt)
+}
+
+// commit hands the held events to the client once the first token is in:
+// from here only the stall timer bounds the stream (a whole-request timeout
+// must not kill a stream that is flowing), and the attempt can no longer be
+// retried.
+func (a *upstreamCall) commit(resp *http.Response, held [][]byte) {
+	a.ttft.Stop()
+	a.o.att.TTFT = a.p.cfg.Now().Sub(a.start)
+	a.c.setHeader(resp.StatusCode, resp.Header)
+	for _, h := range held {
+		a.c.append(h)
+	}
+	c := a.c
+	a.idle = time.AfterFunc(a.p.cfg.StreamIdleTimeout, func() { a.stalled.Store(true); c.cancel() })
+}
+
+// broken handles a read error in the middle of a stream: before the commit
+// the attempt failed; after it the client's stream is cut.
+func (a *upstreamCall) broken(ctx context.Context, err error) {
+	if a.idle == nil {
+		a.fail(ctx, upstream.Classify(ctx, err))
+		return
+	}
+	if a.stalled.Load() {
+		err = &upstream.Error{Kind: upstream.KindTimeout, Err: errors.New("stream stalled")}
+	}
+	a.o.err = &Failure{Reason: "stream_cut", Status: http.StatusOK}
+	a.o.att.Err = err.Error()
+}
+
+// ended judges a stream that reached its end of file.
+func (a *upstreamCall) ended(acc *openai.Accumulator, cacheable, storedAt bool) {
+	if a.idle == nil { // never committed: no token arrived
+		if acc.Done() {
+			a.o.reason = "empty_answer"
+		} else {
+			a.o.reason = "stream_cut"
+		}
+		return
+	}
+	if err := acc.Err(); err != nil {
+		if !acc.Done() {
+			a.o.err = &Failure{Reason: "stream_cut", Status: http.StatusOK}
+			a.o.att.Err = err.Error()
+		}
+		return // complete but not storable (an error event): passed on as is
+	}
+	if !storedAt {
+		a.o.stored = a.storeStream(acc, cacheable)
+	}
+}
+
+// storeStream records the stream's usage and stores its assembled answer
+// when it is complete.
+func (a *upstreamCall) storeStream(acc *openai.Accumulator, cacheable bool) bool {
+	c := a.c
+	c.mu.Lock()
+	c.usage = acc.TotalTokens()
+	c.mu.Unlock()
+	if !cacheable || acc.Err() != nil {
+		return false
+	}
+	answer, err := acc.Body()
+	ur := a.ur
+	return err == nil && a.p.store(ur.rt, ur.key, ur.q, answer)
+}
