@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,7 +59,12 @@ func TestDefaultsWithoutFile(t *testing.T) {
 	if c.Listen != ":8080" || c.AdminListen != "127.0.0.1:9090" || c.MaxBodyBytes != 8<<20 {
 		t.Errorf("listen defaults: %+v", c)
 	}
-	if len(c.Routes) != 4 || c.Routes[0].Path != "/v1/chat/completions" || c.Routes[0].Cache.Mode != ModeExact || c.Routes[0].Cache.TTL.D() != time.Hour {
+	if !slices.ContainsFunc(c.Routes, func(r Route) bool {
+		return r.Path == "/v1/responses" && r.API == "responses" && r.Cache.Mode == ModeExact
+	}) {
+		t.Errorf("no default responses route: %+v", c.Routes)
+	}
+	if len(c.Routes) != 5 || c.Routes[0].Path != "/v1/chat/completions" || c.Routes[0].Cache.Mode != ModeExact || c.Routes[0].Cache.TTL.D() != time.Hour {
 		t.Errorf("default routes: %+v", c.Routes)
 	}
 	want := Server{ReadHeaderTimeout: Duration(10 * time.Second), ReadTimeout: Duration(30 * time.Second),
