@@ -91,10 +91,10 @@ func (r *Request) ServerState() string {
 // passed on but not stored.
 func inspectResponses(body []byte) (bool, int64) {
 	var r struct {
-		Object string            `json:"object"`
-		Status string            `json:"status"`
-		Error  json.RawMessage   `json:"error"`
-		Output []json.RawMessage `json:"output"`
+		Object string          `json:"object"`
+		Status string          `json:"status"`
+		Error  json.RawMessage `json:"error"`
+		Output []outputItem    `json:"output"`
 		Usage  *struct {
 			TotalTokens *int64 `json:"total_tokens"`
 		} `json:"usage"`
@@ -106,9 +106,46 @@ func inspectResponses(body []byte) (bool, int64) {
 	if r.Usage != nil && r.Usage.TotalTokens != nil {
 		tokens = *r.Usage.TotalTokens
 	}
-	ok := r.Object == "response" && r.Status == "completed" && len(r.Output) > 0 &&
+	ok := r.Object == "response" && r.Status == "completed" && hasOutput(r.Output) &&
 		(len(r.Error) == 0 || bytes.Equal(r.Error, []byte("null")))
 	return ok, tokens
+}
+
+type outputItem struct {
+	Type    string `json:"type"`
+	Content []struct {
+		Text    string `json:"text"`
+		Refusal string `json:"refusal"`
+	} `json:"content"`
+}
+
+// hasOutput reports whether output holds an answer: a message with text
+// or a refusal, or an item other than a message or reasoning (a tool call).
+func hasOutput(out []outputItem) bool {
+	for _, it := range out {
+		switch it.Type {
+		case "reasoning":
+		case "message":
+			for _, c := range it.Content {
+				if strings.TrimSpace(c.Text) != "" || c.Refusal != "" {
+					return true
+				}
+			}
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+// EmptyResponse reports whether a Responses answer says it completed but
+// holds nothing: a failure like an empty chat answer, never a 200.
+func EmptyResponse(body []byte) bool {
+	var r struct {
+		Status string       `json:"status"`
+		Output []outputItem `json:"output"`
+	}
+	return json.Unmarshal(body, &r) == nil && r.Status == "completed" && !hasOutput(r.Output)
 }
 
 // lastUserTextResponses is LastUserText for the Responses API: the input

@@ -16,7 +16,7 @@ import (
 
 // respAcc follows a Responses stream for the Accumulator.
 type respAcc struct {
-	content  bool   // a delta or a finished output item arrived
+	content  bool   // a delta arrived: the first token
 	terminal string // response.completed, response.incomplete or response.failed
 	response []byte // the completed event's response
 	broken   error
@@ -43,8 +43,6 @@ func (a *respAcc) add(data []byte) {
 	case "response.completed", "response.incomplete":
 		a.terminal = ev.Type
 		a.response = append([]byte(nil), ev.Response...)
-	case "response.output_item.done":
-		a.content = true
 	default:
 		if strings.HasSuffix(ev.Type, ".delta") {
 			a.content = true
