@@ -1,0 +1,178 @@
+package app
+
+// The Responses API through edgecache with the official openai-go SDK,
+// unmodified but for its base URL: the same text on a miss and on the
+// following hit in every delivery combination, misses where the request
+// differs, server-side state passed by, errors in the OpenAI shape.
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/responses"
+
+	"github.com/edgecache/edgecache/cmd/internal/llmsim"
+)
+
+const pathResponses = "/v1/responses"
+
+func responsesParams(model, instructions, prompt string) responses.ResponseNewParams {
+	p := responses.ResponseNewParams{
+		Model: model,
+		Input: responses.ResponseNewParamsInputUnion{OfString: openai.String(prompt)},
+	}
+	if instructions != "" {
+		p.Instructions = openai.String(instructions)
+	}
+	return p
+}
+
+// createResponse calls responses.create, streamed or not, and returns the
+// text the SDK assembled and the HTTP response.
+func (e *sdkEnv) createResponse(t *testing.T, p responses.ResponseNewParams, stream bool) (string, *http.Response) {
+	t.Helper()
+	var hr *http.Response
+	if !stream {
+		r, err := e.client.Responses.New(e.ctx, p, option.WithResponseInto(&hr))
+		if err != nil {
+			t.Fatalf("Responses.New: %v", err)
+		}
+		if r.Status != "completed" {
+			t.Errorf("status %q, want completed", r.Status)
+		}
+		return r.OutputText(), hr
+	}
+	s := e.client.Responses.NewStreaming(e.ctx, p, option.WithResponseInto(&hr))
+	var deltas strings.Builder
+	var types []string
+	final := ""
+	for s.Next() {
+		ev := s.Current()
+		types = append(types, ev.Type)
+		switch ev.Type {
+		case "response.output_text.delta":
+			deltas.WriteString(ev.Delta)
+		case "response.completed":
+			final = ev.Response.OutputText()
+		}
+	}
+	if err := s.Err(); err != nil {
+		t.Fatalf("Responses.NewStreaming: %v", err)
+	}
+	want := []string{"response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+		"response.output_text.delta", "response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"}
+	at := 0
+	for _, typ := range types {
+		if at < len(want) && typ == want[at] {
+			at++
+		}
+	}
+	if at != len(want) {
+		t.Errorf("stream events %v, want in order %v", types, want)
+	}
+	if deltas.String() != final {
+		t.Errorf("deltas %q differ from the completed response's text %q", deltas.String(), final)
+	}
+	return final, hr
+}
+
+func TestResponsesSDKGoMissThenHit(t *testing.T) {
+	e := newSDKEnv(t)
+	calls := int64(0)
+	for _, c := range []struct {
+		name            string
+		missSSE, hitSSE bool
+	}{{"json-json", false, false}, {"json-stream", false, true}, {"stream-json", true, false}, {"stream-stream", true, true}} {
+		prompt := uniquePrompt(t, "responses "+c.name)
+		p := responsesParams("gpt-4o-mini", "Answer briefly.", prompt)
+		missText, missResp := e.createResponse(t, p, c.missSSE)
+		calls++
+		wantMiss(t, c.name+" miss", missResp, !c.missSSE)
+		checkAnswerText(t, c.name+" miss", missText, prompt)
+		hitText, hitResp := e.createResponse(t, p, c.hitSSE)
+		wantHit(t, c.name+" hit", hitResp)
+		if hitText != missText {
+			t.Errorf("%s: hit %q, miss %q", c.name, hitText, missText)
+		}
+		e.wantUpstreamCalls(t, pathResponses, calls, c.name)
+		// Another prompt, other instructions, another model: misses.
+		for what, q := range map[string]responses.ResponseNewParams{
+			"another prompt":     responsesParams("gpt-4o-mini", "Answer briefly.", prompt+" too"),
+			"other instructions": responsesParams("gpt-4o-mini", "Answer at length.", prompt),
+			"another model":      responsesParams("gpt-4.1-mini", "Answer briefly.", prompt),
+		} {
+			_, r := e.createResponse(t, q, c.hitSSE)
+			calls++
+			wantMiss(t, c.name+" "+what, r, false)
+		}
+		e.wantUpstreamCalls(t, pathResponses, calls, c.name+" variants")
+	}
+}
+
+func TestResponsesSDKGoServerState(t *testing.T) {
+	e := newSDKEnv(t)
+	p := responsesParams("gpt-4o-mini", "", uniquePrompt(t, "stored"))
+	p.Store = openai.Bool(true)
+	var hr *http.Response
+	r, err := e.client.Responses.New(e.ctx, p, option.WithResponseInto(&hr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.client.Responses.Get(e.ctx, r.ID, responses.ResponseGetParams{})
+	if err != nil || got.OutputText() != r.OutputText() {
+		t.Fatalf("Responses.Get through edgecache: %v (%q, want %q)", err, got.OutputText(), r.OutputText())
+	}
+	next := responsesParams("gpt-4o-mini", "", "and then?")
+	next.PreviousResponseID = openai.String(r.ID)
+	for i := 0; i < 2; i++ {
+		if _, err := e.client.Responses.New(e.ctx, next, option.WithResponseInto(&hr)); err != nil {
+			t.Fatal(err)
+		}
+		if cs := cacheStatus(hr); !strings.Contains(cs, "fwd=bypass; detail=previous_response_id") {
+			t.Errorf("previous_response_id: Cache-Status %q, want a bypass", cs)
+		}
+	}
+	if err := e.client.Responses.Delete(e.ctx, r.ID); err != nil {
+		t.Fatalf("Responses.Delete through edgecache: %v", err)
+	}
+	if _, err := e.client.Responses.Get(e.ctx, r.ID, responses.ResponseGetParams{}); err == nil {
+		t.Fatal("a deleted response is gone")
+	}
+}
+
+func TestResponsesSDKGoErrors(t *testing.T) {
+	e := newSDKEnv(t)
+	var apiErr *openai.Error
+	_, err := e.client.Responses.New(e.ctx, responses.ResponseNewParams{Model: "gpt-4o-mini"})
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest || apiErr.Code != "missing_required_parameter" || apiErr.Type != "invalid_request_error" {
+		t.Fatalf("no input: %v, want a 400 invalid_request_error", err)
+	}
+	calls := e.upstreamCalls(pathResponses)
+	e.sim.Server.SetFault(llmsim.Fault{Status: http.StatusServiceUnavailable, RetryAfter: 7})
+	defer e.sim.Server.ClearFault()
+	for _, stream := range []bool{false, true} {
+		p := responsesParams("gpt-4o-mini", "", uniquePrompt(t, "storm"))
+		var hr *http.Response
+		if stream {
+			s := e.client.Responses.NewStreaming(e.ctx, p, option.WithResponseInto(&hr))
+			for s.Next() {
+			}
+			err = s.Err()
+		} else {
+			_, err = e.client.Responses.New(e.ctx, p, option.WithResponseInto(&hr))
+		}
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusServiceUnavailable || apiErr.Type != "service_unavailable" {
+			t.Fatalf("stream=%v: storm answered %v, want a 503 service_unavailable", stream, err)
+		}
+		if ra := apiErr.Response.Header.Get("Retry-After"); ra == "" || ra == "0" {
+			t.Errorf("stream=%v: Retry-After %q", stream, ra)
+		}
+	}
+	if e.upstreamCalls(pathResponses) == calls {
+		t.Error("the storm never reached the upstream")
+	}
+}
