@@ -6,10 +6,16 @@ package app
 // differs, server-side state passed by, errors in the OpenAI shape.
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -174,5 +180,34 @@ func TestResponsesSDKGoErrors(t *testing.T) {
 	}
 	if e.upstreamCalls(pathResponses) == calls {
 		t.Error("the storm never reached the upstream")
+	}
+}
+
+// TestNodeSDKResponses runs the official Node SDK's responses.create
+// against edgecache (testdata/sdk-node/responses.mjs).
+func TestNodeSDKResponses(t *testing.T) {
+	node, dir := nodeSDK(t)
+	e := newSDKEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "responses.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"EDGECACHE_BASE_URL="+e.data+"/v1",
+		"EDGECACHE_SIM_URL="+e.sim.URL(),
+		"EDGECACHE_EXPECT_WORDS="+strconv.Itoa(sdkAnswerWords))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("node responses.mjs failed (%v):\n%s", err, out.String())
+	}
+	t.Logf("node responses.mjs:\n%s", out.String())
+	if !strings.Contains(out.String(), "all 6 checks passed") {
+		t.Fatalf("node responses.mjs exited 0 without reporting its 6 checks as passed:\n%s", out.String())
+	}
+	// Four misses and three variants in each of the four delivery
+	// combinations; the hits and the bad request never reached the model.
+	if got := e.upstreamCalls(pathResponses); got < 16 {
+		t.Errorf("llmsim received %d requests on %s, want at least 16", got, pathResponses)
 	}
 }
