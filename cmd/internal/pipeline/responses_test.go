@@ -8,9 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgecache/edgecache/cache/semantic"
 	"github.com/edgecache/edgecache/cmd/internal/config"
 	"github.com/edgecache/edgecache/cmd/internal/llmsim"
 	"github.com/edgecache/edgecache/cmd/internal/openai"
+	"github.com/edgecache/edgecache/embed/lexical"
 )
 
 func responsesBody(prompt string, extra ...string) string {
@@ -177,5 +179,47 @@ func TestResponsesServerStateBypasses(t *testing.T) {
 	}
 	if e.upstreamCalls("/v1/responses") != 6 {
 		t.Errorf("upstream calls %d, want 6", e.upstreamCalls("/v1/responses"))
+	}
+}
+
+// The semantic tier and its nearest rung work on the last user turn of a
+// Responses input: during a storm, a similar question gets the stored
+// answer with the notice before it, as JSON and as a replayed stream.
+func TestResponsesNearestRungDiscloses(t *testing.T) {
+	c := nearestCases[0]
+	emb := lexical.New(0)
+	idx, err := semantic.NewEmbedded(semantic.EmbeddedConfig{Dim: emb.Dim()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { idx.Close() })
+	e := newEdge(t, edgeOpts{
+		routes: []config.Route{{Name: "responses", Path: "/v1/responses", Cache: config.CachePolicy{Mode: config.ModeSemantic}}},
+		semantic: &SemanticConfig{Embedder: emb, Index: &searchFailer{Index: idx}, Verifier: pairScorer{{c.similar, c.stored}: 0.82, {c.verified, c.stored}: 0.95},
+			DefaultThreshold: nearestThreshold, MinCosine: func(float32) float32 { return -1 }},
+	})
+	seed := e.post("/v1/responses", responsesBody(c.stored))
+	answer, _ := responsesText(t, seed)
+	e.waitIndexed()
+	// A verified paraphrase, as a list of input items, is a semantic hit.
+	hit := e.post("/v1/responses", `{"model":"sim-1","instructions":"Be brief.","input":[{"role":"user","content":[{"type":"input_text","text":`+quote(c.verified)+`}]}]}`)
+	if got, _ := responsesText(t, hit); got != answer || !strings.Contains(hit.header.Get("Cache-Status"), "detail=semantic") {
+		t.Fatalf("semantic hit: %q %q", hit.header.Get("Cache-Status"), got)
+	}
+	e.sim.Server.SetFault(llmsim.Fault{Status: 503})
+	for _, stream := range []string{`"stream":false`, `"stream":true`} {
+		r := e.post("/v1/responses", responsesBody(c.similar, stream))
+		if r.status != 200 || r.header.Get("X-Edgecache-Degraded") != "semantic-nearest" {
+			t.Fatalf("%s: %d %q %s", stream, r.status, r.header.Get("X-Edgecache-Degraded"), r.body)
+		}
+		if got, _ := responsesText(t, r); !strings.HasPrefix(got, c.opening) || !strings.HasSuffix(got, answer) {
+			t.Errorf("%s: %q, want the notice then %q", stream, got, answer)
+		}
+	}
+	// Other instructions are another context: no semantic match.
+	e.sim.Server.ClearFault()
+	other := e.post("/v1/responses", `{"model":"sim-1","instructions":"Be long.","input":`+quote(c.verified)+`}`)
+	if strings.Contains(other.header.Get("Cache-Status"), "hit") {
+		t.Errorf("other instructions: %q", other.header.Get("Cache-Status"))
 	}
 }
