@@ -32,7 +32,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	for _, r := range c.Routes {
 		byName[r.Name] = r
 	}
-	if len(c.Routes) != 6 || byName["txt2img"].API != "json" || !byName["txt2img"].Cache.Shared {
+	if len(c.Routes) != 7 || byName["responses"].API != "responses" || byName["txt2img"].API != "json" || !byName["txt2img"].Cache.Shared {
 		t.Errorf("routes = %+v", c.Routes)
 	}
 	if byName["embeddings"].Cache.TTL.D() != 24*time.Hour || byName["completions"].Cache.TTL.D() != time.Hour {
