@@ -9,7 +9,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strconv"
@@ -209,5 +211,43 @@ func TestNodeSDKResponses(t *testing.T) {
 	// combinations; the hits and the bad request never reached the model.
 	if got := e.upstreamCalls(pathResponses); got < 16 {
 		t.Errorf("llmsim received %d requests on %s, want at least 16", got, pathResponses)
+	}
+}
+
+// Paths under /v1/responses are passed through as they came: method,
+// path, query and body.
+func TestResponsesSubpathsPassedThrough(t *testing.T) {
+	type seen struct{ method, uri, body string }
+	got := make(chan seen, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- seen{r.Method, r.URL.RequestURI(), string(b)}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"object":"ok"}`)
+	}))
+	defer up.Close()
+	data, _ := startEdgecache(t, up.URL)
+	for _, c := range []seen{
+		{http.MethodPost, "/v1/responses/input_tokens", `{"model":"m","input":"hi"}`},
+		{http.MethodPost, "/v1/responses/resp_1/cancel", ""},
+		{http.MethodGet, "/v1/responses/resp_1/input_items?limit=2", ""},
+		{http.MethodDelete, "/v1/responses/resp_1", ""},
+	} {
+		req, _ := http.NewRequest(c.method, data+c.uri, strings.NewReader(c.body))
+		if c.body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Cache-Status"), "detail=passthrough") {
+			t.Errorf("%s %s: %d %q", c.method, c.uri, resp.StatusCode, resp.Header.Get("Cache-Status"))
+			continue
+		}
+		if s := <-got; s != c {
+			t.Errorf("upstream saw %+v, want %+v", s, c)
+		}
 	}
 }

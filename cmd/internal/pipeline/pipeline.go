@@ -205,7 +205,11 @@ func (p *Pipeline) Close(ctx context.Context) error {
 
 // Serve answers one proxied request for route rt.
 func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
-	if rt.API == openai.APIModels || r.Method == http.MethodGet || storedResponse(rt, r) {
+	if storedResponse(rt, r) {
+		p.passStoredResponse(w, r, rt)
+		return
+	}
+	if rt.API == openai.APIModels || r.Method == http.MethodGet {
 		p.forward(w, r, &pending{rt: rt, usage: -1}, nil, passThrough, "edgecache; fwd=bypass; detail=passthrough")
 		return
 	}
