@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -221,5 +222,37 @@ func TestResponsesNearestRungDiscloses(t *testing.T) {
 	other := e.post("/v1/responses", `{"model":"sim-1","instructions":"Be long.","input":`+quote(c.verified)+`}`)
 	if strings.Contains(other.header.Get("Cache-Status"), "hit") {
 		t.Errorf("other instructions: %q", other.header.Get("Cache-Status"))
+	}
+}
+
+// A Responses stream is relayed event by event: the first delta arrives
+// long before the last one is written.
+func TestResponsesStreamRelayedPerEvent(t *testing.T) {
+	e := newEdge(t, edgeOpts{routes: responsesRoute(time.Hour), sim: llmsim.Config{AnswerTokens: 10, TokensPerSec: 20}})
+	start := time.Now()
+	req, _ := http.NewRequest(http.MethodPost, e.url+"/v1/responses", strings.NewReader(responsesBody("slowly", `"stream":true`)))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	er := openai.NewEventReader(resp.Body)
+	var first time.Duration
+	for {
+		_, data, err := er.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == 0 && strings.Contains(string(data), `"response.output_text.delta"`) {
+			first = time.Since(start)
+		}
+	}
+	total := time.Since(start)
+	if first == 0 || total < 400*time.Millisecond || first > total/2 {
+		t.Errorf("first delta after %v, stream over after %v: buffered", first, total)
 	}
 }
