@@ -22,24 +22,27 @@ const (
 )
 
 // Scenarios lists the scenarios in run order.
-var Scenarios = []string{ScenarioCeiling, ScenarioHit, ScenarioDirect, ScenarioPassthrough, ScenarioSemantic, ScenarioProxy}
+var Scenarios = []string{ScenarioCeiling, ScenarioHit, ScenarioDirect, ScenarioPassthrough, ScenarioSemantic, ScenarioProxy,
+	ScenarioResponsesHit}
 
 // scenarioLabel is the first column of the table.
 var scenarioLabel = map[string]string{
-	ScenarioCeiling:     "(a) ceiling: net/http, same bytes",
-	ScenarioHit:         "(b) edgecache exact L1 hit",
-	ScenarioDirect:      "(c) llmsim direct",
-	ScenarioPassthrough: "(d) edgecache pass-through (no-store)",
-	ScenarioSemantic:    "(e) edgecache semantic hit (remote embedder → llmsim)",
-	ScenarioProxy:       "(f) reference: minimal net/http proxy → llmsim",
+	ScenarioCeiling:      "(a) ceiling: net/http, same bytes",
+	ScenarioHit:          "(b) edgecache exact L1 hit",
+	ScenarioDirect:       "(c) llmsim direct",
+	ScenarioPassthrough:  "(d) edgecache pass-through (no-store)",
+	ScenarioSemantic:     "(e) edgecache semantic hit (remote embedder → llmsim)",
+	ScenarioProxy:        "(f) reference: minimal net/http proxy → llmsim",
+	ScenarioResponsesHit: "(g) edgecache exact L1 hit, Responses API",
 }
 
 // scenarioLetter is the letter of the scenario in the issue.
 var scenarioLetter = map[string]string{ScenarioCeiling: "a", ScenarioHit: "b", ScenarioDirect: "c", ScenarioPassthrough: "d",
-	ScenarioSemantic: "e", ScenarioProxy: "f"}
+	ScenarioSemantic: "e", ScenarioProxy: "f", ScenarioResponsesHit: "g"}
 
 // baseOf names the scenario a row's ratio is taken against.
-var baseOf = map[string]string{ScenarioHit: ScenarioCeiling, ScenarioPassthrough: ScenarioDirect, ScenarioProxy: ScenarioDirect}
+var baseOf = map[string]string{ScenarioHit: ScenarioCeiling, ScenarioPassthrough: ScenarioDirect, ScenarioProxy: ScenarioDirect,
+	ScenarioResponsesHit: ScenarioHit}
 
 // Target thresholds from the issue.
 const (
@@ -174,7 +177,7 @@ func ComputeTargets(rs []Result, conns []int) []Target {
 				Unit: "req/s", Known: ok, Pass: ok && r.RequestsPerSec >= MinSemanticRPS})
 		}
 	}
-	return ts
+	return append(ts, responsesTargets(rs, conns)...)
 }
 
 func hasScenario(rs []Result, scenario string) bool {

@@ -87,6 +87,8 @@ Measures, with wrk pinned to CPU 0 and the server under test to CPU 1:
       stored, then each request asks one in a random letter case
   (f) reference for (d): "edgebench proxy", a minimal net/http reverse proxy
       in edgecache's place, llmsim on CPU 0
+  (g) exact L1 hits of the Responses API (POST /v1/responses) through
+      edgecache, as (b); within 10 % of (b)
 at each connection count, and prints a Markdown table with the targets
 (ratios; semantic hits ≥ 2,500 req/s).
 Needs wrk and taskset in PATH and the binaries in --bin; installs and builds
@@ -247,6 +249,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		{ScenarioPassthrough, r.scenarioPassthrough},
 		{ScenarioSemantic, r.scenarioSemantic},
 		{ScenarioProxy, r.scenarioProxy},
+		{ScenarioResponsesHit, r.scenarioResponsesHit},
 	} {
 		if ctx.Err() != nil {
 			break

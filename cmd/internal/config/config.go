@@ -425,7 +425,8 @@ type Route struct {
 	// share an answer).
 	Path string `yaml:"path"`
 	// API is how requests are understood: chat, completions, embeddings,
-	// models (GET, passed through) or json (any JSON POST, exact cache, no
+	// responses (the Responses API; GET/DELETE/POST under Path/{id} passed
+	// through), models (GET, passed through) or json (any JSON POST, exact cache, no
 	// streaming). Empty → derived from Path for the OpenAI paths, else json.
 	API string `yaml:"api"`
 	// UpstreamPath is the path called upstream. Empty → Path. It may use
@@ -712,6 +713,7 @@ func DefaultRoutes() []Route {
 		{Name: "chat", Path: "/v1/chat/completions"},
 		{Name: "completions", Path: "/v1/completions"},
 		{Name: "embeddings", Path: "/v1/embeddings"},
+		{Name: "responses", Path: "/v1/responses"},
 		{Name: "models", Path: "/v1/models"},
 	}
 }
@@ -897,6 +899,8 @@ func apiForPath(p string) string {
 		return "completions"
 	case strings.HasSuffix(p, "/embeddings"):
 		return "embeddings"
+	case strings.HasSuffix(p, "/responses"):
+		return "responses"
 	}
 	return "json"
 }
@@ -1157,15 +1161,15 @@ func (c *Config) validateRoutes(bad func(format string, args ...any)) {
 			bad("%s: a models route cannot have path parameters", where)
 		}
 		switch r.API {
-		case "chat", "completions", "embeddings", "models", "json":
+		case "chat", "completions", "embeddings", "models", "json", "responses":
 		default:
-			bad("%s: api %q: want chat, completions, embeddings, models or json", where, r.API)
+			bad("%s: api %q: want chat, completions, embeddings, models, responses or json", where, r.API)
 		}
 		switch r.Cache.Mode {
 		case ModeOff, ModeExact:
 		case ModeSemantic:
-			if r.API != "chat" {
-				bad("%s: cache.mode semantic needs a chat route (api: chat)", where)
+			if r.API != "chat" && r.API != "responses" {
+				bad("%s: cache.mode semantic needs a chat or responses route (api: chat or responses)", where)
 			}
 		default:
 			bad("%s: cache.mode %q: want off, exact or semantic", where, r.Cache.Mode)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +32,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	for _, r := range c.Routes {
 		byName[r.Name] = r
 	}
-	if len(c.Routes) != 6 || byName["txt2img"].API != "json" || !byName["txt2img"].Cache.Shared {
+	if len(c.Routes) != 7 || byName["responses"].API != "responses" || byName["txt2img"].API != "json" || !byName["txt2img"].Cache.Shared {
 		t.Errorf("routes = %+v", c.Routes)
 	}
 	if byName["embeddings"].Cache.TTL.D() != 24*time.Hour || byName["completions"].Cache.TTL.D() != time.Hour {
@@ -62,7 +63,12 @@ func TestDefaultsWithoutFile(t *testing.T) {
 	if c.Listen != ":8080" || c.AdminListen != "127.0.0.1:9090" || c.MaxBodyBytes != 8<<20 {
 		t.Errorf("listen defaults: %+v", c)
 	}
-	if len(c.Routes) != 4 || c.Routes[0].Path != "/v1/chat/completions" || c.Routes[0].Cache.Mode != ModeExact || c.Routes[0].Cache.TTL.D() != time.Hour {
+	if !slices.ContainsFunc(c.Routes, func(r Route) bool {
+		return r.Path == "/v1/responses" && r.API == "responses" && r.Cache.Mode == ModeExact
+	}) {
+		t.Errorf("no default responses route: %+v", c.Routes)
+	}
+	if len(c.Routes) != 5 || c.Routes[0].Path != "/v1/chat/completions" || c.Routes[0].Cache.Mode != ModeExact || c.Routes[0].Cache.TTL.D() != time.Hour {
 		t.Errorf("default routes: %+v", c.Routes)
 	}
 	want := Server{ReadHeaderTimeout: Duration(10 * time.Second), ReadTimeout: Duration(30 * time.Second),

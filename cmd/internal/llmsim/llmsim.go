@@ -119,6 +119,7 @@ type Server struct {
 	counts   [numRoutes]atomic.Int64
 	inFlight atomic.Int64 // admitted generation requests
 	created  int64        // "created" of /v1/models entries
+	stored   sync.Map     // response id → its JSON, for GET /v1/responses/{id} (responses.go)
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -191,6 +192,7 @@ const (
 	routeCompletions
 	routeEmbeddings
 	routeModels
+	routeResponses // POST /v1/responses; GET and DELETE /v1/responses/{id}
 	numRoutes
 )
 
@@ -199,6 +201,7 @@ var routePaths = [numRoutes]string{
 	routeCompletions: "/v1/completions",
 	routeEmbeddings:  "/v1/embeddings",
 	routeModels:      "/v1/models",
+	routeResponses:   "/v1/responses",
 }
 
 func routeOf(path string) route {
@@ -214,6 +217,11 @@ func routeOf(path string) route {
 		return routeEmbeddings
 	case "/v1/models":
 		return routeModels
+	case "/v1/responses":
+		return routeResponses
+	}
+	if strings.HasPrefix(path, "/v1/responses/") {
+		return routeResponses
 	}
 	return routeNone
 }
@@ -259,6 +267,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveModels(w)
 		return
 	}
+	if rt == routeResponses && r.URL.Path != "/v1/responses" {
+		s.serveStoredResponse(w, r)
+		return
+	}
 	if r.Method != http.MethodPost {
 		writeMethodNotAllowed(w, r, http.MethodPost)
 		return
@@ -302,6 +314,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, rt route) {
 
 	if rt == routeEmbeddings {
 		s.serveEmbeddings(w, body.Bytes(), cfg, f, deploymentOf(r.URL.Path))
+		return
+	}
+	if rt == routeResponses {
+		s.serveResponses(w, r, body.Bytes(), cfg, f)
 		return
 	}
 	s.serveGeneration(w, r, rt, body.Bytes(), cfg, f)

@@ -15,6 +15,9 @@ func Inspect(api API, body []byte) (complete bool, totalTokens int64) {
 	if !utf8.Valid(body) {
 		return false, -1
 	}
+	if api == APIResponses {
+		return inspectResponses(body)
+	}
 	s := scanner{parser: parser{b: body}}
 	s.skipSpace()
 	if s.i >= len(s.b) || s.b[s.i] != '{' {

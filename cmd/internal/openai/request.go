@@ -88,6 +88,10 @@ func ParseRequestFor(api API, body []byte, modelOptional bool) (*Request, error)
 		if err := checkMessages(v); err != nil {
 			return nil, err
 		}
+	case APIResponses:
+		if err := checkResponses(v); err != nil {
+			return nil, err
+		}
 	case APIEmbeddings:
 		in, ok := v.Get("input")
 		if !ok {
@@ -224,7 +228,7 @@ func (r *Request) WithModel(model string) ([]byte, error) {
 func EstimateTokens(r *Request, bodyLen int) int64 {
 	est := int64(bodyLen/4) + 1
 	out := int64(256)
-	for _, name := range []string{"max_completion_tokens", "max_tokens"} {
+	for _, name := range []string{"max_completion_tokens", "max_tokens", "max_output_tokens"} {
 		if v, ok := r.Body.Get(name); ok {
 			if n, ok := v.Int(); ok && n > 0 {
 				out = n

@@ -9,6 +9,9 @@ import "strings"
 // message from another role (a tool result, an assistant prefill), images or
 // audio in the last turn, or an empty text.
 func (r *Request) LastUserText() (text string, ok bool) {
+	if r.API == APIResponses {
+		return r.lastUserTextResponses()
+	}
 	if r.API != APIChat {
 		return "", false
 	}
@@ -53,6 +56,9 @@ func (r *Request) LastUserText() (text string, ok bool) {
 // requests that agree here may be matched semantically on that content.
 // Call it only when LastUserText reported ok.
 func (r *Request) AppendContextMaterial(dst []byte) []byte {
+	if r.API == APIResponses {
+		return r.appendContextResponses(dst)
+	}
 	dst = append(dst, '{')
 	first := true
 	for _, m := range r.Body.Members() {

@@ -21,6 +21,7 @@ type Accumulator struct {
 	usage   *Usage
 	done    bool // saw data: [DONE]
 	broken  error
+	resp    *respAcc // the Responses API (responses_stream.go)
 }
 
 type accChoice struct {
@@ -35,10 +36,19 @@ type accChoice struct {
 }
 
 // NewAccumulator starts assembling a stream of api (chat or completions).
-func NewAccumulator(api API) *Accumulator { return &Accumulator{api: api} }
+func NewAccumulator(api API) *Accumulator {
+	if api == APIResponses {
+		return &Accumulator{api: api, resp: &respAcc{}}
+	}
+	return &Accumulator{api: api}
+}
 
 // Add consumes one event's data payload.
 func (a *Accumulator) Add(data []byte) {
+	if a.resp != nil {
+		a.resp.add(data)
+		return
+	}
 	if a.broken != nil || len(data) == 0 {
 		return
 	}
@@ -124,12 +134,15 @@ func (a *Accumulator) choice(index int) *accChoice {
 }
 
 // Done reports whether the stream ended with [DONE].
-func (a *Accumulator) Done() bool { return a.done }
+func (a *Accumulator) Done() bool { return a.done || a.resp != nil && a.resp.terminal != "" }
 
 // Err returns why the stream cannot be stored: a malformed chunk, an error
 // event, a missing [DONE] or finish reason, or an empty answer. Nil means the
 // stream is complete and Body may be cached.
 func (a *Accumulator) Err() error {
+	if a.resp != nil {
+		return a.resp.err()
+	}
 	switch {
 	case a.broken != nil:
 		return a.broken
@@ -151,6 +164,9 @@ func (a *Accumulator) Err() error {
 
 // Body returns the assembled non-streamed response.
 func (a *Accumulator) Body() ([]byte, error) {
+	if a.resp != nil {
+		return a.resp.response, a.resp.err()
+	}
 	r := a.meta
 	r.Usage = a.usage
 	cs := slices.Clone(a.choices)
@@ -219,6 +235,9 @@ type replayChunk struct {
 // choice, a usage chunk when includeUsage is set, and data: [DONE]. flush is
 // called after every event.
 func WriteStream(w io.Writer, flush func(), api API, body []byte, includeUsage bool) error {
+	if api == APIResponses {
+		return writeResponsesStream(w, flush, body)
+	}
 	var r Response
 	if err := json.Unmarshal(body, &r); err != nil {
 		return fmt.Errorf("replay stored answer: %w", err)
@@ -322,6 +341,9 @@ func WriteErrorEvent(w io.Writer, e ErrorBody) error {
 // HasContent reports whether any choice has received text, content, a
 // refusal or a tool call yet: the first token of the answer.
 func (a *Accumulator) HasContent() bool {
+	if a.resp != nil {
+		return a.resp.content
+	}
 	for _, c := range a.choices {
 		if c.content.Len() > 0 || c.text.Len() > 0 || c.refusal.Len() > 0 || len(c.tools) > 0 {
 			return true
@@ -332,10 +354,13 @@ func (a *Accumulator) HasContent() bool {
 
 // Broken reports whether the stream carried an error event or a malformed
 // chunk.
-func (a *Accumulator) Broken() bool { return a.broken != nil }
+func (a *Accumulator) Broken() bool { return a.broken != nil || a.resp != nil && a.resp.broken != nil }
 
 // TotalTokens is the usage the stream reported (include_usage), or -1.
 func (a *Accumulator) TotalTokens() int64 {
+	if a.resp != nil {
+		return a.resp.totalTokens()
+	}
 	if a.usage == nil {
 		return -1
 	}

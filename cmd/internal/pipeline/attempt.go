@@ -193,7 +193,8 @@ func (a *upstreamCall) readWhole(ctx context.Context, resp *http.Response) {
 	if ur.req != nil && ok2xx {
 		complete, usage = openai.Inspect(ur.req.API, b)
 	}
-	if ok2xx && !complete && ur.req != nil && (ur.req.API == openai.APIChat || ur.req.API == openai.APICompletions) {
+	if ok2xx && !complete && ur.req != nil && (ur.req.API == openai.APIChat || ur.req.API == openai.APICompletions ||
+		ur.req.API == openai.APIResponses && openai.EmptyResponse(b)) {
 		a.o.reason = "empty_answer" // an empty or unfinished answer is a failure, never a 200
 		return
 	}

@@ -216,6 +216,10 @@ func (p *Pipeline) Close(ctx context.Context) error {
 
 // Serve answers one proxied request for route rt.
 func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
+	if storedResponse(rt, r) {
+		p.passStoredResponse(w, r, rt)
+		return
+	}
 	if rt.API == openai.APIModels || r.Method == http.MethodGet {
 		p.forward(w, r, &pending{rt: rt, usage: -1}, nil, passThrough, "edgecache; fwd=bypass; detail=passthrough")
 		return
@@ -332,6 +336,8 @@ func (p *Pipeline) bypass(rt *Route, r *http.Request, req *openai.Request) strin
 	switch {
 	case !rt.Cache || p.cfg.Cache == nil:
 		return "off"
+	case req.ServerState() != "":
+		return req.ServerState() // Responses: server-side state (pipeline/responses.go)
 	case hasDirective(r.Header, "no-store"):
 		return "no-store"
 	case req.Temperature != nil && *req.Temperature > rt.MaxTemperature:
@@ -633,8 +639,7 @@ func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, ca
 		if v.done {
 			pd.usage = v.usage
 			if v.err != nil && wrote && c.stream {
-				_ = openai.WriteErrorEvent(w, openai.NewError(openai.TypeServer, "stream_interrupted", "",
-					"The model's stream was interrupted before the answer was complete. The partial answer above is incomplete; retry the request."))
+				writeStreamError(w, pd.req, next)
 				_ = rc.Flush()
 				f, _ := v.err.(*Failure)
 				p.journal(r, pd, "stream-truncated", f, http.StatusOK, 0, func(d *Degraded) { d.BytesStreamed = sent })
@@ -647,6 +652,17 @@ func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, ca
 			return
 		}
 	}
+}
+
+// writeStreamError ends a stream cut after its first token with the error
+// event of the request's API; n is the number of events relayed.
+func writeStreamError(w io.Writer, req *openai.Request, n int) {
+	const msg = "The model's stream was interrupted before the answer was complete. The partial answer above is incomplete; retry the request."
+	if req != nil && req.API == openai.APIResponses {
+		_ = openai.WriteResponsesErrorEvent(w, n, "stream_interrupted", msg)
+		return
+	}
+	_ = openai.WriteErrorEvent(w, openai.NewError(openai.TypeServer, "stream_interrupted", "", msg))
 }
 
 func isEventStream(h http.Header) bool {

@@ -127,7 +127,7 @@ func (rt *Route) matches(path string) bool {
 // {name} segments replaced by the segments r's path has there.
 func (rt *Route) upstreamPath(r *http.Request) string {
 	if rt.path == nil {
-		return rt.UpstreamPath
+		return rt.UpstreamPath + subPath(rt, r)
 	}
 	got := strings.Split(r.URL.Path, "/")
 	out := slices.Clone(rt.upstream)

@@ -75,6 +75,9 @@ func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Obse
 		if rt.API == openai.APIModels {
 			e.GET(rt.Path, h)
 			e.GET(rt.Path+"/:model", h)
+		} else if rt.API == openai.APIResponses {
+			e.POST(echoPath(rt.Path), h)
+			e.Match([]string{http.MethodGet, http.MethodDelete, http.MethodPost}, echoPath(rt.Path)+"/*", h) // /{id}, /{id}/cancel, /{id}/input_items
 		} else {
 			e.POST(echoPath(rt.Path), h)
 		}
