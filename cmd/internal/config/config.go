@@ -680,6 +680,8 @@ func DefaultRoutes() []Route {
 		{Name: "completions", Path: "/v1/completions"},
 		{Name: "embeddings", Path: "/v1/embeddings"},
 		{Name: "models", Path: "/v1/models"},
+		{Name: "messages", Path: "/v1/messages"},
+		{Name: "messages_count_tokens", Path: "/v1/messages/count_tokens", Cache: CachePolicy{Mode: ModeOff}},
 	}
 }
 
@@ -864,6 +866,8 @@ func apiForPath(p string) string {
 		return "completions"
 	case strings.HasSuffix(p, "/embeddings"):
 		return "embeddings"
+	case strings.HasSuffix(p, "/messages"):
+		return "anthropic"
 	}
 	return "json"
 }
@@ -1124,15 +1128,15 @@ func (c *Config) validateRoutes(bad func(format string, args ...any)) {
 			bad("%s: a models route cannot have path parameters", where)
 		}
 		switch r.API {
-		case "chat", "completions", "embeddings", "models", "json":
+		case "chat", "completions", "embeddings", "models", "json", "anthropic":
 		default:
-			bad("%s: api %q: want chat, completions, embeddings, models or json", where, r.API)
+			bad("%s: api %q: want chat, completions, embeddings, models, anthropic or json", where, r.API)
 		}
 		switch r.Cache.Mode {
 		case ModeOff, ModeExact:
 		case ModeSemantic:
-			if r.API != "chat" {
-				bad("%s: cache.mode semantic needs a chat route (api: chat)", where)
+			if r.API != "chat" && r.API != "anthropic" {
+				bad("%s: cache.mode semantic needs a chat or anthropic route (api: chat or anthropic)", where)
 			}
 		default:
 			bad("%s: cache.mode %q: want off, exact or semantic", where, r.Cache.Mode)

@@ -58,7 +58,10 @@ func TestDefaultsWithoutFile(t *testing.T) {
 	if c.Listen != ":8080" || c.AdminListen != "127.0.0.1:9090" || c.MaxBodyBytes != 8<<20 {
 		t.Errorf("listen defaults: %+v", c)
 	}
-	if len(c.Routes) != 4 || c.Routes[0].Path != "/v1/chat/completions" || c.Routes[0].Cache.Mode != ModeExact || c.Routes[0].Cache.TTL.D() != time.Hour {
+	if n := len(c.Routes); n != 6 || c.Routes[4].API != "anthropic" || c.Routes[5].Path != "/v1/messages/count_tokens" || c.Routes[5].Cache.Mode != ModeOff {
+		t.Errorf("default Anthropic routes: %+v", c.Routes)
+	}
+	if len(c.Routes) < 4 || c.Routes[0].Path != "/v1/chat/completions" || c.Routes[0].Cache.Mode != ModeExact || c.Routes[0].Cache.TTL.D() != time.Hour {
 		t.Errorf("default routes: %+v", c.Routes)
 	}
 	want := Server{ReadHeaderTimeout: Duration(10 * time.Second), ReadTimeout: Duration(30 * time.Second),

@@ -9,7 +9,7 @@ import "strings"
 // message from another role (a tool result, an assistant prefill), images or
 // audio in the last turn, or an empty text.
 func (r *Request) LastUserText() (text string, ok bool) {
-	if r.API != APIChat {
+	if r.API != APIChat && r.API != APIAnthropic {
 		return "", false
 	}
 	msgs, _ := r.Body.Get("messages")

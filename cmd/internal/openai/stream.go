@@ -219,6 +219,9 @@ type replayChunk struct {
 // choice, a usage chunk when includeUsage is set, and data: [DONE]. flush is
 // called after every event.
 func WriteStream(w io.Writer, flush func(), api API, body []byte, includeUsage bool) error {
+	if api == APIAnthropic {
+		return writeAnthropicStream(w, flush, body)
+	}
 	var r Response
 	if err := json.Unmarshal(body, &r); err != nil {
 		return fmt.Errorf("replay stored answer: %w", err)
@@ -315,6 +318,9 @@ func writeEvent(w io.Writer, data []byte) error {
 // shape the OpenAI SDKs raise as an error, instead of pretending the answer
 // was complete.
 func WriteErrorEvent(w io.Writer, e ErrorBody) error {
+	if shapeOf(w) == APIAnthropic {
+		return writeAnthropicErrorEvent(w, e)
+	}
 	b, _ := json.Marshal(e) // plain strings: cannot fail
 	return writeEvent(w, b)
 }

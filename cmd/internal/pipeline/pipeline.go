@@ -205,6 +205,7 @@ func (p *Pipeline) Close(ctx context.Context) error {
 
 // Serve answers one proxied request for route rt.
 func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
+	w = errorShape(w, rt)
 	if rt.API == openai.APIModels || r.Method == http.MethodGet {
 		p.forward(w, r, &pending{rt: rt, usage: -1}, nil, passThrough, "edgecache; fwd=bypass; detail=passthrough")
 		return
