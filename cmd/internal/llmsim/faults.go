@@ -109,6 +109,7 @@ func (s *Server) SetFault(f Fault) {
 		pf.affects[routeChat] = true
 		pf.affects[routeCompletions] = true
 		pf.affects[routeEmbeddings] = true
+		pf.affects[routeMessages] = true
 	}
 	for _, p := range f.Paths {
 		if rt := routeOf(p); rt != routeModels {

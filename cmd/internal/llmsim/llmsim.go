@@ -190,6 +190,8 @@ const (
 	routeCompletions
 	routeEmbeddings
 	routeModels
+	routeMessages
+	routeCountTokens
 	numRoutes
 )
 
@@ -198,6 +200,8 @@ var routePaths = [numRoutes]string{
 	routeCompletions: "/v1/completions",
 	routeEmbeddings:  "/v1/embeddings",
 	routeModels:      "/v1/models",
+	routeMessages:    "/v1/messages",
+	routeCountTokens: "/v1/messages/count_tokens",
 }
 
 func routeOf(path string) route {
@@ -213,6 +217,10 @@ func routeOf(path string) route {
 		return routeEmbeddings
 	case "/v1/models":
 		return routeModels
+	case "/v1/messages":
+		return routeMessages
+	case "/v1/messages/count_tokens":
+		return routeCountTokens
 	}
 	return routeNone
 }
@@ -299,6 +307,14 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, rt route) {
 		return
 	}
 
+	switch rt {
+	case routeMessages:
+		s.serveMessages(w, r, body.Bytes(), cfg, f)
+		return
+	case routeCountTokens:
+		s.serveCountTokens(w, body.Bytes())
+		return
+	}
 	if rt == routeEmbeddings {
 		s.serveEmbeddings(w, body.Bytes(), cfg, f, deploymentOf(r.URL.Path))
 		return
