@@ -7,7 +7,10 @@ package pipeline
 // Anthropic's shape.
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
+	"time"
 
 	"github.com/edgecache/edgecache/cmd/internal/openai"
 )
@@ -29,4 +32,23 @@ func errorShape(w http.ResponseWriter, rt *Route) http.ResponseWriter {
 		return shapedWriter{ResponseWriter: w, api: rt.API}
 	}
 	return w
+}
+
+// syntheticAnswer renders a template in the request's API shape.
+func syntheticAnswer(req *openai.Request, id, text string, now time.Time) []byte {
+	if req.API == openai.APIAnthropic {
+		sum := sha256.Sum256([]byte(id + "\x00" + text))
+		return openai.SyntheticAnthropic(req.Model, hex.EncodeToString(sum[:8]), text)
+	}
+	return syntheticChat(req.Model, id, text, now)
+}
+
+// discloseAnthropic writes the semantic-nearest notice before the text of
+// a stored Messages answer.
+func discloseAnthropic(body []byte, notice string) ([]byte, error) {
+	b, ok := openai.DiscloseAnthropic(body, notice)
+	if !ok {
+		return nil, errNotDisclosable
+	}
+	return b, nil
 }

@@ -143,6 +143,9 @@ var errNotDisclosable = errors.New("stored answer cannot carry the semantic-near
 // choices[i].text for completions. Other fields are kept as stored; body
 // is not modified.
 func discloseNearest(api openai.API, body []byte, notice string) ([]byte, error) {
+	if api == openai.APIAnthropic {
+		return discloseAnthropic(body, notice)
+	}
 	if api != openai.APIChat && api != openai.APICompletions {
 		return nil, errNotDisclosable
 	}
