@@ -244,6 +244,9 @@ func deploymentOf(path string) string {
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt := routeOf(r.URL.Path)
+	if rt == routeNone && s.serveModel(w, r) {
+		return
+	}
 	if rt == routeNone {
 		switch r.URL.Path {
 		case "/_sim/faults":

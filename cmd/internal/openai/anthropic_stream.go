@@ -22,8 +22,11 @@ type StreamAccumulator interface {
 
 // NewStreamAccumulator returns the accumulator for api's streams.
 func NewStreamAccumulator(api API) StreamAccumulator {
-	if api == APIAnthropic {
+	switch api {
+	case APIAnthropic:
 		return &AnthropicAccumulator{}
+	case APIJSON:
+		return &passAccumulator{}
 	}
 	return NewAccumulator(api)
 }

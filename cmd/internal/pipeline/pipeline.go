@@ -255,8 +255,8 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		}
 		return
 	}
-	if rt.API == openai.APIJSON || rt.API == openai.APIEmbeddings {
-		req.Stream = false // never streamed: the upstream answers JSON
+	if rt.API == openai.APIJSON {
+		req.Stream = req.StreamRequested() // relayed, never stored (bypass)
 	}
 	adm, ok := p.admit(w, r, rt, req, len(body), c)
 	if !ok {
@@ -327,6 +327,8 @@ func (p *Pipeline) bypass(rt *Route, r *http.Request, req *openai.Request) strin
 		return "temperature"
 	case req.N > 1 && !rt.AllowN:
 		return "n"
+	case req.Stream && req.API == openai.APIJSON:
+		return "stream" // events of an unknown format: completeness cannot be judged
 	}
 	return ""
 }

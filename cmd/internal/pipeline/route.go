@@ -94,6 +94,9 @@ func (rt *Route) matches(path string) bool {
 // {name} segments replaced by the segments r's path has there.
 func (rt *Route) upstreamPath(r *http.Request) string {
 	if rt.path == nil {
+		if rest, ok := strings.CutPrefix(r.URL.Path, rt.Path); ok && rt.API == openai.APIModels && len(rest) > 1 && rest[0] == '/' {
+			return rt.UpstreamPath + rest // GET /v1/models/{id}: the one model
+		}
 		return rt.UpstreamPath
 	}
 	got := strings.Split(r.URL.Path, "/")
