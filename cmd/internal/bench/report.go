@@ -174,7 +174,7 @@ func ComputeTargets(rs []Result, conns []int) []Target {
 				Unit: "req/s", Known: ok, Pass: ok && r.RequestsPerSec >= MinSemanticRPS})
 		}
 	}
-	return ts
+	return append(ts, messagesTargets(rs, conns)...)
 }
 
 func hasScenario(rs []Result, scenario string) bool {
