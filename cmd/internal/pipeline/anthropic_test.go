@@ -3,7 +3,10 @@ package pipeline
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -119,5 +122,38 @@ func TestAnthropicKeys(t *testing.T) {
 	}
 	if got := calls(); got != 4 {
 		t.Errorf("%d upstream calls, want 4", got)
+	}
+}
+
+// TestAnthropicEdgeKeyReplacesXAPIKey: with the edge's own upstream key,
+// the client's x-api-key never reaches the upstream (private and shared
+// routes).
+func TestAnthropicEdgeKeyReplacesXAPIKey(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("X-Api-Key")+"|"+r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}`))
+	}))
+	defer up.Close()
+	shared := true
+	e := newEdge(t, edgeOpts{simURL: up.URL, apiKey: "sk-edge", routes: []config.Route{
+		{Name: "messages", Path: "/v1/messages"},
+		{Name: "shared", Path: "/shared/v1/messages", UpstreamPath: "/v1/messages", API: "anthropic", Cache: config.CachePolicy{Shared: shared}},
+	}})
+	for _, path := range []string{"/v1/messages", "/shared/v1/messages"} {
+		if r := e.post(path, messages("key check "+path), "x-api-key", "sk-ant-client"); r.status != 200 {
+			t.Fatalf("%s: %d %s", path, r.status, r.body)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range seen {
+		if strings.Contains(s, "sk-ant-client") || !strings.HasPrefix(s, "sk-edge|") {
+			t.Errorf("upstream saw x-api-key|authorization %q, want the edge's key only", s)
+		}
 	}
 }

@@ -94,6 +94,9 @@ func sharedHeader(h http.Header, forward []string, hasBody bool) http.Header {
 	if h.Get("Api-Key") != "" {
 		out["Api-Key"] = []string{edgeKeyPlaceholder}
 	}
+	if h.Get("X-Api-Key") != "" { // Anthropic's header style, kept the same way
+		out["X-Api-Key"] = []string{edgeKeyPlaceholder}
+	}
 	return out
 }
 
