@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgecache/edgecache/cache/semantic"
 	"github.com/edgecache/edgecache/cmd/internal/config"
 	"github.com/edgecache/edgecache/cmd/internal/llmsim"
 	"github.com/edgecache/edgecache/cmd/internal/openai"
+	"github.com/edgecache/edgecache/embed/lexical"
 )
 
 func messages(prompt string, extra ...string) string {
@@ -155,5 +157,46 @@ func TestAnthropicEdgeKeyReplacesXAPIKey(t *testing.T) {
 		if strings.Contains(s, "sk-ant-client") || !strings.HasPrefix(s, "sk-edge|") {
 			t.Errorf("upstream saw x-api-key|authorization %q, want the edge's key only", s)
 		}
+	}
+}
+
+// TestAnthropicNearestRung: on a semantic anthropic route, during a 503
+// storm, the nearest stored answer to the last user turn is served in the
+// Messages shape, JSON and streamed, with the notice before its text; a
+// different system prompt (the context) finds nothing and is busy (529).
+func TestAnthropicNearestRung(t *testing.T) {
+	c := nearestCases[0]
+	emb := lexical.New(0)
+	idx, err := semantic.NewEmbedded(semantic.EmbeddedConfig{Dim: emb.Dim()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { idx.Close() })
+	e := newEdge(t, edgeOpts{
+		routes: []config.Route{{Name: "messages", Path: "/v1/messages", Cache: config.CachePolicy{Mode: config.ModeSemantic}}},
+		semantic: &SemanticConfig{Embedder: emb, Index: idx, Verifier: pairScorer{{c.similar, c.stored}: 0.82},
+			DefaultThreshold: nearestThreshold, MinCosine: func(float32) float32 { return -1 }},
+	})
+	seed := e.post("/v1/messages", messages(c.stored))
+	answer, ok := anthropicText(t, seed)
+	if !ok {
+		t.Fatalf("seed: %d %s", seed.status, seed.body)
+	}
+	e.waitIndexed()
+	e.sim.Server.SetFault(llmsim.Fault{Status: 503})
+	for _, extra := range []string{`"stream":false`, `"stream":true`} {
+		r := e.post("/v1/messages", messages(c.similar, extra))
+		text, ok := anthropicText(t, r)
+		if r.status != 200 || r.header.Get("X-Edgecache-Degraded") != "semantic-nearest" || !ok ||
+			!strings.HasPrefix(text, c.opening) || !strings.HasSuffix(text, answer) {
+			t.Errorf("%s: %d %q text %q", extra, r.status, r.header.Get("X-Edgecache-Degraded"), text)
+		}
+	}
+	other := strings.Replace(messages(c.similar), "Be brief.", "Be verbose.", 1)
+	if r := e.post("/v1/messages", other); r.status != 529 {
+		t.Errorf("another system prompt: %d %s, want 529 (no nearest answer in its context)", r.status, r.body)
+	}
+	if n := len(e.nearestRecords()); n != 2 {
+		t.Errorf("%d semantic-nearest journal records, want 2", n)
 	}
 }
