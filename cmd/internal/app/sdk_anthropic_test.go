@@ -266,3 +266,37 @@ func ensureNodePackage(t *testing.T, dir, name string) {
 		t.Fatalf("npm ci in %s: %v\n%s", dir, err, out)
 	}
 }
+
+// TestGoSDKAnthropicCountTokensAndCutStream: count_tokens is passed
+// through (every call reaches the model); a stream the model cuts after it
+// started ends with Anthropic's error event, which the SDK raises, and is
+// not stored.
+func TestGoSDKAnthropicCountTokensAndCutStream(t *testing.T) {
+	e, c := newAnthropicEnv(t)
+	for i := range 2 {
+		n, err := c.Messages.CountTokens(e.ctx, anthropic.MessageCountTokensParams{
+			Model:    anthropicModel,
+			Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("one two three"))},
+		})
+		if err != nil || n.InputTokens != 3 {
+			t.Fatalf("count_tokens %d: %+v %v", i, n, err)
+		}
+	}
+	e.wantUpstreamCalls(t, "/v1/messages/count_tokens", 2, "two count_tokens calls")
+
+	p := anthropicParams(anthropicModel, "s", uniquePrompt(t, "cut"))
+	e.sim.Server.SetFault(llmsim.Fault{CutAfter: 3, Paths: []string{pathMessages}})
+	s := c.Messages.NewStreaming(e.ctx, p)
+	events := 0
+	for s.Next() {
+		events++
+	}
+	err := s.Err()
+	s.Close()
+	if err == nil || events == 0 {
+		t.Fatalf("cut stream: %d events, err %v: want some events, then an error", events, err)
+	}
+	e.sim.Server.ClearFault()
+	_, resp := anthropicOnce(t, e.ctx, c, "after the cut", p)
+	wantMiss(t, "after the cut (not stored)", resp, true)
+}
