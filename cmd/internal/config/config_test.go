@@ -31,8 +31,11 @@ func TestExampleConfigLoads(t *testing.T) {
 	for _, r := range c.Routes {
 		byName[r.Name] = r
 	}
-	if len(c.Routes) != 6 || byName["txt2img"].API != "json" || !byName["txt2img"].Cache.Shared {
+	if len(c.Routes) < 6 || byName["txt2img"].API != "json" || !byName["txt2img"].Cache.Shared {
 		t.Errorf("routes = %+v", c.Routes)
+	}
+	if byName["messages"].API != "anthropic" || byName["messages_count_tokens"].Cache.Mode != ModeOff {
+		t.Errorf("Anthropic routes: %+v", c.Routes)
 	}
 	if byName["embeddings"].Cache.TTL.D() != 24*time.Hour || byName["completions"].Cache.TTL.D() != time.Hour {
 		t.Errorf("ttl defaults not applied: %+v", c.Routes)
