@@ -159,3 +159,24 @@ func (s *Server) serveCountTokens(w http.ResponseWriter, body []byte) {
 	}
 	writeBody(w, http.StatusOK, []byte(`{"input_tokens":`+strconv.Itoa(req.promptTokens)+"}\n"))
 }
+
+// anthropicErrorType is the error type Anthropic's API gives status.
+func anthropicErrorType(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return "invalid_request_error"
+	case http.StatusUnauthorized:
+		return "authentication_error"
+	case http.StatusForbidden:
+		return "permission_error"
+	case http.StatusNotFound:
+		return "not_found_error"
+	case http.StatusRequestEntityTooLarge:
+		return "request_too_large"
+	case http.StatusTooManyRequests:
+		return "rate_limit_error"
+	case 529, http.StatusServiceUnavailable:
+		return "overloaded_error"
+	}
+	return "api_error"
+}
