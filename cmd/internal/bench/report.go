@@ -177,7 +177,8 @@ func ComputeTargets(rs []Result, conns []int) []Target {
 				Unit: "req/s", Known: ok, Pass: ok && r.RequestsPerSec >= MinSemanticRPS})
 		}
 	}
-	return append(ts, responsesTargets(rs, conns)...)
+	ts = append(ts, responsesTargets(rs, conns)...)
+	return append(ts, messagesTargets(rs, conns)...)
 }
 
 func hasScenario(rs []Result, scenario string) bool {

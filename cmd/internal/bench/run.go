@@ -89,8 +89,10 @@ Measures, with wrk pinned to CPU 0 and the server under test to CPU 1:
       in edgecache's place, llmsim on CPU 0
   (g) exact L1 hits of the Responses API (POST /v1/responses) through
       edgecache, as (b); within 10 % of (b)
+  (h) exact L1 hits on Anthropic's Messages API (/v1/messages, x-api-key),
+      the stack of (b)
 at each connection count, and prints a Markdown table with the targets
-(ratios; semantic hits ≥ 2,500 req/s).
+(ratios; semantic hits ≥ 2,500 req/s; Messages hits ≥ 90 % of (b)).
 Needs wrk and taskset in PATH and the binaries in --bin; installs and builds
 nothing.
 
@@ -250,6 +252,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		{ScenarioSemantic, r.scenarioSemantic},
 		{ScenarioProxy, r.scenarioProxy},
 		{ScenarioResponsesHit, r.scenarioResponsesHit},
+		{ScenarioMessagesHit, r.scenarioMessagesHit},
 	} {
 		if ctx.Err() != nil {
 			break

@@ -715,6 +715,8 @@ func DefaultRoutes() []Route {
 		{Name: "embeddings", Path: "/v1/embeddings"},
 		{Name: "responses", Path: "/v1/responses"},
 		{Name: "models", Path: "/v1/models"},
+		{Name: "messages", Path: "/v1/messages"},
+		{Name: "messages_count_tokens", Path: "/v1/messages/count_tokens", Cache: CachePolicy{Mode: ModeOff}},
 	}
 }
 
@@ -901,6 +903,8 @@ func apiForPath(p string) string {
 		return "embeddings"
 	case strings.HasSuffix(p, "/responses"):
 		return "responses"
+	case strings.HasSuffix(p, "/messages"):
+		return "anthropic"
 	}
 	return "json"
 }
@@ -1161,15 +1165,15 @@ func (c *Config) validateRoutes(bad func(format string, args ...any)) {
 			bad("%s: a models route cannot have path parameters", where)
 		}
 		switch r.API {
-		case "chat", "completions", "embeddings", "models", "json", "responses":
+		case "chat", "completions", "embeddings", "models", "json", "responses", "anthropic":
 		default:
-			bad("%s: api %q: want chat, completions, embeddings, models, responses or json", where, r.API)
+			bad("%s: api %q: want chat, completions, embeddings, models, responses, anthropic or json", where, r.API)
 		}
 		switch r.Cache.Mode {
 		case ModeOff, ModeExact:
 		case ModeSemantic:
-			if r.API != "chat" && r.API != "responses" {
-				bad("%s: cache.mode semantic needs a chat or responses route (api: chat or responses)", where)
+			if r.API != "chat" && r.API != "responses" && r.API != "anthropic" {
+				bad("%s: cache.mode semantic needs a chat, responses or anthropic route", where)
 			}
 		default:
 			bad("%s: cache.mode %q: want off, exact or semantic", where, r.Cache.Mode)

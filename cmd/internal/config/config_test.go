@@ -32,8 +32,11 @@ func TestExampleConfigLoads(t *testing.T) {
 	for _, r := range c.Routes {
 		byName[r.Name] = r
 	}
-	if len(c.Routes) != 7 || byName["responses"].API != "responses" || byName["txt2img"].API != "json" || !byName["txt2img"].Cache.Shared {
+	if len(c.Routes) < 8 || byName["responses"].API != "responses" || byName["txt2img"].API != "json" || !byName["txt2img"].Cache.Shared {
 		t.Errorf("routes = %+v", c.Routes)
+	}
+	if byName["messages"].API != "anthropic" || byName["messages_count_tokens"].Cache.Mode != ModeOff {
+		t.Errorf("Anthropic routes: %+v", c.Routes)
 	}
 	if byName["embeddings"].Cache.TTL.D() != 24*time.Hour || byName["completions"].Cache.TTL.D() != time.Hour {
 		t.Errorf("ttl defaults not applied: %+v", c.Routes)
@@ -68,7 +71,10 @@ func TestDefaultsWithoutFile(t *testing.T) {
 	}) {
 		t.Errorf("no default responses route: %+v", c.Routes)
 	}
-	if len(c.Routes) != 5 || c.Routes[0].Path != "/v1/chat/completions" || c.Routes[0].Cache.Mode != ModeExact || c.Routes[0].Cache.TTL.D() != time.Hour {
+	if n := len(c.Routes); n != 7 || c.Routes[5].API != "anthropic" || c.Routes[6].Path != "/v1/messages/count_tokens" || c.Routes[6].Cache.Mode != ModeOff {
+		t.Errorf("default Anthropic routes: %+v", c.Routes)
+	}
+	if c.Routes[0].Path != "/v1/chat/completions" || c.Routes[0].Cache.Mode != ModeExact || c.Routes[0].Cache.TTL.D() != time.Hour {
 		t.Errorf("default routes: %+v", c.Routes)
 	}
 	want := Server{ReadHeaderTimeout: Duration(10 * time.Second), ReadTimeout: Duration(30 * time.Second),

@@ -110,6 +110,7 @@ func (s *Server) SetFault(f Fault) {
 		pf.affects[routeCompletions] = true
 		pf.affects[routeEmbeddings] = true
 		pf.affects[routeResponses] = true
+		pf.affects[routeMessages] = true
 	}
 	for _, p := range f.Paths {
 		if rt := routeOf(p); rt != routeModels {
@@ -184,7 +185,12 @@ func (f *fault) before(w http.ResponseWriter, r *http.Request) bool {
 		if f.RetryAfter > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(f.RetryAfter))
 		}
-		writeError(w, f.Status, "llmsim: injected fault (status "+strconv.Itoa(f.Status)+")", "")
+		msg := "llmsim: injected fault (status " + strconv.Itoa(f.Status) + ")"
+		if routeOf(r.URL.Path) == routeMessages {
+			writeAnthropicError(w, f.Status, anthropicErrorType(f.Status), msg)
+			return false
+		}
+		writeError(w, f.Status, msg, "")
 		return false
 	}
 	return true

@@ -193,6 +193,8 @@ const (
 	routeEmbeddings
 	routeModels
 	routeResponses // POST /v1/responses; GET and DELETE /v1/responses/{id}
+	routeMessages
+	routeCountTokens
 	numRoutes
 )
 
@@ -202,6 +204,8 @@ var routePaths = [numRoutes]string{
 	routeEmbeddings:  "/v1/embeddings",
 	routeModels:      "/v1/models",
 	routeResponses:   "/v1/responses",
+	routeMessages:    "/v1/messages",
+	routeCountTokens: "/v1/messages/count_tokens",
 }
 
 func routeOf(path string) route {
@@ -219,6 +223,10 @@ func routeOf(path string) route {
 		return routeModels
 	case "/v1/responses":
 		return routeResponses
+	case "/v1/messages":
+		return routeMessages
+	case "/v1/messages/count_tokens":
+		return routeCountTokens
 	}
 	if strings.HasPrefix(path, "/v1/responses/") {
 		return routeResponses
@@ -245,6 +253,9 @@ func deploymentOf(path string) string {
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt := routeOf(r.URL.Path)
+	if rt == routeNone && s.serveModel(w, r) {
+		return
+	}
 	if rt == routeNone {
 		switch r.URL.Path {
 		case "/_sim/faults":
@@ -312,6 +323,14 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, rt route) {
 		return
 	}
 
+	switch rt {
+	case routeMessages:
+		s.serveMessages(w, r, body.Bytes(), cfg, f)
+		return
+	case routeCountTokens:
+		s.serveCountTokens(w, body.Bytes())
+		return
+	}
 	if rt == routeEmbeddings {
 		s.serveEmbeddings(w, body.Bytes(), cfg, f, deploymentOf(r.URL.Path))
 		return

@@ -42,6 +42,10 @@ func NewError(typ, code, param, msg string) ErrorBody {
 // WriteError writes an OpenAI-shaped error with status. retryAfter > 0 adds
 // a Retry-After header in whole seconds.
 func WriteError(w http.ResponseWriter, status int, retryAfter int, body ErrorBody) {
+	if shapeOf(w) == APIAnthropic {
+		writeAnthropicError(w, status, retryAfter, body)
+		return
+	}
 	b, _ := json.Marshal(body) // plain structs of strings: cannot fail
 	h := w.Header()
 	h.Set("Content-Type", "application/json")

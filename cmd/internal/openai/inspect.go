@@ -12,6 +12,9 @@ import (
 // skipped. It agrees with judging the parsed Value (inspectValue, kept for
 // the differential test), duplicate keys resolving to the last one.
 func Inspect(api API, body []byte) (complete bool, totalTokens int64) {
+	if api == APIAnthropic {
+		return inspectAnthropic(body)
+	}
 	if !utf8.Valid(body) {
 		return false, -1
 	}

@@ -20,7 +20,8 @@ const (
 	APICompletions API = "completions" // POST /v1/completions (legacy)
 	APIEmbeddings  API = "embeddings"  // POST /v1/embeddings
 	APIModels      API = "models"      // GET /v1/models, passed through
-	APIJSON        API = "json"        // any JSON POST, exact cache only, never streamed
+	APIJSON        API = "json"        // any JSON POST, exact cache only
+	APIAnthropic   API = "anthropic"   // POST /v1/messages (Anthropic Messages)
 )
 
 // Request is a parsed, validated request body.
@@ -83,6 +84,9 @@ func ParseRequestFor(api API, body []byte, modelOptional bool) (*Request, error)
 	// The model outlives the request (journal records, semantic filters):
 	// a copy, not a view that would keep the whole body alive.
 	r.Model = strings.Clone(r.Model)
+	if api == APIAnthropic {
+		return r, checkAnthropic(r, v)
+	}
 	switch api {
 	case APIChat:
 		if err := checkMessages(v); err != nil {

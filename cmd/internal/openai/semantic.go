@@ -12,7 +12,7 @@ func (r *Request) LastUserText() (text string, ok bool) {
 	if r.API == APIResponses {
 		return r.lastUserTextResponses()
 	}
-	if r.API != APIChat {
+	if r.API != APIChat && r.API != APIAnthropic {
 		return "", false
 	}
 	msgs, _ := r.Body.Get("messages")

@@ -238,6 +238,9 @@ func WriteStream(w io.Writer, flush func(), api API, body []byte, includeUsage b
 	if api == APIResponses {
 		return writeResponsesStream(w, flush, body)
 	}
+	if api == APIAnthropic {
+		return writeAnthropicStream(w, flush, body)
+	}
 	var r Response
 	if err := json.Unmarshal(body, &r); err != nil {
 		return fmt.Errorf("replay stored answer: %w", err)
@@ -334,6 +337,9 @@ func writeEvent(w io.Writer, data []byte) error {
 // shape the OpenAI SDKs raise as an error, instead of pretending the answer
 // was complete.
 func WriteErrorEvent(w io.Writer, e ErrorBody) error {
+	if shapeOf(w) == APIAnthropic {
+		return writeAnthropicErrorEvent(w, e)
+	}
 	b, _ := json.Marshal(e) // plain strings: cannot fail
 	return writeEvent(w, b)
 }

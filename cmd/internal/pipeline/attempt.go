@@ -193,7 +193,7 @@ func (a *upstreamCall) readWhole(ctx context.Context, resp *http.Response) {
 	if ur.req != nil && ok2xx {
 		complete, usage = openai.Inspect(ur.req.API, b)
 	}
-	if ok2xx && !complete && ur.req != nil && (ur.req.API == openai.APIChat || ur.req.API == openai.APICompletions ||
+	if ok2xx && !complete && ur.req != nil && (ur.req.API == openai.APIChat || ur.req.API == openai.APICompletions || ur.req.API == openai.APIAnthropic ||
 		ur.req.API == openai.APIResponses && openai.EmptyResponse(b)) {
 		a.o.reason = "empty_answer" // an empty or unfinished answer is a failure, never a 200
 		return
@@ -214,7 +214,7 @@ func (a *upstreamCall) readWhole(ctx context.Context, resp *http.Response) {
 // arrive, and a failure then ends the stream with an error event.
 func (a *upstreamCall) relay(ctx context.Context, resp *http.Response) {
 	er := openai.NewEventReader(resp.Body)
-	acc := openai.NewAccumulator(a.ur.req.API)
+	acc := openai.NewStreamAccumulator(a.ur.req.API)
 	cacheable := a.cacheable(resp)
 	var held [][]byte
 	storedAt := false
@@ -291,7 +291,7 @@ func (a *upstreamCall) broken(ctx context.Context, err error) {
 }
 
 // ended judges a stream that reached its end of file.
-func (a *upstreamCall) ended(acc *openai.Accumulator, cacheable, storedAt bool) {
+func (a *upstreamCall) ended(acc openai.StreamAccumulator, cacheable, storedAt bool) {
 	if a.idle == nil { // never committed: no token arrived
 		if acc.Done() {
 			a.o.reason = "empty_answer"
@@ -314,7 +314,7 @@ func (a *upstreamCall) ended(acc *openai.Accumulator, cacheable, storedAt bool) 
 
 // storeStream records the stream's usage and stores its assembled answer
 // when it is complete.
-func (a *upstreamCall) storeStream(acc *openai.Accumulator, cacheable bool) bool {
+func (a *upstreamCall) storeStream(acc openai.StreamAccumulator, cacheable bool) bool {
 	c := a.c
 	c.mu.Lock()
 	c.usage = acc.TotalTokens()

@@ -117,7 +117,7 @@ func Namespace(secret []byte, apiKey string) string {
 }
 
 // clientKey extracts the client's API key: a Bearer token (OpenAI, DeepSeek,
-// vLLM), or Azure's api-key header.
+// vLLM), Azure's api-key header, or Anthropic's x-api-key header.
 func clientKey(r *http.Request) string {
 	if a := r.Header.Get("Authorization"); a != "" {
 		if len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
@@ -125,5 +125,8 @@ func clientKey(r *http.Request) string {
 		}
 		return a
 	}
-	return r.Header.Get("Api-Key")
+	if k := r.Header.Get("Api-Key"); k != "" {
+		return k
+	}
+	return r.Header.Get("X-Api-Key")
 }

@@ -111,12 +111,9 @@ func (p *Pipeline) serveFailure(w http.ResponseWriter, r *http.Request, pd *pend
 	if p.cfg.Templates != nil && text != "" {
 		lang = p.cfg.Templates.Lang(text)
 	}
-	if p.cfg.Templates != nil && req != nil && (req.API == openai.APIChat || req.API == openai.APIResponses) && rt.Templates && text != "" {
+	if p.cfg.Templates != nil && req != nil && (req.API == openai.APIChat || req.API == openai.APIResponses || req.API == openai.APIAnthropic) && rt.Templates && text != "" {
 		if answer, id, ok := p.cfg.Templates.Match(rt.Name, lang, text); ok {
-			body := syntheticChat(req.Model, id, answer, p.cfg.Now())
-			if req.API == openai.APIResponses {
-				body = openai.SyntheticResponse(req.Model, id, answer, p.cfg.Now())
-			}
+			body := syntheticAnswer(req, id, answer, p.cfg.Now())
 			e := cache.Entry{Status: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
 				Body: body, StoredAt: p.cfg.Now(), ExpiresAt: p.cfg.Now()}
 			h.Set("X-Edgecache-Degraded", "template")

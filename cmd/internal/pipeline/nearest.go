@@ -150,6 +150,9 @@ func discloseNearest(api openai.API, body []byte, notice string) ([]byte, error)
 		}
 		return b, nil
 	}
+	if api == openai.APIAnthropic {
+		return discloseAnthropic(body, notice)
+	}
 	if api != openai.APIChat && api != openai.APICompletions {
 		return nil, errNotDisclosable
 	}

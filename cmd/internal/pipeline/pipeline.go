@@ -216,6 +216,7 @@ func (p *Pipeline) Close(ctx context.Context) error {
 
 // Serve answers one proxied request for route rt.
 func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
+	w = errorShape(w, rt)
 	if storedResponse(rt, r) {
 		p.passStoredResponse(w, r, rt)
 		return
@@ -269,8 +270,8 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		}
 		return
 	}
-	if rt.API == openai.APIJSON || rt.API == openai.APIEmbeddings {
-		req.Stream = false // never streamed: the upstream answers JSON
+	if rt.API == openai.APIJSON {
+		req.Stream = req.StreamRequested() // relayed, never stored (bypass)
 	}
 	adm, ok := p.admit(w, r, rt, req, len(body), c)
 	if !ok {
@@ -344,6 +345,8 @@ func (p *Pipeline) bypass(rt *Route, r *http.Request, req *openai.Request) strin
 		return "temperature"
 	case req.N > 1 && !rt.AllowN:
 		return "n"
+	case req.Stream && req.API == openai.APIJSON:
+		return "stream" // events of an unknown format: completeness cannot be judged
 	}
 	return ""
 }

@@ -35,10 +35,11 @@ func storedResponse(rt *Route, r *http.Request) bool {
 	return rt.API == openai.APIResponses && subPath(rt, r) != ""
 }
 
-// subPath is what r's path has after a plain route's Path ("/resp_1",
-// "/resp_1/cancel"), or "".
+// subPath is what r's path has after a plain route's Path on a responses
+// route ("/resp_1", "/resp_1/cancel") or a models route ("/deepseek-chat":
+// GET /v1/models/{id} asks for one model), or "".
 func subPath(rt *Route, r *http.Request) string {
-	if rt.API != openai.APIResponses {
+	if rt.API != openai.APIResponses && rt.API != openai.APIModels {
 		return ""
 	}
 	rest, ok := strings.CutPrefix(r.URL.Path, strings.TrimSuffix(rt.Path, "/"))

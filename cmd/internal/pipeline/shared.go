@@ -22,8 +22,9 @@ import (
 // the upstream saw the same request.
 
 // projectHeaders name the OpenAI organization and project a request is
-// billed to and configured by: they join a private route's keys.
-var projectHeaders = []string{"Openai-Organization", "Openai-Project"}
+// billed to and configured by, and the Anthropic API version and beta
+// features that shape the answer: they join a private route's keys.
+var projectHeaders = []string{"Openai-Organization", "Openai-Project", "Anthropic-Version", "Anthropic-Beta"}
 
 // sharedMark starts the header part of every shared route's scope, so a
 // shared key never equals one made before shared routes forwarded only
@@ -92,6 +93,9 @@ func sharedHeader(h http.Header, forward []string, hasBody bool) http.Header {
 	}
 	if h.Get("Api-Key") != "" {
 		out["Api-Key"] = []string{edgeKeyPlaceholder}
+	}
+	if h.Get("X-Api-Key") != "" { // Anthropic's header style, kept the same way
+		out["X-Api-Key"] = []string{edgeKeyPlaceholder}
 	}
 	return out
 }

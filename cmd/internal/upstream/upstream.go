@@ -152,6 +152,9 @@ func (c *Client) Do(ctx context.Context, in *http.Request, path string, body []b
 		if out.Header.Get("Api-Key") != "" { // Azure OpenAI style
 			out.Header.Set("Api-Key", c.apiKey)
 		}
+		if out.Header.Get("X-Api-Key") != "" { // Anthropic style
+			out.Header.Set("X-Api-Key", c.apiKey)
+		}
 	}
 	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
 		if prior := out.Header.Get("X-Forwarded-For"); prior != "" {
