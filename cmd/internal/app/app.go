@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"io"
 	"log/slog"
@@ -159,16 +160,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.Upstream.URL == "" {
 		return errors.New("no upstream: set EDGECACHE_UPSTREAM_URL (or upstream.url in the config file), or pass --sim to try edgecache against the built-in simulator")
 	}
-	targets, err := buildTargets(cfg)
-	if err != nil {
-		return err
-	}
-
 	tel, err := telemetry.Setup(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tel.Shutdown(context.WithoutCancel(ctx))
+	targets, err := buildTargets(cfg, tel.Propagator)
+	if err != nil {
+		return err
+	}
 	tm, err := telemetry.NewMetrics(tel.MeterProvider)
 	if err != nil {
 		return err
@@ -392,7 +392,7 @@ func upstreamHost(u string) string {
 
 // buildTargets makes the primary upstream and the backups, each with its
 // own breaker and retry budget.
-func buildTargets(cfg config.Config) ([]*pipeline.Target, error) {
+func buildTargets(cfg config.Config, prop propagation.TextMapPropagator) ([]*pipeline.Target, error) {
 	bc := degrade.BreakerConfig{
 		FailureRatio: cfg.Degrade.Breaker.FailureRatio, MinRequests: cfg.Degrade.Breaker.MinRequests,
 		Window: cfg.Degrade.Breaker.Window.D(), Consecutive: cfg.Degrade.Breaker.Consecutive,
@@ -409,7 +409,7 @@ func buildTargets(cfg config.Config) ([]*pipeline.Target, error) {
 	var out []*pipeline.Target
 	for _, s := range specs {
 		c, err := upstream.New(upstream.Config{URL: s.url, APIKey: s.key,
-			HeaderTimeout: cfg.Upstream.Timeout.D(), MaxIdleConns: cfg.Upstream.MaxIdleConns})
+			HeaderTimeout: cfg.Upstream.Timeout.D(), MaxIdleConns: cfg.Upstream.MaxIdleConns, Propagator: prop})
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", s.name, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -124,5 +125,27 @@ func TestShadowMetricsOnPrometheus(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("/metrics:\n%s", body)
+	}
+}
+
+func TestPropagatorsFromEnv(t *testing.T) {
+	for env, want := range map[string]string{
+		"":                     "baggage,traceparent,tracestate",
+		"tracecontext":         "traceparent,tracestate",
+		"none":                 "",
+		"tracecontext,baggage": "baggage,traceparent,tracestate",
+	} {
+		p, err := propagators(func(string) string { return env })
+		if err != nil {
+			t.Fatalf("%q: %v", env, err)
+		}
+		f := p.Fields()
+		sort.Strings(f)
+		if got := strings.Join(f, ","); got != want {
+			t.Errorf("OTEL_PROPAGATORS=%q: fields %q, want %q", env, got, want)
+		}
+	}
+	if _, err := propagators(func(string) string { return "nonsense" }); err == nil {
+		t.Error("an unknown propagator was accepted")
 	}
 }
