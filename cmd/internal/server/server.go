@@ -50,12 +50,14 @@ func echoPath(p string) string {
 
 // Data builds the data-plane handler: one echo route per configured route.
 // Paths not configured answer 404 in the OpenAI error shape, and admin paths
-// are never served here.
-func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Observer, log *slog.Logger) http.Handler {
+// are never served here. Each request gets an access log line per access.
+func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Observer, log *slog.Logger, access AccessLog) http.Handler {
 	e := newEcho(log)
+	e.Use(access.middleware(log))
 	for _, rt := range routes {
 		name := rt.Name
 		h := func(c echo.Context) error {
+			c.Set(ctxRoute, name)
 			start := time.Now()
 			obs.Begin()
 			p.Serve(c.Response(), c.Request(), table.Route(name))
@@ -70,6 +72,7 @@ func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Obse
 				}
 			}
 			obs.End(name, c.Request().Method, status, time.Since(start))
+			c.Set(ctxStatus, status)
 			return nil
 		}
 		if rt.API == openai.APIModels {
@@ -305,6 +308,9 @@ func requestID() echo.MiddlewareFunc {
 				c.Request().Header.Set("X-Request-Id", id)
 			}
 			c.Response().Header().Set("X-Request-Id", id)
+			// In the context: every log line of the request carries it.
+			r := c.Request()
+			c.SetRequest(r.WithContext(pipeline.WithRequestLog(r.Context(), &pipeline.RequestLog{ID: id})))
 			return next(c)
 		}
 	}

@@ -159,21 +159,36 @@ func (t *Telemetry) Wrap(h http.Handler, name string) http.Handler {
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }))
 }
 
-// LogHandler adds trace_id and span_id to every log record made with a
-// context that carries a span.
-func LogHandler(h slog.Handler) slog.Handler { return traceLog{h} }
+// LogHandler adds to every log record made with a request's context the
+// attributes ctxAttrs find there (the request id) and, when the request's
+// span is sampled, its trace_id and span_id.
+func LogHandler(h slog.Handler, ctxAttrs ...func(context.Context) []slog.Attr) slog.Handler {
+	return traceLog{h, ctxAttrs}
+}
 
-type traceLog struct{ slog.Handler }
+type traceLog struct {
+	slog.Handler
+	ctxAttrs []func(context.Context) []slog.Attr
+}
 
 func (l traceLog) Handle(ctx context.Context, r slog.Record) error {
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+	if ctx != nil {
+		for _, f := range l.ctxAttrs {
+			r.AddAttrs(f(ctx)...)
+		}
+		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() && sc.IsSampled() {
+			r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+		}
 	}
 	return l.Handler.Handle(ctx, r)
 }
 
-func (l traceLog) WithAttrs(as []slog.Attr) slog.Handler { return traceLog{l.Handler.WithAttrs(as)} }
-func (l traceLog) WithGroup(g string) slog.Handler       { return traceLog{l.Handler.WithGroup(g)} }
+func (l traceLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return traceLog{l.Handler.WithAttrs(as), l.ctxAttrs}
+}
+func (l traceLog) WithGroup(g string) slog.Handler {
+	return traceLog{l.Handler.WithGroup(g), l.ctxAttrs}
+}
 
 // Metrics records the request path's measurements. It implements
 // pipeline.Metrics.
