@@ -148,7 +148,7 @@ func TestTraceContextIsContinuedAndReplacedUpstream(t *testing.T) {
 		rp.ServeHTTP(w, r)
 	}))
 	defer up.Close()
-	data, _ := startEdgecache(t, up.URL)
+	data, _, log := startEdgecacheLog(t, up.URL)
 
 	const traceID, callerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	req, _ := http.NewRequest(http.MethodPost, data+"/v1/chat/completions",
@@ -206,5 +206,18 @@ func TestTraceContextIsContinuedAndReplacedUpstream(t *testing.T) {
 	}
 	if b := seen[0].Get("Baggage"); b != "tenant.tier=gold" {
 		t.Errorf("upstream baggage %q", b)
+	}
+	// The request's log lines carry the caller's trace id.
+	var access map[string]any
+	waitUntil(t, func() bool {
+		for _, l := range logLines(t, log.String()) {
+			if l["msg"] == "access" {
+				access = l
+			}
+		}
+		return access != nil
+	})
+	if access["trace_id"] != traceID || access["request_id"] != resp.Header.Get("X-Request-Id") {
+		t.Errorf("access line %v, want trace_id %s and the request id", access, traceID)
 	}
 }
