@@ -160,7 +160,7 @@ func (p *Pipeline) run(ctx context.Context, c *call, ur *upstreamRequest) {
 	stored := false
 	defer func() {
 		if v := recover(); v != nil {
-			p.log.Error("upstream call panicked", "route", ur.rt.Name, "panic", v)
+			p.log.ErrorContext(ctx, "upstream call panicked", "route", ur.rt.Name, "panic", v)
 			err, stored = &Failure{Reason: "internal_error"}, false
 		}
 		c.finish(err, stored)

@@ -249,7 +249,7 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			status = he.Code
 			msg = fmt.Sprint(he.Message)
 		} else {
-			log.Error("handler error", "path", c.Request().URL.Path, "err", err)
+			log.ErrorContext(c.Request().Context(), "handler error", "path", c.Request().URL.Path, "err", err)
 		}
 		code := "not_found"
 		switch status {
@@ -279,7 +279,7 @@ func recoverer(log *slog.Logger) echo.MiddlewareFunc {
 					if v == http.ErrAbortHandler {
 						panic(v)
 					}
-					log.Error("panic serving request", "path", c.Request().URL.Path, "panic", v)
+					log.ErrorContext(c.Request().Context(), "panic serving request", "path", c.Request().URL.Path, "panic", v)
 					if !c.Response().Committed {
 						openai.WriteError(c.Response(), http.StatusInternalServerError, 0,
 							openai.NewError(openai.TypeServer, "internal_error", "", "Internal error; it has been logged."))
