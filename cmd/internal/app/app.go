@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"io"
 	"log/slog"
@@ -117,7 +118,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})))
+	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}), pipeline.LogAttrs))
 
 	getenv := func(name string) string {
 		switch {
@@ -159,16 +160,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.Upstream.URL == "" {
 		return errors.New("no upstream: set EDGECACHE_UPSTREAM_URL (or upstream.url in the config file), or pass --sim to try edgecache against the built-in simulator")
 	}
-	targets, err := buildTargets(cfg)
-	if err != nil {
-		return err
-	}
-
 	tel, err := telemetry.Setup(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tel.Shutdown(context.WithoutCancel(ctx))
+	targets, err := buildTargets(cfg, tel.Propagator)
+	if err != nil {
+		return err
+	}
 	tm, err := telemetry.NewMetrics(tel.MeterProvider)
 	if err != nil {
 		return err
@@ -330,7 +330,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	limits := server.Limits{ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(), ReadTimeout: cfg.Server.ReadTimeout.D(),
 		WriteTimeout: cfg.Server.WriteTimeout.D(), IdleTimeout: cfg.Server.IdleTimeout.D(), MaxHeaderBytes: cfg.Server.MaxHeaderBytes}
-	dataSrv := server.NewHTTPServer(tel.Wrap(server.Data(p, routes, table, tm, log), "edgecache"), limits, log)
+	dataSrv := server.NewHTTPServer(tel.Wrap(server.Data(p, routes, table, tm, log, server.AccessLog{Mode: cfg.Log.Access, SampleRate: cfg.Log.SampleRate}), "edgecache"), limits, log)
 	adminSrv := server.NewHTTPServer(server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index, stats: metrics, secret: secret.current,
 		shadow: p.ShadowStats, log: log},
 		server.NewAdminAuth(adminLn.Addr().String(), adminTokens(cfg)), log), limits, log)
@@ -392,7 +392,7 @@ func upstreamHost(u string) string {
 
 // buildTargets makes the primary upstream and the backups, each with its
 // own breaker and retry budget.
-func buildTargets(cfg config.Config) ([]*pipeline.Target, error) {
+func buildTargets(cfg config.Config, prop propagation.TextMapPropagator) ([]*pipeline.Target, error) {
 	bc := degrade.BreakerConfig{
 		FailureRatio: cfg.Degrade.Breaker.FailureRatio, MinRequests: cfg.Degrade.Breaker.MinRequests,
 		Window: cfg.Degrade.Breaker.Window.D(), Consecutive: cfg.Degrade.Breaker.Consecutive,
@@ -409,7 +409,7 @@ func buildTargets(cfg config.Config) ([]*pipeline.Target, error) {
 	var out []*pipeline.Target
 	for _, s := range specs {
 		c, err := upstream.New(upstream.Config{URL: s.url, APIKey: s.key,
-			HeaderTimeout: cfg.Upstream.Timeout.D(), MaxIdleConns: cfg.Upstream.MaxIdleConns})
+			HeaderTimeout: cfg.Upstream.Timeout.D(), MaxIdleConns: cfg.Upstream.MaxIdleConns, Propagator: prop})
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", s.name, err)
 		}

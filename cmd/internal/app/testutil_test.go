@@ -40,6 +40,14 @@ var listeningLine = regexp.MustCompile(`^edgecache listening on (\S+) \(admin (\
 // log (its stderr) is shown when the test has failed.
 func startEdgecache(t testing.TB, upstreamURL string, extraArgs ...string) (dataURL, adminURL string) {
 	t.Helper()
+	dataURL, adminURL, _ = startEdgecacheLog(t, upstreamURL, extraArgs...)
+	return dataURL, adminURL
+}
+
+// startEdgecacheLog is startEdgecache that also returns edgecache's log
+// (its stderr) as it is written.
+func startEdgecacheLog(t testing.TB, upstreamURL string, extraArgs ...string) (dataURL, adminURL string, log *edgecacheOutput) {
+	t.Helper()
 	args := []string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--journal-dir", t.TempDir()}
 	if os.Getenv("EDGECACHE_POLICY_FILE") == "" { // route changes must not leak between tests
 		t.Setenv("EDGECACHE_POLICY_FILE", filepath.Join(t.TempDir(), "routes.json"))
@@ -106,7 +114,7 @@ func startEdgecache(t testing.TB, upstreamURL string, extraArgs ...string) (data
 
 	select {
 	case a := <-listening:
-		return "http://" + a.data, "http://" + a.admin
+		return "http://" + a.data, "http://" + a.admin, stderr
 	case <-runDone:
 		<-readDone
 		stopped = true
@@ -117,7 +125,7 @@ func startEdgecache(t testing.TB, upstreamURL string, extraArgs ...string) (data
 		t.Fatalf("edgecache Run(%q) printed no listening line within %v\nstdout:\n%s\nstderr:\n%s",
 			args, edgecacheStartTimeout, stdout.String(), stderr.tail(16<<10))
 	}
-	return "", ""
+	return "", "", stderr
 }
 
 // edgecacheOutput is a buffer that Run may write to while a test reads it.

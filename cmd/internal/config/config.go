@@ -59,6 +59,9 @@ type Config struct {
 	// listener.
 	Server Server `yaml:"server"`
 
+	// Log configures the access log.
+	Log Log `yaml:"log"`
+
 	// TenantSecret keys the HMAC that turns a client's API key into its
 	// cache namespace, so raw keys are never stored. Env
 	// EDGECACHE_TENANT_SECRET. When empty, a random secret is generated and
@@ -81,6 +84,23 @@ type Config struct {
 	// default routes (chat completions, completions and embeddings with an
 	// exact cache, TTL 1h; models passed through).
 	Routes []Route `yaml:"routes"`
+}
+
+// Access log modes.
+const (
+	AccessFull    = "full"    // a line per proxied request
+	AccessSampled = "sampled" // a SampleRate share of requests, and every 5xx
+	AccessOff     = "off"
+)
+
+// Log configures the access log (JSON lines on stderr, with the other logs).
+type Log struct {
+	// Access is full, sampled or off. Env EDGECACHE_LOG_ACCESS; default
+	// full.
+	Access string `yaml:"access"`
+	// SampleRate is the share of requests logged when Access is sampled,
+	// in (0, 1]. Env EDGECACHE_LOG_ACCESS_SAMPLE_RATE; default 0.1.
+	SampleRate float64 `yaml:"sample_rate"`
 }
 
 // Server is the HTTP servers' protection against slow, stalled and idle
@@ -659,6 +679,14 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 			c.Server.MaxHeaderBytes = v
 		}
 	}
+	set(&c.Log.Access, "EDGECACHE_LOG_ACCESS")
+	if s := getenv("EDGECACHE_LOG_ACCESS_SAMPLE_RATE"); s != "" {
+		if v, err := strconv.ParseFloat(s, 64); err != nil {
+			errs = append(errs, fmt.Errorf("EDGECACHE_LOG_ACCESS_SAMPLE_RATE=%q: want a number in (0, 1]", s))
+		} else {
+			c.Log.SampleRate = v
+		}
+	}
 	setBool(&c.Redis.TLS.Enabled, "EDGECACHE_REDIS_TLS")
 	setBool(&c.Redis.Cluster, "EDGECACHE_REDIS_CLUSTER")
 	set(&c.TenantSecret, "EDGECACHE_TENANT_SECRET")
@@ -722,6 +750,12 @@ func DefaultRoutes() []Route {
 
 // Default fills zero fields with their defaults. It is idempotent.
 func (c *Config) Default() {
+	if c.Log.Access == "" {
+		c.Log.Access = AccessFull
+	}
+	if c.Log.SampleRate == 0 {
+		c.Log.SampleRate = 0.1
+	}
 	if c.Listen == "" {
 		c.Listen = ":8080"
 	}
@@ -988,6 +1022,14 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("upstream.url %q: must be an absolute http(s) URL", c.Upstream.URL)
 		}
+	}
+	switch c.Log.Access {
+	case AccessFull, AccessSampled, AccessOff:
+	default:
+		bad("log.access %q: want full, sampled or off", c.Log.Access)
+	}
+	if r := c.Log.SampleRate; !(r > 0 && r <= 1) {
+		bad("log.sample_rate %v: want a share in (0, 1]", r)
 	}
 	if c.MaxBodyBytes < 1024 {
 		bad("max_body_bytes %d: must be at least 1024", c.MaxBodyBytes)

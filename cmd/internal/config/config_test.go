@@ -51,6 +51,9 @@ func TestExampleConfigLoads(t *testing.T) {
 	if c.Degrade.MaxAttempts != 3 || c.Admission.DefaultLane != "free" || c.Semantic.Embedder != "local" || c.Semantic.VerifierModel != "" {
 		t.Errorf("degrade/admission/semantic sections: %+v %+v %+v", c.Degrade, c.Admission, c.Semantic)
 	}
+	if c.Log != (Log{Access: AccessFull, SampleRate: 0.1}) {
+		t.Errorf("log section %+v", c.Log)
+	}
 	var d Config
 	d.Default()
 	if c.Server != d.Server {
@@ -307,6 +310,22 @@ func TestShadowPolicyValidation(t *testing.T) {
 		}
 		if (err == nil) != c.ok {
 			t.Errorf("%s: %v, want ok %v", name, err, c.ok)
+		}
+	}
+}
+
+func TestLogAccessFromEnv(t *testing.T) {
+	env := map[string]string{"EDGECACHE_LOG_ACCESS": "sampled", "EDGECACHE_LOG_ACCESS_SAMPLE_RATE": "0.25"}
+	c, err := Load("", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Log != (Log{Access: AccessSampled, SampleRate: 0.25}) {
+		t.Errorf("log %+v", c.Log)
+	}
+	for _, bad := range []map[string]string{{"EDGECACHE_LOG_ACCESS": "some"}, {"EDGECACHE_LOG_ACCESS_SAMPLE_RATE": "2"}} {
+		if _, err := Load("", func(k string) string { return bad[k] }); err == nil {
+			t.Errorf("%v accepted", bad)
 		}
 	}
 }

@@ -90,6 +90,7 @@ func (p *Pipeline) admit(w http.ResponseWriter, r *http.Request, rt *Route, req 
 			retry = admission.RetryAfterSeconds(d)
 		}
 		p.m.Shed(a.lane.String(), "shed")
+		p.logShed(r.Context(), a.lane.String(), "shed", time.Duration(retry)*time.Second)
 		w.Header().Set("X-Edgecache-Degraded", "busy")
 		w.Header().Set("X-Edgecache-Degraded-Reason", "shed")
 		openai.WriteError(w, http.StatusServiceUnavailable, retry, openai.NewError(openai.TypeUnavailable, "server_overloaded", "",
@@ -104,6 +105,7 @@ func (p *Pipeline) admit(w http.ResponseWriter, r *http.Request, rt *Route, req 
 		d.Headers(w.Header().Set)
 		if !d.Allowed {
 			p.m.Shed(a.lane.String(), admission.CodeRateLimitExceeded)
+			p.logShed(r.Context(), a.lane.String(), admission.CodeRateLimitExceeded, d.RetryAfter)
 			cfg.Protector.Leave()
 			retry := admission.RetryAfterSeconds(d.RetryAfter)
 			openai.WriteError(w, http.StatusTooManyRequests, retry, openai.NewError(openai.TypeRateLimit, admission.CodeRateLimitExceeded, "", d.Message()))

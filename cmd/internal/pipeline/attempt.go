@@ -60,6 +60,9 @@ func (p *Pipeline) admitAttempt(ctx context.Context, c *call, t *Target, ur *ups
 		if d, ok := admission.RetryAfter(err); ok {
 			o.retryAfter = d
 		}
+		if o.reason != "canceled" {
+			p.logShed(ctx, ur.lane.String(), o.reason, o.retryAfter)
+		}
 		o.att.Target, o.source = t.Name, source
 		return o
 	}
@@ -90,6 +93,7 @@ func (a *upstreamCall) do(ctx context.Context) outcome {
 	a.ttft = time.AfterFunc(ttft, func() { a.timedOut.Store(true); a.cancel() })
 	defer a.ttft.Stop()
 	a.call(ctx)
+	noteUpstream(ctx, t.Name, a.o.att.Status)
 	a.o.att.Duration = p.cfg.Now().Sub(a.start)
 	if a.o.att.Err == "" && a.o.reason != "" {
 		a.o.att.Err = a.o.reason

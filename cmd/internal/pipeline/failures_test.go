@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgecache/edgecache/cmd/internal/llmsim"
+	"github.com/edgecache/edgecache/degrade/admission"
 )
 
 // An upstream that cuts every stream after its first tokens: each cut
@@ -164,5 +165,44 @@ func TestGuardLogsAreRateLimited(t *testing.T) {
 	defer sink2.mu.Unlock()
 	if bytes.Contains(sink2.b.Bytes(), []byte("sk-limited")) {
 		t.Error("the key was logged")
+	}
+}
+
+// ctxLog adds the request's LogAttrs to each record, as the program's
+// handler does.
+type ctxLog struct{ slog.Handler }
+
+func (h ctxLog) Handle(ctx context.Context, r slog.Record) error {
+	r.AddAttrs(LogAttrs(ctx)...)
+	return h.Handler.Handle(ctx, r)
+}
+
+// Requests refused by admission are logged at most once per lane and
+// reason per window, with the request id of the request refused.
+func TestShedLogsAreRateLimited(t *testing.T) {
+	e := newEdge(t, edgeOpts{})
+	var sink syncBuffer
+	e.p.log = slog.New(ctxLog{slog.NewJSONHandler(&sink, nil)})
+	clock := &fakeClock{t: time.Now()}
+	e.p.logs.now = clock.Now
+	b, err := admission.NewBuckets(admission.BucketsConfig{Defaults: admission.Rules{Key: admission.Limits{RequestsPerSecond: 0.01, RequestBurst: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prot, _ := admission.NewProtector(admission.ProtectConfig{MaxInFlight: 100})
+	e.p.cfg.Admission = &AdmissionConfig{Quota: bucketQuota{b}, Protector: prot, DefaultLane: admission.Free}
+	for i := range 4 {
+		e.post("/v1/chat/completions", chat(fmt.Sprintf("shed %d", i)), bearer("sk-shed")...)
+	}
+	got := sink.lines(t, "request shed")
+	if len(got) != 1 || got[0]["reason"] != admission.CodeRateLimitExceeded || got[0]["lane"] != "free" {
+		t.Fatalf("shed lines %v, want one for rate_limit_exceeded", got)
+	}
+	clock.advance(logEvery)
+	ctx := WithRequestLog(context.Background(), &RequestLog{ID: "req-7"})
+	e.p.logShed(ctx, "free", admission.CodeRateLimitExceeded, time.Second)
+	got = sink.lines(t, "request shed")
+	if len(got) != 2 || got[1]["suppressed"] != float64(2) || got[1]["request_id"] != "req-7" {
+		t.Errorf("after the window: %v, want a line with suppressed 2 and request_id req-7", got)
 	}
 }

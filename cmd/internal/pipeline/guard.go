@@ -160,7 +160,7 @@ func (p *Pipeline) run(ctx context.Context, c *call, ur *upstreamRequest) {
 	stored := false
 	defer func() {
 		if v := recover(); v != nil {
-			p.log.Error("upstream call panicked", "route", ur.rt.Name, "panic", v)
+			p.log.ErrorContext(ctx, "upstream call panicked", "route", ur.rt.Name, "panic", v)
 			err, stored = &Failure{Reason: "internal_error"}, false
 		}
 		c.finish(err, stored)
@@ -185,6 +185,7 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 	asked := map[*Target]time.Duration{} // the Retry-After each target sent
 	for n := 0; n < maxAttempts; n++ {
 		t, refused := p.pick(failed, refusedBy)
+		p.flushTransitions(ctx)
 		if t == nil {
 			if f.Reason == "" {
 				f.Reason = "breaker_open"
@@ -223,7 +224,9 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 		if o.admission {
 			refusedBy[t] = true
 		}
-		if p.settle(ctx, t, o, f, failed) {
+		settled := p.settle(ctx, t, o, f, failed)
+		p.flushTransitions(ctx)
+		if settled {
 			return o.stored, o.err
 		}
 		asked[t] = o.retryAfter

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgecache/edgecache/degrade"
@@ -85,9 +86,65 @@ func (p *Pipeline) logUpstreamFailure(ctx context.Context, t *Target, o outcome)
 	p.log.WarnContext(ctx, "upstream failure", attrs...)
 }
 
+// transitions holds breaker changes until the request whose call caused
+// them (or one served at the same moment) logs them with its request id:
+// the breaker reports them on the goroutine that caused them, without its
+// context, and that goroutine flushes right after its breaker calls.
+type transitions struct {
+	n       atomic.Int32
+	mu      sync.Mutex
+	pending []degrade.Transition
+}
+
+// maxPendingTransitions bounds the queue when no request flushes it.
+const maxPendingTransitions = 64
+
+func (ts *transitions) add(tr degrade.Transition) {
+	ts.mu.Lock()
+	if len(ts.pending) < maxPendingTransitions {
+		ts.pending = append(ts.pending, tr)
+		ts.n.Add(1)
+	}
+	ts.mu.Unlock()
+}
+
+func (ts *transitions) take() []degrade.Transition {
+	if ts.n.Load() == 0 {
+		return nil
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	out := ts.pending
+	ts.pending = nil
+	ts.n.Store(0)
+	return out
+}
+
+// flushTransitions logs the breaker changes reported since the last flush
+// with ctx (its request id and trace).
+func (p *Pipeline) flushTransitions(ctx context.Context) {
+	for _, tr := range p.trs.take() {
+		p.logTransition(ctx, tr)
+	}
+}
+
+// logShed logs a request refused by admission, at most once per lane and
+// reason per window.
+func (p *Pipeline) logShed(ctx context.Context, lane, reason string, retry time.Duration) {
+	ok, suppressed := p.logs.allow("shed\x00" + lane + "\x00" + reason)
+	if !ok {
+		return
+	}
+	attrs := []any{slog.String("lane", lane), slog.String("reason", reason), slog.Duration("retry_after", retry)}
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int("suppressed", suppressed), slog.Duration("window", p.logs.every))
+	}
+	p.log.WarnContext(ctx, "request shed", attrs...)
+}
+
 // logTransition logs a breaker's change of state, at most once per target
 // and new state per window.
-func (p *Pipeline) logTransition(tr degrade.Transition) {
+func (p *Pipeline) logTransition(ctx context.Context, tr degrade.Transition) {
 	ok, suppressed := p.logs.allow(tr.Target + "\x00breaker " + tr.To.String())
 	if !ok {
 		return
@@ -100,8 +157,77 @@ func (p *Pipeline) logTransition(tr degrade.Transition) {
 		attrs = append(attrs, slog.Int("suppressed", suppressed), slog.Duration("window", p.logs.every))
 	}
 	if tr.To == degrade.Open {
-		p.log.Warn("upstream breaker opened", attrs...)
+		p.log.WarnContext(ctx, "upstream breaker opened", attrs...)
 		return
 	}
-	p.log.Info("upstream breaker "+tr.To.String(), attrs...)
+	p.log.InfoContext(ctx, "upstream breaker "+tr.To.String(), attrs...)
+}
+
+// RequestLog is what the server's access log says about a request that
+// the pipeline knows: set by the server in the request's context
+// (WithRequestLog), filled in as the request is served.
+type RequestLog struct {
+	// ID is the request id (X-Request-Id).
+	ID string
+
+	mu       sync.Mutex
+	tenant   string
+	target   string
+	upstream int
+}
+
+type requestLogKey struct{}
+
+// WithRequestLog returns ctx carrying rl: the log lines made with it
+// carry rl.ID (LogAttrs), and the pipeline records in rl what the access
+// log reports.
+func WithRequestLog(ctx context.Context, rl *RequestLog) context.Context {
+	return context.WithValue(ctx, requestLogKey{}, rl)
+}
+
+// RequestLogFrom returns the RequestLog in ctx, or nil.
+func RequestLogFrom(ctx context.Context) *RequestLog {
+	rl, _ := ctx.Value(requestLogKey{}).(*RequestLog)
+	return rl
+}
+
+// LogAttrs returns the attributes every log line of the request in ctx
+// carries: its request id.
+func LogAttrs(ctx context.Context) []slog.Attr {
+	if rl := RequestLogFrom(ctx); rl != nil && rl.ID != "" {
+		return []slog.Attr{slog.String("request_id", rl.ID)}
+	}
+	return nil
+}
+
+// Tenant is the caller's key id (a keyed hash, never the key); "" when the
+// request was not identified.
+func (rl *RequestLog) Tenant() string {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	return rl.tenant
+}
+
+// Upstream is the last upstream call's target and status (0: no call, or
+// no answer).
+func (rl *RequestLog) Upstream() (target string, status int) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	return rl.target, rl.upstream
+}
+
+func noteTenant(ctx context.Context, keyID string) {
+	if rl := RequestLogFrom(ctx); rl != nil {
+		rl.mu.Lock()
+		rl.tenant = keyID
+		rl.mu.Unlock()
+	}
+}
+
+func noteUpstream(ctx context.Context, target string, status int) {
+	if rl := RequestLogFrom(ctx); rl != nil {
+		rl.mu.Lock()
+		rl.target, rl.upstream = target, status
+		rl.mu.Unlock()
+	}
 }

@@ -127,7 +127,8 @@ type Pipeline struct {
 	shadow  *shadower     // nil: no shadow verification
 	wg      sync.WaitGroup
 	log     *slog.Logger
-	logs    logLimiter // the guard's rate-limited lines
+	logs    logLimiter  // the guard's rate-limited lines
+	trs     transitions // breaker changes waiting for a request's log line
 	m       Metrics
 	keys    atomic.Pointer[keyring] // the secret of tenant namespaces and key ids (SetSecret)
 }
@@ -172,7 +173,7 @@ func New(cfg Config) *Pipeline {
 	}
 	p.logs = logLimiter{every: logEvery, now: cfg.Now}
 	for _, t := range cfg.Targets {
-		t.Breaker.Observe(p.logTransition)
+		t.Breaker.Observe(p.trs.add)
 	}
 	if p.cfg.Tracer == nil {
 		p.cfg.Tracer = tracenoop.NewTracerProvider().Tracer("")
@@ -250,6 +251,9 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		return
 	}
 	c := p.identify(r)
+	if c.known {
+		noteTenant(r.Context(), c.keyID())
+	}
 	ns := p.namespace(rt, c)
 	part := rt.partition(r.Header)
 	scope := rt.scope(r, part)

@@ -50,12 +50,14 @@ func echoPath(p string) string {
 
 // Data builds the data-plane handler: one echo route per configured route.
 // Paths not configured answer 404 in the OpenAI error shape, and admin paths
-// are never served here.
-func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Observer, log *slog.Logger) http.Handler {
+// are never served here. Each request gets an access log line per access.
+func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Observer, log *slog.Logger, access AccessLog) http.Handler {
 	e := newEcho(log)
+	e.Use(access.middleware(log))
 	for _, rt := range routes {
 		name := rt.Name
 		h := func(c echo.Context) error {
+			c.Set(ctxRoute, name)
 			start := time.Now()
 			obs.Begin()
 			p.Serve(c.Response(), c.Request(), table.Route(name))
@@ -70,6 +72,7 @@ func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Obse
 				}
 			}
 			obs.End(name, c.Request().Method, status, time.Since(start))
+			c.Set(ctxStatus, status)
 			return nil
 		}
 		if rt.API == openai.APIModels {
@@ -246,7 +249,7 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			status = he.Code
 			msg = fmt.Sprint(he.Message)
 		} else {
-			log.Error("handler error", "path", c.Request().URL.Path, "err", err)
+			log.ErrorContext(c.Request().Context(), "handler error", "path", c.Request().URL.Path, "err", err)
 		}
 		code := "not_found"
 		switch status {
@@ -276,7 +279,7 @@ func recoverer(log *slog.Logger) echo.MiddlewareFunc {
 					if v == http.ErrAbortHandler {
 						panic(v)
 					}
-					log.Error("panic serving request", "path", c.Request().URL.Path, "panic", v)
+					log.ErrorContext(c.Request().Context(), "panic serving request", "path", c.Request().URL.Path, "panic", v)
 					if !c.Response().Committed {
 						openai.WriteError(c.Response(), http.StatusInternalServerError, 0,
 							openai.NewError(openai.TypeServer, "internal_error", "", "Internal error; it has been logged."))
@@ -305,6 +308,9 @@ func requestID() echo.MiddlewareFunc {
 				c.Request().Header.Set("X-Request-Id", id)
 			}
 			c.Response().Header().Set("X-Request-Id", id)
+			// In the context: every log line of the request carries it.
+			r := c.Request()
+			c.SetRequest(r.WithContext(pipeline.WithRequestLog(r.Context(), &pipeline.RequestLog{ID: id})))
 			return next(c)
 		}
 	}

@@ -23,7 +23,9 @@ import (
 
 	"go.opentelemetry.io/contrib/exporters/autoexport"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/contrib/propagators/autoprop"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -45,8 +47,12 @@ type Telemetry struct {
 	// Tracing reports whether spans are exported.
 	Tracing bool
 	// Handler serves the Prometheus text exposition for /metrics.
-	Handler  http.Handler
-	shutdown []func(context.Context) error
+	Handler http.Handler
+	// Propagator reads and writes trace context and baggage in headers,
+	// per OTEL_PROPAGATORS (default tracecontext,baggage; "none" turns
+	// propagation off).
+	Propagator propagation.TextMapPropagator
+	shutdown   []func(context.Context) error
 }
 
 // Setup builds the providers from the standard OTEL_* environment:
@@ -71,8 +77,13 @@ func Setup(ctx context.Context, getenv func(string) string) (*Telemetry, error) 
 	if err != nil {
 		return nil, fmt.Errorf("otel resource: %w", err)
 	}
+	prop, err := propagators(getenv)
+	if err != nil {
+		return nil, err
+	}
 	opts := []sdkmetric.Option{sdkmetric.WithReader(exp), sdkmetric.WithResource(res)}
-	t := &Telemetry{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), TracerProvider: tracenoop.NewTracerProvider()}
+	t := &Telemetry{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), TracerProvider: tracenoop.NewTracerProvider(),
+		Propagator: prop}
 	if !disabled && (endpoint || getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != "" || getenv("OTEL_METRICS_EXPORTER") != "") {
 		r, err := autoexport.NewMetricReader(ctx)
 		if err != nil {
@@ -93,6 +104,32 @@ func Setup(ctx context.Context, getenv func(string) string) (*Telemetry, error) 
 		t.shutdown = append(t.shutdown, tp.Shutdown)
 	}
 	return t, nil
+}
+
+// propagators builds the propagator OTEL_PROPAGATORS names (tracecontext,
+// baggage, b3, b3multi, jaeger, xray, ottrace, none); unset or empty →
+// tracecontext,baggage.
+func propagators(getenv func(string) string) (propagation.TextMapPropagator, error) {
+	v := strings.TrimSpace(getenv("OTEL_PROPAGATORS"))
+	if v == "" {
+		return propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}), nil
+	}
+	var ps []propagation.TextMapPropagator
+	for _, name := range strings.Split(v, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		if name == "none" {
+			return propagation.NewCompositeTextMapPropagator(), nil
+		}
+		p, err := autoprop.TextMapPropagator(name)
+		if err != nil {
+			return nil, fmt.Errorf("OTEL_PROPAGATORS: %w", err)
+		}
+		ps = append(ps, p)
+	}
+	return propagation.NewCompositeTextMapPropagator(ps...), nil
 }
 
 func serviceName(getenv func(string) string) string {
@@ -117,26 +154,41 @@ func (t *Telemetry) Wrap(h http.Handler, name string) http.Handler {
 	if !t.Tracing {
 		return h
 	}
-	return otelhttp.NewHandler(h, name, otelhttp.WithTracerProvider(t.TracerProvider),
+	return otelhttp.NewHandler(h, name, otelhttp.WithTracerProvider(t.TracerProvider), otelhttp.WithPropagators(t.Propagator),
 		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()), // our own HTTP metrics are cheaper
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }))
 }
 
-// LogHandler adds trace_id and span_id to every log record made with a
-// context that carries a span.
-func LogHandler(h slog.Handler) slog.Handler { return traceLog{h} }
+// LogHandler adds to every log record made with a request's context the
+// attributes ctxAttrs find there (the request id) and, when the request's
+// span is sampled, its trace_id and span_id.
+func LogHandler(h slog.Handler, ctxAttrs ...func(context.Context) []slog.Attr) slog.Handler {
+	return traceLog{h, ctxAttrs}
+}
 
-type traceLog struct{ slog.Handler }
+type traceLog struct {
+	slog.Handler
+	ctxAttrs []func(context.Context) []slog.Attr
+}
 
 func (l traceLog) Handle(ctx context.Context, r slog.Record) error {
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+	if ctx != nil {
+		for _, f := range l.ctxAttrs {
+			r.AddAttrs(f(ctx)...)
+		}
+		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() && sc.IsSampled() {
+			r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+		}
 	}
 	return l.Handler.Handle(ctx, r)
 }
 
-func (l traceLog) WithAttrs(as []slog.Attr) slog.Handler { return traceLog{l.Handler.WithAttrs(as)} }
-func (l traceLog) WithGroup(g string) slog.Handler       { return traceLog{l.Handler.WithGroup(g)} }
+func (l traceLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return traceLog{l.Handler.WithAttrs(as), l.ctxAttrs}
+}
+func (l traceLog) WithGroup(g string) slog.Handler {
+	return traceLog{l.Handler.WithGroup(g), l.ctxAttrs}
+}
 
 // Metrics records the request path's measurements. It implements
 // pipeline.Metrics.

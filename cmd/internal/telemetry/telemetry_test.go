@@ -2,8 +2,10 @@ package telemetry
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // collect returns the int64 sums by metric name and the attribute value of
@@ -124,5 +127,47 @@ func TestShadowMetricsOnPrometheus(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("/metrics:\n%s", body)
+	}
+}
+
+func TestPropagatorsFromEnv(t *testing.T) {
+	for env, want := range map[string]string{
+		"":                     "baggage,traceparent,tracestate",
+		"tracecontext":         "traceparent,tracestate",
+		"none":                 "",
+		"tracecontext,baggage": "baggage,traceparent,tracestate",
+	} {
+		p, err := propagators(func(string) string { return env })
+		if err != nil {
+			t.Fatalf("%q: %v", env, err)
+		}
+		f := p.Fields()
+		sort.Strings(f)
+		if got := strings.Join(f, ","); got != want {
+			t.Errorf("OTEL_PROPAGATORS=%q: fields %q, want %q", env, got, want)
+		}
+	}
+	if _, err := propagators(func(string) string { return "nonsense" }); err == nil {
+		t.Error("an unknown propagator was accepted")
+	}
+}
+
+func TestLogHandlerAddsRequestAndSampledTrace(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(LogHandler(slog.NewTextHandler(&buf, nil), func(context.Context) []slog.Attr {
+		return []slog.Attr{slog.String("request_id", "r1")}
+	}))
+	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	sampled := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled})
+	log.With("k", "v").InfoContext(trace.ContextWithSpanContext(context.Background(), sampled), "a")
+	log.InfoContext(trace.ContextWithSpanContext(context.Background(), sampled.WithTraceFlags(0)), "b")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "request_id=r1") || !strings.Contains(lines[0], "trace_id=4bf92f3577b34da6a3ce929d0e0e4736") ||
+		!strings.Contains(lines[0], "k=v") {
+		t.Errorf("sampled: %q", lines)
+	}
+	if strings.Contains(lines[len(lines)-1], "trace_id") || !strings.Contains(lines[len(lines)-1], "request_id=r1") {
+		t.Errorf("not sampled: %q", lines[len(lines)-1])
 	}
 }

@@ -16,6 +16,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config configures a Client.
@@ -31,6 +34,10 @@ type Config struct {
 	// Transport overrides the HTTP transport (tests). Nil → a tuned
 	// http.Transport.
 	Transport http.RoundTripper
+	// Propagator, when set, writes the trace context of the call's span
+	// (edgecache's, not the caller's) and the baggage into the upstream
+	// request, replacing what the client sent in those headers.
+	Propagator propagation.TextMapPropagator
 }
 
 // Client calls the upstream API. It is safe for concurrent use.
@@ -41,7 +48,8 @@ type Client struct {
 	// does, not through an http.Client: redirects are the client's
 	// business, not the cache's, and http.Client's redirect bookkeeping
 	// copies every request's header.
-	rt http.RoundTripper
+	rt   http.RoundTripper
+	prop propagation.TextMapPropagator
 }
 
 // New returns a Client for cfg.
@@ -71,7 +79,7 @@ func New(cfg Config) (*Client, error) {
 			ExpectContinueTimeout: time.Second,
 		}
 	}
-	return &Client{base: u, apiKey: cfg.APIKey, rt: rt}, nil
+	return &Client{base: u, apiKey: cfg.APIKey, rt: rt, prop: cfg.Propagator}, nil
 }
 
 // ReplacesKey reports whether the client sends the edge's own API key
@@ -165,12 +173,27 @@ func (c *Client) Do(ctx context.Context, in *http.Request, path string, body []b
 	if out.Header.Get("User-Agent") == "" {
 		out.Header["User-Agent"] = nil // no Go default User-Agent
 	}
+	c.inject(ctx, out.Header)
 	resp, err := c.rt.RoundTrip(out)
 	if err != nil {
 		return nil, classify(ctx, err)
 	}
 	RemoveHopHeaders(resp.Header)
 	return resp, nil
+}
+
+// inject replaces the client's trace headers with the context of the span
+// in ctx, when there is one: the upstream's spans are then children of
+// edgecache's. Without a span (tracing off) the client's headers pass
+// through unchanged.
+func (c *Client) inject(ctx context.Context, h http.Header) {
+	if c.prop == nil || !trace.SpanContextFromContext(ctx).IsValid() {
+		return
+	}
+	for _, f := range c.prop.Fields() {
+		h.Del(f)
+	}
+	c.prop.Inject(ctx, propagation.HeaderCarrier(h))
 }
 
 // validMethod reports whether m is an HTTP token (what

@@ -1,0 +1,54 @@
+package upstream
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// TestTraceHeadersAreEdgecaches: with a span in the context, the upstream
+// sees its trace context instead of the client's; without one (tracing
+// off) the client's passes through.
+func TestTraceHeadersAreEdgecaches(t *testing.T) {
+	var got http.Header
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.Header.Clone() }))
+	defer srv.Close()
+	c, err := New(Config{URL: srv.URL, Propagator: propagation.TraceContext{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	in := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
+	in.Header.Set("Traceparent", client)
+	in.Header.Set("Tracestate", "vendor=x")
+	do := func(ctx context.Context) {
+		t.Helper()
+		resp, err := c.Do(ctx, in, "/v1/chat/completions", []byte("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	do(context.Background())
+	if got.Get("Traceparent") != client || got.Get("Tracestate") != "vendor=x" {
+		t.Errorf("without a span: traceparent %q tracestate %q, want the client's", got.Get("Traceparent"), got.Get("Tracestate"))
+	}
+	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	sid, _ := trace.SpanIDFromHex("1111111111111111")
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled})
+	do(trace.ContextWithSpanContext(context.Background(), sc))
+	if tp := got.Get("Traceparent"); !strings.Contains(tp, "-1111111111111111-") || len(got["Traceparent"]) != 1 {
+		t.Errorf("with a span: traceparent %q, want edgecache's span 1111111111111111", got["Traceparent"])
+	}
+	if ts := got.Get("Tracestate"); ts != "" {
+		t.Errorf("with a span: tracestate %q, want the span's (empty)", ts)
+	}
+	if in.Header.Get("Traceparent") != client {
+		t.Error("the inbound request's header was changed")
+	}
+}
