@@ -278,7 +278,12 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	}
 	pd := &pending{rt: rt, req: req, adm: adm, lane: adm.lane.String(), ns: ns, usage: -1}
 	defer func() { p.done(r.Context(), adm, pd.usage) }()
+	dir := requestDirectives(r.Header)
 	if reason := p.bypass(rt, r, req); reason != "" {
+		if dir.onlyIfCached {
+			writeOnlyIfCached(w)
+			return
+		}
 		p.m.Bypass(rt.Name, reason)
 		p.forward(w, r, pd, body, passThrough, "edgecache; fwd=bypass; detail="+reason)
 		return
@@ -287,6 +292,10 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	if noCache(r) {
 		// Not served from the cache; the fresh complete answer replaces
 		// the stored one (on a shared route, for every tenant).
+		if dir.onlyIfCached {
+			writeOnlyIfCached(w)
+			return
+		}
 		p.m.Bypass(rt.Name, "no-cache")
 		pd.q = p.semanticQuery(rt, r, req, pd.ns, part)
 		p.forward(w, r, pd, body, refresh, "edgecache; fwd=request; detail=no-cache")
@@ -296,16 +305,40 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		p.aliases.c.Set(ak, alias{key: pd.key, api: req.API, stream: req.Stream, includeUsage: req.IncludeUsage}, 1)
 	}
 	if e, ok := p.lookup(r.Context(), rt, pd.key); ok {
-		pd.usage = 0 // the model did no work
-		p.hit(w, r, rt, req, e, e.Tier, -1)
+		why := dir.refuses(e, p.cfg.Now())
+		if why == "" {
+			pd.usage = 0 // the model did no work
+			p.hit(w, r, rt, req, e, e.Tier, -1)
+			return
+		}
+		if dir.onlyIfCached {
+			writeOnlyIfCached(w)
+			return
+		}
+		// Too old for this request (pipeline/directives.go): a call of its
+		// own, whose answer replaces the entry.
+		p.m.Bypass(rt.Name, why)
+		pd.q = p.semanticQuery(rt, r, req, pd.ns, part)
+		p.forward(w, r, pd, body, refresh, "edgecache; fwd=stale; detail="+why)
 		return
 	}
 	pd.q = p.semanticQuery(rt, r, req, pd.ns, part)
 	if pd.q != nil {
-		if hit, ok := p.semanticLookup(r.Context(), rt, r, pd.q); ok {
+		if hit, ok := p.semanticLookup(r.Context(), rt, r, pd.q); ok && dir.refuses(hit.entry, p.cfg.Now()) == "" {
 			pd.usage = 0
 			p.hit(w, r, rt, req, hit.entry, "semantic", hit.cosine)
 			p.shadowHit(r, pd, body, hit) // after the answer: never in its way
+			return
+		}
+	}
+	if dir.any() {
+		if e, ok := p.staleEntry(r.Context(), rt, pd.key, dir); ok {
+			pd.usage = 0
+			p.hit(w, r, rt, req, e, "max-stale", -1)
+			return
+		}
+		if dir.onlyIfCached {
+			writeOnlyIfCached(w)
 			return
 		}
 	}
@@ -508,7 +541,8 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 		if pd.adm != nil {
 			lane = pd.adm.lane
 		}
-		ur := &upstreamRequest{in: in, rt: rt, body: body, req: req, key: key, q: q, store: store, lane: lane}
+		ur := &upstreamRequest{in: in, rt: rt, body: body, req: req, key: key, q: q, store: store, lane: lane,
+			tenantNS: !rt.Shared && pd.ns != "" && !strings.HasPrefix(pd.ns, anonymous)}
 		if inline {
 			p.run(runCtx, c, ur)
 		} else {
@@ -546,8 +580,10 @@ func outbound(r *http.Request, rt *Route, hasBody bool) *http.Request {
 // maxAnswerBytes bounds a non-streamed upstream answer held in memory.
 const maxAnswerBytes = 64 << 20
 
-func (p *Pipeline) store(rt *Route, key cache.Key, q *semanticQuery, body []byte) bool {
-	if body == nil {
+// store stores a complete answer under key, fresh for ttl (the route's
+// TTL, or less: responseTTL).
+func (p *Pipeline) store(rt *Route, key cache.Key, q *semanticQuery, body []byte, ttl time.Duration) bool {
+	if body == nil || ttl <= 0 {
 		return false
 	}
 	now := p.cfg.Now()
@@ -556,11 +592,11 @@ func (p *Pipeline) store(rt *Route, key cache.Key, q *semanticQuery, body []byte
 		Header:    http.Header{"Content-Type": {"application/json"}},
 		Body:      body,
 		StoredAt:  now,
-		ExpiresAt: now.Add(rt.TTL),
+		ExpiresAt: now.Add(ttl),
 	}
 	// Tiers keep the entry past its freshness for the stale-if-error window;
 	// lookups judge freshness by ExpiresAt.
-	if !p.cfg.Cache.Store(key, e, rt.TTL+rt.StaleIfError) {
+	if !p.cfg.Cache.Store(key, e, ttl+rt.StaleIfError) {
 		p.m.StoreDropped(rt.Name)
 		return false
 	}
