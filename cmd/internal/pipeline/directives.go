@@ -14,7 +14,9 @@ package pipeline
 //     route's stale_if_error window) when no fresh one is found
 //     (Cache-Status hit; detail=max-stale).
 //   - only-if-cached: never an upstream call; a miss is answered 504 in the
-//     API's error shape (Cache-Status fwd=miss; detail=only-if-cached).
+//     API's error shape (Cache-Status fwd=miss; detail=only-if-cached). On a
+//     shared route with reveal: false every such request gets the 504: a
+//     200 would tell a tenant what others asked.
 //
 // An upstream answer's Cache-Control decides whether and how long it is
 // stored (responseTTL): no-store, no-cache and max-age=0 (or s-maxage=0)
@@ -141,9 +143,15 @@ func (p *Pipeline) staleEntry(ctx context.Context, rt *Route, key cache.Key, d d
 }
 
 // writeOnlyIfCached answers a request with only-if-cached that the cache
-// cannot serve: 504, no upstream call (RFC 9111 §5.2.1.7).
-func writeOnlyIfCached(w http.ResponseWriter) {
-	w.Header().Set("Cache-Status", "edgecache; fwd=miss; detail=only-if-cached")
+// cannot serve: 504, no upstream call (RFC 9111 §5.2.1.7). On a shared
+// route with reveal: false it is the answer to every only-if-cached
+// request, hit or not, and says nothing more.
+func writeOnlyIfCached(w http.ResponseWriter, rt *Route) {
+	if rt.hidden() {
+		w.Header().Set("Cache-Status", hiddenStatus)
+	} else {
+		w.Header().Set("Cache-Status", "edgecache; fwd=miss; detail=only-if-cached")
+	}
 	openai.WriteError(w, http.StatusGatewayTimeout, 0, openai.NewError(openai.TypeServer, "only_if_cached", "",
 		"The request has Cache-Control: only-if-cached and no cached answer matches it."))
 }

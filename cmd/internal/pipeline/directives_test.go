@@ -189,3 +189,24 @@ func TestUpstreamCacheControl(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectivesOnHiddenRoute: on a shared route with reveal: false, the
+// directives tell a tenant nothing of what others asked.
+func TestDirectivesOnHiddenRoute(t *testing.T) {
+	e := newEdge(t, edgeOpts{apiKey: edgeKey, routes: sharedRoutes()})
+	body := chat("Hidden policy?")
+	e.post("/quiet/chat", body, "Authorization", "Bearer sk-a")
+	e.settle()
+	time.Sleep(5 * time.Millisecond)
+	r := e.post("/quiet/chat", body, "Authorization", "Bearer sk-b", "Cache-Control", "max-age=0")
+	if r.status != 200 || r.header.Get("Cache-Status") != hiddenStatus {
+		t.Errorf("max-age=0 on a hidden route: %d %q, want %q", r.status, r.header.Get("Cache-Status"), hiddenStatus)
+	}
+	e.settle()
+	for _, b := range []string{body, chat("Never asked?")} {
+		r := e.post("/quiet/chat", b, "Authorization", "Bearer sk-b", "Cache-Control", "only-if-cached")
+		if r.status != http.StatusGatewayTimeout || r.header.Get("Cache-Status") != hiddenStatus {
+			t.Errorf("only-if-cached on a hidden route: %d %q, want 504 %q", r.status, r.header.Get("Cache-Status"), hiddenStatus)
+		}
+	}
+}

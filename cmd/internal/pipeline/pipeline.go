@@ -281,7 +281,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	dir := requestDirectives(r.Header)
 	if reason := p.bypass(rt, r, req); reason != "" {
 		if dir.onlyIfCached {
-			writeOnlyIfCached(w)
+			writeOnlyIfCached(w, rt)
 			return
 		}
 		p.m.Bypass(rt.Name, reason)
@@ -289,11 +289,17 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		return
 	}
 	pd.key = exactKey(rt, pd.ns, scope, req)
+	if dir.onlyIfCached && rt.hidden() {
+		// A route that does not say whether an answer was cached does not
+		// answer only-if-cached either: 200 or 504 would tell.
+		writeOnlyIfCached(w, rt)
+		return
+	}
 	if noCache(r) {
 		// Not served from the cache; the fresh complete answer replaces
 		// the stored one (on a shared route, for every tenant).
 		if dir.onlyIfCached {
-			writeOnlyIfCached(w)
+			writeOnlyIfCached(w, rt)
 			return
 		}
 		p.m.Bypass(rt.Name, "no-cache")
@@ -312,7 +318,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 			return
 		}
 		if dir.onlyIfCached {
-			writeOnlyIfCached(w)
+			writeOnlyIfCached(w, rt)
 			return
 		}
 		// Too old for this request (pipeline/directives.go): a call of its
@@ -338,7 +344,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 			return
 		}
 		if dir.onlyIfCached {
-			writeOnlyIfCached(w)
+			writeOnlyIfCached(w, rt)
 			return
 		}
 	}
@@ -646,8 +652,8 @@ func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, ca
 			if v.stored && !strings.Contains(cs, "fwd=bypass") {
 				cs += "; stored"
 			}
-			if hide && strings.HasPrefix(cs, "edgecache; fwd=uri-miss") {
-				cs = hiddenStatus // a miss, collapsed or not, stored or not
+			if hide && (strings.HasPrefix(cs, "edgecache; fwd=uri-miss") || strings.HasPrefix(cs, "edgecache; fwd=stale")) {
+				cs = hiddenStatus // a miss, collapsed or not, stored or not, or an entry too old for the request
 			}
 			h.Set("Cache-Status", cs)
 			if !c.stream || !isEventStream(v.header) {
