@@ -210,3 +210,38 @@ func TestDirectivesOnHiddenRoute(t *testing.T) {
 		}
 	}
 }
+
+func TestDirectiveParsing(t *testing.T) {
+	h := http.Header{"Cache-Control": {`MAX-AGE="30", max-stale`, "min-fresh=99999999999999999999, only-if-cached"}}
+	d := requestDirectives(h)
+	if d.maxAge != 30*time.Second || d.maxStale < time.Duration(1<<62) || d.minFresh < time.Duration(1<<62) || !d.onlyIfCached {
+		t.Errorf("requestDirectives = %+v", d)
+	}
+	if d := requestDirectives(http.Header{}); d.any() {
+		t.Errorf("no header: %+v", d)
+	}
+	rt := &Route{TTL: time.Hour}
+	for _, c := range []struct {
+		cc, ct   string
+		tenantNS bool
+		ttl      time.Duration
+		why      string
+	}{
+		{"", "application/json", false, time.Hour, ""},
+		{"no-store", "text/event-stream", true, 0, "no-store"},
+		{`no-cache="set-cookie"`, "application/json", true, 0, "no-cache"},
+		{"no-cache", "text/event-stream", false, time.Hour, ""},
+		{"private, max-age=10", "application/json", true, 10 * time.Second, ""},
+		{"private", "application/json", false, 0, "private"},
+		{"max-age=x", "application/json", false, 0, "max-age=0"},
+		{"s-maxage=20, max-age=5", "application/json", false, 20 * time.Second, ""},
+	} {
+		h := http.Header{"Content-Type": {c.ct}}
+		if c.cc != "" {
+			h.Set("Cache-Control", c.cc)
+		}
+		if ttl, why := responseTTL(h, rt, c.tenantNS); ttl != c.ttl || why != c.why {
+			t.Errorf("%q (%s, tenant %v): %v %q, want %v %q", c.cc, c.ct, c.tenantNS, ttl, why, c.ttl, c.why)
+		}
+	}
+}
