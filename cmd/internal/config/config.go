@@ -69,6 +69,9 @@ type Config struct {
 	// without Redis it lives as long as the process. Set it explicitly in
 	// production so namespaces survive a Redis flush.
 	TenantSecret string `yaml:"tenant_secret"`
+	// TenantSecretFile reads TenantSecret from a file (a mounted Secret).
+	// Env EDGECACHE_TENANT_SECRET_FILE.
+	TenantSecretFile string `yaml:"tenant_secret_file"`
 
 	// PolicyFile persists run-time route policy changes and their audit
 	// trail when there is no Redis (with Redis they live in the region's
@@ -79,6 +82,9 @@ type Config struct {
 	// whenever the admin listener is not on loopback. Env
 	// EDGECACHE_ADMIN_TOKENS as "name:token,name2:token2" (added to these).
 	AdminTokens []AdminToken `yaml:"admin_tokens"`
+	// AdminTokensFile holds more admin tokens, "name:token" separated by
+	// commas or newlines. Env EDGECACHE_ADMIN_TOKENS_FILE.
+	AdminTokensFile string `yaml:"admin_tokens_file"`
 
 	// Routes are the proxied paths and their cache policies. Empty → the
 	// default routes (chat completions, completions and embeddings with an
@@ -146,6 +152,9 @@ type Upstream struct {
 	// client's key still selects its cache namespace). Env
 	// EDGECACHE_UPSTREAM_API_KEY.
 	APIKey string `yaml:"api_key"`
+	// APIKeyFile reads APIKey from a file. Env
+	// EDGECACHE_UPSTREAM_API_KEY_FILE.
+	APIKeyFile string `yaml:"api_key_file"`
 	// Timeout bounds waiting for the upstream's response headers and, for
 	// non-streamed answers, the whole answer. Zero → 120s.
 	Timeout Duration `yaml:"timeout"`
@@ -164,8 +173,12 @@ type Backup struct {
 	// URL is the API's base URL, with or without /v1.
 	URL string `yaml:"url"`
 	// APIKey replaces the client's key on calls to this target (a backup
-	// provider has its own keys).
+	// provider has its own keys). Env EDGECACHE_BACKUP_<NAME>_API_KEY or
+	// EDGECACHE_BACKUP_<INDEX>_API_KEY (0-based).
 	APIKey string `yaml:"api_key"`
+	// APIKeyFile reads APIKey from a file. Env
+	// EDGECACHE_BACKUP_<NAME|INDEX>_API_KEY_FILE.
+	APIKeyFile string `yaml:"api_key_file"`
 	// Models renames the requested model for this target, e.g.
 	// {"deepseek-chat": "deepseek-ai/DeepSeek-V3"}.
 	Models map[string]string `yaml:"models"`
@@ -297,10 +310,13 @@ type Redis struct {
 	// single configuration endpoint. Env EDGECACHE_REDIS_CLUSTER=true.
 	Cluster    bool   `yaml:"cluster"`
 	MasterName string `yaml:"master_name"`
-	Username   string `yaml:"username"`
-	// Password; env EDGECACHE_REDIS_PASSWORD.
-	Password string `yaml:"password"`
-	DB       int    `yaml:"db"`
+	// Username (ACL user); env EDGECACHE_REDIS_USERNAME[_FILE].
+	Username     string `yaml:"username"`
+	UsernameFile string `yaml:"username_file"`
+	// Password; env EDGECACHE_REDIS_PASSWORD[_FILE].
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+	DB           int    `yaml:"db"`
 	// Timeout is the budget of one cache operation; a slower Redis is a miss.
 	// Zero → 50ms.
 	Timeout Duration `yaml:"timeout"`
@@ -415,9 +431,12 @@ type Semantic struct {
 
 // RemoteEmbedder is an OpenAI-compatible embeddings API.
 type RemoteEmbedder struct {
-	URL    string `yaml:"url"`
-	Model  string `yaml:"model"`
-	APIKey string `yaml:"api_key"`
+	URL   string `yaml:"url"`
+	Model string `yaml:"model"`
+	// APIKey; env EDGECACHE_EMBED_API_KEY[_FILE]; APIKeyFile reads it
+	// from a file.
+	APIKey     string `yaml:"api_key"`
+	APIKeyFile string `yaml:"api_key_file"`
 	// Timeout of one call. Zero → EmbedTimeout.
 	Timeout Duration `yaml:"timeout"`
 }
@@ -426,9 +445,12 @@ type RemoteEmbedder struct {
 type Qdrant struct {
 	// Addr is host:port of the gRPC API (port 6334). Env
 	// EDGECACHE_QDRANT_ADDR; setting it selects index qdrant.
-	Addr   string `yaml:"addr"`
-	APIKey string `yaml:"api_key"`
-	TLS    bool   `yaml:"tls"`
+	Addr string `yaml:"addr"`
+	// APIKey; env EDGECACHE_QDRANT_API_KEY[_FILE]; APIKeyFile reads it
+	// from a file.
+	APIKey     string `yaml:"api_key"`
+	APIKeyFile string `yaml:"api_key_file"`
+	TLS        bool   `yaml:"tls"`
 	// CollectionPrefix of the per-model collections (prefix, model, "_",
 	// dimension: edgecache_use-lite-v1_512). Empty → "edgecache_".
 	CollectionPrefix string `yaml:"collection_prefix"`
@@ -642,8 +664,6 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	set(&c.Listen, "EDGECACHE_LISTEN")
 	set(&c.AdminListen, "EDGECACHE_ADMIN_LISTEN")
 	set(&c.Upstream.URL, "EDGECACHE_UPSTREAM_URL")
-	set(&c.Upstream.APIKey, "EDGECACHE_UPSTREAM_API_KEY")
-	set(&c.Redis.Password, "EDGECACHE_REDIS_PASSWORD")
 	setBool := func(dst *bool, name string) {
 		s := getenv(name)
 		if s == "" {
@@ -689,37 +709,13 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	}
 	setBool(&c.Redis.TLS.Enabled, "EDGECACHE_REDIS_TLS")
 	setBool(&c.Redis.Cluster, "EDGECACHE_REDIS_CLUSTER")
-	set(&c.TenantSecret, "EDGECACHE_TENANT_SECRET")
 	set(&c.Degrade.Region, "EDGECACHE_REGION")
 	set(&c.Degrade.JournalDir, "EDGECACHE_JOURNAL_DIR")
 	set(&c.PolicyFile, "EDGECACHE_POLICY_FILE")
 	set(&c.Degrade.TemplatesDir, "EDGECACHE_TEMPLATES_DIR")
 	set(&c.Semantic.ModelDir, "EDGECACHE_MODEL_DIR")
 	set(&c.Semantic.VerifierModel, "EDGECACHE_VERIFIER_MODEL")
-	if v := getenv("EDGECACHE_ADMIN_TOKENS"); v != "" {
-		for _, pair := range strings.Split(v, ",") {
-			name, tok, ok := strings.Cut(strings.TrimSpace(pair), ":")
-			if !ok {
-				name, tok = "env", name // a bare token
-			}
-			c.AdminTokens = append(c.AdminTokens, AdminToken{Name: name, Token: tok})
-		}
-	}
-	for i := range c.Tenants {
-		name := strings.ToUpper(strings.Map(func(r rune) rune {
-			if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
-				return r
-			}
-			return '_'
-		}, c.Tenants[i].Name))
-		if v := getenv("EDGECACHE_TENANT_" + name + "_KEYS"); v != "" {
-			for _, k := range strings.Split(v, ",") {
-				if k = strings.TrimSpace(k); k != "" {
-					c.Tenants[i].APIKeys = append(c.Tenants[i].APIKeys, k)
-				}
-			}
-		}
-	}
+	errs = append(errs, c.resolveSecrets(getenv)...)
 	if v := getenv("EDGECACHE_QDRANT_ADDR"); v != "" {
 		c.Semantic.Qdrant.Addr = v
 		c.Semantic.Index = "qdrant"

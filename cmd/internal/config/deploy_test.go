@@ -95,6 +95,20 @@ var deploySecret = map[string]string{
 	"admin-tokens":     "prometheus:" + strings.Repeat("cd", 24) + ",ops:" + strings.Repeat("ef", 24), // name:token pairs
 	"upstream-api-key": "sk-sample",
 	"redis-password":   "sample",
+	"redis-username":   "edgecache",
+	"qdrant-api-key":   "sample",
+	"embed-api-key":    "sk-sample",
+}
+
+// TestDeploySecretDocumented: every key above is one deploy/README.md has
+// operators create.
+func TestDeploySecretDocumented(t *testing.T) {
+	readme := string(deployRead(t, "README.md"))
+	for k := range deploySecret {
+		if !strings.Contains(readme, "--from-literal="+k+"=") {
+			t.Errorf("deploy/README.md does not create the Secret key %s", k)
+		}
+	}
 }
 
 // deployPodEnv returns the env of the edgecache container in a Deployment

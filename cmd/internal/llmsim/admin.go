@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -85,6 +86,9 @@ type configJSON struct {
 	Canonical map[string]string `json:"canonical,omitempty"`
 	// Reword is SetCanonical's reword; shown only when on.
 	Reword *bool `json:"reword,omitempty"`
+	// CacheControl is Config.CacheControl; shown only when set ("" in a
+	// PUT clears it).
+	CacheControl *string `json:"cache_control,omitempty"`
 }
 
 func configToJSON(c Config) configJSON {
@@ -98,6 +102,9 @@ func configToJSON(c Config) configJSON {
 	}
 	if c.EmbeddingFold {
 		j.EmbeddingFold = &c.EmbeddingFold
+	}
+	if c.CacheControl != "" {
+		j.CacheControl = &c.CacheControl
 	}
 	return j
 }
@@ -137,6 +144,12 @@ func (p configJSON) apply(c *Config) error {
 	}
 	if p.EmbeddingFold != nil {
 		c.EmbeddingFold = *p.EmbeddingFold
+	}
+	if p.CacheControl != nil {
+		if strings.ContainsAny(*p.CacheControl, "\r\n") {
+			return errors.New("cache_control must be one header line")
+		}
+		c.CacheControl = *p.CacheControl
 	}
 	return c.Validate()
 }

@@ -140,3 +140,30 @@ func TestSetConfigConcurrent(t *testing.T) {
 	}
 	<-done
 }
+
+func TestConfigCacheControl(t *testing.T) {
+	s, ts := newSim(t, Config{})
+	resp, b := do(t, ts, http.MethodPut, "/_sim/config", `{"cache_control":"private, max-age=5"}`)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"cache_control":"private, max-age=5"`) {
+		t.Fatalf("PUT: %d %s", resp.StatusCode, b)
+	}
+	if s.Config().CacheControl != "private, max-age=5" {
+		t.Errorf("Config() = %+v", s.Config())
+	}
+	if resp, _ := post(t, ts, "/v1/chat/completions", chatBody("cc")); resp.Header.Get("Cache-Control") != "private, max-age=5" {
+		t.Errorf("answer Cache-Control = %q", resp.Header.Get("Cache-Control"))
+	}
+	if resp, _ := stream(t, ts, "/v1/chat/completions", with(chatBody("cc"), "stream", true)); resp.Header.Get("Cache-Control") != "private, max-age=5" {
+		t.Errorf("stream Cache-Control = %q", resp.Header.Get("Cache-Control"))
+	}
+	if resp, b := do(t, ts, http.MethodPut, "/_sim/config", `{"cache_control":"a\r\nX-Evil: 1"}`); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("PUT with a line break: %d %s", resp.StatusCode, b)
+	}
+	do(t, ts, http.MethodPut, "/_sim/config", `{"cache_control":""}`)
+	if resp, _ := post(t, ts, "/v1/chat/completions", chatBody("cc")); resp.Header.Get("Cache-Control") != "" {
+		t.Errorf("cleared: Cache-Control = %q", resp.Header.Get("Cache-Control"))
+	}
+	if resp, _ := stream(t, ts, "/v1/chat/completions", with(chatBody("cc"), "stream", true)); resp.Header.Get("Cache-Control") != "no-cache" {
+		t.Errorf("cleared stream: Cache-Control = %q", resp.Header.Get("Cache-Control"))
+	}
+}

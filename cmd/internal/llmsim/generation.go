@@ -173,6 +173,9 @@ func (s *Server) serveGeneration(w http.ResponseWriter, r *http.Request, rt rout
 		return // the client went away
 	}
 	created := time.Now().Unix()
+	if cfg.CacheControl != "" {
+		w.Header()["Cache-Control"] = []string{cfg.CacheControl}
+	}
 	if req.stream {
 		streamAnswer(w, r, &req, &a, created, cfg.TokensPerSec, cutAfter)
 		return

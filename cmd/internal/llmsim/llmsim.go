@@ -77,6 +77,12 @@ type Config struct {
 	// are the same sentence (edgebench's semantic-hit scenario relies on
 	// it). Off by default: every distinct text gets its own vector.
 	EmbeddingFold bool
+	// CacheControl, when set, is the Cache-Control header of generation
+	// answers (/v1/chat/completions and /v1/completions, streamed or not;
+	// a stream otherwise says "no-cache"), e.g. "private" or "max-age=5",
+	// to test what a cache in front does with it. Empty → none (streams:
+	// no-cache).
+	CacheControl string
 }
 
 // Validate reports knobs that are negative or absurdly large. New and

@@ -15,7 +15,9 @@ import (
 func streamAnswer(w http.ResponseWriter, r *http.Request, req *genRequest, a *answer, created int64, tokensPerSec float64, cutAfter int) {
 	h := w.Header()
 	h["Content-Type"] = contentTypeEvent
-	h["Cache-Control"] = cacheControlNo
+	if _, set := h["Cache-Control"]; !set { // Config.CacheControl
+		h["Cache-Control"] = cacheControlNo
+	}
 	w.WriteHeader(http.StatusOK)
 
 	sw := sseWriter{w: w, rc: http.NewResponseController(w)}

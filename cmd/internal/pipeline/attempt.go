@@ -38,6 +38,9 @@ type upstreamCall struct {
 	stalled atomic.Bool
 
 	o outcome
+	// ttl is how long the answer may be stored (responseTTL), set by
+	// cacheable.
+	ttl time.Duration
 }
 
 // admitAttempt takes a slot of t's adaptive concurrency limit for the
@@ -153,9 +156,19 @@ func aboutTheKey(status int) bool {
 	return status == http.StatusTooManyRequests || status == http.StatusUnauthorized || status == http.StatusForbidden
 }
 
-// cacheable reports whether a complete answer in resp may be stored.
+// cacheable reports whether a complete answer in resp may be stored, and
+// sets how long (the upstream's Cache-Control: pipeline/directives.go).
 func (a *upstreamCall) cacheable(resp *http.Response) bool {
-	return a.ur.store && resp.StatusCode >= 200 && resp.StatusCode < 300 && !hasDirective(resp.Header, "no-store")
+	if !a.ur.store || resp.StatusCode < 200 || resp.StatusCode >= 300 {
+		return false
+	}
+	ttl, why := responseTTL(resp.Header, a.ur.rt, a.ur.tenantNS)
+	if why != "" {
+		a.p.m.Bypass(a.ur.rt.Name, "upstream-"+why)
+		return false
+	}
+	a.ttl = ttl
+	return true
 }
 
 // fail records why the attempt produced no answer: its own timer, the
@@ -203,7 +216,7 @@ func (a *upstreamCall) readWhole(ctx context.Context, resp *http.Response) {
 		return
 	}
 	if a.cacheable(resp) && complete {
-		a.o.stored = p.store(ur.rt, ur.key, ur.q, b)
+		a.o.stored = p.store(ur.rt, ur.key, ur.q, b, a.ttl)
 	}
 	c := a.c
 	c.mu.Lock()
@@ -328,5 +341,5 @@ func (a *upstreamCall) storeStream(acc openai.StreamAccumulator, cacheable bool)
 	}
 	answer, err := acc.Body()
 	ur := a.ur
-	return err == nil && a.p.store(ur.rt, ur.key, ur.q, answer)
+	return err == nil && a.p.store(ur.rt, ur.key, ur.q, answer, a.ttl)
 }

@@ -121,7 +121,10 @@ type upstreamRequest struct {
 	key   cache.Key // where a complete answer is stored ("" → nowhere)
 	q     *semanticQuery
 	store bool
-	lane  admission.Lane
+	// tenantNS: key is in one tenant's own namespace, where an answer
+	// marked private may be stored.
+	tenantNS bool
+	lane     admission.Lane
 	// deadline is when an answer must have started (Pipeline.deadline).
 	deadline time.Time
 

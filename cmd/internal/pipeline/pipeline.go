@@ -283,15 +283,30 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	}
 	pd := &pending{rt: rt, req: req, adm: adm, lane: adm.lane.String(), ns: ns, usage: -1}
 	defer func() { p.done(r.Context(), adm, pd.usage) }()
+	dir := requestDirectives(r.Header)
 	if reason := p.bypass(rt, r, req); reason != "" {
+		if dir.onlyIfCached {
+			writeOnlyIfCached(w, rt)
+			return
+		}
 		p.m.Bypass(rt.Name, reason)
 		p.forward(w, r, pd, body, passThrough, "edgecache; fwd=bypass; detail="+reason)
 		return
 	}
 	pd.key = exactKey(rt, pd.ns, scope, req)
+	if dir.onlyIfCached && rt.hidden() {
+		// A route that does not say whether an answer was cached does not
+		// answer only-if-cached either: 200 or 504 would tell.
+		writeOnlyIfCached(w, rt)
+		return
+	}
 	if noCache(r) {
 		// Not served from the cache; the fresh complete answer replaces
 		// the stored one (on a shared route, for every tenant).
+		if dir.onlyIfCached {
+			writeOnlyIfCached(w, rt)
+			return
+		}
 		p.m.Bypass(rt.Name, "no-cache")
 		pd.q = p.semanticQuery(rt, r, req, pd.ns, part)
 		p.forward(w, r, pd, body, refresh, "edgecache; fwd=request; detail=no-cache")
@@ -301,16 +316,40 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		p.aliases.c.Set(ak, alias{key: pd.key, api: req.API, stream: req.Stream, includeUsage: req.IncludeUsage}, 1)
 	}
 	if e, ok := p.lookup(r.Context(), rt, pd.key); ok {
-		pd.usage = 0 // the model did no work
-		p.hit(w, r, rt, req, e, e.Tier, -1)
+		why := dir.refuses(e, p.cfg.Now())
+		if why == "" {
+			pd.usage = 0 // the model did no work
+			p.hit(w, r, rt, req, e, e.Tier, -1)
+			return
+		}
+		if dir.onlyIfCached {
+			writeOnlyIfCached(w, rt)
+			return
+		}
+		// Too old for this request (pipeline/directives.go): a call of its
+		// own, whose answer replaces the entry.
+		p.m.Bypass(rt.Name, why)
+		pd.q = p.semanticQuery(rt, r, req, pd.ns, part)
+		p.forward(w, r, pd, body, refresh, "edgecache; fwd=stale; detail="+why)
 		return
 	}
 	pd.q = p.semanticQuery(rt, r, req, pd.ns, part)
 	if pd.q != nil {
-		if hit, ok := p.semanticLookup(r.Context(), rt, r, pd.q); ok {
+		if hit, ok := p.semanticLookup(r.Context(), rt, r, pd.q); ok && dir.refuses(hit.entry, p.cfg.Now()) == "" {
 			pd.usage = 0
 			p.hit(w, r, rt, req, hit.entry, "semantic", hit.cosine)
 			p.shadowHit(r, pd, body, hit) // after the answer: never in its way
+			return
+		}
+	}
+	if dir.any() {
+		if e, ok := p.staleEntry(r.Context(), rt, pd.key, dir); ok {
+			pd.usage = 0
+			p.hit(w, r, rt, req, e, "max-stale", -1)
+			return
+		}
+		if dir.onlyIfCached {
+			writeOnlyIfCached(w, rt)
 			return
 		}
 	}
@@ -515,7 +554,8 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 		if pd.adm != nil {
 			lane = pd.adm.lane
 		}
-		ur := &upstreamRequest{in: in, rt: rt, body: body, req: req, key: key, q: q, store: store, lane: lane}
+		ur := &upstreamRequest{in: in, rt: rt, body: body, req: req, key: key, q: q, store: store, lane: lane,
+			tenantNS: !rt.Shared && pd.ns != "" && !strings.HasPrefix(pd.ns, anonymous)}
 		if inline {
 			p.run(runCtx, c, ur)
 		} else {
@@ -553,8 +593,10 @@ func outbound(r *http.Request, rt *Route, hasBody bool) *http.Request {
 // maxAnswerBytes bounds a non-streamed upstream answer held in memory.
 const maxAnswerBytes = 64 << 20
 
-func (p *Pipeline) store(rt *Route, key cache.Key, q *semanticQuery, body []byte) bool {
-	if body == nil {
+// store stores a complete answer under key, fresh for ttl (the route's
+// TTL, or less: responseTTL).
+func (p *Pipeline) store(rt *Route, key cache.Key, q *semanticQuery, body []byte, ttl time.Duration) bool {
+	if body == nil || ttl <= 0 {
 		return false
 	}
 	now := p.cfg.Now()
@@ -563,11 +605,11 @@ func (p *Pipeline) store(rt *Route, key cache.Key, q *semanticQuery, body []byte
 		Header:    http.Header{"Content-Type": {"application/json"}},
 		Body:      body,
 		StoredAt:  now,
-		ExpiresAt: now.Add(rt.TTL),
+		ExpiresAt: now.Add(ttl),
 	}
 	// Tiers keep the entry past its freshness for the stale-if-error window;
 	// lookups judge freshness by ExpiresAt.
-	if !p.cfg.Cache.Store(key, e, rt.TTL+rt.StaleIfError) {
+	if !p.cfg.Cache.Store(key, e, ttl+rt.StaleIfError) {
 		p.m.StoreDropped(rt.Name)
 		return false
 	}
@@ -617,8 +659,8 @@ func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, ca
 			if v.stored && !strings.Contains(cs, "fwd=bypass") {
 				cs += "; stored"
 			}
-			if hide && strings.HasPrefix(cs, "edgecache; fwd=uri-miss") {
-				cs = hiddenStatus // a miss, collapsed or not, stored or not
+			if hide && (strings.HasPrefix(cs, "edgecache; fwd=uri-miss") || strings.HasPrefix(cs, "edgecache; fwd=stale")) {
+				cs = hiddenStatus // a miss, collapsed or not, stored or not, or an entry too old for the request
 			}
 			h.Set("Cache-Status", cs)
 			if !c.stream || !isEventStream(v.header) {
