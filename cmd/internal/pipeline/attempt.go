@@ -198,6 +198,9 @@ func (a *upstreamCall) readWhole(ctx context.Context, resp *http.Response) {
 		a.o.reason = "empty_answer" // an empty or unfinished answer is a failure, never a 200
 		return
 	}
+	if complete {
+		p.tokenUsage(ur, b, p.cfg.Now().Sub(a.start))
+	}
 	if a.cacheable(resp) && complete {
 		a.o.stored = p.store(ur.rt, ur.key, ur.q, b)
 	}
@@ -319,10 +322,16 @@ func (a *upstreamCall) storeStream(acc *openai.Accumulator, cacheable bool) bool
 	c.mu.Lock()
 	c.usage = acc.TotalTokens()
 	c.mu.Unlock()
-	if !cacheable || acc.Err() != nil {
+	if acc.Err() != nil {
 		return false
 	}
 	answer, err := acc.Body()
 	ur := a.ur
+	if err == nil {
+		a.p.tokenUsage(ur, answer, a.p.cfg.Now().Sub(a.start))
+	}
+	if !cacheable {
+		return false
+	}
 	return err == nil && a.p.store(ur.rt, ur.key, ur.q, answer)
 }

@@ -73,6 +73,14 @@ type Metrics interface {
 	// Shed counts a request refused by admission, by lane and reason
 	// (shed, rate_limit_exceeded, queued_timeout).
 	Shed(lane, reason string)
+	// TokenUsage records a complete upstream answer's token usage (-1: not
+	// reported) and duration, with the GenAI operation name and the
+	// requested and answering model.
+	TokenUsage(route, operation, requestModel, responseModel string, input, output int64, d time.Duration)
+	// CacheSaved records the usage stored with an answer served from the
+	// cache: tokens the model did not process, for tenant (the caller's
+	// namespace hash, "" anonymous).
+	CacheSaved(route, tenant, model string, input, output int64)
 }
 
 // Config configures a Pipeline.
@@ -298,6 +306,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	if e, ok := p.lookup(r.Context(), rt, pd.key); ok {
 		pd.usage = 0 // the model did no work
 		p.hit(w, r, rt, req, e, e.Tier, -1)
+		p.saved(rt, c, e.Body)
 		return
 	}
 	pd.q = p.semanticQuery(rt, r, req, pd.ns, part)
@@ -305,6 +314,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		if hit, ok := p.semanticLookup(r.Context(), rt, r, pd.q); ok {
 			pd.usage = 0
 			p.hit(w, r, rt, req, hit.entry, "semantic", hit.cosine)
+			p.saved(rt, c, hit.entry.Body)
 			p.shadowHit(r, pd, body, hit) // after the answer: never in its way
 			return
 		}
@@ -327,6 +337,7 @@ func (p *Pipeline) serveAlias(w http.ResponseWriter, r *http.Request, rt *Route,
 	}
 	defer p.done(r.Context(), adm, 0)
 	p.hit(w, r, rt, req, e, e.Tier, -1)
+	p.saved(rt, c, e.Body)
 	return true
 }
 
@@ -758,3 +769,6 @@ func (nopMetrics) StoreDropped(string)                             {}
 func (nopMetrics) Degraded(string, string, string)                 {}
 func (nopMetrics) TTFT(string, string, time.Duration)              {}
 func (nopMetrics) Shed(string, string)                             {}
+func (nopMetrics) TokenUsage(string, string, string, string, int64, int64, time.Duration) {
+}
+func (nopMetrics) CacheSaved(string, string, string, int64, int64) {}

@@ -30,6 +30,7 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/attribute"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
@@ -62,6 +63,9 @@ func Setup(ctx context.Context, getenv func(string) string) (*Telemetry, error) 
 	disabled := strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true")
 	endpoint := getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
 	reg := prometheus.NewRegistry()
+	// Go runtime and process metrics (go_*, process_*), from client_golang
+	// itself: no further module.
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
 	if err != nil {
 		return nil, fmt.Errorf("prometheus exporter: %w", err)
@@ -159,6 +163,7 @@ type Metrics struct {
 	nearMiss  *counter // shadow judgements of near-misses
 	shadow    *counter // what became of sampled hits
 	inFlight  atomic.Int64
+	g         *genai
 
 	latency metric.Float64Histogram
 	reqDur  metric.Float64Histogram
@@ -208,6 +213,24 @@ func (c *counter) add(k attrKey, mk func() []attribute.KeyValue) {
 	x.n.Add(1)
 }
 
+// addN adds n to the cell of k (as add).
+func (c *counter) addN(k attrKey, n int64, mk func() []attribute.KeyValue) {
+	c.mu.RLock()
+	x := c.cells[k]
+	c.mu.RUnlock()
+	if x == nil {
+		c.mu.Lock()
+		if x = c.cells[k]; x == nil {
+			x = &cell{set: attribute.NewSet(mk()...)}
+			if len(c.cells) < maxCells {
+				c.cells[k] = x
+			}
+		}
+		c.mu.Unlock()
+	}
+	x.n.Add(n)
+}
+
 func (c *counter) observe(o metric.Observer) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -250,12 +273,15 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 		metric.WithDescription("Time to the first token of upstream answers (OpenTelemetry GenAI semantic conventions)."),
 		metric.WithExplicitBucketBoundaries(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 	errs = append(errs, err1, err2, err3)
+	g, gInsts, err := newGenAI(m, newCounter)
+	errs = append(errs, err)
+	mm.g = g
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	counters := []*counter{mm.lookups, mm.bypasses, mm.skipped, mm.upstream, mm.coalesced, mm.dropped, mm.degraded, mm.shed,
-		mm.judged, mm.nearMiss, mm.shadow}
-	insts := []metric.Observable{inFlight}
+		mm.judged, mm.nearMiss, mm.shadow, g.saved}
+	insts := append([]metric.Observable{inFlight}, gInsts...)
 	for _, c := range counters {
 		insts = append(insts, c.inst)
 	}
@@ -264,6 +290,7 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 			c.observe(o)
 		}
 		o.ObserveInt64(inFlight, mm.inFlight.Load())
+		g.observe(o)
 		return nil
 	}, insts...); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
