@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/contrib/exporters/autoexport"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -76,6 +77,7 @@ func Setup(ctx context.Context, getenv func(string) string) (*Telemetry, error) 
 		return nil, fmt.Errorf("otel resource: %w", err)
 	}
 	opts := []sdkmetric.Option{sdkmetric.WithReader(exp), sdkmetric.WithResource(res)}
+	opts = append(opts, redisUnitViews()...)
 	t := &Telemetry{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), TracerProvider: tracenoop.NewTracerProvider()}
 	if !disabled && (endpoint || getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != "" || getenv("OTEL_METRICS_EXPORTER") != "") {
 		r, err := autoexport.NewMetricReader(ctx)
@@ -97,6 +99,24 @@ func Setup(ctx context.Context, getenv func(string) string) (*Telemetry, error) 
 		t.shutdown = append(t.shutdown, tp.Shutdown)
 	}
 	return t, nil
+}
+
+// redisotelScope is the instrumentation scope of go-redis' OTel metrics.
+const redisotelScope = "github.com/redis/go-redis/extra/redisotel"
+
+// redisUnitViews drops go-redis' instruments measured in milliseconds
+// (db.client.connections.create_time, use_time) and nanoseconds
+// (waits_duration): Prometheus wants base units, promtool check metrics
+// rejects them, and a view cannot rescale. The pool counts (usage,
+// timeouts, hits, misses, idle and max connections) stay.
+func redisUnitViews() []sdkmetric.Option {
+	var vs []sdkmetric.View
+	for _, unit := range []string{"ms", "ns", "us"} {
+		vs = append(vs, sdkmetric.NewView(
+			sdkmetric.Instrument{Name: "*", Unit: unit, Scope: instrumentation.Scope{Name: redisotelScope}},
+			sdkmetric.Stream{Aggregation: sdkmetric.AggregationDrop{}}))
+	}
+	return []sdkmetric.Option{sdkmetric.WithView(vs...)}
 }
 
 func serviceName(getenv func(string) string) string {
