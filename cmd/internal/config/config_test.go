@@ -35,6 +35,9 @@ func TestExampleConfigLoads(t *testing.T) {
 	if len(c.Routes) != 7 || byName["responses"].API != "responses" || byName["txt2img"].API != "json" || !byName["txt2img"].Cache.Shared {
 		t.Errorf("routes = %+v", c.Routes)
 	}
+	if p := c.Pricing["deepseek-chat"]; p.InputPerMillion != 0.27 || p.OutputPerMillion != 1.10 || len(c.Pricing) != 2 {
+		t.Errorf("pricing = %+v", c.Pricing)
+	}
 	if byName["embeddings"].Cache.TTL.D() != 24*time.Hour || byName["completions"].Cache.TTL.D() != time.Hour {
 		t.Errorf("ttl defaults not applied: %+v", c.Routes)
 	}
