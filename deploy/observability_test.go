@@ -268,7 +268,8 @@ func TestAlertRules(t *testing.T) {
 		"EdgecacheHighLatency":         {"> 2", "1m"},    // mean latency > 2 s
 		"EdgecacheHighCPU":             {fmt.Sprintf("> %g", float64(hpaCPUPercent)/100), "1m"},
 		"EdgecacheUpstreamBreakerOpen": {"== 2", "1m"}, // open
-		"EdgecacheShedding":            {">", "1m"},
+		"EdgecacheShedding":            {`reason=~"shed|queued_timeout"`, "1m"}, // overload only
+		"EdgecacheQuotaRefusals":       {`reason="rate_limit_exceeded"`, "1m"}, // a client's own quota
 		"EdgecacheRedisDown":           {"== 0", "1m"},
 	}
 	anchors := readmeAnchors(t)
