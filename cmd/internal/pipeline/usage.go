@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"encoding/json"
 	"time"
 
@@ -10,35 +11,77 @@ import (
 // answerUsage reads the model and the token usage an answer reports:
 // prompt_tokens/completion_tokens (chat, completions, embeddings) or
 // input_tokens/output_tokens (Responses, Messages). -1: not reported.
+//
+// It runs on every cache hit, so it does not parse the whole answer: it
+// decodes the object after the last "usage" key and the string after the
+// first "model" key. A key's quotes are never escaped, and the same word
+// inside a string value is (\"usage\"), or is not followed by a colon.
 func answerUsage(body []byte) (model string, input, output int64) {
-	var v struct {
-		Model string `json:"model"`
-		Usage *struct {
-			PromptTokens     *int64 `json:"prompt_tokens"`
-			CompletionTokens *int64 `json:"completion_tokens"`
-			InputTokens      *int64 `json:"input_tokens"`
-			OutputTokens     *int64 `json:"output_tokens"`
-		} `json:"usage"`
-	}
 	input, output = -1, -1
-	if json.Unmarshal(body, &v) != nil {
-		return "", -1, -1
+	if v := valueAfter(body, `"model"`, false, '"'); v != nil {
+		_ = json.NewDecoder(bytes.NewReader(v)).Decode(&model)
 	}
-	if u := v.Usage; u != nil {
-		switch {
-		case u.PromptTokens != nil:
-			input = *u.PromptTokens
-		case u.InputTokens != nil:
-			input = *u.InputTokens
+	v := valueAfter(body, `"usage"`, true, '{')
+	if v == nil {
+		return model, -1, -1
+	}
+	var u struct {
+		PromptTokens     *int64 `json:"prompt_tokens"`
+		CompletionTokens *int64 `json:"completion_tokens"`
+		InputTokens      *int64 `json:"input_tokens"`
+		OutputTokens     *int64 `json:"output_tokens"`
+	}
+	if json.NewDecoder(bytes.NewReader(v)).Decode(&u) != nil {
+		return model, -1, -1
+	}
+	switch {
+	case u.PromptTokens != nil:
+		input = *u.PromptTokens
+	case u.InputTokens != nil:
+		input = *u.InputTokens
+	}
+	switch {
+	case u.CompletionTokens != nil:
+		output = *u.CompletionTokens
+	case u.OutputTokens != nil:
+		output = *u.OutputTokens
+	}
+	return model, input, output
+}
+
+// valueAfter finds key (the first or the last occurrence) followed by a
+// colon and a value starting with open, and returns the body from that
+// value on; nil if there is none.
+func valueAfter(body []byte, key string, last bool, open byte) []byte {
+	for rest := body; ; {
+		var i int
+		if last {
+			i = bytes.LastIndex(rest, []byte(key))
+		} else {
+			i = bytes.Index(rest, []byte(key))
 		}
-		switch {
-		case u.CompletionTokens != nil:
-			output = *u.CompletionTokens
-		case u.OutputTokens != nil:
-			output = *u.OutputTokens
+		if i < 0 {
+			return nil
+		}
+		j := skipSpace(body, len(body)-len(rest)+i+len(key))
+		if j < len(body) && body[j] == ':' {
+			if j = skipSpace(body, j+1); j < len(body) && body[j] == open {
+				return body[j:]
+			}
+		}
+		if last {
+			rest = rest[:i]
+		} else {
+			rest = rest[i+len(key):]
 		}
 	}
-	return v.Model, input, output
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') {
+		i++
+	}
+	return i
 }
 
 // genAIOperation is the gen_ai.operation.name of an API ("" → not a model
