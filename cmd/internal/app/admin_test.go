@@ -183,6 +183,7 @@ func TestMetricsSeries(t *testing.T) {
 		`gen_ai_client_token_usage_count{gen_ai_operation_name="chat",gen_ai_request_model="m",gen_ai_response_model="m",gen_ai_token_type="input",route="chat"} 1`,
 		`gen_ai_client_token_usage_count{gen_ai_operation_name="chat",gen_ai_request_model="m",gen_ai_response_model="m",gen_ai_token_type="output",route="chat"} 1`,
 		`gen_ai_client_operation_duration_seconds_count{gen_ai_operation_name="chat",gen_ai_request_model="m",gen_ai_response_model="m",route="chat"} 1`,
+		`gen_ai_client_operation_duration_seconds_count{error_type="upstream_503",gen_ai_operation_name="chat",gen_ai_request_model="m",route="chat"} 3`,
 		`edgecache_tokens_saved_total{route="chat",tenant="anonymous",type="input"}`,
 		`edgecache_tokens_saved_total{route="chat",tenant="anonymous",type="output"}`,
 		"go_goroutines ",

@@ -95,6 +95,7 @@ func (a *upstreamCall) do(ctx context.Context) outcome {
 		a.o.att.Err = a.o.reason
 	}
 	p.m.UpstreamCall(rt.Name, a.o.att.Status, a.o.reason, a.o.att.Duration)
+	p.callFailed(a.ur, a.o.reason, a.o.att.Duration)
 	if a.o.att.TTFT > 0 {
 		p.m.TTFT(rt.Name, t.Name, a.o.att.TTFT)
 	}

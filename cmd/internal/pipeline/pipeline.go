@@ -73,10 +73,11 @@ type Metrics interface {
 	// Shed counts a request refused by admission, by lane and reason
 	// (shed, rate_limit_exceeded, queued_timeout).
 	Shed(lane, reason string)
-	// TokenUsage records a complete upstream answer's token usage (-1: not
-	// reported) and duration, with the GenAI operation name and the
-	// requested and answering model.
-	TokenUsage(route, operation, requestModel, responseModel string, input, output int64, d time.Duration)
+	// TokenUsage records a model call's duration, with the GenAI operation
+	// name and the requested and answering model, and a complete answer's
+	// token usage (-1: not reported). errType is "" for a complete answer,
+	// else why the call failed (input, output -1; no response model).
+	TokenUsage(route, operation, requestModel, responseModel string, input, output int64, d time.Duration, errType string)
 	// CacheSaved records the usage stored with an answer served from the
 	// cache: tokens the model did not process, for tenant (the caller's
 	// namespace hash, "" anonymous).
@@ -769,6 +770,6 @@ func (nopMetrics) StoreDropped(string)                             {}
 func (nopMetrics) Degraded(string, string, string)                 {}
 func (nopMetrics) TTFT(string, string, time.Duration)              {}
 func (nopMetrics) Shed(string, string)                             {}
-func (nopMetrics) TokenUsage(string, string, string, string, int64, int64, time.Duration) {
+func (nopMetrics) TokenUsage(string, string, string, string, int64, int64, time.Duration, string) {
 }
 func (nopMetrics) CacheSaved(string, string, string, int64, int64) {}

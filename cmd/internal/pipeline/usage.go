@@ -108,7 +108,17 @@ func (p *Pipeline) tokenUsage(ur *upstreamRequest, answer []byte, d time.Duratio
 		return
 	}
 	model, in, out := answerUsage(answer)
-	p.m.TokenUsage(ur.rt.Name, op, ur.req.Model, model, in, out, d)
+	p.m.TokenUsage(ur.rt.Name, op, ur.req.Model, model, in, out, d, "")
+}
+
+// callFailed records a failed model call's duration with why it failed.
+func (p *Pipeline) callFailed(ur *upstreamRequest, reason string, d time.Duration) {
+	if ur.req == nil || reason == "" {
+		return
+	}
+	if op := genAIOperation(ur.req.API); op != "" {
+		p.m.TokenUsage(ur.rt.Name, op, ur.req.Model, "", -1, -1, d, reason)
+	}
 }
 
 // saved records what a cache hit spared the model: the usage stored with

@@ -63,7 +63,7 @@ func newGenAI(m metric.Meter, newCounter func(name, desc string) *counter) (*gen
 		metric.WithDescription("Tokens used by upstream answers, by gen_ai.token.type (input, output), model and operation (OpenTelemetry GenAI semantic conventions)."),
 		metric.WithExplicitBucketBoundaries(1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864))
 	g.duration, err2 = m.Float64Histogram("gen_ai.client.operation.duration", metric.WithUnit("s"),
-		metric.WithDescription("Duration of successful upstream model calls, by model and operation (OpenTelemetry GenAI semantic conventions)."),
+		metric.WithDescription("Duration of upstream model calls, by model and operation, with error.type when the call failed (OpenTelemetry GenAI semantic conventions)."),
 		metric.WithExplicitBucketBoundaries(0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92))
 	g.saved = newCounter("edgecache.tokens_saved", "Tokens the model did not have to process because the answer came from the cache (the usage stored with it), by route, tenant (namespace hash; at most 100 per replica, then other) and type (input, output).")
 	g.cost, err3 = m.Float64ObservableCounter("edgecache.cost_saved",
@@ -146,14 +146,21 @@ func (g *genai) tenant(t string) string {
 }
 
 // TokenUsage implements pipeline.Metrics: an upstream answer's reported
-// usage (input or output -1: not reported) and the call's duration.
-func (m *Metrics) TokenUsage(route, operation, requestModel, responseModel string, input, output int64, d time.Duration) {
+// usage (input or output -1: not reported) and the call's duration; a
+// failed call (errType set) has a duration only, with error.type.
+func (m *Metrics) TokenUsage(route, operation, requestModel, responseModel string, input, output int64, d time.Duration, errType string) {
 	mk := func(typ string) func() []attribute.KeyValue {
 		return func() []attribute.KeyValue {
 			kv := []attribute.KeyValue{attribute.String("route", route), attribute.String("gen_ai.operation.name", operation),
-				attribute.String("gen_ai.request.model", requestModel), attribute.String("gen_ai.response.model", responseModel)}
+				attribute.String("gen_ai.request.model", requestModel)}
+			if responseModel != "" {
+				kv = append(kv, attribute.String("gen_ai.response.model", responseModel))
+			}
 			if typ != "" {
 				kv = append(kv, attribute.String("gen_ai.token.type", typ))
+			}
+			if errType != "" {
+				kv = append(kv, attribute.String("error.type", errType))
 			}
 			return kv
 		}
@@ -165,7 +172,7 @@ func (m *Metrics) TokenUsage(route, operation, requestModel, responseModel strin
 	if output >= 0 {
 		m.g.usage.Record(ctx, output, m.opt(attrKey{kind: "go", a: route + "\x00" + operation, b: requestModel, c: responseModel}, mk("output")))
 	}
-	m.g.duration.Record(ctx, d.Seconds(), m.opt(attrKey{kind: "gd", a: route + "\x00" + operation, b: requestModel, c: responseModel}, mk("")))
+	m.g.duration.Record(ctx, d.Seconds(), m.opt(attrKey{kind: "gd", a: route + "\x00" + operation + "\x00" + errType, b: requestModel, c: responseModel}, mk("")))
 }
 
 // CacheSaved implements pipeline.Metrics: a cache hit on route for tenant
