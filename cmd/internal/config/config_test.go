@@ -307,3 +307,19 @@ func TestShadowPolicyValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestPricingValidated(t *testing.T) {
+	c, err := loadDoc(t, "pricing:\n  gpt-4o: {input_per_million: 2.5, output_per_million: 10}\n", nil)
+	if err != nil || c.Pricing["gpt-4o"].OutputPerMillion != 10 {
+		t.Fatalf("pricing: %+v %v", c.Pricing, err)
+	}
+	for _, doc := range []string{
+		"pricing:\n  m: {input_per_million: -1}\n",
+		"pricing:\n  m: {output_per_million: 1, currency: \"a currency name far too long\"}\n",
+		"pricing:\n  m: {input_per_milion: 1}\n", // misspelt
+	} {
+		if _, err := loadDoc(t, doc, nil); err == nil {
+			t.Errorf("%q loaded", doc)
+		}
+	}
+}
