@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
 	@echo "make run    - run edgecache on its embedded defaults (L1 only, built-in llmsim as the model)"
-	@echo "make test   - install test dependencies if missing (redis-server, node/npm), then go vet + go test -race"
+	@echo "make test   - install test dependencies if missing (redis-server, node/npm, chromium, promtool), then go vet + go test -race"
 	@echo "make build  - build bin/edgecache, bin/llmsim, bin/edgebench"
 	@echo "make bench  - the load harness (wrk pinned to CPU 0, server to CPU 1; best of 2 runs per row, BENCHARGS overrides)"
 	@echo "make fuzz   - fuzz the canonical-key parser and the answer scanner for FUZZTIME each (default 30s)"
@@ -35,6 +35,7 @@ deps:
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \

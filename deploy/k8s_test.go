@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -50,6 +51,7 @@ func decoder() runtime.Decoder {
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
 		corev1.AddToScheme, appsv1.AddToScheme, autoscalingv2.AddToScheme, policyv1.AddToScheme,
+		monitoringv1.AddToScheme, // ServiceMonitor, PrometheusRule (k8s/monitoring)
 	} {
 		if err := add(scheme); err != nil {
 			panic(err)
@@ -406,6 +408,8 @@ type edge struct {
 	hpa        *autoscalingv2.HorizontalPodAutoscaler
 	pdb        *policyv1.PodDisruptionBudget
 	accounts   map[string]*corev1.ServiceAccount
+	monitor    *monitoringv1.ServiceMonitor
+	rules      *monitoringv1.PrometheusRule
 	all        []runtime.Object
 }
 
@@ -448,6 +452,16 @@ func renderEdge(t *testing.T, dir, region string) *edge {
 			e.pdb = v
 		case *corev1.ServiceAccount:
 			e.accounts[v.Name] = v
+		case *monitoringv1.ServiceMonitor:
+			if e.monitor != nil {
+				dup("ServiceMonitor")
+			}
+			e.monitor = v
+		case *monitoringv1.PrometheusRule:
+			if e.rules != nil {
+				dup("PrometheusRule")
+			}
+			e.rules = v
 		default:
 			t.Fatalf("%s: unexpected %T", dir, obj)
 		}
@@ -484,6 +498,9 @@ func TestRegionalEdges(t *testing.T) {
 }
 
 func checkEdge(t *testing.T, e *edge) {
+	if e.region != "" {
+		checkMonitoring(t, e)
+	}
 	d := e.deploy
 	pod := d.Spec.Template
 	podLabels := labels.Set(pod.Labels)
@@ -824,5 +841,53 @@ func TestPrometheusAdapterRule(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("%s: no rule serves %s", f, inFlightMetric)
+	}
+}
+
+// checkMonitoring checks a region's Prometheus Operator objects: the
+// ServiceMonitor scrapes /metrics on the admin port of a deployed Service
+// that selects the pods, and the PrometheusRule holds exactly the groups of
+// prometheus/alerts.yaml.
+func checkMonitoring(t *testing.T, e *edge) {
+	t.Helper()
+	if e.monitor == nil || e.rules == nil {
+		t.Errorf("%s: want a ServiceMonitor and a PrometheusRule (k8s/monitoring)", e.name)
+		return
+	}
+	sm := e.monitor.Spec
+	sel, err := metav1.LabelSelectorAsSelector(&sm.Selector)
+	if err != nil || sel.Empty() {
+		t.Fatalf("ServiceMonitor selector %v: %v", sm.Selector, err)
+	}
+	if len(sm.Endpoints) != 1 || sm.Endpoints[0].Port != "admin" || sm.Endpoints[0].Path != "/metrics" {
+		t.Errorf("ServiceMonitor endpoints %+v: want port admin, path /metrics", sm.Endpoints)
+	}
+	scraped := 0
+	for _, svc := range e.services {
+		if !sel.Matches(labels.Set(svc.Labels)) {
+			continue
+		}
+		for _, p := range svc.Spec.Ports {
+			if p.Name == "admin" {
+				scraped++
+				if p.TargetPort.String() != "admin" || !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(e.deploy.Spec.Template.Labels)) {
+					t.Errorf("Service %s: port admin must reach the pods' admin port", svc.Name)
+				}
+			}
+		}
+	}
+	if scraped != 1 {
+		t.Errorf("ServiceMonitor selects %d Services with an admin port, want 1", scraped)
+	}
+	var file ruleFile
+	strictYAML(t, alertsFile, &file)
+	want, _ := json.Marshal(file.Groups)
+	var got ruleFile
+	b, _ := json.Marshal(e.rules.Spec)
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := json.Marshal(got.Groups); string(g) != string(want) {
+		t.Errorf("PrometheusRule %s: groups differ from %s (copy them over):\n got %s\nwant %s", e.rules.Name, alertsFile, g, want)
 	}
 }

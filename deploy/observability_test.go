@@ -29,11 +29,19 @@ var metrics = map[string]bool{
 	"edgecache_admission_shed_total":            true,
 	"edgecache_redis_up":                        true,
 	"gen_ai_server_time_to_first_token_seconds": true, // histogram
+	"gen_ai_client_token_usage":                 true, // histogram
+	"gen_ai_client_operation_duration_seconds":  true, // histogram
+	"edgecache_tokens_saved_total":              true,
+	"edgecache_cost_saved_total":                true,
+	"go_goroutines":                             true, // Go collector
+	"process_resident_memory_bytes":             true, // process collector
 	"container_cpu_usage_seconds_total":         true,
 	"kube_pod_container_resource_limits":        true,
 }
 
 var histograms = map[string]bool{
+	"gen_ai_client_token_usage":                 true,
+	"gen_ai_client_operation_duration_seconds":  true,
 	"http_server_request_duration_seconds":      true,
 	"edgecache_upstream_duration_seconds":       true,
 	"gen_ai_server_time_to_first_token_seconds": true,
@@ -267,8 +275,9 @@ func TestAlertRules(t *testing.T) {
 		"EdgecacheHighErrorRate":       {"> 0.05", "1m"}, // 5xx share > 5 %
 		"EdgecacheHighLatency":         {"> 2", "1m"},    // mean latency > 2 s
 		"EdgecacheHighCPU":             {fmt.Sprintf("> %g", float64(hpaCPUPercent)/100), "1m"},
-		"EdgecacheUpstreamBreakerOpen": {"== 2", "1m"}, // open
-		"EdgecacheShedding":            {">", "1m"},
+		"EdgecacheUpstreamBreakerOpen": {"== 2", "1m"},                          // open
+		"EdgecacheShedding":            {`reason=~"shed|queued_timeout"`, "1m"}, // overload only
+		"EdgecacheQuotaRefusals":       {`reason="rate_limit_exceeded"`, "1m"},  // a client's own quota
 		"EdgecacheRedisDown":           {"== 0", "1m"},
 	}
 	anchors := readmeAnchors(t)
@@ -373,15 +382,21 @@ type panel struct {
 // queries that select only metrics edgecache exports.
 func TestDashboard(t *testing.T) {
 	var dash struct {
+		Inputs []struct {
+			Name, Type, PluginID string
+		} `json:"__inputs"`
 		UID           string  `json:"uid"`
 		Title         string  `json:"title"`
 		SchemaVersion int     `json:"schemaVersion"`
 		Panels        []panel `json:"panels"`
 		Templating    struct {
 			List []struct {
-				Name  string          `json:"name"`
-				Type  string          `json:"type"`
-				Query json.RawMessage `json:"query"`
+				Name       string          `json:"name"`
+				Type       string          `json:"type"`
+				Query      json.RawMessage `json:"query"`
+				Datasource *struct {
+					UID string `json:"uid"`
+				} `json:"datasource"`
 			} `json:"list"`
 		} `json:"templating"`
 	}
@@ -392,7 +407,18 @@ func TestDashboard(t *testing.T) {
 	if dash.UID == "" || dash.Title == "" || dash.SchemaVersion == 0 {
 		t.Errorf("%s: want uid, title and schemaVersion", dashboardFile)
 	}
-	dsUID := provisionedDatasourceUID(t)
+	// The datasource is a variable, so the dashboard imports into any
+	// Grafana (__inputs asks for DS_PROMETHEUS) and provisioning picks the
+	// default Prometheus (deploy/grafana/provisioning).
+	_ = provisionedDatasourceUID(t)
+	const dsUID = "${datasource}"
+	if len(dash.Inputs) != 1 || dash.Inputs[0].Name != "DS_PROMETHEUS" || dash.Inputs[0].Type != "datasource" || dash.Inputs[0].PluginID != "prometheus" {
+		t.Errorf("%s: __inputs %+v, want one Prometheus datasource DS_PROMETHEUS", dashboardFile, dash.Inputs)
+	}
+	if bytes.Contains(readFile(t, dashboardFile), []byte(`"uid": "prometheus"`)) {
+		t.Errorf("%s: a hard-coded datasource uid is left", dashboardFile)
+	}
+	dsVar := false
 	ids := map[int]bool{}
 	var queries int
 	var walk func(ps []panel)
@@ -414,7 +440,7 @@ func TestDashboard(t *testing.T) {
 				t.Errorf("%s: want a title and queries", where)
 			}
 			if p.Datasource == nil || p.Datasource.UID != dsUID {
-				t.Errorf("%s: datasource %+v, want the provisioned uid %q", where, p.Datasource, dsUID)
+				t.Errorf("%s: datasource %+v, want %q", where, p.Datasource, dsUID)
 			}
 			for _, tg := range p.Targets {
 				checkPromQL(t, fmt.Sprintf("%s query %s", where, tg.RefID), tg.Expr)
@@ -425,8 +451,14 @@ func TestDashboard(t *testing.T) {
 	walk(dash.Panels)
 	labelValues := regexp.MustCompile(`^label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)`)
 	for _, v := range dash.Templating.List {
+		if v.Type == "datasource" && v.Name == "datasource" && string(v.Query) == `"prometheus"` {
+			dsVar = true
+		}
 		if v.Type != "query" {
 			continue
+		}
+		if v.Datasource == nil || v.Datasource.UID != dsUID {
+			t.Errorf("%s: variable %s: datasource %+v, want %s", dashboardFile, v.Name, v.Datasource, dsUID)
 		}
 		var q struct {
 			Query string `json:"query"`
@@ -439,6 +471,9 @@ func TestDashboard(t *testing.T) {
 		if m := labelValues.FindStringSubmatch(q.Query); m == nil || !knownMetric(m[1]) {
 			t.Errorf("%s: variable %s: query %q: want label_values(<known metric>, label)", dashboardFile, v.Name, q.Query)
 		}
+	}
+	if !dsVar {
+		t.Errorf("%s: no datasource variable (type datasource, query prometheus)", dashboardFile)
 	}
 	// Every series edgecache exports has a panel.
 	for m := range metrics {

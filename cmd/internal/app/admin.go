@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgecache/edgecache/cmd/internal/pipeline"
 	"github.com/edgecache/edgecache/cmd/internal/server"
+	"github.com/edgecache/edgecache/cmd/internal/telemetry"
 	"github.com/edgecache/edgecache/degrade"
 	"github.com/edgecache/edgecache/degrade/journal"
 	"github.com/edgecache/edgecache/templates"
@@ -347,6 +348,14 @@ func (a *adminAPI) CacheStats() any {
 		rows = append(rows, r)
 	}
 	out["tiers"] = rows
+	if s, ok := a.stats.Metrics.(interface{ Saved() []telemetry.Saved }); ok {
+		saved := []map[string]any{}
+		for _, r := range s.Saved() {
+			saved = append(saved, map[string]any{"route": r.Route, "tenant": r.Tenant, "hits": r.Hits,
+				"input_tokens": r.InputTokens, "output_tokens": r.OutputTokens, "cost": r.Cost, "currency": r.Currency})
+		}
+		out["saved"] = saved
+	}
 	return out
 }
 

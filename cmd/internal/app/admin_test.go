@@ -165,7 +165,11 @@ func TestMetricsSeries(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+	if code, _ := get(t, data+"/v1/nowhere", ""); code != http.StatusNotFound {
+		t.Errorf("unmatched path: %d", code)
+	}
 	_, b := get(t, admin+"/metrics", "")
+	checkMetricsWithPromtool(t, b)
 	for _, series := range []string{
 		`edgecache_cache_lookups_total{result="hit",route="chat",tier="l1"} 1`,
 		`http_server_request_duration_seconds_count{http_request_method="POST",http_response_status_code="200",http_route="chat"} 2`,
@@ -175,6 +179,15 @@ func TestMetricsSeries(t *testing.T) {
 		`gen_ai_server_time_to_first_token_seconds_count{route="chat",target="primary"} 1`,
 		`edgecache_upstream_requests_total{error_type="upstream_503",http_response_status_code="503",route="chat"} 3`,
 		`edgecache_degrade_answers_total{reason="upstream_503",route="chat",rung="busy"} 1`,
+		`http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="404",http_route="unmatched"} 1`,
+		`gen_ai_client_token_usage_count{gen_ai_operation_name="chat",gen_ai_request_model="m",gen_ai_response_model="m",gen_ai_token_type="input",route="chat"} 1`,
+		`gen_ai_client_token_usage_count{gen_ai_operation_name="chat",gen_ai_request_model="m",gen_ai_response_model="m",gen_ai_token_type="output",route="chat"} 1`,
+		`gen_ai_client_operation_duration_seconds_count{gen_ai_operation_name="chat",gen_ai_request_model="m",gen_ai_response_model="m",route="chat"} 1`,
+		`gen_ai_client_operation_duration_seconds_count{error_type="upstream_503",gen_ai_operation_name="chat",gen_ai_request_model="m",route="chat"} 3`,
+		`edgecache_tokens_saved_total{route="chat",tenant="anonymous",type="input"}`,
+		`edgecache_tokens_saved_total{route="chat",tenant="anonymous",type="output"}`,
+		"go_goroutines ",
+		"process_cpu_seconds_total ",
 	} {
 		if !bytes.Contains(b, []byte(series)) {
 			t.Errorf("/metrics lacks %s", series)

@@ -173,6 +173,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	prices := map[string]telemetry.Price{}
+	for model, pr := range cfg.Pricing {
+		prices[model] = telemetry.Price{InputPerMillion: pr.InputPerMillion, OutputPerMillion: pr.OutputPerMillion, Currency: pr.Currency}
+	}
+	tm.SetPricing(prices)
 	metrics := newLookupStats(tm)
 
 	l1, err := local.New(local.Config{MaxBytes: cfg.Cache.L1MaxBytes})

@@ -313,7 +313,8 @@ func TestReviewPageCacheSection(t *testing.T) {
 	defer srv.Close()
 	code, b := get(t, srv.URL+"/admin/ui", "")
 	body := string(b)
-	for _, want := range []string{`id="cache-table"`, `data-route="chat" data-tier="l1"`, "75.0 %", "no lookups", "Counted since 2026-01-02T03:04:05Z"} {
+	for _, want := range []string{`id="cache-table"`, `data-route="chat" data-tier="l1"`, "75.0 %", "no lookups", "Counted since 2026-01-02T03:04:05Z",
+		`id="saved-routes"`, `data-route="chat">`, "<td class=\"num\">1500</td>", "0.0011 USD", `data-tenant="t:b"`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("cache section lacks %q", want)
 		}
@@ -337,7 +338,55 @@ func (cacheStatsAPI) CacheStats() any {
 	return map[string]any{"since": "2026-01-02T03:04:05Z", "tiers": []map[string]any{
 		{"route": "chat", "tier": "l1", "hits": 3, "misses": 1},
 		{"route": "chat", "tier": "semantic", "hits": 0, "misses": 0},
+	}, "saved": []map[string]any{
+		{"route": "chat", "tenant": "t:a", "hits": 2, "input_tokens": 200, "output_tokens": 800, "cost": 0.0009, "currency": "USD"},
+		{"route": "chat", "tenant": "t:b", "hits": 1, "input_tokens": 100, "output_tokens": 400, "cost": 0.0002, "currency": "USD"},
 	}}
+}
+
+// TestReviewPageShowsTokensSaved: a cache hit on the running service shows
+// on the review page as tokens saved for its route and tenant, priced from
+// the configuration.
+func TestReviewPageShowsTokensSaved(t *testing.T) {
+	sim, err := llmsim.Start(context.Background(), "127.0.0.1:0", llmsim.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	cfg := filepath.Join(t.TempDir(), "edgecache.yaml")
+	if err := os.WriteFile(cfg, []byte("pricing:\n  m: {input_per_million: 1000, output_per_million: 2000, currency: EUR}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data, admin := startEdgecache(t, sim.URL(), "--config", cfg)
+	for range 3 {
+		req, _ := http.NewRequest(http.MethodPost, data+"/v1/chat/completions", strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"save me"}]}`))
+		req.Header.Set("Authorization", "Bearer sk-tenant-one-0123456789")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	_, b := get(t, admin+"/admin/ui", "")
+	body := string(b)
+	for _, want := range []string{`id="saved-routes"`, `<tr class="saved" data-route="chat">`, `<tr class="saved-tenant" data-tenant="t:`, " EUR</td>"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("review page lacks %q", want)
+		}
+	}
+	_, m := get(t, admin+"/metrics", "")
+	for _, want := range []string{`edgecache_cost_saved_total{currency="EUR",route="chat",tenant="t:`, `edgecache_tokens_saved_total{route="chat",tenant="t:`} {
+		if !strings.Contains(string(m), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	checkMetricsWithPromtool(t, m)
+	if t.Failed() {
+		i := strings.Index(body, `id="saved"`)
+		t.Logf("page from saved: %.3000s", body[max(i, 0):])
+	}
 }
 
 // postDegraded sends one request that must be answered busy.

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -86,6 +87,12 @@ type Config struct {
 	// commas or newlines. Env EDGECACHE_ADMIN_TOKENS_FILE.
 	AdminTokensFile string `yaml:"admin_tokens_file"`
 
+	// Pricing gives each model's price per million tokens, for the
+	// estimated cost saved by cache hits (edgecache_cost_saved_total, the
+	// review page). A model is priced by its exact name, else by the longest
+	// name here it starts with; unpriced models count tokens saved only.
+	Pricing map[string]Price `yaml:"pricing"`
+
 	// Routes are the proxied paths and their cache policies. Empty → the
 	// default routes (chat completions, completions and embeddings with an
 	// exact cache, TTL 1h; models passed through).
@@ -107,6 +114,15 @@ type Log struct {
 	// SampleRate is the share of requests logged when Access is sampled,
 	// in (0, 1]. Env EDGECACHE_LOG_ACCESS_SAMPLE_RATE; default 0.1.
 	SampleRate float64 `yaml:"sample_rate"`
+}
+
+// Price is a model's price per million tokens.
+type Price struct {
+	InputPerMillion  float64 `yaml:"input_per_million"`
+	OutputPerMillion float64 `yaml:"output_per_million"`
+	// Currency names the unit of the prices (a label of
+	// edgecache_cost_saved_total). Empty → "USD".
+	Currency string `yaml:"currency"`
 }
 
 // Server is the HTTP servers' protection against slow, stalled and idle
@@ -1029,6 +1045,14 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 1024 {
 		bad("max_body_bytes %d: must be at least 1024", c.MaxBodyBytes)
+	}
+	for model, p := range c.Pricing {
+		if model == "" || p.InputPerMillion < 0 || p.OutputPerMillion < 0 || math.IsNaN(p.InputPerMillion) || math.IsNaN(p.OutputPerMillion) {
+			bad("pricing[%q]: a model name and non-negative prices", model)
+		}
+		if len(p.Currency) > 16 {
+			bad("pricing[%q].currency %q: at most 16 characters (a code such as USD)", model, p.Currency)
+		}
 	}
 	if sv := c.Server; sv.ReadHeaderTimeout.D() < 0 || sv.ReadTimeout.D() < 0 || sv.WriteTimeout.D() < 0 || sv.IdleTimeout.D() < 0 {
 		bad("server timeouts must not be negative")

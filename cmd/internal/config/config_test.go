@@ -38,6 +38,9 @@ func TestExampleConfigLoads(t *testing.T) {
 	if byName["messages"].API != "anthropic" || byName["messages_count_tokens"].Cache.Mode != ModeOff {
 		t.Errorf("Anthropic routes: %+v", c.Routes)
 	}
+	if p := c.Pricing["deepseek-chat"]; p.InputPerMillion != 0.27 || p.OutputPerMillion != 1.10 || len(c.Pricing) != 2 {
+		t.Errorf("pricing = %+v", c.Pricing)
+	}
 	if byName["embeddings"].Cache.TTL.D() != 24*time.Hour || byName["completions"].Cache.TTL.D() != time.Hour {
 		t.Errorf("ttl defaults not applied: %+v", c.Routes)
 	}
@@ -326,6 +329,22 @@ func TestLogAccessFromEnv(t *testing.T) {
 	for _, bad := range []map[string]string{{"EDGECACHE_LOG_ACCESS": "some"}, {"EDGECACHE_LOG_ACCESS_SAMPLE_RATE": "2"}} {
 		if _, err := Load("", func(k string) string { return bad[k] }); err == nil {
 			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+func TestPricingValidated(t *testing.T) {
+	c, err := loadDoc(t, "pricing:\n  gpt-4o: {input_per_million: 2.5, output_per_million: 10}\n", nil)
+	if err != nil || c.Pricing["gpt-4o"].OutputPerMillion != 10 {
+		t.Fatalf("pricing: %+v %v", c.Pricing, err)
+	}
+	for _, doc := range []string{
+		"pricing:\n  m: {input_per_million: -1}\n",
+		"pricing:\n  m: {output_per_million: 1, currency: \"a currency name far too long\"}\n",
+		"pricing:\n  m: {input_per_milion: 1}\n", // misspelt
+	} {
+		if _, err := loadDoc(t, doc, nil); err == nil {
+			t.Errorf("%q loaded", doc)
 		}
 	}
 }

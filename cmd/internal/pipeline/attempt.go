@@ -102,6 +102,7 @@ func (a *upstreamCall) do(ctx context.Context) outcome {
 		a.o.att.Err = a.o.reason
 	}
 	p.m.UpstreamCall(rt.Name, a.o.att.Status, a.o.reason, a.o.att.Duration)
+	p.callFailed(a.ur, a.o.reason, a.o.att.Duration)
 	if a.o.att.TTFT > 0 {
 		p.m.TTFT(rt.Name, t.Name, a.o.att.TTFT)
 	}
@@ -214,6 +215,9 @@ func (a *upstreamCall) readWhole(ctx context.Context, resp *http.Response) {
 		ur.req.API == openai.APIResponses && openai.EmptyResponse(b)) {
 		a.o.reason = "empty_answer" // an empty or unfinished answer is a failure, never a 200
 		return
+	}
+	if complete {
+		p.tokenUsage(ur, b, p.cfg.Now().Sub(a.start))
 	}
 	if a.cacheable(resp) && complete {
 		a.o.stored = p.store(ur.rt, ur.key, ur.q, b, a.ttl)
@@ -336,10 +340,16 @@ func (a *upstreamCall) storeStream(acc openai.StreamAccumulator, cacheable bool)
 	c.mu.Lock()
 	c.usage = acc.TotalTokens()
 	c.mu.Unlock()
-	if !cacheable || acc.Err() != nil {
+	if acc.Err() != nil {
 		return false
 	}
 	answer, err := acc.Body()
 	ur := a.ur
+	if err == nil {
+		a.p.tokenUsage(ur, answer, a.p.cfg.Now().Sub(a.start))
+	}
+	if !cacheable {
+		return false
+	}
 	return err == nil && a.p.store(ur.rt, ur.key, ur.q, answer, a.ttl)
 }

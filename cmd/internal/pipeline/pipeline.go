@@ -73,6 +73,15 @@ type Metrics interface {
 	// Shed counts a request refused by admission, by lane and reason
 	// (shed, rate_limit_exceeded, queued_timeout).
 	Shed(lane, reason string)
+	// TokenUsage records a model call's duration, with the GenAI operation
+	// name and the requested and answering model, and a complete answer's
+	// token usage (-1: not reported). errType is "" for a complete answer,
+	// else why the call failed (input, output -1; no response model).
+	TokenUsage(route, operation, requestModel, responseModel string, input, output int64, d time.Duration, errType string)
+	// CacheSaved records the usage stored with an answer served from the
+	// cache: tokens the model did not process, for tenant (the caller's
+	// namespace hash, "" anonymous).
+	CacheSaved(route, tenant, model string, input, output int64)
 }
 
 // Config configures a Pipeline.
@@ -320,6 +329,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		if why == "" {
 			pd.usage = 0 // the model did no work
 			p.hit(w, r, rt, req, e, e.Tier, -1)
+			p.saved(rt, c, e.Body)
 			return
 		}
 		if dir.onlyIfCached {
@@ -338,6 +348,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		if hit, ok := p.semanticLookup(r.Context(), rt, r, pd.q); ok && dir.refuses(hit.entry, p.cfg.Now()) == "" {
 			pd.usage = 0
 			p.hit(w, r, rt, req, hit.entry, "semantic", hit.cosine)
+			p.saved(rt, c, hit.entry.Body)
 			p.shadowHit(r, pd, body, hit) // after the answer: never in its way
 			return
 		}
@@ -371,6 +382,7 @@ func (p *Pipeline) serveAlias(w http.ResponseWriter, r *http.Request, rt *Route,
 	}
 	defer p.done(r.Context(), adm, 0)
 	p.hit(w, r, rt, req, e, e.Tier, -1)
+	p.saved(rt, c, e.Body)
 	return true
 }
 
@@ -807,3 +819,6 @@ func (nopMetrics) StoreDropped(string)                             {}
 func (nopMetrics) Degraded(string, string, string)                 {}
 func (nopMetrics) TTFT(string, string, time.Duration)              {}
 func (nopMetrics) Shed(string, string)                             {}
+func (nopMetrics) TokenUsage(string, string, string, string, int64, int64, time.Duration, string) {
+}
+func (nopMetrics) CacheSaved(string, string, string, int64, int64) {}

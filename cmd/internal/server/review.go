@@ -11,6 +11,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -31,8 +32,9 @@ import (
 //     estimate, its interval, the budget, and a button that purges the
 //     answers found wrong from the semantic index.
 //   - Upstreams: breaker and concurrency limiter state per target.
-//   - Cache: hit ratio per tier and route, when the AdminAPI implements
-//     CacheStatser.
+//   - Cache: hit ratio per tier and route, and the tokens and estimated
+//     cost cache hits saved per route and for the top tenants, when the
+//     AdminAPI implements CacheStatser.
 //
 // It reads the same values the JSON API serves (through their JSON form),
 // so the page cannot drift from what /admin/* and the CLI show. POST
@@ -67,7 +69,11 @@ var uiFiles embed.FS
 //	 "tiers": [{"route": "chat", "tier": "l1", "hits": 12, "misses": 30}, ...]}
 //
 // where each row counts the lookups that consulted that tier (hits +
-// misses), tiers listed in lookup order (l1, l2, semantic).
+// misses), tiers listed in lookup order (l1, l2, semantic). An optional
+// "saved" list gives what hits saved per route and tenant:
+//
+//	"saved": [{"route": "chat", "tenant": "t:…", "hits": 3, "input_tokens": 120,
+//	           "output_tokens": 400, "cost": 0.00047, "currency": "USD"}, ...]
 type CacheStatser interface {
 	CacheStats() any
 }
@@ -311,6 +317,68 @@ type cacheView struct {
 		Hits   uint64 `json:"hits"`
 		Misses uint64 `json:"misses"`
 	} `json:"tiers"`
+	Saved []savedRow `json:"saved"`
+}
+
+// savedRow is what cache hits saved on a route (for a tenant).
+type savedRow struct {
+	Route        string  `json:"route"`
+	Tenant       string  `json:"tenant"`
+	Hits         int64   `json:"hits"`
+	InputTokens  int64   `json:"input_tokens"`
+	OutputTokens int64   `json:"output_tokens"`
+	Cost         float64 `json:"cost"`
+	Currency     string  `json:"currency"`
+}
+
+// Tokens is input and output tokens saved.
+func (r savedRow) Tokens() int64 { return r.InputTokens + r.OutputTokens }
+
+// topTenants is how many tenants the page lists.
+const topTenants = 10
+
+// savedViews sums rows per route and picks the tenants that saved most.
+func savedViews(rows []savedRow) (routes, tenants []savedRow) {
+	byRoute := map[string]int{}
+	byTenant := map[string]int{}
+	for _, r := range rows {
+		i, ok := byRoute[r.Route]
+		if !ok {
+			i = len(routes)
+			byRoute[r.Route] = i
+			routes = append(routes, savedRow{Route: r.Route})
+		}
+		routes[i] = addSaved(routes[i], r)
+		j, ok := byTenant[r.Tenant]
+		if !ok {
+			j = len(tenants)
+			byTenant[r.Tenant] = j
+			tenants = append(tenants, savedRow{Tenant: r.Tenant})
+		}
+		tenants[j] = addSaved(tenants[j], r)
+	}
+	sortSaved := func(v []savedRow) {
+		sort.SliceStable(v, func(a, b int) bool { return v[a].Tokens() > v[b].Tokens() })
+	}
+	sortSaved(routes)
+	sortSaved(tenants)
+	if len(tenants) > topTenants {
+		tenants = tenants[:topTenants]
+	}
+	return routes, tenants
+}
+
+func addSaved(a, r savedRow) savedRow {
+	a.Hits += r.Hits
+	a.InputTokens += r.InputTokens
+	a.OutputTokens += r.OutputTokens
+	a.Cost += r.Cost
+	if a.Currency == "" {
+		a.Currency = r.Currency
+	} else if r.Currency != "" && r.Currency != a.Currency {
+		a.Currency = "mixed"
+	}
+	return a
 }
 
 // cacheRow adds the ratio for the template.
@@ -339,6 +407,9 @@ type pageData struct {
 	Cache      *struct {
 		Since string
 		Tiers []cacheRow
+		// SavedRoutes and SavedTenants: tokens and cost saved by hits,
+		// per route and for the top tenants.
+		SavedRoutes, SavedTenants []savedRow
 	}
 }
 
@@ -409,9 +480,11 @@ func (rv *review) show(c echo.Context) error {
 			return fmt.Errorf("review page: cache stats: %w", err)
 		}
 		d.Cache = &struct {
-			Since string
-			Tiers []cacheRow
+			Since                     string
+			Tiers                     []cacheRow
+			SavedRoutes, SavedTenants []savedRow
 		}{Since: cv.Since}
+		d.Cache.SavedRoutes, d.Cache.SavedTenants = savedViews(cv.Saved)
 		for _, t := range cv.Tiers {
 			row := cacheRow{Route: t.Route, Tier: t.Tier, Hits: t.Hits, Misses: t.Misses, Lookups: t.Hits + t.Misses}
 			if row.Lookups > 0 {

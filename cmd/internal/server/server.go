@@ -85,8 +85,22 @@ func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Obse
 			e.POST(echoPath(rt.Path), h)
 		}
 	}
+	// Unmatched paths (404) and wrong methods (405) are counted under
+	// http.route "unmatched": a client calling a path no route serves shows
+	// on /metrics. The data-plane handlers above never return errors, so
+	// every error here is the router's.
+	answer := e.HTTPErrorHandler
+	e.HTTPErrorHandler = func(err error, c echo.Context) {
+		start := time.Now()
+		obs.Begin()
+		answer(err, c)
+		obs.End(UnmatchedRoute, c.Request().Method, c.Response().Status, time.Since(start))
+	}
 	return e
 }
+
+// UnmatchedRoute is the http.route of requests no route matched.
+const UnmatchedRoute = "unmatched"
 
 // statusClientClosed is nginx's status for a request whose client left
 // before the answer: it is recorded, never sent.

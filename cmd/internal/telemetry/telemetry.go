@@ -26,12 +26,14 @@ import (
 	"go.opentelemetry.io/contrib/propagators/autoprop"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/attribute"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
@@ -68,6 +70,9 @@ func Setup(ctx context.Context, getenv func(string) string) (*Telemetry, error) 
 	disabled := strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true")
 	endpoint := getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
 	reg := prometheus.NewRegistry()
+	// Go runtime and process metrics (go_*, process_*), from client_golang
+	// itself: no further module.
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
 	if err != nil {
 		return nil, fmt.Errorf("prometheus exporter: %w", err)
@@ -82,6 +87,7 @@ func Setup(ctx context.Context, getenv func(string) string) (*Telemetry, error) 
 		return nil, err
 	}
 	opts := []sdkmetric.Option{sdkmetric.WithReader(exp), sdkmetric.WithResource(res)}
+	opts = append(opts, redisUnitViews()...)
 	t := &Telemetry{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), TracerProvider: tracenoop.NewTracerProvider(),
 		Propagator: prop}
 	if !disabled && (endpoint || getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != "" || getenv("OTEL_METRICS_EXPORTER") != "") {
@@ -130,6 +136,24 @@ func propagators(getenv func(string) string) (propagation.TextMapPropagator, err
 		ps = append(ps, p)
 	}
 	return propagation.NewCompositeTextMapPropagator(ps...), nil
+}
+
+// redisotelScope is the instrumentation scope of go-redis' OTel metrics.
+const redisotelScope = "github.com/redis/go-redis/extra/redisotel"
+
+// redisUnitViews drops go-redis' instruments measured in milliseconds
+// (db.client.connections.create_time, use_time) and nanoseconds
+// (waits_duration): Prometheus wants base units, promtool check metrics
+// rejects them, and a view cannot rescale. The pool counts (usage,
+// timeouts, hits, misses, idle and max connections) stay.
+func redisUnitViews() []sdkmetric.Option {
+	var vs []sdkmetric.View
+	for _, unit := range []string{"ms", "ns", "us"} {
+		vs = append(vs, sdkmetric.NewView(
+			sdkmetric.Instrument{Name: "*", Unit: unit, Scope: instrumentation.Scope{Name: redisotelScope}},
+			sdkmetric.Stream{Aggregation: sdkmetric.AggregationDrop{}}))
+	}
+	return []sdkmetric.Option{sdkmetric.WithView(vs...)}
 }
 
 func serviceName(getenv func(string) string) string {
@@ -211,6 +235,7 @@ type Metrics struct {
 	nearMiss  *counter // shadow judgements of near-misses
 	shadow    *counter // what became of sampled hits
 	inFlight  atomic.Int64
+	g         *genai
 
 	latency metric.Float64Histogram
 	reqDur  metric.Float64Histogram
@@ -260,6 +285,24 @@ func (c *counter) add(k attrKey, mk func() []attribute.KeyValue) {
 	x.n.Add(1)
 }
 
+// addN adds n to the cell of k (as add).
+func (c *counter) addN(k attrKey, n int64, mk func() []attribute.KeyValue) {
+	c.mu.RLock()
+	x := c.cells[k]
+	c.mu.RUnlock()
+	if x == nil {
+		c.mu.Lock()
+		if x = c.cells[k]; x == nil {
+			x = &cell{set: attribute.NewSet(mk()...)}
+			if len(c.cells) < maxCells {
+				c.cells[k] = x
+			}
+		}
+		c.mu.Unlock()
+	}
+	x.n.Add(n)
+}
+
 func (c *counter) observe(o metric.Observer) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -302,12 +345,15 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 		metric.WithDescription("Time to the first token of upstream answers (OpenTelemetry GenAI semantic conventions)."),
 		metric.WithExplicitBucketBoundaries(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 	errs = append(errs, err1, err2, err3)
+	g, gInsts, err := newGenAI(m, newCounter)
+	errs = append(errs, err)
+	mm.g = g
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	counters := []*counter{mm.lookups, mm.bypasses, mm.skipped, mm.upstream, mm.coalesced, mm.dropped, mm.degraded, mm.shed,
-		mm.judged, mm.nearMiss, mm.shadow}
-	insts := []metric.Observable{inFlight}
+		mm.judged, mm.nearMiss, mm.shadow, g.saved}
+	insts := append([]metric.Observable{inFlight}, gInsts...)
 	for _, c := range counters {
 		insts = append(insts, c.inst)
 	}
@@ -316,6 +362,7 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 			c.observe(o)
 		}
 		o.ObserveInt64(inFlight, mm.inFlight.Load())
+		g.observe(o)
 		return nil
 	}, insts...); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)

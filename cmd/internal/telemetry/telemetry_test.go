@@ -3,6 +3,8 @@ package telemetry
 import (
 	"context"
 	"log/slog"
+	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/trace"
@@ -169,5 +172,59 @@ func TestLogHandlerAddsRequestAndSampledTrace(t *testing.T) {
 	}
 	if strings.Contains(lines[len(lines)-1], "trace_id") || !strings.Contains(lines[len(lines)-1], "request_id=r1") {
 		t.Errorf("not sampled: %q", lines[len(lines)-1])
+	}
+}
+
+// TestRedisUnitsDropped: go-redis' ms and ns instruments never reach
+// /metrics (promtool check metrics wants base units); its counts do.
+func TestRedisUnitsDropped(t *testing.T) {
+	tel, err := Setup(context.Background(), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background())
+	m := tel.MeterProvider.Meter(redisotelScope)
+	h, _ := m.Float64Histogram("db.client.connections.use_time", metric.WithUnit("ms"))
+	h.Record(context.Background(), 3)
+	c, _ := m.Int64Counter("db.client.connections.timeouts")
+	c.Add(context.Background(), 1)
+	rec := httptest.NewRecorder()
+	tel.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	b := rec.Body.String()
+	if strings.Contains(b, "use_time") || !strings.Contains(b, "db_client_connections_timeouts") {
+		t.Errorf("/metrics:\n%s", b)
+	}
+}
+
+// TestCacheSaved: tokens and cost saved per route and tenant, priced by
+// exact model name or the longest prefix, tenants bounded by MaxTenants.
+func TestCacheSaved(t *testing.T) {
+	r := sdkmetric.NewManualReader()
+	m, err := NewMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(r)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.SetPricing(map[string]Price{"deepseek-chat": {InputPerMillion: 0.27, OutputPerMillion: 1.10}, "deepseek": {InputPerMillion: 100}})
+	m.CacheSaved("chat", "t:a", "deepseek-chat", 1000, 2000)
+	m.CacheSaved("chat", "t:a", "deepseek-chat-v3", 1000000, 0) // prefix deepseek-chat, not deepseek
+	m.CacheSaved("chat", "", "unpriced", 5, 5)
+	for i := range MaxTenants + 5 {
+		m.CacheSaved("bulk", fmt.Sprint("t:", i), "unpriced", 1, 0)
+	}
+	got := collect(t, r, "tenant")["edgecache.tokens_saved"]
+	if got["t:a"] != 1001000+2000 || got["anonymous"] != 10 || got["other"] != 6 { // t:a and 99 of bulk have their own series
+		t.Errorf("tokens saved by tenant: %v", got)
+	}
+	var cost float64
+	for _, s := range m.Saved() {
+		if s.Route == "chat" && s.Tenant == "t:a" {
+			cost = s.Cost
+			if s.Hits != 2 || s.InputTokens != 1001000 || s.OutputTokens != 2000 || s.Currency != "USD" {
+				t.Errorf("saved: %+v", s)
+			}
+		}
+	}
+	if want := 0.27*1.001 + 1.10*0.002; math.Abs(cost-want) > 1e-9 {
+		t.Errorf("cost saved %v, want %v", cost, want)
 	}
 }
