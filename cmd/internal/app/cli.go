@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgecache/edgecache/cmd/internal/pipeline"
 	"github.com/edgecache/edgecache/degrade/journal"
 )
 
@@ -259,24 +260,7 @@ func parseAssignments(as []string) (string, error) {
 }
 
 // shadowJSON is the "shadow" object of a route (pipeline.ShadowStats).
-type shadowJSON struct {
-	Judged          int     `json:"judged"`
-	Agreed          int     `json:"agreed"`
-	Disagreed       int     `json:"disagreed"`
-	Unsure          int     `json:"unsure"`
-	Estimate        float64 `json:"estimate"`
-	Lower           float64 `json:"lower"`
-	Upper           float64 `json:"upper"`
-	Threshold       float64 `json:"threshold"`
-	MaxFalseHitRate float64 `json:"max_false_hit_rate"`
-	Sample          float64 `json:"sample"`
-	NearMissSample  float64 `json:"near_miss_sample"`
-	MaxShare        float64 `json:"max_share"`
-	HitsJudged      int64   `json:"hits_judged_total"`
-	NearMissJudged  int64   `json:"near_misses_judged_total"`
-	ShadowCalls     int64   `json:"shadow_calls"`
-	UpstreamCalls   int64   `json:"upstream_calls"`
-}
+type shadowJSON struct{ pipeline.ShadowStats }
 
 // summary is the estimate, its interval and the budget on one line.
 func (s *shadowJSON) summary() string {

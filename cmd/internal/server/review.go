@@ -18,6 +18,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/edgecache/edgecache/cmd/internal/pipeline"
 	"github.com/edgecache/edgecache/degrade/journal"
 )
 
@@ -261,19 +262,7 @@ type routeView struct {
 
 // shadowView is a route's measured false-hit rate of semantic hits: the
 // "shadow" object of GET /admin/routes/{name}.
-type shadowView struct {
-	Judged          int     `json:"judged"`
-	Agreed          int     `json:"agreed"`
-	Disagreed       int     `json:"disagreed"`
-	Unsure          int     `json:"unsure"`
-	Estimate        float64 `json:"estimate"`
-	Lower           float64 `json:"lower"`
-	Upper           float64 `json:"upper"`
-	Threshold       float64 `json:"threshold"`
-	MaxFalseHitRate float64 `json:"max_false_hit_rate"`
-	Sample          float64 `json:"sample"`
-	ShadowCalls     int64   `json:"shadow_calls"`
-}
+type shadowView struct{ pipeline.ShadowStats }
 
 // State is over (the upper bound over a budget), under, or none (nothing
 // judged yet, or no budget): the badge on the page.
