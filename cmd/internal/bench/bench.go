@@ -45,11 +45,13 @@ const usage = `edgebench — load-benchmark harness for edgecache.
 Usage:
   edgebench run [--duration 10s] [--warmup 2s] [--conns 32,128] [--bin DIR] [--json FILE]
   edgebench overload [--duration 10s] [--concurrency 16] [--ttft 100ms] [--bin DIR] [--json FILE]
+  edgebench streams [--n 2000] [--tps 20] [--tokens 200] [--open-admission] [--bin DIR] [--json FILE]
   edgebench ceiling --listen ADDR --body FILE
   edgebench proxy --listen ADDR --upstream URL
   edgebench loadgen --spec FILE      (started by edgebench overload)
+  edgebench streamgen --spec FILE    (started by edgebench streams)
 
-"edgebench SUBCOMMAND -h" describes the flags of run, overload, ceiling and proxy.
+"edgebench SUBCOMMAND -h" describes the flags of run, overload, streams, ceiling and proxy.
 `
 
 // Main runs the edgebench command. prog is the program name as invoked and
@@ -65,6 +67,10 @@ func Main(ctx context.Context, prog string, args []string, stdout, stderr io.Wri
 		return runMain(ctx, shellJoin(append([]string{prog}, args...)), args[1:], stdout, stderr)
 	case "overload":
 		return overloadMain(ctx, shellJoin(append([]string{prog}, args...)), args[1:], stdout, stderr)
+	case "streams":
+		return streamsMain(ctx, shellJoin(append([]string{prog}, args...)), args[1:], stdout, stderr)
+	case "streamgen":
+		return streamgenMain(ctx, args[1:], stdout, stderr)
 	case "loadgen":
 		return loadgenMain(ctx, args[1:], stdout, stderr)
 	case "ceiling":

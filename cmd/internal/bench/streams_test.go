@@ -1,0 +1,190 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDeriveStreams(t *testing.T) {
+	rep := StreamsReport{
+		Direct:         StreamPhase{TTFTP50Ms: 10, TTFTP99Ms: 40},
+		Edgecache:      StreamPhase{TTFTP50Ms: 12.5, TTFTP99Ms: 45, PeakOpen: 1000, Events: 200_000},
+		BaselineRSSKiB: 20_000,
+		PeakRSSKiB:     52_000,
+		CPUSeconds:     1.5,
+	}
+	d := deriveStreams(rep)
+	near := func(name string, got, want float64) {
+		t.Helper()
+		if math.Abs(got-want) > 1e-9 {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	near("RSS per stream", d.RSSPerStreamKiB, 32)         // 32,000 KiB / 1,000 streams
+	near("CPU ms per 1k events", d.CPUMsPer1kEvents, 7.5) // 1,500 ms / 200 thousand
+	near("CPU µs per event", d.CPUUsPerEvent, 7.5)
+	near("added p50", d.AddedTTFTP50Ms, 2.5)
+	near("added p99", d.AddedTTFTP99Ms, 5)
+
+	// Nothing open, no events, RSS below baseline: zeros, no division by 0.
+	d = deriveStreams(StreamsReport{BaselineRSSKiB: 10, PeakRSSKiB: 5})
+	if d.RSSPerStreamKiB != 0 || d.CPUMsPer1kEvents != 0 || d.CPUUsPerEvent != 0 {
+		t.Errorf("degenerate: %+v", d)
+	}
+}
+
+func TestParseProcFiles(t *testing.T) {
+	kib, err := parseVmRSS([]byte("Name:\tedgecache\nVmPeak:\t  9 kB\nVmRSS:\t   26008 kB\nRssAnon: 1 kB\n"))
+	if err != nil || kib != 26008 {
+		t.Errorf("parseVmRSS = %d, %v", kib, err)
+	}
+	if _, err := parseVmRSS([]byte("Name: x\n")); err == nil {
+		t.Error("parseVmRSS without VmRSS: no error")
+	}
+	// comm with spaces and parens; utime 7, stime 5 (fields 14, 15).
+	stat := "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 3 0 100 1000 250"
+	ticks, err := parseStatCPU([]byte(stat))
+	if err != nil || ticks != 12 {
+		t.Errorf("parseStatCPU = %d, %v", ticks, err)
+	}
+	if self, err := procCPUTicks(os.Getpid()); err != nil || self < 0 {
+		t.Errorf("procCPUTicks(self) = %d, %v", self, err)
+	}
+	if rss, err := procRSSKiB(os.Getpid()); err != nil || rss <= 0 {
+		t.Errorf("procRSSKiB(self) = %d, %v", rss, err)
+	}
+}
+
+func TestParseStreamsFlags(t *testing.T) {
+	c, err := parseStreamsFlags([]string{"--bin", "/x"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.n != 2000 || c.tps != 20 || c.tokens != 200 || c.open {
+		t.Errorf("defaults: %+v", c)
+	}
+	if want := 2*10*time.Second + 30*time.Second; c.timeout != want {
+		t.Errorf("timeout = %v, want %v", c.timeout, want)
+	}
+	if _, err := parseStreamsFlags([]string{"--n", "10001"}, io.Discard); err == nil {
+		t.Error("--n 10001 accepted")
+	}
+	if c, err := parseStreamsFlags([]string{"--n", "10000", "--open-admission"}, io.Discard); err != nil || !c.open {
+		t.Errorf("--n 10000 --open-admission: %+v %v", c, err)
+	}
+}
+
+func TestStreamsConfigYAML(t *testing.T) {
+	def := streamsConfigYAML(streamsConfig{n: 100}, "http://127.0.0.1:1")
+	if strings.Contains(def, "admission") {
+		t.Errorf("default config sets admission:\n%s", def)
+	}
+	open := streamsConfigYAML(streamsConfig{n: 100, open: true}, "http://127.0.0.1:1")
+	if !strings.Contains(open, "concurrency: {initial: 200, min: 200, max: 200}") {
+		t.Errorf("open admission config:\n%s", open)
+	}
+}
+
+// sseStub streams tokens content events, a finish chunk and [DONE]; cut
+// requests (prompt containing " 1:") end early.
+func sseStub(tokens int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.Header.Get("Cache-Control") != "no-store" {
+			http.Error(w, "want no-store", 400)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n")
+		for i := range tokens {
+			fmt.Fprintf(w, "data: {\"choices\":[{\"delta\":{\"content\":\"w%d \"}}]}\n\n", i)
+			if bytes.Contains(body, []byte(" 1:")) && i == 1 {
+				return
+			}
+		}
+		fmt.Fprint(w, "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+	})
+}
+
+func TestRunStreamsAgainstStub(t *testing.T) {
+	srv := httptest.NewServer(sseStub(4))
+	defer srv.Close()
+	res := RunStreams(context.Background(), StreamSpec{URL: srv.URL, N: 10, Tokens: 4, Timeout: 5 * time.Second, RunID: "t"})
+	if res.N != 10 || res.Intact != 9 || res.Failures["no [DONE]"] != 1 {
+		t.Errorf("result: %+v", res)
+	}
+	// 9 intact × (role + 4 + finish + DONE) + the cut one (role + 2).
+	if res.Events != 9*7+3 {
+		t.Errorf("events = %d", res.Events)
+	}
+	if res.PeakOpen < 1 || res.TTFTP99Ms < res.TTFTP50Ms {
+		t.Errorf("peak/ttft: %+v", res)
+	}
+}
+
+func TestWriteStreamsMarkdown(t *testing.T) {
+	rep := StreamsReport{Command: "edgebench streams", N: 2, TokensPerSec: 20, Tokens: 200, OpenAdmission: true,
+		Edgecache: StreamPhase{N: 2, Intact: 1, Failures: map[string]int{"status 503": 1}}}
+	rep.Derived = deriveStreams(rep)
+	var b strings.Builder
+	if err := WriteStreamsMarkdown(&b, rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"open admission", "| through edgecache | 1 / 2 |", "RSS per open stream", "CPU per 1,000 relayed events", "status 503 1"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, b.String())
+		}
+	}
+	data, err := json.Marshal(rep)
+	if err != nil || !bytes.Contains(data, []byte(`"rss_per_open_stream_kib"`)) {
+		t.Errorf("json: %s %v", data, err)
+	}
+}
+
+// TestStreamsSmoke builds the three binaries and runs `edgebench streams`
+// with 20 short streams (a few seconds).
+func TestStreamsSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds binaries")
+	}
+	if _, err := exec.LookPath("taskset"); err != nil || runtime.NumCPU() < 2 {
+		t.Skip("needs taskset and 2 CPUs")
+	}
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin, "github.com/edgecache/edgecache/cmd/edgebench",
+		"github.com/edgecache/edgecache/cmd/edgecache", "github.com/edgecache/edgecache/cmd/llmsim")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	jsonPath := filepath.Join(bin, "streams.json")
+	var out, errb bytes.Buffer
+	err := Main(context.Background(), "edgebench", []string{"streams", "--bin", bin, "--n", "20", "--tokens", "5",
+		"--tps", "50", "--open-admission", "--json", jsonPath}, &out, &errb)
+	if err != nil {
+		t.Fatalf("streams: %v\n%s\n%s", err, out.String(), errb.String())
+	}
+	data, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep StreamsReport
+	if err := json.Unmarshal(data, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Direct.Intact != 20 || rep.Edgecache.Intact != 20 || rep.Edgecache.Events == 0 || rep.BaselineRSSKiB == 0 {
+		t.Errorf("report: %+v\n%s", rep, out.String())
+	}
+}
