@@ -18,14 +18,20 @@
 //	    proxy in edgecache's place (no parsing, keys, limits or metrics);
 //
 // and prints a Markdown table with the targets (hits ≥ 70 % of the
-// ceiling, hit p99 ≤ 2 ms at 32 connections, pass-through ≥ 45 % of llmsim
-// direct, semantic hits ≥ 2,500 req/s). It needs wrk and taskset and
+// ceiling, hit p99 ≤ 1.5 × the ceiling's p99 in the same run at 32
+// connections, pass-through ≥ 45 % of llmsim direct, semantic hits ≥ 2,500
+// req/s). Every row also shows the CPU time of the server under test per
+// request (/proc/PID/stat over the measured window), and (e) the texts
+// embedded per request (llmsim's /_sim/stats). It needs wrk and taskset and
 // prebuilt binaries; it installs and builds nothing.
 //
 // `edgebench overload` measures the lanes instead: a paid tenant alone, then
 // under a 10× overload of free traffic, against llmsim with a concurrency
 // cap, with its own open-loop generator (`edgebench loadgen`, pinned to
 // CPU 0 like wrk) because wrk cannot mix API keys; see overload.go.
+//
+// `edgebench streams` measures long SSE streams instead: N concurrent
+// streams through edgecache against llmsim pacing tokens; see streams.go.
 package bench
 
 import (

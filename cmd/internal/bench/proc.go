@@ -21,6 +21,7 @@ import (
 // group so that stopping it also stops anything it started.
 type proc struct {
 	name    string
+	cpu     int // the CPU it is pinned to
 	cmd     *exec.Cmd
 	logPath string
 	done    chan struct{} // closed when Wait returned
@@ -62,7 +63,7 @@ func (ps *procs) startPinnedEnv(dir, name string, cpu int, env []string, bin str
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	p := &proc{name: name, cpu: cpu, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	go func() {
 		p.waitErr = cmd.Wait()
 		close(p.done)
@@ -175,6 +176,19 @@ func liveInGroup(pgid int) []int {
 		}
 	}
 	return live
+}
+
+// serverUnderTest returns the pid of the live process last started on the
+// server CPU (taskset execs, so it is the server's own pid), or 0.
+func (ps *procs) serverUnderTest() int {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for i := len(ps.list) - 1; i >= 0; i-- {
+		if p := ps.list[i]; p.cpu == serverCPU && !p.exited() {
+			return p.cmd.Process.Pid
+		}
+	}
+	return 0
 }
 
 // stopAll stops every tracked process, the last started first.

@@ -62,7 +62,7 @@ func TestComputeTargets(t *testing.T) {
 	want := []brief{
 		{"exact L1 hits / ceiling @32", 0.8, true},
 		{"exact L1 hits / ceiling @128", 0.6, false},
-		{"exact L1 hit p99 @32", 1.5, true},
+		{"exact L1 hit p99 / ceiling p99 @32", 1.25, true}, // 1.5 ms / 1.2 ms
 		{"pass-through / llmsim direct @32", 0.5, true},
 		{"pass-through / llmsim direct @128", 0.4, false},
 	}
@@ -76,9 +76,9 @@ func TestComputeTargets(t *testing.T) {
 		}
 	}
 
-	// Boundaries are inclusive: exactly 70 %, 2 ms and 45 % pass.
+	// Boundaries are inclusive: exactly 70 %, 1.5 × the ceiling's p99 and 45 % pass.
 	rs := []Result{
-		row(ScenarioCeiling, 32, 1000, 1, 1), row(ScenarioHit, 32, 700, 1, 2),
+		row(ScenarioCeiling, 32, 1000, 1, 2), row(ScenarioHit, 32, 700, 1, 3),
 		row(ScenarioDirect, 32, 1000, 1, 1), row(ScenarioPassthrough, 32, 450, 1, 1),
 	}
 	for _, tg := range ComputeTargets(rs, []int{32}) {
@@ -86,9 +86,14 @@ func TestComputeTargets(t *testing.T) {
 			t.Errorf("boundary target %+v fails", tg)
 		}
 	}
-	rs[1].P99Ms = 2.01
-	if tg := ComputeTargets(rs, []int{32})[1]; tg.Pass || tg.Name != "exact L1 hit p99 @32" {
-		t.Errorf("p99 2.01 ms: %+v, want FAIL", tg)
+	rs[1].P99Ms = 3.01
+	if tg := ComputeTargets(rs, []int{32})[1]; tg.Pass || tg.Name != "exact L1 hit p99 / ceiling p99 @32" {
+		t.Errorf("p99 3.01 ms against 2 ms: %+v, want FAIL", tg)
+	}
+	// Without a usable ceiling row the p99 target is unknown.
+	rs[0].Error = "boom"
+	if tg := ComputeTargets(rs, []int{32})[1]; tg.Known || tg.Pass {
+		t.Errorf("p99 without a ceiling: %+v, want unknown", tg)
 	}
 
 	// Missing or failed rows: unknown, FAIL; no p99 target without 32.
@@ -107,6 +112,8 @@ func TestComputeTargets(t *testing.T) {
 func sampleReport() Report {
 	rs := sampleResults()
 	rs[7].SocketErrors = SocketErrors{Read: 3}
+	rs[0].ServerCPUUsPerRequest = 25
+	rs[2].ServerCPUUsPerRequest = 31.3
 	return Report{
 		Machine: Machine{NProc: 2, CPUModel: "Test CPU @ 2.00GHz", GoVersion: "go1.26.8 linux/amd64",
 			Kernel: "6.1.0", Wrk: "wrk debian/4.1.0-3+b2 [epoll]", Revision: "43977bd1e2f3", LoadAvg: "0.10 0.20 0.30",
@@ -127,15 +134,15 @@ func TestWriteMarkdown(t *testing.T) {
 	for _, want := range []string{
 		"Machine: nproc 2, Test CPU @ 2.00GHz, go1.26.8 linux/amd64, Linux 6.1.0, wrk debian/4.1.0-3+b2 [epoll], edgecache 43977bd1e2f3, loadavg 0.10 0.20 0.30, 2026-11-23T06:40:00Z\n",
 		"Command: `edgebench run --duration 3s`\n",
-		"| scenario | conns | req/s | p50 ms | p99 ms | ratio |\n",
-		"| (a) ceiling: net/http, same bytes | 32 | 40000 | 0.70 | 1.20 | 100 % (base) |\n",
-		"| (b) edgecache exact L1 hit | 32 | 32000 | 0.90 | 1.50 | 80.0 % of (a) |\n",
-		"| (b) edgecache exact L1 hit | 128 | 30000 | 4.00 | 9.00 | 60.0 % of (a) |\n",
-		"| (c) llmsim direct | 128 | 35000 | 3.50 | 7.00 | 100 % (base) |\n",
-		"| (d) edgecache pass-through (no-store) | 128 | 14000 | 9.00 | 20.00 | 40.0 % of (c) |\n",
+		"| scenario | conns | req/s | server CPU µs/req | p50 ms | p99 ms | ratio |\n",
+		"| (a) ceiling: net/http, same bytes | 32 | 40000 | 25.0 | 0.70 | 1.20 | 100 % (base) |\n",
+		"| (b) edgecache exact L1 hit | 32 | 32000 | 31.3 | 0.90 | 1.50 | 80.0 % of (a) |\n",
+		"| (b) edgecache exact L1 hit | 128 | 30000 | n/a | 4.00 | 9.00 | 60.0 % of (a) |\n",
+		"| (c) llmsim direct | 128 | 35000 | n/a | 3.50 | 7.00 | 100 % (base) |\n",
+		"| (d) edgecache pass-through (no-store) | 128 | 14000 | n/a | 9.00 | 20.00 | 40.0 % of (c) |\n",
 		"| exact L1 hits / ceiling @32 | 80.0 % | ≥ 70 % | PASS |\n",
 		"| exact L1 hits / ceiling @128 | 60.0 % | ≥ 70 % | FAIL |\n",
-		"| exact L1 hit p99 @32 | 1.50 ms | ≤ 2 ms | PASS |\n",
+		"| exact L1 hit p99 / ceiling p99 @32 | 1.25× | ≤ 1.5× | PASS |\n",
 		"| pass-through / llmsim direct @128 | 40.0 % | ≥ 45 % | FAIL |\n",
 		"Targets: 3/5 PASS.\n",
 		"- (d) edgecache pass-through (no-store) @128: socket errors: connect 0, read 3, write 0, timeout 0\n",
@@ -162,10 +169,10 @@ func TestWriteMarkdownFailedRow(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
-		"| (b) edgecache exact L1 hit | 32 | FAILED | | | n/a |\n",
-		"| (b) edgecache exact L1 hit | 128 | 30000 (FAILED) | 4.00 | 9.00 | n/a |\n",
+		"| (b) edgecache exact L1 hit | 32 | FAILED | | | | n/a |\n",
+		"| (b) edgecache exact L1 hit | 128 | 30000 (FAILED) | n/a | 4.00 | 9.00 | n/a |\n",
 		"| exact L1 hits / ceiling @32 | n/a | ≥ 70 % | FAIL |\n",
-		"| exact L1 hit p99 @32 | n/a | ≤ 2 ms | FAIL |\n",
+		"| exact L1 hit p99 / ceiling p99 @32 | n/a | ≤ 1.5× | FAIL |\n",
 		"- (b) edgecache exact L1 hit @32 FAILED: not an L1 hit\n",
 		"- (b) edgecache exact L1 hit @128: 12 non-2xx/3xx responses\n",
 	} {
@@ -205,6 +212,8 @@ func withSemantic() []Result {
 	rs := sampleResults()
 	e32, e128 := row(ScenarioSemantic, 32, 2712.4, 5.1, 12.3), row(ScenarioSemantic, 128, 2100, 40, 95)
 	e32.SemanticHitShare, e128.SemanticHitShare = 0.985, 0.9999
+	one := 1.0
+	e32.EmbeddingsPerRequest = &one
 	return append(rs, e32, e128)
 }
 
@@ -256,8 +265,8 @@ func TestWriteMarkdownSemantic(t *testing.T) {
 	for _, want := range []string{
 		"in (b), (d) and (e) llmsim runs on CPU 0 too",
 		"(e): route in mode semantic, remote embedder → llmsim --embed-fold (CPU 0, also the model), verifier defaults; 200 distinct prompts",
-		"| (e) edgecache semantic hit (remote embedder → llmsim) | 32 | 2712 | 5.10 | 12.30 | 98.5 % semantic hits |\n",
-		"| (e) edgecache semantic hit (remote embedder → llmsim) | 128 | 2100 (FAILED) | 40.00 | 95.00 | 50.0 % semantic hits |\n",
+		"| (e) edgecache semantic hit (remote embedder → llmsim) | 32 | 2712 | n/a | 5.10 | 12.30 | 98.5 % semantic hits, 1.00 embeddings/req |\n",
+		"| (e) edgecache semantic hit (remote embedder → llmsim) | 128 | 2100 (FAILED) | n/a | 40.00 | 95.00 | 50.0 % semantic hits |\n",
 		"| semantic hits @32 | 2,712 req/s | ≥ 2,500 req/s | PASS |\n",
 		"| semantic hits @128 | n/a | ≥ 2,500 req/s | FAIL |\n",
 		"Targets: 4/7 PASS.\n",
@@ -308,9 +317,19 @@ func TestWriteJSONSemantic(t *testing.T) {
 	if !reflect.DeepEqual(back, rep) {
 		t.Errorf("JSON round trip differs:\n got %+v\nwant %+v", back, rep)
 	}
-	for _, key := range []string{`"scenario": "semantic-hit"`, `"semantic_hit_share": 0.985`, `"semantic_prompts": 200`, `"unit": "req/s"`} {
+	for _, key := range []string{`"scenario": "semantic-hit"`, `"semantic_hit_share": 0.985`, `"embeddings_per_request": 1`, `"semantic_prompts": 200`, `"unit": "req/s"`} {
 		if !strings.Contains(string(data), key) {
 			t.Errorf("JSON lacks %s", key)
 		}
+	}
+}
+
+func TestCPUUsPerRequest(t *testing.T) {
+	// 150 ticks = 1.5 s of CPU over 50,000 requests: 30 µs each.
+	if got := cpuUsPerRequest(150, 50_000); !near(got, 30) {
+		t.Errorf("cpuUsPerRequest = %v, want 30", got)
+	}
+	if got := cpuUsPerRequest(10, 0); got != 0 {
+		t.Errorf("without requests: %v", got)
 	}
 }

@@ -499,12 +499,17 @@ func (r *runner) measureOne(ctx context.Context, row *Result, url, script string
 		}
 	}
 	fmt.Fprintf(r.log, "edgebench: %s @%d: measuring %s\n", label, conns, formatDuration(r.cfg.duration))
+	pid := r.ps.serverUnderTest()
+	cpu0, cpuErr := procCPUTicks(pid)
 	w, out, err := runWrk(ctx, loadCPU, conns, r.cfg.duration, script, url)
 	if err != nil {
 		row.Error = err.Error()
 		return
 	}
 	row.WrkResult = w
+	if cpu1, err := procCPUTicks(pid); pid > 0 && cpuErr == nil && err == nil {
+		row.ServerCPUUsPerRequest = cpuUsPerRequest(cpu1-cpu0, w.Requests)
+	}
 	if err := os.WriteFile(filepath.Join(r.dir, fmt.Sprintf("wrk-%s-%d.txt", row.Scenario, conns)), []byte(out), 0o644); err != nil {
 		row.Error = err.Error()
 		return
@@ -654,4 +659,13 @@ func (r *runner) scenarioProxy(ctx context.Context) ([]Result, error) {
 		return nil
 	}, nil)
 	return rows, stop()
+}
+
+// cpuUsPerRequest converts a CPU time in clock ticks spread over requests
+// into microseconds per request (0 without requests).
+func cpuUsPerRequest(ticks, requests int64) float64 {
+	if requests <= 0 {
+		return 0
+	}
+	return float64(ticks) / clockTicks * 1e6 / float64(requests)
 }

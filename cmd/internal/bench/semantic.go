@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/edgecache/edgecache/cmd/internal/llmsim"
 )
 
 // Scenario (e): semantic hits through edgecache, with the remote embedder
@@ -325,10 +328,24 @@ func (r *runner) scenarioSemantic(ctx context.Context) ([]Result, error) {
 		if err != nil {
 			return nil, err
 		}
+		embBefore, err := r.readEmbedded(ctx, "http://"+simAddr)
+		if err != nil {
+			return nil, err
+		}
 		return func(ctx context.Context, row *Result) error {
 			after, err := r.readLookups(ctx, adminURL)
 			if err != nil {
 				return err
+			}
+			embAfter, err := r.readEmbedded(ctx, "http://"+simAddr)
+			if err != nil {
+				return err
+			}
+			if row.Requests > 0 {
+				per := float64(embAfter-embBefore) / float64(row.Requests)
+				row.EmbeddingsPerRequest = &per
+				fmt.Fprintf(r.log, "edgebench: %s @%d: %d texts embedded for %d requests: %.2f embeddings/req\n",
+					scenarioLabel[row.Scenario], row.Conns, embAfter-embBefore, row.Requests, per)
 			}
 			d := after.sub(before)
 			row.SemanticHitShare = semanticHitShare(d, row.Requests)
@@ -344,4 +361,24 @@ func (r *runner) scenarioSemantic(ctx context.Context) ([]Result, error) {
 	}
 	rows := r.measure(ctx, ScenarioSemantic, url, scriptPath, check, observe)
 	return rows, stop()
+}
+
+// readEmbedded returns how many texts llmsim has embedded (its
+// /_sim/stats "embedded_inputs"): every embedding edgecache computed, since
+// llmsim is its remote embedder.
+func (r *runner) readEmbedded(ctx context.Context, simURL string) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, simURL+"/_sim/stats", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("reading llmsim's /_sim/stats: %w", err)
+	}
+	defer resp.Body.Close()
+	var stats map[string]int64
+	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil {
+		return 0, fmt.Errorf("reading llmsim's /_sim/stats: %w", err)
+	}
+	return stats[llmsim.StatEmbeddedInputs], nil
 }

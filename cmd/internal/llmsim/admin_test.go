@@ -17,7 +17,7 @@ func TestStats(t *testing.T) {
 	}
 	post(t, ts, "/v1/chat/completions", `{"bad json`)
 	do(t, ts, http.MethodGet, "/v1/chat/completions", nil)
-	post(t, ts, "/v1/embeddings", map[string]any{"model": "e", "input": "x"})
+	post(t, ts, "/v1/embeddings", map[string]any{"model": "e", "input": []string{"x", "y"}})
 	s.SetFault(Fault{Status: 500, Paths: []string{"/v1/embeddings"}})
 	post(t, ts, "/v1/embeddings", map[string]any{"model": "e", "input": "x"})
 	s.ClearFault()
@@ -25,7 +25,7 @@ func TestStats(t *testing.T) {
 	post(t, ts, "/v1/unknown", chatBody("x"))
 	do(t, ts, http.MethodGet, "/_sim/config", nil)
 
-	want := map[string]int64{"/v1/chat/completions": 5, "/v1/embeddings": 2, "/v1/models": 1}
+	want := map[string]int64{"/v1/chat/completions": 5, "/v1/embeddings": 2, "/v1/models": 1, StatEmbeddedInputs: 2}
 	if got := s.Stats(); !maps.Equal(got, want) {
 		t.Errorf("Stats() = %v, want %v", got, want)
 	}

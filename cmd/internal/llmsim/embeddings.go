@@ -68,6 +68,7 @@ func (s *Server) serveEmbeddings(w http.ResponseWriter, body []byte, cfg *Config
 		writeAPIError(w, aerr)
 		return
 	}
+	s.embedded.Add(int64(len(inputs)))
 	dims := cfg.EmbeddingDims
 	if er.Dimensions != nil {
 		if *er.Dimensions < 1 || *er.Dimensions > maxEmbeddingDims {

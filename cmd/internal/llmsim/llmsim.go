@@ -123,6 +123,7 @@ type Server struct {
 	fault    atomic.Pointer[fault]     // nil: no fault
 	canon    atomic.Pointer[canonical] // nil: every text its own answer (SetCanonical)
 	counts   [numRoutes]atomic.Int64
+	embedded atomic.Int64 // texts embedded (inputs of answered /v1/embeddings calls)
 	inFlight atomic.Int64 // admitted generation requests
 	created  int64        // "created" of /v1/models entries
 	stored   sync.Map     // response id → its JSON, for GET /v1/responses/{id} (responses.go)
@@ -166,22 +167,30 @@ func (s *Server) updateConfig(fn func(*Config) error) (Config, error) {
 
 // Stats returns how many requests each API path has received since the
 // start or the last ResetStats, faulted and rejected ones included. Paths
-// with no request are absent. Only the four API paths are counted.
+// with no request are absent. Only the four API paths are counted, plus
+// StatEmbeddedInputs: the texts embedded (a batched call counts each).
 func (s *Server) Stats() map[string]int64 {
-	m := make(map[string]int64, numRoutes)
+	m := make(map[string]int64, numRoutes+1)
 	for r := routeChat; r < numRoutes; r++ {
 		if n := s.counts[r].Load(); n > 0 {
 			m[routePaths[r]] = n
 		}
 	}
+	if n := s.embedded.Load(); n > 0 {
+		m[StatEmbeddedInputs] = n
+	}
 	return m
 }
+
+// StatEmbeddedInputs is the Stats key of the number of texts embedded.
+const StatEmbeddedInputs = "embedded_inputs"
 
 // ResetStats sets every request counter to zero (DELETE /_sim/stats).
 func (s *Server) ResetStats() {
 	for i := range s.counts {
 		s.counts[i].Store(0)
 	}
+	s.embedded.Store(0)
 }
 
 // InFlight returns the number of generation requests currently admitted
