@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"sync"
 )
 
 // EventReader reads Server-Sent Events and returns each event's raw bytes,
@@ -16,9 +17,30 @@ type EventReader struct {
 	data []byte
 }
 
-// NewEventReader reads events from r.
+// readerSize is the buffer of an EventReader's bufio.Reader: a line
+// longer than this is read in pieces (Next keeps reading it whole), so it
+// bounds nothing but is held by every open stream.
+const readerSize = 4 << 10
+
+// readers pools the bufio.Readers of finished streams (Release).
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readerSize) }}
+
+// NewEventReader reads events from r. Call Release when done with it.
 func NewEventReader(r io.Reader) *EventReader {
-	return &EventReader{r: bufio.NewReaderSize(r, 16<<10)}
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	return &EventReader{r: br}
+}
+
+// Release returns the reader's buffer to a pool; er must not be used
+// afterwards. Releasing twice is harmless.
+func (er *EventReader) Release() {
+	if er.r == nil {
+		return
+	}
+	er.r.Reset(nil)
+	readers.Put(er.r)
+	er.r, er.buf, er.data = nil, nil, nil
 }
 
 // maxEventBytes bounds one event so a hostile upstream cannot exhaust memory.

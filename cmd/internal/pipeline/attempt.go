@@ -235,6 +235,8 @@ func (a *upstreamCall) readWhole(ctx context.Context, resp *http.Response) {
 // arrive, and a failure then ends the stream with an error event.
 func (a *upstreamCall) relay(ctx context.Context, resp *http.Response) {
 	er := openai.NewEventReader(resp.Body)
+	defer er.Release()
+	var arena eventArena // the call keeps the events: copies share slabs
 	acc := openai.NewStreamAccumulator(a.ur.req.API)
 	cacheable := a.cacheable(resp)
 	var held [][]byte
@@ -256,7 +258,7 @@ func (a *upstreamCall) relay(ctx context.Context, resp *http.Response) {
 			a.broken(ctx, err)
 			return
 		}
-		ev := append([]byte(nil), raw...)
+		ev := arena.copy(raw)
 		acc.Add(data)
 		if a.idle != nil { // committed
 			a.idle.Reset(a.p.cfg.StreamIdleTimeout)

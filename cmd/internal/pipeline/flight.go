@@ -23,8 +23,8 @@ type call struct {
 	stream bool   // the upstream answers with Server-Sent Events
 
 	mu      sync.Mutex
-	changed chan struct{} // closed and replaced whenever something is added
-	status  int           // 0 until the upstream's header arrived
+	wakes   []chan struct{} // one per reader (watch), signalled whenever something is added
+	status  int             // 0 until the upstream's header arrived
 	header  http.Header
 	events  [][]byte // stream: raw SSE events; otherwise the whole body
 	done    bool
@@ -36,12 +36,40 @@ type call struct {
 }
 
 func newCall(key string, stream bool, cancel context.CancelFunc) *call {
-	return &call{key: key, stream: stream, changed: make(chan struct{}), cancel: cancel, usage: -1}
+	return &call{key: key, stream: stream, cancel: cancel, usage: -1}
 }
 
+// notifyLocked wakes the readers: each has a channel of its own with room
+// for one signal, so a change costs no allocation, and one that lands
+// between a reader's read and its wait is not lost.
 func (c *call) notifyLocked() {
-	close(c.changed)
-	c.changed = make(chan struct{})
+	for _, w := range c.wakes {
+		select {
+		case w <- struct{}{}:
+		default: // already signalled
+		}
+	}
+}
+
+// watch returns a channel signalled whenever something is added to the
+// call; the reader reads again when it is. unwatch drops it.
+func (c *call) watch() chan struct{} {
+	w := make(chan struct{}, 1)
+	c.mu.Lock()
+	c.wakes = append(c.wakes, w)
+	c.mu.Unlock()
+	return w
+}
+
+func (c *call) unwatch(w chan struct{}) {
+	c.mu.Lock()
+	for i, x := range c.wakes {
+		if x == w {
+			c.wakes = append(c.wakes[:i], c.wakes[i+1:]...)
+			break
+		}
+	}
+	c.mu.Unlock()
 }
 
 func (c *call) setHeader(status int, h http.Header) {
@@ -74,13 +102,12 @@ type view struct {
 	err    error
 	stored bool
 	usage  int64
-	wait   <-chan struct{}
 }
 
 func (c *call) read(from int) view {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	v := view{status: c.status, header: c.header, done: c.done, err: c.err, stored: c.stored, usage: c.usage, wait: c.changed}
+	v := view{status: c.status, header: c.header, done: c.done, err: c.err, stored: c.stored, usage: c.usage}
 	if from < len(c.events) {
 		v.events = c.events[from:len(c.events):len(c.events)]
 	}

@@ -641,6 +641,8 @@ func (p *Pipeline) store(rt *Route, key cache.Key, q *semanticQuery, body []byte
 // client (pd says what the request was).
 func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, cacheStatus string, pd *pending) {
 	defer c.leave()
+	wake := c.watch()
+	defer c.unwatch(wake)
 	rc := http.NewResponseController(w)
 	next, wrote := 0, false
 	var sent int64
@@ -708,7 +710,7 @@ func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, ca
 			return
 		}
 		select {
-		case <-v.wait:
+		case <-wake:
 		case <-r.Context().Done():
 			return
 		}
