@@ -22,6 +22,10 @@ type Accumulator struct {
 	done    bool // saw data: [DONE]
 	broken  error
 	resp    *respAcc // the Responses API (responses_stream.go)
+	// addFast's buffers, reused from chunk to chunk (chunkscan.go).
+	scratch []byte
+	fast    []fastChoice
+	noFast  bool // tests: decode every chunk with encoding/json
 }
 
 type accChoice struct {
@@ -55,6 +59,9 @@ func (a *Accumulator) Add(data []byte) {
 	if bytes.Equal(data, Done) {
 		a.done = true
 		return
+	}
+	if a.meta.ID != "" && !a.noFast && a.addFast(data) {
+		return // the common chunk, scanned in place
 	}
 	var chunk Response
 	if err := json.Unmarshal(data, &chunk); err != nil {

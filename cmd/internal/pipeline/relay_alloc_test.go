@@ -59,7 +59,7 @@ func relayEvents(tb testing.TB, stream []byte) int {
 }
 
 // maxRelayAllocsPerEvent bounds the relay's allocations per event.
-const maxRelayAllocsPerEvent = 18
+const maxRelayAllocsPerEvent = 1
 
 // TestRelayAllocsPerEvent bounds the allocations of the relay's per-event
 // path (a deterministic count, not a timing), setup and the assembled
