@@ -423,6 +423,7 @@ func (s *shadower) fetch(ctx context.Context, t *Target, j *shadowJob) ([]byte, 
 	}
 	if isEventStream(resp.Header) {
 		er, acc := openai.NewEventReader(resp.Body), openai.NewAccumulator(j.req.API)
+		defer er.Release()
 		for {
 			_, data, err := er.Next()
 			if err == io.EOF {
