@@ -188,3 +188,47 @@ func TestStreamsSmoke(t *testing.T) {
 		t.Errorf("report: %+v\n%s", rep, out.String())
 	}
 }
+
+// TestServerUnderTest: the live process last started on the server CPU is
+// the one whose CPU time a row reads, and it is taskset's own pid.
+func TestServerUnderTest(t *testing.T) {
+	if _, err := exec.LookPath("taskset"); err != nil || runtime.NumCPU() < 2 {
+		t.Skip("needs taskset and 2 CPUs")
+	}
+	var ps procs
+	defer func() { _ = ps.stopAll() }()
+	if pid := ps.serverUnderTest(); pid != 0 {
+		t.Fatalf("no process: pid %d", pid)
+	}
+	dir := t.TempDir()
+	server, err := ps.startPinned(dir, "server", serverCPU, "/bin/sleep", "30")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ps.startPinned(dir, "load", loadCPU, "/bin/sleep", "30"); err != nil {
+		t.Fatal(err)
+	}
+	pid := ps.serverUnderTest()
+	if pid != server.cmd.Process.Pid {
+		t.Fatalf("serverUnderTest = %d, want %d", pid, server.cmd.Process.Pid)
+	}
+	// taskset execs: the pid soon runs sleep itself.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if strings.TrimSpace(string(comm)) == "sleep" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d runs %q, not sleep", pid, comm)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := procCPUTicks(pid); err != nil {
+		t.Error(err)
+	}
+	_ = server.stop(time.Second)
+	if pid := ps.serverUnderTest(); pid != 0 {
+		t.Errorf("after stop: pid %d", pid)
+	}
+}
