@@ -51,7 +51,7 @@ func (p *Pipeline) admitAttempt(ctx context.Context, c *call, t *Target, ur *ups
 	a := &upstreamCall{p: p, c: c, t: t, ur: ur}
 	a.o.source = source
 	if t.Concurrency == nil {
-		return a.do(ctx)
+		return a.tracked(ctx)
 	}
 	rel, err := t.Concurrency.Acquire(ctx, ur.lane, ur.deadline)
 	if err != nil {
@@ -69,8 +69,26 @@ func (p *Pipeline) admitAttempt(ctx context.Context, c *call, t *Target, ur *ups
 		o.att.Target, o.source = t.Name, source
 		return o
 	}
-	o := a.do(ctx)
+	o := a.tracked(ctx)
 	rel(o.att.TTFT, !overloadSymptom(o))
+	return o
+}
+
+// tracked makes the attempt counted in its target's in-flight requests,
+// and feeds its time to first token (or a penalty, when it failed) to the
+// target's latency estimate.
+func (a *upstreamCall) tracked(ctx context.Context) outcome {
+	st := &a.t.st
+	st.inflight.Add(1)
+	o := a.do(ctx)
+	st.inflight.Add(-1)
+	now := a.p.cfg.Now()
+	switch {
+	case o.reason == "" && o.att.TTFT > 0:
+		st.observe(now, o.att.TTFT)
+	case o.reason != "" && o.reason != "canceled":
+		st.observe(now, max(o.att.Duration, 2*st.latency(now), 250*time.Millisecond))
+	}
 	return o
 }
 

@@ -30,6 +30,13 @@ type Target struct {
 	// Holds keeps API keys the target rate-limited away from it for their
 	// Retry-After (the zero value holds nothing).
 	Holds degrade.Holds
+	// Weight is the target's share in its pool (zero → 1).
+	Weight int
+	// SlowStart ramps a target back up over this time after its health
+	// check passes again (zero → full share at once).
+	SlowStart time.Duration
+
+	st targetState
 }
 
 // GuardConfig bounds retries and failover (DEGRADATION.md, rungs 5 and 6).
@@ -130,6 +137,8 @@ type upstreamRequest struct {
 
 	tenant   string // the caller's key id ("" without a key), once known
 	tenantOK bool
+
+	pools []*Pool // the pools that may serve it, in order (Pipeline.chain)
 }
 
 // reasonKeyHeld is the Failure of a request whose own key the target holds.
@@ -187,7 +196,7 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 	failed, refusedBy := map[*Target]bool{}, map[*Target]bool{}
 	asked := map[*Target]time.Duration{} // the Retry-After each target sent
 	for n := 0; n < maxAttempts; n++ {
-		t, refused := p.pick(failed, refusedBy)
+		t, refused := p.pick(ur, failed, refusedBy)
 		p.flushTransitions(ctx)
 		if t == nil {
 			if f.Reason == "" {
@@ -250,20 +259,28 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 // A target whose concurrency limiter refused this request is not tried
 // again for it: waiting out the queue estimate would hold the client and
 // spend the retry budget on a request that admission already answered.
-func (p *Pipeline) pick(failed map[*Target]bool, refusedBy map[*Target]bool) (t *Target, refused time.Duration) {
+func (p *Pipeline) pick(ur *upstreamRequest, failed map[*Target]bool, refusedBy map[*Target]bool) (t *Target, refused time.Duration) {
 	refused = time.Duration(1<<63 - 1)
+	now := p.cfg.Now()
+	var cands []*Target
 	for pass := 0; pass < 2; pass++ {
-		for _, cand := range p.cfg.Targets {
-			if failed[cand] != (pass == 1) || refusedBy[cand] {
-				continue
+		for _, pl := range p.chain(ur) {
+			cands = cands[:0]
+			for _, cand := range pl.Targets {
+				if failed[cand] != (pass == 1) || refusedBy[cand] || !cand.Healthy() {
+					continue
+				}
+				cands = append(cands, cand)
 			}
-			err := cand.Breaker.Allow()
-			if err == nil {
-				return cand, 0
-			}
-			var oe *degrade.OpenError
-			if errors.As(err, &oe) {
-				refused = min(refused, max(time.Until(oe.Until), time.Second))
+			for _, cand := range pl.order(cands, now) {
+				err := cand.Breaker.Allow()
+				if err == nil {
+					return cand, 0
+				}
+				var oe *degrade.OpenError
+				if errors.As(err, &oe) {
+					refused = min(refused, max(time.Until(oe.Until), time.Second))
+				}
 			}
 		}
 	}
