@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,7 +42,17 @@ func startPoolEdgecache(t *testing.T, yml string) (data, admin string) {
 	if err := os.WriteFile(cfg, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return startEdgecache(t, "", "--config", cfg)
+	data, admin, log := startEdgecacheLog(t, "", "--config", cfg)
+	t.Cleanup(func() {
+		if t.Failed() { // the lines of the failed requests, not only the log's tail
+			for _, l := range strings.Split(log.String(), "\n") {
+				if strings.Contains(l, `"status":5`) || strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
+					t.Log(l)
+				}
+			}
+		}
+	})
+	return data, admin
 }
 
 func chatCount(s *llmsim.Running) int64 { return s.Server.Stats()["/v1/chat/completions"] }
@@ -161,4 +174,174 @@ func TestPoolLeastLatencySlowTarget(t *testing.T) {
 		t.Errorf("slow target: %d of %d requests, want under 15%%", got, n)
 	}
 	t.Logf("shares: %d %d %d", chatCount(sims[0]), chatCount(sims[1]), chatCount(sims[2]))
+}
+
+// TestModelRouting: deepseek-chat and qwen-max reach different pools; a
+// model no pool serves is answered 404 model_not_found in the route's API
+// shape without an upstream call; with its pool down, deepseek-chat fails
+// over to the fallback pool.
+func TestModelRouting(t *testing.T) {
+	sims := startPoolSims(t, 2)
+	ds, qw := sims[0], sims[1]
+	data, admin := startPoolEdgecache(t, fmt.Sprintf(`upstreams:
+  - name: deepseek
+    balance: round_robin
+    targets: [{url: %q}]
+  - name: qwen
+    targets: [{url: %q}]
+models:
+  - {match: "deepseek-*", upstream: deepseek, fallback: [qwen]}
+  - {match: qwen-max, upstream: qwen}
+`, ds.URL(), qw.URL()))
+	post := func(path, model, prompt string) (int, string) {
+		t.Helper()
+		code, body, err := poolPost(data, path, model, prompt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return code, body
+	}
+	if code, body := post("/v1/chat/completions", "deepseek-chat", "route one"); code != 200 || chatCount(ds) != 1 || chatCount(qw) != 0 {
+		t.Fatalf("deepseek-chat: %d %s; calls %d/%d, want 200 from the deepseek pool", code, body, chatCount(ds), chatCount(qw))
+	}
+	if code, body := post("/v1/chat/completions", "qwen-max", "route two"); code != 200 || chatCount(ds) != 1 || chatCount(qw) != 1 {
+		t.Fatalf("qwen-max: %d %s; calls %d/%d, want 200 from the qwen pool", code, body, chatCount(ds), chatCount(qw))
+	}
+	// Unknown models: 404 in the API's own shape, nothing sent upstream.
+	code, body := post("/v1/chat/completions", "gpt-nobody", "route three")
+	if code != http.StatusNotFound || !strings.Contains(body, `"code":"model_not_found"`) || !strings.Contains(body, `"type":"invalid_request_error"`) || !strings.Contains(body, `"param":"model"`) {
+		t.Errorf("unknown model (chat): %d %s, want 404 model_not_found", code, body)
+	}
+	code, body = post("/v1/responses", "gpt-nobody", "route three")
+	if code != http.StatusNotFound || !strings.Contains(body, `"code":"model_not_found"`) {
+		t.Errorf("unknown model (responses): %d %s, want 404 model_not_found", code, body)
+	}
+	code, body = post("/v1/messages", "claude-nobody", "route three")
+	if code != http.StatusNotFound || !strings.Contains(body, `"type":"error"`) || !strings.Contains(body, `"not_found_error"`) {
+		t.Errorf("unknown model (messages): %d %s, want 404 in Anthropic's shape", code, body)
+	}
+	if chatCount(ds)+chatCount(qw) != 2 || ds.Server.Stats()["/v1/responses"]+qw.Server.Stats()["/v1/responses"] != 0 {
+		t.Errorf("an unknown model reached an upstream")
+	}
+	// The deepseek pool down: its fallback serves.
+	_ = ds.Close()
+	for i := range 5 {
+		if code, body := post("/v1/chat/completions", "deepseek-chat", fmt.Sprintf("fallback %d", i)); code != 200 {
+			t.Fatalf("deepseek-chat with its pool down: %d %s, want 200 from the fallback pool", code, body)
+		}
+	}
+	if got := chatCount(qw); got != 6 {
+		t.Errorf("fallback pool served %d, want 6", got)
+	}
+	code, b := get(t, admin+"/admin/upstreams", "")
+	if code != 200 || !strings.Contains(string(b), `"pools"`) || !strings.Contains(string(b), `"name":"deepseek-0"`) || !strings.Contains(string(b), `"latency_ewma_ms"`) {
+		t.Errorf("/admin/upstreams: %d %s", code, b)
+	}
+}
+
+// TestPoolHealthCheck: a target answering 503 mid-load costs no client
+// request, gets no traffic within 2 health intervals, and ramps back up
+// after it recovers; a target stopped mid-load costs none either.
+func TestPoolHealthCheck(t *testing.T) {
+	sims := startPoolSims(t, 3)
+	stopped := sims[1]
+	// The third target is llmsim behind a switch that answers 503 to
+	// every path, health checks included, as a sick server does.
+	var sick503 atomic.Bool
+	sickSim := sims[2]
+	target, _ := url.Parse(sickSim.URL())
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	sickSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sick503.Load() {
+			http.Error(w, `{"error":{"message":"overloaded","type":"server_error"}}`, http.StatusServiceUnavailable)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(sickSrv.Close)
+	const interval = 200 * time.Millisecond
+	data, admin := startPoolEdgecache(t, fmt.Sprintf(`degrade:
+  breaker: {base_open: 500ms, max_open: 1s}
+upstreams:
+  - name: fleet
+    balance: round_robin
+    health_check: {path: /v1/models, interval: 200ms, timeout: 100ms, unhealthy: 2, healthy: 2}
+    slow_start: 2s
+    targets:
+      - {url: %q, api_key: edge-key}
+      - {url: %q, api_key: edge-key}
+      - {url: %q, api_key: edge-key}
+`, sims[0].URL(), stopped.URL(), sickSrv.URL))
+	sick := sickSim
+	var failed, sent atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	// Three clients: each retry off the sick target is taken from the next
+	// target's retry budget, whose floor is 3 in flight (DEGRADATION.md
+	// rule 6); more clients at this low load may find it spent.
+	for w := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				code, body, err := poolPost(data, "/v1/chat/completions", "sim-1", fmt.Sprintf("health %d %d", w, i))
+				sent.Add(1)
+				if err != nil || code != 200 {
+					if failed.Add(1) == 1 {
+						t.Logf("failed at %s: %d %v %.300s", time.Now().Format("15:04:05.000"), code, err, body)
+					}
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	time.Sleep(500 * time.Millisecond)
+	if chatCount(sick) == 0 {
+		t.Fatal("the target got no traffic before its fault")
+	}
+	t.Logf("503 from %s", time.Now().Format("15:04:05.000"))
+	sick503.Store(true)
+	time.Sleep(2*interval + 2*interval/10 + 50*time.Millisecond) // 2 intervals, their jitter, a check's round trip
+	before := chatCount(sick)
+	time.Sleep(time.Second)
+	if after := chatCount(sick); after != before {
+		t.Errorf("the unhealthy target got %d requests more than 2 intervals after its fault", after-before)
+	}
+	code, b := get(t, admin+"/admin/upstreams", "")
+	if code != 200 || !strings.Contains(string(b), `"healthy":false`) {
+		t.Errorf("/admin/upstreams shows no unhealthy target: %s", b)
+	}
+	// Recovery: it comes back, slowly.
+	t.Logf("recovered at %s", time.Now().Format("15:04:05.000"))
+	sick503.Store(false)
+	base, others := chatCount(sick), chatCount(sims[0])
+	time.Sleep(3 * interval) // two passing checks
+	early, earlyOthers := chatCount(sick)-base, chatCount(sims[0])-others
+	deadline := time.Now().Add(10 * time.Second)
+	for chatCount(sick)-base < 50 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := chatCount(sick) - base; got < 50 {
+		t.Errorf("the recovered target got %d requests in 10s, want it back", got)
+	}
+	if earlyOthers > 20 && early*2 > earlyOthers {
+		t.Errorf("the recovered target took %d requests at once (another took %d): want a slow start", early, earlyOthers)
+	}
+	// Stopped mid-load.
+	t.Logf("stopped at %s", time.Now().Format("15:04:05.000"))
+	_ = stopped.Close()
+	time.Sleep(time.Second)
+	close(stop)
+	wg.Wait()
+	stop = make(chan struct{})
+	if f := failed.Load(); f > 0 {
+		t.Errorf("%d of %d client requests failed", f, sent.Load())
+	}
+	t.Logf("sent %d; per target %d %d %d", sent.Load(), chatCount(sims[0]), chatCount(sims[1]), chatCount(sims[2]))
 }

@@ -74,6 +74,10 @@ func (p *Pipeline) admitAttempt(ctx context.Context, c *call, t *Target, ur *ups
 	return o
 }
 
+// failurePenalty is the least latency a failed attempt counts as: a target
+// that fails fast must not look fast to least_latency.
+const failurePenalty = time.Second
+
 // tracked makes the attempt counted in its target's in-flight requests,
 // and feeds its time to first token (or a penalty, when it failed) to the
 // target's latency estimate.
@@ -87,7 +91,7 @@ func (a *upstreamCall) tracked(ctx context.Context) outcome {
 	case o.reason == "" && o.att.TTFT > 0:
 		st.observe(now, o.att.TTFT)
 	case o.reason != "" && o.reason != "canceled":
-		st.observe(now, max(o.att.Duration, 2*st.latency(now), 250*time.Millisecond))
+		st.observe(now, max(o.att.Duration, failurePenalty))
 	}
 	return o
 }
