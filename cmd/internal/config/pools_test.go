@@ -83,3 +83,38 @@ func TestUpstreamPoolErrors(t *testing.T) {
 		t.Errorf("fallback to default: %v", err)
 	}
 }
+
+// TestExamplePools: the commented upstreams: and models: example of
+// deploy/config.example.yaml loads once uncommented.
+func TestExamplePools(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "..", "deploy", "config.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc strings.Builder
+	doc.WriteString("upstream: {url: \"http://127.0.0.1:8000\"}\n")
+	in := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		switch {
+		case l == "upstreams: []" || l == "models: []":
+			in = strings.TrimSuffix(l, " []")
+			doc.WriteString(in + "\n")
+		case in != "" && strings.HasPrefix(l, "#  "):
+			doc.WriteString(strings.TrimPrefix(l, "#") + "\n")
+		default:
+			in = ""
+		}
+	}
+	key := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(key, []byte("sk-pool"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadPoolDoc(t, strings.Replace(doc.String(), "/run/secrets/deepseek-key", key, 1), nil)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, doc.String())
+	}
+	if len(c.Upstreams) != 2 || len(c.Upstreams[0].Targets) != 3 || c.Upstreams[0].Targets[1].Weight != 2 ||
+		c.Upstreams[0].HealthCheck.Interval.D() != 2*time.Second || len(c.Models) != 2 || c.Models[1].Fallback[0] != "default" || c.Upstreams[0].Targets[2].APIKey != "sk-pool" {
+		t.Errorf("example pools: %+v %+v", c.Upstreams, c.Models)
+	}
+}
