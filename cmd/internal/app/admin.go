@@ -36,7 +36,7 @@ func (s journalSink) Degraded(d *pipeline.Degraded) {
 	if f := d.Failure; f != nil {
 		r.UpstreamStatus, r.ErrorClass, r.BreakerState = f.Status, f.Reason, f.Breaker
 		for _, a := range f.Attempts {
-			r.Attempts = append(r.Attempts, journal.Attempt{Target: a.Target, Status: a.Status,
+			r.Attempts = append(r.Attempts, journal.Attempt{Target: a.Target, Pool: a.Pool, Status: a.Status,
 				TTFTMillis: a.TTFT.Milliseconds(), DurationMillis: a.Duration.Milliseconds(),
 				RetryAfterSeconds: int(a.RetryAfter / time.Second), Error: a.Err})
 			r.Upstream = a.Target

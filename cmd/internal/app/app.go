@@ -432,6 +432,9 @@ func buildPools(cfg config.Config, prop propagation.TextMapPropagator) ([]*pipel
 		}
 		if len(cfg.Upstreams) > 0 {
 			def := &pipeline.Pool{Name: "default", Balance: pipeline.BalanceFailover, Targets: out[:len(out):len(out)]}
+			for _, t := range out {
+				t.Pool = def.Name
+			}
 			pools, byName["default"] = append(pools, def), def
 		}
 	}
@@ -444,7 +447,7 @@ func buildPools(cfg config.Config, prop propagation.TextMapPropagator) ([]*pipel
 			if err != nil {
 				return nil, nil, nil, err
 			}
-			t.Weight, t.SlowStart = tc.Weight, pc.SlowStart.D()
+			t.Weight, t.SlowStart, t.Pool = tc.Weight, pc.SlowStart.D(), pc.Name
 			pl.Targets = append(pl.Targets, t)
 			out = append(out, t)
 		}

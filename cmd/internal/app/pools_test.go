@@ -237,6 +237,21 @@ models:
 	if got := chatCount(qw); got != 6 {
 		t.Errorf("fallback pool served %d, want 6", got)
 	}
+	// Both pools down: the busy answer's journal record names the pool of
+	// each attempt.
+	_ = qw.Close()
+	if code, body := post("/v1/chat/completions", "deepseek-chat", "all down"); code != http.StatusServiceUnavailable {
+		t.Errorf("both pools down: %d %s, want 503", code, body)
+	}
+	var jb []byte
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if _, jb = get(t, admin+"/admin/degradations", ""); strings.Contains(string(jb), `"pool":"qwen"`) {
+			break
+		}
+	}
+	if !strings.Contains(string(jb), `"pool":"deepseek"`) || !strings.Contains(string(jb), `"pool":"qwen"`) {
+		t.Errorf("journal attempts do not name their pools: %s", jb)
+	}
 	code, b := get(t, admin+"/admin/upstreams", "")
 	if code != 200 || !strings.Contains(string(b), `"pools"`) || !strings.Contains(string(b), `"name":"deepseek-0"`) || !strings.Contains(string(b), `"latency_ewma_ms"`) {
 		t.Errorf("/admin/upstreams: %d %s", code, b)

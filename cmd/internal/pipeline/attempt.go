@@ -104,7 +104,7 @@ var spanKindClient = trace.WithSpanKind(trace.SpanKindClient)
 func (a *upstreamCall) do(ctx context.Context) outcome {
 	p, t, rt := a.p, a.t, a.ur.rt
 	a.start = p.cfg.Now()
-	a.o.att.Target = t.Name
+	a.o.att.Target, a.o.att.Pool = t.Name, t.Pool
 	end := t.Budget.Begin()
 	defer end()
 	ctx, span := p.cfg.Tracer.Start(ctx, "upstream.attempt", spanKindClient)

@@ -30,6 +30,9 @@ type Target struct {
 	// Holds keeps API keys the target rate-limited away from it for their
 	// Retry-After (the zero value holds nothing).
 	Holds degrade.Holds
+	// Pool names the upstream pool the target belongs to ("" without
+	// pools), for the journal.
+	Pool string
 	// Weight is the target's share in its pool (zero → 1).
 	Weight int
 	// SlowStart ramps a target back up over this time after its health
@@ -67,6 +70,7 @@ type GuardConfig struct {
 // Attempt is one call to a target, as the journal records it.
 type Attempt struct {
 	Target     string
+	Pool       string // "" without upstreams: pools
 	Status     int
 	TTFT       time.Duration
 	Duration   time.Duration
