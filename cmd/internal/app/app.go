@@ -430,7 +430,7 @@ func buildPools(cfg config.Config, prop propagation.TextMapPropagator) ([]*pipel
 			}
 			out = append(out, t)
 		}
-		if len(cfg.Upstreams) > 0 {
+		if len(cfg.Upstreams) > 0 || len(cfg.Models) > 0 {
 			def := &pipeline.Pool{Name: "default", Balance: pipeline.BalanceFailover, Targets: out[:len(out):len(out)]}
 			for _, t := range out {
 				t.Pool = def.Name

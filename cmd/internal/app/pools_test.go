@@ -364,3 +364,20 @@ upstreams:
 	}
 	t.Logf("sent %d; per target %d %d %d", sent.Load(), chatCount(sims[0]), chatCount(sims[1]), chatCount(sims[2]))
 }
+
+// TestModelRoutingDefaultPool: models: alone routes to the upstream +
+// backups (the pool "default"); other models get 404.
+func TestModelRoutingDefaultPool(t *testing.T) {
+	sims := startPoolSims(t, 1, 2*time.Millisecond)
+	cfg := filepath.Join(t.TempDir(), "edgecache.yaml")
+	if err := os.WriteFile(cfg, []byte("models:\n  - {match: \"sim-*\", upstream: default}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := startEdgecache(t, sims[0].URL(), "--config", cfg)
+	if code, body, err := poolPost(data, "/v1/chat/completions", "sim-1", "default pool"); err != nil || code != 200 {
+		t.Errorf("sim-1: %d %v %s, want 200 from the default pool", code, err, body)
+	}
+	if code, body, err := poolPost(data, "/v1/chat/completions", "other", "default pool"); err != nil || code != 404 || !strings.Contains(body, "model_not_found") {
+		t.Errorf("other: %d %v %s, want 404 model_not_found", code, err, body)
+	}
+}
