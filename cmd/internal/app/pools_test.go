@@ -381,3 +381,22 @@ func TestModelRoutingDefaultPool(t *testing.T) {
 		t.Errorf("other: %d %v %s, want 404 model_not_found", code, err, body)
 	}
 }
+
+// TestRouteDefaultPool: a route naming its pool sends its requests there;
+// the others go to the first pool.
+func TestRouteDefaultPool(t *testing.T) {
+	sims := startPoolSims(t, 2, 2*time.Millisecond)
+	data, _ := startPoolEdgecache(t, fmt.Sprintf(`upstreams:
+  - {name: a, targets: [{url: %q}]}
+  - {name: b, targets: [{url: %q}]}
+routes:
+  - {name: chat, path: /v1/chat/completions}
+  - {name: chat-b, path: /b/v1/chat/completions, api: chat, upstream_path: /v1/chat/completions, upstream: b}
+`, sims[0].URL(), sims[1].URL()))
+	if code, body, err := poolPost(data, "/v1/chat/completions", "sim-1", "route pool"); err != nil || code != 200 || chatCount(sims[0]) != 1 {
+		t.Errorf("chat: %d %v %s; pool a served %d, want 1", code, err, body, chatCount(sims[0]))
+	}
+	if code, body, err := poolPost(data, "/b/v1/chat/completions", "sim-1", "route pool"); err != nil || code != 200 || chatCount(sims[1]) != 1 {
+		t.Errorf("chat-b: %d %v %s; pool b served %d, want 1", code, err, body, chatCount(sims[1]))
+	}
+}

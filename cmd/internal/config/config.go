@@ -531,6 +531,9 @@ type Route struct {
 	// UpstreamPath is the path called upstream. Empty → Path. It may use
 	// the {name} segments of Path, which take the request's values.
 	UpstreamPath string `yaml:"upstream_path"`
+	// Upstream names the pool (upstreams:, or default) that serves the
+	// route's requests no models: entry routes. Empty → the first pool.
+	Upstream string `yaml:"upstream"`
 	// Cache is the route's cache policy.
 	Cache CachePolicy `yaml:"cache"`
 }
@@ -1425,6 +1428,11 @@ func (c *Config) validatePools(bad func(string, ...any)) {
 				bad("%s: targets[%d]: duplicate target name %q", where, j, t.Name)
 			}
 			targets[t.Name] = true
+		}
+	}
+	for _, r := range c.Routes {
+		if r.Upstream != "" && !pools[r.Upstream] {
+			bad("route %q: no upstream pool named %q", r.Name, r.Upstream)
 		}
 	}
 	for i, m := range c.Models {

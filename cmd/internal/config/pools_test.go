@@ -118,3 +118,9 @@ func TestExamplePools(t *testing.T) {
 		t.Errorf("example pools: %+v %+v", c.Upstreams, c.Models)
 	}
 }
+
+func TestRouteUpstreamUnknown(t *testing.T) {
+	if _, err := loadPoolDoc(t, "upstreams: [{name: p, targets: [{url: \"http://a\"}]}]\nroutes: [{name: r, path: /v1/chat/completions, upstream: q}]\n", nil); err == nil || !strings.Contains(err.Error(), `no upstream pool named "q"`) {
+		t.Errorf("route naming an unknown pool: %v", err)
+	}
+}

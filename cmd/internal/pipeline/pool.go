@@ -197,10 +197,18 @@ func (pl *Pool) order(cands []*Target, now time.Time) []*Target {
 	return cands
 }
 
-// defaultChain is the pools a request without a model route uses.
-func (p *Pipeline) defaultChain() []*Pool {
+// defaultChain is the pools a request of rt without a model route uses:
+// the pool rt names, else the first.
+func (p *Pipeline) defaultChain(rt *Route) []*Pool {
 	if len(p.cfg.Pools) == 0 {
 		return []*Pool{p.legacy}
+	}
+	if rt != nil && rt.Pool != "" {
+		for i, pl := range p.cfg.Pools {
+			if pl.Name == rt.Pool {
+				return p.cfg.Pools[i : i+1]
+			}
+		}
 	}
 	return p.cfg.Pools[:1]
 }
@@ -211,7 +219,7 @@ func (p *Pipeline) chain(ur *upstreamRequest) []*Pool {
 	if ur.pools != nil {
 		return ur.pools
 	}
-	ur.pools = p.defaultChain()
+	ur.pools = p.defaultChain(ur.rt)
 	if ur.req != nil && ur.req.Model != "" {
 		if m := p.modelRoute(ur.req.Model); m != nil {
 			ur.pools = append([]*Pool{m.Pool}, m.Fallback...)
