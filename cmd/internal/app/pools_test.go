@@ -400,3 +400,38 @@ routes:
 		t.Errorf("chat-b: %d %v %s; pool b served %d, want 1", code, err, body, chatCount(sims[1]))
 	}
 }
+
+// TestPoolAllUnhealthy: with every target out, the busy answer says so
+// and asks for a short wait, not the breakers' unset open time.
+func TestPoolAllUnhealthy(t *testing.T) {
+	sims := startPoolSims(t, 1, 2*time.Millisecond)
+	var down atomic.Bool
+	target, _ := url.Parse(sims[0].URL())
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() && r.URL.Path == "/v1/models" {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	data, _ := startPoolEdgecache(t, fmt.Sprintf(`upstreams:
+  - name: solo
+    health_check: {interval: 100ms, unhealthy: 2, healthy: 2}
+    targets: [{url: %q}]
+`, srv.URL))
+	down.Store(true)
+	time.Sleep(400 * time.Millisecond)
+	req, _ := http.NewRequest(http.MethodPost, data+"/v1/chat/completions", strings.NewReader(`{"model":"sim-1","messages":[{"role":"user","content":"anyone?"}]}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := poolClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Edgecache-Degraded-Reason") != "unhealthy" || resp.Header.Get("Retry-After") != "1" || sims[0].Server.Stats()["/v1/chat/completions"] != 0 {
+		t.Errorf("all targets unhealthy: %d %v %s", resp.StatusCode, resp.Header, b)
+	}
+}

@@ -82,6 +82,7 @@ type Attempt struct {
 // answers it; its Reason is what X-Edgecache-Degraded-Reason says.
 type Failure struct {
 	// Reason: upstream_<status>, timeout, unreachable, breaker_open,
+	// unhealthy (every target left failed its active health checks),
 	// empty_answer, stream_cut, retry_budget, or key_rate_limited (the
 	// target holds the caller's own key: answered 429, not by the ladder).
 	Reason     string
@@ -205,6 +206,12 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 		if t == nil {
 			if f.Reason == "" {
 				f.Reason = "breaker_open"
+				if refused == noneRefused { // no breaker refused: every target left is unhealthy
+					f.Reason, refused = "unhealthy", time.Second
+				}
+			}
+			if refused == noneRefused {
+				refused = time.Second
 			}
 			if len(refusedBy) == 0 { // the breakers' open time; else the queue's estimate stands
 				f.RetryAfter = max(f.RetryAfter, refused)
@@ -264,7 +271,7 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 // again for it: waiting out the queue estimate would hold the client and
 // spend the retry budget on a request that admission already answered.
 func (p *Pipeline) pick(ur *upstreamRequest, failed map[*Target]bool, refusedBy map[*Target]bool) (t *Target, refused time.Duration) {
-	refused = time.Duration(1<<63 - 1)
+	refused = noneRefused
 	now := p.cfg.Now()
 	var cands []*Target
 	for pass := 0; pass < 2; pass++ {
@@ -290,6 +297,9 @@ func (p *Pipeline) pick(ur *upstreamRequest, failed map[*Target]bool, refusedBy 
 	}
 	return nil, refused
 }
+
+// noneRefused is pick's refused when no breaker refused.
+const noneRefused = time.Duration(1<<63 - 1)
 
 // heldKey is how long t still holds the caller's own key (0: not held).
 func (p *Pipeline) heldKey(t *Target, ur *upstreamRequest) time.Duration {
