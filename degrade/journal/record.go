@@ -123,6 +123,7 @@ type Shadow struct {
 // Attempt is one call to an upstream target, retries and failovers alike.
 type Attempt struct {
 	Target            string `json:"target"`
+	Pool              string `json:"pool,omitempty"`    // the target's upstream pool (upstreams:)
 	Status            int    `json:"status,omitempty"`  // HTTP status; 0 if none was received
 	TTFTMillis        int64  `json:"ttft_ms,omitempty"` // time to first token
 	DurationMillis    int64  `json:"duration_ms"`

@@ -37,7 +37,7 @@ func (s journalSink) Degraded(d *pipeline.Degraded) {
 	if f := d.Failure; f != nil {
 		r.UpstreamStatus, r.ErrorClass, r.BreakerState = f.Status, f.Reason, f.Breaker
 		for _, a := range f.Attempts {
-			r.Attempts = append(r.Attempts, journal.Attempt{Target: a.Target, Status: a.Status,
+			r.Attempts = append(r.Attempts, journal.Attempt{Target: a.Target, Pool: a.Pool, Status: a.Status,
 				TTFTMillis: a.TTFT.Milliseconds(), DurationMillis: a.Duration.Milliseconds(),
 				RetryAfterSeconds: int(a.RetryAfter / time.Second), Error: a.Err})
 			r.Upstream = a.Target
@@ -65,7 +65,23 @@ type adminAPI struct {
 	// shadow reports a route's shadow verification (Pipeline.ShadowStats);
 	// nil → none shown.
 	shadow func(route string) (pipeline.ShadowStats, bool)
-	log    *slog.Logger // nil → discard
+	// pools returns the upstream pools (Pipeline.Pools); nil → none shown.
+	pools func() []*pipeline.Pool
+	log   *slog.Logger // nil → discard
+}
+
+type poolView struct {
+	Name        string                  `json:"name"`
+	Balance     string                  `json:"balance"`
+	HealthCheck *healthView             `json:"health_check,omitempty"`
+	Targets     []pipeline.TargetStatus `json:"targets"`
+}
+
+type healthView struct {
+	Path      string  `json:"path"`
+	Interval  float64 `json:"interval_s"`
+	Unhealthy int     `json:"unhealthy"`
+	Healthy   int     `json:"healthy"`
 }
 
 type upstreamView struct {
@@ -89,7 +105,23 @@ func (a *adminAPI) Upstreams() any {
 		}
 		out = append(out, v)
 	}
-	return map[string]any{"upstreams": out}
+	res := map[string]any{"upstreams": out}
+	if a.pools != nil {
+		now := time.Now()
+		var pv []poolView
+		for _, pl := range a.pools() {
+			v := poolView{Name: pl.Name, Balance: pl.Balance, Targets: []pipeline.TargetStatus{}}
+			if h := pl.Health; h.Interval > 0 {
+				v.HealthCheck = &healthView{Path: h.Path, Interval: h.Interval.Seconds(), Unhealthy: h.Unhealthy, Healthy: h.Healthy}
+			}
+			for _, t := range pl.Targets {
+				v.Targets = append(v.Targets, t.Status(now))
+			}
+			pv = append(pv, v)
+		}
+		res["pools"] = pv
+	}
+	return res
 }
 
 // Degradations implements server.AdminAPI: since/until take RFC 3339 times

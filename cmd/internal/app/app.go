@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -157,7 +158,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Warn("no real model: answers come from the built-in simulator llmsim (--sim)", "upstream", sim.URL())
 		fmt.Fprintf(stdout, "edgecache: --sim: upstream is the built-in simulator llmsim at %s (simulated answers)\n", sim.URL())
 	}
-	if cfg.Upstream.URL == "" {
+	if cfg.Upstream.URL == "" && len(cfg.Upstreams) == 0 {
 		return errors.New("no upstream: set EDGECACHE_UPSTREAM_URL (or upstream.url in the config file), or pass --sim to try edgecache against the built-in simulator")
 	}
 	tel, err := telemetry.Setup(ctx, nil)
@@ -165,7 +166,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer tel.Shutdown(context.WithoutCancel(ctx))
-	targets, err := buildTargets(cfg, tel.Propagator)
+	targets, pools, models, err := buildPools(cfg, tel.Propagator)
 	if err != nil {
 		return err
 	}
@@ -275,7 +276,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Tracer:              tel.TracerProvider.Tracer("github.com/edgecache/edgecache"),
 		NamespaceGeneration: table.NamespaceGeneration,
 		Templates:           templateWords{tw},
-		Cache:               tiered, Tiers: names, Targets: targets, Secret: secret.current(),
+		Cache:               tiered, Tiers: names, Targets: targets, Pools: pools, Models: models, Secret: secret.current(),
 		Guard: pipeline.GuardConfig{
 			MaxAttempts: cfg.Degrade.MaxAttempts, BackoffBase: cfg.Degrade.BackoffBase.D(), BackoffCap: cfg.Degrade.BackoffCap.D(),
 			TTFTTimeout: cfg.Degrade.TTFTTimeout.D(), DeadlineMargin: cfg.Degrade.DeadlineMargin.D(),
@@ -286,6 +287,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Metrics:           metrics, Logger: log,
 	})
 	secret.onChange = p.SetSecret
+	p.StartHealthChecks(ctx)
 	wg.Add(1)
 	go func() { defer wg.Done(); secret.run(ctx) }()
 	var redisUp func() bool
@@ -336,7 +338,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	limits := server.Limits{ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(), ReadTimeout: cfg.Server.ReadTimeout.D(),
 		WriteTimeout: cfg.Server.WriteTimeout.D(), IdleTimeout: cfg.Server.IdleTimeout.D(), MaxHeaderBytes: cfg.Server.MaxHeaderBytes}
 	dataSrv := server.NewHTTPServer(tel.Wrap(server.Data(p, routes, table, tm, log, server.AccessLog{Mode: cfg.Log.Access, SampleRate: cfg.Log.SampleRate}), "edgecache"), limits, log)
-	adminSrv := server.NewHTTPServer(server.Admin(tel.Handler, ready, &adminAPI{targets: targets, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index, stats: metrics, secret: secret.current,
+	adminSrv := server.NewHTTPServer(server.Admin(tel.Handler, ready, &adminAPI{targets: targets, pools: p.Pools, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index, stats: metrics, secret: secret.current,
 		shadow: p.ShadowStats, log: log},
 		server.NewAdminAuth(adminLn.Addr().String(), adminTokens(cfg)), log), limits, log)
 
@@ -395,9 +397,11 @@ func upstreamHost(u string) string {
 	return u
 }
 
-// buildTargets makes the primary upstream and the backups, each with its
-// own breaker and retry budget.
-func buildTargets(cfg config.Config, prop propagation.TextMapPropagator) ([]*pipeline.Target, error) {
+// buildPools makes every target — the primary upstream and the backups
+// (the pool "default", tried in order, when upstream.url is set) and the
+// targets of the upstreams: pools — each with its own breaker and retry
+// budget, the pools, and the model routes.
+func buildPools(cfg config.Config, prop propagation.TextMapPropagator) ([]*pipeline.Target, []*pipeline.Pool, []pipeline.ModelRoute, error) {
 	bc := degrade.BreakerConfig{
 		FailureRatio: cfg.Degrade.Breaker.FailureRatio, MinRequests: cfg.Degrade.Breaker.MinRequests,
 		Window: cfg.Degrade.Breaker.Window.D(), Consecutive: cfg.Degrade.Breaker.Consecutive,
@@ -407,21 +411,65 @@ func buildTargets(cfg config.Config, prop propagation.TextMapPropagator) ([]*pip
 		name, url, key string
 		models         map[string]string
 	}
-	specs := []spec{{"primary", cfg.Upstream.URL, cfg.Upstream.APIKey, nil}}
-	for _, b := range cfg.Backups {
-		specs = append(specs, spec{b.Name, b.URL, b.APIKey, b.Models})
-	}
-	var out []*pipeline.Target
-	for _, s := range specs {
+	target := func(s spec) (*pipeline.Target, error) {
 		c, err := upstream.New(upstream.Config{URL: s.url, APIKey: s.key,
 			HeaderTimeout: cfg.Upstream.Timeout.D(), MaxIdleConns: cfg.Upstream.MaxIdleConns, Propagator: prop})
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", s.name, err)
 		}
-		out = append(out, &pipeline.Target{Name: s.name, Client: c, Breaker: degrade.NewBreaker(s.name, bc),
-			Budget: &degrade.RetryBudget{Ratio: cfg.Degrade.RetryBudget}, Models: s.models})
+		return &pipeline.Target{Name: s.name, Client: c, Breaker: degrade.NewBreaker(s.name, bc),
+			Budget: &degrade.RetryBudget{Ratio: cfg.Degrade.RetryBudget}, Models: s.models}, nil
 	}
-	return out, nil
+	var out []*pipeline.Target
+	var pools []*pipeline.Pool
+	byName := map[string]*pipeline.Pool{}
+	if cfg.Upstream.URL != "" {
+		specs := []spec{{"primary", cfg.Upstream.URL, cfg.Upstream.APIKey, nil}}
+		for _, b := range cfg.Backups {
+			specs = append(specs, spec{b.Name, b.URL, b.APIKey, b.Models})
+		}
+		for _, s := range specs {
+			t, err := target(s)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			out = append(out, t)
+		}
+		if len(cfg.Upstreams) > 0 || len(cfg.Models) > 0 {
+			def := &pipeline.Pool{Name: "default", Balance: pipeline.BalanceFailover, Targets: out[:len(out):len(out)]}
+			for _, t := range out {
+				t.Pool = def.Name
+			}
+			pools, byName["default"] = append(pools, def), def
+		}
+	}
+	for _, pc := range cfg.Upstreams {
+		h := pc.HealthCheck
+		pl := &pipeline.Pool{Name: pc.Name, Balance: pc.Balance, Health: pipeline.HealthCheck{
+			Path: h.Path, Interval: h.Interval.D(), Timeout: h.Timeout.D(), Unhealthy: h.Unhealthy, Healthy: h.Healthy, Jitter: h.Jitter}}
+		for _, tc := range pc.Targets {
+			t, err := target(spec{tc.Name, tc.URL, tc.APIKey, tc.Models})
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			t.Weight, t.SlowStart, t.Pool = tc.Weight, pc.SlowStart.D(), pc.Name
+			pl.Targets = append(pl.Targets, t)
+			out = append(out, t)
+		}
+		pools, byName[pc.Name] = append(pools, pl), pl
+	}
+	var models []pipeline.ModelRoute
+	for _, m := range cfg.Models {
+		mr := pipeline.ModelRoute{Match: m.Match, Pool: byName[m.Upstream]}
+		for _, f := range m.Fallback {
+			mr.Fallback = append(mr.Fallback, byName[f])
+		}
+		if mr.Pool == nil || slices.Contains(mr.Fallback, nil) {
+			return nil, nil, nil, fmt.Errorf("models %q: unknown upstream pool", m.Match)
+		}
+		models = append(models, mr)
+	}
+	return out, pools, models, nil
 }
 
 func adminTokens(cfg config.Config) []server.Token {

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -43,7 +44,14 @@ type Config struct {
 	// upstream fails or its breaker is open (e.g. the same model at another
 	// provider).
 	Backups []Backup `yaml:"backups"`
-	Degrade Degrade  `yaml:"degrade"`
+	// Upstreams are named pools of targets balanced by a policy, with
+	// active health checks. The upstream + backups, when upstream.url is
+	// set, are the pool "default" (tried in order) and come first.
+	Upstreams []Pool `yaml:"upstreams"`
+	// Models routes requests by model to a pool, then its fallbacks. When
+	// set, a model no entry matches is answered 404 model_not_found.
+	Models  []ModelRoute `yaml:"models"`
+	Degrade Degrade      `yaml:"degrade"`
 	// Admission limits what reaches the upstream: quotas, lanes,
 	// self-protection and adaptive concurrency.
 	Admission Admission `yaml:"admission"`
@@ -198,6 +206,55 @@ type Backup struct {
 	// Models renames the requested model for this target, e.g.
 	// {"deepseek-chat": "deepseek-ai/DeepSeek-V3"}.
 	Models map[string]string `yaml:"models"`
+}
+
+// Pool is a named group of targets serving the same models.
+type Pool struct {
+	Name string `yaml:"name"`
+	// Balance: round_robin (weighted), least_requests, or least_latency
+	// (peak-EWMA of time to first token; the default).
+	Balance     string      `yaml:"balance"`
+	HealthCheck HealthCheck `yaml:"health_check"`
+	// SlowStart ramps a target back up over this time after it recovers.
+	// Zero → 30s when health checks are on.
+	SlowStart Duration     `yaml:"slow_start"`
+	Targets   []PoolTarget `yaml:"targets"`
+}
+
+// HealthCheck configures a pool's active checks: a GET of Path on every
+// target each Interval (± Jitter), answered 2xx within Timeout.
+type HealthCheck struct {
+	Path      string   `yaml:"path"`      // "" → /v1/models
+	Interval  Duration `yaml:"interval"`  // zero → no active checks
+	Timeout   Duration `yaml:"timeout"`   // zero → half the interval
+	Unhealthy int      `yaml:"unhealthy"` // failures in a row that take a target out; zero → 2
+	Healthy   int      `yaml:"healthy"`   // passes in a row that bring it back; zero → 2
+	Jitter    float64  `yaml:"jitter"`    // share of the interval; zero → 0.1
+}
+
+// PoolTarget is one deployment in a pool.
+type PoolTarget struct {
+	// Name identifies it in logs, metrics and /admin/upstreams. Empty →
+	// <pool>-<index>.
+	Name string `yaml:"name"`
+	URL  string `yaml:"url"`
+	// Weight is its share of the pool's requests. Zero → 1.
+	Weight int `yaml:"weight"`
+	// APIKey replaces the client's key on calls to this target. Env
+	// EDGECACHE_POOL_<POOL>_<INDEX>_API_KEY.
+	APIKey string `yaml:"api_key"`
+	// APIKeyFile reads APIKey from a file.
+	APIKeyFile string `yaml:"api_key_file"`
+	// Models renames the requested model for this target.
+	Models map[string]string `yaml:"models"`
+}
+
+// ModelRoute maps models (exact name or glob, e.g. "deepseek-*") to a pool
+// and an ordered list of fallback pools.
+type ModelRoute struct {
+	Match    string   `yaml:"match"`
+	Upstream string   `yaml:"upstream"`
+	Fallback []string `yaml:"fallback"`
 }
 
 // Degrade configures how the upstream is protected and what is answered
@@ -490,6 +547,9 @@ type Route struct {
 	// UpstreamPath is the path called upstream. Empty → Path. It may use
 	// the {name} segments of Path, which take the request's values.
 	UpstreamPath string `yaml:"upstream_path"`
+	// Upstream names the pool (upstreams:, or default) that serves the
+	// route's requests no models: entry routes. Empty → the first pool.
+	Upstream string `yaml:"upstream"`
 	// Cache is the route's cache policy.
 	Cache CachePolicy `yaml:"cache"`
 }
@@ -846,6 +906,20 @@ func (c *Config) Default() {
 			c.Backups[i].Name = fmt.Sprintf("backup-%d", i+1)
 		}
 	}
+	for i := range c.Upstreams {
+		pl := &c.Upstreams[i]
+		if pl.Balance == "" {
+			pl.Balance = "least_latency"
+		}
+		if pl.SlowStart == 0 && pl.HealthCheck.Interval > 0 {
+			pl.SlowStart = Duration(30 * time.Second)
+		}
+		for j := range pl.Targets {
+			if pl.Targets[j].Name == "" {
+				pl.Targets[j].Name = fmt.Sprintf("%s-%d", pl.Name, j)
+			}
+		}
+	}
 	if c.PolicyFile == "" {
 		c.PolicyFile = "edgecache-routes.json"
 	}
@@ -1132,6 +1206,7 @@ func (c *Config) Validate() error {
 		}
 		backupNames[b.Name] = true
 	}
+	c.validatePools(bad)
 	sm := c.Semantic
 	switch sm.Embedder {
 	case "local", "lexical":
@@ -1162,9 +1237,18 @@ func (c *Config) Validate() error {
 		if !r.Cache.Shared {
 			continue
 		}
-		if c.Upstream.APIKey == "" {
-			bad("route %q: cache.shared needs the edge's own upstream key: set upstream.api_key (env EDGECACHE_UPSTREAM_API_KEY), "+
-				"or the answer every tenant gets would be filled with the key of whichever tenant asked first", r.Name)
+		if c.Upstream.URL != "" || len(c.Upstreams) == 0 {
+			if c.Upstream.APIKey == "" {
+				bad("route %q: cache.shared needs the edge's own upstream key: set upstream.api_key (env EDGECACHE_UPSTREAM_API_KEY), "+
+					"or the answer every tenant gets would be filled with the key of whichever tenant asked first", r.Name)
+			}
+		}
+		for _, pl := range c.Upstreams {
+			for _, pt := range pl.Targets {
+				if pt.APIKey == "" {
+					bad("route %q: cache.shared needs the edge's own key on every target: %q of upstream pool %q has no api_key", r.Name, pt.Name, pl.Name)
+				}
+			}
 		}
 		for _, b := range c.Backups {
 			if b.APIKey == "" {
@@ -1321,4 +1405,70 @@ func validHeaderName(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// validatePools checks upstreams: and models:.
+func (c *Config) validatePools(bad func(string, ...any)) {
+	pools := map[string]bool{"default": c.Upstream.URL != ""}
+	targets := map[string]bool{"primary": true}
+	for _, b := range c.Backups {
+		targets[b.Name] = true
+	}
+	for i, pl := range c.Upstreams {
+		where := fmt.Sprintf("upstreams[%d] %q", i, pl.Name)
+		if pl.Name == "" {
+			bad("upstreams[%d]: name is required", i)
+		} else if _, dup := pools[pl.Name]; dup {
+			bad("%s: duplicate name (default is the upstream + backups)", where)
+		}
+		pools[pl.Name] = true
+		switch pl.Balance {
+		case "round_robin", "least_requests", "least_latency":
+		default:
+			bad("%s: balance %q: want round_robin, least_requests or least_latency", where, pl.Balance)
+		}
+		if len(pl.Targets) == 0 {
+			bad("%s: at least one target is required", where)
+		}
+		h := pl.HealthCheck
+		if h.Interval < 0 || h.Timeout < 0 || h.Unhealthy < 0 || h.Healthy < 0 || h.Jitter < 0 || h.Jitter >= 1 || pl.SlowStart < 0 {
+			bad("%s: health_check and slow_start must not be negative (jitter below 1)", where)
+		}
+		if h.Interval > 0 && h.Timeout.D() > h.Interval.D() {
+			bad("%s: health_check.timeout must not exceed its interval", where)
+		}
+		if h.Path != "" && !strings.HasPrefix(h.Path, "/") {
+			bad("%s: health_check.path %q must start with /", where, h.Path)
+		}
+		for j, t := range pl.Targets {
+			u, err := url.Parse(t.URL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad("%s: targets[%d]: url %q must be an absolute http(s) URL", where, j, t.URL)
+			}
+			if t.Weight < 0 {
+				bad("%s: targets[%d]: weight must not be negative", where, j)
+			}
+			if targets[t.Name] {
+				bad("%s: targets[%d]: duplicate target name %q", where, j, t.Name)
+			}
+			targets[t.Name] = true
+		}
+	}
+	for _, r := range c.Routes {
+		if r.Upstream != "" && !pools[r.Upstream] {
+			bad("route %q: no upstream pool named %q", r.Name, r.Upstream)
+		}
+	}
+	for i, m := range c.Models {
+		if m.Match == "" {
+			bad("models[%d]: match is required", i)
+		} else if _, err := path.Match(m.Match, ""); err != nil {
+			bad("models[%d]: match %q: %v", i, m.Match, err)
+		}
+		for _, n := range append([]string{m.Upstream}, m.Fallback...) {
+			if !pools[n] {
+				bad("models[%d] %q: no upstream pool named %q", i, m.Match, n)
+			}
+		}
+	}
 }

@@ -136,6 +136,14 @@ func (c *Config) resolveSecrets(getenv func(string) string) []error {
 		}
 		secrets = append(secrets, secret{&b.APIKey, b.APIKeyFile, fmt.Sprintf("backups[%d] (%s).api_key", i, b.Name), envs})
 	}
+	for i := range c.Upstreams {
+		pl := &c.Upstreams[i]
+		for j := range pl.Targets {
+			t := &pl.Targets[j]
+			envs := []string{"EDGECACHE_POOL_" + envName(pl.Name) + "_" + strconv.Itoa(j) + "_API_KEY"}
+			secrets = append(secrets, secret{&t.APIKey, t.APIKeyFile, fmt.Sprintf("upstreams[%d] (%s).targets[%d].api_key", i, pl.Name, j), envs})
+		}
+	}
 	var errs []error
 	for _, s := range secrets {
 		if err := s.resolve(getenv); err != nil {

@@ -51,7 +51,7 @@ func (p *Pipeline) admitAttempt(ctx context.Context, c *call, t *Target, ur *ups
 	a := &upstreamCall{p: p, c: c, t: t, ur: ur}
 	a.o.source = source
 	if t.Concurrency == nil {
-		return a.do(ctx)
+		return a.tracked(ctx)
 	}
 	rel, err := t.Concurrency.Acquire(ctx, ur.lane, ur.deadline)
 	if err != nil {
@@ -69,8 +69,30 @@ func (p *Pipeline) admitAttempt(ctx context.Context, c *call, t *Target, ur *ups
 		o.att.Target, o.source = t.Name, source
 		return o
 	}
-	o := a.do(ctx)
+	o := a.tracked(ctx)
 	rel(o.att.TTFT, !overloadSymptom(o))
+	return o
+}
+
+// failurePenalty is the least latency a failed attempt counts as: a target
+// that fails fast must not look fast to least_latency.
+const failurePenalty = time.Second
+
+// tracked makes the attempt counted in its target's in-flight requests,
+// and feeds its time to first token (or a penalty, when it failed) to the
+// target's latency estimate.
+func (a *upstreamCall) tracked(ctx context.Context) outcome {
+	st := &a.t.st
+	st.inflight.Add(1)
+	o := a.do(ctx)
+	st.inflight.Add(-1)
+	now := a.p.cfg.Now()
+	switch {
+	case o.reason == "" && o.att.TTFT > 0:
+		st.observe(now, o.att.TTFT)
+	case o.reason != "" && o.reason != "canceled":
+		st.observe(now, max(o.att.Duration, failurePenalty))
+	}
 	return o
 }
 
@@ -82,7 +104,7 @@ var spanKindClient = trace.WithSpanKind(trace.SpanKindClient)
 func (a *upstreamCall) do(ctx context.Context) outcome {
 	p, t, rt := a.p, a.t, a.ur.rt
 	a.start = p.cfg.Now()
-	a.o.att.Target = t.Name
+	a.o.att.Target, a.o.att.Pool = t.Name, t.Pool
 	end := t.Budget.Begin()
 	defer end()
 	ctx, span := p.cfg.Tracer.Start(ctx, "upstream.attempt", spanKindClient)

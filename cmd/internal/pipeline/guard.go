@@ -30,6 +30,16 @@ type Target struct {
 	// Holds keeps API keys the target rate-limited away from it for their
 	// Retry-After (the zero value holds nothing).
 	Holds degrade.Holds
+	// Pool names the upstream pool the target belongs to ("" without
+	// pools), for the journal.
+	Pool string
+	// Weight is the target's share in its pool (zero → 1).
+	Weight int
+	// SlowStart ramps a target back up over this time after its health
+	// check passes again (zero → full share at once).
+	SlowStart time.Duration
+
+	st targetState
 }
 
 // GuardConfig bounds retries and failover (DEGRADATION.md, rungs 5 and 6).
@@ -60,6 +70,7 @@ type GuardConfig struct {
 // Attempt is one call to a target, as the journal records it.
 type Attempt struct {
 	Target     string
+	Pool       string // "" without upstreams: pools
 	Status     int
 	TTFT       time.Duration
 	Duration   time.Duration
@@ -71,6 +82,7 @@ type Attempt struct {
 // answers it; its Reason is what X-Edgecache-Degraded-Reason says.
 type Failure struct {
 	// Reason: upstream_<status>, timeout, unreachable, breaker_open,
+	// unhealthy (every target left failed its active health checks),
 	// empty_answer, stream_cut, retry_budget, or key_rate_limited (the
 	// target holds the caller's own key: answered 429, not by the ladder).
 	Reason     string
@@ -130,6 +142,8 @@ type upstreamRequest struct {
 
 	tenant   string // the caller's key id ("" without a key), once known
 	tenantOK bool
+
+	pools []*Pool // the pools that may serve it, in order (Pipeline.chain)
 }
 
 // reasonKeyHeld is the Failure of a request whose own key the target holds.
@@ -187,11 +201,17 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 	failed, refusedBy := map[*Target]bool{}, map[*Target]bool{}
 	asked := map[*Target]time.Duration{} // the Retry-After each target sent
 	for n := 0; n < maxAttempts; n++ {
-		t, refused := p.pick(failed, refusedBy)
+		t, refused := p.pick(ur, failed, refusedBy)
 		p.flushTransitions(ctx)
 		if t == nil {
 			if f.Reason == "" {
 				f.Reason = "breaker_open"
+				if refused == noneRefused { // no breaker refused: every target left is unhealthy
+					f.Reason, refused = "unhealthy", time.Second
+				}
+			}
+			if refused == noneRefused {
+				refused = time.Second
 			}
 			if len(refusedBy) == 0 { // the breakers' open time; else the queue's estimate stands
 				f.RetryAfter = max(f.RetryAfter, refused)
@@ -250,25 +270,36 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 // A target whose concurrency limiter refused this request is not tried
 // again for it: waiting out the queue estimate would hold the client and
 // spend the retry budget on a request that admission already answered.
-func (p *Pipeline) pick(failed map[*Target]bool, refusedBy map[*Target]bool) (t *Target, refused time.Duration) {
-	refused = time.Duration(1<<63 - 1)
+func (p *Pipeline) pick(ur *upstreamRequest, failed map[*Target]bool, refusedBy map[*Target]bool) (t *Target, refused time.Duration) {
+	refused = noneRefused
+	now := p.cfg.Now()
+	var cands []*Target
 	for pass := 0; pass < 2; pass++ {
-		for _, cand := range p.cfg.Targets {
-			if failed[cand] != (pass == 1) || refusedBy[cand] {
-				continue
+		for _, pl := range p.chain(ur) {
+			cands = cands[:0]
+			for _, cand := range pl.Targets {
+				if failed[cand] != (pass == 1) || refusedBy[cand] || !cand.Healthy() {
+					continue
+				}
+				cands = append(cands, cand)
 			}
-			err := cand.Breaker.Allow()
-			if err == nil {
-				return cand, 0
-			}
-			var oe *degrade.OpenError
-			if errors.As(err, &oe) {
-				refused = min(refused, max(time.Until(oe.Until), time.Second))
+			for _, cand := range pl.order(cands, now) {
+				err := cand.Breaker.Allow()
+				if err == nil {
+					return cand, 0
+				}
+				var oe *degrade.OpenError
+				if errors.As(err, &oe) {
+					refused = min(refused, max(time.Until(oe.Until), time.Second))
+				}
 			}
 		}
 	}
 	return nil, refused
 }
+
+// noneRefused is pick's refused when no breaker refused.
+const noneRefused = time.Duration(1<<63 - 1)
 
 // heldKey is how long t still holds the caller's own key (0: not held).
 func (p *Pipeline) heldKey(t *Target, ur *upstreamRequest) time.Duration {

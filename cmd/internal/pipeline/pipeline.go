@@ -90,7 +90,15 @@ type Config struct {
 	Tiers []string // names of the cache's tiers in lookup order, for metrics
 	// Targets are the upstreams, primary first; at least one.
 	Targets []*Target
-	Guard   GuardConfig
+	// Pools group the targets and balance within each; empty → one pool
+	// of Targets tried in order (failover). The first is the default for
+	// requests no model route matches. Every pool's targets must also be
+	// in Targets.
+	Pools []*Pool
+	// Models routes requests by model to pools; when set, a model no
+	// route matches is answered 404 model_not_found.
+	Models []ModelRoute
+	Guard  GuardConfig
 	// Secret keys tenant namespaces (HMAC of the client's API key); see
 	// also Pipeline.SetSecret.
 	Secret []byte
@@ -140,6 +148,7 @@ type Pipeline struct {
 	trs     transitions // breaker changes waiting for a request's log line
 	m       Metrics
 	keys    atomic.Pointer[keyring] // the secret of tenant namespaces and key ids (SetSecret)
+	legacy  *Pool                   // Targets in order, when no Pools are configured
 }
 
 // New returns a Pipeline for cfg.
@@ -172,7 +181,8 @@ func New(cfg Config) *Pipeline {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	p := &Pipeline{cfg: cfg, log: cfg.Logger, m: cfg.Metrics}
+	p := &Pipeline{cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
+		legacy: &Pool{Name: "default", Balance: BalanceFailover, Targets: cfg.Targets}}
 	p.keys.Store(newKeyring(cfg.Secret))
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -285,6 +295,11 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	}
 	if rt.API == openai.APIJSON {
 		req.Stream = req.StreamRequested() // relayed, never stored (bypass)
+	}
+	if p.unknownModel(req.Model) {
+		openai.WriteError(w, http.StatusNotFound, 0, openai.NewError(openai.TypeInvalidRequest, "model_not_found", "model",
+			fmt.Sprintf("The model %q does not exist or you do not have access to it.", req.Model)))
+		return
 	}
 	adm, ok := p.admit(w, r, rt, req, len(body), c)
 	if !ok {

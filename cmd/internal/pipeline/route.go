@@ -17,7 +17,10 @@ type Route struct {
 	Name         string
 	Path         string
 	UpstreamPath string
-	API          openai.API
+	// Pool names the pool serving requests no model route matches; "" or
+	// unknown → the first pool.
+	Pool string
+	API  openai.API
 
 	Cache  bool // mode exact; false: pass through
 	TTL    time.Duration
@@ -147,6 +150,7 @@ func Compile(rs []config.Route) ([]*Route, error) {
 			Name:         r.Name,
 			Path:         r.Path,
 			UpstreamPath: r.UpstreamPath,
+			Pool:         r.Upstream,
 			API:          openai.API(r.API),
 			Cache:        r.Cache.Mode == config.ModeExact || r.Cache.Mode == config.ModeSemantic,
 			Semantic:     r.Cache.Mode == config.ModeSemantic,
