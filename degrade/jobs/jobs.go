@@ -65,12 +65,13 @@ type Job struct {
 	Body   []byte              `json:"body"`
 	Model  string              `json:"model,omitempty"`
 
-	Status   string    `json:"status"`
-	Created  time.Time `json:"created"`
-	Started  time.Time `json:"started,omitzero"`
-	Finished time.Time `json:"finished,omitzero"`
-	Expires  time.Time `json:"expires"` // result kept until then
-	Attempts int       `json:"attempts"`
+	Status    string    `json:"status"`
+	Created   time.Time `json:"created"`
+	Started   time.Time `json:"started,omitzero"`
+	Finished  time.Time `json:"finished,omitzero"`
+	Expires   time.Time `json:"expires"` // result kept until then
+	Attempts  int       `json:"attempts"`
+	NotBefore time.Time `json:"not_before,omitzero"` // busy: not run again before
 
 	ResultStatus int    `json:"result_status,omitempty"`
 	Result       []byte `json:"result,omitempty"`
@@ -83,7 +84,13 @@ type Job struct {
 type Result struct {
 	Status int
 	Body   []byte
+	// RetryAfter > 0: the model was busy; the job is queued again, in its
+	// place, and not run before this long.
+	RetryAfter time.Duration
 }
+
+// maxAttempts bounds the runs of a job the model kept refusing as busy.
+const maxAttempts = 20
 
 // Runner runs one job (through the pipeline) until ctx is done.
 type Runner func(ctx context.Context, j *Job) Result
@@ -121,13 +128,13 @@ type Queue struct {
 	// first (round robin).
 	lastPick map[string]uint64
 	picks    uint64
-	avg     time.Duration
-	cancels map[string]context.CancelFunc
-	wake    chan struct{}
-	ctx     context.Context
-	stop    context.CancelFunc
-	wg      sync.WaitGroup
-	dirty   bool
+	avg      time.Duration
+	cancels  map[string]context.CancelFunc
+	wake     chan struct{}
+	ctx      context.Context
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+	dirty    bool
 }
 
 // New makes a queue, loads cfg.File when it exists and starts the workers.
@@ -319,8 +326,9 @@ func better(a, b *Job, running map[string]int, last map[string]uint64) bool {
 // pickLocked takes the next job to run, or nil.
 func (q *Queue) pickLocked() *Job {
 	var best *Job
+	now := q.cfg.Now()
 	for _, j := range q.jobs {
-		if j.Status == Queued && (best == nil || better(j, best, q.running, q.lastPick)) {
+		if j.Status == Queued && !now.Before(j.NotBefore) && (best == nil || better(j, best, q.running, q.lastPick)) {
 			best = j
 		}
 	}
@@ -378,6 +386,9 @@ func (q *Queue) worker() {
 		switch {
 		case q.ctx.Err() != nil && j.Status == InProgress:
 			j.Status = Queued // shutting down: run again at the next start
+		case j.Status == InProgress && res.RetryAfter > 0 && j.Attempts < maxAttempts:
+			j.Status, j.NotBefore = Queued, q.cfg.Now().Add(res.RetryAfter)
+			q.changedLocked("requeued", j)
 		case j.Status == InProgress:
 			now := q.cfg.Now()
 			j.Finished, j.ResultStatus, j.Result = now, res.Status, res.Body

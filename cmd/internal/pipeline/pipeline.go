@@ -118,6 +118,9 @@ type Config struct {
 	// Tracer makes the spans of embedding, vector search and each upstream
 	// attempt; nil → no spans.
 	Tracer trace.Tracer
+	// Jobs runs the background requests of routes that enable jobs at
+	// the edge (pipeline/jobs.go); nil → they are passed through.
+	Jobs *JobsConfig
 	// NamespaceGeneration returns how often a tenant namespace was purged
 	// (part of its keys); nil → never.
 	NamespaceGeneration func(ns string) int64
@@ -140,6 +143,7 @@ type Pipeline struct {
 	trs     transitions // breaker changes waiting for a request's log line
 	m       Metrics
 	keys    atomic.Pointer[keyring] // the secret of tenant namespaces and key ids (SetSecret)
+	jobs    *jobRunner              // nil: background requests passed through
 }
 
 // New returns a Pipeline for cfg.
@@ -197,6 +201,11 @@ func New(cfg Config) *Pipeline {
 	if cfg.Cache != nil {
 		p.aliases = newAliases()
 	}
+	if cfg.Jobs != nil {
+		if err := p.startJobs(cfg.Jobs); err != nil {
+			p.log.Error("background jobs off: background requests are passed through", "err", err)
+		}
+	}
 	return p
 }
 
@@ -204,6 +213,11 @@ func New(cfg Config) *Pipeline {
 // stored), then for the semantic index writes still queued, until ctx is
 // done.
 func (p *Pipeline) Close(ctx context.Context) error {
+	if p.jobs != nil {
+		if err := p.jobs.q.Close(); err != nil {
+			p.log.Error("background jobs not saved", "err", err)
+		}
+	}
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	select {
@@ -227,6 +241,12 @@ func (p *Pipeline) Close(ctx context.Context) error {
 // Serve answers one proxied request for route rt.
 func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	w = errorShape(w, rt)
+	if p.jobsOn(rt) {
+		if id, action, ok := jobID(rt, r); ok {
+			p.serveJob(w, r, id, action)
+			return
+		}
+	}
 	if storedResponse(rt, r) {
 		p.passStoredResponse(w, r, rt)
 		return
@@ -285,6 +305,10 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	}
 	if rt.API == openai.APIJSON {
 		req.Stream = req.StreamRequested() // relayed, never stored (bypass)
+	}
+	if p.jobsOn(rt) && c.known && background(req) {
+		p.submitJob(w, r, rt, req, body, c) // run later, through Serve
+		return
 	}
 	adm, ok := p.admit(w, r, rt, req, len(body), c)
 	if !ok {
