@@ -285,7 +285,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxBodyBytes: cfg.MaxBodyBytes, Timeout: cfg.Upstream.Timeout.D(),
 		StreamIdleTimeout: cfg.Upstream.StreamIdleTimeout.D(),
 		Metrics:           metrics, Logger: log,
-		Jobs: jobsConfig(cfg, routes),
+		Jobs: jobsConfig(cfg, routes, rclient),
 	})
 	secret.onChange = p.SetSecret
 	wg.Add(1)
@@ -465,7 +465,7 @@ func redisClient(r config.Redis, tel *telemetry.Telemetry) (redis.UniversalClien
 
 // jobsConfig is the pipeline's background jobs when a route enables them,
 // else nil (background requests passed through).
-func jobsConfig(cfg config.Config, routes []*pipeline.Route) *pipeline.JobsConfig {
+func jobsConfig(cfg config.Config, routes []*pipeline.Route, rclient redis.UniversalClient) *pipeline.JobsConfig {
 	on := false
 	for _, rt := range routes {
 		on = on || rt.Jobs.Enabled
@@ -477,5 +477,9 @@ func jobsConfig(cfg config.Config, routes []*pipeline.Route) *pipeline.JobsConfi
 	if file == "" {
 		file = filepath.Join(cfg.Degrade.JournalDir, "jobs.json")
 	}
-	return &pipeline.JobsConfig{File: file, Routes: routes}
+	jc := &pipeline.JobsConfig{File: file, Routes: routes, Region: cfg.Degrade.Region, Lease: cfg.Degrade.JobsLease.D()}
+	if rclient != nil {
+		jc.Redis = rclient // shared by the region's replicas
+	}
+	return jc
 }

@@ -241,6 +241,10 @@ type Degrade struct {
 	// across restarts (it holds their requests, API keys included: mode
 	// 0600). Empty → jobs.json in JournalDir.
 	JobsFile string `yaml:"jobs_file"`
+	// JobsLease: with Redis, a running job stays with its replica this
+	// long without a renewal (renewed every third of it); a replica that
+	// dies gives its jobs to another after at most this. Zero → 15s.
+	JobsLease Duration `yaml:"jobs_lease"`
 	// Region names this edge's region (journal stream, route policies).
 	// Env EDGECACHE_REGION. Empty → "default".
 	Region string `yaml:"region"`

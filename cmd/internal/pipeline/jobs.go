@@ -26,6 +26,7 @@ import (
 	"github.com/edgecache/edgecache/cmd/internal/openai"
 	"github.com/edgecache/edgecache/degrade/admission"
 	"github.com/edgecache/edgecache/degrade/jobs"
+	"github.com/redis/go-redis/v9"
 )
 
 // jobPrefix starts the ids of edge jobs: "resp_" keeps SDKs and clients
@@ -39,6 +40,12 @@ type JobsConfig struct {
 	// Workers bounds the jobs this replica runs at once (admission bounds
 	// the upstream calls). Zero → 16.
 	Workers int
+	// Redis shares the jobs between the region's replicas (degrade/jobs
+	// RedisQueue: leases, a dead replica's jobs taken over); nil → File.
+	Redis  redis.UniversalClient
+	Region string
+	// Lease of a running job in Redis. Zero → 15s.
+	Lease time.Duration
 	// Routes are the routes a job found at start (in File) may belong to;
 	// routes served since are known too.
 	Routes []*Route
@@ -46,7 +53,7 @@ type JobsConfig struct {
 
 // jobRunner is the pipeline's side of the queue.
 type jobRunner struct {
-	q      *jobs.Queue
+	q      jobs.Service
 	routes sync.Map // name → *Route, the latest policy
 }
 
@@ -55,12 +62,17 @@ func (p *Pipeline) startJobs(cfg *JobsConfig) error {
 	for _, rt := range cfg.Routes {
 		jr.routes.Store(rt.Name, rt)
 	}
-	q, err := jobs.New(jobs.Config{Workers: cfg.Workers, File: cfg.File, RunTimeout: p.cfg.Timeout + time.Minute, Now: p.cfg.Now},
-		func(ctx context.Context, j *jobs.Job) jobs.Result { return p.runJob(ctx, jr, j) })
+	run := func(ctx context.Context, j *jobs.Job) jobs.Result { return p.runJob(ctx, jr, j) }
+	var err error
+	if cfg.Redis != nil {
+		jr.q, err = jobs.NewRedis(jobs.RedisConfig{Client: cfg.Redis, Region: cfg.Region, Workers: cfg.Workers, Lease: cfg.Lease,
+			RunTimeout: p.cfg.Timeout + time.Minute, Now: p.cfg.Now}, run)
+	} else {
+		jr.q, err = jobs.New(jobs.Config{Workers: cfg.Workers, File: cfg.File, RunTimeout: p.cfg.Timeout + time.Minute, Now: p.cfg.Now}, run)
+	}
 	if err != nil {
 		return err
 	}
-	jr.q = q
 	p.jobs = jr
 	return nil
 }
