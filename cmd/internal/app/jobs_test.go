@@ -286,3 +286,63 @@ func TestBackgroundJobsRedisReplicas(t *testing.T) {
 		t.Errorf("llmsim saw %d concurrent calls, two replicas of limit 4", peak)
 	}
 }
+
+// Chat Completions with Prefer: respond-async (RFC 7240): 202 with the
+// job's Location, whose GET returns the completion once done; another
+// key gets 404.
+func TestBackgroundJobsChatRespondAsync(t *testing.T) {
+	sim, _ := startJobsEnv(t, llmsim.Config{})
+	cfg := filepath.Join(t.TempDir(), "edgecache.yaml")
+	os.WriteFile(cfg, []byte("routes:\n  - name: chat\n    path: /v1/chat/completions\n    jobs: {enabled: true}\n"), 0o600)
+	data, _ := startEdgecache(t, sim.URL(), "--config", cfg)
+	prompt := uniquePrompt(t, "async chat")
+	req, _ := http.NewRequest(http.MethodPost, data+pathChat, strings.NewReader(
+		fmt.Sprintf(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":%q}]}`, prompt)))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer sk-async-owner")
+	req.Header.Set("Prefer", "respond-async, wait=0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusAccepted || !strings.HasPrefix(loc, pathChat+"/jobs/") || resp.Header.Get("Preference-Applied") != "respond-async" {
+		t.Fatalf("submit: %d Location %q Preference-Applied %q", resp.StatusCode, loc, resp.Header.Get("Preference-Applied"))
+	}
+	get := func(key string) (int, string) {
+		r, _ := http.NewRequest(http.MethodGet, data+loc, nil)
+		r.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if st, _ := get("sk-async-other"); st != http.StatusNotFound {
+		t.Errorf("another key: %d, want 404", st)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		st, body := get("sk-async-owner")
+		if st != 200 {
+			t.Fatalf("GET %s: %d %s", loc, st, body)
+		}
+		if strings.Contains(body, `"chat.completion"`) {
+			var cc struct {
+				Choices []struct {
+					Message struct{ Content string } `json:"message"`
+				} `json:"choices"`
+			}
+			if err := json.Unmarshal([]byte(body), &cc); err != nil || len(cc.Choices) == 0 || cc.Choices[0].Message.Content == "" {
+				t.Fatalf("completion %s: %v", body, err)
+			}
+			checkAnswerText(t, "async chat", cc.Choices[0].Message.Content, prompt)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("the async chat job did not complete")
+}

@@ -501,7 +501,8 @@ type Route struct {
 	// Cache is the route's cache policy.
 	Cache CachePolicy `yaml:"cache"`
 	// Jobs runs the route's background requests at the edge (a Responses
-	// route's background: true) instead of passing them through.
+	// route's background: true, a chat route's Prefer: respond-async)
+	// instead of passing them through.
 	Jobs JobsPolicy `yaml:"jobs"`
 }
 
@@ -1263,8 +1264,8 @@ func (c *Config) validateRoutes(bad func(format string, args ...any)) {
 		default:
 			bad("%s: api %q: want chat, completions, embeddings, models, responses, anthropic or json", where, r.API)
 		}
-		if r.Jobs.Enabled && r.API != "responses" {
-			bad("%s: jobs needs a responses route", where)
+		if r.Jobs.Enabled && r.API != "responses" && r.API != "chat" {
+			bad("%s: jobs needs a responses or chat route", where)
 		}
 		if r.Jobs.TTL < 0 || r.Jobs.MaxPerTenant < 0 {
 			bad("%s: jobs.ttl and jobs.max_per_tenant must not be negative", where)

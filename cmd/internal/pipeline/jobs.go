@@ -79,12 +79,45 @@ func (p *Pipeline) startJobs(cfg *JobsConfig) error {
 
 // jobsOn reports whether rt's background requests are edge jobs.
 func (p *Pipeline) jobsOn(rt *Route) bool {
-	return p.jobs != nil && rt.Jobs.Enabled && rt.API == openai.APIResponses
+	return p.jobs != nil && rt.Jobs.Enabled && (rt.API == openai.APIResponses || rt.API == openai.APIChat)
+}
+
+// chatJobPrefix starts the ids of Chat Completions jobs.
+const chatJobPrefix = "chatjob_ecj"
+
+// preferAsync reports whether r asks to be answered asynchronously
+// (RFC 7240 Prefer: respond-async).
+func preferAsync(r *http.Request) bool {
+	for _, v := range r.Header.Values("Prefer") {
+		for _, pref := range strings.Split(v, ",") {
+			name, _, _ := strings.Cut(strings.TrimSpace(pref), ";")
+			if strings.EqualFold(strings.TrimSpace(name), "respond-async") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// wantsJob reports whether req on rt is to be run as an edge job.
+func wantsJob(rt *Route, r *http.Request, req *openai.Request) bool {
+	if rt.API == openai.APIChat {
+		return preferAsync(r)
+	}
+	return background(req)
 }
 
 // jobID returns the job id and action ("", "cancel") r is about, when r is
 // about an edge job on rt.
 func jobID(rt *Route, r *http.Request) (id, action string, ok bool) {
+	if rt.API == openai.APIChat {
+		// {path}/jobs/{id}: the job resource of Prefer: respond-async.
+		rest, ok := strings.CutPrefix(r.URL.Path, strings.TrimSuffix(rt.Path, "/")+"/jobs/")
+		if !ok || !strings.HasPrefix(rest, chatJobPrefix) || strings.Contains(rest, "/") {
+			return "", "", false
+		}
+		return rest, "", true
+	}
 	rest := strings.TrimPrefix(subPath(rt, r), "/")
 	if !strings.HasPrefix(rest, jobPrefix) {
 		return "", "", false
@@ -104,7 +137,7 @@ func background(req *openai.Request) bool {
 func (p *Pipeline) submitJob(w http.ResponseWriter, r *http.Request, rt *Route, req *openai.Request, body []byte, c caller) {
 	p.jobs.routes.Store(rt.Name, rt)
 	j := &jobs.Job{
-		ID: jobs.NewID(jobPrefix), Tenant: jobTenant(r), Lane: jobs.LaneFree, Route: rt.Name,
+		ID: jobs.NewID(idPrefix(rt)), Tenant: jobTenant(r), Lane: jobs.LaneFree, Route: rt.Name,
 		Path: r.URL.Path, Header: r.Header.Clone(), Body: body, Model: req.Model,
 	}
 	if p.laneOf(r, c) == admission.Paid {
@@ -123,7 +156,53 @@ func (p *Pipeline) submitJob(w http.ResponseWriter, r *http.Request, rt *Route, 
 		return
 	}
 	got, pos, est, _ := p.jobs.q.Get(j.Tenant, j.ID)
+	if rt.API == openai.APIChat {
+		w.Header().Set("Location", jobLocation(rt, j.ID))
+		w.Header().Set("Preference-Applied", "respond-async")
+		writeChatJob(w, http.StatusAccepted, rt, &got, pos, est)
+		return
+	}
 	writeJob(w, http.StatusOK, &got, pos, est)
+}
+
+func idPrefix(rt *Route) string {
+	if rt.API == openai.APIChat {
+		return chatJobPrefix
+	}
+	return jobPrefix
+}
+
+// jobLocation is the job resource of a chat job.
+func jobLocation(rt *Route, id string) string {
+	return strings.TrimSuffix(rt.Path, "/") + "/jobs/" + id
+}
+
+// writeChatJob writes a chat job: the chat completion once completed (a
+// failed job: the upstream's status and error), else its status,
+// position and estimated start.
+func writeChatJob(w http.ResponseWriter, status int, rt *Route, j *jobs.Job, pos int, est time.Time) {
+	w.Header().Set("Content-Type", "application/json")
+	if (j.Status == jobs.Completed || j.Status == jobs.Failed) && status == http.StatusOK {
+		w.WriteHeader(max(j.ResultStatus, 200))
+		w.Write(j.Result)
+		return
+	}
+	o := map[string]any{"id": j.ID, "object": "chat.completion.job", "created_at": j.Created.Unix(), "status": j.Status,
+		"model": j.Model, "location": jobLocation(rt, j.ID)}
+	if j.Status == jobs.Queued {
+		o["position"] = pos
+		w.Header().Set("X-Edgecache-Job-Position", strconv.Itoa(pos))
+		if !est.IsZero() {
+			o["estimated_start"] = est.Unix()
+			w.Header().Set("X-Edgecache-Job-Estimated-Start", est.UTC().Format(http.TimeFormat))
+		}
+	}
+	if j.Status == jobs.Queued || j.Status == jobs.InProgress {
+		w.Header().Set("Retry-After", "1")
+	}
+	b, _ := json.Marshal(o)
+	w.WriteHeader(status)
+	w.Write(b)
 }
 
 // jobTenant is who owns a job: a hash of the client's API key, not the
@@ -156,7 +235,7 @@ func (p *Pipeline) laneOf(r *http.Request, c caller) admission.Lane {
 }
 
 // serveJob answers GET, DELETE and POST …/cancel on an edge job.
-func (p *Pipeline) serveJob(w http.ResponseWriter, r *http.Request, id, action string) {
+func (p *Pipeline) serveJob(w http.ResponseWriter, r *http.Request, rt *Route, id, action string) {
 	c := p.identify(r)
 	notFound := func() {
 		openai.WriteError(w, http.StatusNotFound, 0, openai.NewError(openai.TypeInvalidRequest, "not_found", "",
@@ -172,6 +251,10 @@ func (p *Pipeline) serveJob(w http.ResponseWriter, r *http.Request, id, action s
 		j, pos, est, err := p.jobs.q.Get(tenant, id)
 		if err != nil {
 			notFound()
+			return
+		}
+		if rt.API == openai.APIChat {
+			writeChatJob(w, http.StatusOK, rt, &j, pos, est)
 			return
 		}
 		writeJob(w, http.StatusOK, &j, pos, est)

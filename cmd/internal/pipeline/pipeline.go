@@ -243,7 +243,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	w = errorShape(w, rt)
 	if p.jobsOn(rt) {
 		if id, action, ok := jobID(rt, r); ok {
-			p.serveJob(w, r, id, action)
+			p.serveJob(w, r, rt, id, action)
 			return
 		}
 	}
@@ -306,7 +306,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	if rt.API == openai.APIJSON {
 		req.Stream = req.StreamRequested() // relayed, never stored (bypass)
 	}
-	if p.jobsOn(rt) && c.known && background(req) {
+	if p.jobsOn(rt) && c.known && wantsJob(rt, r, req) {
 		p.submitJob(w, r, rt, req, body, c) // run later, through Serve
 		return
 	}
