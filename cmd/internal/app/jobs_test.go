@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -169,7 +170,7 @@ func watchInFlight(sim *llmsim.Running) (stop func() int) {
 }
 
 func TestBackgroundJobsManyPaidFirst(t *testing.T) {
-	sim, cfg := startJobsEnv(t, llmsim.Config{TTFT: 20 * time.Millisecond})
+	sim, cfg := startJobsEnv(t, llmsim.Config{TTFT: 100 * time.Millisecond}) // 40 calls/s: the queue fills while jobs are submitted
 	data, _ := startEdgecache(t, sim.URL(), "--config", cfg)
 	stop := watchInFlight(sim)
 	ids := map[string]string{}
@@ -187,24 +188,24 @@ func TestBackgroundJobsManyPaidFirst(t *testing.T) {
 	if peak := stop(); peak > 4 {
 		t.Errorf("llmsim saw %d concurrent calls, limit 4", peak)
 	}
-	var lastPaid time.Time
-	for _, id := range paid {
-		if done[id].After(lastPaid) {
-			lastPaid = done[id]
+	// The first 100 to finish are mostly paid: free jobs picked while
+	// paid ones were still being submitted, and paid jobs the model
+	// answered busy (queued again after Retry-After), may swap places.
+	order := make([]string, 0, len(done))
+	for id := range done {
+		order = append(order, id)
+	}
+	sort.Slice(order, func(a, b int) bool { return done[order[a]].Before(done[order[b]]) })
+	paidFirst := 0
+	for _, id := range order[:100] {
+		if ids[id] == "sk-bg-paid" {
+			paidFirst++
 		}
 	}
-	freeBefore := 0
-	for _, id := range free {
-		if !done[id].After(lastPaid) {
-			freeBefore++
-		}
+	if paidFirst < 80 {
+		t.Errorf("%d of the first 100 jobs to finish are paid, want at least 80", paidFirst)
 	}
-	// Free jobs started while paid ones were still being submitted may
-	// finish first; the rest wait for every paid job.
-	if freeBefore > 40 {
-		t.Errorf("%d of 100 free jobs finished before the last paid one", freeBefore)
-	}
-	t.Logf("free jobs finished before the last paid one: %d", freeBefore)
+	t.Logf("paid among the first 100 to finish: %d", paidFirst)
 }
 
 // A replica stopped mid-run loses no job: the next one started with the

@@ -63,6 +63,9 @@ func (p *Pipeline) startJobs(cfg *JobsConfig) error {
 		jr.routes.Store(rt.Name, rt)
 	}
 	run := func(ctx context.Context, j *jobs.Job) jobs.Result { return p.runJob(ctx, jr, j) }
+	// Set before the workers start: their runs go through Serve, which
+	// reads it. jr.q is read by requests only, after New returns.
+	p.jobs = jr
 	var err error
 	if cfg.Redis != nil {
 		jr.q, err = jobs.NewRedis(jobs.RedisConfig{Client: cfg.Redis, Region: cfg.Region, Workers: cfg.Workers, Lease: cfg.Lease,
@@ -71,9 +74,9 @@ func (p *Pipeline) startJobs(cfg *JobsConfig) error {
 		jr.q, err = jobs.New(jobs.Config{Workers: cfg.Workers, File: cfg.File, RunTimeout: p.cfg.Timeout + time.Minute, Now: p.cfg.Now}, run)
 	}
 	if err != nil {
+		p.jobs = nil // no worker started
 		return err
 	}
-	p.jobs = jr
 	return nil
 }
 
