@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -285,6 +286,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxBodyBytes: cfg.MaxBodyBytes, Timeout: cfg.Upstream.Timeout.D(),
 		StreamIdleTimeout: cfg.Upstream.StreamIdleTimeout.D(),
 		Metrics:           metrics, Logger: log,
+		Jobs: jobsConfig(cfg, routes, rclient),
 	})
 	secret.onChange = p.SetSecret
 	p.StartHealthChecks(ctx)
@@ -507,4 +509,25 @@ func redisClient(r config.Redis, tel *telemetry.Telemetry) (redis.UniversalClien
 		return nil, fmt.Errorf("redis: %w", err)
 	}
 	return c, nil
+}
+
+// jobsConfig is the pipeline's background jobs when a route enables them,
+// else nil (background requests passed through).
+func jobsConfig(cfg config.Config, routes []*pipeline.Route, rclient redis.UniversalClient) *pipeline.JobsConfig {
+	on := false
+	for _, rt := range routes {
+		on = on || rt.Jobs.Enabled
+	}
+	if !on {
+		return nil
+	}
+	file := cfg.Degrade.JobsFile
+	if file == "" {
+		file = filepath.Join(cfg.Degrade.JournalDir, "jobs.json")
+	}
+	jc := &pipeline.JobsConfig{File: file, Routes: routes, Region: cfg.Degrade.Region, Lease: cfg.Degrade.JobsLease.D()}
+	if rclient != nil {
+		jc.Redis = rclient // shared by the region's replicas
+	}
+	return jc
 }

@@ -110,4 +110,3 @@ func (r *runner) scenarioMessagesHit(ctx context.Context) ([]Result, error) {
 	rows := r.measure(ctx, ScenarioMessagesHit, url, script, check, nil)
 	return rows, stop()
 }
-

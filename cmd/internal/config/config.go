@@ -294,6 +294,14 @@ type Degrade struct {
 	// EDGECACHE_JOURNAL_DIR. Empty → "edgecache-journal" in the working
 	// directory.
 	JournalDir string `yaml:"journal_dir"`
+	// JobsFile keeps the background jobs of routes with jobs enabled
+	// across restarts (it holds their requests, API keys included: mode
+	// 0600). Empty → jobs.json in JournalDir.
+	JobsFile string `yaml:"jobs_file"`
+	// JobsLease: with Redis, a running job stays with its replica this
+	// long without a renewal (renewed every third of it); a replica that
+	// dies gives its jobs to another after at most this. Zero → 15s.
+	JobsLease Duration `yaml:"jobs_lease"`
 	// Region names this edge's region (journal stream, route policies).
 	// Env EDGECACHE_REGION. Empty → "default".
 	Region string `yaml:"region"`
@@ -552,6 +560,25 @@ type Route struct {
 	Upstream string `yaml:"upstream"`
 	// Cache is the route's cache policy.
 	Cache CachePolicy `yaml:"cache"`
+	// Jobs runs the route's background requests at the edge (a Responses
+	// route's background: true, a chat route's Prefer: respond-async)
+	// instead of passing them through.
+	Jobs JobsPolicy `yaml:"jobs"`
+}
+
+// JobsPolicy is a route's background jobs (degrade/jobs): accepted at once
+// with the Responses API's queued object, run when admission has
+// capacity, the answer kept for TTL and fetched with GET {path}/{id} by
+// the key that submitted it.
+type JobsPolicy struct {
+	// Enabled queues background requests at the edge; false: they are
+	// passed through to the upstream, which keeps them.
+	Enabled bool `yaml:"enabled"`
+	// TTL keeps a finished job's answer this long. Zero → 1h.
+	TTL Duration `yaml:"ttl"`
+	// MaxPerTenant caps one API key's jobs queued or running (429 above).
+	// Zero → 100.
+	MaxPerTenant int `yaml:"max_per_tenant"`
 }
 
 // CachePolicy is a route's cache behaviour.
@@ -996,6 +1023,12 @@ func (c *Config) Default() {
 		if r.Cache.DegradedFloor == 0 {
 			r.Cache.DegradedFloor = defaultDegradedFloor()
 		}
+		if r.Jobs.TTL == 0 {
+			r.Jobs.TTL = Duration(time.Hour)
+		}
+		if r.Jobs.MaxPerTenant == 0 {
+			r.Jobs.MaxPerTenant = 100
+		}
 	}
 }
 
@@ -1314,6 +1347,12 @@ func (c *Config) validateRoutes(bad func(format string, args ...any)) {
 		case "chat", "completions", "embeddings", "models", "json", "responses", "anthropic":
 		default:
 			bad("%s: api %q: want chat, completions, embeddings, models, responses, anthropic or json", where, r.API)
+		}
+		if r.Jobs.Enabled && r.API != "responses" && r.API != "chat" {
+			bad("%s: jobs needs a responses or chat route", where)
+		}
+		if r.Jobs.TTL < 0 || r.Jobs.MaxPerTenant < 0 {
+			bad("%s: jobs.ttl and jobs.max_per_tenant must not be negative", where)
 		}
 		switch r.Cache.Mode {
 		case ModeOff, ModeExact:

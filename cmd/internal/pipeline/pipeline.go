@@ -126,6 +126,9 @@ type Config struct {
 	// Tracer makes the spans of embedding, vector search and each upstream
 	// attempt; nil → no spans.
 	Tracer trace.Tracer
+	// Jobs runs the background requests of routes that enable jobs at
+	// the edge (pipeline/jobs.go); nil → they are passed through.
+	Jobs *JobsConfig
 	// NamespaceGeneration returns how often a tenant namespace was purged
 	// (part of its keys); nil → never.
 	NamespaceGeneration func(ns string) int64
@@ -149,6 +152,7 @@ type Pipeline struct {
 	m       Metrics
 	keys    atomic.Pointer[keyring] // the secret of tenant namespaces and key ids (SetSecret)
 	legacy  *Pool                   // Targets in order, when no Pools are configured
+	jobs    *jobRunner              // nil: background requests passed through
 }
 
 // New returns a Pipeline for cfg.
@@ -207,6 +211,11 @@ func New(cfg Config) *Pipeline {
 	if cfg.Cache != nil {
 		p.aliases = newAliases()
 	}
+	if cfg.Jobs != nil {
+		if err := p.startJobs(cfg.Jobs); err != nil {
+			p.log.Error("background jobs off: background requests are passed through", "err", err)
+		}
+	}
 	return p
 }
 
@@ -214,6 +223,11 @@ func New(cfg Config) *Pipeline {
 // stored), then for the semantic index writes still queued, until ctx is
 // done.
 func (p *Pipeline) Close(ctx context.Context) error {
+	if p.jobs != nil {
+		if err := p.jobs.q.Close(); err != nil {
+			p.log.Error("background jobs not saved", "err", err)
+		}
+	}
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	select {
@@ -237,6 +251,12 @@ func (p *Pipeline) Close(ctx context.Context) error {
 // Serve answers one proxied request for route rt.
 func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	w = errorShape(w, rt)
+	if p.jobsOn(rt) {
+		if id, action, ok := jobID(rt, r); ok {
+			p.serveJob(w, r, rt, id, action)
+			return
+		}
+	}
 	if storedResponse(rt, r) {
 		p.passStoredResponse(w, r, rt)
 		return
@@ -299,6 +319,10 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	if p.unknownModel(req.Model) {
 		openai.WriteError(w, http.StatusNotFound, 0, openai.NewError(openai.TypeInvalidRequest, "model_not_found", "model",
 			fmt.Sprintf("The model %q does not exist or you do not have access to it.", req.Model)))
+		return
+	}
+	if p.jobsOn(rt) && c.known && wantsJob(rt, r, req) {
+		p.submitJob(w, r, rt, req, body, c) // run later, through Serve
 		return
 	}
 	adm, ok := p.admit(w, r, rt, req, len(body), c)

@@ -53,12 +53,22 @@ type Route struct {
 	// purge) makes all older entries unreachable; they expire on their own.
 	Generation int64
 
+	// Jobs runs background requests at the edge (pipeline/jobs.go).
+	Jobs JobsPolicy
+
 	// path is Path split on "/" and upstream UpstreamPath split the same
 	// way; from[i] is the position in path of upstream[i]'s {name}
 	// segment, whose value the request fills in, or -1 for a fixed one.
 	// Nil for a plain path.
 	path, upstream []string
 	from           []int
+}
+
+// JobsPolicy is a route's background jobs: config.JobsPolicy.
+type JobsPolicy struct {
+	Enabled      bool
+	TTL          time.Duration // a finished job's answer is kept this long
+	MaxPerTenant int           // jobs queued or running per key; 0 → no cap
 }
 
 // ShadowPolicy is a route's shadow verification: cache.semantic.shadow
@@ -167,6 +177,7 @@ func Compile(rs []config.Route) ([]*Route, error) {
 			Reveal:       !r.Cache.Shared || r.Cache.Reveal == nil || *r.Cache.Reveal,
 			AllowN:       r.Cache.AllowMultipleChoices,
 			Coalesce:     !r.Cache.NoCoalesce,
+			Jobs:         JobsPolicy{Enabled: r.Jobs.Enabled, TTL: r.Jobs.TTL.D(), MaxPerTenant: r.Jobs.MaxPerTenant},
 		}
 		if r.Cache.MaxTemperature == nil {
 			return nil, fmt.Errorf("route %q: defaults not applied", r.Name)

@@ -83,6 +83,9 @@ func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Obse
 			e.Match([]string{http.MethodGet, http.MethodDelete, http.MethodPost}, echoPath(rt.Path)+"/*", h) // /{id}, /{id}/cancel, /{id}/input_items
 		} else {
 			e.POST(echoPath(rt.Path), h)
+			if rt.API == openai.APIChat && rt.Jobs.Enabled {
+				e.Match([]string{http.MethodGet, http.MethodDelete}, echoPath(rt.Path)+"/jobs/*", h) // Prefer: respond-async jobs
+			}
 		}
 	}
 	// Unmatched paths (404) and wrong methods (405) are counted under

@@ -2,8 +2,8 @@ package telemetry
 
 import (
 	"context"
-	"log/slog"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
