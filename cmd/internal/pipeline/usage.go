@@ -19,34 +19,117 @@ import (
 func answerUsage(body []byte) (model string, input, output int64) {
 	input, output = -1, -1
 	if v := valueAfter(body, `"model"`, false, '"'); v != nil {
-		_ = json.NewDecoder(bytes.NewReader(v)).Decode(&model)
+		model = jsonString(v)
 	}
 	v := valueAfter(body, `"usage"`, true, '{')
 	if v == nil {
 		return model, -1, -1
 	}
-	var u struct {
-		PromptTokens     *int64 `json:"prompt_tokens"`
-		CompletionTokens *int64 `json:"completion_tokens"`
-		InputTokens      *int64 `json:"input_tokens"`
-		OutputTokens     *int64 `json:"output_tokens"`
-	}
-	if json.NewDecoder(bytes.NewReader(v)).Decode(&u) != nil {
+	obj := objectAt(v)
+	if obj == nil {
 		return model, -1, -1
 	}
-	switch {
-	case u.PromptTokens != nil:
-		input = *u.PromptTokens
-	case u.InputTokens != nil:
-		input = *u.InputTokens
+	if n, ok := intField(obj, `"prompt_tokens"`); ok {
+		input = n
+	} else if n, ok := intField(obj, `"input_tokens"`); ok {
+		input = n
 	}
-	switch {
-	case u.CompletionTokens != nil:
-		output = *u.CompletionTokens
-	case u.OutputTokens != nil:
-		output = *u.OutputTokens
+	if n, ok := intField(obj, `"completion_tokens"`); ok {
+		output = n
+	} else if n, ok := intField(obj, `"output_tokens"`); ok {
+		output = n
 	}
 	return model, input, output
+}
+
+// jsonString reads the JSON string v starts with, without a decoder (this
+// runs on every hit): the bytes up to the closing quote, or, when the
+// string holds an escape, encoding/json's reading of it.
+func jsonString(v []byte) string {
+	for i := 1; i < len(v); i++ {
+		switch v[i] {
+		case '"':
+			return string(v[1:i])
+		case '\\':
+			var s string
+			if end := stringEnd(v); end > 0 && json.Unmarshal(v[:end], &s) == nil {
+				return s
+			}
+			return ""
+		}
+	}
+	return ""
+}
+
+// stringEnd is the index just past the JSON string v starts with, or -1.
+func stringEnd(v []byte) int {
+	for i := 1; i < len(v); i++ {
+		switch v[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return -1
+}
+
+// objectAt is the JSON object v starts with (through its closing brace),
+// or nil when it does not close.
+func objectAt(v []byte) []byte {
+	depth := 0
+	for i := 0; i < len(v); i++ {
+		switch v[i] {
+		case '"':
+			end := stringEnd(v[i:])
+			if end < 0 {
+				return nil
+			}
+			i += end - 1
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return v[:i+1]
+			}
+		}
+	}
+	return nil
+}
+
+// intField is the non-negative integer after key and a colon at the top
+// level of obj or in a nested object (keys are distinct enough here:
+// "input_tokens" never matches "input_tokens_details").
+func intField(obj []byte, key string) (int64, bool) {
+	for rest := obj; ; {
+		i := bytes.Index(rest, []byte(key))
+		if i < 0 {
+			return 0, false
+		}
+		rest = rest[i+len(key):]
+		j := 0
+		for j < len(rest) && (rest[j] == ' ' || rest[j] == '\t' || rest[j] == '\n' || rest[j] == '\r') {
+			j++
+		}
+		if j >= len(rest) || rest[j] != ':' {
+			continue
+		}
+		j++
+		for j < len(rest) && (rest[j] == ' ' || rest[j] == '\t' || rest[j] == '\n' || rest[j] == '\r') {
+			j++
+		}
+		var n int64
+		k := j
+		for k < len(rest) && rest[k] >= '0' && rest[k] <= '9' && k-j < 18 {
+			n = n*10 + int64(rest[k]-'0')
+			k++
+		}
+		if k == j {
+			return 0, false
+		}
+		return n, true
+	}
 }
 
 // valueAfter finds key (the first or the last occurrence) followed by a

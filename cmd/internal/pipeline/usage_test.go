@@ -14,10 +14,21 @@ func TestAnswerUsage(t *testing.T) {
 		{"string value", `{"model":"m","choices":[{"message":{"content":"usage"}}],"note":"usage"}`, "m", -1, -1},
 		{"no usage", `{"model":"m","choices":[]}`, "m", -1, -1},
 		{"not json", `usage: {`, "", -1, -1},
+		{"nested details", `{"model":"gpt-4o","usage":{"input_tokens_details":{"cached_tokens":3},"input_tokens":9,"output_tokens_details":{"reasoning_tokens":2},"output_tokens":4}}`, "gpt-4o", 9, 4},
+		{"escaped model", `{"model":"a\"b","usage":{"prompt_tokens": 1, "completion_tokens" : 2}}`, "a\"b", 1, 2},
 	} {
 		model, in, out := answerUsage([]byte(tc.body))
 		if model != tc.model || in != tc.in || out != tc.out {
 			t.Errorf("%s: answerUsage = %q %d %d, want %q %d %d", tc.name, model, in, out, tc.model, tc.in, tc.out)
 		}
+	}
+}
+
+// TestAnswerUsageAllocs: it runs on every cache hit, so it reads the
+// answer without a decoder: one allocation (the model's name).
+func TestAnswerUsageAllocs(t *testing.T) {
+	body := []byte(`{"id":"x","model":"deepseek-chat","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":34}}`)
+	if n := testing.AllocsPerRun(100, func() { answerUsage(body) }); n > 1 {
+		t.Errorf("answerUsage allocates %v times per call, want ≤ 1", n)
 	}
 }
