@@ -225,36 +225,23 @@ func overloadMain(ctx context.Context, command string, args []string, stdout, st
 	if cfg.bin, err = filepath.Abs(cfg.bin); err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "edgebench-overload-")
+	r, err := newRunner("edgebench-overload-", stderr)
 	if err != nil {
 		return err
 	}
-	r := &runner{dir: dir, log: stderr,
-		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
 	r.cfg.bin = cfg.bin
-	rep, runErr := r.overload(ctx, cfg)
-	if err := r.ps.stopAll(); err != nil {
-		runErr = errors.Join(runErr, err)
-	}
-	if werr := WriteOverloadMarkdown(stdout, rep); werr != nil {
-		runErr = errors.Join(runErr, werr)
-	}
-	if cfg.jsonPath != "" {
-		if err := writeJSONFile(cfg.jsonPath, rep); err != nil {
-			runErr = errors.Join(runErr, fmt.Errorf("--json: %w", err))
-		}
-	}
-	if runErr != nil {
-		fmt.Fprintf(stderr, "edgebench: logs, config and load spec kept in %s\n", dir)
-		return runErr
+	rep, err := runScenario(ctx, r, stdout, stderr, "logs, config and load spec", cfg.jsonPath,
+		func(ctx context.Context) (OverloadReport, error) { return r.overload(ctx, cfg) }, WriteOverloadMarkdown)
+	if err != nil {
+		return err
 	}
 	if !rep.Pass() {
 		// Like `edgebench run`, the exit status says whether the scenario
 		// ran; the verdict is in the report. The logs stay for a look.
-		fmt.Fprintf(stderr, "edgebench: some targets FAIL; logs, config and load spec kept in %s\n", dir)
+		fmt.Fprintf(stderr, "edgebench: some targets FAIL; logs, config and load spec kept in %s\n", r.dir)
 		return nil
 	}
-	return os.RemoveAll(dir)
+	return os.RemoveAll(r.dir)
 }
 
 // overload runs the scenario; the caller stops the processes.

@@ -1,11 +1,9 @@
 package bench
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -399,13 +397,7 @@ func WriteMarkdown(w io.Writer, rep Report) error {
 }
 
 // WriteJSON writes rep as indented JSON to path.
-func WriteJSON(path string, rep Report) error {
-	data, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(data, '\n'), 0o644)
-}
+func WriteJSON(path string, rep Report) error { return writeJSONFile(path, rep) }
 
 // formatDuration prints whole-second durations as wrk sees them.
 func formatDuration(d time.Duration) string { return wrkDuration(d) }

@@ -151,29 +151,15 @@ func runMain(ctx context.Context, command string, args []string, stdout, stderr 
 	if cfg.bin, err = filepath.Abs(cfg.bin); err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "edgebench-")
+	r, err := newRunner("edgebench-", stderr)
 	if err != nil {
 		return err
 	}
-	r := &runner{cfg: cfg, dir: dir, log: stderr,
-		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
-	rep, runErr := r.run(ctx)
-	if err := r.ps.stopAll(); err != nil {
-		runErr = errors.Join(runErr, err)
+	r.cfg = cfg
+	if _, err := runScenario(ctx, r, stdout, stderr, "logs and wrk output", cfg.jsonPath, r.run, WriteMarkdown); err != nil {
+		return err
 	}
-	if werr := WriteMarkdown(stdout, rep); werr != nil {
-		runErr = errors.Join(runErr, werr)
-	}
-	if cfg.jsonPath != "" {
-		if err := WriteJSON(cfg.jsonPath, rep); err != nil {
-			runErr = errors.Join(runErr, fmt.Errorf("--json: %w", err))
-		}
-	}
-	if runErr != nil {
-		fmt.Fprintf(stderr, "edgebench: logs and wrk output kept in %s\n", dir)
-		return runErr
-	}
-	return os.RemoveAll(dir)
+	return os.RemoveAll(r.dir)
 }
 
 // run runs the scenarios in order. A failed scenario is recorded in its rows

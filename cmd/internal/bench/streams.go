@@ -260,30 +260,16 @@ func streamsMain(ctx context.Context, command string, args []string, stdout, std
 		return err
 	}
 	raiseNofile(uint64(8*cfg.n + 4096))
-	dir, err := os.MkdirTemp("", "edgebench-streams-")
+	r, err := newRunner("edgebench-streams-", stderr)
 	if err != nil {
 		return err
 	}
-	r := &runner{dir: dir, log: stderr,
-		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
 	r.cfg.bin = cfg.bin
-	rep, runErr := r.streams(ctx, cfg)
-	if err := r.ps.stopAll(); err != nil {
-		runErr = errors.Join(runErr, err)
+	if _, err := runScenario(ctx, r, stdout, stderr, "logs and config", cfg.jsonPath,
+		func(ctx context.Context) (StreamsReport, error) { return r.streams(ctx, cfg) }, WriteStreamsMarkdown); err != nil {
+		return err
 	}
-	if werr := WriteStreamsMarkdown(stdout, rep); werr != nil {
-		runErr = errors.Join(runErr, werr)
-	}
-	if cfg.jsonPath != "" {
-		if err := writeJSONFile(cfg.jsonPath, rep); err != nil {
-			runErr = errors.Join(runErr, fmt.Errorf("--json: %w", err))
-		}
-	}
-	if runErr != nil {
-		fmt.Fprintf(stderr, "edgebench: logs and config kept in %s\n", dir)
-		return runErr
-	}
-	return os.RemoveAll(dir)
+	return os.RemoveAll(r.dir)
 }
 
 // streams runs the scenario; the caller stops the processes.
