@@ -153,10 +153,12 @@ func EmptyResponse(body []byte) bool {
 // message of text only (a string, or input_text parts).
 func (r *Request) lastUserTextResponses() (string, bool) {
 	in, _ := r.Body.Get("input")
-	var text string
 	switch in.Kind {
 	case String:
-		text = in.Str()
+		if strings.TrimSpace(in.Str()) == "" {
+			return "", false
+		}
+		return in.Str(), true
 	case Array:
 		elems := in.Elems()
 		if len(elems) == 0 {
@@ -166,37 +168,9 @@ func (r *Request) lastUserTextResponses() (string, bool) {
 		if t, ok := last.Get("type"); ok && t.Str() != "message" {
 			return "", false
 		}
-		if role, _ := last.Get("role"); role.Str() != "user" {
-			return "", false
-		}
-		c, _ := last.Get("content")
-		switch c.Kind {
-		case String:
-			text = c.Str()
-		case Array:
-			var b strings.Builder
-			for _, part := range c.Elems() {
-				typ, _ := part.Get("type")
-				t, hasText := part.Get("text")
-				if typ.Str() != "input_text" || !hasText || t.Kind != String {
-					return "", false
-				}
-				if b.Len() > 0 {
-					b.WriteByte('\n')
-				}
-				b.WriteString(t.Str())
-			}
-			text = b.String()
-		default:
-			return "", false
-		}
-	default:
-		return "", false
+		return userMessageText(last, "input_text")
 	}
-	if strings.TrimSpace(text) == "" {
-		return "", false
-	}
-	return text, true
+	return "", false
 }
 
 // appendContextResponses is AppendContextMaterial for the Responses API:

@@ -20,11 +20,18 @@ func (r *Request) LastUserText() (text string, ok bool) {
 	if len(elems) == 0 {
 		return "", false
 	}
-	last := elems[len(elems)-1]
-	if role, _ := last.Get("role"); role.Str() != "user" {
+	return userMessageText(elems[len(elems)-1], "text")
+}
+
+// userMessageText is the text of msg when it is the user's and holds only
+// text: a string, or content parts all of type partType ("text" in Chat
+// and Messages, "input_text" in Responses), joined by line breaks; ok is
+// false otherwise or when the text is blank.
+func userMessageText(msg Value, partType string) (text string, ok bool) {
+	if role, _ := msg.Get("role"); role.Str() != "user" {
 		return "", false
 	}
-	c, _ := last.Get("content")
+	c, _ := msg.Get("content")
 	switch c.Kind {
 	case String:
 		text = c.Str()
@@ -33,7 +40,7 @@ func (r *Request) LastUserText() (text string, ok bool) {
 		for _, part := range c.Elems() {
 			typ, _ := part.Get("type")
 			t, hasText := part.Get("text")
-			if typ.Str() != "text" || !hasText || t.Kind != String {
+			if typ.Str() != partType || !hasText || t.Kind != String {
 				return "", false
 			}
 			if b.Len() > 0 {
