@@ -13,9 +13,11 @@ import (
 // not the request it came in. The parser's strings are views of the body
 // (no copy of a large body), so a point holding one kept the whole body:
 // 40 requests with 200 KB system prompts kept about 8 MB after GC, until
-// their points left the index. The heap now returns to within 1 MB of
-// where it was (it holds the 40 answers, points and vectors). Not a timing
-// test: the heap is read after a full GC.
+// their points left the index. The bound is a quarter of a body per
+// request (2 MB over 40): what a request rightly leaves behind (its answer,
+// point, vector, cache entries, journal and metric state) measured about
+// 10-30 KB on 2 cores, under CI's noise, while a kept body is 200 KB. Not a
+// timing test: the heap is read after a full GC.
 func TestSemanticPointsKeepNoRequestBody(t *testing.T) {
 	e, _, _ := newSemanticEdge(t)
 	const n, size = 40, 200 << 10
@@ -54,7 +56,7 @@ func TestSemanticPointsKeepNoRequestBody(t *testing.T) {
 	grown := int64(after) - int64(base)
 	t.Logf("heap after GC: %.2f MB before, %.2f MB after %d × %d KB prompts (%+.2f MB, %d B per request)",
 		float64(base)/(1<<20), float64(after)/(1<<20), n, size>>10, float64(grown)/(1<<20), grown/n)
-	if grown >= 1<<20 {
+	if grown >= int64(n)*size/4 {
 		t.Errorf("heap grew %.2f MB over %d requests with %d KB prompts: the index keeps request bodies", float64(grown)/(1<<20), n, size>>10)
 	}
 }
