@@ -120,6 +120,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
+	if file, ok := stderr.(*os.File); ok {
+		// A process's stderr (a file, pipe or terminal): batch the log's
+		// lines (telemetry.LogBuffer says why). A writer handed in by an
+		// embedding program or a test gets every line at once.
+		lb := telemetry.NewLogBuffer(file, 64<<10, 100*time.Millisecond)
+		defer lb.Close()
+		stderr = lb
+	}
 	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}), pipeline.LogAttrs))
 
 	getenv := func(name string) string {
