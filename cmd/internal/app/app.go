@@ -454,7 +454,7 @@ func buildPools(cfg config.Config, prop propagation.TextMapPropagator) ([]*pipel
 			if err != nil {
 				return nil, nil, nil, err
 			}
-			t.Weight, t.SlowStart, t.Pool = tc.Weight, pc.SlowStart.D(), pc.Name
+			t.Weight, t.SlowStart, t.Pool, t.MaxConcurrency = tc.Weight, pc.SlowStart.D(), pc.Name, tc.MaxConcurrency
 			pl.Targets = append(pl.Targets, t)
 			out = append(out, t)
 		}
