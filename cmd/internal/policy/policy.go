@@ -48,7 +48,10 @@ func (o Override) empty() bool {
 
 // Entry is an override with its version and provenance, as stored.
 type Entry struct {
-	Override  Override  `json:"override"`
+	Override Override `json:"override"`
+	// Target is an upstream target's run-time weight and drain, in the
+	// entries named "target:<name>" (targets.go).
+	Target    *pipeline.Override `json:"target,omitempty"`
 	Version   int64     `json:"version"`
 	UpdatedAt time.Time `json:"updated_at"`
 	UpdatedBy string    `json:"updated_by"`
@@ -74,16 +77,23 @@ type View struct {
 	UpdatedBy     string    `json:"updated_by,omitempty"`
 }
 
-// Audit is one change.
+// Audit is one change: of a route's policy (Route, Before, After), or of
+// an upstream target (Target, TargetBefore, TargetAfter).
 type Audit struct {
-	Time   time.Time `json:"time"`
-	Who    string    `json:"who"`
-	Route  string    `json:"route"`
-	Action string    `json:"action"` // "set", "reset", "purge", "steer" (shadow verification)
+	Time  time.Time `json:"time"`
+	Who   string    `json:"who"`
+	Route string    `json:"route,omitempty"`
+	// Action: "set", "reset", "purge", "steer" (shadow verification) for
+	// routes; "target" for an upstream target.
+	Action string `json:"action"`
 	// Reason is why a change was made, when the system made it (steer).
 	Reason string `json:"reason,omitempty"`
-	Before View   `json:"before"`
-	After  View   `json:"after"`
+	Before *View  `json:"before,omitempty"`
+	After  *View  `json:"after,omitempty"`
+	// Target is "<pool>/<name>" of an upstream target's change.
+	Target       string      `json:"target,omitempty"`
+	TargetBefore *TargetView `json:"target_before,omitempty"`
+	TargetAfter  *TargetView `json:"target_after,omitempty"`
 }
 
 // InvalidError is a change that does not validate (400).
