@@ -52,9 +52,9 @@ type Entry struct {
 	// Target is an upstream target's run-time weight and drain, in the
 	// entries named "target:<name>" (targets.go).
 	Target    *pipeline.Override `json:"target,omitempty"`
-	Version   int64     `json:"version"`
-	UpdatedAt time.Time `json:"updated_at"`
-	UpdatedBy string    `json:"updated_by"`
+	Version   int64              `json:"version"`
+	UpdatedAt time.Time          `json:"updated_at"`
+	UpdatedBy string             `json:"updated_by"`
 }
 
 // View is a route's policy in force, as the admin API shows it.

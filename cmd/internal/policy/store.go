@@ -35,7 +35,7 @@ type Config struct {
 	// Targets are the upstream targets whose weight and drain operators
 	// may change at run time (SetTarget).
 	Targets []*pipeline.Target
-	Logger *slog.Logger
+	Logger  *slog.Logger
 }
 
 // Store is the route policies in force. It is safe for concurrent use.
