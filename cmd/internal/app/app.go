@@ -262,7 +262,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer tw.Close()
 
 	table, err := policy.New(ctx, policy.Config{Routes: cfg.Routes, File: cfg.PolicyFile, Redis: rclient,
-		Region: cfg.Degrade.Region, Logger: log})
+		Region: cfg.Degrade.Region, Logger: log, Targets: targets})
 	if err != nil {
 		return err
 	}

@@ -2,11 +2,16 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/edgecache/edgecache/cache/cachetest"
 	"github.com/edgecache/edgecache/cmd/internal/llmsim"
 )
 
@@ -67,5 +72,180 @@ func TestPoolMaxConcurrency(t *testing.T) {
 			t.Errorf("target %d: peak %d in flight under 10 clients: the cap of %d was never reached", i, p, limit)
 		}
 		t.Logf("target %d: %d chat requests, peak %d in flight", i, chatCount(sims[i]), p)
+	}
+}
+
+// adminSend makes an admin call with a JSON body and returns its status
+// and answer.
+func adminSend(t *testing.T, method, url, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// poolTargetStatus is one target of /admin/upstreams' pools.
+type poolTargetStatus struct {
+	Name          string `json:"name"`
+	Weight        int    `json:"weight"`
+	RuntimeWeight int    `json:"runtime_weight"`
+	Drained       bool   `json:"drained"`
+	UpdatedBy     string `json:"updated_by"`
+}
+
+func poolTargetsOf(t *testing.T, admin, pool string) map[string]poolTargetStatus {
+	t.Helper()
+	_, b := get(t, admin+"/admin/upstreams", "")
+	var res struct {
+		Pools []struct {
+			Name    string             `json:"name"`
+			Targets []poolTargetStatus `json:"targets"`
+		} `json:"pools"`
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatalf("/admin/upstreams: %v %s", err, b)
+	}
+	out := map[string]poolTargetStatus{}
+	for _, p := range res.Pools {
+		if p.Name == pool {
+			for _, tg := range p.Targets {
+				out[tg.Name] = tg
+			}
+		}
+	}
+	return out
+}
+
+// TestPoolDrainAcrossReplicas: two edgecache replicas on one redis-server
+// share a pool of two llmsim targets. A request in flight on target "slow"
+// when replica 1 drains it still finishes 200; replica 2 shows the drain
+// (who, and the audit trail) within a second and sends it no new request
+// while the other target serves all of them; a run-time weight set on
+// replica 2 shows on replica 1 beside the configured one; undrained, the
+// target gets traffic again. Unknown targets and bad bodies answer 404 and
+// 400.
+func TestPoolDrainAcrossReplicas(t *testing.T) {
+	rds := cachetest.StartRedis(t)
+	fast, err := llmsim.Start(context.Background(), "127.0.0.1:0", llmsim.Config{TTFT: 10 * time.Millisecond, TokensPerSec: 1e6, AnswerTokens: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fast.Close() })
+	slow, err := llmsim.Start(context.Background(), "127.0.0.1:0", llmsim.Config{TTFT: 700 * time.Millisecond, TokensPerSec: 1e6, AnswerTokens: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = slow.Close() })
+	yml := fmt.Sprintf(`redis: {addrs: [%q]}
+upstreams:
+  - name: fleet
+    balance: round_robin
+    targets:
+      - {name: fast, url: %q}
+      - {name: slow, url: %q}
+`, rds.Addr(), fast.URL(), slow.URL())
+	data1, admin1 := startPoolEdgecache(t, yml)
+	data2, admin2 := startPoolEdgecache(t, yml)
+
+	// Two requests at once: round robin sends one to each target.
+	var wg sync.WaitGroup
+	codes := make([]int, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i], _, _ = poolPost(data1, "/v1/chat/completions", "sim-1", fmt.Sprintf("in flight %d", i))
+		}()
+	}
+	waitWithin(t, 2*time.Second, func() bool { return slow.Server.InFlight() == 1 })
+	if code, b := adminSend(t, http.MethodPut, admin1+"/admin/upstreams/fleet/targets/slow", `{"drain": true}`); code != http.StatusOK {
+		t.Fatalf("drain: %d %s", code, b)
+	}
+	wg.Wait()
+	if codes[0] != http.StatusOK || codes[1] != http.StatusOK {
+		t.Errorf("requests in flight when the target was drained: %v, want 200s", codes)
+	}
+
+	waitWithin(t, time.Second, func() bool { return poolTargetsOf(t, admin2, "fleet")["slow"].Drained })
+	if st := poolTargetsOf(t, admin2, "fleet")["slow"]; st.UpdatedBy != "local" {
+		t.Errorf("replica 2 shows the drain by %q, want local (the loopback admin)", st.UpdatedBy)
+	}
+	before := chatCount(slow)
+	if failed := poolLoad(t, data2, 30, 3, "drained"); failed > 0 {
+		t.Errorf("%d of 30 requests failed with a target drained", failed)
+	}
+	if n := chatCount(slow) - before; n != 0 {
+		t.Errorf("the drained target got %d of 30 requests from replica 2", n)
+	}
+
+	if code, b := adminSend(t, http.MethodPut, admin2+"/admin/upstreams/fleet/targets/fast", `{"weight": 3}`); code != http.StatusOK {
+		t.Fatalf("weight: %d %s", code, b)
+	}
+	waitWithin(t, time.Second, func() bool { return poolTargetsOf(t, admin1, "fleet")["fast"].RuntimeWeight == 3 })
+	if st := poolTargetsOf(t, admin1, "fleet")["fast"]; st.Weight != 1 {
+		t.Errorf("configured weight shown as %d, want 1", st.Weight)
+	}
+	_, b := get(t, admin1+"/admin/upstreams/audit", "")
+	var audit struct {
+		Audit []struct {
+			Who, Action, Target string
+			TargetAfter         struct {
+				RuntimeWeight int  `json:"runtime_weight"`
+				Drained       bool `json:"drained"`
+			} `json:"target_after"`
+		} `json:"audit"`
+	}
+	if err := json.Unmarshal(b, &audit); err != nil || len(audit.Audit) != 2 || audit.Audit[0].Target != "fleet/fast" ||
+		audit.Audit[0].TargetAfter.RuntimeWeight != 3 || audit.Audit[1].Target != "fleet/slow" || !audit.Audit[1].TargetAfter.Drained ||
+		audit.Audit[1].Who != "local" {
+		t.Errorf("audit trail on replica 1: %v %s", err, b)
+	}
+
+	if code, b := adminSend(t, http.MethodPut, admin1+"/admin/upstreams/fleet/targets/slow", `{"drain": false}`); code != http.StatusOK {
+		t.Fatalf("undrain: %d %s", code, b)
+	}
+	waitWithin(t, time.Second, func() bool { return !poolTargetsOf(t, admin2, "fleet")["slow"].Drained })
+	before = chatCount(slow)
+	if failed := poolLoad(t, data2, 8, 4, "undrained"); failed > 0 {
+		t.Errorf("%d of 8 requests failed", failed)
+	}
+	if chatCount(slow) == before {
+		t.Error("the undrained target got no request of 8 (weights 3:1)")
+	}
+
+	for _, tc := range []struct {
+		path, body string
+		want       int
+	}{
+		{"/admin/upstreams/fleet/targets/nope", `{"drain": true}`, http.StatusNotFound},
+		{"/admin/upstreams/other/targets/slow", `{"drain": true}`, http.StatusNotFound},
+		{"/admin/upstreams/fleet/targets/slow", `{"weight": 0}`, http.StatusBadRequest},
+		{"/admin/upstreams/fleet/targets/slow", `{"drian": true}`, http.StatusBadRequest},
+	} {
+		if code, b := adminSend(t, http.MethodPut, admin1+tc.path, tc.body); code != tc.want {
+			t.Errorf("PUT %s %s: %d %s, want %d", tc.path, tc.body, code, b, tc.want)
+		}
+	}
+}
+
+// waitWithin polls cond for up to within: propagation is promised within a
+// second.
+func waitWithin(t *testing.T, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", within)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -103,6 +103,7 @@ func registerReview(g *echo.Group, api AdminAPI) {
 	g.POST("/ui/routes/:name", rv.patch, rv.guard)
 	g.POST("/ui/routes/:name/purge", rv.purge, rv.guard)
 	registerShadow(g, api, rv)
+	registerTargets(g, api, rv)
 }
 
 func newReview(api AdminAPI) (*review, error) {
@@ -515,6 +516,11 @@ func form(c echo.Context) (url.Values, url.Values, error) {
 // redirect answers 303 back to the page with the journal filter and a flash
 // message (ok or error).
 func redirect(c echo.Context, back url.Values, msg string, failed bool) error {
+	return redirectTo(c, back, msg, failed, "routes")
+}
+
+// redirectTo is redirect to the page's section anchor.
+func redirectTo(c echo.Context, back url.Values, msg string, failed bool, anchor string) error {
 	q := url.Values{}
 	for k, v := range back {
 		q[k] = v
@@ -524,7 +530,7 @@ func redirect(c echo.Context, back url.Values, msg string, failed bool) error {
 	} else {
 		q.Set("flash", msg)
 	}
-	return c.Redirect(http.StatusSeeOther, "/admin/ui?"+q.Encode()+"#routes")
+	return c.Redirect(http.StatusSeeOther, "/admin/ui?"+q.Encode()+"#"+anchor)
 }
 
 // adminMessage is the operator-facing text of an admin API error.
