@@ -249,3 +249,82 @@ func waitWithin(t *testing.T, within time.Duration, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestPoolModelList: with models: routed, GET /v1/models lists the exact
+// entries (owned by their pool), the glob entries' renamed names (with the
+// upstream's created and owner, as the pool lists the model they rename
+// to) and what each glob's pool lists that matches the glob; a pool that
+// cannot be asked is named in X-Edgecache-Models-Partial; the pools' lists
+// are kept (a second listing asks no upstream); GET /v1/models/{id}
+// answers a listed model and 404 model_not_found for another.
+func TestPoolModelList(t *testing.T) {
+	sims := startPoolSims(t, 2, 10*time.Millisecond)
+	data, _ := startPoolEdgecache(t, fmt.Sprintf(`upstreams:
+  - name: fleet
+    balance: round_robin
+    targets:
+      - {url: %q, models: {deepseek-reasoner: sim-1, deepseek-chat: sim-1}}
+  - name: other
+    balance: round_robin
+    targets:
+      - {url: %q}
+  - name: dead
+    balance: round_robin
+    targets:
+      - {url: "http://127.0.0.1:1"}
+models:
+  - {match: qwen-max, upstream: other}
+  - {match: "deepseek-*", upstream: fleet}
+  - {match: "sim-*", upstream: other}
+  - {match: "dead-*", upstream: dead}
+`, sims[0].URL(), sims[1].URL()))
+	list := func() (http.Header, []map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, data+"/v1/models", nil)
+		req.Header.Set("Authorization", "Bearer pool-test-key")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var res struct {
+			Object string           `json:"object"`
+			Data   []map[string]any `json:"data"`
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if err := json.Unmarshal(b, &res); err != nil || resp.StatusCode != http.StatusOK || res.Object != "list" {
+			t.Fatalf("GET /v1/models: %d %v %s", resp.StatusCode, err, b)
+		}
+		return resp.Header, res.Data
+	}
+	h, models := list()
+	var got []string
+	for _, m := range models {
+		got = append(got, fmt.Sprintf("%v/%v", m["id"], m["owned_by"]))
+		if m["object"] != "model" || m["created"].(float64) <= 0 {
+			t.Errorf("model entry %v: want object model and a created time", m)
+		}
+	}
+	want := "qwen-max/other deepseek-chat/llmsim deepseek-reasoner/llmsim sim-1/llmsim sim-embed-1/llmsim"
+	if strings.Join(got, " ") != want {
+		t.Errorf("GET /v1/models: %s, want %s", strings.Join(got, " "), want)
+	}
+	if p := h.Get("X-Edgecache-Models-Partial"); p != "dead" {
+		t.Errorf("X-Edgecache-Models-Partial %q, want dead", p)
+	}
+	asked := sims[0].Server.Stats()["/v1/models"] + sims[1].Server.Stats()["/v1/models"]
+	if _, again := list(); len(again) != len(models) {
+		t.Errorf("second listing: %d models, first %d", len(again), len(models))
+	}
+	if n := sims[0].Server.Stats()["/v1/models"] + sims[1].Server.Stats()["/v1/models"]; n != asked {
+		t.Errorf("a second listing within the TTL asked the pools again (%d → %d calls)", asked, n)
+	}
+	code, b := get(t, data+"/v1/models/deepseek-chat", "")
+	if code != http.StatusOK || !strings.Contains(string(b), `"id":"deepseek-chat"`) {
+		t.Errorf("GET /v1/models/deepseek-chat: %d %s", code, b)
+	}
+	code, b = get(t, data+"/v1/models/gpt-4o", "")
+	if code != http.StatusNotFound || !strings.Contains(string(b), "model_not_found") {
+		t.Errorf("GET /v1/models/gpt-4o: %d %s, want 404 model_not_found", code, b)
+	}
+}
