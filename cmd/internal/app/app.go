@@ -48,6 +48,8 @@ Usage:
                                 review degraded answers (asks a running edgecache's admin API)
   edgecache routes list|show|set|reset|purge|audit
                                 read and change route policies at run time (admin API)
+  edgecache upstreams list|drain|undrain|weight|audit
+                                upstream pools and targets; drain or reweight a target at run time
   edgecache version             print the version
 
 Serve flags:
@@ -71,6 +73,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return degradations(ctx, args[1:], stdout, stderr)
 		case "routes":
 			return routesCmd(ctx, args[1:], stdout, stderr)
+		case "upstreams":
+			return upstreamsCmd(ctx, args[1:], stdout, stderr)
 		case "version", "--version", "-version":
 			fmt.Fprintln(stdout, "edgecache", Version)
 			return nil

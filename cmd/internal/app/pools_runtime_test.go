@@ -187,13 +187,25 @@ upstreams:
 		t.Errorf("the drained target got %d of 30 requests from replica 2", n)
 	}
 
-	if code, b := adminSend(t, http.MethodPut, admin2+"/admin/upstreams/fleet/targets/fast", `{"weight": 3}`); code != http.StatusOK {
-		t.Fatalf("weight: %d %s", code, b)
+	// The weight through the CLI, as an operator would.
+	var out, errOut strings.Builder
+	if err := Run(context.Background(), []string{"upstreams", "--admin", admin2, "weight", "fleet/fast", "3"}, &out, &errOut); err != nil {
+		t.Fatalf("edgecache upstreams weight: %v %s", err, errOut.String())
 	}
 	waitWithin(t, time.Second, func() bool { return poolTargetsOf(t, admin1, "fleet")["fast"].RuntimeWeight == 3 })
 	if st := poolTargetsOf(t, admin1, "fleet")["fast"]; st.Weight != 1 {
 		t.Errorf("configured weight shown as %d, want 1", st.Weight)
 	}
+	out.Reset()
+	if err := Run(context.Background(), []string{"upstreams", "--admin", admin1, "list"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"TARGET", "fleet (round_robin)", "fast", "3 (configured 1)", "DRAINED", "local"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("edgecache upstreams list: no %q in\n%s", want, out.String())
+		}
+	}
+	t.Logf("edgecache upstreams list:\n%s", out.String())
 	_, b := get(t, admin1+"/admin/upstreams/audit", "")
 	var audit struct {
 		Audit []struct {
