@@ -340,3 +340,44 @@ models:
 		t.Errorf("GET /v1/models/gpt-4o: %d %s, want 404 model_not_found", code, b)
 	}
 }
+
+// TestReviewPagePools: the review page's Pools section lists each pool's
+// targets with their state, and its form drains a target (303 back to the
+// page, the drain in force, shown, and audited by the admin's name).
+func TestReviewPagePools(t *testing.T) {
+	sims := startPoolSims(t, 2, 10*time.Millisecond)
+	_, admin := startPoolEdgecache(t, poolYAML("fleet", "least_requests", "", sims, 1, 2))
+	code, b := get(t, admin+"/admin/ui", "")
+	body := string(b)
+	for _, want := range []string{`id="pool-table"`, `data-pool="fleet" data-target="fleet-0" data-drained="false"`,
+		`action="/admin/ui/upstreams/fleet/targets/fleet-1"`, "least_requests", `value="drain"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("review page: no %s", want)
+		}
+	}
+	if code != http.StatusOK {
+		t.Fatalf("review page: %d", code)
+	}
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest(http.MethodPost, admin+"/admin/ui/upstreams/fleet/targets/fleet-1", strings.NewReader("action=drain"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || !strings.Contains(loc, "flash=") || !strings.HasSuffix(loc, "#pools") {
+		t.Fatalf("drain form: %d Location %q", resp.StatusCode, loc)
+	}
+	if !poolTargetsOf(t, admin, "fleet")["fleet-1"].Drained {
+		t.Error("the form did not drain fleet-1")
+	}
+	_, b = get(t, admin+"/admin/ui", "")
+	if !strings.Contains(string(b), `data-target="fleet-1" data-drained="true"`) || !strings.Contains(string(b), `value="undrain"`) {
+		t.Error("the page does not show fleet-1 drained with an Undrain button")
+	}
+	_, b = get(t, admin+"/admin/upstreams/audit?target=fleet/fleet-1", "")
+	if !strings.Contains(string(b), `"who":"local"`) || !strings.Contains(string(b), `"count":1`) {
+		t.Errorf("audit of the form's drain: %s", b)
+	}
+}
