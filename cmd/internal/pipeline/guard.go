@@ -310,18 +310,22 @@ type pickPass int
 const (
 	pickFresh  pickPass = iota // not failed this request, below their cap
 	pickFailed                 // failed this request, below their cap
-	pickFull                   // at their cap: the request waits in admission
+	// pickFull: any, at its cap or not (one may have freed a slot since
+	// the passes before): the request waits in its admission if full.
+	pickFull
 )
 
 // pickable reports whether pick's pass may consider cand: a target out of
 // its health checks, drained by an operator or refused by its limiter is
 // never considered.
 func pickable(cand *Target, pass pickPass, failed, refusedBy map[*Target]bool) bool {
-	if refusedBy[cand] || !cand.Healthy() || cand.Drained() {
+	switch {
+	case refusedBy[cand] || !cand.Healthy() || cand.Drained():
 		return false
-	}
-	if full := cand.full(); pass == pickFull || full {
-		return full && pass == pickFull
+	case pass == pickFull:
+		return true
+	case cand.full():
+		return false
 	}
 	return failed[cand] == (pass == pickFailed)
 }
