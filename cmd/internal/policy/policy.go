@@ -1,5 +1,6 @@
 // Package policy holds the route policies in force and lets operators
-// change them while traffic flows.
+// change them while traffic flows; upstream targets' run-time weight and
+// drain are kept, shared and audited the same way (targets.go).
 //
 // The configuration file gives each route its base policy; an operator's
 // change is an Override of a few fields, validated like the file, compiled
