@@ -38,7 +38,7 @@ var scenarioLabel = map[string]string{
 
 // scenarioLetter is the letter of the scenario in the issue.
 var scenarioLetter = map[string]string{ScenarioCeiling: "a", ScenarioHit: "b", ScenarioDirect: "c", ScenarioPassthrough: "d",
-	ScenarioSemantic: "e", ScenarioProxy: "f", ScenarioResponsesHit: "g", ScenarioMessagesHit: "g", ScenarioPoolPassthrough: "i"}
+	ScenarioSemantic: "e", ScenarioProxy: "f", ScenarioResponsesHit: "g", ScenarioMessagesHit: "h", ScenarioPoolPassthrough: "i"}
 
 // baseOf names the scenario a row's ratio is taken against.
 var baseOf = map[string]string{ScenarioHit: ScenarioCeiling, ScenarioPassthrough: ScenarioDirect, ScenarioProxy: ScenarioDirect,
