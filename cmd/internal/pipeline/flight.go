@@ -33,6 +33,10 @@ type call struct {
 	usage   int64 // tokens the upstream reported for the answer, -1 unknown
 	waiters int
 	cancel  context.CancelFunc
+	// onAppend, when set, is called on the relay's goroutine after the
+	// header or an event is added (serveInline's client writer); it is set
+	// before the call runs and only for a call nobody else reads.
+	onAppend func()
 }
 
 func newCall(key string, stream bool, cancel context.CancelFunc) *call {
@@ -77,6 +81,9 @@ func (c *call) setHeader(status int, h http.Header) {
 	c.status, c.header = status, h
 	c.notifyLocked()
 	c.mu.Unlock()
+	if c.onAppend != nil {
+		c.onAppend()
+	}
 }
 
 func (c *call) append(ev []byte) {
@@ -84,6 +91,9 @@ func (c *call) append(ev []byte) {
 	c.events = append(c.events, ev)
 	c.notifyLocked()
 	c.mu.Unlock()
+	if c.onAppend != nil {
+		c.onAppend()
+	}
 }
 
 func (c *call) finish(err error, stored bool) {

@@ -581,7 +581,7 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 		return newCall("", stream, cancel)
 	}
 	var c *call
-	created, inline := true, false
+	created, inline, inlineStream := true, false, false
 	if coalesce && store {
 		fk := flightKey(key, req)
 		c, created = p.flights.join(fk, func() *call { c := mk(); c.key = fk; return c },
@@ -603,8 +603,18 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 		c = newCall("", false, func() {})
 		c.waiters, inline = 1, true
 	} else {
-		c = mk()
-		c.waiters = 1
+		// A stream nobody else can join: relayed on the handler's
+		// goroutine (serveInline says why), under the client's context.
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithCancel(r.Context())
+		c = newCall("", true, cancel)
+		c.waiters, inlineStream = 1, true
+	}
+	if cacheStatus == "" {
+		cacheStatus = "edgecache; fwd=uri-miss"
+		if !created {
+			cacheStatus += "; collapsed"
+		}
 	}
 	if created {
 		p.wg.Add(1)
@@ -614,19 +624,17 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 		}
 		ur := &upstreamRequest{in: in, rt: rt, body: body, req: req, key: key, q: q, store: store, lane: lane,
 			tenantNS: !rt.Shared && pd.ns != "" && !strings.HasPrefix(pd.ns, anonymous)}
-		if inline {
+		switch {
+		case inlineStream:
+			p.serveInline(runCtx, w, r, c, ur, cacheStatus, pd)
+			return
+		case inline:
 			p.run(runCtx, c, ur)
-		} else {
+		default:
 			go p.run(runCtx, c, ur)
 		}
 	} else {
 		p.m.Coalesced(rt.Name)
-	}
-	if cacheStatus == "" {
-		cacheStatus = "edgecache; fwd=uri-miss"
-		if !created {
-			cacheStatus += "; collapsed"
-		}
 	}
 	p.serveCall(w, r, c, cacheStatus, pd)
 }
@@ -689,78 +697,131 @@ func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, ca
 	defer c.leave()
 	wake := c.watch()
 	defer c.unwatch(wake)
-	rc := http.NewResponseController(w)
-	next, wrote := 0, false
-	var sent int64
-	for {
-		v := c.read(next)
-		if !wrote && v.status == 0 && v.done {
-			f, ok := v.err.(*Failure)
-			if !ok {
-				f = &Failure{Reason: "upstream_error"}
-			}
-			if f.Reason == "canceled" && r.Context().Err() != nil {
-				return // nobody is listening
-			}
-			p.serveFailure(w, r, pd, f)
-			return
-		}
-		if !wrote && v.status != 0 && (c.stream || v.done) {
-			h := w.Header()
-			hdr := v.header
-			hide := pd.rt.hidden()
-			if hide {
-				hdr = hideHeader(hdr, c.stream && isEventStream(hdr))
-			}
-			for k, vv := range hdr {
-				h[k] = vv
-			}
-			cs := cacheStatus
-			if v.stored && !strings.Contains(cs, "fwd=bypass") {
-				cs += "; stored"
-			}
-			if hide && (strings.HasPrefix(cs, "edgecache; fwd=uri-miss") || strings.HasPrefix(cs, "edgecache; fwd=stale")) {
-				cs = hiddenStatus // a miss, collapsed or not, stored or not, or an entry too old for the request
-			}
-			h.Set("Cache-Status", cs)
-			if !c.stream || !isEventStream(v.header) {
-				n := 0
-				for _, ev := range v.events {
-					n += len(ev)
-				}
-				h.Set("Content-Length", strconv.Itoa(n))
-			}
-			w.WriteHeader(v.status)
-			wrote = true
-		}
-		if wrote {
-			for _, ev := range v.events {
-				if _, err := w.Write(ev); err != nil {
-					return // client gone
-				}
-				sent += int64(len(ev))
-			}
-			next += len(v.events)
-			if c.stream {
-				_ = rc.Flush()
-			}
-		}
-		if v.done {
-			pd.usage = v.usage
-			if v.err != nil && wrote && c.stream {
-				writeStreamError(w, pd.req, next)
-				_ = rc.Flush()
-				f, _ := v.err.(*Failure)
-				p.journal(r, pd, "stream-truncated", f, http.StatusOK, 0, func(d *Degraded) { d.BytesStreamed = sent })
-			}
-			return
-		}
+	cw := callWriter{p: p, w: w, r: r, c: c, rc: http.NewResponseController(w), cacheStatus: cacheStatus, pd: pd}
+	for !cw.step() {
 		select {
 		case <-wake:
 		case <-r.Context().Done():
 			return
 		}
 	}
+}
+
+// serveInline runs a streamed call nobody else can join on the handler's
+// goroutine, writing each event to the client as the relay appends it. A
+// stream served by serveCall costs a goroutine for the upstream call (its
+// stack grows past 8 KiB) and a hand-off between two goroutines per event;
+// this is the path of every stream that is not coalesced. A client that
+// goes away cancels the call, as its leaving does in serveCall.
+func (p *Pipeline) serveInline(ctx context.Context, w http.ResponseWriter, r *http.Request, c *call, ur *upstreamRequest, cacheStatus string, pd *pending) {
+	defer c.leave()
+	cw := callWriter{p: p, w: w, r: r, c: c, rc: http.NewResponseController(w), cacheStatus: cacheStatus, pd: pd}
+	c.onAppend = func() {
+		if !cw.over && cw.step() {
+			c.cancel() // the client is gone: stop the upstream call
+		}
+	}
+	p.run(ctx, c, ur)
+	if !cw.over {
+		cw.step()
+	}
+}
+
+// callWriter writes a call's answer to one client, step by step: the
+// header once the answer commits (or the ladder's answer when the call
+// failed without one), then each event not yet written.
+type callWriter struct {
+	p           *Pipeline
+	w           http.ResponseWriter
+	r           *http.Request
+	c           *call
+	rc          *http.ResponseController
+	cacheStatus string
+	pd          *pending
+	next        int   // events written
+	sent        int64 // bytes written
+	wrote       bool  // the header is out
+	over        bool  // step reported true
+}
+
+// step writes what the call has that the client has not seen yet; true
+// means this client's answer is over (complete, failed, or the client is
+// gone).
+func (cw *callWriter) step() bool {
+	c, w, pd := cw.c, cw.w, cw.pd
+	v := c.read(cw.next)
+	if !cw.wrote && v.status == 0 && v.done {
+		cw.over = true
+		f, ok := v.err.(*Failure)
+		if !ok {
+			f = &Failure{Reason: "upstream_error"}
+		}
+		if f.Reason == "canceled" && cw.r.Context().Err() != nil {
+			return true // nobody is listening
+		}
+		cw.p.serveFailure(w, cw.r, pd, f)
+		return true
+	}
+	if !cw.wrote && v.status != 0 && (c.stream || v.done) {
+		cw.writeHeader(v)
+	}
+	if cw.wrote {
+		for _, ev := range v.events {
+			if _, err := w.Write(ev); err != nil {
+				cw.over = true
+				return true // client gone
+			}
+			cw.sent += int64(len(ev))
+		}
+		cw.next += len(v.events)
+		if c.stream {
+			_ = cw.rc.Flush()
+		}
+	}
+	if v.done {
+		cw.over = true
+		pd.usage = v.usage
+		if v.err != nil && cw.wrote && c.stream {
+			writeStreamError(w, pd.req, cw.next)
+			_ = cw.rc.Flush()
+			f, _ := v.err.(*Failure)
+			cw.p.journal(cw.r, pd, "stream-truncated", f, http.StatusOK, 0, func(d *Degraded) { d.BytesStreamed = cw.sent })
+		}
+		return true
+	}
+	return false
+}
+
+// writeHeader writes the upstream's header as the route shows it, with
+// the request's Cache-Status.
+func (cw *callWriter) writeHeader(v view) {
+	c := cw.c
+	h := cw.w.Header()
+	hdr := v.header
+	hide := cw.pd.rt.hidden()
+	if hide {
+		hdr = hideHeader(hdr, c.stream && isEventStream(hdr))
+	}
+	for k, vv := range hdr {
+		h[k] = vv
+	}
+	cs := cw.cacheStatus
+	if v.stored && !strings.Contains(cs, "fwd=bypass") {
+		cs += "; stored"
+	}
+	if hide && (strings.HasPrefix(cs, "edgecache; fwd=uri-miss") || strings.HasPrefix(cs, "edgecache; fwd=stale")) {
+		cs = hiddenStatus // a miss, collapsed or not, stored or not, or an entry too old for the request
+	}
+	h.Set("Cache-Status", cs)
+	if !c.stream || !isEventStream(v.header) {
+		n := 0
+		for _, ev := range v.events {
+			n += len(ev)
+		}
+		h.Set("Content-Length", strconv.Itoa(n))
+	}
+	cw.w.WriteHeader(v.status)
+	cw.wrote = true
 }
 
 // writeStreamError ends a stream cut after its first token with the error

@@ -195,6 +195,10 @@ func (se *shadowEdge) round() (roundTruth, []clientGot) {
 	var outs []clientGot
 	for _, q := range se.tr.queries {
 		o := se.ask(q)
+		// Each question finds every earlier answer indexed (indexing is
+		// asynchronous): the same traffic then meets the same index with
+		// shadow verification on and off.
+		se.waitIndexed()
 		outs = append(outs, o)
 		if o.semantic {
 			rt.hits++
