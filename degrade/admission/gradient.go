@@ -17,9 +17,29 @@ import (
 //
 // The limit grows by about smoothing × queueSize per window while TTFT stays
 // within tolerance of its long-term value and the limit is actually used
-// (peak in-flight ≥ limit / 2), and shrinks when TTFT rises. A window with
-// an overload failure (timeout, 429/503 from the upstream) cuts the limit by
-// dropBackoff instead, since such failures carry no TTFT.
+// (peak in-flight ≥ limit / 2), and shrinks when TTFT rises — also when the
+// limit was not used: a rising TTFT says the upstream has less room
+// whatever our share of it. A window with an overload failure (timeout,
+// 429/503 from the upstream) cuts the limit by dropBackoff instead, since
+// such failures carry no TTFT.
+//
+// Before that regime comes slow start (TCP's, on first tokens instead of
+// acknowledgements): while the limit is in use, every TTFT sample within
+// tolerance of the no-load estimate makes room for more calls, so that the
+// limit about doubles per TTFT — a limit of 100 reaches 2,000 in four or
+// five TTFTs, where the gradient would take minutes. A sample taken as a
+// call ends adds one, like TCP's acknowledgement: the call's own slot is
+// free again, so each finished call starts two. A sample taken at a
+// stream's first token (Concurrency.FirstToken) adds two, since the stream
+// keeps its slot: one sample adding one would let only as many calls start
+// per TTFT as started in the one before, a linear growth. The no-load
+// estimate (base) is the lowest median of a group of slowStartGroup
+// consecutive samples. Slow start ends for good at the first sign of
+// congestion: a group whose p90 exceeds tolerance × base + slowStartSlack
+// (the limit then falls to half the calls in flight, as TCP's window falls
+// to half the flight size — RFC 5681 — and the gradient takes over), or an
+// overload failure (the window cuts the limit by dropBackoff).
+// It also ends when the limit reaches max.
 type gradient struct {
 	limit, min, max      float64
 	smoothing, tolerance float64
@@ -27,18 +47,71 @@ type gradient struct {
 	longFactor           float64 // 2 / (LongWindow + 1)
 	long                 float64 // seconds
 	warm                 int     // windows averaged into long during warm-up
+
+	slow  bool                    // in slow start
+	base  float64                 // no-load TTFT estimate, seconds; 0 until the first group
+	group [slowStartGroup]float64 // the current group of samples, seconds
+	n     int                     // samples in group
 }
 
 const (
 	gradientQueueSize = 4  // Gradient2's default headroom
 	gradientWarmup    = 10 // windows averaged before the exponential average
+
+	// slowStartGroup is the number of consecutive TTFT samples slow start
+	// judges together: one late sample in a group is jitter, two are not.
+	slowStartGroup = 10
+	// slowStartSlack is added to tolerance × base before a TTFT counts as
+	// congested in slow start: for a fast upstream (a base of a few
+	// milliseconds) the proxy's own scheduling under a burst moves TTFT by
+	// more than 50 %, and users do not notice 250ms more before the first
+	// token of an answer that takes seconds.
+	slowStartSlack = 0.25 // seconds
 )
+
+// sample feeds slow start one TTFT (seconds) and grows the limit by grow
+// when it is within the threshold. inflight is the number of calls in
+// flight; used says whether the limit is in use (calls in flight and
+// waiting ≥ limit / 2), so an idle limit does not grow. It does nothing
+// outside slow start, and reports whether the sample ended it.
+func (g *gradient) sample(ttft, grow float64, inflight int, used bool) (ended bool) {
+	if !g.slow || ttft <= 0 {
+		return false
+	}
+	threshold := g.tolerance*g.base + slowStartSlack
+	if used && (g.base == 0 || ttft <= threshold) {
+		g.limit = min(g.max, g.limit+grow)
+		if g.limit == g.max { // nothing left to find: queues mean full now
+			g.slow = false
+			return true
+		}
+	}
+	g.group[g.n] = ttft
+	g.n++
+	if g.n < slowStartGroup {
+		return false
+	}
+	g.n = 0
+	s := g.group[:]
+	slices.Sort(s)
+	if g.base > 0 && s[int(math.Ceil(0.9*slowStartGroup))-1] > threshold {
+		g.slow = false
+		g.limit = max(g.min, min(g.limit, float64(inflight))/2)
+		return true
+	}
+	if med := s[slowStartGroup/2]; g.base == 0 || med < g.base {
+		g.base = med
+	}
+	return false
+}
 
 // update folds one window: short is the window's TTFT percentile in seconds
 // (≤ 0 when the window had no sample), peak its highest in-flight count,
 // dropped whether it saw an overload failure. It reports the new limit.
+// In slow start it only learns long: sample moves the limit.
 func (g *gradient) update(short float64, peak int, dropped bool) float64 {
 	if dropped {
+		g.slow = false
 		g.limit = max(g.min, g.limit*g.dropBackoff)
 		return g.limit
 	}
@@ -56,10 +129,13 @@ func (g *gradient) update(short float64, peak int, dropped bool) float64 {
 	if g.long/short > 2 {
 		g.long *= 0.95
 	}
-	if float64(peak) < g.limit/2 { // app-limited: the limit was not tested
+	if g.slow {
 		return g.limit
 	}
 	grad := max(0.5, min(1, g.tolerance*g.long/short))
+	if grad >= 1 && float64(peak) < g.limit/2 { // app-limited: the limit was not tested
+		return g.limit
+	}
 	next := g.limit*grad + gradientQueueSize
 	next = g.limit*(1-g.smoothing) + next*g.smoothing
 	g.limit = max(g.min, min(g.max, next))
