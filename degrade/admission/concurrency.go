@@ -271,7 +271,7 @@ type laneState struct {
 type waiter struct {
 	lane  Lane
 	since time.Time
-	until time.Time // when timer expires it
+	until time.Time     // when timer expires it
 	elem  *list.Element // nil once decided
 	timer Timer
 	ready chan struct{} // closed once decided; err says how

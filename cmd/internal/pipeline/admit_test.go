@@ -1,11 +1,15 @@
 package pipeline
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/edgecache/edgecache/cmd/internal/llmsim"
 	"github.com/edgecache/edgecache/degrade/admission"
 )
 
@@ -111,5 +115,46 @@ func TestConcurrencyRefusalIsNotRetried(t *testing.T) {
 	}
 	if _, retries := e.targets[0].Budget.InFlight(); retries != 0 {
 		t.Errorf("%d retries in flight", retries)
+	}
+}
+
+// A stream feeds its time to first token to the adaptive limit when the
+// first token arrives, not when the stream ends: slow start grows the
+// limit (two slots per first token) while the stream is still open, and
+// the stream's end adds no second sample.
+func TestStreamFeedsLimiterAtFirstToken(t *testing.T) {
+	e := newEdge(t, edgeOpts{sim: llmsim.Config{TTFT: 20 * time.Millisecond, TokensPerSec: 20, AnswerTokens: 10}})
+	conc, err := admission.NewConcurrency(admission.ConcurrencyConfig{Name: "primary", InitialLimit: 1, MinLimit: 1, MaxLimit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.targets[0].Concurrency = conc
+	req, err := http.NewRequest(http.MethodPost, e.url+"/v1/chat/completions",
+		strings.NewReader(chat("a slow stream", `"stream":true`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() && !strings.Contains(sc.Text(), `"content":"sim:`) {
+	}
+	// The first token is relayed after the limiter heard of it.
+	if st := conc.Stats(); st.InFlight != 1 || st.Limit != 3 || !st.SlowStart {
+		t.Fatalf("at the first token: in flight %d, limit %d, slow start %v; want 1, 3, true", st.InFlight, st.Limit, st.SlowStart)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for conc.Stats().InFlight != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // the release follows the stream's last byte
+	}
+	if st := conc.Stats(); st.InFlight != 0 || st.Limit != 3 {
+		t.Fatalf("after the stream: in flight %d, limit %d; want 0, 3 (no second sample)", st.InFlight, st.Limit)
 	}
 }
