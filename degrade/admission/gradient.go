@@ -25,21 +25,24 @@ import (
 //
 // Before that regime comes slow start (TCP's, on first tokens instead of
 // acknowledgements): while the limit is in use, every TTFT sample within
-// tolerance of the no-load estimate makes room for more calls, so that the
-// limit about doubles per TTFT — a limit of 100 reaches 2,000 in four or
-// five TTFTs, where the gradient would take minutes. A sample taken as a
-// call ends adds one, like TCP's acknowledgement: the call's own slot is
-// free again, so each finished call starts two. A sample taken at a
-// stream's first token (Concurrency.FirstToken) adds two, since the stream
-// keeps its slot: one sample adding one would let only as many calls start
-// per TTFT as started in the one before, a linear growth. The no-load
-// estimate (base) is the lowest median of a group of slowStartGroup
-// consecutive samples. Slow start ends for good at the first sign of
-// congestion: a group whose p90 exceeds tolerance × base + slowStartSlack
-// (the limit then falls to half the calls in flight, as TCP's window falls
-// to half the flight size — RFC 5681 — and the gradient takes over), or an
-// overload failure (the window cuts the limit by dropBackoff).
-// It also ends when the limit reaches max.
+// tolerance × base + slack makes room for more calls, so that the limit
+// about doubles per TTFT — a limit of 100 reaches 2,000 in four or five
+// TTFTs, where the gradient would take minutes. A sample taken as a call
+// ends adds one, like TCP's acknowledgement: the call's own slot is free
+// again, so each finished call starts two. A sample taken at a stream's
+// first token (Concurrency.FirstToken) adds two, since the stream keeps its
+// slot: one sample adding one would let only as many calls start per TTFT
+// as started in the one before, a linear growth.
+//
+// Samples are judged by groups of slowStartGroup consecutive ones, by the
+// group's median, which the odd slow call does not move (Linux's HyStart
+// likewise looks at a round's lowest RTTs, not its highest). The no-load
+// estimate (base) is the lowest group median. Slow start ends for good at
+// the first sign of congestion: a group whose median exceeds tolerance ×
+// base + slack (the limit then falls to half the calls in flight, as TCP's
+// window falls to half the flight size — RFC 5681 — and the gradient takes
+// over), or an overload failure (the window cuts the limit by
+// dropBackoff). It also ends when the limit reaches max.
 type gradient struct {
 	limit, min, max      float64
 	smoothing, tolerance float64
@@ -49,6 +52,7 @@ type gradient struct {
 	warm                 int     // windows averaged into long during warm-up
 
 	slow  bool                    // in slow start
+	slack float64                 // seconds added to tolerance × base before slow start sees congestion
 	base  float64                 // no-load TTFT estimate, seconds; 0 until the first group
 	group [slowStartGroup]float64 // the current group of samples, seconds
 	n     int                     // samples in group
@@ -59,14 +63,8 @@ const (
 	gradientWarmup    = 10 // windows averaged before the exponential average
 
 	// slowStartGroup is the number of consecutive TTFT samples slow start
-	// judges together: one late sample in a group is jitter, two are not.
+	// judges together.
 	slowStartGroup = 10
-	// slowStartSlack is added to tolerance × base before a TTFT counts as
-	// congested in slow start: for a fast upstream (a base of a few
-	// milliseconds) the proxy's own scheduling under a burst moves TTFT by
-	// more than 50 %, and users do not notice 250ms more before the first
-	// token of an answer that takes seconds.
-	slowStartSlack = 0.25 // seconds
 )
 
 // sample feeds slow start one TTFT (seconds) and grows the limit by grow
@@ -78,7 +76,7 @@ func (g *gradient) sample(ttft, grow float64, inflight int, used bool) (ended bo
 	if !g.slow || ttft <= 0 {
 		return false
 	}
-	threshold := g.tolerance*g.base + slowStartSlack
+	threshold := g.tolerance*g.base + g.slack
 	if used && (g.base == 0 || ttft <= threshold) {
 		g.limit = min(g.max, g.limit+grow)
 		if g.limit == g.max { // nothing left to find: queues mean full now
@@ -94,12 +92,13 @@ func (g *gradient) sample(ttft, grow float64, inflight int, used bool) (ended bo
 	g.n = 0
 	s := g.group[:]
 	slices.Sort(s)
-	if g.base > 0 && s[int(math.Ceil(0.9*slowStartGroup))-1] > threshold {
+	med := s[slowStartGroup/2]
+	if g.base > 0 && med > threshold {
 		g.slow = false
 		g.limit = max(g.min, min(g.limit, float64(inflight))/2)
 		return true
 	}
-	if med := s[slowStartGroup/2]; g.base == 0 || med < g.base {
+	if g.base == 0 || med < g.base {
 		g.base = med
 	}
 	return false

@@ -273,3 +273,32 @@ func TestGradientFallsWhenAppLimited(t *testing.T) {
 		t.Fatalf("limit %v after TTFT rose tenfold, want below 1000", g.limit)
 	}
 }
+
+// Slow start judges a group of ten samples by its median: four slow calls
+// in ten are jitter, six are congestion.
+func TestSlowStartGroupMedian(t *testing.T) {
+	g := gradient{limit: 100, min: 5, max: 4096, tolerance: 1.5, slack: 0.5, slow: true}
+	feed := func(slow int) bool {
+		ended := false
+		for i := range slowStartGroup {
+			ttft := 0.2
+			if i < slow {
+				ttft = 5
+			}
+			ended = g.sample(ttft, 2, 100, true) || ended
+		}
+		return ended
+	}
+	if feed(0) || g.base != 0.2 {
+		t.Fatalf("first group: base %v, slow start %v", g.base, g.slow)
+	}
+	if feed(4) || !g.slow {
+		t.Fatal("four slow samples in ten ended slow start")
+	}
+	if !feed(6) || g.slow {
+		t.Fatal("six slow samples in ten did not end slow start")
+	}
+	if g.limit != 50 { // half the 100 calls in flight
+		t.Fatalf("limit %v after slow start ended, want 50", g.limit)
+	}
+}
