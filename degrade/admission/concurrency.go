@@ -112,9 +112,10 @@ type ConcurrencyConfig struct {
 	// within Tolerance × the no-load TTFT + SlowStartSlack grows the limit
 	// (by two at a stream's first token, one as a call ends), so that it
 	// about doubles per TTFT, until the first sign of congestion — the
-	// median of ten consecutive samples above that threshold (the limit
-	// falls to half the calls in flight), or an overload failure — hands
-	// over to the gradient (gradient.go), or until it reaches MaxLimit.
+	// median of ten consecutive samples above that threshold with calls in
+	// flight and waiting at least a quarter of the limit (the limit falls
+	// to half the calls in flight), or an overload failure — hands over to
+	// the gradient (gradient.go), or until it reaches MaxLimit.
 	NoSlowStart bool
 	// SlowStartSlack is added to Tolerance × the no-load TTFT before slow
 	// start sees congestion: for a fast upstream (a no-load TTFT of a few
@@ -603,8 +604,7 @@ func (c *Concurrency) sample(now int64, ttft time.Duration, grow float64) {
 		w.drops++
 		c.grad.slow = false // the window's close cuts the limit
 	case ttft > 0:
-		used := float64(c.inflight+c.queued) >= c.grad.limit/2
-		c.grad.sample(ttft.Seconds(), grow, c.inflight, used)
+		c.grad.sample(ttft.Seconds(), grow, c.inflight, c.queued)
 		if len(w.samples) < maxWindowSamples {
 			w.samples = append(w.samples, ttft)
 		}

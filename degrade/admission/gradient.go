@@ -17,11 +17,9 @@ import (
 //
 // The limit grows by about smoothing × queueSize per window while TTFT stays
 // within tolerance of its long-term value and the limit is actually used
-// (peak in-flight ≥ limit / 2), and shrinks when TTFT rises — also when the
-// limit was not used: a rising TTFT says the upstream has less room
-// whatever our share of it. A window with an overload failure (timeout,
-// 429/503 from the upstream) cuts the limit by dropBackoff instead, since
-// such failures carry no TTFT.
+// (peak in-flight ≥ limit / 2), and shrinks when TTFT rises. A window with
+// an overload failure (timeout, 429/503 from the upstream) cuts the limit by
+// dropBackoff instead, since such failures carry no TTFT.
 //
 // Before that regime comes slow start (TCP's, on first tokens instead of
 // acknowledgements): while the limit is in use, every TTFT sample within
@@ -39,10 +37,15 @@ import (
 // likewise looks at a round's lowest RTTs, not its highest). The no-load
 // estimate (base) is the lowest group median. Slow start ends for good at
 // the first sign of congestion: a group whose median exceeds tolerance ×
-// base + slack (the limit then falls to half the calls in flight, as TCP's
-// window falls to half the flight size — RFC 5681 — and the gradient takes
-// over), or an overload failure (the window cuts the limit by
-// dropBackoff). It also ends when the limit reaches max.
+// base + slack while the limit is in use (the limit then falls to half the
+// calls in flight, as TCP's window falls to half the flight size — RFC 5681
+// — and the gradient takes over), or an overload failure (the window cuts
+// the limit by dropBackoff). It also ends when the limit reaches max. A slow
+// group while calls in flight and waiting are under a quarter of the limit
+// ends nothing: a few calls cannot have congested the upstream, and halving
+// them would shed light traffic for an upstream that is merely slower. (A
+// quarter, not the half that growth asks for: slow start stops growing at
+// twice the demand, so a steady load sits right at the half.)
 type gradient struct {
 	limit, min, max      float64
 	smoothing, tolerance float64
@@ -68,14 +71,16 @@ const (
 )
 
 // sample feeds slow start one TTFT (seconds) and grows the limit by grow
-// when it is within the threshold. inflight is the number of calls in
-// flight; used says whether the limit is in use (calls in flight and
-// waiting ≥ limit / 2), so an idle limit does not grow. It does nothing
-// outside slow start, and reports whether the sample ended it.
-func (g *gradient) sample(ttft, grow float64, inflight int, used bool) (ended bool) {
+// when it is within the threshold and the limit is in use (calls in
+// flight and queued ≥ limit / 2), so that an idle limit does not grow. It
+// does nothing outside slow start, and reports whether the sample ended
+// it.
+func (g *gradient) sample(ttft, grow float64, inflight, queued int) (ended bool) {
 	if !g.slow || ttft <= 0 {
 		return false
 	}
+	load := float64(inflight + queued)
+	used := load >= g.limit/2
 	threshold := g.tolerance*g.base + g.slack
 	if used && (g.base == 0 || ttft <= threshold) {
 		g.limit = min(g.max, g.limit+grow)
@@ -94,6 +99,9 @@ func (g *gradient) sample(ttft, grow float64, inflight int, used bool) (ended bo
 	slices.Sort(s)
 	med := s[slowStartGroup/2]
 	if g.base > 0 && med > threshold {
+		if load < g.limit/4 {
+			return false
+		}
 		g.slow = false
 		g.limit = max(g.min, min(g.limit, float64(inflight))/2)
 		return true
@@ -131,10 +139,10 @@ func (g *gradient) update(short float64, peak int, dropped bool) float64 {
 	if g.slow {
 		return g.limit
 	}
-	grad := max(0.5, min(1, g.tolerance*g.long/short))
-	if grad >= 1 && float64(peak) < g.limit/2 { // app-limited: the limit was not tested
+	if float64(peak) < g.limit/2 { // app-limited: the limit was not tested
 		return g.limit
 	}
+	grad := max(0.5, min(1, g.tolerance*g.long/short))
 	next := g.limit*grad + gradientQueueSize
 	next = g.limit*(1-g.smoothing) + next*g.smoothing
 	g.limit = max(g.min, min(g.max, next))

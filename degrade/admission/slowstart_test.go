@@ -258,22 +258,6 @@ func TestSlowStartOffWhenLimitFixed(t *testing.T) {
 	}
 }
 
-// A rising TTFT lowers the limit even when the limit was not used: the
-// upstream has less room whatever our share of it.
-func TestGradientFallsWhenAppLimited(t *testing.T) {
-	g := gradient{limit: 1000, min: 5, max: 4096, smoothing: 0.2, tolerance: 1.5, dropBackoff: 0.9, longFactor: 2.0 / 101}
-	for range 20 {
-		g.update(0.2, 100, false) // 100 in flight of 1000, steady
-	}
-	if g.limit != 1000 {
-		t.Fatalf("limit %v moved while app-limited at a steady TTFT", g.limit)
-	}
-	g.update(2, 100, false)
-	if g.limit >= 1000 {
-		t.Fatalf("limit %v after TTFT rose tenfold, want below 1000", g.limit)
-	}
-}
-
 // Slow start judges a group of ten samples by its median: four slow calls
 // in ten are jitter, six are congestion.
 func TestSlowStartGroupMedian(t *testing.T) {
@@ -285,7 +269,7 @@ func TestSlowStartGroupMedian(t *testing.T) {
 			if i < slow {
 				ttft = 5
 			}
-			ended = g.sample(ttft, 2, 100, true) || ended
+			ended = g.sample(ttft, 2, 100, 0) || ended
 		}
 		return ended
 	}
@@ -300,5 +284,14 @@ func TestSlowStartGroupMedian(t *testing.T) {
 	}
 	if g.limit != 50 { // half the 100 calls in flight
 		t.Fatalf("limit %v after slow start ended, want 50", g.limit)
+	}
+	// With calls in flight and queued under a quarter of the limit, a slow
+	// group ends nothing.
+	g = gradient{limit: 100, min: 5, max: 4096, tolerance: 1.5, slack: 0.5, slow: true, base: 0.2}
+	for range slowStartGroup {
+		g.sample(5, 2, 20, 4)
+	}
+	if !g.slow || g.limit != 100 || g.base != 0.2 {
+		t.Fatalf("a slow group at 10 calls in flight of 100: slow start %v, limit %v, base %v", g.slow, g.limit, g.base)
 	}
 }
