@@ -91,7 +91,8 @@ func buildAdmission(cfg config.Config, rclient redis.UniversalClient, targets []
 		// start grows the limit to admit it a few TTFTs later.
 		c, err := admission.NewConcurrency(admission.ConcurrencyConfig{Name: t.Name, InitialLimit: a.Concurrency.Initial,
 			MinLimit: a.Concurrency.Min, MaxLimit: a.Concurrency.Max, MaxQueue: max(a.MaxInFlight, admission.DefaultMaxQueue),
-			Shadow: a.Shadow})
+			SlowStartSlack: a.Concurrency.SlowStartSlack.D(), SlowStartMaxWait: a.Concurrency.SlowStartWait.D(),
+			NoSlowStart: a.Concurrency.NoSlowStart, Shadow: a.Shadow})
 		if err != nil {
 			return nil, fmt.Errorf("concurrency %s: %w", t.Name, err)
 		}

@@ -353,11 +353,20 @@ type Limits struct {
 	Shadow            bool    `yaml:"shadow"`
 }
 
-// ConcurrencyLimits bound the adaptive limit.
+// ConcurrencyLimits bound the adaptive limit and tune its slow start
+// (degrade/admission, ConcurrencyConfig; README "The adaptive limit").
 type ConcurrencyLimits struct {
 	Initial int `yaml:"initial"`
 	Min     int `yaml:"min"`
 	Max     int `yaml:"max"`
+	// SlowStartSlack: a TTFT above 1.5 × the no-load TTFT plus this is
+	// congestion to slow start. Zero → 1s.
+	SlowStartSlack Duration `yaml:"slow_start_slack"`
+	// SlowStartWait is the longest queue wait while the limit is in slow
+	// start (a lane's own wait if longer). Zero → 5s.
+	SlowStartWait Duration `yaml:"slow_start_wait"`
+	// NoSlowStart starts the limit in the gradient regime.
+	NoSlowStart bool `yaml:"no_slow_start"`
 }
 
 // Tenant is a customer: its API keys, lane and quotas.
