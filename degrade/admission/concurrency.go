@@ -111,11 +111,12 @@ type ConcurrencyConfig struct {
 	// starts in slow start: while the limit is in use, each TTFT sample
 	// within Tolerance × the no-load TTFT + SlowStartSlack grows the limit
 	// (by two at a stream's first token, one as a call ends), so that it
-	// about doubles per TTFT, until the first sign of congestion — the
-	// median of ten consecutive samples above that threshold with calls in
-	// flight and waiting at least a quarter of the limit (the limit falls
-	// to half the calls in flight), or an overload failure — hands over to
-	// the gradient (gradient.go), or until it reaches MaxLimit.
+	// about doubles per TTFT, until the first sign of congestion — medians
+	// of ten consecutive samples above that threshold for a second, with
+	// calls in flight and waiting at least a quarter of the limit (the
+	// limit falls to half the calls in flight), or an overload failure —
+	// hands over to the gradient (gradient.go), or until it reaches
+	// MaxLimit.
 	NoSlowStart bool
 	// SlowStartSlack is added to Tolerance × the no-load TTFT before slow
 	// start sees congestion: for a fast upstream (a no-load TTFT of a few
@@ -604,7 +605,7 @@ func (c *Concurrency) sample(now int64, ttft time.Duration, grow float64) {
 		w.drops++
 		c.grad.slow = false // the window's close cuts the limit
 	case ttft > 0:
-		c.grad.sample(ttft.Seconds(), grow, c.inflight, c.queued)
+		c.grad.sample(now, ttft.Seconds(), grow, c.inflight, c.queued)
 		if len(w.samples) < maxWindowSamples {
 			w.samples = append(w.samples, ttft)
 		}

@@ -36,11 +36,14 @@ import (
 // group's median, which the odd slow call does not move (Linux's HyStart
 // likewise looks at a round's lowest RTTs, not its highest). The no-load
 // estimate (base) is the lowest group median. Slow start ends for good at
-// the first sign of congestion: a group whose median exceeds tolerance ×
-// base + slack while the limit is in use (the limit then falls to half the
-// calls in flight, as TCP's window falls to half the flight size — RFC 5681
-// — and the gradient takes over), or an overload failure (the window cuts
-// the limit by dropBackoff). It also ends when the limit reaches max. A slow
+// the first sign of congestion: group medians above tolerance × base +
+// slack for slowStartPersist, every group in between too, while the limit
+// is in use (the limit then falls to half the calls in flight, as TCP's
+// window falls to half the flight size — RFC 5681 — and the gradient takes
+// over), or an overload failure (the window cuts the limit by
+// dropBackoff). Ten consecutive samples may arrive within milliseconds of
+// each other under a burst, so one stall of the proxy's or the upstream's
+// CPU makes a whole group slow; a second of slow groups is not a stall. It also ends when the limit reaches max. A slow
 // group while calls in flight and waiting are under a quarter of the limit
 // ends nothing: a few calls cannot have congested the upstream, and halving
 // them would shed light traffic for an upstream that is merely slower. (A
@@ -59,6 +62,9 @@ type gradient struct {
 	base  float64                 // no-load TTFT estimate, seconds; 0 until the first group
 	group [slowStartGroup]float64 // the current group of samples, seconds
 	n     int                     // samples in group
+	// congested is when the current run of slow groups began (Unix ns; 0:
+	// the last group was not slow).
+	congested int64
 }
 
 const (
@@ -68,14 +74,17 @@ const (
 	// slowStartGroup is the number of consecutive TTFT samples slow start
 	// judges together.
 	slowStartGroup = 10
+	// slowStartPersist is how long groups must stay slow to end slow
+	// start: the gradient's window.
+	slowStartPersist = int64(time.Second)
 )
 
 // sample feeds slow start one TTFT (seconds) and grows the limit by grow
 // when it is within the threshold and the limit is in use (calls in
 // flight and queued ≥ limit / 2), so that an idle limit does not grow. It
-// does nothing outside slow start, and reports whether the sample ended
-// it.
-func (g *gradient) sample(ttft, grow float64, inflight, queued int) (ended bool) {
+// does nothing outside slow start, and reports whether the sample (taken at
+// now, Unix ns) ended it.
+func (g *gradient) sample(now int64, ttft, grow float64, inflight, queued int) (ended bool) {
 	if !g.slow || ttft <= 0 {
 		return false
 	}
@@ -100,12 +109,20 @@ func (g *gradient) sample(ttft, grow float64, inflight, queued int) (ended bool)
 	med := s[slowStartGroup/2]
 	if g.base > 0 && med > threshold {
 		if load < g.limit/4 {
+			g.congested = 0
+			return false
+		}
+		if g.congested == 0 {
+			g.congested = now
+		}
+		if now-g.congested < slowStartPersist {
 			return false
 		}
 		g.slow = false
 		g.limit = max(g.min, min(g.limit, float64(inflight))/2)
 		return true
 	}
+	g.congested = 0
 	if g.base == 0 || med < g.base {
 		g.base = med
 	}
