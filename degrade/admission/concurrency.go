@@ -25,6 +25,8 @@ const (
 	DefaultLongWindow       = 100
 	DefaultDropBackoff      = 0.9
 	DefaultMaxQueue         = 1000
+	DefaultSlowStartMaxWait = 5 * time.Second
+	DefaultSlowStartSlack   = time.Second
 )
 
 // QueueOrder is the order in which a lane's waiters are served.
@@ -105,6 +107,34 @@ type ConcurrencyConfig struct {
 	// DropBackoff multiplies the limit after a window with an overload
 	// failure. If zero, 0.9.
 	DropBackoff float64
+	// NoSlowStart starts the limit in the gradient regime. By default it
+	// starts in slow start: while the limit is in use, each TTFT sample
+	// within Tolerance × the no-load TTFT + SlowStartSlack grows the limit
+	// (by two at a stream's first token, one as a call ends), so that it
+	// about doubles per TTFT, until the first sign of congestion — medians
+	// of ten consecutive samples above that threshold for a second, with
+	// calls in flight and waiting at least a quarter of the limit (the
+	// limit falls to half the calls in flight), or an overload failure —
+	// hands over to the gradient (gradient.go), or until it reaches
+	// MaxLimit.
+	NoSlowStart bool
+	// SlowStartSlack is added to Tolerance × the no-load TTFT before slow
+	// start sees congestion: for a fast upstream (a no-load TTFT of a few
+	// milliseconds) the scheduling of a burst on the proxy and the
+	// upstream moves TTFT by far more than 50 % with no model server
+	// queueing (edgebench streams, 2,000 streams on two shared cores: from
+	// about 20ms to a window p90 of 580ms, llmsim direct alike). Slow start
+	// is the optimistic phase; the gradient after it uses Tolerance alone.
+	// If zero, 1s.
+	SlowStartSlack time.Duration
+	// SlowStartMaxWait is the longest a request waits in the queue while
+	// the limit is in slow start, when it is longer than the lane's
+	// MaxWait: a queue then says that the limit has not yet found the
+	// upstream's capacity, not that the upstream is full, and slow start
+	// needs a few TTFTs to find it. When slow start ends, waiters fall back
+	// to their lane's MaxWait (those who waited longer time out then). The
+	// client's deadline bounds the wait as always. If zero, 5s.
+	SlowStartMaxWait time.Duration
 	// Lanes partition the limit, indexed by Lane.
 	Lanes [NumLanes]LaneConfig
 	// MaxQueue bounds the waiters of all lanes together. When it is full, a
@@ -131,8 +161,8 @@ func (c ConcurrencyConfig) Validate() error {
 	if c.InitialLimit < 0 || c.MinLimit < 0 || c.MaxLimit < 0 || c.HardLimit < 0 || c.MinWindowSamples < 0 || c.LongWindow < 0 || c.MaxQueue < 0 {
 		errs = append(errs, errors.New("negative limit, MinWindowSamples, LongWindow or MaxQueue"))
 	}
-	if c.Window < 0 {
-		errs = append(errs, errors.New("negative Window"))
+	if c.Window < 0 || c.SlowStartMaxWait < 0 || c.SlowStartSlack < 0 {
+		errs = append(errs, errors.New("negative Window, SlowStartMaxWait or SlowStartSlack"))
 	}
 	d := c.withDefaults()
 	if d.MinLimit > d.MaxLimit || d.InitialLimit < d.MinLimit || d.InitialLimit > d.MaxLimit {
@@ -189,6 +219,12 @@ func (c ConcurrencyConfig) withDefaults() ConcurrencyConfig {
 		c.MinLimit = min(c.MinLimit, c.HardLimit)
 		c.InitialLimit = min(c.InitialLimit, c.HardLimit)
 	}
+	if c.SlowStartMaxWait == 0 {
+		c.SlowStartMaxWait = DefaultSlowStartMaxWait
+	}
+	if c.SlowStartSlack == 0 {
+		c.SlowStartSlack = DefaultSlowStartSlack
+	}
 	noShares := true
 	for _, lc := range c.Lanes {
 		noShares = noShares && lc.Share == 0
@@ -239,6 +275,7 @@ type Concurrency struct {
 	window     int64
 	minSamples int
 	pct        float64
+	slowWait   time.Duration
 
 	mu       sync.Mutex
 	grad     gradient
@@ -262,6 +299,7 @@ type laneState struct {
 type waiter struct {
 	lane  Lane
 	since time.Time
+	until time.Time     // when timer expires it
 	elem  *list.Element // nil once decided
 	timer Timer
 	ready chan struct{} // closed once decided; err says how
@@ -285,6 +323,7 @@ func NewConcurrency(cfg ConcurrencyConfig) (*Concurrency, error) {
 		window:     int64(cfg.Window),
 		minSamples: cfg.MinWindowSamples,
 		pct:        cfg.Percentile,
+		slowWait:   cfg.SlowStartMaxWait,
 		grad: gradient{
 			limit:       float64(cfg.InitialLimit),
 			min:         float64(cfg.MinLimit),
@@ -293,6 +332,8 @@ func NewConcurrency(cfg ConcurrencyConfig) (*Concurrency, error) {
 			tolerance:   cfg.Tolerance,
 			dropBackoff: cfg.DropBackoff,
 			longFactor:  2 / float64(cfg.LongWindow+1),
+			slow:        !cfg.NoSlowStart && cfg.InitialLimit < cfg.MaxLimit,
+			slack:       cfg.SlowStartSlack.Seconds(),
 		},
 	}
 	c.win.start = c.clock.Now().UnixNano()
@@ -382,6 +423,9 @@ func (c *Concurrency) enter(now time.Time, lane Lane, deadline time.Time) (Relea
 		return c.releaser(lane), nil, nil
 	}
 	wait, reason := c.lanes[lane].MaxWait, ReasonMaxWait
+	if c.grad.slow {
+		wait = max(wait, c.slowWait)
+	}
 	if !deadline.IsZero() {
 		if left := deadline.Sub(now) - c.short; left < wait {
 			wait, reason = left, ReasonDeadline
@@ -395,7 +439,7 @@ func (c *Concurrency) enter(now time.Time, lane Lane, deadline time.Time) (Relea
 		c.lane[lane].shed++
 		return nil, nil, c.reject(ErrShed, ReasonQueueFull, lane, 0)
 	}
-	w := &waiter{lane: lane, since: now, ready: make(chan struct{})}
+	w := &waiter{lane: lane, since: now, until: now.Add(wait), ready: make(chan struct{})}
 	w.elem = c.lane[lane].q.PushBack(w)
 	c.lane[lane].queued++
 	c.lane[lane].waited++
@@ -456,6 +500,33 @@ func (c *Concurrency) expire(w *waiter, reason string) {
 	close(w.ready)
 }
 
+// slowStartEnded shortens the waits that slow start lengthened to the
+// lane's MaxWait from the waiter's arrival; waiters past it time out now.
+// c.mu is held.
+func (c *Concurrency) slowStartEnded(now time.Time) {
+	for l := range c.lane {
+		q := &c.lane[l].q
+		for e := q.Front(); e != nil; {
+			w := e.Value.(*waiter)
+			e = e.Next()
+			until := w.since.Add(c.lanes[l].MaxWait)
+			if !until.Before(w.until) {
+				continue // its lane's wait or its deadline bounds it already
+			}
+			w.timer.Stop()
+			w.until = until
+			if until.After(now) {
+				w.timer = c.afterFunc(until.Sub(now), func() { c.expire(w, ReasonMaxWait) })
+				continue
+			}
+			c.dequeue(w)
+			c.lane[l].timeouts++
+			w.err = c.reject(ErrQueueTimeout, ReasonMaxWait, Lane(l), now.Sub(w.since))
+			close(w.ready)
+		}
+	}
+}
+
 // dispatch hands free slots to waiters; c.mu is held.
 func (c *Concurrency) dispatch() {
 	for c.queued > 0 && c.inflight < c.slots() {
@@ -514,15 +585,53 @@ func (c *Concurrency) releaser(lane Lane) Release {
 	}
 }
 
-// observe records one finished call and closes the window when it is due;
+// FirstToken feeds the adaptive limit the time to first token of an
+// admitted call as soon as it is known: for a stream, the limit learns when
+// its first token arrives, not tens of seconds later when it ends. The
+// call's Release then passes ttft 0, so that the sample is not counted
+// twice. A limit that grew admits waiters at once.
+func (c *Concurrency) FirstToken(ttft time.Duration) {
+	if ttft <= 0 {
+		return
+	}
+	now := c.clock.Now().UnixNano()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sample(now, ttft, 2) // the stream keeps its slot
+	c.dispatch()
+}
+
+// observe records one finished call, with its TTFT sample when ttft > 0;
 // c.mu is held. Tests drive it with explicit times.
 func (c *Concurrency) observe(now int64, ttft time.Duration, ok bool) {
+	if !ok {
+		c.sample(now, -1, 0)
+		return
+	}
+	c.sample(now, ttft, 1) // the call's slot is free again
+}
+
+// sample records one TTFT sample (ttft > 0), an overload failure (ttft <
+// 0) or nothing (0), grows the limit by grow if it is in slow start and
+// the sample is good, and closes the window when it is due; c.mu is held.
+func (c *Concurrency) sample(now int64, ttft time.Duration, grow float64) {
+	if c.grad.slow {
+		defer func() {
+			if !c.grad.slow {
+				c.slowStartEnded(time.Unix(0, now))
+			}
+		}()
+	}
 	w := &c.win
 	switch {
-	case !ok:
+	case ttft < 0:
 		w.drops++
-	case ttft > 0 && len(w.samples) < maxWindowSamples:
-		w.samples = append(w.samples, ttft)
+		c.grad.slow = false // the window's close cuts the limit
+	case ttft > 0:
+		c.grad.sample(now, ttft.Seconds(), grow, c.inflight, c.queued)
+		if len(w.samples) < maxWindowSamples {
+			w.samples = append(w.samples, ttft)
+		}
 	}
 	full := len(w.samples) == maxWindowSamples
 	if !full && (now-w.start < c.window || (len(w.samples) < c.minSamples && w.drops == 0)) {
@@ -578,6 +687,8 @@ type ConcurrencyStats struct {
 	TTFT      time.Duration // TTFT percentile of the last closed window
 	LongTTFT  time.Duration // long-term TTFT the gradient compares with
 	DrainRate float64       // slots freed per second
+	SlowStart bool          // the limit is still in slow start
+	BaseTTFT  time.Duration // slow start's no-load TTFT estimate (0: none yet)
 	Lanes     [NumLanes]LaneStats
 }
 
@@ -593,6 +704,8 @@ func (c *Concurrency) Stats() ConcurrencyStats {
 		TTFT:      c.short,
 		LongTTFT:  time.Duration(c.grad.long * float64(time.Second)),
 		DrainRate: c.drain.rate,
+		SlowStart: c.grad.slow,
+		BaseTTFT:  time.Duration(c.grad.base * float64(time.Second)),
 	}
 	for l := range s.Lanes {
 		ls := &c.lane[l]

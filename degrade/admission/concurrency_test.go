@@ -306,7 +306,8 @@ func TestConcurrencyHardLimit(t *testing.T) {
 }
 
 func TestConcurrencyAdaptsToTTFT(t *testing.T) {
-	c, clk := newTestConcurrency(t, ConcurrencyConfig{})
+	// The gradient regime alone (slow start: slowstart_test.go).
+	c, clk := newTestConcurrency(t, ConcurrencyConfig{NoSlowStart: true})
 	round := func(ttft time.Duration, ok bool) int {
 		var rels []Release
 		for range c.Stats().Limit { // use the whole limit: not app-limited

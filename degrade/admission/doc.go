@@ -17,7 +17,9 @@
 //     Redis is slow or down, each instance falls back to its share of the
 //     limit (limit / GlobalConfig.Replicas).
 //   - Concurrency (rung 4, upstream admission): an adaptive concurrency
-//     limit per upstream measured on time to first token (Gradient2), lanes
+//     limit per upstream measured on time to first token (slow start, which
+//     about doubles it per TTFT until TTFT rises or the upstream refuses,
+//     then Gradient2; a stream reports its TTFT at its first token), lanes
 //     as partitions whose guaranteed shares apply only when the limit is
 //     saturated, and a bounded priority queue whose wait never exceeds the
 //     lane's maximum wait nor the client's deadline.

@@ -20,6 +20,35 @@ import (
 // (peak in-flight ≥ limit / 2), and shrinks when TTFT rises. A window with
 // an overload failure (timeout, 429/503 from the upstream) cuts the limit by
 // dropBackoff instead, since such failures carry no TTFT.
+//
+// Before that regime comes slow start (TCP's, on first tokens instead of
+// acknowledgements): while the limit is in use, every TTFT sample within
+// tolerance × base + slack makes room for more calls, so that the limit
+// about doubles per TTFT — a limit of 100 reaches 2,000 in four or five
+// TTFTs, where the gradient would take minutes. A sample taken as a call
+// ends adds one, like TCP's acknowledgement: the call's own slot is free
+// again, so each finished call starts two. A sample taken at a stream's
+// first token (Concurrency.FirstToken) adds two, since the stream keeps its
+// slot: one sample adding one would let only as many calls start per TTFT
+// as started in the one before, a linear growth.
+//
+// Samples are judged by groups of slowStartGroup consecutive ones, by the
+// group's median, which the odd slow call does not move (Linux's HyStart
+// likewise looks at a round's lowest RTTs, not its highest). The no-load
+// estimate (base) is the lowest group median. Slow start ends for good at
+// the first sign of congestion: group medians above tolerance × base +
+// slack for slowStartPersist, every group in between too, while the limit
+// is in use (the limit then falls to half the calls in flight, as TCP's
+// window falls to half the flight size — RFC 5681 — and the gradient takes
+// over), or an overload failure (the window cuts the limit by
+// dropBackoff). Ten consecutive samples may arrive within milliseconds of
+// each other under a burst, so one stall of the proxy's or the upstream's
+// CPU makes a whole group slow; a second of slow groups is not a stall. It also ends when the limit reaches max. A slow
+// group while calls in flight and waiting are under a quarter of the limit
+// ends nothing: a few calls cannot have congested the upstream, and halving
+// them would shed light traffic for an upstream that is merely slower. (A
+// quarter, not the half that growth asks for: slow start stops growing at
+// twice the demand, so a steady load sits right at the half.)
 type gradient struct {
 	limit, min, max      float64
 	smoothing, tolerance float64
@@ -27,18 +56,86 @@ type gradient struct {
 	longFactor           float64 // 2 / (LongWindow + 1)
 	long                 float64 // seconds
 	warm                 int     // windows averaged into long during warm-up
+
+	slow  bool                    // in slow start
+	slack float64                 // seconds added to tolerance × base before slow start sees congestion
+	base  float64                 // no-load TTFT estimate, seconds; 0 until the first group
+	group [slowStartGroup]float64 // the current group of samples, seconds
+	n     int                     // samples in group
+	// congested is when the current run of slow groups began (Unix ns; 0:
+	// the last group was not slow).
+	congested int64
 }
 
 const (
 	gradientQueueSize = 4  // Gradient2's default headroom
 	gradientWarmup    = 10 // windows averaged before the exponential average
+
+	// slowStartGroup is the number of consecutive TTFT samples slow start
+	// judges together.
+	slowStartGroup = 10
+	// slowStartPersist is how long groups must stay slow to end slow
+	// start: the gradient's window.
+	slowStartPersist = int64(time.Second)
 )
+
+// sample feeds slow start one TTFT (seconds) and grows the limit by grow
+// when it is within the threshold and the limit is in use (calls in
+// flight and queued ≥ limit / 2), so that an idle limit does not grow. It
+// does nothing outside slow start, and reports whether the sample (taken at
+// now, Unix ns) ended it.
+func (g *gradient) sample(now int64, ttft, grow float64, inflight, queued int) (ended bool) {
+	if !g.slow || ttft <= 0 {
+		return false
+	}
+	load := float64(inflight + queued)
+	used := load >= g.limit/2
+	threshold := g.tolerance*g.base + g.slack
+	if used && (g.base == 0 || ttft <= threshold) {
+		g.limit = min(g.max, g.limit+grow)
+		if g.limit == g.max { // nothing left to find: queues mean full now
+			g.slow = false
+			return true
+		}
+	}
+	g.group[g.n] = ttft
+	g.n++
+	if g.n < slowStartGroup {
+		return false
+	}
+	g.n = 0
+	s := g.group[:]
+	slices.Sort(s)
+	med := s[slowStartGroup/2]
+	if g.base > 0 && med > threshold {
+		if load < g.limit/4 {
+			g.congested = 0
+			return false
+		}
+		if g.congested == 0 {
+			g.congested = now
+		}
+		if now-g.congested < slowStartPersist {
+			return false
+		}
+		g.slow = false
+		g.limit = max(g.min, min(g.limit, float64(inflight))/2)
+		return true
+	}
+	g.congested = 0
+	if g.base == 0 || med < g.base {
+		g.base = med
+	}
+	return false
+}
 
 // update folds one window: short is the window's TTFT percentile in seconds
 // (≤ 0 when the window had no sample), peak its highest in-flight count,
 // dropped whether it saw an overload failure. It reports the new limit.
+// In slow start it only learns long: sample moves the limit.
 func (g *gradient) update(short float64, peak int, dropped bool) float64 {
 	if dropped {
+		g.slow = false
 		g.limit = max(g.min, g.limit*g.dropBackoff)
 		return g.limit
 	}
@@ -55,6 +152,9 @@ func (g *gradient) update(short float64, peak int, dropped bool) float64 {
 	// down faster (Gradient2 does the same).
 	if g.long/short > 2 {
 		g.long *= 0.95
+	}
+	if g.slow {
+		return g.limit
 	}
 	if float64(peak) < g.limit/2 { // app-limited: the limit was not tested
 		return g.limit

@@ -87,8 +87,13 @@ func buildAdmission(cfg config.Config, rclient redis.UniversalClient, targets []
 		}
 	}
 	for _, t := range targets {
+		// The queue may hold as many requests as self-protection lets in:
+		// a burst larger than the package's 1,000 would be shed while slow
+		// start grows the limit to admit it a few TTFTs later.
 		c, err := admission.NewConcurrency(admission.ConcurrencyConfig{Name: t.Name, InitialLimit: a.Concurrency.Initial,
-			MinLimit: a.Concurrency.Min, MaxLimit: a.Concurrency.Max, HardLimit: t.MaxConcurrency, Shadow: a.Shadow})
+			MinLimit: a.Concurrency.Min, MaxLimit: a.Concurrency.Max, HardLimit: t.MaxConcurrency, MaxQueue: max(a.MaxInFlight, admission.DefaultMaxQueue),
+			SlowStartSlack: a.Concurrency.SlowStartSlack.D(), SlowStartMaxWait: a.Concurrency.SlowStartWait.D(),
+			NoSlowStart: a.Concurrency.NoSlowStart, Shadow: a.Shadow})
 		if err != nil {
 			return nil, fmt.Errorf("concurrency %s: %w", t.Name, err)
 		}

@@ -432,7 +432,7 @@ func TestOverloadConfigYAML(t *testing.T) {
 }
 
 const upstreamsJSON = `{"upstreams":[{"target":"primary","breaker":{"state":"closed"},"requests_in_flight":3,
-"limiter":{"Name":"primary","Limit":12,"InFlight":3,"Queued":0,"TTFT":104100000,"LongTTFT":103700000,"DrainRate":160,
+"limiter":{"Name":"primary","Limit":12,"InFlight":3,"SlowStart":true,"Queued":0,"TTFT":104100000,"LongTTFT":103700000,"DrainRate":160,
 "Lanes":[{"Lane":"batch","Admitted":0},{"Lane":"free","Admitted":426,"Waited":816,"Shed":2,"Timeouts":406,"Cancelled":1},
 {"Lane":"paid","Admitted":400,"Waited":399},{"Lane":"enterprise"}]}},{"target":"backup-1"}]}`
 
@@ -453,7 +453,7 @@ func TestParseAdminOutputs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &LimiterStats{Target: "primary", Limit: 12, TTFTMs: 104.1, LongTTFTMs: 103.7, Lanes: map[string]LimiterLane{
+	want := &LimiterStats{Target: "primary", Limit: 12, TTFTMs: 104.1, LongTTFTMs: 103.7, InFlight: 3, SlowStart: true, Lanes: map[string]LimiterLane{
 		"batch": {}, "enterprise": {}, "paid": {Admitted: 400, Waited: 399},
 		"free": {Admitted: 426, Waited: 816, Shed: 2, Timeouts: 406, Cancelled: 1},
 	}}

@@ -37,6 +37,9 @@ type LimiterStats struct {
 	Limit      int                    `json:"limit"`
 	TTFTMs     float64                `json:"ttft_ms"`      // p90 of the last window
 	LongTTFTMs float64                `json:"long_ttft_ms"` // the long-term average it compares with
+	InFlight   int                    `json:"in_flight"`
+	Queued     int                    `json:"queued"`
+	SlowStart  bool                   `json:"slow_start"`
 	Lanes      map[string]LimiterLane `json:"lanes"`
 }
 
@@ -61,9 +64,10 @@ func parseUpstreams(data []byte) (*LimiterStats, error) {
 		Upstreams []struct {
 			Target  string `json:"target"`
 			Limiter *struct {
-				Limit          int
-				TTFT, LongTTFT int64 // ns
-				Lanes          []struct {
+				Limit, InFlight, Queued int
+				SlowStart               bool
+				TTFT, LongTTFT          int64 // ns
+				Lanes                   []struct {
 					Lane                                        string
 					Admitted, Waited, Shed, Timeouts, Cancelled uint64
 				}
@@ -78,7 +82,8 @@ func parseUpstreams(data []byte) (*LimiterStats, error) {
 			continue
 		}
 		s := &LimiterStats{Target: u.Target, Limit: u.Limiter.Limit, TTFTMs: ms(time.Duration(u.Limiter.TTFT)),
-			LongTTFTMs: ms(time.Duration(u.Limiter.LongTTFT)), Lanes: map[string]LimiterLane{}}
+			LongTTFTMs: ms(time.Duration(u.Limiter.LongTTFT)), InFlight: u.Limiter.InFlight, Queued: u.Limiter.Queued,
+			SlowStart: u.Limiter.SlowStart, Lanes: map[string]LimiterLane{}}
 		for _, l := range u.Limiter.Lanes {
 			s.Lanes[l.Lane] = LimiterLane{Admitted: l.Admitted, Waited: l.Waited, Shed: l.Shed,
 				Timeouts: l.Timeouts, Cancelled: l.Cancelled}

@@ -28,7 +28,10 @@ import (
 // llmsim. It reports streams completed intact, edgecache's RSS per open
 // stream above its idle baseline (peak VmRSS while the streams are open),
 // its CPU per 1,000 relayed events (utime+stime from /proc/PID/stat over
-// the run) and the TTFT p50/p99 through edgecache, direct and added.
+// the run) and the TTFT p50/p99 through edgecache, direct and added; the
+// share admitted (status 200) and the adaptive limit over time
+// (streams_limit.go), with --degrade-after a second wave against a slower
+// llmsim to show the limit clamping down.
 
 // streamsConfig is `edgebench streams`'s flags.
 type streamsConfig struct {
@@ -37,6 +40,11 @@ type streamsConfig struct {
 	tps                    float64
 	ttft, ramp, timeout    time.Duration
 	open                   bool // open admission: large concurrency limits
+	// degradeAfter > 0 raises llmsim's TTFT to degradeTTFT that long after
+	// the burst through edgecache started, and starts a second wave of
+	// degradeN streams spread over degradeRamp.
+	degradeAfter, degradeTTFT, degradeRamp time.Duration
+	degradeN                               int
 }
 
 const streamsUsage = `Usage: edgebench streams [flags]
@@ -45,8 +53,12 @@ N concurrent streamed chat requests through edgecache (pinned to CPU 1) to llmsi
 pacing tokens (CPU 0, with the stream generator), then the same load straight to
 llmsim as the reference. Reports streams completed intact / N, edgecache RSS per
 open stream above its idle baseline, edgecache CPU per 1,000 relayed events and
-TTFT p50/p99 through edgecache, direct and added. --open-admission runs edgecache
-with large concurrency limits; without it, with the default configuration.
+TTFT p50/p99 through edgecache, direct and added, the share admitted (status 200)
+and the adaptive concurrency limit every 250 ms (/admin/upstreams). --open-admission
+runs edgecache with large concurrency limits; without it, with the default
+configuration. --degrade-after D raises llmsim's TTFT to --degrade-ttft D after the
+burst through edgecache started and sends a second wave of --degrade-n streams over
+--degrade-ramp, so that the limit's clamp shows in its timeline.
 Raises RLIMIT_NOFILE for itself and its children. Needs taskset and the binaries
 in --bin; installs and builds nothing.
 
@@ -70,6 +82,10 @@ func parseStreamsFlags(args []string, stderr io.Writer) (streamsConfig, error) {
 	fs.DurationVar(&c.ramp, "ramp", 0, "spread the starts of the N streams over this time (0 = one burst)")
 	fs.DurationVar(&c.timeout, "timeout", 0, "client timeout of one stream (0 = 2 × tokens/tps + 30s)")
 	fs.BoolVar(&c.open, "open-admission", false, "edgecache with large concurrency limits instead of the default config")
+	fs.DurationVar(&c.degradeAfter, "degrade-after", 0, "raise llmsim's TTFT this long after the burst through edgecache started, and send a second wave (0 = no)")
+	fs.DurationVar(&c.degradeTTFT, "degrade-ttft", 2*time.Second, "llmsim's TTFT from --degrade-after on")
+	fs.IntVar(&c.degradeN, "degrade-n", 0, "streams of the second wave (0 = n/4)")
+	fs.DurationVar(&c.degradeRamp, "degrade-ramp", 10*time.Second, "spread the second wave's starts over this time")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), streamsUsage)
 		fs.PrintDefaults()
@@ -89,6 +105,12 @@ func parseStreamsFlags(args []string, stderr io.Writer) (streamsConfig, error) {
 	}
 	if c.ttft < 0 || c.ramp < 0 || c.timeout < 0 {
 		errs = append(errs, errors.New("--ttft, --ramp and --timeout must not be negative"))
+	}
+	if c.degradeAfter < 0 || c.degradeTTFT <= 0 || c.degradeRamp < 0 || c.degradeN < 0 || c.degradeN > 10_000 {
+		errs = append(errs, errors.New("--degrade-after and --degrade-ramp must not be negative, --degrade-ttft must be positive, --degrade-n in 0..10000"))
+	}
+	if c.degradeN == 0 {
+		c.degradeN = max(1, c.n/4)
 	}
 	if c.timeout == 0 && c.tps > 0 {
 		c.timeout = 2*(c.ttft+time.Duration(float64(c.tokens)/c.tps*float64(time.Second))) + c.ramp + 30*time.Second
@@ -124,6 +146,7 @@ type StreamSpec struct {
 // StreamPhase is the generator's result for one target.
 type StreamPhase struct {
 	N         int            `json:"n"`
+	Admitted  int            `json:"admitted"`    // answered 200 (not refused)
 	Intact    int            `json:"intact"`      // 200, every content event, finish and [DONE]
 	Events    int64          `json:"events"`      // data events received (all streams)
 	TTFTP50Ms float64        `json:"ttft_p50_ms"` // to the first content event, intact streams
@@ -147,11 +170,21 @@ type StreamsReport struct {
 	PeakRSSKiB     int64          `json:"peak_rss_kib"`
 	CPUSeconds     float64        `json:"edgecache_cpu_seconds"`
 	Derived        StreamsDerived `json:"derived"`
-	Error          string         `json:"error,omitempty"`
+	// The adaptive limit every 250 ms from the burst through edgecache on
+	// (empty with --open-admission's fixed limit too, which it shows flat).
+	Limit        []LimitPoint `json:"limit_timeline,omitempty"`
+	LimitSummary LimitSummary `json:"limit_summary"`
+	// With --degrade-after: when llmsim's TTFT rose (seconds on the
+	// timeline's clock), to what, and the second wave's result.
+	DegradeAtS    float64      `json:"degrade_at_s,omitempty"`
+	DegradeTTFTMs float64      `json:"degrade_ttft_ms,omitempty"`
+	Degraded      *StreamPhase `json:"degraded_wave,omitempty"`
+	Error         string       `json:"error,omitempty"`
 }
 
 // StreamsDerived are the figures computed from the raw ones.
 type StreamsDerived struct {
+	AdmittedShare    float64 `json:"admitted_share"` // through edgecache: admitted / N
 	RSSPerStreamKiB  float64 `json:"rss_per_open_stream_kib"`
 	CPUMsPer1kEvents float64 `json:"cpu_ms_per_1k_events"`
 	CPUUsPerEvent    float64 `json:"cpu_us_per_event"`
@@ -164,10 +197,17 @@ type StreamsDerived struct {
 // the peak (the generator's peak of concurrently open streams).
 func deriveStreams(rep StreamsReport) StreamsDerived {
 	var d StreamsDerived
+	if rep.Edgecache.N > 0 {
+		d.AdmittedShare = float64(rep.Edgecache.Admitted) / float64(rep.Edgecache.N)
+	}
 	if open := rep.Edgecache.PeakOpen; open > 0 && rep.PeakRSSKiB > rep.BaselineRSSKiB {
 		d.RSSPerStreamKiB = float64(rep.PeakRSSKiB-rep.BaselineRSSKiB) / float64(open)
 	}
-	if ev := rep.Edgecache.Events; ev > 0 {
+	ev := rep.Edgecache.Events
+	if rep.Degraded != nil { // the CPU figure covers both waves
+		ev += rep.Degraded.Events
+	}
+	if ev > 0 {
 		d.CPUMsPer1kEvents = rep.CPUSeconds * 1000 / float64(ev) * 1000
 		d.CPUUsPerEvent = rep.CPUSeconds * 1e6 / float64(ev)
 	}
@@ -187,24 +227,41 @@ func WriteStreamsMarkdown(w io.Writer, rep StreamsReport) error {
 	fmt.Fprintf(&b, "`%s`\n\n", rep.Command)
 	fmt.Fprintf(&b, "%d concurrent streams, llmsim at %g tokens/s, %d tokens; edgecache on CPU %d, llmsim and the generator on CPU %d.\n\n",
 		rep.N, rep.TokensPerSec, rep.Tokens, serverCPU, loadCPU)
-	b.WriteString("| target | intact / N | peak open | TTFT p50 | TTFT p99 | events |\n|---|---|---|---|---|---|\n")
-	for _, row := range []struct {
+	b.WriteString("| target | intact / N | admitted / N | peak open | TTFT p50 | TTFT p99 | events |\n|---|---|---|---|---|---|---|\n")
+	rows := []struct {
 		name string
 		p    StreamPhase
-	}{{"llmsim direct", rep.Direct}, {"through edgecache", rep.Edgecache}} {
-		fmt.Fprintf(&b, "| %s | %d / %d | %d | %.1f ms | %.1f ms | %d |\n",
-			row.name, row.p.Intact, row.p.N, row.p.PeakOpen, row.p.TTFTP50Ms, row.p.TTFTP99Ms, row.p.Events)
+	}{{"llmsim direct", rep.Direct}, {"through edgecache", rep.Edgecache}}
+	if rep.Degraded != nil {
+		rows = append(rows, struct {
+			name string
+			p    StreamPhase
+		}{fmt.Sprintf("second wave, llmsim TTFT %.0f ms", rep.DegradeTTFTMs), *rep.Degraded})
+	}
+	for _, row := range rows {
+		fmt.Fprintf(&b, "| %s | %d / %d | %d / %d | %d | %.1f ms | %.1f ms | %d |\n",
+			row.name, row.p.Intact, row.p.N, row.p.Admitted, row.p.N, row.p.PeakOpen, row.p.TTFTP50Ms, row.p.TTFTP99Ms, row.p.Events)
 	}
 	d := rep.Derived
 	b.WriteString("\n| edgecache | value |\n|---|---|\n")
+	fmt.Fprintf(&b, "| burst admitted (status 200) | %.1f %% |\n", 100*d.AdmittedShare)
+	if ls := rep.LimitSummary; len(rep.Limit) > 0 {
+		fmt.Fprintf(&b, "| adaptive limit, burst | %d at start → %d at %.2f s; up to %d queued, none left at %.2f s |\n",
+			ls.Start, ls.Peak, ls.PeakAtS, ls.MaxQueued, ls.AtBurstS)
+		if rep.DegradeAtS > 0 {
+			ended := "did not end"
+			if ls.SlowStartEndedS >= 0 {
+				ended = fmt.Sprintf("ended %.2f s after", ls.SlowStartEndedS)
+			}
+			fmt.Fprintf(&b, "| adaptive limit, TTFT raised to %.0f ms at %.2f s | %d before → %d after 2 s → %d after 5 s → %d after 10 s; slow start %s |\n",
+				rep.DegradeTTFTMs, rep.DegradeAtS, ls.BeforeDegrade, ls.After2s, ls.After5s, ls.After10s, ended)
+		}
+	}
 	fmt.Fprintf(&b, "| RSS baseline / peak | %d KiB / %d KiB |\n", rep.BaselineRSSKiB, rep.PeakRSSKiB)
 	fmt.Fprintf(&b, "| RSS per open stream above baseline | %.1f KiB |\n", d.RSSPerStreamKiB)
 	fmt.Fprintf(&b, "| CPU per 1,000 relayed events | %.2f ms (%.2f µs/event) |\n", d.CPUMsPer1kEvents, d.CPUUsPerEvent)
 	fmt.Fprintf(&b, "| added TTFT p50 / p99 | %+.1f ms / %+.1f ms |\n", d.AddedTTFTP50Ms, d.AddedTTFTP99Ms)
-	for _, row := range []struct {
-		name string
-		p    StreamPhase
-	}{{"direct", rep.Direct}, {"edgecache", rep.Edgecache}} {
+	for _, row := range rows {
 		if len(row.p.Failures) > 0 {
 			keys := make([]string, 0, len(row.p.Failures))
 			for k := range row.p.Failures {
@@ -217,6 +274,10 @@ func WriteStreamsMarkdown(w io.Writer, rep StreamsReport) error {
 			}
 			b.WriteString("\n")
 		}
+	}
+	if len(rep.Limit) > 0 {
+		b.WriteString("\nThe adaptive limit of the primary target (`/admin/upstreams` every 250 ms; a row when it moved by 5 % or more, the regime changed, the queue filled or emptied, else every 2 s):\n")
+		writeLimitTimeline(&b, rep.Limit, rep.DegradeAtS)
 	}
 	if rep.Error != "" {
 		fmt.Fprintf(&b, "\nError: %s\n", rep.Error)
@@ -303,7 +364,7 @@ func (r *runner) streams(ctx context.Context, cfg streamsConfig) (StreamsReport,
 	if err := os.WriteFile(confPath, []byte(streamsConfigYAML(cfg, "http://"+simAddr)), 0o600); err != nil {
 		return fail(err)
 	}
-	addr, _, ec, err := r.startEdgecacheArgs(ctx, "--config", confPath)
+	addr, admin, ec, err := r.startEdgecacheArgs(ctx, "--config", confPath)
 	if err != nil {
 		return fail(fmt.Errorf("edgecache: %w", err))
 	}
@@ -337,9 +398,47 @@ func (r *runner) streams(ctx context.Context, cfg streamsConfig) (StreamsReport,
 		}
 	}()
 	spec.URL = "http://" + addr + chatPath
+	limits := startLimitSampler(ctx, r.client, "http://"+admin)
+	burst := time.Now()
+	var degErr error
+	degDone := make(chan struct{})
+	if cfg.degradeAfter <= 0 {
+		close(degDone)
+	} else {
+		go func() { // raise llmsim's TTFT mid-run and send a second wave
+			defer close(degDone)
+			select {
+			case <-time.After(cfg.degradeAfter):
+			case <-ctx.Done():
+				degErr = ctx.Err()
+				return
+			}
+			if degErr = setSimTTFT(ctx, r.client, simAddr, cfg.degradeTTFT); degErr != nil {
+				return
+			}
+			rep.DegradeAtS, rep.DegradeTTFTMs = time.Since(burst).Seconds(), ms(cfg.degradeTTFT)
+			wave := spec
+			wave.N, wave.Ramp, wave.RunID = cfg.degradeN, cfg.degradeRamp, randomHex(6)
+			wave.Timeout = 2*(cfg.degradeTTFT+time.Duration(float64(cfg.tokens)/cfg.tps*float64(time.Second))) + 30*time.Second
+			var p StreamPhase
+			if p, degErr = r.runStreamgen(ctx, wave, "edgecache-degraded"); degErr == nil {
+				rep.Degraded = &p
+			}
+		}()
+	}
 	rep.Edgecache, err = r.runStreamgen(ctx, spec, "edgecache")
+	<-degDone // the RSS and CPU figures cover the second wave too
 	close(stop)
 	wg.Wait()
+	var failedReads int
+	rep.Limit, failedReads = limits.Stop()
+	rep.LimitSummary = summarizeLimit(rep.Limit, rep.DegradeAtS)
+	if failedReads > 0 {
+		fmt.Fprintf(r.log, "edgebench: %d reads of /admin/upstreams failed\n", failedReads)
+	}
+	if err == nil && degErr != nil {
+		err = fmt.Errorf("second wave: %w", degErr)
+	}
 	rep.PeakRSSKiB = peak.Load()
 	if cpu1, cerr := procCPUTicks(pid); cerr == nil {
 		rep.CPUSeconds = float64(cpu1-cpu0) / clockTicks
@@ -475,6 +574,7 @@ func RunStreams(ctx context.Context, spec StreamSpec) StreamPhase {
 		ttfts    []float64
 		failures = map[string]int{}
 		intact   int
+		admitted int
 		events   atomic.Int64
 		open     atomic.Int64
 		peakOpen atomic.Int64
@@ -494,6 +594,9 @@ func RunStreams(ctx context.Context, spec StreamSpec) StreamPhase {
 			events.Add(s.events)
 			mu.Lock()
 			defer mu.Unlock()
+			if s.admitted {
+				admitted++
+			}
 			if s.fail != "" {
 				failures[s.fail]++
 				return
@@ -504,7 +607,7 @@ func RunStreams(ctx context.Context, spec StreamSpec) StreamPhase {
 	}
 	wg.Wait()
 	sort.Float64s(ttfts)
-	res := StreamPhase{N: spec.N, Intact: intact, Events: events.Load(), PeakOpen: int(peakOpen.Load()),
+	res := StreamPhase{N: spec.N, Admitted: admitted, Intact: intact, Events: events.Load(), PeakOpen: int(peakOpen.Load()),
 		TTFTP50Ms: percentileSorted(ttfts, 0.50), TTFTP99Ms: percentileSorted(ttfts, 0.99),
 		Seconds: time.Since(start).Seconds()}
 	if len(failures) > 0 {
@@ -523,9 +626,10 @@ func percentileSorted(v []float64, p float64) float64 {
 }
 
 type streamOutcome struct {
-	ttft   time.Duration
-	events int64
-	fail   string // "" when intact
+	ttft     time.Duration
+	events   int64
+	admitted bool   // status 200
+	fail     string // "" when intact
 }
 
 // oneStream runs one stream and checks it: status 200, spec.Tokens content
@@ -550,6 +654,7 @@ func oneStream(ctx context.Context, client *http.Client, spec StreamSpec, i int,
 		o.fail = "status " + strconv.Itoa(resp.StatusCode)
 		return o
 	}
+	o.admitted = true
 	n := open.Add(1)
 	defer open.Add(-1)
 	for {

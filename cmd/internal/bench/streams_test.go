@@ -85,6 +85,79 @@ func TestParseStreamsFlags(t *testing.T) {
 	if c, err := parseStreamsFlags([]string{"--n", "10000", "--open-admission"}, io.Discard); err != nil || !c.open {
 		t.Errorf("--n 10000 --open-admission: %+v %v", c, err)
 	}
+	if c.degradeAfter != 0 || c.degradeTTFT != 2*time.Second || c.degradeN != 500 || c.degradeRamp != 10*time.Second {
+		t.Errorf("degrade defaults: %+v", c)
+	}
+	c, err = parseStreamsFlags([]string{"--degrade-after", "5s", "--degrade-ttft", "3s", "--degrade-n", "40"}, io.Discard)
+	if err != nil || c.degradeAfter != 5*time.Second || c.degradeTTFT != 3*time.Second || c.degradeN != 40 {
+		t.Errorf("--degrade-*: %+v %v", c, err)
+	}
+	for _, bad := range [][]string{{"--degrade-after", "-1s"}, {"--degrade-ttft", "0s"}, {"--degrade-n", "-1"}} {
+		if _, err := parseStreamsFlags(bad, io.Discard); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// A burst: slow start from 100, the queue empties at 0.75 s; then TTFT
+// rises at 3 s and slow start ends 2 s later.
+var timeline = []LimitPoint{
+	{T: 0, Limit: 100, SlowStart: true},
+	{T: 0.25, Limit: 300, InFlight: 300, Queued: 1700, SlowStart: true},
+	{T: 0.5, Limit: 1500, InFlight: 1500, Queued: 500, SlowStart: true},
+	{T: 0.75, Limit: 3100, InFlight: 2000, SlowStart: true},
+	{T: 2.9, Limit: 4000, InFlight: 2000, SlowStart: true},
+	{T: 4.9, Limit: 4000, InFlight: 2100, SlowStart: true},
+	{T: 5.1, Limit: 1050, InFlight: 2100, Queued: 30},
+	{T: 8.1, Limit: 900, InFlight: 1000},
+	{T: 13.1, Limit: 800, InFlight: 300},
+}
+
+func TestSummarizeLimit(t *testing.T) {
+	s := summarizeLimit(timeline[:5], 0)
+	want := LimitSummary{Start: 100, Peak: 4000, PeakAtS: 2.9, AtBurstS: 0.75, MaxQueued: 1700}
+	if s != want {
+		t.Errorf("burst only:\n got %+v\nwant %+v", s, want)
+	}
+	s = summarizeLimit(timeline, 3)
+	want.BeforeDegrade, want.After2s, want.After5s, want.After10s, want.SlowStartEndedS = 4000, 4000, 1050, 900, 5.1-3
+	if math.Abs(s.SlowStartEndedS-want.SlowStartEndedS) > 1e-9 {
+		t.Errorf("slow start ended after %v, want %v", s.SlowStartEndedS, want.SlowStartEndedS)
+	}
+	s.SlowStartEndedS = want.SlowStartEndedS
+	if s != want {
+		t.Errorf("with a TTFT rise at 3 s:\n got %+v\nwant %+v", s, want)
+	}
+	if s := summarizeLimit(nil, 3); s != (LimitSummary{}) {
+		t.Errorf("no timeline: %+v", s)
+	}
+}
+
+func TestWriteStreamsMarkdownLimit(t *testing.T) {
+	rep := StreamsReport{Command: "edgebench streams --degrade-after 3s", N: 2000, TokensPerSec: 20, Tokens: 200,
+		Edgecache: StreamPhase{N: 2000, Admitted: 1900, Intact: 1900, Failures: map[string]int{"status 503": 100}},
+		Degraded:  &StreamPhase{N: 500, Admitted: 400, Intact: 400, Failures: map[string]int{"status 503": 100}},
+		Limit:     timeline, DegradeAtS: 3, DegradeTTFTMs: 2000}
+	rep.LimitSummary = summarizeLimit(rep.Limit, rep.DegradeAtS)
+	rep.Derived = deriveStreams(rep)
+	var b strings.Builder
+	if err := WriteStreamsMarkdown(&b, rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| through edgecache | 1900 / 2000 | 1900 / 2000 |",
+		"| second wave, llmsim TTFT 2000 ms | 400 / 500 | 400 / 500 |",
+		"| burst admitted (status 200) | 95.0 % |",
+		"| adaptive limit, burst | 100 at start → 4000 at 2.90 s; up to 1700 queued, none left at 0.75 s |",
+		"4000 before → 4000 after 2 s → 1050 after 5 s → 900 after 10 s; slow start ended 2.10 s after",
+		"| 3.00 s | | | | | **llmsim TTFT raised** |",
+		"| 5.10 s | 1050 | 2100 | 30 | 0 ms | gradient |",
+		"Failures (second wave, llmsim TTFT 2000 ms): status 503 100;",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, b.String())
+		}
+	}
 }
 
 func TestStreamsConfigYAML(t *testing.T) {
@@ -172,7 +245,8 @@ func TestStreamsSmoke(t *testing.T) {
 	jsonPath := filepath.Join(bin, "streams.json")
 	var out, errb bytes.Buffer
 	err := Main(context.Background(), "edgebench", []string{"streams", "--bin", bin, "--n", "20", "--tokens", "5",
-		"--tps", "50", "--open-admission", "--json", jsonPath}, &out, &errb)
+		"--tps", "50", "--open-admission", "--degrade-after", "300ms", "--degrade-ttft", "50ms", "--degrade-n", "4",
+		"--degrade-ramp", "0s", "--json", jsonPath}, &out, &errb)
 	if err != nil {
 		t.Fatalf("streams: %v\n%s\n%s", err, out.String(), errb.String())
 	}
@@ -184,8 +258,15 @@ func TestStreamsSmoke(t *testing.T) {
 	if err := json.Unmarshal(data, &rep); err != nil {
 		t.Fatal(err)
 	}
-	if rep.Direct.Intact != 20 || rep.Edgecache.Intact != 20 || rep.Edgecache.Events == 0 || rep.BaselineRSSKiB == 0 {
+	if rep.Direct.Intact != 20 || rep.Edgecache.Intact != 20 || rep.Edgecache.Admitted != 20 || rep.Edgecache.Events == 0 || rep.BaselineRSSKiB == 0 {
 		t.Errorf("report: %+v\n%s", rep, out.String())
+	}
+	// --open-admission fixes the limit at 2 × n; the timeline shows it.
+	if len(rep.Limit) == 0 || rep.Limit[0].Limit != 40 || rep.Limit[0].SlowStart {
+		t.Errorf("limit timeline: %+v", rep.Limit)
+	}
+	if rep.Degraded == nil || rep.Degraded.Intact != 4 || rep.DegradeAtS <= 0 || rep.DegradeTTFTMs != 50 {
+		t.Errorf("second wave: %+v at %v s, %v ms", rep.Degraded, rep.DegradeAtS, rep.DegradeTTFTMs)
 	}
 }
 

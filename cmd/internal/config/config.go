@@ -335,7 +335,8 @@ type Admission struct {
 	// MaxHeapBytes sheds the same way on heap size. Zero → not watched.
 	MaxHeapBytes uint64 `yaml:"max_heap_bytes"`
 	// Concurrency bounds the adaptive concurrency limit per upstream
-	// target (Gradient2 on time to first token). Zeros → 100, 5, 500.
+	// target (slow start, then Gradient2 on time to first token). Zeros →
+	// 100, 5, 4096.
 	Concurrency ConcurrencyLimits `yaml:"concurrency"`
 	// Shadow counts would-be rejections of every limiter without enforcing.
 	Shadow bool `yaml:"shadow"`
@@ -357,11 +358,20 @@ type Limits struct {
 	Shadow            bool    `yaml:"shadow"`
 }
 
-// ConcurrencyLimits bound the adaptive limit.
+// ConcurrencyLimits bound the adaptive limit and tune its slow start
+// (degrade/admission, ConcurrencyConfig; README "The adaptive limit").
 type ConcurrencyLimits struct {
 	Initial int `yaml:"initial"`
 	Min     int `yaml:"min"`
 	Max     int `yaml:"max"`
+	// SlowStartSlack: a TTFT above 1.5 × the no-load TTFT plus this is
+	// congestion to slow start. Zero → 1s.
+	SlowStartSlack Duration `yaml:"slow_start_slack"`
+	// SlowStartWait is the longest queue wait while the limit is in slow
+	// start (a lane's own wait if longer). Zero → 5s.
+	SlowStartWait Duration `yaml:"slow_start_wait"`
+	// NoSlowStart starts the limit in the gradient regime.
+	NoSlowStart bool `yaml:"no_slow_start"`
 }
 
 // Tenant is a customer: its API keys, lane and quotas.
@@ -969,6 +979,13 @@ func (c *Config) Default() {
 		// first token); DEGRADATION.md's 20 throttled a fast upstream for
 		// seconds after every start.
 		c.Admission.Concurrency.Initial = 100
+	}
+	if c.Admission.Concurrency.Max == 0 {
+		// Slow start finds a healthy API's capacity from the initial limit
+		// in a few times to first token; DEGRADATION.md's 500 stopped it
+		// at a quarter of a 2,000-stream burst. 4096 is max_in_flight's
+		// default: self-protection bounds the instance there anyway.
+		c.Admission.Concurrency.Max = 4096
 	}
 	sm := &c.Semantic
 	if sm.Embedder == "" {

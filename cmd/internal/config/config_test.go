@@ -348,3 +348,24 @@ func TestPricingValidated(t *testing.T) {
 		}
 	}
 }
+
+func TestConcurrencySlowStartKnobs(t *testing.T) {
+	cfg, err := Parse([]byte("admission:\n  concurrency: {initial: 50, slow_start_slack: 2s, slow_start_wait: 3s, no_slow_start: true}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Default()
+	want := ConcurrencyLimits{Initial: 50, Max: 4096, SlowStartSlack: Duration(2 * time.Second),
+		SlowStartWait: Duration(3 * time.Second), NoSlowStart: true}
+	if got := cfg.Admission.Concurrency; got != want {
+		t.Errorf("concurrency: %+v, want %+v", got, want)
+	}
+	cfg, err = Parse(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Default()
+	if got := cfg.Admission.Concurrency; got != (ConcurrencyLimits{Initial: 100, Max: 4096}) {
+		t.Errorf("defaults: %+v", got)
+	}
+}

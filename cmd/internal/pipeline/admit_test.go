@@ -1,11 +1,17 @@
 package pipeline
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/edgecache/edgecache/cmd/internal/llmsim"
 	"github.com/edgecache/edgecache/degrade/admission"
 )
 
@@ -111,5 +117,107 @@ func TestConcurrencyRefusalIsNotRetried(t *testing.T) {
 	}
 	if _, retries := e.targets[0].Budget.InFlight(); retries != 0 {
 		t.Errorf("%d retries in flight", retries)
+	}
+}
+
+// A stream feeds its time to first token to the adaptive limit when the
+// first token arrives, not when the stream ends: slow start grows the
+// limit (two slots per first token) while the stream is still open, and
+// the stream's end adds no second sample.
+func TestStreamFeedsLimiterAtFirstToken(t *testing.T) {
+	e := newEdge(t, edgeOpts{sim: llmsim.Config{TTFT: 20 * time.Millisecond, TokensPerSec: 20, AnswerTokens: 10}})
+	conc, err := admission.NewConcurrency(admission.ConcurrencyConfig{Name: "primary", InitialLimit: 1, MinLimit: 1, MaxLimit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.targets[0].Concurrency = conc
+	req, err := http.NewRequest(http.MethodPost, e.url+"/v1/chat/completions",
+		strings.NewReader(chat("a slow stream", `"stream":true`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() && !strings.Contains(sc.Text(), `"content":"sim:`) {
+	}
+	// The first token is relayed after the limiter heard of it.
+	if st := conc.Stats(); st.InFlight != 1 || st.Limit != 3 || !st.SlowStart {
+		t.Fatalf("at the first token: in flight %d, limit %d, slow start %v; want 1, 3, true", st.InFlight, st.Limit, st.SlowStart)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for conc.Stats().InFlight != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // the release follows the stream's last byte
+	}
+	if st := conc.Stats(); st.InFlight != 0 || st.Limit != 3 {
+		t.Fatalf("after the stream: in flight %d, limit %d; want 0, 3 (no second sample)", st.InFlight, st.Limit)
+	}
+}
+
+// With streams flowing against llmsim, a TTFT that rises from 20ms to 2s
+// ends the limit's slow start and brings the limit down within seconds:
+// the limiter hears each stream's TTFT at its first token.
+func TestLimiterClampsWhenTTFTRises(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for about 6s")
+	}
+	e := newEdge(t, edgeOpts{sim: llmsim.Config{TTFT: 20 * time.Millisecond, TokensPerSec: 100, AnswerTokens: 10}})
+	conc, err := admission.NewConcurrency(admission.ConcurrencyConfig{Name: "primary", InitialLimit: 100, MaxLimit: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.targets[0].Concurrency = conc
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	for w := range 40 { // 40 streams at a time: the limit of 100 is in use for slow start's judgement
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.url+"/v1/chat/completions",
+					strings.NewReader(chat(fmt.Sprintf("stream %d.%d", w, i), `"stream":true`)))
+				if err != nil {
+					return
+				}
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Cache-Control", "no-store")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond) // a healthy phase: slow start learns the no-load TTFT
+	st := conc.Stats()
+	if !st.SlowStart || st.BaseTTFT <= 0 || st.BaseTTFT > 300*time.Millisecond {
+		t.Fatalf("healthy phase: %+v", st)
+	}
+	healthy := st.Limit
+	cfg := e.sim.Server.Config()
+	cfg.TTFT = 2 * time.Second
+	e.sim.Server.SetConfig(cfg)
+	rose := time.Now()
+	for conc.Stats().SlowStart && time.Since(rose) < 10*time.Second {
+		time.Sleep(10 * time.Millisecond)
+	}
+	st = conc.Stats()
+	took := time.Since(rose)
+	t.Logf("limit %d with base TTFT %v; TTFT 2s: slow start ended after %v, limit %d, %d in flight", healthy, st.BaseTTFT, took, st.Limit, st.InFlight)
+	if st.SlowStart || took > 7*time.Second {
+		t.Fatalf("slow start still on %v after TTFT rose to 2s: %+v", took, st)
+	}
+	if st.Limit > 25 { // half the calls in flight: at most 40 streams, so at most 20 (or more queued)
+		t.Fatalf("limit %d after TTFT rose, want ≤ 25 (half of ≤ 40 in flight)", st.Limit)
 	}
 }

@@ -38,6 +38,11 @@ type upstreamCall struct {
 	stalled atomic.Bool
 
 	o outcome
+	// limiter is the adaptive concurrency limit that admitted the attempt
+	// (nil: none); commit feeds it the stream's time to first token at
+	// once, and fed says it did.
+	limiter *admission.Concurrency
+	fed     bool
 	// ttl is how long the answer may be stored (responseTTL), set by
 	// cacheable.
 	ttl time.Duration
@@ -69,8 +74,13 @@ func (p *Pipeline) admitAttempt(ctx context.Context, c *call, t *Target, ur *ups
 		o.att.Target, o.source = t.Name, source
 		return o
 	}
+	a.limiter = t.Concurrency
 	o := a.tracked(ctx)
-	rel(o.att.TTFT, !overloadSymptom(o))
+	ttft := o.att.TTFT
+	if a.fed { // a stream's TTFT went in at its first token
+		ttft = 0
+	}
+	rel(ttft, !overloadSymptom(o))
 	return o
 }
 
@@ -313,6 +323,13 @@ func (a *upstreamCall) relay(ctx context.Context, resp *http.Response) {
 func (a *upstreamCall) commit(resp *http.Response, held [][]byte) {
 	a.ttft.Stop()
 	a.o.att.TTFT = a.p.cfg.Now().Sub(a.start)
+	if a.limiter != nil {
+		// The limit learns from the first token, not from the stream's end
+		// tens of seconds later: slow start grows on it, and a rising TTFT
+		// clamps the limit while the slow streams are still open.
+		a.limiter.FirstToken(a.o.att.TTFT)
+		a.fed = true
+	}
 	a.c.setHeader(resp.StatusCode, resp.Header)
 	for _, h := range held {
 		a.c.append(h)
