@@ -365,9 +365,12 @@ func (p *Pipeline) runJob(ctx context.Context, jr *jobRunner, j *jobs.Job) jobs.
 		rec.status = http.StatusOK
 	}
 	res := jobs.Result{Status: rec.status, Body: rec.body.Bytes()}
-	if (rec.status == http.StatusServiceUnavailable || rec.status == http.StatusTooManyRequests) && ctx.Err() == nil {
+	spent := bytes.Contains(rec.body.Bytes(), []byte(`"`+CodeInsufficientQuota+`"`))
+	if (rec.status == http.StatusServiceUnavailable || rec.status == http.StatusTooManyRequests) && ctx.Err() == nil && !spent {
 		// Busy (admission's queue timed out, or the upstream is
-		// overloaded): the job waits its turn again.
+		// overloaded): the job waits its turn again. Spent usage
+		// credits are not busy: they return at the window's end, hours
+		// away; the job fails with the 429 that says when.
 		res.RetryAfter = time.Second
 		if s, err := strconv.Atoi(rec.h.Get("Retry-After")); err == nil && s > 0 {
 			res.RetryAfter = min(time.Duration(s)*time.Second, 30*time.Second)
