@@ -128,9 +128,9 @@ type Server struct {
 	// busy is the time generation requests held a slot (nanoseconds,
 	// summed over requests): busy / (max_concurrency × elapsed) is the
 	// model's utilisation, what a queue in front of it is for.
-	busy     atomic.Int64
-	created  int64        // "created" of /v1/models entries
-	stored   sync.Map     // response id → its JSON, for GET /v1/responses/{id} (responses.go)
+	busy    atomic.Int64
+	created int64    // "created" of /v1/models entries
+	stored  sync.Map // response id → its JSON, for GET /v1/responses/{id} (responses.go)
 }
 
 var _ http.Handler = (*Server)(nil)
