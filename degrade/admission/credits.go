@@ -344,7 +344,12 @@ func (c *Credits) spendRedis(ctx context.Context, cs []charged, now time.Time) (
 		keys[i] = x.key
 		args = append(args, x.rule.Requests, x.rule.Tokens, x.end.Add(time.Minute).UnixMilli())
 	}
-	return c.run(ctx, keys, args, now)
+	res, err := c.run(ctx, keys, args, now)
+	if err == nil && len(res) != 3+2*len(cs) { // a script bug, not an outage: stay available
+		c.log.Error("admission: credits script answer", "values", len(res), "want", 3+2*len(cs))
+		return nil, errors.New("admission: credits script answer")
+	}
+	return res, err
 }
 
 var errNoRedis = errors.New("admission: no redis")

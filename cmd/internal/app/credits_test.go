@@ -204,3 +204,49 @@ func TestCreditsTokensFromUsage(t *testing.T) {
 		t.Errorf("message %q does not say tokens", refused.message)
 	}
 }
+
+// A background job whose key has spent its credits fails at once with
+// the 429 that says when they reset, instead of retrying for hours.
+func TestCreditsBackgroundJobFails(t *testing.T) {
+	sim := startSim(t, llmsim.Config{})
+	cfg := writeConfig(t, `semantic: {embedder: lexical}
+routes:
+  - name: responses
+    path: /v1/responses
+    jobs: {enabled: true}
+admission:
+  credits:
+    - {scope: key, requests: 1}
+`)
+	data, _ := startEdgecache(t, sim.URL(), "--config", cfg)
+	ids := []string{submitJob(t, data, "sk-credit-jobs", uniquePrompt(t, "first")), submitJob(t, data, "sk-credit-jobs", uniquePrompt(t, "second"))}
+	statuses := map[string]int{}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, id := range ids {
+		for time.Now().Before(deadline) {
+			req, _ := http.NewRequest(http.MethodGet, data+pathResponses+"/"+id, nil)
+			req.Header.Set("Authorization", "Bearer sk-credit-jobs")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var v struct {
+				Status string
+				Error  *struct{ Message string }
+			}
+			json.NewDecoder(resp.Body).Decode(&v)
+			resp.Body.Close()
+			if v.Status == "completed" || v.Status == "failed" {
+				statuses[v.Status]++
+				if v.Status == "failed" && (v.Error == nil || !strings.Contains(v.Error.Message, "Credits reset at")) {
+					t.Errorf("failed job's error %+v, want the credits' message", v.Error)
+				}
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if statuses["completed"] != 1 || statuses["failed"] != 1 {
+		t.Errorf("jobs %v, want one completed and one failed on the spent credit", statuses)
+	}
+}
