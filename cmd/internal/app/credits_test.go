@@ -94,6 +94,9 @@ func checkCreditRefusal(t *testing.T, what string, a creditAnswer) {
 	if want := int(reset.Sub(now).Seconds()); err != nil || ra < want-5 || ra > want+5 {
 		t.Errorf("%s: Retry-After %q, want about %d (until %v)", what, a.header.Get("Retry-After"), want, reset)
 	}
+	if a.header.Get("X-Should-Retry") != "false" {
+		t.Errorf("%s: X-Should-Retry %q, want false (the SDK's retries cannot succeed before the reset)", what, a.header.Get("X-Should-Retry"))
+	}
 	if stamp := reset.Format("2006-01-02 15:04:05 UTC"); !strings.Contains(a.message, stamp) {
 		t.Errorf("%s: message %q does not say the credits reset at %s", what, a.message, stamp)
 	}

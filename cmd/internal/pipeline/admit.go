@@ -130,6 +130,10 @@ func (p *Pipeline) charge(w http.ResponseWriter, r *http.Request, pd *pending, a
 	if cfg.Credits != nil {
 		cd, a.credit = cfg.Credits.Spend(r.Context(), a.who)
 		if !cd.Allowed {
+			// Credits return when the window ends, hours away: an SDK's
+			// retries in seconds would only hold its caller (the OpenAI
+			// SDKs obey this header).
+			w.Header().Set("X-Should-Retry", "false")
 			p.refuse(w, r, pd, a.lane, CodeInsufficientQuota, cd.RetryAfter, cd.Message(), cd.Headers)
 			return false
 		}
