@@ -26,8 +26,16 @@ func (l *eventLog) of(id string) []string {
 	return slices.Clone(l.m[id])
 }
 
-// busyOnce answers busy on a job's first run, then 200.
+// busyOnce answers busy on a's first run, then 200; b runs until it is
+// cancelled (so it cannot finish before its Cancel).
 func busyOnce(ctx context.Context, j *Job) Result {
+	if j.ID == "b" {
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Second):
+		}
+		return Result{Status: 200, Body: []byte(`{"id":"b"}`)}
+	}
 	if j.Attempts == 1 && j.ID == "a" {
 		return Result{Status: 503, RetryAfter: 50 * time.Millisecond}
 	}
@@ -44,9 +52,9 @@ func TestJobEvents(t *testing.T) {
 			var q Service
 			var err error
 			if kind == "memory" {
-				q, err = New(Config{Workers: 2, Events: log.add}, busyOnce)
+				q, err = New(Config{Workers: 3, Events: log.add}, busyOnce)
 			} else {
-				q, err = NewRedis(RedisConfig{Client: redisClient(t), Workers: 2, Lease: 300 * time.Millisecond, Events: log.add}, busyOnce)
+				q, err = NewRedis(RedisConfig{Client: redisClient(t), Workers: 3, Lease: 300 * time.Millisecond, Events: log.add}, busyOnce)
 			}
 			if err != nil {
 				t.Fatal(err)
