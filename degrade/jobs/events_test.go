@@ -26,10 +26,10 @@ func (l *eventLog) of(id string) []string {
 	return slices.Clone(l.m[id])
 }
 
-// busyOnce answers busy on a's first run, then 200; b runs until it is
-// cancelled (so it cannot finish before its Cancel).
+// busyOnce answers busy on a's first run, then 200; b and d run until
+// cancelled (so they cannot finish before their Cancel or Delete).
 func busyOnce(ctx context.Context, j *Job) Result {
-	if j.ID == "b" {
+	if j.ID == "b" || j.ID == "d" {
 		select {
 		case <-ctx.Done():
 		case <-time.After(10 * time.Second):
@@ -44,7 +44,7 @@ func busyOnce(ctx context.Context, j *Job) Result {
 
 // Every state change the journal records is reported, in order, by both
 // queues: busy then completed then expired after the ttl; cancelled;
-// deleted.
+// deleted when finished; cancelled then deleted when active.
 func TestJobEvents(t *testing.T) {
 	for _, kind := range []string{"memory", "redis"} {
 		t.Run(kind, func(t *testing.T) {
@@ -71,6 +71,12 @@ func TestJobEvents(t *testing.T) {
 			if _, err := q.Cancel("t", "b"); err != nil {
 				t.Fatal(err)
 			}
+			if err := q.Submit(&Job{ID: "d", Tenant: "t"}, time.Hour, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := q.Delete("t", "d"); err != nil {
+				t.Fatal(err)
+			}
 			waitS(t, q, "t", "c")
 			if err := q.Delete("t", "c"); err != nil {
 				t.Fatal(err)
@@ -95,6 +101,9 @@ func TestJobEvents(t *testing.T) {
 			// cancelled event, and no finish after it.
 			if got := log.of("b"); len(got) < 2 || got[0] != "queued" || got[len(got)-1] != "cancelled" || slices.Contains(got, "finished") {
 				t.Errorf("b: events %v, want queued, [started,] cancelled", got)
+			}
+			if got := log.of("d"); len(got) < 3 || got[0] != "queued" || !slices.Equal(got[len(got)-2:], []string{"cancelled", "deleted"}) {
+				t.Errorf("d: events %v, want queued, [started,] cancelled, deleted", got)
 			}
 			if _, _, _, err := q.Get("t", "a"); err != ErrNotFound {
 				t.Errorf("a after expiry: %v, want ErrNotFound", err)
