@@ -222,7 +222,16 @@ admission:
     - {scope: key, requests: 1}
 `)
 	data, _ := startEdgecache(t, sim.URL(), "--config", cfg)
-	ids := []string{submitJob(t, data, "sk-credit-jobs", uniquePrompt(t, "first")), submitJob(t, data, "sk-credit-jobs", uniquePrompt(t, "second"))}
+	var ids []string
+	for _, what := range []string{"first", "second"} {
+		// Not submitJob: the second may have run and failed already.
+		st, v := jobCall(t, http.MethodPost, data+pathResponses, "sk-credit-jobs",
+			fmt.Sprintf(`{"model":"sim-1","input":%q,"background":true}`, uniquePrompt(t, what)))
+		if st != 200 || v.ID == "" {
+			t.Fatalf("submit: %d %+v", st, v)
+		}
+		ids = append(ids, v.ID)
+	}
 	statuses := map[string]int{}
 	deadline := time.Now().Add(20 * time.Second)
 	for _, id := range ids {
