@@ -114,6 +114,12 @@ type ConcurrencyConfig struct {
 	// Shadow admits every request at once, counting in
 	// LaneStats.ShadowRejected those that would have had to queue.
 	Shadow bool
+	// HardLimit caps the requests in flight whatever the adaptive limit
+	// says, in Shadow mode too: it is the upstream's own capacity (a
+	// configured max_concurrency), not an estimate, so observing instead
+	// of enforcing it would only produce the upstream's 429s. MaxLimit,
+	// MinLimit and InitialLimit are lowered to it. If zero, no hard cap.
+	HardLimit int
 	// Clock is the time source; nil means the real time. If it is a
 	// TimerClock, queue waits are timed by it too.
 	Clock Clock
@@ -122,7 +128,7 @@ type ConcurrencyConfig struct {
 // Validate reports a configuration NewConcurrency would reject.
 func (c ConcurrencyConfig) Validate() error {
 	var errs []error
-	if c.InitialLimit < 0 || c.MinLimit < 0 || c.MaxLimit < 0 || c.MinWindowSamples < 0 || c.LongWindow < 0 || c.MaxQueue < 0 {
+	if c.InitialLimit < 0 || c.MinLimit < 0 || c.MaxLimit < 0 || c.HardLimit < 0 || c.MinWindowSamples < 0 || c.LongWindow < 0 || c.MaxQueue < 0 {
 		errs = append(errs, errors.New("negative limit, MinWindowSamples, LongWindow or MaxQueue"))
 	}
 	if c.Window < 0 {
@@ -178,6 +184,11 @@ func (c ConcurrencyConfig) withDefaults() ConcurrencyConfig {
 	if c.Window == 0 {
 		c.Window = DefaultWindow
 	}
+	if c.HardLimit > 0 {
+		c.MaxLimit = min(c.MaxLimit, c.HardLimit)
+		c.MinLimit = min(c.MinLimit, c.HardLimit)
+		c.InitialLimit = min(c.InitialLimit, c.HardLimit)
+	}
 	noShares := true
 	for _, lc := range c.Lanes {
 		noShares = noShares && lc.Share == 0
@@ -224,6 +235,7 @@ type Concurrency struct {
 	lanes      [NumLanes]LaneConfig
 	maxQueue   int
 	shadow     bool
+	hard       int // HardLimit; 0 → none
 	window     int64
 	minSamples int
 	pct        float64
@@ -269,6 +281,7 @@ func NewConcurrency(cfg ConcurrencyConfig) (*Concurrency, error) {
 		lanes:      cfg.Lanes,
 		maxQueue:   cfg.MaxQueue,
 		shadow:     cfg.Shadow,
+		hard:       cfg.HardLimit,
 		window:     int64(cfg.Window),
 		minSamples: cfg.MinWindowSamples,
 		pct:        cfg.Percentile,
@@ -289,6 +302,18 @@ func NewConcurrency(cfg ConcurrencyConfig) (*Concurrency, error) {
 
 // capacity is the limit as a whole number of slots; c.mu is held.
 func (c *Concurrency) capacity() int { return int(c.grad.limit) }
+
+// slots is how many requests may be in flight: the adaptive limit, or in
+// Shadow mode the hard limit (unbounded without one); c.mu is held.
+func (c *Concurrency) slots() int {
+	switch {
+	case !c.shadow:
+		return c.capacity()
+	case c.hard > 0:
+		return c.hard
+	}
+	return math.MaxInt
+}
 
 // Acquire waits for an upstream slot for a request of lane. deadline (zero:
 // none) and ctx's deadline bound the wait, as does the lane's MaxWait. It
@@ -349,12 +374,10 @@ func (c *Concurrency) enter(now time.Time, lane Lane, deadline time.Time) (Relea
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.inflight < c.capacity() && c.queued == 0 {
-		c.admit(lane)
-		return c.releaser(lane), nil, nil
-	}
-	if c.shadow {
-		c.lane[lane].shadowRejected++
+	if c.inflight < c.slots() && c.queued == 0 {
+		if c.inflight >= c.capacity() { // Shadow mode: over the adaptive limit
+			c.lane[lane].shadowRejected++
+		}
 		c.admit(lane)
 		return c.releaser(lane), nil, nil
 	}
@@ -435,7 +458,7 @@ func (c *Concurrency) expire(w *waiter, reason string) {
 
 // dispatch hands free slots to waiters; c.mu is held.
 func (c *Concurrency) dispatch() {
-	for c.queued > 0 && c.inflight < c.capacity() {
+	for c.queued > 0 && c.inflight < c.slots() {
 		w := c.next()
 		c.dequeue(w)
 		w.timer.Stop()

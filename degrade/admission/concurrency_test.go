@@ -273,6 +273,38 @@ func TestConcurrencyShadow(t *testing.T) {
 	}
 }
 
+// TestConcurrencyHardLimit: a hard limit lowers the adaptive bounds and
+// holds in shadow mode, where the adaptive limit is only observed.
+func TestConcurrencyHardLimit(t *testing.T) {
+	c, clk := newTestConcurrency(t, ConcurrencyConfig{HardLimit: 3})
+	if st := c.Stats(); st.Limit != 3 {
+		t.Fatalf("limit %d with the defaults under a hard limit of 3, want 3", st.Limit)
+	}
+	cfg := fixed(2)
+	cfg.Shadow, cfg.HardLimit = true, 3
+	c, clk = newTestConcurrency(t, cfg)
+	var rels []Release
+	for range 2 {
+		rels = append(rels, mustAdmit(t, c, clk, Paid))
+	}
+	if st := c.Stats(); st.Lanes[Paid].ShadowRejected != 0 {
+		t.Fatalf("shadow-rejected within the limit: %+v", st.Lanes[Paid])
+	}
+	// The adaptive limit (2) is only observed; the hard one (3) holds.
+	rels = append(rels, mustAdmit(t, c, clk, Paid))
+	w := mustQueue(t, c, clk, Paid, time.Time{})
+	if st := c.Stats(); st.InFlight != 3 || st.Queued != 1 || st.Lanes[Paid].ShadowRejected != 1 {
+		t.Fatalf("stats at the hard limit: %+v", st)
+	}
+	rels[0](10*time.Millisecond, true)
+	if !decided(w) || w.err != nil {
+		t.Fatalf("waiter not admitted when a slot freed: %v", w.err)
+	}
+	if st := c.Stats(); st.InFlight != 3 || st.Queued != 0 {
+		t.Fatalf("stats after the handover: %+v", st)
+	}
+}
+
 func TestConcurrencyAdaptsToTTFT(t *testing.T) {
 	c, clk := newTestConcurrency(t, ConcurrencyConfig{})
 	round := func(ttft time.Duration, ok bool) int {

@@ -85,7 +85,7 @@ type Result struct {
 	Status int
 	Body   []byte
 	// RetryAfter > 0: the model was busy; the job is queued again, in its
-	// place, and not run before this long.
+	// place, and the replica's run window narrows (runWindow).
 	RetryAfter time.Duration
 }
 
@@ -131,6 +131,7 @@ type Queue struct {
 	avg      time.Duration
 	cancels  map[string]context.CancelFunc
 	wake     chan struct{}
+	win      *runWindow
 	ctx      context.Context
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
@@ -152,7 +153,7 @@ func New(cfg Config, run Runner) (*Queue, error) {
 		cfg.Now = time.Now
 	}
 	q := &Queue{cfg: cfg, run: run, jobs: map[string]*Job{}, running: map[string]int{}, lastPick: map[string]uint64{},
-		cancels: map[string]context.CancelFunc{}, wake: make(chan struct{}, 1), avg: cfg.AvgRun}
+		cancels: map[string]context.CancelFunc{}, wake: make(chan struct{}, 1), avg: cfg.AvgRun, win: newRunWindow(cfg.Workers)}
 	if cfg.File != "" {
 		if err := q.load(); err != nil {
 			return nil, err
@@ -349,21 +350,26 @@ func (q *Queue) signal() {
 func (q *Queue) worker() {
 	defer q.wg.Done()
 	for {
+		ok, wait := q.win.acquire(q.cfg.Now())
+		if !ok {
+			if !q.idle(wait) {
+				return
+			}
+			continue
+		}
 		q.mu.Lock()
 		j := q.pickLocked()
 		if j == nil {
 			q.mu.Unlock()
-			select {
-			case <-q.ctx.Done():
+			q.win.cancel()
+			if !q.idle(time.Second) {
 				return
-			case <-q.wake:
-				continue
-			case <-time.After(time.Second):
-				continue
 			}
+			continue
 		}
 		if q.ctx.Err() != nil {
 			q.mu.Unlock()
+			q.win.cancel()
 			return
 		}
 		j.Status, j.Started = InProgress, q.cfg.Now()
@@ -379,32 +385,56 @@ func (q *Queue) worker() {
 		q.signal() // another worker may pick the next one
 
 		res := q.run(ctx, &run)
+		q.win.release(q.cfg.Now(), res.RetryAfter > 0, res.RetryAfter)
+		q.finish(j, res, cancel)
+		q.signal() // the window may have room again
+	}
+}
 
-		q.mu.Lock()
-		cancel()
-		delete(q.cancels, j.ID)
-		q.running[j.Tenant]--
-		if q.running[j.Tenant] <= 0 {
-			delete(q.running, j.Tenant)
+// idle waits for a signal, at most wait (0: a second); false means the
+// queue is closing.
+func (q *Queue) idle(wait time.Duration) bool {
+	if wait <= 0 {
+		wait = time.Second
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-q.ctx.Done():
+		return false
+	case <-q.wake:
+	case <-t.C:
+	}
+	return true
+}
+
+// finish records a run's outcome. A busy answer puts the job back in its
+// place in the queue (runWindow says why not behind others).
+func (q *Queue) finish(j *Job, res Result, cancel context.CancelFunc) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	cancel()
+	delete(q.cancels, j.ID)
+	q.running[j.Tenant]--
+	if q.running[j.Tenant] <= 0 {
+		delete(q.running, j.Tenant)
+	}
+	switch {
+	case q.ctx.Err() != nil && j.Status == InProgress:
+		j.Status = Queued // shutting down: run again at the next start
+	case j.Status == InProgress && res.RetryAfter > 0 && j.Attempts < maxAttempts:
+		j.Status, j.NotBefore = Queued, time.Time{}
+		q.changedLocked("requeued", j)
+	case j.Status == InProgress:
+		now := q.cfg.Now()
+		j.Finished, j.ResultStatus, j.Result = now, res.Status, res.Body
+		j.Status = Completed
+		if res.Status < 200 || res.Status > 299 {
+			j.Status = Failed
 		}
-		switch {
-		case q.ctx.Err() != nil && j.Status == InProgress:
-			j.Status = Queued // shutting down: run again at the next start
-		case j.Status == InProgress && res.RetryAfter > 0 && j.Attempts < maxAttempts:
-			j.Status, j.NotBefore = Queued, q.cfg.Now().Add(res.RetryAfter)
-			q.changedLocked("requeued", j)
-		case j.Status == InProgress:
-			now := q.cfg.Now()
-			j.Finished, j.ResultStatus, j.Result = now, res.Status, res.Body
-			j.Status = Completed
-			if res.Status < 200 || res.Status > 299 {
-				j.Status = Failed
-			}
-			j.Expires = now.Add(j.Expires.Sub(j.Created))
-			q.avg = (q.avg*7 + now.Sub(j.Started)) / 8
-			q.changedLocked("finished", j)
-		}
-		q.mu.Unlock()
+		j.Expires = now.Add(j.Expires.Sub(j.Created))
+		q.avg = (q.avg*7 + now.Sub(j.Started)) / 8
+		q.changedLocked("finished", j)
 	}
 }
 

@@ -86,10 +86,18 @@ type adminAPI struct {
 }
 
 type poolView struct {
-	Name        string                  `json:"name"`
-	Balance     string                  `json:"balance"`
-	HealthCheck *healthView             `json:"health_check,omitempty"`
-	Targets     []pipeline.TargetStatus `json:"targets"`
+	Name        string             `json:"name"`
+	Balance     string             `json:"balance"`
+	HealthCheck *healthView        `json:"health_check,omitempty"`
+	Targets     []targetStatusView `json:"targets"`
+}
+
+// targetStatusView is a pool target's state with who last changed it at
+// run time (the audit trail has every change).
+type targetStatusView struct {
+	pipeline.TargetStatus
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+	UpdatedBy string    `json:"updated_by,omitempty"`
 }
 
 type healthView struct {
@@ -125,12 +133,18 @@ func (a *adminAPI) Upstreams() any {
 		now := time.Now()
 		var pv []poolView
 		for _, pl := range a.pools() {
-			v := poolView{Name: pl.Name, Balance: pl.Balance, Targets: []pipeline.TargetStatus{}}
+			v := poolView{Name: pl.Name, Balance: pl.Balance, Targets: []targetStatusView{}}
 			if h := pl.Health; h.Interval > 0 {
 				v.HealthCheck = &healthView{Path: h.Path, Interval: h.Interval.Seconds(), Unhealthy: h.Unhealthy, Healthy: h.Healthy}
 			}
 			for _, t := range pl.Targets {
-				v.Targets = append(v.Targets, t.Status(now))
+				tv := targetStatusView{TargetStatus: t.Status(now)}
+				if a.policies != nil {
+					if rt, err := a.policies.Target(pl.Name, t.Name); err == nil {
+						tv.UpdatedAt, tv.UpdatedBy = rt.UpdatedAt, rt.UpdatedBy
+					}
+				}
+				v.Targets = append(v.Targets, tv)
 			}
 			pv = append(pv, v)
 		}
@@ -225,11 +239,24 @@ func (a *adminAPI) Routes() any {
 	return map[string]any{"routes": out}
 }
 
+// SetTarget implements server.TargetChanger.
+func (a *adminAPI) SetTarget(ctx context.Context, pool, name, who string, body []byte) (any, error) {
+	v, err := a.policies.SetTarget(ctx, pool, name, who, body)
+	if err != nil {
+		return nil, policyErr(err)
+	}
+	return v, nil
+}
+
+var _ server.TargetChanger = (*adminAPI)(nil)
+
 func policyErr(err error) error {
 	var inv *policy.InvalidError
 	switch {
 	case errors.Is(err, policy.ErrUnknownRoute):
 		return &server.NotFound{Msg: "no such route"}
+	case errors.Is(err, policy.ErrUnknownTarget):
+		return &server.NotFound{Msg: "no such target in this upstream pool"}
 	case errors.As(err, &inv):
 		return &server.BadQuery{Msg: inv.Msg}
 	}

@@ -30,7 +30,8 @@ func limits(l config.Limits) admission.Limits {
 
 // buildAdmission makes the quotas (global in Redis when the region has one,
 // with a per-instance share as fallback; local otherwise), the tenant
-// table, self-protection, and one adaptive concurrency limit per target.
+// table, self-protection, and one adaptive concurrency limit per target
+// (never above the target's max_concurrency).
 func buildAdmission(cfg config.Config, rclient redis.UniversalClient, targets []*pipeline.Target, log *slog.Logger) (*pipeline.AdmissionConfig, error) {
 	a := cfg.Admission
 	rules := admission.Rules{Key: limits(a.Limits.Key), Tenant: limits(a.Limits.Tenant), IP: limits(a.Limits.IP)}
@@ -90,7 +91,7 @@ func buildAdmission(cfg config.Config, rclient redis.UniversalClient, targets []
 	}
 	for _, t := range targets {
 		c, err := admission.NewConcurrency(admission.ConcurrencyConfig{Name: t.Name, InitialLimit: a.Concurrency.Initial,
-			MinLimit: a.Concurrency.Min, MaxLimit: a.Concurrency.Max, Shadow: a.Shadow})
+			MinLimit: a.Concurrency.Min, MaxLimit: a.Concurrency.Max, HardLimit: t.MaxConcurrency, Shadow: a.Shadow})
 		if err != nil {
 			return nil, fmt.Errorf("concurrency %s: %w", t.Name, err)
 		}

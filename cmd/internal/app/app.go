@@ -48,6 +48,8 @@ Usage:
                                 review degraded answers (asks a running edgecache's admin API)
   edgecache routes list|show|set|reset|purge|audit
                                 read and change route policies at run time (admin API)
+  edgecache upstreams list|drain|undrain|weight|audit
+                                upstream pools and targets; drain or reweight a target at run time
   edgecache version             print the version
 
 Serve flags:
@@ -71,6 +73,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return degradations(ctx, args[1:], stdout, stderr)
 		case "routes":
 			return routesCmd(ctx, args[1:], stdout, stderr)
+		case "upstreams":
+			return upstreamsCmd(ctx, args[1:], stdout, stderr)
 		case "version", "--version", "-version":
 			fmt.Fprintln(stdout, "edgecache", Version)
 			return nil
@@ -119,6 +123,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
+	}
+	if file, ok := stderr.(*os.File); ok {
+		// A process's stderr (a file, pipe or terminal): batch the log's
+		// lines (telemetry.LogBuffer says why). A writer handed in by an
+		// embedding program or a test gets every line at once.
+		lb := telemetry.NewLogBuffer(file, 64<<10, 100*time.Millisecond)
+		defer lb.Close()
+		stderr = lb
 	}
 	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}), pipeline.LogAttrs))
 
@@ -262,7 +274,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer tw.Close()
 
 	table, err := policy.New(ctx, policy.Config{Routes: cfg.Routes, File: cfg.PolicyFile, Redis: rclient,
-		Region: cfg.Degrade.Region, Logger: log})
+		Region: cfg.Degrade.Region, Logger: log, Targets: targets})
 	if err != nil {
 		return err
 	}
@@ -454,7 +466,7 @@ func buildPools(cfg config.Config, prop propagation.TextMapPropagator) ([]*pipel
 			if err != nil {
 				return nil, nil, nil, err
 			}
-			t.Weight, t.SlowStart, t.Pool = tc.Weight, pc.SlowStart.D(), pc.Name
+			t.Weight, t.SlowStart, t.Pool, t.MaxConcurrency = tc.Weight, pc.SlowStart.D(), pc.Name, tc.MaxConcurrency
 			pl.Targets = append(pl.Targets, t)
 			out = append(out, t)
 		}

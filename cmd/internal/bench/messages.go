@@ -31,13 +31,6 @@ const MessagesBody = `{"model":"sim-1","max_tokens":256,"system":"You are a help
 // messagesHeaders are what an Anthropic SDK sends besides the body.
 var messagesHeaders = map[string]string{"x-api-key": "sk-ant-edgebench", "anthropic-version": "2023-06-01"}
 
-func init() {
-	Scenarios = append(Scenarios, ScenarioMessagesHit)
-	scenarioLabel[ScenarioMessagesHit] = "(h) edgecache exact L1 hit, Anthropic Messages"
-	scenarioLetter[ScenarioMessagesHit] = "g"
-	baseOf[ScenarioMessagesHit] = ScenarioHit
-}
-
 // messagesTargets is the goal of (h) at each count, when the results have
 // its rows.
 func messagesTargets(rs []Result, conns []int) []Target {

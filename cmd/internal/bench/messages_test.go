@@ -12,7 +12,7 @@ import (
 
 func TestMessagesScenarioRegistered(t *testing.T) {
 	if !slices.Contains(Scenarios, ScenarioMessagesHit) || scenarioLabel[ScenarioMessagesHit] == "" ||
-		scenarioLetter[ScenarioMessagesHit] != "g" || baseOf[ScenarioMessagesHit] != ScenarioHit {
+		scenarioLetter[ScenarioMessagesHit] != "h" || baseOf[ScenarioMessagesHit] != ScenarioHit {
 		t.Fatal("scenario (h) is not registered")
 	}
 	rs := []Result{

@@ -21,26 +21,28 @@ const (
 
 // Scenarios lists the scenarios in run order.
 var Scenarios = []string{ScenarioCeiling, ScenarioHit, ScenarioDirect, ScenarioPassthrough, ScenarioSemantic, ScenarioProxy,
-	ScenarioResponsesHit}
+	ScenarioResponsesHit, ScenarioMessagesHit, ScenarioPoolPassthrough}
 
 // scenarioLabel is the first column of the table.
 var scenarioLabel = map[string]string{
-	ScenarioCeiling:      "(a) ceiling: net/http, same bytes",
-	ScenarioHit:          "(b) edgecache exact L1 hit",
-	ScenarioDirect:       "(c) llmsim direct",
-	ScenarioPassthrough:  "(d) edgecache pass-through (no-store)",
-	ScenarioSemantic:     "(e) edgecache semantic hit (remote embedder → llmsim)",
-	ScenarioProxy:        "(f) reference: minimal net/http proxy → llmsim",
-	ScenarioResponsesHit: "(g) edgecache exact L1 hit, Responses API",
+	ScenarioCeiling:         "(a) ceiling: net/http, same bytes",
+	ScenarioHit:             "(b) edgecache exact L1 hit",
+	ScenarioDirect:          "(c) llmsim direct",
+	ScenarioPassthrough:     "(d) edgecache pass-through (no-store)",
+	ScenarioSemantic:        "(e) edgecache semantic hit (remote embedder → llmsim)",
+	ScenarioProxy:           "(f) reference: minimal net/http proxy → llmsim",
+	ScenarioResponsesHit:    "(g) edgecache exact L1 hit, Responses API",
+	ScenarioMessagesHit:     "(h) edgecache exact L1 hit, Anthropic Messages",
+	ScenarioPoolPassthrough: "(i) edgecache pass-through (no-store), pool of two llmsim",
 }
 
 // scenarioLetter is the letter of the scenario in the issue.
 var scenarioLetter = map[string]string{ScenarioCeiling: "a", ScenarioHit: "b", ScenarioDirect: "c", ScenarioPassthrough: "d",
-	ScenarioSemantic: "e", ScenarioProxy: "f", ScenarioResponsesHit: "g"}
+	ScenarioSemantic: "e", ScenarioProxy: "f", ScenarioResponsesHit: "g", ScenarioMessagesHit: "h", ScenarioPoolPassthrough: "i"}
 
 // baseOf names the scenario a row's ratio is taken against.
 var baseOf = map[string]string{ScenarioHit: ScenarioCeiling, ScenarioPassthrough: ScenarioDirect, ScenarioProxy: ScenarioDirect,
-	ScenarioResponsesHit: ScenarioHit}
+	ScenarioResponsesHit: ScenarioHit, ScenarioMessagesHit: ScenarioHit, ScenarioPoolPassthrough: ScenarioPassthrough}
 
 // Target thresholds from the issue.
 const (
@@ -191,7 +193,8 @@ func ComputeTargets(rs []Result, conns []int) []Target {
 		}
 	}
 	ts = append(ts, responsesTargets(rs, conns)...)
-	return append(ts, messagesTargets(rs, conns)...)
+	ts = append(ts, messagesTargets(rs, conns)...)
+	return append(ts, poolTargets(rs, conns)...)
 }
 
 func hasScenario(rs []Result, scenario string) bool {

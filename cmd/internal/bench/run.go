@@ -91,8 +91,11 @@ Measures, with wrk pinned to CPU 0 and the server under test to CPU 1:
       edgecache, as (b); within 10 % of (b)
   (h) exact L1 hits on Anthropic's Messages API (/v1/messages, x-api-key),
       the stack of (b)
+  (i) pass-through as (d), through an upstream pool of two llmsim targets
+      (least_latency; both on CPU 0); each must get ≥ 25 % of the requests
 at each connection count, and prints a Markdown table with the targets
-(ratios; semantic hits ≥ 2,500 req/s; Messages hits ≥ 90 % of (b)).
+(ratios; semantic hits ≥ 2,500 req/s; Messages hits ≥ 90 % of (b); pool
+pass-through ≥ 90 % of (d)).
 Needs wrk and taskset in PATH and the binaries in --bin; installs and builds
 nothing.
 
@@ -239,6 +242,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		{ScenarioProxy, r.scenarioProxy},
 		{ScenarioResponsesHit, r.scenarioResponsesHit},
 		{ScenarioMessagesHit, r.scenarioMessagesHit},
+		{ScenarioPoolPassthrough, r.scenarioPoolPassthrough},
 	} {
 		if ctx.Err() != nil {
 			break

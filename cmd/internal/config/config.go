@@ -240,6 +240,11 @@ type PoolTarget struct {
 	URL  string `yaml:"url"`
 	// Weight is its share of the pool's requests. Zero → 1.
 	Weight int `yaml:"weight"`
+	// MaxConcurrency is a hard cap on this edge's requests in flight to
+	// the target (a vLLM replica's max_num_seqs, a provider key's
+	// concurrency quota): the adaptive limit never goes above it, even in
+	// admission shadow mode. Zero → no cap beyond admission.concurrency.max.
+	MaxConcurrency int `yaml:"max_concurrency"`
 	// APIKey replaces the client's key on calls to this target. Env
 	// EDGECACHE_POOL_<POOL>_<INDEX>_API_KEY.
 	APIKey string `yaml:"api_key"`
@@ -1529,6 +1534,9 @@ func (c *Config) validatePools(bad func(string, ...any)) {
 			}
 			if t.Weight < 0 {
 				bad("%s: targets[%d]: weight must not be negative", where, j)
+			}
+			if t.MaxConcurrency < 0 {
+				bad("%s: targets[%d]: max_concurrency must not be negative", where, j)
 			}
 			if targets[t.Name] {
 				bad("%s: targets[%d]: duplicate target name %q", where, j, t.Name)

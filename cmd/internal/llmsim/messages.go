@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
-	"time"
 )
 
 type messagesRequest struct {
@@ -118,28 +117,12 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 	if !sw.flush() {
 		return
 	}
-	var interval time.Duration
-	if cfg.TokensPerSec > 0 {
-		interval = time.Duration(float64(time.Second) / cfg.TokensPerSec)
-	}
-	p := pacer{done: r.Context().Done(), start: time.Now()}
-	defer p.stop()
-	for i := 0; i < a.words; i++ {
-		if i > 0 && interval > 0 && !p.until(time.Duration(i)*interval) {
-			return
-		}
-		if cutAfter > 0 && i >= cutAfter {
-			sw.abort()
-		}
+	if !sw.streamWords(r.Context().Done(), a.words, 1, cfg.TokensPerSec, cutAfter, func(_, i int) {
 		sw.buf = append(sw.buf, `event: content_block_delta`+"\n"+`data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"`...)
 		sw.buf = a.appendWord(sw.buf, 0, i)
 		sw.buf = append(sw.buf, "\"}}\n\n"...)
-		if !sw.flush() {
-			return
-		}
-	}
-	if cutAfter > 0 {
-		sw.abort()
+	}) {
+		return
 	}
 	if a.words > 0 {
 		ev("content_block_stop", `{"type":"content_block_stop","index":0}`)

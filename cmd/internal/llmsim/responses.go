@@ -199,26 +199,10 @@ func (s *Server) serveResponses(w http.ResponseWriter, r *http.Request, body []b
 	if !sw.flush() {
 		return
 	}
-	var interval time.Duration
-	if cfg.TokensPerSec > 0 {
-		interval = time.Duration(float64(time.Second) / cfg.TokensPerSec)
-	}
-	p := pacer{done: r.Context().Done(), start: time.Now()}
-	defer p.stop()
-	for i := 0; i < a.words; i++ {
-		if i > 0 && interval > 0 && !p.until(time.Duration(i)*interval) {
-			return
-		}
-		if cutAfter > 0 && i >= cutAfter {
-			sw.abort()
-		}
+	if !sw.streamWords(r.Context().Done(), a.words, 1, cfg.TokensPerSec, cutAfter, func(_, i int) {
 		ev("response.output_text.delta", at(map[string]any{"delta": string(a.appendWord(nil, 0, i)), "logprobs": []any{}}))
-		if !sw.flush() {
-			return
-		}
-	}
-	if cutAfter > 0 {
-		sw.abort()
+	}) {
+		return
 	}
 	ev("response.output_text.done", at(map[string]any{"text": full, "logprobs": []any{}}))
 	ev("response.content_part.done", at(map[string]any{"part": textPart(full)}))

@@ -44,42 +44,22 @@ func streamAnswer(w http.ResponseWriter, r *http.Request, req *genRequest, a *an
 		}
 	}
 
-	var interval time.Duration
-	if tokensPerSec > 0 {
-		interval = time.Duration(float64(time.Second) / tokensPerSec)
-	}
-	p := pacer{done: r.Context().Done(), start: time.Now()}
-	defer p.stop()
-	sent := 0
-	for i := 0; i < a.words; i++ {
-		if i > 0 && interval > 0 && !p.until(time.Duration(i)*interval) {
-			return // the client went away
+	if !sw.streamWords(r.Context().Done(), a.words, req.n, tokensPerSec, cutAfter, func(c, i int) {
+		sw.buf = append(sw.buf, sw.head...)
+		sw.buf = append(sw.buf, `{"index":`...)
+		sw.buf = strconv.AppendInt(sw.buf, int64(c), 10)
+		if req.chat {
+			sw.buf = append(sw.buf, `,"delta":{"content":"`...)
+			sw.buf = a.appendWord(sw.buf, c, i)
+			sw.buf = append(sw.buf, `"},"logprobs":null,"finish_reason":null}`...)
+		} else {
+			sw.buf = append(sw.buf, `,"text":"`...)
+			sw.buf = a.appendWord(sw.buf, c, i)
+			sw.buf = append(sw.buf, `","logprobs":null,"finish_reason":null}`...)
 		}
-		for c := 0; c < req.n; c++ {
-			if cutAfter > 0 && sent >= cutAfter {
-				sw.abort()
-			}
-			sw.buf = append(sw.buf, sw.head...)
-			sw.buf = append(sw.buf, `{"index":`...)
-			sw.buf = strconv.AppendInt(sw.buf, int64(c), 10)
-			if req.chat {
-				sw.buf = append(sw.buf, `,"delta":{"content":"`...)
-				sw.buf = a.appendWord(sw.buf, c, i)
-				sw.buf = append(sw.buf, `"},"logprobs":null,"finish_reason":null}`...)
-			} else {
-				sw.buf = append(sw.buf, `,"text":"`...)
-				sw.buf = a.appendWord(sw.buf, c, i)
-				sw.buf = append(sw.buf, `","logprobs":null,"finish_reason":null}`...)
-			}
-			sw.buf = append(sw.buf, sw.tail...)
-			sent++
-		}
-		if !sw.flush() {
-			return
-		}
-	}
-	if cutAfter > 0 {
-		sw.abort()
+		sw.buf = append(sw.buf, sw.tail...)
+	}) {
+		return
 	}
 
 	finish := `"` + a.finish + `"`
@@ -141,6 +121,41 @@ func (sw *sseWriter) flush() bool {
 		return false
 	}
 	return sw.rc.Flush() == nil
+}
+
+// streamWords sends an answer's words paced at tokensPerSec from now, for
+// every generator (chat and text completions, Messages, Responses): word i
+// waits until i/tokensPerSec, then emit appends its event for each of the
+// choices and they are flushed. With cutAfter > 0 the connection breaks
+// once that many word events were sent (before the next one, or after the
+// last word). False: the client went away.
+func (sw *sseWriter) streamWords(done <-chan struct{}, words, choices int, tokensPerSec float64, cutAfter int, emit func(choice, i int)) bool {
+	var interval time.Duration
+	if tokensPerSec > 0 {
+		interval = time.Duration(float64(time.Second) / tokensPerSec)
+	}
+	p := pacer{done: done, start: time.Now()}
+	defer p.stop()
+	sent := 0
+	for i := 0; i < words; i++ {
+		if i > 0 && interval > 0 && !p.until(time.Duration(i)*interval) {
+			return false
+		}
+		for c := 0; c < choices; c++ {
+			if cutAfter > 0 && sent >= cutAfter {
+				sw.abort()
+			}
+			emit(c, i)
+			sent++
+		}
+		if !sw.flush() {
+			return false
+		}
+	}
+	if cutAfter > 0 {
+		sw.abort()
+	}
+	return true
 }
 
 // abort sends what is pending and breaks the connection, so the client sees

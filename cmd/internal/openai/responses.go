@@ -173,48 +173,6 @@ func (r *Request) lastUserTextResponses() (string, bool) {
 	return "", false
 }
 
-// appendContextResponses is AppendContextMaterial for the Responses API:
-// everything but the delivery fields and the last user turn's content;
-// instructions and earlier input items are part of it. A string input is
-// the same context as one user message holding it.
-func (r *Request) appendContextResponses(dst []byte) []byte {
-	dst = append(dst, '{')
-	first := true
-	for _, m := range r.Body.Members() {
-		if m.Key == "stream" || m.Key == "stream_options" {
-			continue
-		}
-		if !first {
-			dst = append(dst, ',')
-		}
-		first = false
-		dst = appendString(dst, m.Key)
-		dst = append(dst, ':')
-		if m.Key != "input" {
-			dst = m.Val.AppendCanonical(dst)
-			continue
-		}
-		if m.Val.Kind == String {
-			dst = append(dst, `[{"role":"user"}]`...)
-			continue
-		}
-		elems := m.Val.Elems()
-		dst = append(dst, '[')
-		for i, e := range elems {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			if i == len(elems)-1 {
-				dst = e.AppendCanonicalExcept(dst, "content", "type")
-			} else {
-				dst = e.AppendCanonical(dst)
-			}
-		}
-		dst = append(dst, ']')
-	}
-	return append(dst, '}')
-}
-
 // SyntheticResponse renders an answer the edge writes itself (a template)
 // as a completed Responses API response.
 func SyntheticResponse(model, id, text string, now time.Time) []byte {

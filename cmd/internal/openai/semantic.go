@@ -64,8 +64,18 @@ func userMessageText(msg Value, partType string) (text string, ok bool) {
 // Call it only when LastUserText reported ok.
 func (r *Request) AppendContextMaterial(dst []byte) []byte {
 	if r.API == APIResponses {
-		return r.appendContextResponses(dst)
+		// Instructions and earlier input items are part of it; a string
+		// input is the same context as one user message holding it.
+		return r.appendContext(dst, "input", "content", "type")
 	}
+	return r.appendContext(dst, "messages", "content")
+}
+
+// appendContext writes the body canonically without the delivery fields
+// (stream, stream_options) and, in the turns array under turnsKey, without
+// the last turn's except members. One implementation for Chat and
+// Responses, which differ only in those names.
+func (r *Request) appendContext(dst []byte, turnsKey string, except ...string) []byte {
 	dst = append(dst, '{')
 	first := true
 	for _, m := range r.Body.Members() {
@@ -78,23 +88,26 @@ func (r *Request) AppendContextMaterial(dst []byte) []byte {
 		first = false
 		dst = appendString(dst, m.Key)
 		dst = append(dst, ':')
-		if m.Key != "messages" {
+		switch {
+		case m.Key != turnsKey:
 			dst = m.Val.AppendCanonical(dst)
-			continue
-		}
-		elems := m.Val.Elems()
-		dst = append(dst, '[')
-		for i, e := range elems {
-			if i > 0 {
-				dst = append(dst, ',')
+		case m.Val.Kind == String:
+			dst = append(dst, `[{"role":"user"}]`...)
+		default:
+			elems := m.Val.Elems()
+			dst = append(dst, '[')
+			for i, e := range elems {
+				if i > 0 {
+					dst = append(dst, ',')
+				}
+				if i == len(elems)-1 {
+					dst = e.AppendCanonicalExcept(dst, except...)
+				} else {
+					dst = e.AppendCanonical(dst)
+				}
 			}
-			if i == len(elems)-1 {
-				dst = e.AppendCanonicalExcept(dst, "content")
-			} else {
-				dst = e.AppendCanonical(dst)
-			}
+			dst = append(dst, ']')
 		}
-		dst = append(dst, ']')
 	}
 	return append(dst, '}')
 }

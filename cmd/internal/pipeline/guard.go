@@ -38,6 +38,10 @@ type Target struct {
 	// SlowStart ramps a target back up over this time after its health
 	// check passes again (zero → full share at once).
 	SlowStart time.Duration
+	// MaxConcurrency is a hard cap on requests in flight (zero → none). It
+	// is enforced by Concurrency (its HardLimit); balancing prefers the
+	// targets below it so that a full target's queue is the last resort.
+	MaxConcurrency int
 
 	st targetState
 }
@@ -270,18 +274,20 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 // A target whose concurrency limiter refused this request is not tried
 // again for it: waiting out the queue estimate would hold the client and
 // spend the retry budget on a request that admission already answered.
+// A target at its max_concurrency is passed over like an open breaker
+// while another can take the request; only when every target left is at
+// its cap does the request queue in one's admission (pickPass).
 func (p *Pipeline) pick(ur *upstreamRequest, failed map[*Target]bool, refusedBy map[*Target]bool) (t *Target, refused time.Duration) {
 	refused = noneRefused
 	now := p.cfg.Now()
 	var cands []*Target
-	for pass := 0; pass < 2; pass++ {
+	for pass := pickFresh; pass <= pickFull; pass++ {
 		for _, pl := range p.chain(ur) {
 			cands = cands[:0]
 			for _, cand := range pl.Targets {
-				if failed[cand] != (pass == 1) || refusedBy[cand] || !cand.Healthy() {
-					continue
+				if pickable(cand, pass, failed, refusedBy) {
+					cands = append(cands, cand)
 				}
-				cands = append(cands, cand)
 			}
 			for _, cand := range pl.order(cands, now) {
 				err := cand.Breaker.Allow()
@@ -296,6 +302,32 @@ func (p *Pipeline) pick(ur *upstreamRequest, failed map[*Target]bool, refusedBy 
 		}
 	}
 	return nil, refused
+}
+
+// pickPass is which targets one pass of pick considers.
+type pickPass int
+
+const (
+	pickFresh  pickPass = iota // not failed this request, below their cap
+	pickFailed                 // failed this request, below their cap
+	// pickFull: any, at its cap or not (one may have freed a slot since
+	// the passes before): the request waits in its admission if full.
+	pickFull
+)
+
+// pickable reports whether pick's pass may consider cand: a target out of
+// its health checks, drained by an operator or refused by its limiter is
+// never considered.
+func pickable(cand *Target, pass pickPass, failed, refusedBy map[*Target]bool) bool {
+	switch {
+	case refusedBy[cand] || !cand.Healthy() || cand.Drained():
+		return false
+	case pass == pickFull:
+		return true
+	case cand.full():
+		return false
+	}
+	return failed[cand] == (pass == pickFailed)
 }
 
 // noneRefused is pick's refused when no breaker refused.

@@ -189,6 +189,7 @@ func jobLocation(rt *Route, id string) string {
 func writeChatJob(w http.ResponseWriter, status int, rt *Route, j *jobs.Job, pos int, est time.Time) {
 	w.Header().Set("Content-Type", "application/json")
 	if (j.Status == jobs.Completed || j.Status == jobs.Failed) && status == http.StatusOK {
+		jobTimes(w.Header(), j)
 		w.WriteHeader(max(j.ResultStatus, 200))
 		w.Write(j.Result)
 		return
@@ -291,6 +292,7 @@ func (p *Pipeline) serveJob(w http.ResponseWriter, r *http.Request, rt *Route, i
 // an "edgecache" member.
 func writeJob(w http.ResponseWriter, status int, j *jobs.Job, pos int, est time.Time) {
 	w.Header().Set("Content-Type", "application/json")
+	jobTimes(w.Header(), j)
 	if j.Status == jobs.Completed {
 		if b, err := jobResult(j); err == nil {
 			w.WriteHeader(status)
@@ -322,6 +324,22 @@ func writeJob(w http.ResponseWriter, status int, j *jobs.Job, pos int, est time.
 	b, _ := json.Marshal(o)
 	w.WriteHeader(status)
 	w.Write(b)
+}
+
+// jobTimes tells when a finished job started and finished (RFC 3339 with
+// milliseconds, UTC) in X-Edgecache-Job-Started / -Finished: its wait and
+// run time, which a client polling every few seconds cannot see.
+func jobTimes(h http.Header, j *jobs.Job) {
+	if j.Status != jobs.Completed && j.Status != jobs.Failed {
+		return
+	}
+	const layout = "2006-01-02T15:04:05.000Z07:00"
+	if !j.Started.IsZero() {
+		h.Set("X-Edgecache-Job-Started", j.Started.UTC().Format(layout))
+	}
+	if !j.Finished.IsZero() {
+		h.Set("X-Edgecache-Job-Finished", j.Finished.UTC().Format(layout))
+	}
 }
 
 // jobResult is the model's response with the job's id and background

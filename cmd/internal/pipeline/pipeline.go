@@ -153,6 +153,8 @@ type Pipeline struct {
 	keys    atomic.Pointer[keyring] // the secret of tenant namespaces and key ids (SetSecret)
 	legacy  *Pool                   // Targets in order, when no Pools are configured
 	jobs    *jobRunner              // nil: background requests passed through
+	models  modelLists              // the pools' own model lists (models.go)
+	started int64                   // unix seconds: "created" of configured models
 }
 
 // New returns a Pipeline for cfg.
@@ -188,6 +190,7 @@ func New(cfg Config) *Pipeline {
 	p := &Pipeline{cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
 		legacy: &Pool{Name: "default", Balance: BalanceFailover, Targets: cfg.Targets}}
 	p.keys.Store(newKeyring(cfg.Secret))
+	p.started = cfg.Now().Unix()
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -259,6 +262,10 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	}
 	if storedResponse(rt, r) {
 		p.passStoredResponse(w, r, rt)
+		return
+	}
+	if rt.API == openai.APIModels && len(p.cfg.Models) > 0 && r.Method == http.MethodGet {
+		p.serveModels(w, r, rt) // the models this edge routes (models.go)
 		return
 	}
 	if rt.API == openai.APIModels || r.Method == http.MethodGet {

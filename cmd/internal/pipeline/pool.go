@@ -73,6 +73,11 @@ type targetState struct {
 	down     atomic.Bool  // the active health check took it out
 	upSince  atomic.Int64 // unix nanos it came back (slow start), 0 → never down
 	checksOK atomic.Int64 // health checks in a row (positive: passed, negative: failed)
+	// Run-time changes by an operator (SetOverride), shared across the
+	// region's replicas: a drained target gets no new requests; a weight
+	// above zero replaces the configured one.
+	drained  atomic.Bool
+	weightRT atomic.Int64
 	ewmaMu   sync.Mutex
 	ewma     float64 // nanoseconds
 	ewmaAt   time.Time
@@ -103,9 +108,13 @@ func (s *targetState) latency(now time.Time) time.Duration {
 	return time.Duration(s.ewma * w)
 }
 
-// weight is t's weight at now, reduced while it ramps up after recovering.
+// weight is t's weight at now (an operator's run-time weight, else the
+// configured one), reduced while it ramps up after recovering.
 func (t *Target) weight(now time.Time) float64 {
 	w := float64(max(t.Weight, 1))
+	if rt := t.st.weightRT.Load(); rt > 0 {
+		w = float64(rt)
+	}
 	if up := t.st.upSince.Load(); up != 0 && t.SlowStart > 0 {
 		if since := now.Sub(time.Unix(0, up)); since < t.SlowStart {
 			w *= max(0.05, float64(since)/float64(t.SlowStart))
@@ -117,21 +126,52 @@ func (t *Target) weight(now time.Time) float64 {
 // Healthy reports whether the active health check lets traffic reach t.
 func (t *Target) Healthy() bool { return !t.st.down.Load() }
 
+// Drained reports whether an operator drained t: it gets no new requests;
+// those in flight finish.
+func (t *Target) Drained() bool { return t.st.drained.Load() }
+
+// full reports whether t has as many requests in flight as its
+// MaxConcurrency allows.
+func (t *Target) full() bool {
+	return t.MaxConcurrency > 0 && t.st.inflight.Load() >= int64(t.MaxConcurrency)
+}
+
+// Override is an operator's run-time change to a target: Weight (zero →
+// the configured one) and Drain.
+type Override struct {
+	Weight int  `json:"weight,omitempty"`
+	Drain  bool `json:"drain,omitempty"`
+}
+
+// SetOverride puts o in force on t (the zero Override restores the
+// configuration).
+func (t *Target) SetOverride(o Override) {
+	t.st.weightRT.Store(int64(max(o.Weight, 0)))
+	t.st.drained.Store(o.Drain)
+}
+
 // TargetStatus is a target's state for /admin/upstreams.
 type TargetStatus struct {
-	Name      string  `json:"name"`
-	Weight    int     `json:"weight"`
-	Effective float64 `json:"effective_weight"`
-	Healthy   bool    `json:"healthy"`
-	InFlight  int64   `json:"in_flight"`
-	LatencyMS float64 `json:"latency_ewma_ms"`
-	Breaker   string  `json:"breaker"`
+	Name string `json:"name"`
+	// Weight is the configured weight; RuntimeWeight an operator's, in
+	// force instead (0 → none); Effective the one balancing uses now
+	// (lower during slow start).
+	Weight         int     `json:"weight"`
+	RuntimeWeight  int     `json:"runtime_weight,omitempty"`
+	Effective      float64 `json:"effective_weight"`
+	Drained        bool    `json:"drained"`
+	Healthy        bool    `json:"healthy"`
+	InFlight       int64   `json:"in_flight"`
+	MaxConcurrency int     `json:"max_concurrency,omitempty"`
+	LatencyMS      float64 `json:"latency_ewma_ms"`
+	Breaker        string  `json:"breaker"`
 }
 
 // Status is t's state at now.
 func (t *Target) Status(now time.Time) TargetStatus {
-	return TargetStatus{Name: t.Name, Weight: max(t.Weight, 1), Effective: t.weight(now), Healthy: t.Healthy(),
-		InFlight: t.st.inflight.Load(), LatencyMS: float64(t.st.latency(now)) / 1e6, Breaker: t.Breaker.Status().State}
+	return TargetStatus{Name: t.Name, Weight: max(t.Weight, 1), RuntimeWeight: int(t.st.weightRT.Load()), Effective: t.weight(now),
+		Drained: t.Drained(), Healthy: t.Healthy(), InFlight: t.st.inflight.Load(), MaxConcurrency: t.MaxConcurrency,
+		LatencyMS: float64(t.st.latency(now)) / 1e6, Breaker: t.Breaker.Status().State}
 }
 
 // order returns the candidates of pool in the order the policy prefers.

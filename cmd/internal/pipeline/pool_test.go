@@ -82,3 +82,49 @@ func TestPoolLeastLatencyOrder(t *testing.T) {
 		t.Error("a target taken out by its health check reports healthy")
 	}
 }
+
+// TestPickableCapAndDrain: pick's passes offer a target below its cap
+// first, a target at its cap only in the last pass (where any target left
+// is offered, as one may have freed a slot meanwhile), and a drained,
+// unhealthy or limiter-refused one never.
+func TestPickableCapAndDrain(t *testing.T) {
+	full := &Target{Name: "full", MaxConcurrency: 2}
+	full.st.inflight.Store(2)
+	free := &Target{Name: "free", MaxConcurrency: 2}
+	free.st.inflight.Store(1)
+	failedFree := &Target{Name: "failed"}
+	drained := &Target{Name: "drained"}
+	drained.SetOverride(Override{Drain: true})
+	down := &Target{Name: "down"}
+	down.st.down.Store(true)
+	refused := &Target{Name: "refused"}
+	failed := map[*Target]bool{failedFree: true}
+	refusedBy := map[*Target]bool{refused: true}
+	for _, tc := range []struct {
+		t    *Target
+		want [3]bool // pickFresh, pickFailed, pickFull
+	}{
+		{full, [3]bool{false, false, true}},
+		{free, [3]bool{true, false, true}},
+		{failedFree, [3]bool{false, true, true}},
+		{drained, [3]bool{}},
+		{down, [3]bool{}},
+		{refused, [3]bool{}},
+	} {
+		for pass := pickFresh; pass <= pickFull; pass++ {
+			if got := pickable(tc.t, pass, failed, refusedBy); got != tc.want[pass] {
+				t.Errorf("%s in pass %d: %v, want %v", tc.t.Name, pass, got, tc.want[pass])
+			}
+		}
+	}
+	// An operator's weight replaces the configured one; zero restores it.
+	w := &Target{Name: "w", Weight: 2}
+	w.SetOverride(Override{Weight: 5})
+	if got := w.weight(time.Now()); got != 5 {
+		t.Errorf("run-time weight: %v, want 5", got)
+	}
+	w.SetOverride(Override{})
+	if got := w.weight(time.Now()); got != 2 || w.Drained() {
+		t.Errorf("after reset: weight %v, drained %v", got, w.Drained())
+	}
+}

@@ -1,5 +1,6 @@
 // Package policy holds the route policies in force and lets operators
-// change them while traffic flows.
+// change them while traffic flows; upstream targets' run-time weight and
+// drain are kept, shared and audited the same way (targets.go).
 //
 // The configuration file gives each route its base policy; an operator's
 // change is an Override of a few fields, validated like the file, compiled
@@ -48,10 +49,13 @@ func (o Override) empty() bool {
 
 // Entry is an override with its version and provenance, as stored.
 type Entry struct {
-	Override  Override  `json:"override"`
-	Version   int64     `json:"version"`
-	UpdatedAt time.Time `json:"updated_at"`
-	UpdatedBy string    `json:"updated_by"`
+	Override Override `json:"override"`
+	// Target is an upstream target's run-time weight and drain, in the
+	// entries named "target:<name>" (targets.go).
+	Target    *pipeline.Override `json:"target,omitempty"`
+	Version   int64              `json:"version"`
+	UpdatedAt time.Time          `json:"updated_at"`
+	UpdatedBy string             `json:"updated_by"`
 }
 
 // View is a route's policy in force, as the admin API shows it.
@@ -74,16 +78,23 @@ type View struct {
 	UpdatedBy     string    `json:"updated_by,omitempty"`
 }
 
-// Audit is one change.
+// Audit is one change: of a route's policy (Route, Before, After), or of
+// an upstream target (Target, TargetBefore, TargetAfter).
 type Audit struct {
-	Time   time.Time `json:"time"`
-	Who    string    `json:"who"`
-	Route  string    `json:"route"`
-	Action string    `json:"action"` // "set", "reset", "purge", "steer" (shadow verification)
+	Time  time.Time `json:"time"`
+	Who   string    `json:"who"`
+	Route string    `json:"route,omitempty"`
+	// Action: "set", "reset", "purge", "steer" (shadow verification) for
+	// routes; "target" for an upstream target.
+	Action string `json:"action"`
 	// Reason is why a change was made, when the system made it (steer).
 	Reason string `json:"reason,omitempty"`
-	Before View   `json:"before"`
-	After  View   `json:"after"`
+	Before *View  `json:"before,omitempty"`
+	After  *View  `json:"after,omitempty"`
+	// Target is "<pool>/<name>" of an upstream target's change.
+	Target       string      `json:"target,omitempty"`
+	TargetBefore *TargetView `json:"target_before,omitempty"`
+	TargetAfter  *TargetView `json:"target_after,omitempty"`
 }
 
 // InvalidError is a change that does not validate (400).

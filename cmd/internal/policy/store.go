@@ -32,7 +32,10 @@ type Config struct {
 	Region string
 	// Resync is how often the Redis hash is re-read. Zero → 3s.
 	Resync time.Duration
-	Logger *slog.Logger
+	// Targets are the upstream targets whose weight and drain operators
+	// may change at run time (SetTarget).
+	Targets []*pipeline.Target
+	Logger  *slog.Logger
 }
 
 // Store is the route policies in force. It is safe for concurrent use.
@@ -43,6 +46,8 @@ type Store struct {
 	cur   atomic.Pointer[map[string]*pipeline.Route]
 	nsGen atomic.Pointer[map[string]int64] // purged tenant namespaces
 	log   *slog.Logger
+
+	targets map[string]*pipeline.Target // by name (names are unique)
 
 	mu      sync.Mutex // serialises changes
 	entries map[string]Entry
@@ -67,7 +72,11 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Region == "" {
 		cfg.Region = "default"
 	}
-	s := &Store{cfg: cfg, base: map[string]config.Route{}, entries: map[string]Entry{}, log: cfg.Logger}
+	s := &Store{cfg: cfg, base: map[string]config.Route{}, entries: map[string]Entry{}, log: cfg.Logger,
+		targets: map[string]*pipeline.Target{}}
+	for _, t := range cfg.Targets {
+		s.targets[t.Name] = t
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -135,6 +144,7 @@ func (s *Store) install(entries map[string]Entry) error {
 			gens[ns] = e.Override.Generation
 		}
 	}
+	s.installTargets(entries, kept)
 	s.entries = kept
 	s.nsGen.Store(&gens)
 	s.cur.Store(&next)
@@ -178,15 +188,8 @@ func (s *Store) PurgeNamespace(ctx context.Context, ns, who string) (int64, erro
 		return 0, err
 	}
 	a := Audit{Time: e.UpdatedAt, Who: who, Route: "*", Action: "purge-namespace " + ns}
-	if s.cfg.Redis != nil {
-		s.appendAuditRedis(ctx, a)
-	} else {
-		s.audit = append(s.audit, a)
-		if s.cfg.File != "" {
-			if err := writeFile(s.cfg.File, fileState{Routes: s.entries, Audit: s.audit}); err != nil {
-				return 0, fmt.Errorf("route policies: persist: %w", err)
-			}
-		}
+	if err := s.recordLocked(ctx, a); err != nil {
+		return 0, err
 	}
 	return e.Override.Generation, nil
 }
@@ -317,22 +320,31 @@ func (s *Store) change(ctx context.Context, name, who, action, reason string, f 
 		return View{}, err
 	}
 	after := s.viewLocked(name)
-	a := Audit{Time: e.UpdatedAt, Who: who, Route: name, Action: action, Reason: reason, Before: before, After: after}
-	if s.cfg.Redis != nil {
-		s.appendAuditRedis(ctx, a)
-	} else {
-		s.audit = append(s.audit, a)
-		if len(s.audit) > maxAudit {
-			s.audit = slices.Clone(s.audit[len(s.audit)-maxAudit:])
-		}
-		if s.cfg.File != "" {
-			if err := writeFile(s.cfg.File, fileState{Routes: s.entries, Audit: s.audit}); err != nil {
-				return View{}, fmt.Errorf("route policies: persist: %w", err)
-			}
-		}
+	a := Audit{Time: e.UpdatedAt, Who: who, Route: name, Action: action, Reason: reason, Before: &before, After: &after}
+	if err := s.recordLocked(ctx, a); err != nil {
+		return View{}, err
 	}
 	s.log.Info("route policy changed", "route", name, "by", who, "action", action, "version", e.Version)
 	return after, nil
+}
+
+// recordLocked appends a to the audit trail (Redis's stream, or the local
+// list persisted with the overrides in the file); s.mu is held.
+func (s *Store) recordLocked(ctx context.Context, a Audit) error {
+	if s.cfg.Redis != nil {
+		s.appendAuditRedis(ctx, a)
+		return nil
+	}
+	s.audit = append(s.audit, a)
+	if len(s.audit) > maxAudit {
+		s.audit = slices.Clone(s.audit[len(s.audit)-maxAudit:])
+	}
+	if s.cfg.File != "" {
+		if err := writeFile(s.cfg.File, fileState{Routes: s.entries, Audit: s.audit}); err != nil {
+			return fmt.Errorf("route policies: persist: %w", err)
+		}
+	}
+	return nil
 }
 
 func maps(m map[string]Entry) map[string]Entry {
@@ -343,8 +355,9 @@ func maps(m map[string]Entry) map[string]Entry {
 	return out
 }
 
-// Audit returns changes, newest first, optionally for one route and since
-// a time, at most limit (0 → 100).
+// Audit returns changes, newest first, optionally for one route (or one
+// upstream target, "<pool>/<name>"; "upstreams" for every target) and
+// since a time, at most limit (0 → 100).
 func (s *Store) Audit(ctx context.Context, route string, since time.Time, limit int) ([]Audit, error) {
 	if limit <= 0 {
 		limit = 100
@@ -363,7 +376,8 @@ func (s *Store) Audit(ctx context.Context, route string, since time.Time, limit 
 	}
 	out := []Audit{}
 	for _, a := range all {
-		if (route == "" || a.Route == route) && !a.Time.Before(since) {
+		match := route == "" || a.Route == route || a.Target == route || route == AuditUpstreams && a.Target != ""
+		if match && !a.Time.Before(since) {
 			out = append(out, a)
 			if len(out) == limit {
 				break

@@ -103,6 +103,7 @@ func registerReview(g *echo.Group, api AdminAPI) {
 	g.POST("/ui/routes/:name", rv.patch, rv.guard)
 	g.POST("/ui/routes/:name/purge", rv.purge, rv.guard)
 	registerShadow(g, api, rv)
+	registerTargets(g, api, rv)
 }
 
 func newReview(api AdminAPI) (*review, error) {
@@ -370,6 +371,32 @@ func addSaved(a, r savedRow) savedRow {
 	return a
 }
 
+// poolRow is one upstream pool of /admin/upstreams, for the Pools section.
+type poolRow struct {
+	Name        string `json:"name"`
+	Balance     string `json:"balance"`
+	HealthCheck *struct {
+		Path     string  `json:"path"`
+		Interval float64 `json:"interval_s"`
+	} `json:"health_check"`
+	Targets []struct {
+		Name           string    `json:"name"`
+		Weight         int       `json:"weight"`
+		RuntimeWeight  int       `json:"runtime_weight"`
+		Effective      float64   `json:"effective_weight"`
+		Drained        bool      `json:"drained"`
+		Healthy        bool      `json:"healthy"`
+		InFlight       int64     `json:"in_flight"`
+		MaxConcurrency int       `json:"max_concurrency"`
+		LatencyMS      float64   `json:"latency_ewma_ms"`
+		Breaker        string    `json:"breaker"`
+		UpdatedAt      time.Time `json:"updated_at"`
+		UpdatedBy      string    `json:"updated_by"`
+	} `json:"targets"`
+	// ReadOnly: the AdminAPI cannot change targets (no forms).
+	ReadOnly bool `json:"-"`
+}
+
 // cacheRow adds the ratio for the template.
 type cacheRow struct {
 	Route, Tier           string
@@ -393,6 +420,7 @@ type pageData struct {
 	Journal    journalView
 	Routes     []routeView
 	Upstreams  []upstreamView
+	Pools      []poolRow
 	Cache      *struct {
 		Since string
 		Tiers []cacheRow
@@ -457,11 +485,17 @@ func (rv *review) show(c echo.Context) error {
 	}
 	var ups struct {
 		Upstreams []upstreamView `json:"upstreams"`
+		Pools     []poolRow      `json:"pools"`
 	}
 	if err := decodeAs(rv.api.Upstreams(), &ups); err != nil {
 		return fmt.Errorf("review page: upstreams: %w", err)
 	}
-	d.Upstreams = ups.Upstreams
+	d.Upstreams, d.Pools = ups.Upstreams, ups.Pools
+	if _, ok := rv.api.(TargetChanger); !ok {
+		for i := range d.Pools {
+			d.Pools[i].ReadOnly = true
+		}
+	}
 
 	if cs, ok := rv.api.(CacheStatser); ok {
 		var cv cacheView
@@ -515,6 +549,11 @@ func form(c echo.Context) (url.Values, url.Values, error) {
 // redirect answers 303 back to the page with the journal filter and a flash
 // message (ok or error).
 func redirect(c echo.Context, back url.Values, msg string, failed bool) error {
+	return redirectTo(c, back, msg, failed, "routes")
+}
+
+// redirectTo is redirect to the page's section anchor.
+func redirectTo(c echo.Context, back url.Values, msg string, failed bool, anchor string) error {
 	q := url.Values{}
 	for k, v := range back {
 		q[k] = v
@@ -524,7 +563,7 @@ func redirect(c echo.Context, back url.Values, msg string, failed bool) error {
 	} else {
 		q.Set("flash", msg)
 	}
-	return c.Redirect(http.StatusSeeOther, "/admin/ui?"+q.Encode()+"#routes")
+	return c.Redirect(http.StatusSeeOther, "/admin/ui?"+q.Encode()+"#"+anchor)
 }
 
 // adminMessage is the operator-facing text of an admin API error.
