@@ -20,10 +20,18 @@ func (l *eventLog) add(e string, j *Job) {
 	l.m[j.ID] = append(l.m[j.ID], e)
 }
 
+// of returns id's events, queued first: Submit reports it once its
+// script has run, and in Redis a worker may have claimed the job and
+// reported its start by then (the journal orders records by time; the
+// pipeline records acceptance itself).
 func (l *eventLog) of(id string) []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return slices.Clone(l.m[id])
+	out := slices.Clone(l.m[id])
+	if i := slices.Index(out, "queued"); i > 0 {
+		out = append([]string{"queued"}, slices.Delete(out, i, i+1)...)
+	}
+	return out
 }
 
 // busyOnce answers busy on a's first run, then 200; b and d run until
@@ -97,13 +105,17 @@ func TestJobEvents(t *testing.T) {
 					t.Errorf("%s: events %v, want %v", id, got, w)
 				}
 			}
-			// b was cancelled queued or already running: either way one
-			// cancelled event, and no finish after it.
-			if got := log.of("b"); len(got) < 2 || got[0] != "queued" || got[len(got)-1] != "cancelled" || slices.Contains(got, "finished") {
-				t.Errorf("b: events %v, want queued, [started,] cancelled", got)
+			// b and d were cancelled queued or already running: either way
+			// no finish. A start is reported by the worker that claimed the
+			// job, concurrently with the owner's cancel: in any place.
+			noStart := func(ev []string) []string {
+				return slices.DeleteFunc(ev, func(e string) bool { return e == "started" })
 			}
-			if got := log.of("d"); len(got) < 3 || got[0] != "queued" || !slices.Equal(got[len(got)-2:], []string{"cancelled", "deleted"}) {
-				t.Errorf("d: events %v, want queued, [started,] cancelled, deleted", got)
+			if got := log.of("b"); !slices.Equal(noStart(got), []string{"queued", "cancelled"}) {
+				t.Errorf("b: events %v, want queued, cancelled (and perhaps started)", got)
+			}
+			if got := log.of("d"); !slices.Equal(noStart(got), []string{"queued", "cancelled", "deleted"}) {
+				t.Errorf("d: events %v, want queued, cancelled, deleted (and perhaps started)", got)
 			}
 			if _, _, _, err := q.Get("t", "a"); err != ErrNotFound {
 				t.Errorf("a after expiry: %v, want ErrNotFound", err)
