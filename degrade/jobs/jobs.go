@@ -270,6 +270,10 @@ func (q *Queue) Delete(tenant, id string) error {
 	if c := q.cancels[id]; c != nil {
 		c()
 	}
+	if j.Status == Queued || j.Status == InProgress { // as Cancel, then forgotten
+		j.Status, j.Finished = Cancelled, q.cfg.Now()
+		q.changedLocked("cancelled", j)
+	}
 	delete(q.jobs, id)
 	q.changedLocked("deleted", j)
 	return nil

@@ -166,7 +166,7 @@ return 1
 
 // finishScript: ARGV p, id, owner, status, rstatus, result, now, notBefore
 // (status queued: busy, run again).
-var finishScript = redis.NewScript(luaEnqueue + `
+var finishScript = redis.NewScript(luaEnqueue + luaExpireLater + `
 local p, id, jk = ARGV[1], ARGV[2], KEYS[1]
 if redis.call('HGET', jk, 'owner') ~= ARGV[3] or redis.call('HGET', jk, 'status') ~= 'in_progress' then return 0 end
 redis.call('ZREM', p..'leases', id)
@@ -178,7 +178,7 @@ if ARGV[4] == 'queued' then
 end
 redis.call('HSET', jk, 'status', ARGV[4], 'rstatus', ARGV[5], 'result', ARGV[6], 'finished', ARGV[7], 'owner', '')
 redis.call('HINCRBY', p..'active', tenant, -1)
-redis.call('PEXPIRE', jk, redis.call('HGET', jk, 'ttl'))
+expireLater(p, jk, id, ARGV[7])
 return 1
 `)
 
@@ -198,22 +198,47 @@ end
 return n
 `)
 
+// expireLater (Lua): a finished job's answer is kept for its ttl. The
+// reaper removes it then and journals the expiry (the expiries set is
+// popped atomically, so one replica does); the hash's own expiry, a
+// minute later, is the safety net when no replica runs.
+const luaExpireLater = `
+local function expireLater(p, jk, id, now)
+  local ttl = tonumber(redis.call('HGET', jk, 'ttl'))
+  redis.call('ZADD', p..'expiries', tonumber(now) + ttl, id)
+  redis.call('PEXPIRE', jk, ttl + 60000)
+end
+`
+
+// expireScript: ARGV p, now. Pops the ids whose answers' ttl passed.
+var expireScript = redis.NewScript(`
+local ids = redis.call('ZRANGEBYSCORE', ARGV[1]..'expiries', '-inf', ARGV[2], 'LIMIT', 0, 100)
+for _, id in ipairs(ids) do redis.call('ZREM', ARGV[1]..'expiries', id) end
+return ids
+`)
+
 // cancelScript: ARGV p, id, tenant, now, status (cancelled, or "" to
-// delete). Returns -1 when the job is not the tenant's.
-var cancelScript = redis.NewScript(`
+// delete). Returns -1 when the job is not the tenant's, 2 when it was
+// queued or running (now cancelled), 1 otherwise.
+var cancelScript = redis.NewScript(luaExpireLater + `
 local p, id, jk = ARGV[1], ARGV[2], KEYS[1]
 local tenant = redis.call('HGET', jk, 'tenant')
 if not tenant or tenant ~= ARGV[3] then return -1 end
 local st = redis.call('HGET', jk, 'status')
+local res = 1
 if st == 'queued' or st == 'in_progress' then
   redis.call('ZREM', p..'q:'..redis.call('HGET', jk, 'lane')..':'..tenant, id)
   redis.call('ZREM', p..'leases', id)
   redis.call('HINCRBY', p..'active', tenant, -1)
   redis.call('HSET', jk, 'status', 'cancelled', 'finished', ARGV[4], 'owner', '')
-  redis.call('PEXPIRE', jk, redis.call('HGET', jk, 'ttl'))
+  expireLater(p, jk, id, ARGV[4])
+  res = 2
 end
-if ARGV[5] == '' then redis.call('DEL', jk) end
-return 1
+if ARGV[5] == '' then
+  redis.call('DEL', jk)
+  redis.call('ZREM', p..'expiries', id)
+end
+return res
 `)
 
 // positionScript: ARGV p, lane, tenant, id. The job's place if the lanes
@@ -332,27 +357,65 @@ func (q *RedisQueue) Get(tenant, id string) (Job, int, time.Time, error) {
 // Cancel cancels tenant's job id (a running one stops at its next lease
 // renewal).
 func (q *RedisQueue) Cancel(tenant, id string) (Job, error) {
-	if err := q.cancel(tenant, id, Cancelled); err != nil {
+	active, err := q.cancel(tenant, id, Cancelled)
+	if err != nil {
 		return Job{}, err
 	}
 	j, _, _, err := q.Get(tenant, id)
+	if err == nil && active {
+		q.event("cancelled", &j)
+	}
 	return j, err
 }
 
 // Delete forgets tenant's job id.
-func (q *RedisQueue) Delete(tenant, id string) error { return q.cancel(tenant, id, "") }
+func (q *RedisQueue) Delete(tenant, id string) error {
+	ctx, cancel := q.opCtx()
+	j, lerr := q.load(ctx, id) // for the event: the hash is gone after
+	cancel()
+	active, err := q.cancel(tenant, id, "")
+	if err == nil && lerr == nil {
+		if active {
+			j.Status, j.Finished = Cancelled, q.cfg.Now()
+			q.event("cancelled", j)
+		}
+		q.event("deleted", j)
+	}
+	return err
+}
 
-func (q *RedisQueue) cancel(tenant, id, status string) error {
+// cancel runs cancelScript; active reports a job that was queued or
+// running.
+func (q *RedisQueue) cancel(tenant, id, status string) (active bool, err error) {
 	ctx, cancel := q.opCtx()
 	defer cancel()
 	n, err := cancelScript.Run(ctx, q.rdb, []string{q.jk(id)}, q.p, id, tenant, ms(q.cfg.Now()), status).Int()
 	if err != nil {
-		return fmt.Errorf("jobs: %w", err)
+		return false, fmt.Errorf("jobs: %w", err)
 	}
 	if n < 0 {
-		return ErrNotFound
+		return false, ErrNotFound
 	}
-	return nil
+	return n == 2, nil
+}
+
+// expire removes the finished jobs whose ttl passed, one event each.
+func (q *RedisQueue) expire() {
+	ctx, cancel := q.opCtx()
+	defer cancel()
+	ids, err := expireScript.Run(ctx, q.rdb, []string{q.p + "expiries"}, q.p, ms(q.cfg.Now())).StringSlice()
+	if err != nil {
+		return
+	}
+	for _, id := range ids {
+		j, err := q.load(ctx, id)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		if q.rdb.Del(ctx, q.jk(id)).Err() == nil {
+			q.event("expired", j)
+		}
+	}
 }
 
 // Close stops the workers; jobs still running go back to the queue at
@@ -386,6 +449,7 @@ func (q *RedisQueue) reaper() {
 			q.signal()
 		}
 		cancel()
+		q.expire()
 	}
 }
 
@@ -470,11 +534,16 @@ func (q *RedisQueue) runOne(id string) {
 	if err != nil || n == 0 {
 		return // the lease was lost: another replica owns the job now
 	}
-	if status != Queued {
+	j.ResultStatus = res.Status
+	switch {
+	case status != Queued:
 		q.mu.Lock()
 		q.avg = (q.avg*7 + now.Sub(start)) / 8
 		q.mu.Unlock()
 		j.Status, j.Finished = status, now
 		q.event("finished", j)
+	case q.ctx.Err() == nil:
+		j.Status, j.NotBefore = Queued, time.UnixMilli(nb)
+		q.event("requeued", j)
 	}
 }

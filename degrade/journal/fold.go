@@ -28,8 +28,8 @@ import (
 const OtherTenants = "*"
 
 // Refusal returns whether r is a refusal, which the journal folds: rung
-// shed (self-protection 503 and own-quota 429, reasons "shed" and
-// "rate_limit_exceeded"), and busy answers the edge gave without calling
+// shed (self-protection 503 and own-quota 429, reasons "shed",
+// "rate_limit_exceeded" and "insufficient_quota"), and busy answers the edge gave without calling
 // the upstream because its own upstream admission was full (reasons
 // "shed" and "queued_timeout"). Degraded answers that carry an upstream's
 // failure are never folded.

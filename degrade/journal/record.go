@@ -26,19 +26,35 @@ const (
 	// found wrong (the upstream, asked again, answered otherwise). Its
 	// record carries Cache (the entry served) and Shadow.
 	RungShadowDisagreement Rung = "shadow-disagreement"
+	// RungJob is not an answer either: one state change of a background
+	// job (degrade/jobs), the queue rung of the ladder made reviewable.
+	// Reason is the change (JobQueued, JobStarted, …) and Job its details.
+	RungJob Rung = "job"
+)
+
+// The Reason of a RungJob record: the state change it records.
+const (
+	JobQueued    = "queued"    // accepted; Job.Position is the place the client was told
+	JobStarted   = "started"   // taken by a worker; Job.WaitMillis since accepted
+	JobRequeued  = "requeued"  // the model answered busy: queued again after Retry-After
+	JobCompleted = "completed" // finished with a 2xx answer
+	JobFailed    = "failed"    // finished with an error answer (kept, as a completed one)
+	JobCancelled = "cancelled" // cancelled by its owner while queued or running
+	JobDeleted   = "deleted"   // forgotten by its owner (DELETE)
+	JobExpired   = "expired"   // a finished job's answer removed once its ttl passed
 )
 
 // Rungs returns every rung, cheapest first.
 func Rungs() []Rung {
 	return []Rung{RungShed, RungQueuedTimeout, RungRetried, RungFailover, RungStale,
-		RungSemanticNearest, RungTemplate, RungBusy, RungStreamTruncated, RungShadowDisagreement}
+		RungSemanticNearest, RungTemplate, RungBusy, RungStreamTruncated, RungShadowDisagreement, RungJob}
 }
 
 // Valid reports whether r is one of Rungs().
 func (r Rung) Valid() bool {
 	switch r {
 	case RungShed, RungQueuedTimeout, RungRetried, RungFailover, RungStale,
-		RungSemanticNearest, RungTemplate, RungBusy, RungStreamTruncated, RungShadowDisagreement:
+		RungSemanticNearest, RungTemplate, RungBusy, RungStreamTruncated, RungShadowDisagreement, RungJob:
 		return true
 	}
 	return false
@@ -99,6 +115,29 @@ type Record struct {
 	Last  time.Time `json:"last,omitzero"`
 	// Shadow is the judgement of a shadow-disagreement record.
 	Shadow *Shadow `json:"shadow,omitempty"`
+	// Job is the background job of a RungJob record.
+	Job *Job `json:"job,omitempty"`
+}
+
+// Job describes a background job at one of its state changes. Times are
+// from the job's own record (the queue's clock), so a started record's
+// wait is what the job really waited, across replicas.
+type Job struct {
+	ID string `json:"id"`
+	// Position is the job's place in the queue when it was accepted, as
+	// the client was told it (queued records only; 1 = next).
+	Position int `json:"position,omitempty"`
+	// WaitMillis is the time from acceptance to this start (started
+	// records; a requeued job's includes its earlier runs).
+	WaitMillis int64 `json:"wait_ms,omitempty"`
+	// RunMillis is how long the run took (completed, failed, requeued).
+	RunMillis int64 `json:"run_ms,omitempty"`
+	Attempts  int   `json:"attempts,omitempty"`
+	// Outcome is the job's status at the change: queued, in_progress,
+	// completed, failed, cancelled.
+	Outcome string `json:"outcome,omitempty"`
+	// ResultStatus is the HTTP status of the answer a finished job keeps.
+	ResultStatus int `json:"result_status,omitempty"`
 }
 
 // Shadow is what shadow verification found of a served semantic hit.

@@ -53,6 +53,21 @@ func (s journalSink) Degraded(d *pipeline.Degraded) {
 	s.j.Record(r)
 }
 
+// Job implements pipeline.JobJournal: a record of rung job whose reason
+// is the state change.
+func (s journalSink) Job(e *pipeline.JobEvent) {
+	r := journal.Record{
+		Time: e.Time, Tenant: e.Tenant, Lane: e.Lane, Route: e.Route, ModelRequested: e.Model,
+		Rung: journal.RungJob, Reason: e.Event, Status: e.Status,
+		Job: &journal.Job{ID: e.ID, Position: e.Position, WaitMillis: e.Wait.Milliseconds(), RunMillis: e.Run.Milliseconds(),
+			Attempts: e.Attempts, Outcome: e.Outcome, ResultStatus: e.Status},
+	}
+	if e.Event == journal.JobQueued {
+		r.Job.ResultStatus = 0 // Status is the acceptance's
+	}
+	s.j.Record(r)
+}
+
 // adminAPI implements server.AdminAPI.
 type adminAPI struct {
 	targets  []*pipeline.Target

@@ -68,6 +68,9 @@ func buildAdmission(cfg config.Config, rclient redis.UniversalClient, targets []
 		}
 		out.Quota = localQuota{b}
 	}
+	if out.Credits, err = buildCredits(cfg, rclient, log); err != nil {
+		return nil, err
+	}
 	if out.Protector, err = admission.NewProtector(admission.ProtectConfig{MaxInFlight: a.MaxInFlight,
 		MaxHeapBytes: a.MaxHeapBytes, Shadow: a.Shadow}); err != nil {
 		return nil, fmt.Errorf("self-protection: %w", err)
@@ -100,4 +103,35 @@ func buildAdmission(cfg config.Config, rclient redis.UniversalClient, targets []
 		t.Concurrency = c
 	}
 	return out, nil
+}
+
+// buildCredits makes the usage credits (nil when none is configured):
+// counted for the region in Redis when there is one, by this instance
+// against its share (1/replicas) while Redis is down, alone without it.
+func buildCredits(cfg config.Config, rclient redis.UniversalClient, log *slog.Logger) (*admission.Credits, error) {
+	if len(cfg.Admission.Credits) == 0 {
+		return nil, nil
+	}
+	rules := make([]admission.CreditRule, 0, len(cfg.Admission.Credits))
+	for i, c := range cfg.Admission.Credits {
+		scope, err := admission.ParseCreditScope(c.Scope)
+		if err != nil {
+			return nil, fmt.Errorf("credits[%d]: %w", i, err)
+		}
+		r := admission.CreditRule{Scope: scope, Requests: c.Requests, Tokens: c.Tokens, Window: c.Window.D(), Offset: c.Offset.D()}
+		if c.Lane != "" {
+			lane, err := admission.ParseLane(c.Lane)
+			if err != nil {
+				return nil, fmt.Errorf("credits[%d]: %w", i, err)
+			}
+			r.Lane = &lane
+		}
+		rules = append(rules, r)
+	}
+	cr, err := admission.NewCredits(admission.CreditsConfig{Rules: rules, Client: rclient, Region: cfg.Degrade.Region,
+		Timeout: cfg.Redis.Timeout.D(), Replicas: cfg.Admission.Replicas, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("credits: %w", err)
+	}
+	return cr, nil
 }

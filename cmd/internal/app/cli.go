@@ -79,6 +79,22 @@ func (c *adminClient) do(ctx context.Context, method, path string, q url.Values,
 	return json.Unmarshal(b, out)
 }
 
+// jobSummary is a job record's last column: the job id and what the change
+// measured (the place told at acceptance, the wait before the start, the
+// run's duration).
+func jobSummary(j *journal.Job) string {
+	s := j.ID
+	switch {
+	case j.Position > 0:
+		s += fmt.Sprintf(" position %d", j.Position)
+	case j.WaitMillis > 0:
+		s += fmt.Sprintf(" waited %dms", j.WaitMillis)
+	case j.RunMillis > 0:
+		s += fmt.Sprintf(" ran %dms", j.RunMillis)
+	}
+	return s
+}
+
 // degradations is `edgecache degradations`: the journal, newest first.
 func degradations(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("edgecache degradations", flag.ContinueOnError)
@@ -88,8 +104,8 @@ func degradations(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	until := fs.String("until", "", "up to: a duration back from now or an RFC 3339 time")
 	route := fs.String("route", "", "only this route")
 	tenant := fs.String("tenant", "", "only this tenant namespace")
-	rung := fs.String("rung", "", "only this rung (stale, semantic-nearest, template, busy, stream-truncated, shed, …)")
-	reason := fs.String("reason", "", "only this reason (upstream_503, timeout, breaker_open, …)")
+	rung := fs.String("rung", "", "only this rung (stale, semantic-nearest, template, busy, stream-truncated, shed, …; job: background jobs)")
+	reason := fs.String("reason", "", "only this reason (upstream_503, timeout, breaker_open, …; of rung job: queued, started, requeued, completed, failed, cancelled, deleted, expired)")
 	limit := fs.Int("limit", 100, "at most this many records")
 	asJSON := fs.Bool("json", false, "print the records as JSON")
 	fs.Usage = func() {
@@ -138,8 +154,12 @@ func degradations(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if r.Count > 1 { // folded refusals: how many, until when
 			reason += fmt.Sprintf(" ×%d until %s", r.Count, r.Last.Local().Format("15:04:05"))
 		}
+		request := r.RequestID
+		if j := r.Job; j != nil { // a job's change: its id, and its place or wait
+			request = jobSummary(j)
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", r.Time.Local().Format("2006-01-02 15:04:05"), r.Route, r.Rung,
-			reason, r.Status, ra, len(r.Attempts), r.RequestID)
+			reason, r.Status, ra, len(r.Attempts), request)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

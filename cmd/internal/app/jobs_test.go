@@ -366,3 +366,100 @@ func TestBackgroundJobsChatRespondAsync(t *testing.T) {
 	}
 	t.Fatal("the async chat job did not complete")
 }
+
+// The journal records every job's state changes: accepted with the
+// position its client was told, started after a wait, completed, and the
+// answer expired after the route's ttl; the admin API and the CLI filter
+// them by rung and reason.
+func TestBackgroundJobsJournal(t *testing.T) {
+	sim, _ := startJobsEnv(t, llmsim.Config{TTFT: 100 * time.Millisecond})
+	cfg := filepath.Join(t.TempDir(), "edgecache.yaml")
+	os.WriteFile(cfg, []byte(strings.Replace(jobsYAML, "ttl: 1h", "ttl: 1s", 1)), 0o600)
+	data, admin := startEdgecache(t, sim.URL(), "--config", cfg)
+	told := map[string]int{} // job id → position the client was told
+	ids := map[string]string{}
+	for i := range 30 { // more than the 16 workers: the last ones are told a place
+		st, v := jobCall(t, http.MethodPost, data+pathResponses, "sk-bg-paid",
+			fmt.Sprintf(`{"model":"gpt-4o-mini","input":"journal job %d %s","background":true}`, i, t.Name()))
+		if st != 200 {
+			t.Fatalf("submit: %d", st)
+		}
+		told[v.ID], ids[v.ID] = v.Edgecache.Position, "sk-bg-paid"
+	}
+	waitJobs(t, data, ids)
+	type rec struct {
+		Time                 time.Time
+		Tenant, Lane, Reason string
+		Status               int
+		Job                  struct {
+			ID         string
+			Position   int
+			WaitMillis int64 `json:"wait_ms"`
+			Outcome    string
+		}
+	}
+	byJob := map[string]map[string]rec{}
+	deadline := time.Now().Add(15 * time.Second) // the ttl, then the janitor's tick
+	for time.Now().Before(deadline) {
+		code, b := get(t, admin+"/admin/degradations?since=10m&rung=job&limit=1000", "")
+		var res struct{ Degradations []rec }
+		if code != 200 || json.Unmarshal(b, &res) != nil {
+			t.Fatalf("degradations: %d %s", code, b)
+		}
+		byJob = map[string]map[string]rec{}
+		for _, r := range res.Degradations {
+			if byJob[r.Job.ID] == nil {
+				byJob[r.Job.ID] = map[string]rec{}
+			}
+			byJob[r.Job.ID][r.Reason] = r
+		}
+		expired := 0
+		for id := range told {
+			if _, ok := byJob[id]["expired"]; ok {
+				expired++
+			}
+		}
+		if expired == len(told) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	tenants, queuedBehind, waited := map[string]bool{}, 0, 0
+	for id, pos := range told {
+		rs := byJob[id]
+		for _, reason := range []string{"queued", "started", "completed", "expired"} {
+			if _, ok := rs[reason]; !ok {
+				t.Fatalf("job %s: no %s record (has %v)", id, reason, rs)
+			}
+		}
+		if q := rs["queued"]; q.Job.Position != pos || q.Status != 200 || q.Lane != "paid" || !strings.HasPrefix(q.Tenant, "t:") {
+			t.Errorf("job %s queued record %+v: want position %d (told), status 200, lane paid, a t: tenant", id, q, pos)
+		}
+		if pos > 0 {
+			queuedBehind++
+		}
+		// The wait is from acceptance to the start, as the records' times say.
+		w := time.Duration(rs["started"].Job.WaitMillis) * time.Millisecond
+		if gap := rs["started"].Time.Sub(rs["queued"].Time); w < 0 || gap-w > 100*time.Millisecond || w-gap > 100*time.Millisecond {
+			t.Errorf("job %s: started %v after its queued record, wait_ms says %v", id, gap, w)
+		}
+		if w > 0 {
+			waited++
+		}
+		if c := rs["completed"]; c.Status != 200 || c.Job.Outcome != "completed" {
+			t.Errorf("job %s completed record %+v", id, c)
+		}
+		tenants[rs["queued"].Tenant] = true
+	}
+	t.Logf("%d of %d jobs were told a place in the queue, %d waited for a worker", queuedBehind, len(told), waited)
+	if len(tenants) != 1 || queuedBehind == 0 || waited == 0 {
+		t.Errorf("tenants %v (want one, the key's), %d jobs told a place in the queue, %d waited (want some of each)", tenants, queuedBehind, waited)
+	}
+	var out, errOut bytes.Buffer
+	if err := Run(context.Background(), []string{"degradations", "--admin", admin, "--rung", "job", "--reason", "expired"}, &out, &errOut); err != nil {
+		t.Fatalf("CLI: %v %s", err, errOut.String())
+	}
+	if n := strings.Count(out.String(), " expired "); n != len(told) {
+		t.Errorf("CLI --rung job --reason expired: %d lines, want %d:\n%s", n, len(told), out.String())
+	}
+}

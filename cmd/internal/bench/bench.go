@@ -32,6 +32,10 @@
 //
 // `edgebench streams` measures long SSE streams instead: N concurrent
 // streams through edgecache against llmsim pacing tokens; see streams.go.
+//
+// `edgebench jobs` compares M background jobs with M plain clients that
+// retry on 503/429, against a saturated llmsim: completion times and the
+// model's utilisation; see jobs.go.
 package bench
 
 import (
@@ -52,12 +56,13 @@ Usage:
   edgebench run [--duration 10s] [--warmup 2s] [--conns 32,128] [--bin DIR] [--json FILE]
   edgebench overload [--duration 10s] [--concurrency 16] [--ttft 100ms] [--bin DIR] [--json FILE]
   edgebench streams [--n 2000] [--tps 20] [--tokens 200] [--open-admission] [--bin DIR] [--json FILE]
+  edgebench jobs [--m 200] [--concurrency 8] [--ttft 200ms] [--bin DIR] [--json FILE]
   edgebench ceiling --listen ADDR --body FILE
   edgebench proxy --listen ADDR --upstream URL
   edgebench loadgen --spec FILE      (started by edgebench overload)
   edgebench streamgen --spec FILE    (started by edgebench streams)
 
-"edgebench SUBCOMMAND -h" describes the flags of run, overload, streams, ceiling and proxy.
+"edgebench SUBCOMMAND -h" describes the flags of run, overload, streams, jobs, ceiling and proxy.
 `
 
 // Main runs the edgebench command. prog is the program name as invoked and
@@ -75,6 +80,8 @@ func Main(ctx context.Context, prog string, args []string, stdout, stderr io.Wri
 		return overloadMain(ctx, shellJoin(append([]string{prog}, args...)), args[1:], stdout, stderr)
 	case "streams":
 		return streamsMain(ctx, shellJoin(append([]string{prog}, args...)), args[1:], stdout, stderr)
+	case "jobs":
+		return jobsMain(ctx, shellJoin(append([]string{prog}, args...)), args[1:], stdout, stderr)
 	case "streamgen":
 		return streamgenMain(ctx, args[1:], stdout, stderr)
 	case "loadgen":

@@ -340,6 +340,30 @@ type Admission struct {
 	Concurrency ConcurrencyLimits `yaml:"concurrency"`
 	// Shadow counts would-be rejections of every limiter without enforcing.
 	Shadow bool `yaml:"shadow"`
+	// Credits are usage credits: requests and tokens per window (a day
+	// by default, reset at 00:00 UTC) per key, tenant or lane, shared by
+	// the region through Redis. Over one: 429 insufficient_quota until the
+	// window ends. None by default.
+	Credits []Credit `yaml:"credits"`
+}
+
+// Credit is one usage credit (degrade/admission CreditRule).
+type Credit struct {
+	// Scope is what the credit is counted per: key (each API key), tenant
+	// (each tenant of tenants:) or lane (all requests of the lane
+	// together).
+	Scope string `yaml:"scope"`
+	// Lane restricts the credit to one lane; empty → every lane.
+	Lane string `yaml:"lane"`
+	// Requests and Tokens per window; zero → that kind is unlimited.
+	// Tokens are those the upstream reported using (prompt + answer).
+	Requests int64 `yaml:"requests"`
+	Tokens   int64 `yaml:"tokens"`
+	// Window is how often the credit is whole again. Zero → 24h.
+	Window Duration `yaml:"window"`
+	// Offset moves the windows' start from 00:00 UTC (16h: midnight in
+	// UTC+8). Zero → windows start at 00:00 UTC.
+	Offset Duration `yaml:"offset"`
 }
 
 // LimitRules are quotas per dimension.
@@ -1232,6 +1256,25 @@ func (c *Config) Validate() error {
 	for _, l := range []Limits{c.Admission.Limits.Key, c.Admission.Limits.Tenant, c.Admission.Limits.IP} {
 		if l.RequestsPerSecond < 0 || l.RequestBurst < 0 || l.TokensPerMinute < 0 || l.TokenBurst < 0 {
 			bad("admission.limits: rates and bursts must not be negative")
+		}
+	}
+	for i, cr := range c.Admission.Credits {
+		where := fmt.Sprintf("admission.credits[%d]", i)
+		if cr.Scope != "key" && cr.Scope != "tenant" && cr.Scope != "lane" {
+			bad("%s: scope %q: want key, tenant or lane", where, cr.Scope)
+		}
+		if cr.Lane != "" && !lanes[cr.Lane] {
+			bad("%s: lane %q: want enterprise, paid, free or batch", where, cr.Lane)
+		}
+		if cr.Requests < 0 || cr.Tokens < 0 || cr.Requests == 0 && cr.Tokens == 0 {
+			bad("%s: set requests or tokens (or both), not negative", where)
+		}
+		w := cr.Window.D()
+		if w == 0 {
+			w = 24 * time.Hour
+		}
+		if w < time.Second || cr.Offset.D() < 0 || cr.Offset.D() >= w {
+			bad("%s: window at least 1s, offset in [0, window)", where)
 		}
 	}
 	tenantNames, tenantKeys := map[string]bool{}, map[string]bool{}

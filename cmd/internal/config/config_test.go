@@ -238,6 +238,11 @@ func TestValidateErrors(t *testing.T) {
 		"same shape":       "routes: [{name: a, path: \"/d/{x}/chat/completions\"}, {name: b, path: \"/d/{y}/chat/completions\"}]\n",
 		"negative timeout": "server: {write_timeout: -1s}\n",
 		"tiny header cap":  "server: {max_header_bytes: 100}\n",
+		"credit scope":     "admission: {credits: [{scope: ip, requests: 1}]}\n",
+		"credit lane":      "admission: {credits: [{scope: key, lane: gold, requests: 1}]}\n",
+		"credit empty":     "admission: {credits: [{scope: key}]}\n",
+		"credit window":    "admission: {credits: [{scope: key, requests: 1, window: 10ms}]}\n",
+		"credit offset":    "admission: {credits: [{scope: key, requests: 1, window: 1h, offset: 2h}]}\n",
 	}
 	for name, doc := range tests {
 		path := filepath.Join(t.TempDir(), "c.yaml")

@@ -26,11 +26,11 @@ func TestStats(t *testing.T) {
 	do(t, ts, http.MethodGet, "/_sim/config", nil)
 
 	want := map[string]int64{"/v1/chat/completions": 5, "/v1/embeddings": 2, "/v1/models": 1, StatEmbeddedInputs: 2}
-	if got := s.Stats(); !maps.Equal(got, want) {
+	if got := withoutBusy(s.Stats()); !maps.Equal(got, want) {
 		t.Errorf("Stats() = %v, want %v", got, want)
 	}
 	resp, b := do(t, ts, http.MethodGet, "/_sim/stats", nil)
-	if got := decode[map[string]int64](t, b); resp.StatusCode != http.StatusOK || !maps.Equal(got, want) {
+	if got := withoutBusy(decode[map[string]int64](t, b)); resp.StatusCode != http.StatusOK || !maps.Equal(got, want) {
 		t.Errorf("GET /_sim/stats = %d %s, want %v", resp.StatusCode, b, want)
 	}
 
@@ -41,7 +41,7 @@ func TestStats(t *testing.T) {
 		t.Errorf("after reset: %s", b)
 	}
 	post(t, ts, "/v1/completions", map[string]any{"model": "m", "prompt": "p"})
-	if got := s.Stats(); !maps.Equal(got, map[string]int64{"/v1/completions": 1}) {
+	if got := withoutBusy(s.Stats()); !maps.Equal(got, map[string]int64{"/v1/completions": 1}) {
 		t.Errorf("after reset and one request: %v", got)
 	}
 }
@@ -166,4 +166,40 @@ func TestConfigCacheControl(t *testing.T) {
 	if resp, _ := stream(t, ts, "/v1/chat/completions", with(chatBody("cc"), "stream", true)); resp.Header.Get("Cache-Control") != "no-cache" {
 		t.Errorf("cleared stream: Cache-Control = %q", resp.Header.Get("Cache-Control"))
 	}
+}
+
+// TestBusyMillis: the slot time of admitted generations is summed (two
+// answers of 50 ms at once: about 100 ms), refused ones add nothing, and a
+// reset clears it.
+func TestBusyMillis(t *testing.T) {
+	s, ts := newSim(t, Config{TTFT: 50 * time.Millisecond, MaxConcurrency: 2})
+	done := make(chan struct{})
+	for range 2 {
+		go func() { post(t, ts, "/v1/chat/completions", chatBody("busy")); done <- struct{}{} }()
+	}
+	for s.InFlight() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	if resp, _ := post(t, ts, "/v1/chat/completions", chatBody("refused")); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("third: %d, want 429", resp.StatusCode)
+	}
+	<-done
+	<-done
+	deadline := time.Now().Add(2 * time.Second) // added as each handler returns, after its answer
+	for s.Stats()[StatBusyMillis] < 100 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if b := s.Stats()[StatBusyMillis]; b < 100 || b > 1000 {
+		t.Errorf("busy_ms = %d after two 50 ms answers, want about 100", b)
+	}
+	s.ResetStats()
+	if _, ok := s.Stats()[StatBusyMillis]; ok {
+		t.Error("busy_ms after a reset")
+	}
+}
+
+// withoutBusy drops the slot time, which depends on the machine's speed.
+func withoutBusy(m map[string]int64) map[string]int64 {
+	delete(m, StatBusyMillis)
+	return m
 }

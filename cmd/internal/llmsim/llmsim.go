@@ -125,8 +125,12 @@ type Server struct {
 	counts   [numRoutes]atomic.Int64
 	embedded atomic.Int64 // texts embedded (inputs of answered /v1/embeddings calls)
 	inFlight atomic.Int64 // admitted generation requests
-	created  int64        // "created" of /v1/models entries
-	stored   sync.Map     // response id → its JSON, for GET /v1/responses/{id} (responses.go)
+	// busy is the time generation requests held a slot (nanoseconds,
+	// summed over requests): busy / (max_concurrency × elapsed) is the
+	// model's utilisation, what a queue in front of it is for.
+	busy    atomic.Int64
+	created int64    // "created" of /v1/models entries
+	stored  sync.Map // response id → its JSON, for GET /v1/responses/{id} (responses.go)
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -179,11 +183,20 @@ func (s *Server) Stats() map[string]int64 {
 	if n := s.embedded.Load(); n > 0 {
 		m[StatEmbeddedInputs] = n
 	}
+	if n := s.busy.Load() / int64(time.Millisecond); n > 0 {
+		m[StatBusyMillis] = n
+	}
 	return m
 }
 
 // StatEmbeddedInputs is the Stats key of the number of texts embedded.
 const StatEmbeddedInputs = "embedded_inputs"
+
+// StatBusyMillis is the Stats key of the slot time of generation
+// requests: for each request admitted under MaxConcurrency (refused ones
+// not), from its admission to the end of its answer, summed, in whole
+// milliseconds.
+const StatBusyMillis = "busy_ms"
 
 // ResetStats sets every request counter to zero (DELETE /_sim/stats).
 func (s *Server) ResetStats() {
@@ -191,6 +204,7 @@ func (s *Server) ResetStats() {
 		s.counts[i].Store(0)
 	}
 	s.embedded.Store(0)
+	s.busy.Store(0)
 }
 
 // InFlight returns the number of generation requests currently admitted
@@ -331,6 +345,8 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, rt route) {
 			writeError(w, http.StatusTooManyRequests, "Rate limit reached: too many concurrent requests (llmsim max_concurrency)", "")
 			return
 		}
+		admitted := time.Now()
+		defer func() { s.busy.Add(int64(time.Since(admitted))) }()
 	}
 
 	f := s.faultFor(rt, r)

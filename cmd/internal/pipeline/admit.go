@@ -40,7 +40,16 @@ type AdmissionConfig struct {
 	DefaultLane admission.Lane
 	// TrustLaneHeader takes the lane from X-Edgecache-Lane.
 	TrustLaneHeader bool
+	// Credits are usage credits per window (requests charged at
+	// admission, cache hits included; tokens from the upstream's usage
+	// after the answer); nil: none.
+	Credits *admission.Credits
 }
+
+// CodeInsufficientQuota is the error code of a request refused because a
+// usage credit is spent until its window ends (OpenAI's code for a spent
+// quota; the type stays rate_limit_error, Anthropic's rate_limit_error).
+const CodeInsufficientQuota = "insufficient_quota"
 
 // admitted is a request that passed admission: what to settle afterwards.
 type admitted struct {
@@ -48,6 +57,10 @@ type admitted struct {
 	subjects []admission.Subject
 	tokens   int64
 	entered  bool
+	// who the usage credits are charged to, and what Spend charged (nil:
+	// nothing to settle).
+	who    admission.CreditCaller
+	credit *admission.CreditCharge
 }
 
 // KeyID is the identity of an API key in quotas, tenants and logs: an HMAC
@@ -70,7 +83,7 @@ func (p *Pipeline) admit(w http.ResponseWriter, r *http.Request, rt *Route, req 
 	if c.known {
 		keyID = c.keyID()
 		if t, ok := cfg.Tenants[clientKey(r)]; ok {
-			a.lane = t.Lane
+			a.lane, a.who.Tenant = t.Lane, t.Name
 			a.subjects = append(a.subjects, admission.Subject{Dim: admission.DimTenant, ID: t.Name, Limits: t.Limits})
 		}
 		a.subjects = append(a.subjects, admission.Subject{Dim: admission.DimKey, ID: keyID})
@@ -99,22 +112,62 @@ func (p *Pipeline) admit(w http.ResponseWriter, r *http.Request, rt *Route, req 
 		return nil, false
 	}
 	a.entered = true
-	if cfg.Quota != nil && req != nil {
-		a.tokens = openai.EstimateTokens(req, bodyLen)
-		d := cfg.Quota.Reserve(r.Context(), a.tokens, a.subjects...)
-		d.Headers(w.Header().Set)
-		if !d.Allowed {
-			p.m.Shed(a.lane.String(), admission.CodeRateLimitExceeded)
-			p.logShed(r.Context(), a.lane.String(), admission.CodeRateLimitExceeded, d.RetryAfter)
-			cfg.Protector.Leave()
-			retry := admission.RetryAfterSeconds(d.RetryAfter)
-			openai.WriteError(w, http.StatusTooManyRequests, retry, openai.NewError(openai.TypeRateLimit, admission.CodeRateLimitExceeded, "", d.Message()))
-			p.journal(r, pd, "shed", &Failure{Reason: admission.CodeRateLimitExceeded, RetryAfter: d.RetryAfter},
-				http.StatusTooManyRequests, time.Duration(retry)*time.Second, nil)
-			return nil, false
-		}
+	a.who.Key, a.who.Lane = keyID, a.lane
+	if req != nil && !p.charge(w, r, pd, a, req, bodyLen) {
+		cfg.Protector.Leave()
+		return nil, false
 	}
 	return a, true
+}
+
+// charge spends the request's usage credits, then reserves its token
+// buckets, and sets the x-ratelimit-* headers of the tightest of them.
+// When one refuses it has written the 429, journaled it, and given back
+// the credits a refused request did not use.
+func (p *Pipeline) charge(w http.ResponseWriter, r *http.Request, pd *pending, a *admitted, req *openai.Request, bodyLen int) bool {
+	cfg := p.cfg.Admission
+	var cd admission.CreditDecision
+	if cfg.Credits != nil {
+		cd, a.credit = cfg.Credits.Spend(r.Context(), a.who)
+		if !cd.Allowed {
+			// Credits return when the window ends, hours away: an SDK's
+			// retries in seconds would only hold its caller (the OpenAI
+			// SDKs obey this header).
+			w.Header().Set("X-Should-Retry", "false")
+			p.refuse(w, r, pd, a.lane, CodeInsufficientQuota, cd.RetryAfter, cd.Message(), cd.Headers)
+			return false
+		}
+	}
+	if cfg.Quota == nil {
+		cd.Headers(w.Header().Set)
+		return true
+	}
+	a.tokens = openai.EstimateTokens(req, bodyLen)
+	d := cfg.Quota.Reserve(r.Context(), a.tokens, a.subjects...)
+	d.Requests, d.Tokens = admission.Tighter(d.Requests, cd.Requests), admission.Tighter(d.Tokens, cd.Tokens)
+	if !d.Allowed {
+		if a.credit != nil {
+			cfg.Credits.Settle(context.WithoutCancel(r.Context()), a.credit, 0, true)
+			a.credit = nil
+		}
+		p.refuse(w, r, pd, a.lane, admission.CodeRateLimitExceeded, d.RetryAfter, d.Message(), d.Headers)
+		return false
+	}
+	d.Headers(w.Header().Set)
+	return true
+}
+
+// refuse answers a request over one of its own limits: 429 in the route's
+// error shape with the limit's headers and Retry-After, counted, logged
+// and journaled (rung shed, the code as reason).
+func (p *Pipeline) refuse(w http.ResponseWriter, r *http.Request, pd *pending, lane admission.Lane, code string,
+	wait time.Duration, msg string, headers func(set func(name, value string))) {
+	p.m.Shed(lane.String(), code)
+	p.logShed(r.Context(), lane.String(), code, wait)
+	headers(w.Header().Set)
+	retry := admission.RetryAfterSeconds(wait)
+	openai.WriteError(w, http.StatusTooManyRequests, retry, openai.NewError(openai.TypeRateLimit, code, "", msg))
+	p.journal(r, pd, "shed", &Failure{Reason: code, RetryAfter: wait}, http.StatusTooManyRequests, time.Duration(retry)*time.Second, nil)
 }
 
 // done settles the quotas with the tokens really used (0 for a cache hit:
@@ -126,6 +179,9 @@ func (p *Pipeline) done(ctx context.Context, a *admitted, actual int64) {
 	}
 	if cfg.Quota != nil && a.tokens > 0 && actual >= 0 {
 		cfg.Quota.Settle(context.WithoutCancel(ctx), a.tokens, actual, a.subjects...)
+	}
+	if a.credit != nil && actual > 0 { // the tokens the model used; a hit used none
+		cfg.Credits.Settle(context.WithoutCancel(ctx), a.credit, actual, false)
 	}
 	if a.entered {
 		cfg.Protector.Leave()

@@ -69,9 +69,10 @@ func (p *Pipeline) startJobs(cfg *JobsConfig) error {
 	var err error
 	if cfg.Redis != nil {
 		jr.q, err = jobs.NewRedis(jobs.RedisConfig{Client: cfg.Redis, Region: cfg.Region, Workers: cfg.Workers, Lease: cfg.Lease,
-			RunTimeout: p.cfg.Timeout + time.Minute, Now: p.cfg.Now}, run)
+			RunTimeout: p.cfg.Timeout + time.Minute, Events: p.jobEvent, Now: p.cfg.Now}, run)
 	} else {
-		jr.q, err = jobs.New(jobs.Config{Workers: cfg.Workers, File: cfg.File, RunTimeout: p.cfg.Timeout + time.Minute, Now: p.cfg.Now}, run)
+		jr.q, err = jobs.New(jobs.Config{Workers: cfg.Workers, File: cfg.File, RunTimeout: p.cfg.Timeout + time.Minute,
+			Events: p.jobEvent, Now: p.cfg.Now}, run)
 	}
 	if err != nil {
 		p.jobs = nil // no worker started
@@ -160,11 +161,13 @@ func (p *Pipeline) submitJob(w http.ResponseWriter, r *http.Request, rt *Route, 
 	}
 	got, pos, est, _ := p.jobs.q.Get(j.Tenant, j.ID)
 	if rt.API == openai.APIChat {
+		p.journalQueued(&got, pos, http.StatusAccepted)
 		w.Header().Set("Location", jobLocation(rt, j.ID))
 		w.Header().Set("Preference-Applied", "respond-async")
 		writeChatJob(w, http.StatusAccepted, rt, &got, pos, est)
 		return
 	}
+	p.journalQueued(&got, pos, http.StatusOK)
 	writeJob(w, http.StatusOK, &got, pos, est)
 }
 
@@ -380,9 +383,12 @@ func (p *Pipeline) runJob(ctx context.Context, jr *jobRunner, j *jobs.Job) jobs.
 		rec.status = http.StatusOK
 	}
 	res := jobs.Result{Status: rec.status, Body: rec.body.Bytes()}
-	if (rec.status == http.StatusServiceUnavailable || rec.status == http.StatusTooManyRequests) && ctx.Err() == nil {
+	spent := bytes.Contains(rec.body.Bytes(), []byte(`"`+CodeInsufficientQuota+`"`))
+	if (rec.status == http.StatusServiceUnavailable || rec.status == http.StatusTooManyRequests) && ctx.Err() == nil && !spent {
 		// Busy (admission's queue timed out, or the upstream is
-		// overloaded): the job waits its turn again.
+		// overloaded): the job waits its turn again. Spent usage
+		// credits are not busy: they return at the window's end, hours
+		// away; the job fails with the 429 that says when.
 		res.RetryAfter = time.Second
 		if s, err := strconv.Atoi(rec.h.Get("Retry-After")); err == nil && s > 0 {
 			res.RetryAfter = min(time.Duration(s)*time.Second, 30*time.Second)

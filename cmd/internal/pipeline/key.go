@@ -118,15 +118,19 @@ func Namespace(secret []byte, apiKey string) string {
 
 // clientKey extracts the client's API key: a Bearer token (OpenAI, DeepSeek,
 // vLLM), Azure's api-key header, or Anthropic's x-api-key header.
-func clientKey(r *http.Request) string {
-	if a := r.Header.Get("Authorization"); a != "" {
+func clientKey(r *http.Request) string { return headerKey(r.Header) }
+
+// headerKey is clientKey of a request's header (a background job keeps
+// its request's).
+func headerKey(h http.Header) string {
+	if a := h.Get("Authorization"); a != "" {
 		if len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
 			return strings.TrimSpace(a[7:])
 		}
 		return a
 	}
-	if k := r.Header.Get("Api-Key"); k != "" {
+	if k := h.Get("Api-Key"); k != "" {
 		return k
 	}
-	return r.Header.Get("X-Api-Key")
+	return h.Get("X-Api-Key")
 }

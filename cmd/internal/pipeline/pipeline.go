@@ -71,7 +71,7 @@ type Metrics interface {
 	// TTFT records an upstream answer's time to first token.
 	TTFT(route, target string, d time.Duration)
 	// Shed counts a request refused by admission, by lane and reason
-	// (shed, rate_limit_exceeded, queued_timeout).
+	// (shed, rate_limit_exceeded, insufficient_quota, queued_timeout).
 	Shed(lane, reason string)
 	// TokenUsage records a model call's duration, with the GenAI operation
 	// name and the requested and answering model, and a complete answer's
