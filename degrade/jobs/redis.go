@@ -58,6 +58,7 @@ type RedisQueue struct {
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
 	wake   chan struct{}
+	win    *runWindow // the runs this replica starts at once
 	killed chan struct{} // Kill: stop without giving jobs back
 	mu     sync.Mutex
 	avg    time.Duration
@@ -86,7 +87,7 @@ func NewRedis(cfg RedisConfig, run Runner) (*RedisQueue, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	q := &RedisQueue{cfg: cfg, rdb: cfg.Client, p: "ec:jobs:{" + cfg.Region + "}:", owner: NewID(""), run: run,
+	q := &RedisQueue{cfg: cfg, rdb: cfg.Client, p: "ec:jobs:{" + cfg.Region + "}:", owner: NewID(""), run: run, win: newRunWindow(cfg.Workers),
 		wake: make(chan struct{}, 1), killed: make(chan struct{}), avg: cfg.AvgRun}
 	q.ctx, q.stop = context.WithCancel(context.Background())
 	for range cfg.Workers {
@@ -456,30 +457,52 @@ func (q *RedisQueue) reaper() {
 func (q *RedisQueue) worker() {
 	defer q.wg.Done()
 	for q.ctx.Err() == nil {
+		if ok, wait := q.win.acquire(q.cfg.Now()); !ok {
+			q.idle(wait)
+			continue
+		}
 		ctx, cancel := q.opCtx()
 		now := q.cfg.Now()
 		id, err := claimScript.Run(ctx, q.rdb, []string{q.p + "leases"}, q.p, ms(now), ms(now.Add(q.cfg.Lease)), q.owner).Text()
 		cancel()
 		if err != nil || id == "" {
-			select {
-			case <-q.ctx.Done():
-				return
-			case <-q.wake:
-			case <-time.After(200 * time.Millisecond):
-			}
+			q.win.cancel()
+			q.idle(200 * time.Millisecond)
 			continue
 		}
 		q.signal() // another worker may claim the next one
-		q.runOne(id)
+		res, ran := q.runOne(id)
+		if ran {
+			q.win.release(q.cfg.Now(), res.RetryAfter > 0, res.RetryAfter)
+		} else {
+			q.win.cancel()
+		}
+		q.signal() // the window may have room again
 	}
 }
 
-func (q *RedisQueue) runOne(id string) {
+// idle waits for a signal, at most wait (0: 200 ms), or the queue's end.
+func (q *RedisQueue) idle(wait time.Duration) {
+	if wait <= 0 {
+		wait = 200 * time.Millisecond
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-q.ctx.Done():
+	case <-q.wake:
+	case <-t.C:
+	}
+}
+
+// runOne runs the claimed job id and records its outcome; ran is false
+// when there was nothing to run (the job was deleted meanwhile).
+func (q *RedisQueue) runOne(id string) (res Result, ran bool) {
 	lctx, lcancel := q.opCtx()
 	j, err := q.load(lctx, id)
 	lcancel()
 	if err != nil {
-		return // deleted meanwhile; its lease lapses
+		return Result{}, false // deleted meanwhile; its lease lapses
 	}
 	q.event("started", j)
 	ctx, cancel := context.WithTimeout(context.Background(), q.cfg.RunTimeout)
@@ -511,11 +534,11 @@ func (q *RedisQueue) runOne(id string) {
 		}
 	}()
 	start := q.cfg.Now()
-	res := q.run(ctx, j)
+	res = q.run(ctx, j)
 	close(done)
 	select {
 	case <-q.killed:
-		return // a dead replica says nothing
+		return res, true // a dead replica says nothing
 	default:
 	}
 	now := q.cfg.Now()
@@ -524,7 +547,7 @@ func (q *RedisQueue) runOne(id string) {
 	case q.ctx.Err() != nil:
 		status, nb = Queued, ms(j.Created) // stopping: back in its place
 	case res.RetryAfter > 0 && j.Attempts < maxAttempts:
-		status, nb = Queued, ms(now.Add(res.RetryAfter))
+		status, nb = Queued, ms(j.Created) // busy: back in its place (runWindow)
 	case res.Status < 200 || res.Status > 299:
 		status = Failed
 	}
@@ -532,7 +555,7 @@ func (q *RedisQueue) runOne(id string) {
 	defer fcancel()
 	n, err := finishScript.Run(fctx, q.rdb, []string{q.jk(id)}, q.p, id, q.owner, status, res.Status, res.Body, ms(now), nb).Int()
 	if err != nil || n == 0 {
-		return // the lease was lost: another replica owns the job now
+		return res, true // the lease was lost: another replica owns the job now
 	}
 	j.ResultStatus = res.Status
 	switch {
@@ -543,7 +566,8 @@ func (q *RedisQueue) runOne(id string) {
 		j.Status, j.Finished = status, now
 		q.event("finished", j)
 	case q.ctx.Err() == nil:
-		j.Status, j.NotBefore = Queued, time.UnixMilli(nb)
+		j.Status = Queued
 		q.event("requeued", j)
 	}
+	return res, true
 }
