@@ -84,8 +84,9 @@ type Job struct {
 type Result struct {
 	Status int
 	Body   []byte
-	// RetryAfter > 0: the model was busy; the job is queued again, in its
-	// place, and the replica's run window narrows (runWindow).
+	// RetryAfter > 0: the model was busy; the job is queued again, not run
+	// before this long, no lower lane's job starts meanwhile, and the
+	// replica's run window narrows (runWindow).
 	RetryAfter time.Duration
 }
 
@@ -328,14 +329,27 @@ func better(a, b *Job, running map[string]int, last map[string]uint64) bool {
 	return a.seq < b.seq
 }
 
-// pickLocked takes the next job to run, or nil.
+// pickLocked takes the next job to run, or nil. A job waiting out a busy
+// answer's Retry-After is passed over by jobs of its own lane, never by a
+// lower lane's: while a paid job waits, no free job starts.
 func (q *Queue) pickLocked() *Job {
 	var best *Job
+	waiting := LaneFree + 1 // the best lane with a job waiting out a busy answer
 	now := q.cfg.Now()
 	for _, j := range q.jobs {
-		if j.Status == Queued && !now.Before(j.NotBefore) && (best == nil || better(j, best, q.running, q.lastPick)) {
+		if j.Status != Queued {
+			continue
+		}
+		if now.Before(j.NotBefore) {
+			waiting = min(waiting, j.Lane)
+			continue
+		}
+		if best == nil || better(j, best, q.running, q.lastPick) {
 			best = j
 		}
+	}
+	if best != nil && best.Lane > waiting {
+		return nil
 	}
 	return best
 }
@@ -408,8 +422,9 @@ func (q *Queue) idle(wait time.Duration) bool {
 	return true
 }
 
-// finish records a run's outcome. A busy answer puts the job back in its
-// place in the queue (runWindow says why not behind others).
+// finish records a run's outcome. A busy answer queues the job again, not
+// run before its Retry-After, and no job of a lower lane starts meanwhile
+// (pickLocked).
 func (q *Queue) finish(j *Job, res Result, cancel context.CancelFunc) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -423,7 +438,7 @@ func (q *Queue) finish(j *Job, res Result, cancel context.CancelFunc) {
 	case q.ctx.Err() != nil && j.Status == InProgress:
 		j.Status = Queued // shutting down: run again at the next start
 	case j.Status == InProgress && res.RetryAfter > 0 && j.Attempts < maxAttempts:
-		j.Status, j.NotBefore = Queued, time.Time{}
+		j.Status, j.NotBefore = Queued, q.cfg.Now().Add(res.RetryAfter)
 		q.changedLocked("requeued", j)
 	case j.Status == InProgress:
 		now := q.cfg.Now()

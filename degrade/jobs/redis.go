@@ -154,6 +154,9 @@ for lane = 0, 1 do
       return found
     end
   end
+  -- a paid job waiting out a busy answer's Retry-After keeps the free
+  -- lane waiting too: no free job overtakes it
+  if lane == 0 and redis.call('ZCARD', tk) > 0 then return false end
 end
 return false
 `)
@@ -547,7 +550,7 @@ func (q *RedisQueue) runOne(id string) (res Result, ran bool) {
 	case q.ctx.Err() != nil:
 		status, nb = Queued, ms(j.Created) // stopping: back in its place
 	case res.RetryAfter > 0 && j.Attempts < maxAttempts:
-		status, nb = Queued, ms(j.Created) // busy: back in its place (runWindow)
+		status, nb = Queued, ms(now.Add(res.RetryAfter)) // busy: not before its Retry-After
 	case res.Status < 200 || res.Status > 299:
 		status = Failed
 	}
@@ -566,7 +569,7 @@ func (q *RedisQueue) runOne(id string) (res Result, ran bool) {
 		j.Status, j.Finished = status, now
 		q.event("finished", j)
 	case q.ctx.Err() == nil:
-		j.Status = Queued
+		j.Status, j.NotBefore = Queued, time.UnixMilli(nb)
 		q.event("requeued", j)
 	}
 	return res, true

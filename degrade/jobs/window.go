@@ -10,17 +10,17 @@ import (
 // one) use to back off.
 //
 // Why: a busy answer (the upstream's 429 or 503, or admission's queue
-// timing out) says the model is saturated. Requeueing that job with a
-// not-before time let later and lower-lane jobs overtake it while it
-// waited, so free jobs finished before paid ones submitted beside them
-// (47–50 of the first 100 were paid in a 100 + 100 run), and starting as
-// many runs as there are workers kept the model answering busy. Instead a
-// busy job goes back to its place, and the window narrows: halved on a busy
-// answer (once per back-off, however many runs of one burst come back
-// busy), widened by one per window's worth of answered runs (additive
+// timing out) says the model is saturated, and starting as many runs as
+// there are workers kept it answering busy: jobs came back busy, waited
+// out their Retry-After, and lower-lane jobs took the freed starts, so free
+// jobs finished before paid ones submitted beside them (47-65 of the first
+// 100 were paid in a 100 + 100 run). The window narrows instead: halved on
+// a busy answer (once per back-off, however many runs of one burst come
+// back busy), widened by one per window's worth of answered runs (additive
 // increase, multiplicative decrease, as TCP's congestion window). A busy
-// answer at a window of one also pauses new starts for its Retry-After, so
-// a saturated model is not asked again at once.
+// answer at a window of one also pauses new starts for its Retry-After.
+// (The queues also keep a lower lane from starting while a higher lane's
+// job waits out its Retry-After.)
 type runWindow struct {
 	mu      sync.Mutex
 	limit   float64 // runs allowed at once, 1…max
