@@ -38,6 +38,10 @@ var shortQuestions = []string{
 
 func benchEmbed(b *testing.B, batch int) {
 	_, m := models(b)
+	benchEmbedModel(b, m, batch)
+}
+
+func benchEmbedModel(b *testing.B, m *Model, batch int) {
 	b.Logf("kernel %s", m.Kernel())
 	ctx := context.Background()
 	texts := make([]string, batch)
@@ -63,6 +67,10 @@ func BenchmarkEmbedBatch16(b *testing.B) { benchEmbed(b, 16) }
 // BenchmarkEmbedLong embeds one text of 128 tokens per call.
 func BenchmarkEmbedLong(b *testing.B) {
 	_, m := models(b)
+	benchEmbedLong(b, m)
+}
+
+func benchEmbedLong(b *testing.B, m *Model) {
 	long := golden[13].text
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -103,5 +111,24 @@ func BenchmarkCoverage(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		m.Coverage("How do I learn Python quickly?")
+	}
+}
+
+// BenchmarkPrecision compares the float32 and int8 paths on short
+// questions and on 128-token texts. On a busy machine interleave the runs
+// (-bench 'Precision/short/float32', then int8, and again) and read
+// embeddings/cpu-s.
+func BenchmarkPrecision(b *testing.B) {
+	_, m := models(b)
+	for _, int8 := range []bool{false, true} {
+		o := m.opts
+		o.Int8 = int8
+		mm := m.WithOptions(o)
+		name := "float32"
+		if int8 {
+			name = "int8"
+		}
+		b.Run("short/"+name, func(b *testing.B) { benchEmbedModel(b, mm, 1) })
+		b.Run("long/"+name, func(b *testing.B) { benchEmbedLong(b, mm) })
 	}
 }

@@ -141,6 +141,179 @@ func kernel(name string, mr int, vec string, width, regs, acc0 int) {
 	p("RET")
 }
 
+// vnniKernel writes one int8 kernel (AVX-512 VNNI):
+//
+//	func name(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
+//
+// a is mr rows of 4·k4 quantised activations (unsigned bytes, row stride lda
+// bytes), b two int8 panels packed by packQMatrix (16 columns × 4 values of
+// k per 64 bytes). The int32 accumulators start at corr (the offset
+// correction of the 32 columns); each step broadcasts 4 bytes of each row
+// and multiplies them in with VPDPBUSD. The epilogue converts to float32 and
+// adds float32(acc)·(as[r]·ws[j]) to c, then clamps at 0 with relu. The
+// loop is gemmAVX512's with bytes for floats: 4 values of k per step.
+func vnniKernel(name string, mr int) {
+	fmt.Fprintf(&out, "\n// func %s(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)\n", name)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-80\n", name)
+	p("MOVQ k4+0(FP), CX")
+	p("MOVQ a+8(FP), SI")
+	p("MOVQ lda+16(FP), R8")
+	p("LEAQ (R8)(R8*2), R9")  // 3·lda
+	p("LEAQ (R8)(R8*4), R10") // 5·lda
+	p("LEAQ (R9)(R8*4), R11") // 7·lda
+	p("LEAQ (SI)(R8*8), BX")  // row 8
+	p("MOVQ b+24(FP), DI")
+	p("MOVQ CX, R13")
+	p("SHLQ $6, R13")
+	p("ADDQ DI, R13")
+	acc := func(r, j int) string { return fmt.Sprintf("Z%d", 4+2*r+j) }
+	p("MOVQ corr+56(FP), AX")
+	p("VMOVDQU32 (AX), Z0")
+	p("VMOVDQU32 64(AX), Z1")
+	for r := 0; r < mr; r++ {
+		p("VMOVDQA32 Z0, %s", acc(r, 0))
+		p("VMOVDQA32 Z1, %s", acc(r, 1))
+	}
+	p("TESTQ CX, CX")
+	p("JEQ done")
+	fmt.Fprintf(&out, "loop:\n")
+	p("VMOVDQU32 (DI), Z0")
+	p("VMOVDQU32 (R13), Z1")
+	for r := 0; r < mr; r++ {
+		bc := fmt.Sprintf("Z%d", 2+r%2)
+		p("VPBROADCASTD %s, %s", rowAddr(r), bc)
+		p("VPDPBUSD Z0, %s, %s", bc, acc(r, 0))
+		p("VPDPBUSD Z1, %s, %s", bc, acc(r, 1))
+	}
+	p("ADDQ $4, SI")
+	if mr > 8 {
+		p("ADDQ $4, BX")
+	}
+	p("ADDQ $64, DI")
+	p("ADDQ $64, R13")
+	p("DECQ CX")
+	p("JNE loop")
+	fmt.Fprintf(&out, "done:\n")
+	p("MOVQ ws+64(FP), AX")
+	p("VMOVUPS (AX), Z0")
+	p("VMOVUPS 64(AX), Z1")
+	p("MOVQ as+72(FP), AX")
+	p("MOVQ c+32(FP), DI")
+	p("MOVQ ldc+40(FP), R13")
+	p("SHLQ $2, R13")
+	for r := 0; r < mr; r++ {
+		if r > 0 {
+			p("ADDQ R13, DI")
+		}
+		p("VBROADCASTSS %d(AX), Z2", 4*r)
+		for j := 0; j < 2; j++ {
+			p("VMULPS Z%d, Z2, Z3", j)
+			p("VCVTDQ2PS %s, %s", acc(r, j), acc(r, j))
+			p("VMULPS Z3, %s, %s", acc(r, j), acc(r, j))
+			p("VADDPS %d(DI), %s, %s", 64*j, acc(r, j), acc(r, j))
+		}
+	}
+	p("MOVQ relu+48(FP), AX")
+	p("TESTQ AX, AX")
+	p("JEQ store")
+	p("VXORPS Z0, Z0, Z0")
+	for r := 0; r < mr; r++ {
+		for j := 0; j < 2; j++ {
+			p("VMAXPS Z0, %s, %s", acc(r, j), acc(r, j))
+		}
+	}
+	fmt.Fprintf(&out, "store:\n")
+	p("MOVQ c+32(FP), DI")
+	for r := 0; r < mr; r++ {
+		if r > 0 {
+			p("ADDQ R13, DI")
+		}
+		for j := 0; j < 2; j++ {
+			p("VMOVUPS %s, %d(DI)", acc(r, j), 64*j)
+		}
+	}
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// quantKernels writes the activation quantisers (AVX-512F/BW/VL; n is a
+// multiple of 16):
+//
+//	func absMaxAVX512(x *float32, n int) float32 // max |x[i]|
+//	func quantAVX512(x *float32, n int, inv float32, dst *uint8, offset int)
+//
+// quantAVX512 writes round-to-even(x[i]·inv) saturated to int8 plus 128
+// (offset ≠ 0), or saturated to uint8 (offset = 0, for x ≥ 0).
+func quantKernels() {
+	out.WriteString("\n// func absMaxAVX512(x *float32, n int) float32\n")
+	out.WriteString("TEXT ·absMaxAVX512(SB), NOSPLIT, $0-20\n")
+	p("MOVQ x+0(FP), SI")
+	p("MOVQ n+8(FP), CX")
+	p("VXORPS Z0, Z0, Z0")
+	p("VXORPS Z1, Z1, Z1")
+	p("VXORPS Z2, Z2, Z2")
+	p("TESTQ CX, CX")
+	p("JEQ done")
+	out.WriteString("loop:\n")
+	p("VMOVUPS (SI), Z3")
+	p("VMAXPS Z3, Z0, Z0")
+	p("VMINPS Z3, Z1, Z1")
+	p("ADDQ $64, SI")
+	p("SUBQ $16, CX")
+	p("JNE loop")
+	out.WriteString("done:\n")
+	p("VSUBPS Z1, Z2, Z1") // −min
+	p("VMAXPS Z1, Z0, Z0")
+	p("VEXTRACTF64X4 $1, Z0, Y1")
+	p("VMAXPS Y1, Y0, Y0")
+	p("VEXTRACTF128 $1, Y0, X1")
+	p("VMAXPS X1, X0, X0")
+	p("VPERMILPS $0x4E, X0, X1")
+	p("VMAXPS X1, X0, X0")
+	p("VPERMILPS $0xB1, X0, X1")
+	p("VMAXPS X1, X0, X0")
+	p("VMOVSS X0, ret+16(FP)")
+	p("VZEROUPPER")
+	p("RET")
+
+	out.WriteString("\n// func quantAVX512(x *float32, n int, inv float32, dst *uint8, offset int)\n")
+	out.WriteString("TEXT ·quantAVX512(SB), NOSPLIT, $0-40\n")
+	p("MOVQ x+0(FP), SI")
+	p("MOVQ n+8(FP), CX")
+	p("VBROADCASTSS inv+16(FP), Z0")
+	p("MOVQ dst+24(FP), DI")
+	p("MOVQ offset+32(FP), AX")
+	p("TESTQ CX, CX")
+	p("JEQ done")
+	p("TESTQ AX, AX")
+	p("JEQ unsigned")
+	p("MOVL $0x80808080, AX")
+	p("VPBROADCASTD AX, X3")
+	out.WriteString("signed:\n")
+	p("VMULPS (SI), Z0, Z1")
+	p("VCVTPS2DQ Z1, Z1")
+	p("VPMOVSDB Z1, X1")
+	p("VPXORD X3, X1, X1")
+	p("VMOVDQU X1, (DI)")
+	p("ADDQ $64, SI")
+	p("ADDQ $16, DI")
+	p("SUBQ $16, CX")
+	p("JNE signed")
+	p("JMP done")
+	out.WriteString("unsigned:\n")
+	p("VMULPS (SI), Z0, Z1")
+	p("VCVTPS2DQ Z1, Z1")
+	p("VPMOVUSDB Z1, X1")
+	p("VMOVDQU X1, (DI)")
+	p("ADDQ $64, SI")
+	p("ADDQ $16, DI")
+	p("SUBQ $16, CX")
+	p("JNE unsigned")
+	out.WriteString("done:\n")
+	p("VZEROUPPER")
+	p("RET")
+}
+
 func main() {
 	out.WriteString("// Code generated by gen_kernels.go; DO NOT EDIT.\n\n//go:build amd64 && !purego\n\n#include \"textflag.h\"\n")
 	for mr := 1; mr <= 14; mr++ {
@@ -149,6 +322,10 @@ func main() {
 	for mr := 1; mr <= 6; mr++ {
 		kernel(fmt.Sprintf("gemmAVX2x%d", mr), mr, "Y", 32, 2, 4)
 	}
+	for mr := 1; mr <= 14; mr++ {
+		vnniKernel(fmt.Sprintf("gemmVNNIx%d", mr), mr)
+	}
+	quantKernels()
 	if err := os.WriteFile("kernels_amd64.s", out.Bytes(), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
