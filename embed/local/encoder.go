@@ -132,7 +132,7 @@ func (nw *network) forward(ws *workspace, ids []int32, segs []segment, dst [][]f
 		fillRows(ws.qkv, 3*modelDim, rows, l.qkvb)
 		mulAdd(&l.qkv, l.qqkv, ws.qkv, 3*modelDim, ws.h, modelDim, false, false)
 		for _, s := range segs {
-			attention(ws, s, in, l.qScale)
+			attention(ws, s, in, l.qScale, int8)
 		}
 		if l.resid != nil {
 			fillRows2(ws.y, modelDim, rows, l.residb, l.outb)
@@ -190,7 +190,10 @@ func (nw *network) forward(ws *workspace, ids []int32, segs []segment, dst [][]f
 // run on the matmul kernels: scores = Q·Kᵀ with Kᵀ packed as a matrix of
 // lpad columns (the token count rounded up to the kernels' 32), then
 // ctx = softmax(scores)·V.
-func attention(ws *workspace, s segment, width int, qScale float32) {
+//
+// With fast (the int8 path) the softmax runs in AVX-512 assembly with a
+// polynomial exp when the CPU has the int8 kernels.
+func attention(ws *workspace, s segment, width int, qScale float32, fast bool) {
 	L := s.n
 	if L == 0 {
 		return
@@ -221,7 +224,18 @@ func attention(ws *workspace, s segment, width int, qScale float32) {
 		sc := ws.scores[:L*lpad]
 		clear(sc)
 		kt.mulAdd(sc, lpad, rows[qo:], ld, L, ws.pack, false)
-		for i := 0; i < L; i++ {
+		if fast && hasVNNI {
+			// The int8 path: softmax over whole padded rows, the padding
+			// at −Inf so that it weighs 0.
+			for i := 0; i < L; i++ {
+				row := sc[i*lpad : (i+1)*lpad]
+				for j := L; j < lpad; j++ {
+					row[j] = float32(math.Inf(-1))
+				}
+				softmaxAVX512(&row[0], lpad, qScale)
+			}
+		}
+		for i := 0; i < L && !(fast && hasVNNI); i++ {
 			row := sc[i*lpad : i*lpad+L]
 			mx := float32(math.Inf(-1))
 			for j, v := range row {

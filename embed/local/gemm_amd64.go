@@ -118,6 +118,9 @@ func absMaxAVX512(x *float32, n int) float32
 //go:noescape
 func quantAVX512(x *float32, n int, inv float32, dst *uint8, offset int)
 
+//go:noescape
+func softmaxAVX512(x *float32, n int, scale float32)
+
 type qkernelFunc func(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
 
 var vnniKernels = [...]qkernelFunc{nil, gemmVNNIx1, gemmVNNIx2, gemmVNNIx3, gemmVNNIx4, gemmVNNIx5, gemmVNNIx6, gemmVNNIx7, gemmVNNIx8, gemmVNNIx9, gemmVNNIx10, gemmVNNIx11, gemmVNNIx12, gemmVNNIx13, gemmVNNIx14}

@@ -129,3 +129,42 @@ func TestMulAddQKernels(t *testing.T) {
 		}
 	}
 }
+
+// TestSoftmaxAVX512 checks the assembly softmax of the int8 path against
+// math.Exp.
+func TestSoftmaxAVX512(t *testing.T) {
+	if !hasVNNI {
+		t.Skip("no AVX-512 VNNI")
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{16, 32, 64, 128} {
+		for _, spread := range []float64{0.1, 3, 30, 300} {
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = float32(rng.NormFloat64() * spread)
+			}
+			L := n - rng.IntN(16)
+			for i := L; i < n; i++ {
+				x[i] = float32(math.Inf(-1))
+			}
+			const scale = 0.125
+			want := make([]float64, n)
+			mx := math.Inf(-1)
+			for _, v := range x[:L] {
+				mx = max(mx, float64(v*scale))
+			}
+			var sum float64
+			for i, v := range x[:L] {
+				want[i] = math.Exp(float64(v*scale) - mx)
+				sum += want[i]
+			}
+			softmaxAVX512(&x[0], n, scale)
+			for i := range x {
+				w := want[i] / sum
+				if d := math.Abs(float64(x[i]) - w); d > 1e-6*w+1e-30 && d > 2e-7 {
+					t.Fatalf("n %d spread %v: softmax[%d] = %v, want %v", n, spread, i, x[i], w)
+				}
+			}
+		}
+	}
+}

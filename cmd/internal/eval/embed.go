@@ -86,7 +86,9 @@ func openEmbedder(o *options, stderr io.Writer) (embed.Embedder, func() error, e
 		}
 		e = z
 	case "use-lite", "local":
-		m, err := local.Load(o.modelDir)
+		lo := local.DefaultOptions()
+		lo.Int8 = o.int8
+		m, err := local.LoadOptions(o.modelDir, lo)
 		if err != nil {
 			fmt.Fprintf(stderr, "eval: cannot load the USE-lite model from %s (%v); run `make model`. Falling back to the lexical embedder.\n", o.modelDir, err)
 			e = lexical.New(0)
