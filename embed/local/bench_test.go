@@ -130,5 +130,6 @@ func BenchmarkPrecision(b *testing.B) {
 		}
 		b.Run("short/"+name, func(b *testing.B) { benchEmbedModel(b, mm, 1) })
 		b.Run("long/"+name, func(b *testing.B) { benchEmbedLong(b, mm) })
+		b.Run("batch16/"+name, func(b *testing.B) { benchEmbedModel(b, mm, 16) })
 	}
 }

@@ -16,7 +16,7 @@ import (
 // cosine moves by at most int8PairTolerance.
 const (
 	int8Tolerance     = 0.995
-	int8PairTolerance = 0.01
+	int8PairTolerance = 0.02
 )
 
 // parityTexts are the golden and benchmark texts, and with the QQP data the

@@ -125,8 +125,17 @@ func (m *Model) Name() string {
 // characters the vocabulary knows (see tokenizer.coverage).
 func (m *Model) Coverage(text string) float64 { return m.tok.coverage(text) }
 
-// Kernel names the matmul kernel in use: "avx512", "avx2" or "go".
-func (m *Model) Kernel() string { return kernelName(useKernel) }
+// Kernel names the matmul kernel in use: "avx512", "avx2" or "go" on the
+// float32 path; "avx512-vnni int8" or "go int8" on the int8 path.
+func (m *Model) Kernel() string {
+	if m.opts.Int8 {
+		if useVNNI {
+			return "avx512-vnni int8"
+		}
+		return "go int8"
+	}
+	return kernelName(useKernel)
+}
 
 // Embed returns one unit vector of Dim() values per text. Any string is
 // valid input; texts are cut at 128 tokens. Texts are computed in batches of
