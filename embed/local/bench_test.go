@@ -2,8 +2,12 @@ package local
 
 import (
 	"context"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgecache/edgecache/embed"
 )
 
 // reportRate reports embeddings per second of wall time and, because the
@@ -131,5 +135,42 @@ func BenchmarkPrecision(b *testing.B) {
 		b.Run("short/"+name, func(b *testing.B) { benchEmbedModel(b, mm, 1) })
 		b.Run("long/"+name, func(b *testing.B) { benchEmbedLong(b, mm) })
 		b.Run("batch16/"+name, func(b *testing.B) { benchEmbedModel(b, mm, 16) })
+	}
+}
+
+// BenchmarkConcurrentMisses: 16 goroutines per core embed one short question
+// each call, straight into the Model (GOMAXPROCS passes at once) or through
+// embed.Batcher as the server does (GOMAXPROCS workers taking whatever is
+// queued, at most 16 texts per pass).
+func BenchmarkConcurrentMisses(b *testing.B) {
+	_, m := models(b)
+	for _, batched := range []bool{false, true} {
+		name := "direct"
+		var e embed.Embedder = m
+		if batched {
+			name = "batcher"
+		}
+		b.Run(name, func(b *testing.B) {
+			if batched {
+				bt := embed.NewBatcher(m, runtime.GOMAXPROCS(0), 16)
+				defer bt.Close()
+				e = bt
+			}
+			b.Logf("kernel %s", m.Kernel())
+			var n atomic.Int64
+			b.SetParallelism(16)
+			cpu0 := processCPU()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				for i := 0; pb.Next(); i++ {
+					if _, err := e.Embed(ctx, []string{shortQuestions[i%len(shortQuestions)]}); err != nil {
+						b.Error(err)
+						return
+					}
+					n.Add(1)
+				}
+			})
+			reportRate(b, int(n.Load()), cpu0)
+		})
 	}
 }

@@ -35,7 +35,8 @@ func FuzzEmbed(f *testing.F) {
 		}
 		checkUnit(t, "fuzz", vs[0])
 		checkUnit(t, "fuzz", vs[1])
-		// The int8 path: unit vectors within the published tolerance.
+		// The other path (float32 or int8): unit vectors within the
+		// published tolerance of the int8 path.
 		o := m.opts
 		o.Int8 = !o.Int8
 		qs, err := m.WithOptions(o).Embed(context.Background(), []string{text, text + " and more"})

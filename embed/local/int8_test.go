@@ -57,8 +57,9 @@ func TestInt8Parity(t *testing.T) {
 		limit = 200
 	}
 	texts, pairs := parityTexts(t, limit)
-	_, fm := models(t)
-	qm := fm.WithOptions(Options{Lowercase: true, Int8: true})
+	_, m := models(t)
+	fm := m.WithOptions(Options{Lowercase: true})
+	qm := m.WithOptions(Options{Lowercase: true, Int8: true})
 	ctx := context.Background()
 	vf, err := fm.Embed(ctx, texts)
 	if err != nil {

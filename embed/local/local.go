@@ -14,7 +14,15 @@
 //
 // The matmul kernels use AVX-512 or AVX2+FMA assembly when the CPU has them
 // (build tag purego, or another architecture, selects the portable Go
-// kernel). A Model is safe for concurrent use. Each call runs on the calling
+// kernel). With Options.Int8 (DefaultOptions sets it where the CPU has
+// AVX-512 VNNI) the ten dense matmuls of the two layers run on int8 weights
+// (one scale per output column) and activations quantised per row as they
+// are used, in VPDPBUSD kernels, and attention's softmax uses a polynomial
+// exp; attention's products, the layer norms and the tanh projection stay
+// float32. That is 3–4 times faster on short prompts; every vector has
+// cosine ≥ 0.995 to its float32 vector (0.9984 measured at worst on 10,000
+// Quora questions) and the vectors keep the model's name: they are
+// interchangeable within that tolerance. A Model is safe for concurrent use. Each call runs on the calling
 // goroutine with a workspace of about 6 MB; at most GOMAXPROCS calls compute
 // at once (the others wait, or give up when their context is done).
 package local
@@ -44,8 +52,10 @@ type Options struct {
 	Int8 bool
 }
 
-// DefaultOptions are the options Load uses.
-func DefaultOptions() Options { return Options{Lowercase: true} }
+// DefaultOptions are the options Load uses: lower-cased texts, and the int8
+// path where the CPU has AVX-512 VNNI (elsewhere the portable int8 kernel
+// is slower than the float32 ones).
+func DefaultOptions() Options { return Options{Lowercase: true, Int8: hasVNNI} }
 
 // Model is the loaded encoder. It implements embed.Embedder.
 type Model struct {

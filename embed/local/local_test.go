@@ -196,7 +196,7 @@ func TestLowercase(t *testing.T) {
 		t.Fatalf("lower-cased tokens %v, want %v", got, want)
 	}
 	a := embedAll(t, l, "How do I learn Python quickly?")[0]
-	b := embedAll(t, c, "how do i learn python quickly?")[0]
+	b := embedAll(t, c.WithOptions(Options{Int8: l.opts.Int8}), "how do i learn python quickly?")[0]
 	if d := embed.Dot(a, b); d < 0.99999 {
 		t.Fatalf("lower-cased vector differs from the vector of the lower-cased text: cos %v", d)
 	}
