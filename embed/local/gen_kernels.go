@@ -17,6 +17,10 @@
 // panel; 12 YMM accumulators at most). Each step of the k loop loads one row
 // of the panels, broadcasts one element per row of a and multiplies them in
 // with FMA.
+//
+// The int8 path adds VNNI kernels of the same shape (1–14 rows × 32
+// columns, VPDPBUSD on 4 bytes of k per step; see vnniKernel), the
+// activation quantisers and an AVX-512 softmax.
 package main
 
 import (

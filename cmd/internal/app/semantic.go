@@ -60,6 +60,7 @@ func buildEmbedder(sc config.Semantic, log *slog.Logger) (e embed.Embedder, fall
 			log.Warn("semantic tier: falling back to the lexical embedder", "reason", why)
 			return lexical.New(0), why, nil
 		}
+		log.Info("semantic tier: local model loaded", "dir", sc.ModelDir, "precision", sc.LocalPrecision, "kernel", m.Kernel())
 		return m, "", nil
 	}
 }
