@@ -97,13 +97,28 @@ func BenchmarkTokenize(b *testing.B) {
 	}
 }
 
-// BenchmarkEmbedShortKernel compares the matmul kernels on short questions.
+// BenchmarkEmbedShortKernel compares the float32 matmul kernels on short
+// questions, and the int8 kernels (VNNI, portable Go).
 func BenchmarkEmbedShortKernel(b *testing.B) {
+	_, m := models(b)
+	fm := m.WithOptions(Options{Lowercase: true})
 	defer func(k int) { useKernel = k }(useKernel)
 	for kern := kernelGeneric; kern <= bestKernel; kern++ {
 		b.Run(kernelName(kern), func(b *testing.B) {
 			useKernel = kern
-			benchEmbed(b, 1)
+			benchEmbedModel(b, fm, 1)
+		})
+	}
+	qm := m.WithOptions(Options{Lowercase: true, Int8: true})
+	defer func(v bool) { useVNNI = v }(useVNNI)
+	for _, vnni := range []bool{false, true} {
+		if vnni && !hasVNNI {
+			continue
+		}
+		useVNNI = vnni
+		b.Run(qm.Kernel(), func(b *testing.B) {
+			useVNNI = vnni
+			benchEmbedModel(b, qm, 1)
 		})
 	}
 }
