@@ -58,7 +58,7 @@ type RedisQueue struct {
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
 	wake   chan struct{}
-	win    *runWindow // the runs this replica starts at once
+	win    *runWindow    // the runs this replica starts at once
 	killed chan struct{} // Kill: stop without giving jobs back
 	mu     sync.Mutex
 	avg    time.Duration

@@ -2,8 +2,12 @@ package local
 
 import (
 	"context"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgecache/edgecache/embed"
 )
 
 // reportRate reports embeddings per second of wall time and, because the
@@ -38,6 +42,10 @@ var shortQuestions = []string{
 
 func benchEmbed(b *testing.B, batch int) {
 	_, m := models(b)
+	benchEmbedModel(b, m, batch)
+}
+
+func benchEmbedModel(b *testing.B, m *Model, batch int) {
 	b.Logf("kernel %s", m.Kernel())
 	ctx := context.Background()
 	texts := make([]string, batch)
@@ -63,6 +71,10 @@ func BenchmarkEmbedBatch16(b *testing.B) { benchEmbed(b, 16) }
 // BenchmarkEmbedLong embeds one text of 128 tokens per call.
 func BenchmarkEmbedLong(b *testing.B) {
 	_, m := models(b)
+	benchEmbedLong(b, m)
+}
+
+func benchEmbedLong(b *testing.B, m *Model) {
 	long := golden[13].text
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -85,13 +97,28 @@ func BenchmarkTokenize(b *testing.B) {
 	}
 }
 
-// BenchmarkEmbedShortKernel compares the matmul kernels on short questions.
+// BenchmarkEmbedShortKernel compares the float32 matmul kernels on short
+// questions, and the int8 kernels (VNNI, portable Go).
 func BenchmarkEmbedShortKernel(b *testing.B) {
+	_, m := models(b)
+	fm := m.WithOptions(Options{Lowercase: true})
 	defer func(k int) { useKernel = k }(useKernel)
 	for kern := kernelGeneric; kern <= bestKernel; kern++ {
 		b.Run(kernelName(kern), func(b *testing.B) {
 			useKernel = kern
-			benchEmbed(b, 1)
+			benchEmbedModel(b, fm, 1)
+		})
+	}
+	qm := m.WithOptions(Options{Lowercase: true, Int8: true})
+	defer func(v bool) { useVNNI = v }(useVNNI)
+	for _, vnni := range []bool{false, true} {
+		if vnni && !hasVNNI {
+			continue
+		}
+		useVNNI = vnni
+		b.Run(qm.Kernel(), func(b *testing.B) {
+			useVNNI = vnni
+			benchEmbedModel(b, qm, 1)
 		})
 	}
 }
@@ -103,5 +130,62 @@ func BenchmarkCoverage(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		m.Coverage("How do I learn Python quickly?")
+	}
+}
+
+// BenchmarkPrecision compares the float32 and int8 paths on short
+// questions and on 128-token texts. On a busy machine interleave the runs
+// (-bench 'Precision/short/float32', then int8, and again) and read
+// embeddings/cpu-s.
+func BenchmarkPrecision(b *testing.B) {
+	_, m := models(b)
+	for _, int8 := range []bool{false, true} {
+		o := m.opts
+		o.Int8 = int8
+		mm := m.WithOptions(o)
+		name := "float32"
+		if int8 {
+			name = "int8"
+		}
+		b.Run("short/"+name, func(b *testing.B) { benchEmbedModel(b, mm, 1) })
+		b.Run("long/"+name, func(b *testing.B) { benchEmbedLong(b, mm) })
+		b.Run("batch16/"+name, func(b *testing.B) { benchEmbedModel(b, mm, 16) })
+	}
+}
+
+// BenchmarkConcurrentMisses: 16 goroutines per core embed one short question
+// each call, straight into the Model (GOMAXPROCS passes at once) or through
+// embed.Batcher as the server does (GOMAXPROCS workers taking whatever is
+// queued, at most 16 texts per pass).
+func BenchmarkConcurrentMisses(b *testing.B) {
+	_, m := models(b)
+	for _, batched := range []bool{false, true} {
+		name := "direct"
+		var e embed.Embedder = m
+		if batched {
+			name = "batcher"
+		}
+		b.Run(name, func(b *testing.B) {
+			if batched {
+				bt := embed.NewBatcher(m, runtime.GOMAXPROCS(0), 16)
+				defer bt.Close()
+				e = bt
+			}
+			b.Logf("kernel %s", m.Kernel())
+			var n atomic.Int64
+			b.SetParallelism(16)
+			cpu0 := processCPU()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				for i := 0; pb.Next(); i++ {
+					if _, err := e.Embed(ctx, []string{shortQuestions[i%len(shortQuestions)]}); err != nil {
+						b.Error(err)
+						return
+					}
+					n.Add(1)
+				}
+			})
+			reportRate(b, int(n.Load()), cpu0)
+		})
 	}
 }

@@ -35,6 +35,9 @@ type layer struct {
 	ff1b       []float32
 	ff2        matrix // 1536 × 512
 	ff2b       []float32
+	// The same five matrices quantised to int8 (see gemm_int8.go), used
+	// by Models with Options.Int8.
+	qqkv, qout, qresid, qff1, qff2 *qmatrix
 }
 
 // network holds the weights of the encoder; it is read-only after Load.
@@ -56,6 +59,7 @@ type workspace struct {
 	ctx    []float32 // maxRows × modelDim: attention output
 	ff     []float32 // maxRows × ffnDim
 	pack   []float32 // 2 × ffnDim: scratch of the portable matmul kernel
+	q      qrows     // maxRows × ffnDim bytes: quantised input of an int8 matmul
 	scores []float32 // maxTokens × maxTokens: attention weights of one head
 	kt, vt []float32 // maxTokens × modelDim/numHeads: one head's keys and values, packed
 	pooled []float32 // maxRows × modelDim
@@ -73,6 +77,7 @@ func newWorkspace() *workspace {
 		ctx:    make([]float32, maxRows*modelDim),
 		ff:     make([]float32, maxRows*ffnDim),
 		pack:   make([]float32, 2*ffnDim),
+		q:      qrows{data: make([]uint8, maxRows*ffnDim), scale: make([]float32, maxRows)},
 		scores: make([]float32, maxTokens*maxTokens),
 		kt:     make([]float32, maxTokens*modelDim/numHeads),
 		vt:     make([]float32, maxTokens*modelDim/numHeads),
@@ -86,9 +91,21 @@ type segment struct{ start, n int }
 
 // forward encodes the texts whose tokens are ids, cut into segs (rows in
 // order, at most maxRows in all, at most maxRows texts), and writes one unit
-// vector per segment into dst.
-func (nw *network) forward(ws *workspace, ids []int32, segs []segment, dst [][]float32) {
+// vector per segment into dst. With int8 the dense matmuls of the two layers
+// run on quantised weights and activations; attention's products and the
+// final tanh projection stay in float32.
+func (nw *network) forward(ws *workspace, ids []int32, segs []segment, dst [][]float32, int8 bool) {
 	rows := len(ids)
+	// mulAdd adds a·w to c, on w's int8 copy qw when int8 is set (nonneg:
+	// a is a ReLU output, quantised to the full byte).
+	mulAdd := func(w *matrix, qw *qmatrix, c []float32, ldc int, a []float32, lda int, relu, nonneg bool) {
+		if int8 && qw != nil {
+			quantizeRows(&ws.q, a, lda, rows, w.k, !nonneg)
+			qw.mulAdd(c, ldc, &ws.q, relu)
+			return
+		}
+		w.mulAdd(c, ldc, a, lda, rows, ws.pack, relu)
+	}
 
 	// Input: embedding + (embedding + timing), as the graph adds them.
 	for _, s := range segs {
@@ -113,24 +130,24 @@ func (nw *network) forward(ws *workspace, ids []int32, segs []segment, dst [][]f
 		}
 		layerNorm(ws.h, modelDim, src, lds, rows, in, l.ln1s, l.ln1b)
 		fillRows(ws.qkv, 3*modelDim, rows, l.qkvb)
-		l.qkv.mulAdd(ws.qkv, 3*modelDim, ws.h, modelDim, rows, ws.pack, false)
+		mulAdd(&l.qkv, l.qqkv, ws.qkv, 3*modelDim, ws.h, modelDim, false, false)
 		for _, s := range segs {
-			attention(ws, s, in, l.qScale)
+			attention(ws, s, in, l.qScale, int8)
 		}
 		if l.resid != nil {
 			fillRows2(ws.y, modelDim, rows, l.residb, l.outb)
-			l.resid.mulAdd(ws.y, modelDim, ws.x, embedDim, rows, ws.pack, false)
+			mulAdd(l.resid, l.qresid, ws.y, modelDim, ws.x, embedDim, false, false)
 		} else {
 			addRows(ws.y, modelDim, rows, l.outb)
 		}
-		l.out.mulAdd(ws.y, modelDim, ws.ctx, modelDim, rows, ws.pack, false)
+		mulAdd(&l.out, l.qout, ws.y, modelDim, ws.ctx, modelDim, false, false)
 
 		// Feed-forward block.
 		layerNorm(ws.h, modelDim, ws.y, modelDim, rows, modelDim, l.ln2s, l.ln2b)
 		fillRows(ws.ff, ffnDim, rows, l.ff1b)
-		l.ff1.mulAdd(ws.ff, ffnDim, ws.h, modelDim, rows, ws.pack, true)
+		mulAdd(&l.ff1, l.qff1, ws.ff, ffnDim, ws.h, modelDim, true, false)
 		addRows(ws.y, modelDim, rows, l.ff2b)
-		l.ff2.mulAdd(ws.y, modelDim, ws.ff, ffnDim, rows, ws.pack, false)
+		mulAdd(&l.ff2, l.qff2, ws.y, modelDim, ws.ff, ffnDim, false, true)
 	}
 
 	// Mean over each text's tokens (an empty text pools to zeros).
@@ -173,7 +190,10 @@ func (nw *network) forward(ws *workspace, ids []int32, segs []segment, dst [][]f
 // run on the matmul kernels: scores = Q·Kᵀ with Kᵀ packed as a matrix of
 // lpad columns (the token count rounded up to the kernels' 32), then
 // ctx = softmax(scores)·V.
-func attention(ws *workspace, s segment, width int, qScale float32) {
+//
+// With fast (the int8 path) the softmax runs in AVX-512 assembly with a
+// polynomial exp when the CPU has the int8 kernels.
+func attention(ws *workspace, s segment, width int, qScale float32, fast bool) {
 	L := s.n
 	if L == 0 {
 		return
@@ -204,7 +224,18 @@ func attention(ws *workspace, s segment, width int, qScale float32) {
 		sc := ws.scores[:L*lpad]
 		clear(sc)
 		kt.mulAdd(sc, lpad, rows[qo:], ld, L, ws.pack, false)
-		for i := 0; i < L; i++ {
+		if fast && hasVNNI {
+			// The int8 path: softmax over whole padded rows, the padding
+			// at −Inf so that it weighs 0.
+			for i := 0; i < L; i++ {
+				row := sc[i*lpad : (i+1)*lpad]
+				for j := L; j < lpad; j++ {
+					row[j] = float32(math.Inf(-1))
+				}
+				softmaxAVX512(&row[0], lpad, qScale)
+			}
+		}
+		for i := 0; i < L && !(fast && hasVNNI); i++ {
 			row := sc[i*lpad : i*lpad+L]
 			mx := float32(math.Inf(-1))
 			for j, v := range row {

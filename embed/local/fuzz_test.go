@@ -3,6 +3,8 @@ package local
 import (
 	"context"
 	"testing"
+
+	"github.com/edgecache/edgecache/embed"
 )
 
 // FuzzEmbed: no input panics, every input gives a unit vector, and the
@@ -33,5 +35,19 @@ func FuzzEmbed(f *testing.F) {
 		}
 		checkUnit(t, "fuzz", vs[0])
 		checkUnit(t, "fuzz", vs[1])
+		// The other path (float32 or int8): unit vectors within the
+		// published tolerance of the int8 path.
+		o := m.opts
+		o.Int8 = !o.Int8
+		qs, err := m.WithOptions(o).Embed(context.Background(), []string{text, text + " and more"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range qs {
+			checkUnit(t, "fuzz", qs[i])
+			if c := embed.Dot(vs[i], qs[i]); c < int8Tolerance {
+				t.Fatalf("%q: cosine int8 vs float32 %v", text, c)
+			}
+		}
 	})
 }

@@ -70,6 +70,109 @@ func gemmAVX2x5(k int, a *float32, lda int, b *float32, c *float32, ldc int, rel
 //go:noescape
 func gemmAVX2x6(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
+//go:noescape
+func gemmVNNIx1(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
+
+//go:noescape
+func gemmVNNIx2(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
+
+//go:noescape
+func gemmVNNIx3(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
+
+//go:noescape
+func gemmVNNIx4(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
+
+//go:noescape
+func gemmVNNIx5(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
+
+//go:noescape
+func gemmVNNIx6(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
+
+//go:noescape
+func gemmVNNIx7(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
+
+//go:noescape
+func gemmVNNIx8(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
+
+//go:noescape
+func gemmVNNIx9(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
+
+//go:noescape
+func gemmVNNIx10(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
+
+//go:noescape
+func gemmVNNIx11(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
+
+//go:noescape
+func gemmVNNIx12(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
+
+//go:noescape
+func gemmVNNIx13(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
+
+//go:noescape
+func gemmVNNIx14(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
+
+//go:noescape
+func absMaxAVX512(x *float32, n int) float32
+
+//go:noescape
+func quantAVX512(x *float32, n int, inv float32, dst *uint8, offset int)
+
+//go:noescape
+func softmaxAVX512(x *float32, n int, scale float32)
+
+type qkernelFunc func(k4 int, a *uint8, lda int, b *int8, c *float32, ldc int, relu int, corr *int32, ws *float32, as *float32)
+
+var vnniKernels = [...]qkernelFunc{nil, gemmVNNIx1, gemmVNNIx2, gemmVNNIx3, gemmVNNIx4, gemmVNNIx5, gemmVNNIx6, gemmVNNIx7, gemmVNNIx8, gemmVNNIx9, gemmVNNIx10, gemmVNNIx11, gemmVNNIx12, gemmVNNIx13, gemmVNNIx14}
+
+// hasVNNI reports AVX-512 VNNI (VPDPBUSD on ZMM) with the BW and VL
+// extensions the quantiser uses: the int8 path runs only there.
+var hasVNNI = cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512VNNI
+
+// useVNNI selects the int8 assembly kernels; only tests turn it off (to
+// cover the portable ones).
+var useVNNI = hasVNNI
+
+func quantizeRowsKernel(q *qrows, a []float32, lda int) {
+	if !useVNNI {
+		quantizeRowsGeneric(q, a, lda)
+		return
+	}
+	n := q.k
+	off := 0
+	if q.signed {
+		off = 1
+	}
+	for r := 0; r < q.rows; r++ {
+		x := &a[r*lda]
+		scale, inv := rowScale(absMaxAVX512(x, n), q.signed)
+		q.scale[r] = scale
+		quantAVX512(x, n, inv, &q.data[r*n], off)
+	}
+}
+
+func mulAddQKernel(w *qmatrix, c []float32, ldc int, a *qrows, relu bool) {
+	if !useVNNI {
+		mulAddQGeneric(w, c, ldc, a, relu)
+		return
+	}
+	const maxMR = len(vnniKernels) - 1
+	rows, k := a.rows, w.k
+	blocks := (rows + maxMR - 1) / maxMR
+	r := 0
+	if relu {
+		r = 1
+	}
+	corr := w.corrFor(a)
+	for j0 := 0; j0 < w.n; j0 += 2 * panelWidth {
+		bp := &w.data[j0*k]
+		for b := 0; b < blocks; b++ {
+			i0, i1 := b*rows/blocks, (b+1)*rows/blocks
+			vnniKernels[i1-i0](k/4, &a.data[i0*k], k, bp, &c[i0*ldc+j0], ldc, r, &corr[j0], &w.scale[j0], &a.scale[i0])
+		}
+	}
+}
+
 type kernelFunc func(k int, a *float32, lda int, b *float32, c *float32, ldc int, relu int)
 
 var (

@@ -14,7 +14,15 @@
 //
 // The matmul kernels use AVX-512 or AVX2+FMA assembly when the CPU has them
 // (build tag purego, or another architecture, selects the portable Go
-// kernel). A Model is safe for concurrent use. Each call runs on the calling
+// kernel). With Options.Int8 (DefaultOptions sets it where the CPU has
+// AVX-512 VNNI) the ten dense matmuls of the two layers run on int8 weights
+// (one scale per output column) and activations quantised per row as they
+// are used, in VPDPBUSD kernels, and attention's softmax uses a polynomial
+// exp; attention's products, the layer norms and the tanh projection stay
+// float32. That is 3–4 times faster on short prompts; every vector has
+// cosine ≥ 0.995 to its float32 vector (0.9984 measured at worst on 10,000
+// Quora questions) and the vectors keep the model's name: they are
+// interchangeable within that tolerance. A Model is safe for concurrent use. Each call runs on the calling
 // goroutine with a workspace of about 6 MB; at most GOMAXPROCS calls compute
 // at once (the others wait, or give up when their context is done).
 package local
@@ -38,10 +46,16 @@ type Options struct {
 	// lower-casing ranks paraphrases slightly better (ROC-AUC 0.830 against
 	// 0.827). Load turns it on; the zero Options is the reference behaviour.
 	Lowercase bool
+	// Int8 runs the transformer's dense matmuls on int8 weights and
+	// dynamically quantised activations (AVX-512 VNNI kernels; the
+	// portable int8 kernel elsewhere, which is slower than float32).
+	Int8 bool
 }
 
-// DefaultOptions are the options Load uses.
-func DefaultOptions() Options { return Options{Lowercase: true} }
+// DefaultOptions are the options Load uses: lower-cased texts, and the int8
+// path where the CPU has AVX-512 VNNI (elsewhere the portable int8 kernel
+// is slower than the float32 ones).
+func DefaultOptions() Options { return Options{Lowercase: true, Int8: hasVNNI} }
 
 // Model is the loaded encoder. It implements embed.Embedder.
 type Model struct {
@@ -121,8 +135,17 @@ func (m *Model) Name() string {
 // characters the vocabulary knows (see tokenizer.coverage).
 func (m *Model) Coverage(text string) float64 { return m.tok.coverage(text) }
 
-// Kernel names the matmul kernel in use: "avx512", "avx2" or "go".
-func (m *Model) Kernel() string { return kernelName(useKernel) }
+// Kernel names the matmul kernel in use: "avx512", "avx2" or "go" on the
+// float32 path; "avx512-vnni int8" or "go int8" on the int8 path.
+func (m *Model) Kernel() string {
+	if m.opts.Int8 {
+		if useVNNI {
+			return "avx512-vnni int8"
+		}
+		return "go int8"
+	}
+	return kernelName(useKernel)
+}
 
 // Embed returns one unit vector of Dim() values per text. Any string is
 // valid input; texts are cut at 128 tokens. Texts are computed in batches of
@@ -154,7 +177,7 @@ func (m *Model) Embed(ctx context.Context, texts []string) ([]embed.Vector, erro
 	first := 0 // first text of the pending batch
 	flush := func(next int) error {
 		if len(segs) > 0 {
-			m.net.forward(ws, ids, segs, out[first:next])
+			m.net.forward(ws, ids, segs, out[first:next], m.opts.Int8)
 		}
 		segs, ids, first = segs[:0], ids[:0], next
 		return ctx.Err()
@@ -255,6 +278,29 @@ func buildNetwork(t map[string]tensor) (*network, error) {
 		l.ff2b = ws.f32(n.ff2b, modelDim)
 	}
 	nw.tanh = pack(nameTanh, modelDim, outDim, modelDim, outDim)
+	if ws.err != nil {
+		return nil, ws.err
+	}
+	quant := func(m *matrix) *qmatrix {
+		w := make([]float32, m.k*m.n) // unpack to row-major
+		for j0 := 0; j0 < m.n; j0 += panelWidth {
+			for p := 0; p < m.k; p++ {
+				copy(w[p*m.n+j0:p*m.n+j0+panelWidth], m.data[j0*m.k+p*panelWidth:])
+			}
+		}
+		q, err := quantizeMatrix(w, m.k, m.n)
+		if err != nil {
+			ws.fail("%w", err)
+		}
+		return &q
+	}
+	for li := range nw.layers {
+		l := &nw.layers[li]
+		l.qqkv, l.qout, l.qff1, l.qff2 = quant(&l.qkv), quant(&l.out), quant(&l.ff1), quant(&l.ff2)
+		if l.resid != nil {
+			l.qresid = quant(l.resid)
+		}
+	}
 	if ws.err != nil {
 		return nil, ws.err
 	}

@@ -196,7 +196,7 @@ func TestLowercase(t *testing.T) {
 		t.Fatalf("lower-cased tokens %v, want %v", got, want)
 	}
 	a := embedAll(t, l, "How do I learn Python quickly?")[0]
-	b := embedAll(t, c, "how do i learn python quickly?")[0]
+	b := embedAll(t, c.WithOptions(Options{Int8: l.opts.Int8}), "how do i learn python quickly?")[0]
 	if d := embed.Dot(a, b); d < 0.99999 {
 		t.Fatalf("lower-cased vector differs from the vector of the lower-cased text: cos %v", d)
 	}
@@ -204,8 +204,33 @@ func TestLowercase(t *testing.T) {
 
 // TestBatchEqualsSingle checks that batching (including batches cut at
 // maxRows tokens and at maxRows texts) does not change any vector.
+// Both paths, float32 and int8.
 func TestBatchEqualsSingle(t *testing.T) {
+	for _, m := range bothPaths(t) {
+		t.Run(pathName(m), func(t *testing.T) { testBatchEqualsSingle(t, m) })
+	}
+}
+
+// bothPaths returns the default model on the float32 path and on the int8
+// path.
+func bothPaths(t testing.TB) []*Model {
 	_, m := models(t)
+	o := m.opts
+	o.Int8 = !o.Int8
+	if m.opts.Int8 {
+		return []*Model{m.WithOptions(o), m}
+	}
+	return []*Model{m, m.WithOptions(o)}
+}
+
+func pathName(m *Model) string {
+	if m.opts.Int8 {
+		return "int8"
+	}
+	return "float32"
+}
+
+func testBatchEqualsSingle(t *testing.T, m *Model) {
 	var texts []string
 	for i := range 300 {
 		switch i % 5 {
@@ -230,7 +255,12 @@ func TestBatchEqualsSingle(t *testing.T) {
 
 // TestOddInputs: any string gives a unit vector, quickly.
 func TestOddInputs(t *testing.T) {
-	_, m := models(t)
+	for _, m := range bothPaths(t) {
+		t.Run(pathName(m), func(t *testing.T) { testOddInputs(t, m) })
+	}
+}
+
+func testOddInputs(t *testing.T, m *Model) {
 	odd := []string{
 		"",
 		" ",

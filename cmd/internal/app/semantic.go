@@ -47,12 +47,20 @@ func buildEmbedder(sc config.Semantic, log *slog.Logger) (e embed.Embedder, fall
 		}
 		return r, "", nil // its dimension is learnt when the index is built
 	default:
-		m, err := local.Load(sc.ModelDir)
+		lo := local.DefaultOptions()
+		switch sc.LocalPrecision {
+		case "int8":
+			lo.Int8 = true
+		case "float32":
+			lo.Int8 = false
+		}
+		m, err := local.LoadOptions(sc.ModelDir, lo)
 		if err != nil {
 			why := fmt.Sprintf("local model not loaded from %s (%v); run `make model`", sc.ModelDir, err)
 			log.Warn("semantic tier: falling back to the lexical embedder", "reason", why)
 			return lexical.New(0), why, nil
 		}
+		log.Info("semantic tier: local model loaded", "dir", sc.ModelDir, "precision", sc.LocalPrecision, "kernel", m.Kernel())
 		return m, "", nil
 	}
 }

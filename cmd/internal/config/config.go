@@ -515,6 +515,12 @@ type Semantic struct {
 	// ModelDir holds the local model (make model). Env EDGECACHE_MODEL_DIR;
 	// empty → models/use-lite.
 	ModelDir string `yaml:"model_dir"`
+	// LocalPrecision is the arithmetic of the local model's matmuls: int8
+	// (int8 weights and activations, AVX-512 VNNI; embeddings within the
+	// published tolerance of float32's, several times faster), float32 (the
+	// reference) or auto (int8 where the CPU has AVX-512 VNNI, else
+	// float32). Env EDGECACHE_LOCAL_PRECISION; empty → auto.
+	LocalPrecision string `yaml:"local_precision"`
 	// Remote is the embeddings API when Embedder is remote.
 	Remote RemoteEmbedder `yaml:"remote"`
 	// Index: embedded (in-process, the default) or qdrant.
@@ -856,6 +862,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	set(&c.PolicyFile, "EDGECACHE_POLICY_FILE")
 	set(&c.Degrade.TemplatesDir, "EDGECACHE_TEMPLATES_DIR")
 	set(&c.Semantic.ModelDir, "EDGECACHE_MODEL_DIR")
+	set(&c.Semantic.LocalPrecision, "EDGECACHE_LOCAL_PRECISION")
 	set(&c.Semantic.VerifierModel, "EDGECACHE_VERIFIER_MODEL")
 	errs = append(errs, c.resolveSecrets(getenv)...)
 	if v := getenv("EDGECACHE_QDRANT_ADDR"); v != "" {
@@ -1017,6 +1024,9 @@ func (c *Config) Default() {
 	}
 	if sm.ModelDir == "" {
 		sm.ModelDir = ModelDir()
+	}
+	if sm.LocalPrecision == "" {
+		sm.LocalPrecision = "auto"
 	}
 	if sm.Index == "" {
 		sm.Index = "embedded"
@@ -1314,6 +1324,11 @@ func (c *Config) Validate() error {
 		}
 	default:
 		bad("semantic.embedder %q: want local, lexical or remote", sm.Embedder)
+	}
+	switch sm.LocalPrecision {
+	case "auto", "int8", "float32":
+	default:
+		bad("semantic.local_precision %q: want auto, int8 or float32", sm.LocalPrecision)
 	}
 	switch sm.Index {
 	case "embedded":

@@ -154,6 +154,7 @@ func TestEnvOverrides(t *testing.T) {
 		"EDGECACHE_REDIS_TLS":        "true",
 		"EDGECACHE_REDIS_CLUSTER":    "1",
 		"EDGECACHE_VERIFIER_MODEL":   "/etc/edgecache/verifier.json",
+		"EDGECACHE_LOCAL_PRECISION":  "float32",
 	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.yaml")
@@ -166,7 +167,8 @@ func TestEnvOverrides(t *testing.T) {
 	}
 	if c.Listen != "127.0.0.1:1" || c.AdminListen != "127.0.0.1:2" || c.Upstream.URL != "https://api.example.com/v1" ||
 		c.Upstream.APIKey != "sk-up" || strings.Join(c.Redis.Addrs, ",") != "a:1,b:2,c:3" ||
-		!c.Redis.TLS.Enabled || !c.Redis.Cluster || c.Semantic.VerifierModel != "/etc/edgecache/verifier.json" {
+		!c.Redis.TLS.Enabled || !c.Redis.Cluster || c.Semantic.VerifierModel != "/etc/edgecache/verifier.json" ||
+		c.Semantic.LocalPrecision != "float32" {
 		t.Errorf("env not applied: %+v", c)
 	}
 	if tc, err := c.Redis.TLS.Config(); err != nil || tc == nil || tc.RootCAs != nil || tc.InsecureSkipVerify {
@@ -243,6 +245,7 @@ func TestValidateErrors(t *testing.T) {
 		"credit empty":     "admission: {credits: [{scope: key}]}\n",
 		"credit window":    "admission: {credits: [{scope: key, requests: 1, window: 10ms}]}\n",
 		"credit offset":    "admission: {credits: [{scope: key, requests: 1, window: 1h, offset: 2h}]}\n",
+		"local precision":  "semantic: {local_precision: fp16}\n",
 	}
 	for name, doc := range tests {
 		path := filepath.Join(t.TempDir(), "c.yaml")

@@ -45,7 +45,10 @@ var (
 	_ embed.Spacer   = (*diskCache)(nil)
 )
 
-func openDiskCache(dir string, inner embed.Embedder) (*diskCache, error) {
+// openDiskCache keeps inner's vectors in dir, in a file named for
+// inner.Name() and suffix (vectors of one name computed another way, such
+// as USE-lite's int8 path, go to a file of their own).
+func openDiskCache(dir string, inner embed.Embedder, suffix string) (*diskCache, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("embedding cache: %w", err)
 	}
@@ -54,7 +57,7 @@ func openDiskCache(dir string, inner embed.Embedder) (*diskCache, error) {
 			return '_'
 		}
 		return r
-	}, inner.Name())
+	}, inner.Name()+suffix)
 	path := filepath.Join(dir, name+".vec")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {

@@ -76,6 +76,7 @@ const DefaultModelDir = config.DefaultModelDir
 // a function that releases it.
 func openEmbedder(o *options, stderr io.Writer) (embed.Embedder, func() error, error) {
 	var e embed.Embedder
+	cacheSuffix := "" // USE-lite's int8 vectors are cached apart
 	switch o.embedder {
 	case "lexical":
 		e = lexical.New(0)
@@ -86,12 +87,17 @@ func openEmbedder(o *options, stderr io.Writer) (embed.Embedder, func() error, e
 		}
 		e = z
 	case "use-lite", "local":
-		m, err := local.Load(o.modelDir)
+		lo := local.DefaultOptions()
+		lo.Int8 = o.int8
+		m, err := local.LoadOptions(o.modelDir, lo)
 		if err != nil {
 			fmt.Fprintf(stderr, "eval: cannot load the USE-lite model from %s (%v); run `make model`. Falling back to the lexical embedder.\n", o.modelDir, err)
 			e = lexical.New(0)
 		} else {
 			e = m
+			if lo.Int8 {
+				cacheSuffix = "-int8"
+			}
 		}
 	case "remote":
 		r, err := o.remote.open()
@@ -119,7 +125,7 @@ func openEmbedder(o *options, stderr io.Writer) (embed.Embedder, func() error, e
 		closeFn = func() error { b.Close(); return nil }
 	}
 	if o.cacheDir != "" {
-		d, err := openDiskCache(o.cacheDir, top)
+		d, err := openDiskCache(o.cacheDir, top, cacheSuffix)
 		if err != nil {
 			_ = closeFn()
 			return nil, nil, err

@@ -67,6 +67,7 @@ import (
 
 	"github.com/edgecache/edgecache/cache/semantic/verify"
 	"github.com/edgecache/edgecache/embed"
+	"github.com/edgecache/edgecache/embed/local"
 )
 
 // heldOutShare is the share of a file --fit, train-zh and --held-out hold
@@ -79,6 +80,7 @@ type options struct {
 	mode      string
 	embedder  string
 	modelDir  string
+	int8      bool
 	threshold float64
 	thrSet    bool
 	limit     int
@@ -120,6 +122,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.remote.batch, "remote-batch", 32, "with --embedder remote: texts per embeddings call (TEI refuses more than 32 unless started with a larger --max-client-batch-size)")
 	fs.StringVar(&o.verifierModel, "verifier-model", "", "score with this verifier model file (written by --fit --fit-out) instead of the built-in calibration; its threshold is the default")
 	fs.StringVar(&o.modelDir, "model-dir", DefaultModelDir, "USE-lite model directory (default also from EDGECACHE_MODEL_DIR)")
+	fs.BoolVar(&o.int8, "int8", local.DefaultOptions().Int8, "USE-lite: run the transformer's matmuls in int8 (AVX-512 VNNI); false: float32, the reference")
 	fs.Float64Var(&o.threshold, "threshold", 0, "minimum score of a hit (default: the verifier's default for the embedder)")
 	fs.IntVar(&o.limit, "limit", 0, "score only the first N pairs (0: all)")
 	fs.BoolVar(&o.sweep, "sweep", false, "also print precision, recall and hits over a range of thresholds")

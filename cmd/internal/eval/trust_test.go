@@ -344,7 +344,7 @@ func TestWrappersForwardSpace(t *testing.T) {
 	}
 	b := embed.NewBatcher(r, 1, 8)
 	defer b.Close()
-	d, err := openDiskCache(t.TempDir(), withSpace{b, r})
+	d, err := openDiskCache(t.TempDir(), withSpace{b, r}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
