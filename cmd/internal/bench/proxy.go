@@ -9,14 +9,16 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 )
 
 // ProxyHandler is the least a net/http reverse proxy does for one JSON
 // call: read the request body, send it with the client's headers to the
 // same path on upstream through rt, and copy the status, headers and body
 // back. No parsing, keys, limits, retries or metrics: it is the reference
-// that the pass-through row (d) is read against, the cost of the two
-// extra sockets alone. Hop-by-hop headers are dropped both ways.
+// that the pass-through row (d) and edgebench streams are read against,
+// the cost of the two extra sockets alone. Hop-by-hop headers are dropped
+// both ways; an event stream is flushed as it arrives.
 func ProxyHandler(upstream *url.URL, rt http.RoundTripper) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
@@ -47,8 +49,34 @@ func ProxyHandler(upstream *url.URL, rt http.RoundTripper) http.Handler {
 			}
 		}
 		w.WriteHeader(resp.StatusCode)
+		if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+			copyFlushing(w, resp.Body)
+			return
+		}
 		_, _ = io.Copy(w, resp.Body)
 	})
+}
+
+// copyFlushing copies a stream, flushing after every read so each event
+// reaches the client as it arrives (as httputil.ReverseProxy does for
+// text/event-stream): the reference for edgebench streams.
+func copyFlushing(w http.ResponseWriter, body io.Reader) {
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 4<<10)
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			if rc.Flush() != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func hopHeader(k string) bool {

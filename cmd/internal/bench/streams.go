@@ -40,6 +40,7 @@ type streamsConfig struct {
 	tps                    float64
 	ttft, ramp, timeout    time.Duration
 	open                   bool // open admission: large concurrency limits
+	noReference            bool // skip the minimal-proxy reference phase
 	// degradeAfter > 0 raises llmsim's TTFT to degradeTTFT that long after
 	// the burst through edgecache started, and starts a second wave of
 	// degradeN streams spread over degradeRamp.
@@ -58,7 +59,10 @@ and the adaptive concurrency limit every 250 ms (/admin/upstreams). --open-admis
 runs edgecache with large concurrency limits; without it, with the default
 configuration. --degrade-after D raises llmsim's TTFT to --degrade-ttft D after the
 burst through edgecache started and sends a second wave of --degrade-n streams over
---degrade-ramp, so that the limit's clamp shows in its timeline.
+--degrade-ramp, so that the limit's clamp shows in its timeline. Then the same
+streams go through "edgebench proxy", a minimal net/http reverse proxy, in
+edgecache's place (skip with --no-reference): the floor its RSS, CPU per event
+and added TTFT are read against.
 Raises RLIMIT_NOFILE for itself and its children. Needs taskset and the binaries
 in --bin; installs and builds nothing.
 
@@ -82,6 +86,7 @@ func parseStreamsFlags(args []string, stderr io.Writer) (streamsConfig, error) {
 	fs.DurationVar(&c.ramp, "ramp", 0, "spread the starts of the N streams over this time (0 = one burst)")
 	fs.DurationVar(&c.timeout, "timeout", 0, "client timeout of one stream (0 = 2 × tokens/tps + 30s)")
 	fs.BoolVar(&c.open, "open-admission", false, "edgecache with large concurrency limits instead of the default config")
+	fs.BoolVar(&c.noReference, "no-reference", false, "skip the reference run through a minimal net/http reverse proxy")
 	fs.DurationVar(&c.degradeAfter, "degrade-after", 0, "raise llmsim's TTFT this long after the burst through edgecache started, and send a second wave (0 = no)")
 	fs.DurationVar(&c.degradeTTFT, "degrade-ttft", 2*time.Second, "llmsim's TTFT from --degrade-after on")
 	fs.IntVar(&c.degradeN, "degrade-n", 0, "streams of the second wave (0 = n/4)")
@@ -179,7 +184,9 @@ type StreamsReport struct {
 	DegradeAtS    float64      `json:"degrade_at_s,omitempty"`
 	DegradeTTFTMs float64      `json:"degrade_ttft_ms,omitempty"`
 	Degraded      *StreamPhase `json:"degraded_wave,omitempty"`
-	Error         string       `json:"error,omitempty"`
+	// The same streams through a minimal proxy (absent with --no-reference).
+	Reference *StreamsReference `json:"reference,omitempty"`
+	Error     string            `json:"error,omitempty"`
 }
 
 // StreamsDerived are the figures computed from the raw ones.
@@ -261,6 +268,9 @@ func WriteStreamsMarkdown(w io.Writer, rep StreamsReport) error {
 	fmt.Fprintf(&b, "| RSS per open stream above baseline | %.1f KiB |\n", d.RSSPerStreamKiB)
 	fmt.Fprintf(&b, "| CPU per 1,000 relayed events | %.2f ms (%.2f µs/event) |\n", d.CPUMsPer1kEvents, d.CPUUsPerEvent)
 	fmt.Fprintf(&b, "| added TTFT p50 / p99 | %+.1f ms / %+.1f ms |\n", d.AddedTTFTP50Ms, d.AddedTTFTP99Ms)
+	if ref := rep.Reference; ref != nil {
+		writeStreamsReference(&b, ref, d)
+	}
 	for _, row := range rows {
 		if len(row.p.Failures) > 0 {
 			keys := make([]string, 0, len(row.p.Failures))
@@ -284,6 +294,24 @@ func WriteStreamsMarkdown(w io.Writer, rep StreamsReport) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeStreamsReference prints the minimal proxy's figures beside
+// edgecache's, with their ratio.
+func writeStreamsReference(b *strings.Builder, ref *StreamsReference, d StreamsDerived) {
+	ratio := func(a, r float64) string {
+		if r <= 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.2f×", a/r)
+	}
+	fmt.Fprintf(b, "\nThe same streams through `edgebench proxy` (a minimal net/http reverse proxy) in edgecache's place: %d / %d intact.\n\n",
+		ref.Phase.Intact, ref.Phase.N)
+	b.WriteString("| figure | edgecache | minimal proxy | edgecache / proxy |\n|---|---|---|---|\n")
+	fmt.Fprintf(b, "| RSS per open stream | %.1f KiB | %.1f KiB | %s |\n", d.RSSPerStreamKiB, ref.RSSPerStreamKiB, ratio(d.RSSPerStreamKiB, ref.RSSPerStreamKiB))
+	fmt.Fprintf(b, "| CPU per event | %.2f µs | %.2f µs | %s |\n", d.CPUUsPerEvent, ref.CPUUsPerEvent, ratio(d.CPUUsPerEvent, ref.CPUUsPerEvent))
+	fmt.Fprintf(b, "| added TTFT p50 / p99 | %+.1f / %+.1f ms | %+.1f / %+.1f ms | |\n",
+		d.AddedTTFTP50Ms, d.AddedTTFTP99Ms, ref.AddedTTFTP50Ms, ref.AddedTTFTP99Ms)
 }
 
 // raiseNofile raises RLIMIT_NOFILE's soft limit to the hard limit, and the
@@ -370,33 +398,10 @@ func (r *runner) streams(ctx context.Context, cfg streamsConfig) (StreamsReport,
 	}
 	pid := ec.cmd.Process.Pid // taskset execs: the same pid
 	time.Sleep(500 * time.Millisecond)
-	if rep.BaselineRSSKiB, err = procRSSKiB(pid); err != nil {
-		return fail(err)
-	}
-	cpu0, err := procCPUTicks(pid)
+	use, err := startProcSampler(pid)
 	if err != nil {
 		return fail(err)
 	}
-	var peak atomic.Int64
-	peak.Store(rep.BaselineRSSKiB)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // sample the RSS; the peak is the plateau with every stream open
-		defer wg.Done()
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				if kib, err := procRSSKiB(pid); err == nil && kib > peak.Load() {
-					peak.Store(kib)
-				}
-			}
-		}
-	}()
 	spec.URL = "http://" + addr + chatPath
 	limits := startLimitSampler(ctx, r.client, "http://"+admin)
 	burst := time.Now()
@@ -428,8 +433,8 @@ func (r *runner) streams(ctx context.Context, cfg streamsConfig) (StreamsReport,
 	}
 	rep.Edgecache, err = r.runStreamgen(ctx, spec, "edgecache")
 	<-degDone // the RSS and CPU figures cover the second wave too
-	close(stop)
-	wg.Wait()
+	pu := use.Stop()
+	rep.BaselineRSSKiB, rep.PeakRSSKiB, rep.CPUSeconds = pu.BaselineRSSKiB, pu.PeakRSSKiB, pu.CPUSeconds
 	var failedReads int
 	rep.Limit, failedReads = limits.Stop()
 	rep.LimitSummary = summarizeLimit(rep.Limit, rep.DegradeAtS)
@@ -439,15 +444,127 @@ func (r *runner) streams(ctx context.Context, cfg streamsConfig) (StreamsReport,
 	if err == nil && degErr != nil {
 		err = fmt.Errorf("second wave: %w", degErr)
 	}
-	rep.PeakRSSKiB = peak.Load()
-	if cpu1, cerr := procCPUTicks(pid); cerr == nil {
-		rep.CPUSeconds = float64(cpu1-cpu0) / clockTicks
-	}
 	if err != nil {
 		return fail(fmt.Errorf("edgecache: %w", err))
 	}
+	if !cfg.noReference {
+		if rep.Reference, err = r.streamsReference(ctx, spec, simAddr, rep.Direct); err != nil {
+			return fail(fmt.Errorf("reference proxy: %w", err))
+		}
+	}
 	rep.Derived = deriveStreams(rep)
 	return rep, nil
+}
+
+// StreamsReference is the same streams through a minimal net/http reverse
+// proxy (edgebench proxy) in edgecache's place: the physical floor of
+// relaying them with Go's HTTP server and client on this machine, which
+// edgecache's figures are read against.
+type StreamsReference struct {
+	Phase StreamPhase `json:"phase"`
+	ProcUse
+	RSSPerStreamKiB float64 `json:"rss_per_open_stream_kib"`
+	CPUUsPerEvent   float64 `json:"cpu_us_per_event"`
+	AddedTTFTP50Ms  float64 `json:"added_ttft_p50_ms"`
+	AddedTTFTP99Ms  float64 `json:"added_ttft_p99_ms"`
+}
+
+// streamsReference runs spec's streams through edgebench proxy on the
+// server CPU in front of llmsim at simAddr.
+func (r *runner) streamsReference(ctx context.Context, spec StreamSpec, simAddr string, direct StreamPhase) (*StreamsReference, error) {
+	ports, err := freePorts(1)
+	if err != nil {
+		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	p, err := r.ps.startPinned(r.dir, fmt.Sprintf("proxy-%d", ports[0]), serverCPU,
+		filepath.Join(r.cfg.bin, "edgebench"), "proxy", "--listen", addr, "--upstream", "http://"+simAddr)
+	if err != nil {
+		return nil, err
+	}
+	defer p.stop(10 * time.Second)
+	if err := waitReady(ctx, p, 15*time.Second, dialReady(addr)); err != nil {
+		return nil, err
+	}
+	time.Sleep(500 * time.Millisecond)
+	use, err := startProcSampler(p.cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	spec.URL, spec.RunID = "http://"+addr+chatPath, randomHex(6)
+	ph, err := r.runStreamgen(ctx, spec, "reference")
+	ref := &StreamsReference{Phase: ph, ProcUse: use.Stop()}
+	if err != nil {
+		return ref, err
+	}
+	if ph.PeakOpen > 0 && ref.PeakRSSKiB > ref.BaselineRSSKiB {
+		ref.RSSPerStreamKiB = float64(ref.PeakRSSKiB-ref.BaselineRSSKiB) / float64(ph.PeakOpen)
+	}
+	if ph.Events > 0 {
+		ref.CPUUsPerEvent = ref.CPUSeconds * 1e6 / float64(ph.Events)
+	}
+	ref.AddedTTFTP50Ms, ref.AddedTTFTP99Ms = ph.TTFTP50Ms-direct.TTFTP50Ms, ph.TTFTP99Ms-direct.TTFTP99Ms
+	return ref, nil
+}
+
+// ProcUse is what a process under test used over a phase: its RSS before
+// (baseline) and at its peak, and its CPU time (user + system).
+type ProcUse struct {
+	BaselineRSSKiB int64   `json:"baseline_rss_kib"`
+	PeakRSSKiB     int64   `json:"peak_rss_kib"`
+	CPUSeconds     float64 `json:"cpu_seconds"`
+}
+
+// procSampler samples a process's RSS every 100 ms (the peak is the
+// plateau with every stream open) and reads its CPU time at both ends.
+type procSampler struct {
+	pid  int
+	use  ProcUse
+	cpu0 int64
+	peak atomic.Int64
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func startProcSampler(pid int) (*procSampler, error) {
+	base, err := procRSSKiB(pid)
+	if err != nil {
+		return nil, err
+	}
+	cpu0, err := procCPUTicks(pid)
+	if err != nil {
+		return nil, err
+	}
+	s := &procSampler{pid: pid, use: ProcUse{BaselineRSSKiB: base}, cpu0: cpu0, stop: make(chan struct{})}
+	s.peak.Store(base)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+				if kib, err := procRSSKiB(pid); err == nil && kib > s.peak.Load() {
+					s.peak.Store(kib)
+				}
+			}
+		}
+	}()
+	return s, nil
+}
+
+// Stop ends the sampling and returns what the process used.
+func (s *procSampler) Stop() ProcUse {
+	close(s.stop)
+	s.wg.Wait()
+	s.use.PeakRSSKiB = s.peak.Load()
+	if cpu1, err := procCPUTicks(s.pid); err == nil {
+		s.use.CPUSeconds = float64(cpu1-s.cpu0) / clockTicks
+	}
+	return s.use
 }
 
 // clockTicks is USER_HZ, the unit of /proc/PID/stat's utime and stime: 100

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -267,6 +269,42 @@ func TestStreamsSmoke(t *testing.T) {
 	}
 	if rep.Degraded == nil || rep.Degraded.Intact != 4 || rep.DegradeAtS <= 0 || rep.DegradeTTFTMs != 50 {
 		t.Errorf("second wave: %+v at %v s, %v ms", rep.Degraded, rep.DegradeAtS, rep.DegradeTTFTMs)
+	}
+	// The same streams through the minimal proxy, its own process measured.
+	if ref := rep.Reference; ref == nil || ref.Phase.Intact != 20 || ref.Phase.Events != rep.Edgecache.Events ||
+		ref.BaselineRSSKiB == 0 || ref.PeakRSSKiB < ref.BaselineRSSKiB || ref.BaselineRSSKiB == rep.BaselineRSSKiB {
+		t.Errorf("reference: %+v", rep.Reference)
+	}
+	if !strings.Contains(out.String(), "minimal proxy") {
+		t.Errorf("markdown lacks the reference:\n%s", out.String())
+	}
+}
+
+// TestProxyFlushesEvents: the reference proxy passes each event of a
+// stream on as it arrives, not when the stream ends.
+func TestProxyFlushesEvents(t *testing.T) {
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		<-release // the stream stays open until the client saw the first event
+		io.WriteString(w, "data: [DONE]\n\n")
+	}))
+	defer up.Close()
+	defer close(release)
+	u, _ := url.Parse(up.URL)
+	px := httptest.NewServer(ProxyHandler(u, http.DefaultTransport))
+	defer px.Close()
+	client := &http.Client{Timeout: 5 * time.Second} // a proxy that holds the event fails, not hangs
+	resp, err := client.Post(px.URL+"/v1/chat/completions", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "data: first\n" {
+		t.Fatalf("first line through the proxy: %q, %v", line, err)
 	}
 }
 
