@@ -27,6 +27,7 @@ type call struct {
 	status  int             // 0 until the upstream's header arrived
 	header  http.Header
 	events  [][]byte // stream: raw SSE events; otherwise the whole body
+	dropped int      // events written and let go of (dropWritten)
 	done    bool
 	err     error // set with done when the call failed
 	stored  bool  // set with done when the answer went to the cache
@@ -118,10 +119,24 @@ func (c *call) read(from int) view {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v := view{status: c.status, header: c.header, done: c.done, err: c.err, stored: c.stored, usage: c.usage}
-	if from < len(c.events) {
+	if from -= c.dropped; from >= 0 && from < len(c.events) {
 		v.events = c.events[from:len(c.events):len(c.events)]
 	}
 	return v
+}
+
+// dropWritten lets go of the events before upTo, which the call's only
+// reader has written: a stream relayed inline holds what it has not sent
+// yet, not its whole answer (200 events of a long stream and their slabs
+// stayed on the heap until it ended). Only for a call nobody else reads.
+func (c *call) dropWritten(upTo int) {
+	c.mu.Lock()
+	if n := upTo - c.dropped; n > 0 && n <= len(c.events) {
+		clear(c.events[:n])
+		c.events = c.events[n:]
+		c.dropped = upTo
+	}
+	c.mu.Unlock()
 }
 
 // flights indexes the calls in progress.

@@ -717,9 +717,14 @@ func (p *Pipeline) serveInline(ctx context.Context, w http.ResponseWriter, r *ht
 	defer c.leave()
 	cw := callWriter{p: p, w: w, r: r, c: c, rc: http.NewResponseController(w), cacheStatus: cacheStatus, pd: pd}
 	c.onAppend = func() {
-		if !cw.over && cw.step() {
-			c.cancel() // the client is gone: stop the upstream call
+		if cw.over {
+			return
 		}
+		if cw.step() {
+			c.cancel() // the client is gone: stop the upstream call
+			return
+		}
+		c.dropWritten(cw.next)
 	}
 	p.run(ctx, c, ur)
 	if !cw.over {
