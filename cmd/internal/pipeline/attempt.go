@@ -290,7 +290,6 @@ func (a *upstreamCall) relay(ctx context.Context, resp *http.Response) {
 			a.broken(ctx, err)
 			return
 		}
-		ev := arena.copy(raw)
 		acc.Add(data)
 		if a.idle != nil { // committed
 			a.idle.Reset(a.p.cfg.StreamIdleTimeout)
@@ -300,10 +299,16 @@ func (a *upstreamCall) relay(ctx context.Context, resp *http.Response) {
 				storedAt = true
 				a.o.stored = a.storeStream(acc, cacheable)
 			}
-			a.c.append(ev)
+			if a.c.onAppend != nil {
+				// Relayed inline: written to the client and let go of
+				// within append, before the reader's buffer is reused.
+				a.c.append(raw)
+				continue
+			}
+			a.c.append(arena.copy(raw))
 			continue
 		}
-		held = append(held, ev)
+		held = append(held, arena.copy(raw))
 		if acc.Broken() && !acc.HasContent() {
 			a.o.reason = "upstream_error" // an error event before any token
 			return

@@ -701,3 +701,46 @@ func TestTenantMatchesNamespace(t *testing.T) {
 		t.Errorf("tenant namespaces %q and %q: want distinct, 34 bytes", a, b)
 	}
 }
+
+// TestInlineStreamHangUpStopsUpstream: a stream nobody can join is relayed
+// on its handler's goroutine (serveInline); its client hanging up mid-
+// stream ends the upstream call at once (llmsim sees no generation in
+// flight) instead of letting it run to its end, and the client got the
+// events as they came, not at the end.
+func TestInlineStreamHangUpStopsUpstream(t *testing.T) {
+	e := newEdge(t, edgeOpts{sim: llmsim.Config{TokensPerSec: 20, AnswerTokens: 200}}) // a 10 s stream
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	body := `{"model":"sim-1","stream":true,"messages":[{"role":"user","content":"hang up on me"}]}`
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.url+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Cache-Control", "no-store") // not stored: not coalesced, relayed inline
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	contentEvents := 0
+	for contentEvents < 3 {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %d content events: %v", contentEvents, err)
+		}
+		if strings.Contains(line, `"content":"`) && !strings.Contains(line, `"content":""`) {
+			contentEvents++
+		}
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("3 events of a 20 tokens/s stream took %v: not relayed as they came", d)
+	}
+	if n := e.sim.Server.InFlight(); n != 1 {
+		t.Fatalf("llmsim has %d generations in flight mid-stream, want 1", n)
+	}
+	cancel()
+	resp.Body.Close()
+	waitFor(t, func() bool { return e.sim.Server.InFlight() == 0 })
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("the upstream call ended %v after the start: it ran on after the hang-up", d)
+	}
+}
