@@ -254,9 +254,18 @@ func runEdge(t *testing.T, ctx context.Context, upstream, cfg, file string, extr
 	c2 := filepath.Join(t.TempDir(), "edgecache.yaml")
 	os.WriteFile(c2, append(y, []byte("degrade: {jobs_file: "+file+"}\n")...), 0o600)
 	ctx, cancel := context.WithCancel(ctx)
-	t.Cleanup(cancel)
 	r, w := io.Pipe()
 	stopped := make(chan struct{})
+	t.Cleanup(func() {
+		// Stop it and wait, before the test's temporary directories (its
+		// journal, jobs file) are removed under a process still writing.
+		cancel()
+		select {
+		case <-stopped:
+		case <-time.After(15 * time.Second):
+			t.Error("edgecache did not stop within 15 s")
+		}
+	})
 	go func() {
 		defer close(stopped)
 		_ = Run(ctx, append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--journal-dir", t.TempDir(),
