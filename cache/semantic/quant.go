@@ -94,3 +94,13 @@ func dotI8Generic(a []int16, b []int8) int32 {
 	}
 	return (s0 + s1) + (s2 + s3)
 }
+
+// scoreTolerance is the promised bound on |returned score − float cosine|
+// for unit vectors of 128 dimensions or more (TestInt8CosineError
+// measures it; real 512-d sentence embeddings stay under 0.0006). Fewer
+// dimensions mean larger components, coarser steps: scoreToleranceLowDim
+// holds from 32.
+const (
+	scoreTolerance       = 0.002
+	scoreToleranceLowDim = 0.004
+)
