@@ -25,6 +25,12 @@ func dotI8VNNI(a *int16, b *int8, n int) int32
 func dotI8AVX2(a *int16, b *int8, n int) int32
 
 //go:noescape
+func dotI8I8VNNI(a, b *int8, n int) int32
+
+//go:noescape
+func dotI8I8AVX2(a, b *int8, n int) int32
+
+//go:noescape
 func prefetchFloats(p *float32, n int)
 
 //go:noescape
@@ -71,6 +77,22 @@ func dotI8(a []int16, b []int8) int32 {
 		return dotI8AVX2(&a[0], &b[0], len(a))
 	}
 	return dotI8Generic(a, b)
+}
+
+// dotI8I8 returns the inner product of two int8 vectors of the same
+// length.
+func dotI8I8(a, b []int8) int32 {
+	if len(a) == 0 {
+		return 0
+	}
+	_ = b[len(a)-1]
+	switch {
+	case useVNNI:
+		return dotI8I8VNNI(&a[0], &b[0], len(a))
+	case useI8AVX2:
+		return dotI8I8AVX2(&a[0], &b[0], len(a))
+	}
+	return dotI8I8Generic(a, b)
 }
 
 // i8Kernel names the int8 kernel in use: "avx512vnni", "avx2" or "go".

@@ -228,3 +228,112 @@ atail:
 adone:
 	MOVL AX, ret+24(FP)
 	RET
+
+// func dotI8I8VNNI(a, b *int8, n int) int32
+//
+// dotI8VNNI with both sides int8: each is widened to words first. Used
+// between stored vectors (choosing and pruning graph links).
+TEXT ·dotI8I8VNNI(SB), NOSPLIT, $0-28
+	MOVQ a+0(FP), DI
+	MOVQ b+8(FP), SI
+	MOVQ n+16(FP), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+
+wloop64:
+	CMPQ CX, $64
+	JL   wloop32
+	VPMOVSXBW 0(SI), Z2
+	VPMOVSXBW 32(SI), Z3
+	VPMOVSXBW 0(DI), Z4
+	VPMOVSXBW 32(DI), Z5
+	VPDPWSSD Z4, Z2, Z0
+	VPDPWSSD Z5, Z3, Z1
+	ADDQ $64, SI
+	ADDQ $64, DI
+	SUBQ $64, CX
+	JMP  wloop64
+
+wloop32:
+	CMPQ CX, $32
+	JL   wreduce
+	VPMOVSXBW 0(SI), Z2
+	VPMOVSXBW 0(DI), Z4
+	VPDPWSSD Z4, Z2, Z0
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $32, CX
+
+wreduce:
+	VPADDD Z1, Z0, Z0
+	VEXTRACTI64X4 $1, Z0, Y1
+	VPADDD Y1, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPADDD X1, X0, X0
+	VPSHUFD $0x4e, X0, X1
+	VPADDD X1, X0, X0
+	VPSHUFD $0xb1, X0, X1
+	VPADDD X1, X0, X0
+	VMOVD X0, AX
+	VZEROUPPER
+
+wtail:
+	CMPQ CX, $0
+	JE   wdone
+	MOVBLSX 0(SI), BX
+	MOVBLSX 0(DI), DX
+	IMULL DX, BX
+	ADDL BX, AX
+	INCQ SI
+	INCQ DI
+	DECQ CX
+	JMP  wtail
+
+wdone:
+	MOVL AX, ret+24(FP)
+	RET
+
+// func dotI8I8AVX2(a, b *int8, n int) int32
+TEXT ·dotI8I8AVX2(SB), NOSPLIT, $0-28
+	MOVQ a+0(FP), DI
+	MOVQ b+8(FP), SI
+	MOVQ n+16(FP), CX
+	VPXOR Y0, Y0, Y0
+
+bloop16:
+	CMPQ CX, $16
+	JL   breduce
+	VPMOVSXBW 0(SI), Y2
+	VPMOVSXBW 0(DI), Y3
+	VPMADDWD Y3, Y2, Y2
+	VPADDD Y2, Y0, Y0
+	ADDQ $16, SI
+	ADDQ $16, DI
+	SUBQ $16, CX
+	JMP  bloop16
+
+breduce:
+	VEXTRACTI128 $1, Y0, X1
+	VPADDD X1, X0, X0
+	VPSHUFD $0x4e, X0, X1
+	VPADDD X1, X0, X0
+	VPSHUFD $0xb1, X0, X1
+	VPADDD X1, X0, X0
+	VMOVD X0, AX
+	VZEROUPPER
+
+btail:
+	CMPQ CX, $0
+	JE   bdone
+	MOVBLSX 0(SI), BX
+	MOVBLSX 0(DI), DX
+	IMULL DX, BX
+	ADDL BX, AX
+	INCQ SI
+	INCQ DI
+	DECQ CX
+	JMP  btail
+
+bdone:
+	MOVL AX, ret+24(FP)
+	RET

@@ -76,6 +76,18 @@ func TestDotI8MatchesGeneric(t *testing.T) {
 				t.Fatalf("n=%d %s = %d, want %d", n, name, got, want)
 			}
 		}
+		// int8·int8: a cut to int8 range.
+		a8 := make([]int8, n)
+		var ref8 int64
+		for i := range a {
+			a8[i] = int8(a[i] >> 6)
+			ref8 += int64(a8[i]) * int64(b[i])
+		}
+		for name, k := range i8i8Kernels() {
+			if got := k(a8, b); int64(got) != ref8 {
+				t.Fatalf("n=%d int8·int8 %s = %d, want %d", n, name, got, ref8)
+			}
+		}
 	}
 }
 

@@ -104,3 +104,18 @@ const (
 	scoreTolerance       = 0.002
 	scoreToleranceLowDim = 0.004
 )
+
+// dotI8I8Generic is the portable int8·int8 inner product.
+func dotI8I8Generic(a, b []int8) int32 {
+	b = b[:len(a)]
+	var s0, s1 int32
+	i := 0
+	for ; i+2 <= len(a); i += 2 {
+		s0 += int32(a[i]) * int32(b[i])
+		s1 += int32(a[i+1]) * int32(b[i+1])
+	}
+	for ; i < len(a); i++ {
+		s0 += int32(a[i]) * int32(b[i])
+	}
+	return s0 + s1
+}
