@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"runtime/debug"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -206,8 +205,12 @@ func expNanos(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-func (en *entry) point(vec []float32) Point {
-	p := Point{Key: en.key, Vector: slices.Clone(vec), Filter: en.part.filter, Text: en.text}
+// point returns en as a Point, its vector dequantised from row.
+func (en *entry) point(row []int8) Point {
+	x, sx := getRow(row, en.part.dim)
+	vec := make([]float32, len(x))
+	dequantize(vec, x, sx)
+	p := Point{Key: en.key, Vector: vec, Filter: en.part.filter, Text: en.text}
 	if en.exp != noExpiry {
 		p.ExpiresAt = time.Unix(0, en.exp)
 	}
@@ -545,10 +548,16 @@ type partition struct {
 	members int // guarded by Embedded.mu: entries assigned, pending or linked
 
 	mu     sync.RWMutex
-	g      *hnsw     // nil while flat
-	flat   []float32 // flat: vectors of owners[i] at i·dim
-	owners []owner   // by slot; zero for a dead graph slot
+	g      *hnsw   // nil while flat
+	flat   []int8  // flat: the row (see putRow) of owners[i] at i·rowBytes(dim)
+	owners []owner // by slot; zero for a dead graph slot
 	live   int
+}
+
+// flatRow returns the flat partition's row i.
+func (p *partition) flatRow(i int) []int8 {
+	r := rowBytes(p.dim)
+	return p.flat[i*r : (i+1)*r : (i+1)*r]
 }
 
 // owner maps a slot to its entry. The expiry is copied beside the pointer
@@ -604,7 +613,8 @@ func (p *partition) add(e *Embedded, en *entry, v []float32) {
 	}
 	if p.g == nil {
 		en.slot = uint32(len(p.owners))
-		p.flat = append(p.flat, v...)
+		p.flat = append(p.flat, make([]int8, rowBytes(p.dim))...)
+		putRow(p.flatRow(len(p.owners)), v, p.dim)
 		p.owners = append(p.owners, ownerOf(en))
 		en.state = stateLinked
 		p.live++
@@ -626,13 +636,13 @@ func (p *partition) remove(e *Embedded, en *entry) {
 		last := len(p.owners) - 1
 		if int(en.slot) != last {
 			moved := p.owners[last]
-			copy(p.flat[int(en.slot)*p.dim:], p.flat[last*p.dim:(last+1)*p.dim])
+			copy(p.flatRow(int(en.slot)), p.flatRow(last))
 			p.owners[en.slot] = moved
 			moved.en.slot = en.slot
 		}
 		p.owners[last] = owner{}
 		p.owners = p.owners[:last]
-		p.flat = p.flat[:last*p.dim]
+		p.flat = p.flat[:last*rowBytes(p.dim)]
 		return
 	}
 	p.owners[en.slot] = owner{}
@@ -660,7 +670,7 @@ func (p *partition) newGraph(e *Embedded) *hnsw {
 func (p *partition) toGraph(e *Embedded) {
 	g := p.newGraph(e)
 	for i, o := range p.owners {
-		o.en.slot = g.add(p.flat[i*p.dim : (i+1)*p.dim])
+		o.en.slot = g.addRow(p.flatRow(i))
 	}
 	p.g, p.flat = g, nil
 }
@@ -668,14 +678,14 @@ func (p *partition) toGraph(e *Embedded) {
 // toFlat moves a graph partition's live points into a flat one.
 func (p *partition) toFlat() {
 	owners := make([]owner, 0, p.live)
-	flat := make([]float32, 0, p.live*p.dim)
+	flat := make([]int8, 0, p.live*rowBytes(p.dim))
 	for s, o := range p.owners {
 		if o.en == nil {
 			continue
 		}
 		o.en.slot = uint32(len(owners))
 		owners = append(owners, o)
-		flat = append(flat, p.g.vec(uint32(s))...)
+		flat = append(flat, p.g.rowOf(uint32(s))...)
 	}
 	p.g, p.flat, p.owners = nil, flat, owners
 }
@@ -688,23 +698,31 @@ func (p *partition) rebuild(e *Embedded) {
 		if o.en == nil {
 			continue
 		}
-		o.en.slot = g.add(p.g.vec(uint32(s)))
+		o.en.slot = g.addRow(p.g.rowOf(uint32(s)))
 		owners = append(owners, o)
 	}
 	p.g, p.owners = g, owners
 }
+
+// queryPool holds quantised queries for exact partitions (a graph keeps
+// its own in its scratch).
+var queryPool = sync.Pool{New: func() any { return new(query) }}
 
 // search runs under p.mu.RLock.
 func (p *partition) search(v []float32, k int, minScore float32, now int64, efSearch int) []Match {
 	alive := func(s uint32) bool { return p.owners[s].exp > now }
 	var top []cand
 	if p.g == nil {
+		q := queryPool.Get().(*query)
+		defer queryPool.Put(q)
+		q.set(v)
 		var h maxHeap // the k best so far, worst on top
 		for i, o := range p.owners {
 			if o.exp <= now {
 				continue
 			}
-			d := -dot(v, p.flat[i*p.dim:(i+1)*p.dim])
+			x, sx := getRow(p.flatRow(i), p.dim)
+			d := -float32(dotI8(q.v, x)) * q.scale * sx
 			if -d < minScore {
 				continue
 			}
@@ -725,13 +743,13 @@ func (p *partition) search(v []float32, k int, minScore float32, now int64, efSe
 		if len(out) == k || -c.d < minScore {
 			break
 		}
-		var vec []float32
+		var row []int8
 		if p.g == nil {
-			vec = p.flat[int(c.id)*p.dim : int(c.id+1)*p.dim]
+			row = p.flatRow(int(c.id))
 		} else {
-			vec = p.g.vec(c.id)
+			row = p.g.rowOf(c.id)
 		}
-		out = append(out, Match{Point: p.owners[c.id].en.point(vec), Score: -c.d})
+		out = append(out, Match{Point: p.owners[c.id].en.point(row), Score: -c.d})
 	}
 	return out
 }

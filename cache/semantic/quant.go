@@ -1,6 +1,9 @@
 package semantic
 
-import "math"
+import (
+	"math"
+	"unsafe"
+)
 
 // Vectors in a graph or an exact partition are held as int8, one byte per
 // dimension, with a float32 scale per vector: v ≈ scale·q. The scale is
@@ -42,6 +45,21 @@ func quantize(dst []int8, v []float32) float32 {
 	return float32(math.Sqrt(vn / qn))
 }
 
+// rowBytes is the size of a stored vector's row: dim int8s, padding to
+// a multiple of 4, then the float32 scale.
+func rowBytes(dim int) int { return (dim+3)&^3 + 4 }
+
+// putRow quantises v (dim floats) into row.
+func putRow(row []int8, v []float32, dim int) {
+	s := quantize(row[:dim], v)
+	*(*float32)(unsafe.Pointer(&row[len(row)-4])) = s
+}
+
+// getRow returns row's int8 vector and scale.
+func getRow(row []int8, dim int) ([]int8, float32) {
+	return row[:dim:dim], *(*float32)(unsafe.Pointer(&row[len(row)-4]))
+}
+
 // dequantize writes scale·q into dst.
 func dequantize(dst []float32, q []int8, scale float32) {
 	for i, x := range q {
@@ -75,6 +93,18 @@ func (q *query) set(v []float32) {
 		q.v[i] = int16(math.Round(float64(x * k)))
 	}
 	q.scale = amax / qMax
+}
+
+// setI8 sets q to the int8 vector x of scale sx, exactly.
+func (q *query) setI8(x []int8, sx float32) {
+	if cap(q.v) < len(x) {
+		q.v = make([]int16, len(x))
+	}
+	q.v = q.v[:len(x)]
+	for i, c := range x {
+		q.v[i] = int16(c)
+	}
+	q.scale = sx
 }
 
 // dotI8Generic is the portable int16·int8 inner product; dotI8 dispatches
