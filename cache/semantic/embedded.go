@@ -316,6 +316,106 @@ func (e *Embedded) Upsert(ctx context.Context, p Point) error {
 	return nil
 }
 
+// UpsertBatch adds the points as Upsert would, one after another (a later
+// point with a key replaces an earlier one), but links each partition's
+// new points into its graph in parallel, on every core: the way to load
+// many points at once (a warm-up, a migration, a benchmark). It works in
+// rounds of batchRound points; a partition is locked for writing while a
+// round's points are linked into it, so its searches wait meanwhile. On
+// an error no point of the round that failed, or of later rounds, is
+// added.
+func (e *Embedded) UpsertBatch(ctx context.Context, ps []Point) error {
+	for i := range ps {
+		if ps[i].Key == "" {
+			return errors.New("semantic: upsert with an empty key")
+		}
+		if err := e.checkVector(ps[i].Vector); err != nil {
+			return err
+		}
+	}
+	for len(ps) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := min(len(ps), batchRound)
+		if err := e.upsertRound(ps[:n]); err != nil {
+			return err
+		}
+		ps = ps[n:]
+	}
+	return nil
+}
+
+// batchRound bounds the points UpsertBatch registers under e.mu and links
+// under one partition lock at a time.
+const batchRound = 16384
+
+func (e *Embedded) upsertRound(ps []Point) error {
+	type group struct {
+		ens  []*entry
+		vecs [][]float32
+	}
+	now := e.now()
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return errClosed
+	}
+	var victims []*entry
+	groups := make(map[*partition]*group)
+	var order []*partition
+	for _, p := range ps {
+		exp := expNanos(p.ExpiresAt)
+		if old := e.byKey[p.Key]; old != nil {
+			e.detachLocked(old)
+			victims = append(victims, old)
+		}
+		if exp <= now {
+			continue
+		}
+		for len(e.byKey) >= e.cfg.MaxPoints {
+			v := e.expiry[0]
+			e.detachLocked(v)
+			victims = append(victims, v)
+			if v.exp <= now {
+				e.expired.Add(1)
+			} else {
+				e.evictions.Add(1)
+			}
+		}
+		part := e.parts[p.Filter]
+		if part == nil {
+			part = &partition{filter: p.Filter, dim: e.cfg.Dim}
+			e.parts[p.Filter] = part
+		}
+		e.seq++
+		en := &entry{key: p.Key, text: p.Text, part: part, exp: exp, seq: e.seq}
+		part.members++
+		e.byKey[p.Key] = en
+		e.expiry.push(en)
+		gr := groups[part]
+		if gr == nil {
+			gr = &group{}
+			groups[part] = gr
+			order = append(order, part)
+		}
+		gr.ens = append(gr.ens, en)
+		gr.vecs = append(gr.vecs, p.Vector)
+	}
+	e.mu.Unlock()
+
+	// Victims of this round include entries of this round (a key twice,
+	// or evicted to make room): release marks them removed before their
+	// partition links the rest.
+	e.release(victims)
+	for _, part := range order {
+		gr := groups[part]
+		part.insertBatch(e, gr.ens, gr.vecs)
+	}
+	e.upserts.Add(uint64(len(ps)))
+	return nil
+}
+
 // detachLocked removes en from the key map, the expiry heap and its
 // partition's member count; release then removes its vector.
 func (e *Embedded) detachLocked(en *entry) {
@@ -666,11 +766,12 @@ func (p *partition) newGraph(e *Embedded) *hnsw {
 	return newHNSW(p.dim, e.cfg.M, e.cfg.EfConstruction, e.graphSeed.Add(1))
 }
 
-// toGraph moves a flat partition into a new graph.
+// toGraph moves a flat partition into a new graph, linked in parallel.
 func (p *partition) toGraph(e *Embedded) {
 	g := p.newGraph(e)
+	slots := g.addBatch(len(p.owners), func(i int, row []int8) { copy(row, p.flatRow(i)) }, batchWorkers())
 	for i, o := range p.owners {
-		o.en.slot = g.addRow(p.flatRow(i))
+		o.en.slot = slots[i]
 	}
 	p.g, p.flat = g, nil
 }
@@ -690,18 +791,52 @@ func (p *partition) toFlat() {
 	p.g, p.flat, p.owners = nil, flat, owners
 }
 
-// rebuild replaces the graph with one of its live points only.
+// rebuild replaces the graph with one of its live points only, linked
+// in parallel.
 func (p *partition) rebuild(e *Embedded) {
 	g := p.newGraph(e)
 	owners := make([]owner, 0, p.live)
+	var from []uint32
 	for s, o := range p.owners {
-		if o.en == nil {
-			continue
+		if o.en != nil {
+			owners = append(owners, o)
+			from = append(from, uint32(s))
 		}
-		o.en.slot = g.addRow(p.g.rowOf(uint32(s)))
-		owners = append(owners, o)
+	}
+	slots := g.addBatch(len(from), func(i int, row []int8) { copy(row, p.g.rowOf(from[i])) }, batchWorkers())
+	for i, o := range owners {
+		o.en.slot = slots[i]
 	}
 	p.g, p.owners = g, owners
+}
+
+// insertBatch makes the entries searchable (those not removed
+// meanwhile), linking them into the graph in parallel. vecs[i] is
+// ens[i]'s vector.
+func (p *partition) insertBatch(e *Embedded, ens []*entry, vecs [][]float32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for i, en := range ens {
+		if en.state != stateRemoved {
+			ens[n], vecs[n] = en, vecs[i]
+			n++
+		}
+	}
+	ens, vecs = ens[:n], vecs[:n]
+	if p.g == nil && p.live+len(ens) >= e.cfg.ExactBelow {
+		p.toGraph(e)
+	}
+	if p.g == nil {
+		for i, en := range ens {
+			p.add(e, en, vecs[i])
+		}
+		return
+	}
+	slots := p.g.addBatch(len(ens), func(i int, row []int8) { putRow(row, vecs[i], p.dim) }, batchWorkers())
+	for i, en := range ens {
+		p.link(en, slots[i])
+	}
 }
 
 // queryPool holds quantised queries for exact partitions (a graph keeps

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -415,5 +416,46 @@ func TestEmbeddedClosed(t *testing.T) {
 	}
 	if _, err := e.Search(context.Background(), []float32{1, 0, 0, 0}, semantic.Filter{}, 1, 0); !errors.Is(err, semantic.ErrUnavailable) {
 		t.Errorf("Search after Close = %v, want ErrUnavailable", err)
+	}
+}
+
+// TestEmbeddedUpsertBatch loads points through UpsertBatch (a key twice,
+// an expired point, enough points to make a graph) and checks what is
+// found.
+func TestEmbeddedUpsertBatch(t *testing.T) {
+	e := newEmbedded(t, semantic.EmbeddedConfig{ExactBelow: 16, M: 8, EfConstruction: 48, EfSearch: 64})
+	ctx := t.Context()
+	r := rand.New(rand.NewPCG(5, 5))
+	f := filterN(0)
+	var ps []semantic.Point
+	want := map[string][]float32{}
+	for i := range 600 {
+		key := fmt.Sprintf("b%d", i%500) // the last 100 replace earlier keys
+		v := semantictest.Random(r)
+		ps = append(ps, semantic.Point{Key: key, Vector: v, Filter: f, Text: key, ExpiresAt: time.Now().Add(time.Hour)})
+		want[key] = v
+	}
+	ps = append(ps, semantic.Point{Key: "gone", Vector: semantictest.Axis(0), Filter: f, ExpiresAt: time.Now().Add(-time.Second)})
+	if err := e.UpsertBatch(ctx, ps); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stats(); st.Points != 500 || st.Graphs != 1 {
+		t.Fatalf("after the batch: %+v, want 500 points in one graph", st)
+	}
+	found := 0
+	for key, v := range want {
+		ms, err := e.Search(ctx, v, f, 1, 0.99)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) == 1 && ms[0].Key == key {
+			found++
+		}
+	}
+	if found < 490 {
+		t.Errorf("found %d of 500 points at their own vector", found)
+	}
+	if err := e.UpsertBatch(ctx, []semantic.Point{{Key: "", Vector: semantictest.Axis(0)}}); err == nil {
+		t.Error("UpsertBatch accepted an empty key")
 	}
 }

@@ -3,8 +3,10 @@ package semantic
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // hnsw is a Hierarchical Navigable Small World graph (Malkov and Yashunin,
@@ -345,13 +347,20 @@ func (g *hnsw) commit(v []float32, pl *insertPlan) uint32 {
 // connect links s on layer l to the heuristic's choice among candidates
 // w (nearest first), and each chosen neighbour back to s.
 func (g *hnsw) connect(s uint32, l int, w []cand, sel []uint32) []uint32 {
+	sc := g.getScratch()
+	defer g.scratch.Put(sc)
+	return g.connectScratch(s, l, w, sel, sc)
+}
+
+// connectScratch is connect with the caller's scratch memory.
+func (g *hnsw) connectScratch(s uint32, l int, w []cand, sel []uint32, sc *scratch) []uint32 {
 	sel = g.selectNeighbors(w, g.m, sel)
 	g.lock(s)
 	g.setNeighbors(s, l, sel)
 	g.unlock(s)
 	for _, n := range sel {
 		g.lock(n)
-		g.addLink(n, s, l)
+		g.addLink(n, s, l, sc)
 		g.unlock(n)
 	}
 	return sel
@@ -439,19 +448,47 @@ func (g *hnsw) link(s uint32, level int) {
 		g.entry, g.maxLevel = s, level
 		return
 	}
+	g.linkFrom(s, level, g.entry, g.maxLevel)
+	if level > g.maxLevel {
+		g.entry, g.maxLevel = s, level
+	}
+}
+
+// linkShared is link while addBatch runs: the entry point is read under
+// epMu, and an insert that will raise the graph's top level holds epMu
+// for its whole length (rare: a new top level comes about log_M(n)
+// times), as in hnswlib.
+func (g *hnsw) linkShared(s uint32, level int) {
+	g.epMu.RLock()
+	entry, maxLevel := g.entry, g.maxLevel
+	g.epMu.RUnlock()
+	if level > maxLevel {
+		g.epMu.Lock()
+		defer g.epMu.Unlock()
+		entry, maxLevel = g.entry, g.maxLevel
+		if level > maxLevel {
+			defer func() { g.entry, g.maxLevel = s, level }()
+		}
+	}
+	g.linkFrom(s, level, entry, maxLevel)
+}
+
+// linkFrom links s into layers 0..min(level, maxLevel), descending from
+// entry, the entry point at maxLevel.
+func (g *hnsw) linkFrom(s uint32, level int, entry uint32, maxLevel int) {
 	sc := g.getScratch()
 	defer g.scratch.Put(sc)
 	q := &sc.q
 	g.slotQuery(q, s)
 
-	ep := cand{g.entry, g.dist(q, g.entry)}
-	for l := g.maxLevel; l > level; l-- {
+	ep := cand{entry, g.dist(q, entry)}
+	for l := maxLevel; l > level; l-- {
 		ep = g.greedy(q, ep, l, sc)
 	}
-	eps := []cand{ep}
+	eps := append(sc.eps[:0], ep)
 	notSelfOrDead := func(id uint32) bool { return id != s && !g.dead[id] }
-	var sel []uint32
-	for l := min(level, g.maxLevel); l >= 0; l-- {
+	sel := sc.sel[:0]
+	for l := min(level, maxLevel); l >= 0; l-- {
 		w := g.searchLayer(q, eps, g.efC, l, sc, notSelfOrDead, 0)
 		if len(w) == 0 {
 			// Nothing live is reachable: link to dead nodes rather than
@@ -459,19 +496,67 @@ func (g *hnsw) link(s uint32, level int) {
 			w = g.searchLayer(q, eps, g.efC, l, sc, func(id uint32) bool { return id != s }, 0)
 		}
 		sortCands(w)
-		sel = g.connect(s, l, w, sel[:0])
+		sel = g.connectScratch(s, l, w, sel[:0], sc)
 		if len(w) > 0 {
 			eps = append(eps[:0], w...) // w is scratch, reused by the next layer
 		}
 	}
-	if level > g.maxLevel {
-		g.entry, g.maxLevel = s, level
-	}
+	sc.eps, sc.sel = eps[:0], sel[:0]
 }
+
+// addBatch stores n new vectors (put writes vector i into the row it is
+// given, see putRow) and links them, on up to workers goroutines in
+// parallel. It returns their slots in order. Slots are assigned and
+// vectors written first, one at a time (dead slots are reused as by add);
+// then each worker takes the next unlinked node and links it as link
+// does, reading and writing link blocks under striped locks (locks) and
+// the entry point under epMu. The caller holds the graph exclusively:
+// nothing else reads it meanwhile.
+func (g *hnsw) addBatch(n int, put func(i int, row []int8), workers int) []uint32 {
+	slots := make([]uint32, n)
+	levels := make([]uint8, n)
+	for i := range n {
+		s, level := g.slotFor(g.randomLevel())
+		put(i, g.rowOf(s))
+		slots[i], levels[i] = s, uint8(level)
+	}
+	i0 := 0
+	if g.maxLevel < 0 && n > 0 {
+		g.link(slots[0], int(levels[0]))
+		i0 = 1
+	}
+	if workers < 2 || n-i0 < 64 {
+		for i := i0; i < n; i++ {
+			g.link(slots[i], int(levels[i]))
+		}
+		return slots
+	}
+	g.locks = new([lockStripes]sync.Mutex)
+	next := atomic.Int64{}
+	next.Store(int64(i0))
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				g.linkShared(slots[i], int(levels[i]))
+			}
+		})
+	}
+	wg.Wait()
+	g.locks = nil
+	return slots
+}
+
+// batchWorkers is how many goroutines addBatch uses: every core.
+func batchWorkers() int { return runtime.GOMAXPROCS(0) }
 
 // addLink adds the link n → s on layer l, pruning n's links with the
 // heuristic when they overflow (dead links are dropped first).
-func (g *hnsw) addLink(n, s uint32, l int) {
+func (g *hnsw) addLink(n, s uint32, l int, sc *scratch) {
 	b := g.block(n, l)
 	cnt := int(b[0])
 	nb := b[1 : 1+cnt]
@@ -484,23 +569,24 @@ func (g *hnsw) addLink(n, s uint32, l int) {
 		b[0]++
 		return
 	}
-	cs := make([]cand, 0, cnt+1)
+	cs := sc.cs[:0]
 	for _, x := range nb {
 		if !g.dead[x] {
 			cs = append(cs, cand{x, g.distSlots(n, x)})
 		}
 	}
 	cs = append(cs, cand{s, g.distSlots(n, s)})
+	ids := sc.pruned[:0]
 	if len(cs) <= limit {
-		ids := make([]uint32, len(cs))
-		for i, c := range cs {
-			ids[i] = c.id
+		for _, c := range cs {
+			ids = append(ids, c.id)
 		}
-		g.setNeighbors(n, l, ids)
-		return
+	} else {
+		sortCands(cs)
+		ids = g.selectNeighbors(cs, limit, ids)
 	}
-	sortCands(cs)
-	g.setNeighbors(n, l, g.selectNeighbors(cs, limit, make([]uint32, 0, limit)))
+	g.setNeighbors(n, l, ids)
+	sc.cs, sc.pruned = cs[:0], ids[:0]
 }
 
 // selectNeighbors is the diversity heuristic: walking candidates nearest
@@ -652,6 +738,9 @@ type scratch struct {
 	eps      []cand
 	ids      []uint32
 	nb       []uint32 // readNeighbors' copy
+	sel      []uint32 // linkFrom's chosen neighbours
+	cs       []cand   // addLink's candidates
+	pruned   []uint32 // addLink's choice
 	q        query
 }
 

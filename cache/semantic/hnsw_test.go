@@ -121,3 +121,73 @@ func TestHNSWRecall(t *testing.T) {
 		t.Logf("after churn recall@1 = %.3f", recall)
 	}
 }
+
+// TestHNSWAddBatch links a graph in parallel (addBatch, several workers)
+// into a graph that already has points and dead slots, and checks that
+// every slot is distinct, the dead slots were reused, and recall holds.
+func TestHNSWAddBatch(t *testing.T) {
+	const n, dim = 4000, 64
+	r := rand.New(rand.NewPCG(8, 8))
+	data := make([][]float32, 0, n)
+	g := newHNSW(dim, 16, 100, 1)
+	for range 500 { // a sequential start
+		v := unitVec(r, dim)
+		g.add(v)
+		data = append(data, v)
+	}
+	live := make([]bool, 500, n)
+	for i := range live {
+		live[i] = true
+	}
+	for i := 0; i < 500; i += 5 {
+		g.remove(uint32(i))
+		live[i] = false
+	}
+	batch := make([][]float32, n-500)
+	for i := range batch {
+		batch[i] = unitVec(r, dim)
+	}
+	slots := g.addBatch(len(batch), func(i int, row []int8) { putRow(row, batch[i], dim) }, 4)
+	seen := map[uint32]bool{}
+	reused := 0
+	for i, s := range slots {
+		if seen[s] {
+			t.Fatalf("slot %d twice", s)
+		}
+		seen[s] = true
+		if int(s) < len(data) {
+			if live[s] {
+				t.Fatalf("batch took live slot %d", s)
+			}
+			reused++
+			data[s], live[s] = batch[i], true
+			continue
+		}
+		for len(data) <= int(s) {
+			data = append(data, nil)
+			live = append(live, false)
+		}
+		data[s], live[s] = batch[i], true
+	}
+	if reused != 100 {
+		t.Errorf("reused %d dead slots, want 100", reused)
+	}
+	if g.live != n-100 {
+		t.Errorf("live = %d, want %d", g.live, n-100)
+	}
+	ok := func(id uint32) bool { return live[id] }
+	hits := 0
+	const queries = 500
+	for range queries {
+		q := unitVec(r, dim)
+		res := g.search(q, 64, 1, ok)
+		if len(res) > 0 && int(res[0].id) == exactBest(data, q, func(i int) bool { return live[i] }) {
+			hits++
+		}
+	}
+	if recall := float64(hits) / queries; recall < 0.9 {
+		t.Fatalf("recall@1 after a parallel batch = %.3f, want ≥ 0.9", recall)
+	} else {
+		t.Logf("recall@1 after a parallel batch = %.3f", recall)
+	}
+}
