@@ -54,7 +54,7 @@ type hnsw struct {
 	upper  []uint32   // levels 1..level of each slot that has them, each [count, id × m]
 	upOff  []uint32   // slot → offset of its blocks in upper
 	levels []uint8
-	ver    []uint32 // bumped when a dead slot is reused; see plan
+	ver    []uint8 // bumped when a dead slot is reused; see plan
 	dead   []bool
 	free   []uint32 // dead slots, reused by later inserts
 	n      int      // slots in use, live or dead
@@ -266,8 +266,8 @@ type insertPlan struct {
 	level    int
 	maxLevel int // of the graph when planned
 	entry    uint32
-	layers   [][]cand   // layers[l]: candidates on layer l, nearest first
-	vers     [][]uint32 // slot versions of layers[l], to detect reuse
+	layers   [][]cand  // layers[l]: candidates on layer l, nearest first
+	vers     [][]uint8 // slot versions of layers[l], to detect reuse (256 reuses of one slot during one insert would be missed)
 }
 
 func (g *hnsw) plan(v []float32) *insertPlan {
@@ -292,12 +292,12 @@ func (g *hnsw) plan(v []float32) *insertPlan {
 	notDead := func(id uint32) bool { return !g.dead[id] }
 	top := min(pl.level, g.maxLevel)
 	pl.layers = make([][]cand, top+1)
-	pl.vers = make([][]uint32, top+1)
+	pl.vers = make([][]uint8, top+1)
 	for l := top; l >= 0; l-- {
 		w := g.searchLayer(q, eps, g.efC, l, sc, notDead, 0)
 		sortCands(w)
 		pl.layers[l] = slices.Clone(w)
-		pl.vers[l] = make([]uint32, len(w))
+		pl.vers[l] = make([]uint8, len(w))
 		for i, c := range w {
 			pl.vers[l][i] = g.ver[c.id]
 		}

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // unitVec returns a random unit vector.
@@ -189,5 +190,13 @@ func TestHNSWAddBatch(t *testing.T) {
 		t.Fatalf("recall@1 after a parallel batch = %.3f, want ≥ 0.9", recall)
 	} else {
 		t.Logf("recall@1 after a parallel batch = %.3f", recall)
+	}
+}
+
+// TestEntrySize keeps an entry in a 64-byte allocation (a million points
+// hold a million entries).
+func TestEntrySize(t *testing.T) {
+	if n := unsafe.Sizeof(entry{}); n > 64 {
+		t.Errorf("entry is %d bytes, want at most 64", n)
 	}
 }

@@ -160,8 +160,8 @@ func (p *partition) write(w *snapWriter) {
 }
 
 func (en *entry) write(w *snapWriter) {
-	w.str(en.key)
-	w.str(en.text)
+	w.str(en.key())
+	w.str(en.text())
 	w.i64(en.exp)
 	w.u64(en.seq)
 }
@@ -516,27 +516,26 @@ func (e *Embedded) readGraph(r *snapReader, p *partition, now int64) *hnsw {
 }
 
 func (e *Embedded) readEntry(r *snapReader, p *partition) *entry {
-	en := &entry{part: p, state: stateLinked}
-	en.key = r.str()
-	en.text = r.str()
-	en.exp = r.i64()
-	en.seq = r.u64()
+	key := r.str()
+	text := r.str()
+	en := newEntry(key, text, p, r.i64(), r.u64())
+	en.state = stateLinked
 	return en
 }
 
 // adopt registers a loaded entry. A key seen twice (it moved between
 // partitions while the snapshot was written) keeps its latest insert.
 func (e *Embedded) adopt(en *entry) bool {
-	if en.key == "" {
+	if en.klen == 0 {
 		return false
 	}
-	if old := e.byKey[en.key]; old != nil {
+	if old := e.byKey[en.key()]; old != nil {
 		if old.seq >= en.seq {
 			return false
 		}
 		old.state = stateRemoved // finishLoad drops it from its partition
 	}
-	e.byKey[en.key] = en
+	e.byKey[en.key()] = en
 	e.seq = max(e.seq, en.seq)
 	return true
 }
