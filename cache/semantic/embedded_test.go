@@ -459,3 +459,84 @@ func TestEmbeddedUpsertBatch(t *testing.T) {
 		t.Error("UpsertBatch accepted an empty key")
 	}
 }
+
+// TestEmbeddedLoadsSnapshotV1 loads testdata/v1.snap, written by the float32
+// index (snapshot format 1, commit df53dea, M=8: 40 random unit vectors
+// from PCG(1, 1) in a graph partition, g7 deleted, then 3 in an exact
+// one; see snapshot.go), checks every
+// point is found at its vector, then that Close rewrites the file as
+// version 2, which loads too.
+func TestEmbeddedLoadsSnapshotV1(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "v1.snap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "semantic.snap")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := semantic.EmbeddedConfig{Dim: semantictest.Dim, SnapshotPath: path, ExactBelow: 8, M: 8,
+		SnapshotInterval: -1, Logger: slog.New(slog.DiscardHandler)}
+	// The vectors, in the order the generator drew them.
+	r := rand.New(rand.NewPCG(1, 1))
+	var vecs [43][]float32
+	for i := range vecs {
+		vecs[i] = semantictest.Random(r)
+	}
+	check := func(e *semantic.Embedded, version string) {
+		t.Helper()
+		if st := e.Stats(); st.Points != 42 || st.Partitions != 2 || st.Graphs != 1 {
+			t.Fatalf("%s: loaded %+v, want 42 points in 2 partitions, 1 graph", version, st)
+		}
+		ctx := t.Context()
+		for i := range 40 {
+			key := fmt.Sprintf("g%d", i)
+			v := vecs[i]
+			ms, err := e.Search(ctx, v, semantic.Filter{Namespace: "v1", Route: "graph"}, 1, 0.99)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 7 {
+				if len(ms) != 0 {
+					t.Errorf("%s: deleted g7 found: %+v", version, ms)
+				}
+				continue
+			}
+			if len(ms) != 1 || ms[0].Key != key || ms[0].Text != "text "+key {
+				t.Errorf("%s: %s: %+v", version, key, ms)
+			}
+		}
+		for i := range 3 {
+			key := fmt.Sprintf("f%d", i)
+			v := vecs[40+i]
+			ms, err := e.Search(ctx, v, semantic.Filter{Namespace: "v1", Route: "flat"}, 1, 0.99)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ms) != 1 || ms[0].Key != key || ms[0].Text != "text "+key {
+				t.Errorf("%s: %s: %+v", version, key, ms)
+			}
+		}
+	}
+	a, err := semantic.NewEmbedded(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(a, "version 1")
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err = os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) < 12 || data[8] != 2 {
+		t.Fatalf("rewritten snapshot is not version 2: % x", data[:min(12, len(data))])
+	}
+	b, err := semantic.NewEmbedded(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	check(b, "version 2")
+}
