@@ -465,7 +465,7 @@ func TestEmbeddedUpsertBatch(t *testing.T) {
 // from PCG(1, 1) in a graph partition, g7 deleted, then 3 in an exact
 // one; see snapshot.go), checks every
 // point is found at its vector, then that Close rewrites the file as
-// version 2, which loads too.
+// version 2, which loads too, and again with another M (rebuilt on load).
 func TestEmbeddedLoadsSnapshotV1(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join("testdata", "v1.snap"))
 	if err != nil {
@@ -537,6 +537,16 @@ func TestEmbeddedLoadsSnapshotV1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
 	check(b, "version 2")
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Another M: the graph is rebuilt (in parallel) on load.
+	cfg.M = 6
+	c, err := semantic.NewEmbedded(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	check(c, "version 2 rebuilt with M=6")
 }

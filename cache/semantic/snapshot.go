@@ -574,6 +574,14 @@ func (e *Embedded) finishLoad() {
 			p.toFlat()
 		case p.g == nil && p.live >= e.cfg.ExactBelow:
 			p.toGraph(e)
+		case p.g != nil && (p.g.m != e.cfg.M || len(p.g.free) > p.live):
+			// Saved with another M, or mostly tombstones (a graph over
+			// rebuildMax keeps them while running): relink the live
+			// points, in parallel, before serving.
+			start, m, dead := time.Now(), p.g.m, len(p.g.free)
+			p.rebuild(e)
+			e.log.Info("semantic: graph rebuilt on load", "points", p.live, "saved M", m, "M", e.cfg.M,
+				"dead slots", dead, "took", time.Since(start).Round(time.Millisecond))
 		}
 		for _, o := range p.owners {
 			if o.en != nil {
