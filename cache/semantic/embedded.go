@@ -394,6 +394,7 @@ func (e *Embedded) upsertRound(ps []Point) error {
 	var victims []*entry
 	groups := make(map[*partition]*group)
 	var order []*partition
+	added := 0
 	for _, p := range ps {
 		exp := expNanos(p.ExpiresAt)
 		if old := e.byKey[p.Key]; old != nil {
@@ -431,6 +432,7 @@ func (e *Embedded) upsertRound(ps []Point) error {
 		}
 		gr.ens = append(gr.ens, en)
 		gr.vecs = append(gr.vecs, p.Vector)
+		added++
 	}
 	e.mu.Unlock()
 
@@ -442,7 +444,7 @@ func (e *Embedded) upsertRound(ps []Point) error {
 		gr := groups[part]
 		part.insertBatch(e, gr.ens, gr.vecs)
 	}
-	e.upserts.Add(uint64(len(ps)))
+	e.upserts.Add(uint64(added))
 	return nil
 }
 
