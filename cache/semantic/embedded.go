@@ -65,7 +65,12 @@ type EmbeddedConfig struct {
 	EfConstruction int
 
 	// EfSearch is the HNSW beam width while searching (at least k): higher
-	// raises recall and latency. If zero, defaults to 64.
+	// raises recall and latency. If zero, defaults to 128: at 1,000,000
+	// clustered 512-d points (EfConstruction 100, int8), recall@1 against
+	// exact float search is 0.96 (new draws) / 0.97 (paraphrase-like) at
+	// 128 for a search CPU time of p50 0.40 ms, p99 1.10 ms, against
+	// 0.92 / 0.91 at 64 (p50 0.27 ms, p99 0.58 ms); busy 2-vCPU machine,
+	// 2026-12-07, BenchmarkEmbeddedSearch.
 	EfSearch int
 
 	// Now is the clock. If nil, time.Now.
@@ -95,7 +100,7 @@ func (c EmbeddedConfig) withDefaults() EmbeddedConfig {
 		c.EfConstruction = 100
 	}
 	if c.EfSearch == 0 {
-		c.EfSearch = 64
+		c.EfSearch = 128
 	}
 	if c.Now == nil {
 		c.Now = time.Now
