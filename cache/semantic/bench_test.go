@@ -32,7 +32,11 @@ import (
 //     cached one; for uniform data this is the pathological case).
 //
 // EDGECACHE_BENCH_N sets n (default 100,000); EDGECACHE_BENCH_1M=1 sets it
-// to 1,000,000, which needs about 7 GB and a long build.
+// to 1,000,000, which needs about 4 GB (2 GB of float32 test data, the
+// index, a reloaded copy while the snapshot load is timed) and, on 2
+// cores, about 15 minutes of CPU for the exact answers and the build.
+// EDGECACHE_BENCH_BUILD=upsert builds through Upsert instead of
+// UpsertBatch (see benchBuild).
 // EDGECACHE_BENCH_CENTRES sets the number of centres (default 1,000): the
 // search inside one isotropic cluster is as hard as uniform data of the
 // cluster's size, so n/centres, not n, sets the difficulty; 100 centres at
@@ -181,6 +185,7 @@ func BenchmarkEmbeddedSearch(b *testing.B) {
 					b.ReportMetric(float64(n)/build.Seconds(), "inserts/s")
 					b.ReportMetric(float64(n)/buildCPU.Seconds(), "inserts/cpu-s")
 					b.ReportMetric(loadS, "load-s")
+					b.ReportMetric(snapMB, "snap-MB")
 				})
 			}
 		})
