@@ -23,9 +23,10 @@ type EmbeddedConfig struct {
 	// soonest, so they go first; ties go to the oldest insert). If zero,
 	// defaults to 1,000,000. Size memory at about Dim + 430 bytes per
 	// point at the default M, plus its key and text (943 bytes at 512
-	// dimensions and 100,000 points in one graph, measured by
-	// BenchmarkEmbeddedSearch; the int8 vector and its scale are 516 of
-	// them, layer-0 links 260, the key map, expiry heap and entry ~150).
+	// dimensions and 100,000 points in one graph, 959 at 1,000,000,
+	// measured by BenchmarkEmbeddedSearch; the int8 vector and its scale
+	// are 516 of them, layer-0 links 260, the key map, expiry heap and
+	// entry ~150).
 	MaxPoints int
 
 	// SnapshotPath is where the index persists itself: on Close and every
@@ -58,21 +59,22 @@ type EmbeddedConfig struct {
 
 	// EfConstruction is the HNSW beam width while inserting: higher builds
 	// a better graph, more slowly. If zero, defaults to 100, for the build
-	// rate. At 1,000,000 clustered 512-d points (int8, 2026-12-07), 200
-	// builds at 1,816 inserts per CPU-second against 2,928 and lifts
-	// recall@1 at EfSearch=64 from 0.918 / 0.914 (new draws /
-	// paraphrase-like) to 0.966 / 0.982, at EfSearch=128 from 0.962 / 0.971
-	// to 0.974 / 0.9995: choose 200 where a slower build is acceptable.
-	// (At 100,000 points the two give the same recall.)
+	// rate (8,020 inserts/s on 2 cores at 1,000,000 points with
+	// UpsertBatch). At 1,000,000 clustered 512-d points (int8, 2026-12-07,
+	// busy machine), 200 builds at 1,816 inserts per CPU-second against
+	// 2,928 and lifts recall@1 at EfSearch=64 from 0.918 / 0.914 (new
+	// draws / paraphrase-like) to 0.966 / 0.982, at EfSearch=128 from
+	// 0.962 / 0.971 to 0.974 / 0.9995: choose 200 where a slower build is
+	// acceptable. (At 100,000 points the two give the same recall.)
 	EfConstruction int
 
 	// EfSearch is the HNSW beam width while searching (at least k): higher
 	// raises recall and latency. If zero, defaults to 128: at 1,000,000
 	// clustered 512-d points (EfConstruction 100, int8), recall@1 against
-	// exact float search is 0.96 (new draws) / 0.97 (paraphrase-like) at
-	// 128 for a search CPU time of p50 0.40 ms, p99 1.10 ms, against
-	// 0.92 / 0.91 at 64 (p50 0.27 ms, p99 0.58 ms); busy 2-vCPU machine,
-	// 2026-12-07, BenchmarkEmbeddedSearch.
+	// exact float search is 0.963 (new draws) / 0.972 (paraphrase-like) at
+	// 128 for a lookup p50 of 0.31 ms, p99 0.67 ms, against 0.920 / 0.912
+	// at 64 (p50 0.20 ms, p99 0.44 ms); 2 vCPU, 2026-12-07,
+	// BenchmarkEmbeddedSearch.
 	EfSearch int
 
 	// Now is the clock. If nil, time.Now.
