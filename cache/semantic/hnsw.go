@@ -479,6 +479,14 @@ func (g *hnsw) linkShared(s uint32, level int) {
 
 // linkFrom links s into layers 0..min(level, maxLevel), descending from
 // entry, the entry point at maxLevel.
+//
+// The searches run top-down, each layer's result seeding the next; the
+// links are then made bottom-up, layer 0 first. Only then is a node
+// reachable on an upper layer when its lower layers are linked: while
+// addBatch links in parallel, another insert that descends through s
+// would otherwise arrive on a layer where s has no links yet and see
+// nothing but s (measured: 256 points linked on 2 workers left some
+// unreachable, TestEmbeddedConformance/Exact/ManyPoints).
 func (g *hnsw) linkFrom(s uint32, level int, entry uint32, maxLevel int) {
 	sc := g.getScratch()
 	defer g.scratch.Put(sc)
@@ -491,8 +499,13 @@ func (g *hnsw) linkFrom(s uint32, level int, entry uint32, maxLevel int) {
 	}
 	eps := append(sc.eps[:0], ep)
 	notSelfOrDead := func(id uint32) bool { return id != s && !g.dead[id] }
+	top := min(level, maxLevel)
+	var upper [][]cand // upper[l-1]: the candidates on layer l ≥ 1
+	if top > 0 {
+		upper = make([][]cand, top)
+	}
 	sel := sc.sel[:0]
-	for l := min(level, maxLevel); l >= 0; l-- {
+	for l := top; l >= 0; l-- {
 		w := g.searchLayer(q, eps, g.efC, l, sc, notSelfOrDead, 0)
 		if len(w) == 0 {
 			// Nothing live is reachable: link to dead nodes rather than
@@ -500,10 +513,17 @@ func (g *hnsw) linkFrom(s uint32, level int, entry uint32, maxLevel int) {
 			w = g.searchLayer(q, eps, g.efC, l, sc, func(id uint32) bool { return id != s }, 0)
 		}
 		sortCands(w)
-		sel = g.connectScratch(s, l, w, sel[:0], sc)
+		if l > 0 {
+			upper[l-1] = slices.Clone(w)
+		} else {
+			sel = g.connectScratch(s, 0, w, sel[:0], sc)
+		}
 		if len(w) > 0 {
 			eps = append(eps[:0], w...) // w is scratch, reused by the next layer
 		}
+	}
+	for l := 1; l <= top; l++ {
+		sel = g.connectScratch(s, l, upper[l-1], sel[:0], sc)
 	}
 	sc.eps, sc.sel = eps[:0], sel[:0]
 }

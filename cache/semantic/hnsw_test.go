@@ -200,3 +200,30 @@ func TestEntrySize(t *testing.T) {
 		t.Errorf("entry is %d bytes, want at most 64", n)
 	}
 }
+
+// TestHNSWAddBatchSelfSearch links small graphs in parallel, the shape of
+// a partition turning into a graph (256 points, M=32), and checks every
+// point finds itself: an insert linking in parallel must never see a node
+// on a layer where that node has no links yet (see linkFrom).
+func TestHNSWAddBatchSelfSearch(t *testing.T) {
+	const n, dim = 256, 32
+	all := func(uint32) bool { return true }
+	misses := 0
+	for seed := range uint64(10) {
+		r := rand.New(rand.NewPCG(seed, 1))
+		data := make([][]float32, n)
+		for i := range data {
+			data[i] = unitVec(r, dim)
+		}
+		g := newHNSW(dim, 32, 100, seed)
+		slots := g.addBatch(n, func(i int, row []int8) { putRow(row, data[i], dim) }, 4)
+		for i, v := range data {
+			if res := g.search(v, 128, 1, all); len(res) != 1 || res[0].id != slots[i] {
+				misses++
+			}
+		}
+	}
+	if misses > 2 {
+		t.Errorf("%d of %d points did not find themselves", misses, 10*n)
+	}
+}
