@@ -59,7 +59,7 @@ type EmbeddedConfig struct {
 
 	// EfConstruction is the HNSW beam width while inserting: higher builds
 	// a better graph, more slowly. If zero, defaults to 100, for the build
-	// rate (8,020 inserts/s on 2 cores at 1,000,000 points with
+	// rate (8,309 inserts/s on 2 cores at 1,000,000 points with
 	// UpsertBatch). At 1,000,000 clustered 512-d points (int8, 2026-12-07,
 	// busy machine), 200 builds at 1,816 inserts per CPU-second against
 	// 2,928 and lifts recall@1 at EfSearch=64 from 0.918 / 0.914 (new
@@ -71,9 +71,9 @@ type EmbeddedConfig struct {
 	// EfSearch is the HNSW beam width while searching (at least k): higher
 	// raises recall and latency. If zero, defaults to 128: at 1,000,000
 	// clustered 512-d points (EfConstruction 100, int8), recall@1 against
-	// exact float search is 0.963 (new draws) / 0.972 (paraphrase-like) at
-	// 128 for a lookup p50 of 0.31 ms, p99 0.67 ms, against 0.920 / 0.912
-	// at 64 (p50 0.20 ms, p99 0.44 ms); 2 vCPU, 2026-12-07,
+	// exact float search is 0.961 (new draws) / 0.975 (paraphrase-like) at
+	// 128 for a lookup p50 of 0.34 ms, p99 0.76 ms, against 0.919 / 0.916
+	// at 64 (p50 0.24 ms, p99 0.53 ms); 2 vCPU, 2026-12-07,
 	// BenchmarkEmbeddedSearch.
 	EfSearch int
 
