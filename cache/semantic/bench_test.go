@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -31,7 +32,11 @@ import (
 //     cached one; for uniform data this is the pathological case).
 //
 // EDGECACHE_BENCH_N sets n (default 100,000); EDGECACHE_BENCH_1M=1 sets it
-// to 1,000,000, which needs about 7 GB and a long build.
+// to 1,000,000, which needs about 4 GB (2 GB of float32 test data, the
+// index, a reloaded copy while the snapshot load is timed) and, on 2
+// cores, about 15 minutes of CPU for the exact answers and the build.
+// EDGECACHE_BENCH_BUILD=upsert builds through Upsert instead of
+// UpsertBatch (see benchBuild).
 // EDGECACHE_BENCH_CENTRES sets the number of centres (default 1,000): the
 // search inside one isotropic cluster is as hard as uniform data of the
 // cluster's size, so n/centres, not n, sets the difficulty; 100 centres at
@@ -115,7 +120,8 @@ func heapInUse() uint64 {
 }
 
 // BenchmarkEmbeddedSearch builds an Embedded index of n points in one
-// partition (timing the build and measuring heap per entry), then for
+// partition (timing the build, wall clock and CPU time, and measuring heap
+// per entry), writes and reloads its snapshot (timing the load), then for
 // several EfSearch values reports p50/p99 latency of single searches (k=1)
 // and recall@1 against exact search, for near and fresh queries. Latency
 // is wall clock (p50-us, p99-us: includes waiting for a CPU on a shared
@@ -138,27 +144,15 @@ func BenchmarkEmbeddedSearch(b *testing.B) {
 			defer e.Close()
 			ctx := context.Background()
 			exp := time.Now().Add(24 * time.Hour)
-			// Build with one writer per CPU: inserts into one graph plan
-			// their links in parallel and commit them one at a time.
-			writers := runtime.GOMAXPROCS(0)
-			start := time.Now()
-			var wg sync.WaitGroup
-			for w := range writers {
-				wg.Go(func() {
-					for i := w; i < n; i += writers {
-						p := Point{Key: "k" + strconv.Itoa(i), Vector: set.data[i], Filter: f, ExpiresAt: exp}
-						if err := e.Upsert(ctx, p); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			build := time.Since(start)
+			start, cpu0 := time.Now(), processCPU()
+			how := benchBuild(b, e, f, set.data, exp)
+			build, buildCPU := time.Since(start), time.Duration(processCPU()-cpu0)
 			perEntry := float64(heapInUse()-before) / float64(n)
-			b.Logf("%s n=%d: build %v with %d writers (%.0f inserts/s), %.0f heap bytes per entry (vector alone: %d)",
-				kind, n, build.Round(time.Millisecond), writers, float64(n)/build.Seconds(), perEntry, 4*benchDim)
+			b.Logf("%s n=%d: build %v %s (%.0f inserts/s, %.0f per CPU-second), %.0f heap bytes per entry (int8 vector and scale alone: %d)",
+				kind, n, build.Round(time.Millisecond), how, float64(n)/build.Seconds(), float64(n)/buildCPU.Seconds(),
+				perEntry, rowBytes(benchDim))
+			loadS, snapMB := benchSnapshot(b, e)
+			b.Logf("%s n=%d: snapshot %.1f MB, loaded in %.2f s (%.0f points/s)", kind, n, snapMB, loadS, float64(n)/loadS)
 
 			for _, ef := range []int{32, 64, 128} {
 				b.Run(fmt.Sprintf("ef=%d", ef), func(b *testing.B) {
@@ -188,10 +182,79 @@ func BenchmarkEmbeddedSearch(b *testing.B) {
 					b.ReportMetric(freshRecall, "recall-fresh")
 					b.ReportMetric(perEntry, "B/entry")
 					b.ReportMetric(build.Seconds(), "build-s")
+					b.ReportMetric(float64(n)/build.Seconds(), "inserts/s")
+					b.ReportMetric(float64(n)/buildCPU.Seconds(), "inserts/cpu-s")
+					b.ReportMetric(loadS, "load-s")
+					b.ReportMetric(snapMB, "snap-MB")
 				})
 			}
 		})
 	}
+}
+
+// benchBuild fills e with data in partition f: by default with one
+// UpsertBatch (parallel linking on every core); with
+// EDGECACHE_BENCH_BUILD=upsert through Upsert from one writer per CPU
+// (inserts into one graph plan their links in parallel and commit them
+// one at a time). It says which.
+func benchBuild(b *testing.B, e *Embedded, f Filter, data [][]float32, exp time.Time) string {
+	ctx := context.Background()
+	writers := runtime.GOMAXPROCS(0)
+	if os.Getenv("EDGECACHE_BENCH_BUILD") == "upsert" {
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				for i := w; i < len(data); i += writers {
+					p := Point{Key: "k" + strconv.Itoa(i), Vector: data[i], Filter: f, ExpiresAt: exp}
+					if err := e.Upsert(ctx, p); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return fmt.Sprintf("with Upsert from %d writers", writers)
+	}
+	ps := make([]Point, len(data))
+	for i, v := range data {
+		ps[i] = Point{Key: "k" + strconv.Itoa(i), Vector: v, Filter: f, ExpiresAt: exp}
+	}
+	if err := e.UpsertBatch(ctx, ps); err != nil {
+		b.Fatal(err)
+	}
+	return fmt.Sprintf("with UpsertBatch on %d cores", writers)
+}
+
+// benchSnapshot writes e's snapshot to a temporary file and loads it into
+// a second index (then dropped), returning the load time and the file's
+// size.
+func benchSnapshot(b *testing.B, e *Embedded) (loadS, sizeMB float64) {
+	path := filepath.Join(b.TempDir(), "bench.snap")
+	e.cfg.SnapshotPath = path
+	defer func() { e.cfg.SnapshotPath = "" }()
+	if err := e.Snapshot(); err != nil {
+		b.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := e.cfg
+	cfg.SnapshotInterval = -1
+	start := time.Now()
+	loaded, err := NewEmbedded(cfg)
+	loadS = time.Since(start).Seconds()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if got, want := loaded.Stats().Points, e.Stats().Points; got != want {
+		b.Fatalf("loaded %d points, want %d", got, want)
+	}
+	loaded.cfg.SnapshotPath = "" // Close need not write it again
+	loaded.Close()
+	os.Remove(path)
+	return loadS, float64(fi.Size()) / 1e6
 }
 
 // benchQueriesRun times each query (wall clock, and the CPU time of the
@@ -223,3 +286,30 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// BenchmarkHNSWBuild links n clustered 512-d points into one graph with
+// addBatch on every core (EDGECACHE_BENCH_BUILD_N, default 20,000; M and
+// EfConstruction from EDGECACHE_BENCH_M and EDGECACHE_BENCH_EFC, else
+// EmbeddedConfig's defaults), reporting inserts per second of wall clock
+// and of process CPU time.
+func BenchmarkHNSWBuild(b *testing.B) {
+	n := 20_000
+	if v, err := strconv.Atoi(os.Getenv("EDGECACHE_BENCH_BUILD_N")); err == nil && v > 0 {
+		n = v
+	}
+	set := makeBenchSet("clustered", n)
+	cfg := EmbeddedConfig{Dim: benchDim}
+	cfg.M, _ = strconv.Atoi(os.Getenv("EDGECACHE_BENCH_M"))
+	cfg.EfConstruction, _ = strconv.Atoi(os.Getenv("EDGECACHE_BENCH_EFC"))
+	cfg = cfg.withDefaults()
+	var wall, cpu time.Duration
+	for b.Loop() {
+		g := newHNSW(benchDim, cfg.M, cfg.EfConstruction, 1)
+		start, c0 := time.Now(), processCPU()
+		g.addBatch(n, func(i int, row []int8) { putRow(row, set.data[i], benchDim) }, batchWorkers())
+		wall += time.Since(start)
+		cpu += time.Duration(processCPU() - c0)
+	}
+	b.ReportMetric(float64(n*b.N)/wall.Seconds(), "inserts/s")
+	b.ReportMetric(float64(n*b.N)/cpu.Seconds(), "inserts/cpu-s")
+}

@@ -90,7 +90,7 @@ func TestEmbeddedChurnAgainstModel(t *testing.T) {
 				if !ok || rc.p.Filter != f || !rc.p.ExpiresAt.After(clk.Now()) {
 					t.Fatalf("step %d: search returned %s, which is not live in %v", step, m.Key, f)
 				}
-				if want := dot(q, rc.p.Vector); math.Abs(want-float64(m.Score)) > 1e-4 {
+				if want := dot(q, rc.p.Vector); math.Abs(want-float64(m.Score)) > embeddedTolerance {
 					t.Fatalf("step %d: %s scored %v, want %v", step, m.Key, m.Score, want)
 				}
 				if i > 0 && ms[i-1].Score < m.Score {

@@ -12,3 +12,13 @@ func threadCPU() int64 {
 	}
 	return ts.Nano()
 }
+
+// processCPU returns the CPU time (user and system) every thread of the
+// process has used.
+func processCPU() int64 {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}

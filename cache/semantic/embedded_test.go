@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,22 +70,28 @@ func (w *testWriter) String() string {
 	return w.buf.String()
 }
 
+// embeddedTolerance is the score tolerance the embedded index documents
+// for the conformance suite's 32-dimension vectors (int8 storage; see
+// EmbeddedConfig): larger than at 512 dimensions, where it is 0.002.
+const embeddedTolerance = 0.004
+
 func TestEmbeddedConformance(t *testing.T) {
+	o := semantictest.Options{ScoreTolerance: embeddedTolerance}
 	t.Run("Exact", func(t *testing.T) {
 		// The default partition threshold: small partitions are exact,
 		// ManyPoints crosses into a graph.
-		semantictest.RunIndex(t, func(t *testing.T) semantic.Index {
+		semantictest.RunIndexWith(t, o, func(t *testing.T) semantic.Index {
 			return newEmbedded(t, semantic.EmbeddedConfig{})
 		})
 	})
 	t.Run("Graph", func(t *testing.T) {
 		// Every partition of two or more points is a graph.
-		semantictest.RunIndex(t, func(t *testing.T) semantic.Index {
+		semantictest.RunIndexWith(t, o, func(t *testing.T) semantic.Index {
 			return newEmbedded(t, semantic.EmbeddedConfig{ExactBelow: 2, EfConstruction: 40, EfSearch: 32})
 		})
 	})
 	t.Run("SweptQuickly", func(t *testing.T) {
-		semantictest.RunIndex(t, func(t *testing.T) semantic.Index {
+		semantictest.RunIndexWith(t, o, func(t *testing.T) semantic.Index {
 			return newEmbedded(t, semantic.EmbeddedConfig{ExactBelow: 8, SweepInterval: 10 * time.Millisecond})
 		})
 	})
@@ -410,4 +417,136 @@ func TestEmbeddedClosed(t *testing.T) {
 	if _, err := e.Search(context.Background(), []float32{1, 0, 0, 0}, semantic.Filter{}, 1, 0); !errors.Is(err, semantic.ErrUnavailable) {
 		t.Errorf("Search after Close = %v, want ErrUnavailable", err)
 	}
+}
+
+// TestEmbeddedUpsertBatch loads points through UpsertBatch (a key twice,
+// an expired point, enough points to make a graph) and checks what is
+// found.
+func TestEmbeddedUpsertBatch(t *testing.T) {
+	e := newEmbedded(t, semantic.EmbeddedConfig{ExactBelow: 16, M: 8, EfConstruction: 48, EfSearch: 64})
+	ctx := t.Context()
+	r := rand.New(rand.NewPCG(5, 5))
+	f := filterN(0)
+	var ps []semantic.Point
+	want := map[string][]float32{}
+	for i := range 600 {
+		key := fmt.Sprintf("b%d", i%500) // the last 100 replace earlier keys
+		v := semantictest.Random(r)
+		ps = append(ps, semantic.Point{Key: key, Vector: v, Filter: f, Text: key, ExpiresAt: time.Now().Add(time.Hour)})
+		want[key] = v
+	}
+	ps = append(ps, semantic.Point{Key: "gone", Vector: semantictest.Axis(0), Filter: f, ExpiresAt: time.Now().Add(-time.Second)})
+	if err := e.UpsertBatch(ctx, ps); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stats(); st.Points != 500 || st.Graphs != 1 {
+		t.Fatalf("after the batch: %+v, want 500 points in one graph", st)
+	}
+	found := 0
+	for key, v := range want {
+		ms, err := e.Search(ctx, v, f, 1, 0.99)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) == 1 && ms[0].Key == key {
+			found++
+		}
+	}
+	if found < 490 {
+		t.Errorf("found %d of 500 points at their own vector", found)
+	}
+	if err := e.UpsertBatch(ctx, []semantic.Point{{Key: "", Vector: semantictest.Axis(0)}}); err == nil {
+		t.Error("UpsertBatch accepted an empty key")
+	}
+}
+
+// TestEmbeddedLoadsSnapshotV1 loads testdata/v1.snap, written by the float32
+// index (snapshot format 1, commit df53dea, M=8: 40 random unit vectors
+// from PCG(1, 1) in a graph partition, g7 deleted, then 3 in an exact
+// one; see snapshot.go), checks every
+// point is found at its vector, then that Close rewrites the file as
+// version 2, which loads too, and again with another M (rebuilt on load).
+func TestEmbeddedLoadsSnapshotV1(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "v1.snap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "semantic.snap")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := semantic.EmbeddedConfig{Dim: semantictest.Dim, SnapshotPath: path, ExactBelow: 8, M: 8,
+		SnapshotInterval: -1, Logger: slog.New(slog.DiscardHandler)}
+	// The vectors, in the order the generator drew them.
+	r := rand.New(rand.NewPCG(1, 1))
+	var vecs [43][]float32
+	for i := range vecs {
+		vecs[i] = semantictest.Random(r)
+	}
+	check := func(e *semantic.Embedded, version string) {
+		t.Helper()
+		if st := e.Stats(); st.Points != 42 || st.Partitions != 2 || st.Graphs != 1 {
+			t.Fatalf("%s: loaded %+v, want 42 points in 2 partitions, 1 graph", version, st)
+		}
+		ctx := t.Context()
+		for i := range 40 {
+			key := fmt.Sprintf("g%d", i)
+			v := vecs[i]
+			ms, err := e.Search(ctx, v, semantic.Filter{Namespace: "v1", Route: "graph"}, 1, 0.99)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 7 {
+				if len(ms) != 0 {
+					t.Errorf("%s: deleted g7 found: %+v", version, ms)
+				}
+				continue
+			}
+			if len(ms) != 1 || ms[0].Key != key || ms[0].Text != "text "+key {
+				t.Errorf("%s: %s: %+v", version, key, ms)
+			}
+		}
+		for i := range 3 {
+			key := fmt.Sprintf("f%d", i)
+			v := vecs[40+i]
+			ms, err := e.Search(ctx, v, semantic.Filter{Namespace: "v1", Route: "flat"}, 1, 0.99)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ms) != 1 || ms[0].Key != key || ms[0].Text != "text "+key {
+				t.Errorf("%s: %s: %+v", version, key, ms)
+			}
+		}
+	}
+	a, err := semantic.NewEmbedded(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(a, "version 1")
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err = os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) < 12 || data[8] != 2 {
+		t.Fatalf("rewritten snapshot is not version 2: % x", data[:min(12, len(data))])
+	}
+	b, err := semantic.NewEmbedded(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(b, "version 2")
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Another M: the graph is rebuilt (in parallel) on load.
+	cfg.M = 6
+	c, err := semantic.NewEmbedded(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	check(c, "version 2 rebuilt with M=6")
 }

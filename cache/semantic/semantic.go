@@ -8,11 +8,12 @@
 // stored answer; the caller reads the answer from the exact tiers and runs
 // its own verification before serving it.
 //
-// Implementations: Embedded, the in-process index (the default: exact
-// search in small partitions, an HNSW graph in large ones, TTL, a capacity
-// bound and a snapshot file), and Qdrant, an adapter to a Qdrant
-// collection over gRPC. Both pass semantictest.RunIndex, the conformance
-// suite, and both implement Purger.
+// Implementations: Embedded, the in-process index (the default: int8
+// vectors, exact search in small partitions, an HNSW graph in large ones,
+// TTL, a capacity bound and a snapshot file), and Qdrant, an adapter to a
+// Qdrant collection over gRPC. Both pass the conformance suite,
+// semantictest.RunIndex (Embedded within its documented score tolerance),
+// and both implement Purger.
 package semantic
 
 import (

@@ -11,12 +11,14 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+	"unsafe"
 )
 
-// Snapshot file format, version 1. All integers little-endian; a string
-// is a uint32 length and its bytes; a vector is Dim float32s.
+// Snapshot file format, version 2. All integers little-endian; a string
+// is a uint32 length and its bytes; a vector is Dim int8s and its scale,
+// a float32 (see putRow: the vector is v ≈ scale·int8s).
 //
-//	header     "ECSEMIDX" | version u32 = 1 | dim u32 | saved-at unix ns i64 | partitions u32
+//	header     "ECSEMIDX" | version u32 = 2 | dim u32 | saved-at unix ns i64 | partitions u32
 //	partition  namespace, route, model, context (4 strings) | kind u8
 //	  kind 0 (exact)  count u32 | count × (meta | vector)
 //	  kind 1 (graph)  M u32 | M0 u32 | slots u32 | entry u32 | max level i32
@@ -25,6 +27,11 @@ import (
 //	meta       key | text | expires-at unix ns i64 (MaxInt64: never) | insertion seq u64
 //	trailer    "ECSEMEND" | CRC-32C u32 of every byte before it
 //
+// Version 1 is version 2 with float32 vectors (Dim float32s each); it is
+// still read (each vector is quantised as it is loaded, and its graph's
+// links are kept) and the next snapshot rewrites the file as version 2,
+// a quarter of the size. Nothing else changed between the versions.
+//
 // Graphs are saved with their links, dead slots included (they route
 // searches), so a restart does not rebuild them. Points expired by load
 // time are dropped (their graph slots become dead). A file that fails any
@@ -32,7 +39,7 @@ import (
 const (
 	snapMagic   = "ECSEMIDX"
 	snapEnd     = "ECSEMEND"
-	snapVersion = 1
+	snapVersion = 2
 	maxSnapStr  = 1 << 24 // 16 MiB: far above any key or prompt we store
 )
 
@@ -120,7 +127,7 @@ func (p *partition) write(w *snapWriter) {
 		w.u32(uint32(len(p.owners)))
 		for i, o := range p.owners {
 			o.en.write(w)
-			w.vec(p.flat[i*p.dim : (i+1)*p.dim])
+			w.row(p.flatRow(i), p.dim)
 		}
 		return
 	}
@@ -141,7 +148,7 @@ func (p *partition) write(w *snapWriter) {
 			w.u8(1)
 			en.write(w)
 		}
-		w.vec(g.vec(s))
+		w.row(g.rowOf(s), g.dim)
 		for l := 0; l <= level; l++ {
 			nb := g.neighbors(s, l)
 			w.u32(uint32(len(nb)))
@@ -153,8 +160,8 @@ func (p *partition) write(w *snapWriter) {
 }
 
 func (en *entry) write(w *snapWriter) {
-	w.str(en.key)
-	w.str(en.text)
+	w.str(en.key())
+	w.str(en.text())
 	w.i64(en.exp)
 	w.u64(en.seq)
 }
@@ -189,27 +196,51 @@ func (w *snapWriter) str(s string) {
 	w.raw([]byte(s))
 }
 
-func (w *snapWriter) vec(v []float32) {
-	var b [4 * 64]byte
-	for len(v) > 0 {
-		n := min(len(v), 64)
-		for i, x := range v[:n] {
-			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
-		}
-		w.raw(b[:4*n])
-		v = v[n:]
-	}
+// row writes a stored vector: its int8s, then its scale.
+func (w *snapWriter) row(row []int8, dim int) {
+	x, s := getRow(row, dim)
+	w.raw(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), len(x)))
+	w.u32(math.Float32bits(s))
 }
 
 // errCorrupt marks every snapshot validation failure.
 var errCorrupt = errors.New("corrupt snapshot")
 
 type snapReader struct {
-	r    *bufio.Reader
-	crc  uint32
-	left int64 // bytes not yet read, to bound allocations
-	buf  [8]byte
-	err  error
+	r       *bufio.Reader
+	crc     uint32
+	left    int64 // bytes not yet read, to bound allocations
+	buf     [8]byte
+	err     error
+	version uint32
+	floats  []float32 // version 1: a vector before quantising
+}
+
+// vecBytes is the size of one vector in the file.
+func (r *snapReader) vecBytes(dim int) int64 {
+	if r.version == 1 {
+		return 4 * int64(dim)
+	}
+	return int64(dim) + 4
+}
+
+// row reads a stored vector into row (see putRow).
+func (r *snapReader) row(row []int8, dim int) {
+	if r.version == 1 {
+		if cap(r.floats) < dim {
+			r.floats = make([]float32, dim)
+		}
+		r.vec(r.floats[:dim])
+		putRow(row, r.floats[:dim], dim)
+		return
+	}
+	x, _ := getRow(row, dim)
+	r.raw(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), len(x)))
+	s := math.Float32frombits(r.u32())
+	if r.err == nil && (s < 0 || math.IsNaN(float64(s)) || math.IsInf(float64(s), 0)) {
+		r.fail("vector scale %v", s)
+	}
+	*(*float32)(unsafe.Pointer(&row[len(row)-4])) = s
 }
 
 func (r *snapReader) fail(format string, args ...any) {
@@ -322,8 +353,9 @@ func (e *Embedded) readSnapshot(r *snapReader) error {
 	if r.err == nil && string(magic[:]) != snapMagic {
 		return fmt.Errorf("%w: not a snapshot file", errCorrupt)
 	}
-	if v := r.u32(); r.err == nil && v != snapVersion {
-		return fmt.Errorf("%w: version %d, want %d", errCorrupt, v, snapVersion)
+	r.version = r.u32()
+	if r.err == nil && r.version != snapVersion && r.version != 1 {
+		return fmt.Errorf("%w: version %d, want 1 or %d", errCorrupt, r.version, snapVersion)
 	}
 	if d := r.u32(); r.err == nil && int(d) != e.cfg.Dim {
 		return fmt.Errorf("snapshot has dimension %d, index has %d", d, e.cfg.Dim)
@@ -367,21 +399,21 @@ func (e *Embedded) readPartition(r *snapReader, now int64) {
 		return
 	}
 	p := &partition{filter: f, dim: e.cfg.Dim}
-	vecBytes := int64(4 * e.cfg.Dim)
+	vecBytes := r.vecBytes(e.cfg.Dim)
 	switch kind {
 	case 0:
 		n := r.count(vecBytes + 24)
+		row := make([]int8, rowBytes(e.cfg.Dim))
 		for range n {
 			en := e.readEntry(r, p)
-			vec := make([]float32, e.cfg.Dim)
-			r.vec(vec)
+			r.row(row, e.cfg.Dim)
 			if r.err != nil {
 				return
 			}
 			if en.exp > now && e.adopt(en) {
 				en.slot = uint32(len(p.owners))
 				p.owners = append(p.owners, ownerOf(en))
-				p.flat = append(p.flat, vec...)
+				p.flat = append(p.flat, row...)
 				p.live++
 			}
 		}
@@ -400,7 +432,7 @@ func (e *Embedded) readPartition(r *snapReader, now int64) {
 
 func (e *Embedded) readGraph(r *snapReader, p *partition, now int64) *hnsw {
 	m, m0 := int(r.u32()), int(r.u32())
-	n := r.count(int64(4*e.cfg.Dim) + 6)
+	n := r.count(r.vecBytes(e.cfg.Dim) + 6)
 	ep := r.u32()
 	maxLevel := int(int32(r.u32()))
 	if r.err != nil {
@@ -430,7 +462,7 @@ func (e *Embedded) readGraph(r *snapReader, p *partition, now int64) *hnsw {
 			return nil
 		}
 		g.newSlot(level)
-		r.vec(g.vec(s))
+		r.row(g.rowOf(s), g.dim)
 		for l := 0; l <= level; l++ {
 			cnt := int(r.u32())
 			if r.err != nil {
@@ -484,27 +516,26 @@ func (e *Embedded) readGraph(r *snapReader, p *partition, now int64) *hnsw {
 }
 
 func (e *Embedded) readEntry(r *snapReader, p *partition) *entry {
-	en := &entry{part: p, state: stateLinked}
-	en.key = r.str()
-	en.text = r.str()
-	en.exp = r.i64()
-	en.seq = r.u64()
+	key := r.str()
+	text := r.str()
+	en := newEntry(key, text, p, r.i64(), r.u64())
+	en.state = stateLinked
 	return en
 }
 
 // adopt registers a loaded entry. A key seen twice (it moved between
 // partitions while the snapshot was written) keeps its latest insert.
 func (e *Embedded) adopt(en *entry) bool {
-	if en.key == "" {
+	if en.klen == 0 {
 		return false
 	}
-	if old := e.byKey[en.key]; old != nil {
+	if old := e.byKey[en.key()]; old != nil {
 		if old.seq >= en.seq {
 			return false
 		}
 		old.state = stateRemoved // finishLoad drops it from its partition
 	}
-	e.byKey[en.key] = en
+	e.byKey[en.key()] = en
 	e.seq = max(e.seq, en.seq)
 	return true
 }
@@ -528,7 +559,7 @@ func (e *Embedded) finishLoad() {
 				if o.en != nil {
 					o.en.slot = uint32(len(owners))
 					owners = append(owners, o)
-					flat = append(flat, p.flat[i*p.dim:(i+1)*p.dim]...)
+					flat = append(flat, p.flatRow(i)...)
 				}
 			}
 			clear(p.owners[len(owners):])
@@ -543,6 +574,14 @@ func (e *Embedded) finishLoad() {
 			p.toFlat()
 		case p.g == nil && p.live >= e.cfg.ExactBelow:
 			p.toGraph(e)
+		case p.g != nil && (p.g.m != e.cfg.M || len(p.g.free) > p.live):
+			// Saved with another M, or mostly tombstones (a graph over
+			// rebuildMax keeps them while running): relink the live
+			// points, in parallel, before serving.
+			start, m, dead := time.Now(), p.g.m, len(p.g.free)
+			p.rebuild(e)
+			e.log.Info("semantic: graph rebuilt on load", "points", p.live, "saved M", m, "M", e.cfg.M,
+				"dead slots", dead, "took", time.Since(start).Round(time.Millisecond))
 		}
 		for _, o := range p.owners {
 			if o.en != nil {

@@ -43,6 +43,11 @@ func FuzzSnapshotLoad(f *testing.F) {
 	}
 	f.Add(data)
 	f.Add(data[:len(data)/2])
+	if v1, err := os.ReadFile(filepath.Join("testdata", "v1.snap")); err == nil {
+		f.Add(v1) // the float32 format, still read
+	} else {
+		f.Fatal(err)
+	}
 
 	table := crc32.MakeTable(crc32.Castagnoli)
 	f.Fuzz(func(t *testing.T, data []byte) {

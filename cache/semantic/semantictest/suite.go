@@ -31,10 +31,28 @@ const Dim = 32
 // asynchronously must be configured to wait for them when run here.
 func RunIndex(t *testing.T, newIndex func(t *testing.T) semantic.Index) {
 	t.Helper()
+	RunIndexWith(t, Options{}, newIndex)
+}
+
+// Options adapts RunIndexWith to an index's documented precision.
+type Options struct {
+	// ScoreTolerance is how far a returned score, and each component of a
+	// returned vector, may be from the exact value: an index that stores
+	// vectors quantised documents its own. If zero, 1e-4.
+	ScoreTolerance float64
+}
+
+// RunIndexWith is RunIndex with options.
+func RunIndexWith(t *testing.T, o Options, newIndex func(t *testing.T) semantic.Index) {
+	t.Helper()
+	s := suite{tol: o.ScoreTolerance}
+	if s.tol == 0 {
+		s.tol = 1e-4
+	}
 	nonce := rand.Text()[:10]
 	tests := []struct {
 		name string
-		run  func(t *testing.T, ix semantic.Index, f semantic.Filter)
+		run  func(t *testing.T, ix semantic.Index, f semantic.Filter, s suite)
 	}{
 		{"RoundTrip", testRoundTrip},
 		{"FilterIsolation", testFilterIsolation},
@@ -56,7 +74,7 @@ func RunIndex(t *testing.T, newIndex func(t *testing.T) semantic.Index) {
 				Model:     "model-a",
 				Context:   "ctx-" + nonce,
 			}
-			tc.run(t, ix, f)
+			tc.run(t, ix, f, s)
 		})
 	}
 }
@@ -129,9 +147,14 @@ func keys(ms []semantic.Match) []string {
 	return out
 }
 
-func near(a, b float32) bool { return math.Abs(float64(a-b)) < 1e-4 }
+// suite is what the subtests share besides the index.
+type suite struct {
+	tol float64 // Options.ScoreTolerance
+}
 
-func testRoundTrip(t *testing.T, ix semantic.Index, f semantic.Filter) {
+func (s suite) near(a, b float32) bool { return math.Abs(float64(a-b)) < s.tol }
+
+func testRoundTrip(t *testing.T, ix semantic.Index, f semantic.Filter, s suite) {
 	want := point("k1", Blend(0.6, Axis(0), Axis(1)), f, time.Hour)
 	upsert(t, ix, want)
 	ms := search(t, ix, want.Vector, f, 5, 0.5)
@@ -143,7 +166,7 @@ func testRoundTrip(t *testing.T, ix semantic.Index, f semantic.Filter) {
 		t.Errorf("match = {Key %q, Text %q, Filter %+v}, want {%q, %q, %+v}",
 			got.Key, got.Text, got.Filter, want.Key, want.Text, want.Filter)
 	}
-	if !near(got.Score, 1) {
+	if !s.near(got.Score, 1) {
 		t.Errorf("score = %v, want 1", got.Score)
 	}
 	if d := got.ExpiresAt.Sub(want.ExpiresAt); d < -time.Millisecond || d > time.Millisecond {
@@ -154,21 +177,21 @@ func testRoundTrip(t *testing.T, ix semantic.Index, f semantic.Filter) {
 			t.Fatalf("returned vector has %d dimensions", len(got.Vector))
 		}
 		for i := range got.Vector {
-			if !near(got.Vector[i], want.Vector[i]) {
+			if !s.near(got.Vector[i], want.Vector[i]) {
 				t.Fatalf("returned vector[%d] = %v, want %v", i, got.Vector[i], want.Vector[i])
 			}
 		}
 	}
 	// A query at a known angle scores its cosine.
 	ms = search(t, ix, Axis(0), f, 5, 0)
-	if len(ms) != 1 || !near(ms[0].Score, 0.6) {
+	if len(ms) != 1 || !s.near(ms[0].Score, 0.6) {
 		t.Fatalf("Search(axis 0) = %v, want k1 scoring 0.6", ms)
 	}
 }
 
 // testFilterIsolation stores the same vector under filters that differ from
 // f in exactly one field: a search sees only its own filter's point.
-func testFilterIsolation(t *testing.T, ix semantic.Index, f semantic.Filter) {
+func testFilterIsolation(t *testing.T, ix semantic.Index, f semantic.Filter, s suite) {
 	v := Axis(3)
 	variants := map[string]semantic.Filter{"same": f}
 	g := f
@@ -197,7 +220,7 @@ func testFilterIsolation(t *testing.T, ix semantic.Index, f semantic.Filter) {
 	}
 }
 
-func testMinScore(t *testing.T, ix semantic.Index, f semantic.Filter) {
+func testMinScore(t *testing.T, ix semantic.Index, f semantic.Filter, s suite) {
 	q := Axis(0)
 	for i, cos := range []float64{0.95, 0.8, 0.5, -0.3} {
 		upsert(t, ix, point(fmt.Sprintf("s%d", i), Blend(cos, q, Axis(i+1)), f, time.Hour))
@@ -225,7 +248,7 @@ func testMinScore(t *testing.T, ix semantic.Index, f semantic.Filter) {
 	}
 }
 
-func testLimitAndOrder(t *testing.T, ix semantic.Index, f semantic.Filter) {
+func testLimitAndOrder(t *testing.T, ix semantic.Index, f semantic.Filter, s suite) {
 	q := Axis(0)
 	const n = 10
 	var all []string
@@ -252,14 +275,14 @@ func testLimitAndOrder(t *testing.T, ix semantic.Index, f semantic.Filter) {
 	}
 }
 
-func testReplaceByKey(t *testing.T, ix semantic.Index, f semantic.Filter) {
+func testReplaceByKey(t *testing.T, ix semantic.Index, f semantic.Filter, s suite) {
 	v1, v2 := Axis(0), Blend(0.7, Axis(0), Axis(1))
 	upsert(t, ix, point("r", v1, f, time.Hour))
 	p := point("r", v2, f, time.Hour)
 	p.Text = "replaced"
 	upsert(t, ix, p)
 	ms := search(t, ix, v1, f, 10, -1)
-	if len(ms) != 1 || ms[0].Text != "replaced" || !near(ms[0].Score, 0.7) {
+	if len(ms) != 1 || ms[0].Text != "replaced" || !s.near(ms[0].Score, 0.7) {
 		t.Fatalf("after replace: %+v, want one match r with the new text scoring 0.7", ms)
 	}
 
@@ -271,12 +294,12 @@ func testReplaceByKey(t *testing.T, ix semantic.Index, f semantic.Filter) {
 	if ms := search(t, ix, v1, f, 10, -1); len(ms) != 0 {
 		t.Errorf("old filter still finds %v after the key moved", keys(ms))
 	}
-	if ms := search(t, ix, v1, g, 10, -1); len(ms) != 1 || ms[0].Key != "r" || !near(ms[0].Score, 1) {
+	if ms := search(t, ix, v1, g, 10, -1); len(ms) != 1 || ms[0].Key != "r" || !s.near(ms[0].Score, 1) {
 		t.Errorf("new filter finds %+v, want r scoring 1", ms)
 	}
 }
 
-func testDelete(t *testing.T, ix semantic.Index, f semantic.Filter) {
+func testDelete(t *testing.T, ix semantic.Index, f semantic.Filter, s suite) {
 	upsert(t, ix, point("d1", Axis(0), f, time.Hour))
 	upsert(t, ix, point("d2", Axis(1), f, time.Hour))
 	if err := ix.Delete(t.Context(), "d1"); err != nil {
@@ -292,7 +315,7 @@ func testDelete(t *testing.T, ix semantic.Index, f semantic.Filter) {
 	}
 }
 
-func testExpiry(t *testing.T, ix semantic.Index, f semantic.Filter) {
+func testExpiry(t *testing.T, ix semantic.Index, f semantic.Filter, s suite) {
 	v := Axis(2)
 	gone := point("expired", v, f, -time.Second)
 	upsert(t, ix, gone)
@@ -318,7 +341,7 @@ func testExpiry(t *testing.T, ix semantic.Index, f semantic.Filter) {
 	}
 }
 
-func testWrongDimension(t *testing.T, ix semantic.Index, f semantic.Filter) {
+func testWrongDimension(t *testing.T, ix semantic.Index, f semantic.Filter, s suite) {
 	p := point("w", make([]float32, Dim+1), f, time.Hour)
 	p.Vector[0] = 1
 	if err := ix.Upsert(t.Context(), p); err == nil {
@@ -332,7 +355,7 @@ func testWrongDimension(t *testing.T, ix semantic.Index, f semantic.Filter) {
 // testManyPoints fills one filter past the size where indexes switch from
 // exhaustive search to a graph, then checks every sampled stored vector
 // finds itself first.
-func testManyPoints(t *testing.T, ix semantic.Index, f semantic.Filter) {
+func testManyPoints(t *testing.T, ix semantic.Index, f semantic.Filter, s suite) {
 	const n = 600
 	r := mrand.New(mrand.NewPCG(3, 4))
 	vs := make([][]float32, n)
@@ -363,7 +386,7 @@ func testManyPoints(t *testing.T, ix semantic.Index, f semantic.Filter) {
 	}
 }
 
-func testConcurrent(t *testing.T, ix semantic.Index, f semantic.Filter) {
+func testConcurrent(t *testing.T, ix semantic.Index, f semantic.Filter, s suite) {
 	const writers, perWriter = 4, 40
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*writers*perWriter)
