@@ -56,7 +56,7 @@ llmsim as the reference. Reports streams completed intact / N, edgecache RSS per
 open stream above its idle baseline, edgecache CPU per 1,000 relayed events and
 TTFT p50/p99 through edgecache, direct and added, the share admitted (status 200)
 and the adaptive concurrency limit every 250 ms (/admin/upstreams). --open-admission
-runs edgecache with large concurrency limits; without it, with the default
+runs edgecache with large concurrency limits and max_in_flight; without it, with the default
 configuration. --degrade-after D raises llmsim's TTFT to --degrade-ttft D after the
 burst through edgecache started and sends a second wave of --degrade-n streams over
 --degrade-ramp, so that the limit's clamp shows in its timeline. Then the same
@@ -134,6 +134,9 @@ func streamsConfigYAML(c streamsConfig, upstream string) string {
 		limit := 2 * c.n
 		b.WriteString("admission:\n")
 		fmt.Fprintf(&b, "  concurrency: {initial: %d, min: %d, max: %d}\n", limit, limit, limit)
+		// Self-protection sheds the free lane at 90 % of max_in_flight
+		// (default 4,096): open it as far.
+		fmt.Fprintf(&b, "  max_in_flight: %d\n", limit)
 	}
 	return b.String()
 }

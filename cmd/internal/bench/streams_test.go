@@ -168,7 +168,7 @@ func TestStreamsConfigYAML(t *testing.T) {
 		t.Errorf("default config sets admission:\n%s", def)
 	}
 	open := streamsConfigYAML(streamsConfig{n: 100, open: true}, "http://127.0.0.1:1")
-	if !strings.Contains(open, "concurrency: {initial: 200, min: 200, max: 200}") {
+	if !strings.Contains(open, "concurrency: {initial: 200, min: 200, max: 200}") || !strings.Contains(open, "max_in_flight: 200") {
 		t.Errorf("open admission config:\n%s", open)
 	}
 }
