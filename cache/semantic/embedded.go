@@ -317,15 +317,33 @@ func (e *Embedded) Upsert(ctx context.Context, p Point) error {
 		e.mu.Unlock()
 		return errClosed
 	}
-	var victims []*entry
+	en, victims := e.admitLocked(p, exp, now, nil)
+	if en == nil {
+		e.mu.Unlock()
+		e.release(victims)
+		return nil
+	}
+	part := en.part
+	e.mu.Unlock()
+
+	e.release(victims)
+	part.insert(e, en, p.Vector)
+	e.upserts.Add(1)
+	return nil
+}
+
+// admitLocked makes the entry of p, which Upsert and UpsertBatch then
+// link: it detaches a point with the same key, evicts the soonest to
+// expire while the index is full, and files the entry in its partition.
+// An already expired p gets no entry (nil). Victims are appended to
+// victims for release after the lock. e.mu is held.
+func (e *Embedded) admitLocked(p Point, exp, now int64, victims []*entry) (*entry, []*entry) {
 	if old := e.byKey[p.Key]; old != nil {
 		e.detachLocked(old)
 		victims = append(victims, old)
 	}
 	if exp <= now {
-		e.mu.Unlock()
-		e.release(victims)
-		return nil
+		return nil, victims
 	}
 	for len(e.byKey) >= e.cfg.MaxPoints {
 		v := e.expiry[0]
@@ -347,12 +365,7 @@ func (e *Embedded) Upsert(ctx context.Context, p Point) error {
 	part.members++
 	e.byKey[en.key()] = en
 	e.expiry.push(en)
-	e.mu.Unlock()
-
-	e.release(victims)
-	part.insert(e, en, p.Vector)
-	e.upserts.Add(1)
-	return nil
+	return en, victims
 }
 
 // UpsertBatch adds the points as Upsert would, one after another (a later
@@ -405,34 +418,11 @@ func (e *Embedded) upsertRound(ps []Point) error {
 	var order []*partition
 	added := 0
 	for _, p := range ps {
-		exp := expNanos(p.ExpiresAt)
-		if old := e.byKey[p.Key]; old != nil {
-			e.detachLocked(old)
-			victims = append(victims, old)
-		}
-		if exp <= now {
+		var en *entry
+		if en, victims = e.admitLocked(p, expNanos(p.ExpiresAt), now, victims); en == nil {
 			continue
 		}
-		for len(e.byKey) >= e.cfg.MaxPoints {
-			v := e.expiry[0]
-			e.detachLocked(v)
-			victims = append(victims, v)
-			if v.exp <= now {
-				e.expired.Add(1)
-			} else {
-				e.evictions.Add(1)
-			}
-		}
-		part := e.parts[p.Filter]
-		if part == nil {
-			part = &partition{filter: p.Filter, dim: e.cfg.Dim}
-			e.parts[p.Filter] = part
-		}
-		e.seq++
-		en := newEntry(p.Key, p.Text, part, exp, e.seq)
-		part.members++
-		e.byKey[en.key()] = en
-		e.expiry.push(en)
+		part := en.part
 		gr := groups[part]
 		if gr == nil {
 			gr = &group{}
