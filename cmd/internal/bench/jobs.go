@@ -65,11 +65,7 @@ func parseJobsFlags(args []string, stderr io.Writer) (jobsConfig, error) {
 	var c jobsConfig
 	fs := flag.NewFlagSet("edgebench jobs", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	defBin := ""
-	if exe, err := os.Executable(); err == nil {
-		defBin = filepath.Dir(exe)
-	}
-	fs.StringVar(&c.bin, "bin", defBin, "directory with prebuilt edgecache and llmsim binaries")
+	fs.StringVar(&c.bin, "bin", defaultBinDir(), "directory with prebuilt edgecache and llmsim binaries")
 	fs.StringVar(&c.jsonPath, "json", "", "also write the results as JSON to this file")
 	fs.IntVar(&c.m, "m", 200, "clients per phase (M background jobs, then M plain clients)")
 	fs.IntVar(&c.concurrency, "concurrency", 8, "llmsim --max-concurrency C")
@@ -140,17 +136,10 @@ func jobsMain(ctx context.Context, command string, args []string, stdout, stderr
 		return err
 	}
 	cfg.command = command
-	if err := checkTools(cfg.bin, false); err != nil {
-		return err
-	}
-	if cfg.bin, err = filepath.Abs(cfg.bin); err != nil {
-		return err
-	}
-	r, err := newRunner("edgebench-jobs-", stderr)
+	r, err := newBinRunner("edgebench-jobs-", cfg.bin, false, stderr)
 	if err != nil {
 		return err
 	}
-	r.cfg.bin = cfg.bin
 	if _, err := runScenario(ctx, r, stdout, stderr, "logs and config", cfg.jsonPath,
 		func(ctx context.Context) (JobsReport, error) { return r.jobs(ctx, cfg) }, WriteJobsMarkdown); err != nil {
 		return err

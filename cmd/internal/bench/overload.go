@@ -108,11 +108,7 @@ func parseOverloadFlags(args []string, stderr io.Writer) (overloadConfig, error)
 	var c overloadConfig
 	fs := flag.NewFlagSet("edgebench overload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	defBin := ""
-	if exe, err := os.Executable(); err == nil {
-		defBin = filepath.Dir(exe)
-	}
-	fs.StringVar(&c.bin, "bin", defBin, "directory with prebuilt edgecache, llmsim and edgebench binaries")
+	fs.StringVar(&c.bin, "bin", defaultBinDir(), "directory with prebuilt edgecache, llmsim and edgebench binaries")
 	fs.StringVar(&c.jsonPath, "json", "", "also write the results as JSON to this file")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measured time of each phase (unloaded, overload)")
 	fs.DurationVar(&c.warmup, "warmup", 2*time.Second, "paid-only warm-up before the unloaded phase (0 = none)")
@@ -219,17 +215,10 @@ func overloadMain(ctx context.Context, command string, args []string, stdout, st
 		return err
 	}
 	cfg.command = command
-	if err := checkTools(cfg.bin, false); err != nil {
-		return err
-	}
-	if cfg.bin, err = filepath.Abs(cfg.bin); err != nil {
-		return err
-	}
-	r, err := newRunner("edgebench-overload-", stderr)
+	r, err := newBinRunner("edgebench-overload-", cfg.bin, false, stderr)
 	if err != nil {
 		return err
 	}
-	r.cfg.bin = cfg.bin
 	rep, err := runScenario(ctx, r, stdout, stderr, "logs, config and load spec", cfg.jsonPath,
 		func(ctx context.Context) (OverloadReport, error) { return r.overload(ctx, cfg) }, WriteOverloadMarkdown)
 	if err != nil {

@@ -42,11 +42,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measured time per row (whole seconds)")
 	fs.DurationVar(&c.warmup, "warmup", 2*time.Second, "warm-up run before each measured row (whole seconds; 0 = none)")
 	conns := fs.String("conns", "32,128", "comma-separated wrk connection counts")
-	defBin := ""
-	if exe, err := os.Executable(); err == nil {
-		defBin = filepath.Dir(exe)
-	}
-	fs.StringVar(&c.bin, "bin", defBin, "directory with prebuilt edgecache, llmsim and edgebench binaries")
+	fs.StringVar(&c.bin, "bin", defaultBinDir(), "directory with prebuilt edgecache, llmsim and edgebench binaries")
 	fs.StringVar(&c.jsonPath, "json", "", "also write the results as JSON to this file")
 	fs.IntVar(&c.bestOf, "best-of", 1, "measure each row this many times and keep the run with the most req/s (a shared machine's\nneighbours only ever slow a run down)")
 	fs.Usage = func() {
@@ -148,16 +144,11 @@ func runMain(ctx context.Context, command string, args []string, stdout, stderr 
 		return err
 	}
 	cfg.command = command
-	if err := checkPrereqs(cfg.bin); err != nil {
-		return err
-	}
-	if cfg.bin, err = filepath.Abs(cfg.bin); err != nil {
-		return err
-	}
-	r, err := newRunner("edgebench-", stderr)
+	r, err := newBinRunner("edgebench-", cfg.bin, true, stderr)
 	if err != nil {
 		return err
 	}
+	cfg.bin = r.cfg.bin
 	r.cfg = cfg
 	if _, err := runScenario(ctx, r, stdout, stderr, "logs and wrk output", cfg.jsonPath, r.run, WriteMarkdown); err != nil {
 		return err

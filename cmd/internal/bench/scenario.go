@@ -7,8 +7,37 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 )
+
+// defaultBinDir is where --bin points unless set: the directory of the
+// running edgebench, beside which make build puts the other binaries.
+func defaultBinDir() string {
+	if exe, err := os.Executable(); err == nil {
+		return filepath.Dir(exe)
+	}
+	return ""
+}
+
+// newBinRunner is newRunner for a command that starts the binaries in bin:
+// it checks them and the tools (wrk too when needWrk) first and sets the
+// runner's bin, made absolute.
+func newBinRunner(prefix, bin string, needWrk bool, stderr io.Writer) (*runner, error) {
+	if err := checkTools(bin, needWrk); err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(bin)
+	if err != nil {
+		return nil, err
+	}
+	r, err := newRunner(prefix, stderr)
+	if err != nil {
+		return nil, err
+	}
+	r.cfg.bin = abs
+	return r, nil
+}
 
 // newRunner makes a runner with its scratch directory (logs, configs,
 // scripts) for one edgebench command.

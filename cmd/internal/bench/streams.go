@@ -73,11 +73,7 @@ func parseStreamsFlags(args []string, stderr io.Writer) (streamsConfig, error) {
 	var c streamsConfig
 	fs := flag.NewFlagSet("edgebench streams", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	defBin := ""
-	if exe, err := os.Executable(); err == nil {
-		defBin = filepath.Dir(exe)
-	}
-	fs.StringVar(&c.bin, "bin", defBin, "directory with prebuilt edgecache, llmsim and edgebench binaries")
+	fs.StringVar(&c.bin, "bin", defaultBinDir(), "directory with prebuilt edgecache, llmsim and edgebench binaries")
 	fs.StringVar(&c.jsonPath, "json", "", "also write the results as JSON to this file")
 	fs.IntVar(&c.n, "n", 2000, "concurrent streams (at most 10,000)")
 	fs.Float64Var(&c.tps, "tps", 20, "llmsim --tps: tokens per second of each stream")
@@ -345,18 +341,11 @@ func streamsMain(ctx context.Context, command string, args []string, stdout, std
 		return err
 	}
 	cfg.command = command
-	if err := checkTools(cfg.bin, false); err != nil {
-		return err
-	}
-	if cfg.bin, err = filepath.Abs(cfg.bin); err != nil {
-		return err
-	}
 	raiseNofile(uint64(8*cfg.n + 4096))
-	r, err := newRunner("edgebench-streams-", stderr)
+	r, err := newBinRunner("edgebench-streams-", cfg.bin, false, stderr)
 	if err != nil {
 		return err
 	}
-	r.cfg.bin = cfg.bin
 	if _, err := runScenario(ctx, r, stdout, stderr, "logs and config", cfg.jsonPath,
 		func(ctx context.Context) (StreamsReport, error) { return r.streams(ctx, cfg) }, WriteStreamsMarkdown); err != nil {
 		return err
