@@ -85,28 +85,6 @@ type adminAPI struct {
 	log   *slog.Logger // nil → discard
 }
 
-type poolView struct {
-	Name        string             `json:"name"`
-	Balance     string             `json:"balance"`
-	HealthCheck *healthView        `json:"health_check,omitempty"`
-	Targets     []targetStatusView `json:"targets"`
-}
-
-// targetStatusView is a pool target's state with who last changed it at
-// run time (the audit trail has every change).
-type targetStatusView struct {
-	pipeline.TargetStatus
-	UpdatedAt time.Time `json:"updated_at,omitzero"`
-	UpdatedBy string    `json:"updated_by,omitempty"`
-}
-
-type healthView struct {
-	Path      string  `json:"path"`
-	Interval  float64 `json:"interval_s"`
-	Unhealthy int     `json:"unhealthy"`
-	Healthy   int     `json:"healthy"`
-}
-
 type upstreamView struct {
 	Target          string                `json:"target"`
 	Breaker         degrade.BreakerStatus `json:"breaker"`
@@ -131,14 +109,14 @@ func (a *adminAPI) Upstreams() any {
 	res := map[string]any{"upstreams": out}
 	if a.pools != nil {
 		now := time.Now()
-		var pv []poolView
+		var pv []pipeline.PoolStatus
 		for _, pl := range a.pools() {
-			v := poolView{Name: pl.Name, Balance: pl.Balance, Targets: []targetStatusView{}}
+			v := pipeline.PoolStatus{Name: pl.Name, Balance: pl.Balance, Targets: []pipeline.PoolTargetStatus{}}
 			if h := pl.Health; h.Interval > 0 {
-				v.HealthCheck = &healthView{Path: h.Path, Interval: h.Interval.Seconds(), Unhealthy: h.Unhealthy, Healthy: h.Healthy}
+				v.HealthCheck = &pipeline.HealthCheckStatus{Path: h.Path, Interval: h.Interval.Seconds(), Unhealthy: h.Unhealthy, Healthy: h.Healthy}
 			}
 			for _, t := range pl.Targets {
-				tv := targetStatusView{TargetStatus: t.Status(now)}
+				tv := pipeline.PoolTargetStatus{TargetStatus: t.Status(now)}
 				if a.policies != nil {
 					if rt, err := a.policies.Target(pl.Name, t.Name); err == nil {
 						tv.UpdatedAt, tv.UpdatedBy = rt.UpdatedAt, rt.UpdatedBy

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/edgecache/edgecache/cmd/internal/pipeline"
 )
 
 // upstreamsCmd is `edgecache upstreams list | drain POOL/TARGET | undrain
@@ -93,26 +95,7 @@ func (c *adminClient) setTarget(ctx context.Context, target, body string, out *j
 // load, latency estimate and breaker.
 func printPools(w io.Writer, raw json.RawMessage) error {
 	var res struct {
-		Pools []struct {
-			Name, Balance string
-			HealthCheck   *struct {
-				Path     string  `json:"path"`
-				Interval float64 `json:"interval_s"`
-			} `json:"health_check"`
-			Targets []struct {
-				Name           string  `json:"name"`
-				Weight         int     `json:"weight"`
-				RuntimeWeight  int     `json:"runtime_weight"`
-				Effective      float64 `json:"effective_weight"`
-				Drained        bool    `json:"drained"`
-				Healthy        bool    `json:"healthy"`
-				InFlight       int64   `json:"in_flight"`
-				MaxConcurrency int     `json:"max_concurrency"`
-				LatencyMS      float64 `json:"latency_ewma_ms"`
-				Breaker        string  `json:"breaker"`
-				UpdatedBy      string  `json:"updated_by"`
-			} `json:"targets"`
-		} `json:"pools"`
+		Pools []pipeline.PoolStatus `json:"pools"`
 	}
 	if err := json.Unmarshal(raw, &res); err != nil {
 		return err

@@ -167,6 +167,31 @@ type TargetStatus struct {
 	Breaker        string  `json:"breaker"`
 }
 
+// PoolStatus is a pool's state in /admin/upstreams: the admin API writes
+// it, the CLI and the review page read it.
+type PoolStatus struct {
+	Name        string             `json:"name"`
+	Balance     string             `json:"balance"`
+	HealthCheck *HealthCheckStatus `json:"health_check,omitempty"`
+	Targets     []PoolTargetStatus `json:"targets"`
+}
+
+// PoolTargetStatus is a pool target's state with who last changed it at
+// run time (the audit trail has every change).
+type PoolTargetStatus struct {
+	TargetStatus
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+	UpdatedBy string    `json:"updated_by,omitempty"`
+}
+
+// HealthCheckStatus is a pool's active health check (nil: none).
+type HealthCheckStatus struct {
+	Path      string  `json:"path"`
+	Interval  float64 `json:"interval_s"`
+	Unhealthy int     `json:"unhealthy"`
+	Healthy   int     `json:"healthy"`
+}
+
 // Status is t's state at now.
 func (t *Target) Status(now time.Time) TargetStatus {
 	return TargetStatus{Name: t.Name, Weight: max(t.Weight, 1), RuntimeWeight: int(t.st.weightRT.Load()), Effective: t.weight(now),

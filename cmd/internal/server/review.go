@@ -373,26 +373,7 @@ func addSaved(a, r savedRow) savedRow {
 
 // poolRow is one upstream pool of /admin/upstreams, for the Pools section.
 type poolRow struct {
-	Name        string `json:"name"`
-	Balance     string `json:"balance"`
-	HealthCheck *struct {
-		Path     string  `json:"path"`
-		Interval float64 `json:"interval_s"`
-	} `json:"health_check"`
-	Targets []struct {
-		Name           string    `json:"name"`
-		Weight         int       `json:"weight"`
-		RuntimeWeight  int       `json:"runtime_weight"`
-		Effective      float64   `json:"effective_weight"`
-		Drained        bool      `json:"drained"`
-		Healthy        bool      `json:"healthy"`
-		InFlight       int64     `json:"in_flight"`
-		MaxConcurrency int       `json:"max_concurrency"`
-		LatencyMS      float64   `json:"latency_ewma_ms"`
-		Breaker        string    `json:"breaker"`
-		UpdatedAt      time.Time `json:"updated_at"`
-		UpdatedBy      string    `json:"updated_by"`
-	} `json:"targets"`
+	pipeline.PoolStatus
 	// ReadOnly: the AdminAPI cannot change targets (no forms).
 	ReadOnly bool `json:"-"`
 }
