@@ -168,32 +168,53 @@ func degradations(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	return nil
 }
 
+// adminCommand is a parsed admin command with subcommands (edgecache
+// routes, edgecache upstreams): the admin client from its flags, --json,
+// the subcommand and its arguments, and its usage for bad arguments.
+type adminCommand struct {
+	c      *adminClient
+	asJSON bool
+	rest   []string
+	usage  func()
+}
+
+// parseAdminCommand parses such a command's flags. It returns nil and no
+// error when -h was asked (the usage is printed); an empty command line
+// prints the usage and is an error.
+func parseAdminCommand(name, usage string, args []string, stderr io.Writer) (*adminCommand, error) {
+	fs := flag.NewFlagSet("edgecache "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	ac := &adminCommand{c: adminFlags(fs)}
+	fs.BoolVar(&ac.asJSON, "json", false, "print JSON")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, usage)
+		fs.PrintDefaults()
+	}
+	ac.usage = fs.Usage
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if ac.rest = fs.Args(); len(ac.rest) == 0 {
+		fs.Usage()
+		return nil, errors.New(name + ": a subcommand is required")
+	}
+	return ac, nil
+}
+
 // routesCmd is `edgecache routes list|show NAME|set NAME field=value…|
 // reset NAME|purge NAME|audit [NAME]`, mirroring the admin API.
 func routesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("edgecache routes", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	c := adminFlags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `Usage: edgecache routes [flags] list | show NAME | set NAME field=value... | reset NAME | purge NAME | purge-disagreements NAME | audit [NAME]
+	ac, err := parseAdminCommand("routes", `Usage: edgecache routes [flags] list | show NAME | set NAME field=value... | reset NAME | purge NAME | purge-disagreements NAME | audit [NAME]
   fields: mode=off|exact|semantic ttl=10m stale_if_error=1h threshold=0.9 floor=0.85 degraded_floor=0.8 templates=true|false
-  a field set to "default" returns to the configured value`)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+  a field set to "default" returns to the configured value`, args, stderr)
+	if ac == nil || err != nil {
 		return err
 	}
-	rest := fs.Args()
-	if len(rest) == 0 {
-		fs.Usage()
-		return errors.New("routes: a subcommand is required")
-	}
+	c, asJSON, rest := ac.c, ac.asJSON, ac.rest
 	var raw json.RawMessage
-	var err error
 	switch cmd := rest[0]; {
 	case cmd == "list":
 		err = c.do(ctx, http.MethodGet, "/admin/routes", nil, nil, &raw)
@@ -223,13 +244,13 @@ func routesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		err = c.do(ctx, http.MethodGet, "/admin/routes/audit", q, nil, &raw)
 	default:
-		fs.Usage()
+		ac.usage()
 		return fmt.Errorf("routes: bad arguments %q", rest)
 	}
 	if err != nil {
 		return err
 	}
-	if *asJSON || rest[0] == "audit" {
+	if asJSON || rest[0] == "audit" {
 		_, err := fmt.Fprintln(stdout, string(raw))
 		return err
 	}

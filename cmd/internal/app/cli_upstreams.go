@@ -3,8 +3,6 @@ package app
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,35 +18,20 @@ import (
 // POOL/TARGET | weight POOL/TARGET N|default | audit [POOL/TARGET]`,
 // mirroring /admin/upstreams and its run-time changes.
 func upstreamsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("edgecache upstreams", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	c := adminFlags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `Usage: edgecache upstreams [flags] list | drain POOL/TARGET | undrain POOL/TARGET | weight POOL/TARGET N|default | audit [POOL/TARGET]
+	ac, err := parseAdminCommand("upstreams", `Usage: edgecache upstreams [flags] list | drain POOL/TARGET | undrain POOL/TARGET | weight POOL/TARGET N|default | audit [POOL/TARGET]
   drain: the target gets no new requests (those in flight finish), on every replica of the region
-  weight: its share in the pool instead of the configured weight; "default" returns to the configured one`)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+  weight: its share in the pool instead of the configured weight; "default" returns to the configured one`, args, stderr)
+	if ac == nil || err != nil {
 		return err
 	}
-	rest := fs.Args()
-	if len(rest) == 0 {
-		fs.Usage()
-		return errors.New("upstreams: a subcommand is required")
-	}
+	c, asJSON, rest := ac.c, ac.asJSON, ac.rest
 	var raw json.RawMessage
-	var err error
 	switch cmd := rest[0]; {
 	case cmd == "list" && len(rest) == 1:
 		if err := c.do(ctx, http.MethodGet, "/admin/upstreams", nil, nil, &raw); err != nil {
 			return err
 		}
-		if *asJSON {
+		if asJSON {
 			_, err := fmt.Fprintln(stdout, string(raw))
 			return err
 		}
@@ -72,7 +55,7 @@ func upstreamsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		err = c.do(ctx, http.MethodGet, "/admin/upstreams/audit", q, nil, &raw)
 	default:
-		fs.Usage()
+		ac.usage()
 		return fmt.Errorf("upstreams: bad arguments %q", rest)
 	}
 	if err != nil {
