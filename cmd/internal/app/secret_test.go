@@ -202,12 +202,36 @@ func TestTenantSecretAdoptedWhenRedisReturns(t *testing.T) {
 		_, b := ready(lateAdmin)
 		return a == "up" && b == "up"
 	})
+	// Writes to L2 are queued, so the late replica is asked only once the
+	// entry is in Redis: asked earlier, it would miss, store the answer in its
+	// own L1 and never look at L2 for that prompt again.
+	raw := rawRedis(t, r.Addr())
+	cacheKeys := func() map[string]bool {
+		keys, err := raw.Keys(t.Context(), "edgecache:v1:*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		set := make(map[string]bool, len(keys))
+		for _, k := range keys {
+			set[k] = true
+		}
+		return set
+	}
+	before := cacheKeys()
 	if cs := ask(up, "stored by the first replica"); !strings.Contains(cs, "stored") {
 		t.Fatalf("first replica: Cache-Status %q, want a stored miss", cs)
 	}
-	waitFor(t, "an L2 hit at the late replica", func() bool {
-		return strings.HasPrefix(ask(late, "stored by the first replica"), "edgecache; hit; detail=l2")
+	waitFor(t, "the first replica's answer in Redis", func() bool {
+		for k := range cacheKeys() {
+			if !before[k] {
+				return true
+			}
+		}
+		return false
 	})
+	if cs := ask(late, "stored by the first replica"); !strings.HasPrefix(cs, "edgecache; hit; detail=l2") {
+		t.Fatalf("late replica: Cache-Status %q, want an L2 hit", cs)
+	}
 
 	// A purge of the tenant at the late replica reaches the first one.
 	req, _ := http.NewRequest(http.MethodPost, lateAdmin+"/admin/cache/purge", strings.NewReader(`{"api_key":"sk-tenant-a"}`))
