@@ -351,7 +351,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	limits := server.Limits{ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(), ReadTimeout: cfg.Server.ReadTimeout.D(),
 		WriteTimeout: cfg.Server.WriteTimeout.D(), IdleTimeout: cfg.Server.IdleTimeout.D(), MaxHeaderBytes: cfg.Server.MaxHeaderBytes}
-	dataSrv := server.NewHTTPServer(tel.Wrap(server.Data(p, routes, table, tm, log, server.AccessLog{Mode: cfg.Log.Access, SampleRate: cfg.Log.SampleRate}), "edgecache"), limits, log)
+	dataSrv := server.NewHTTPServer(tel.Wrap(server.Data(p, routes, table, tm, log, server.AccessLog{Mode: cfg.Log.Access, SampleRate: cfg.Log.SampleRate, Out: stderr}), "edgecache"), limits, log)
 	adminSrv := server.NewHTTPServer(server.Admin(tel.Handler, ready, &adminAPI{targets: targets, pools: p.Pools, journal: jr, policies: table, cache: tiered, index: sem.cfg.Index, stats: metrics, secret: secret.current,
 		shadow: p.ShadowStats, log: log},
 		server.NewAdminAuth(adminLn.Addr().String(), adminTokens(cfg)), log), limits, log)

@@ -66,7 +66,7 @@ func accessEcho(log *slog.Logger, a AccessLog) *echo.Echo {
 func TestAccessLog(t *testing.T) {
 	var buf logBuf
 	log := slog.New(ctxLog{slog.NewJSONHandler(&buf, nil)})
-	e := accessEcho(log, AccessLog{Mode: "full"})
+	e := accessEcho(log, AccessLog{Mode: "full", Out: &buf})
 	do := func(path string, hdr ...string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(http.MethodPost, path, nil)
 		for i := 0; i+1 < len(hdr); i += 2 {
@@ -97,7 +97,7 @@ func TestAccessLog(t *testing.T) {
 	// Sampled at a rate of almost nothing: only 5xx are logged. Off: nothing.
 	var buf2 logBuf
 	log2 := slog.New(ctxLog{slog.NewJSONHandler(&buf2, nil)})
-	e = accessEcho(log2, AccessLog{Mode: "sampled", SampleRate: 1e-12})
+	e = accessEcho(log2, AccessLog{Mode: "sampled", SampleRate: 1e-12, Out: &buf2})
 	for range 20 {
 		do("/v1/chat/completions")
 	}
@@ -113,7 +113,7 @@ func TestAccessLog(t *testing.T) {
 	}
 	var buf3 logBuf
 	log3 := slog.New(ctxLog{slog.NewJSONHandler(&buf3, nil)})
-	e = accessEcho(log3, AccessLog{Mode: "off"})
+	e = accessEcho(log3, AccessLog{Mode: "off", Out: &buf3})
 	do("/v1/chat/completions", "X-Fail", "1")
 	for _, l := range buf3.lines(t) {
 		if l["msg"] == "access" {
