@@ -116,7 +116,10 @@ type ConcurrencyConfig struct {
 	// calls in flight and waiting at least a quarter of the limit (the
 	// limit falls to half the calls in flight), or an overload failure —
 	// hands over to the gradient (gradient.go), or until it reaches
-	// MaxLimit.
+	// MaxLimit. Slow start begins again after five windows in a row with
+	// the limit full and TTFT back within that threshold (an upstream that
+	// recovered from an incident; gradient.restartSlowStart says why).
+	// NoSlowStart turns both off.
 	NoSlowStart bool
 	// SlowStartSlack is added to Tolerance × the no-load TTFT before slow
 	// start sees congestion: for a fast upstream (a no-load TTFT of a few
@@ -333,6 +336,7 @@ func NewConcurrency(cfg ConcurrencyConfig) (*Concurrency, error) {
 			dropBackoff: cfg.DropBackoff,
 			longFactor:  2 / float64(cfg.LongWindow+1),
 			slow:        !cfg.NoSlowStart && cfg.InitialLimit < cfg.MaxLimit,
+			restart:     !cfg.NoSlowStart && cfg.InitialLimit < cfg.MaxLimit,
 			slack:       cfg.SlowStartSlack.Seconds(),
 		},
 	}

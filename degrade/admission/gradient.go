@@ -65,6 +65,9 @@ type gradient struct {
 	// congested is when the current run of slow groups began (Unix ns; 0:
 	// the last group was not slow).
 	congested int64
+
+	restart bool // slow start may begin again (see update)
+	healthy int  // consecutive windows that argue for a restart
 }
 
 const (
@@ -77,6 +80,9 @@ const (
 	// slowStartPersist is how long groups must stay slow to end slow
 	// start: the gradient's window.
 	slowStartPersist = int64(time.Second)
+	// slowStartRestart is how many windows in a row must be healthy and
+	// full before slow start begins again.
+	slowStartRestart = 5
 )
 
 // sample feeds slow start one TTFT (seconds) and grows the limit by grow
@@ -135,11 +141,14 @@ func (g *gradient) sample(now int64, ttft, grow float64, inflight, queued int) (
 // In slow start it only learns long: sample moves the limit.
 func (g *gradient) update(short float64, peak int, dropped bool) float64 {
 	if dropped {
-		g.slow = false
+		g.slow, g.healthy = false, 0
 		g.limit = max(g.min, g.limit*g.dropBackoff)
 		return g.limit
 	}
 	if short <= 0 {
+		return g.limit
+	}
+	if g.restartSlowStart(short, peak) {
 		return g.limit
 	}
 	if g.warm < gradientWarmup {
@@ -164,6 +173,36 @@ func (g *gradient) update(short float64, peak int, dropped bool) float64 {
 	next = g.limit*(1-g.smoothing) + next*g.smoothing
 	g.limit = max(g.min, min(g.max, next))
 	return g.limit
+}
+
+// restartSlowStart begins slow start again, and reports so, after
+// slowStartRestart windows in a row whose TTFT (short, seconds) was as
+// healthy as slow start asks (within tolerance × base + slack) while the
+// limit was full (peak in flight at the limit): the upstream answers as
+// fast as when nothing loaded it, and callers want more than the limit
+// lets through. That is the state after an incident: slow start ended at
+// congestion (or a failure cut the limit), the upstream has recovered, and
+// the gradient alone would take minutes to give the capacity back (it
+// grows by about smoothing × queueSize per window) while callers are told
+// "busy". Slow start finds the capacity in a few TTFTs and ends as before,
+// at the first persisting sign of congestion, halving the limit. Against
+// an upstream that is full at some limit X the result is TCP Reno's
+// sawtooth: between X / 2 and X, each restart after slowStartRestart
+// healthy windows. It never happens with NoSlowStart, a fixed limit, or
+// before slow start measured the no-load TTFT (base).
+func (g *gradient) restartSlowStart(short float64, peak int) bool {
+	if g.slow || !g.restart || g.base <= 0 || g.limit >= g.max {
+		return false
+	}
+	if float64(peak) < g.limit-1 || short > g.tolerance*g.base+g.slack {
+		g.healthy = 0
+		return false
+	}
+	if g.healthy++; g.healthy < slowStartRestart {
+		return false
+	}
+	g.slow, g.healthy, g.congested, g.n = true, 0, 0, 0
+	return true
 }
 
 // maxWindowSamples bounds a window's memory; a full window closes early.

@@ -313,3 +313,64 @@ func TestSlowStartGroupMedian(t *testing.T) {
 		t.Fatalf("a slow group at 10 calls in flight of 100: slow start %v, limit %v, base %v", g.slow, g.limit, g.base)
 	}
 }
+
+// TestSlowStartRestartsWhenUpstreamRecovers: after an incident clamped the
+// limit, an upstream back at its no-load TTFT gets its capacity back within
+// seconds (slow start again), where the gradient alone would leave the
+// callers shed; a constant high TTFT never restarts it.
+func TestSlowStartRestartsWhenUpstreamRecovers(t *testing.T) {
+	const hold = 3 * time.Second
+	s := newStreamSim(t, shipConfig(), 200*time.Millisecond, hold)
+	tick := func() { // about 1,600 streams open at once, as above
+		s.arrive(5)
+		s.step(10 * time.Millisecond)
+	}
+	for range 1000 { // 10s healthy
+		tick()
+	}
+	s.ttft = 2 * time.Second
+	for range 1000 { // 10s of incident: slow start ends, the limit falls
+		tick()
+	}
+	st := s.c.Stats()
+	if st.SlowStart {
+		t.Fatalf("incident: still in slow start: %+v", st)
+	}
+	clamped := st.Limit
+	s.ttft = 200 * time.Millisecond // the upstream has recovered
+	restarted := time.Duration(-1)
+	for i := range 2000 { // 20s
+		tick()
+		if restarted < 0 && s.c.Stats().SlowStart {
+			restarted = time.Duration(i+1) * 10 * time.Millisecond
+		}
+		if i == 1499 {
+			s.rejected = 0 // count the last 5s only
+		}
+	}
+	st = s.c.Stats()
+	t.Logf("clamped limit %d; slow start again after %v; limit %d, %d in flight, %d shed in the last 5s", clamped, restarted, st.Limit, st.InFlight, s.rejected)
+	// The stored-up waiters and the calls of the incident drain first; then
+	// five healthy, full windows.
+	if restarted < 0 || restarted > 12*time.Second {
+		t.Fatalf("slow start began again after %v, want within 12s of the recovery", restarted)
+	}
+	if st.Limit < 1600 || s.rejected != 0 {
+		t.Fatalf("recovered: limit %d (want ≥ 1,600, the load), %d shed in the last 5s", st.Limit, s.rejected)
+	}
+
+	// A high TTFT that never recovers: no restart, however long.
+	s2 := newStreamSim(t, shipConfig(), 200*time.Millisecond, hold)
+	for range 1000 {
+		s2.arrive(5)
+		s2.step(10 * time.Millisecond)
+	}
+	s2.ttft = 2 * time.Second
+	for i := range 3000 { // 30s
+		s2.arrive(5)
+		s2.step(10 * time.Millisecond)
+		if i > 500 && s2.c.Stats().SlowStart {
+			t.Fatalf("slow start began again at %v under a TTFT of 2s", time.Duration(i+1)*10*time.Millisecond)
+		}
+	}
+}
