@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -183,19 +184,17 @@ func parseLookups(r io.Reader) (lookupCounts, error) {
 
 // readLookups fetches and parses edgecache's /metrics.
 func (r *runner) readLookups(ctx context.Context, adminURL string) (lookupCounts, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, adminURL+"/metrics", nil)
+	text, err := r.get(ctx, adminURL+"/metrics")
 	if err != nil {
 		return lookupCounts{}, err
 	}
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return lookupCounts{}, fmt.Errorf("reading edgecache's /metrics: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return lookupCounts{}, fmt.Errorf("reading edgecache's /metrics: %s", resp.Status)
-	}
-	c, err := parseLookups(io.LimitReader(resp.Body, 16<<20))
+	return lookupsOf(text)
+}
+
+// lookupsOf parses the lookups of /metrics text, which must have the
+// semantic tier's.
+func lookupsOf(text []byte) (lookupCounts, error) {
+	c, err := parseLookups(bytes.NewReader(text))
 	if err != nil {
 		return c, fmt.Errorf("reading edgecache's /metrics: %w", err)
 	}
@@ -361,6 +360,28 @@ func (r *runner) scenarioSemantic(ctx context.Context) ([]Result, error) {
 	}
 	rows := r.measure(ctx, ScenarioSemantic, url, scriptPath, check, observe)
 	return rows, stop()
+}
+
+// get returns the body of a GET of url (at most 16 MiB); an answer other
+// than 200 is an error.
+func (r *runner) get(ctx context.Context, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = errors.New(resp.Status)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", url, err)
+	}
+	return b, nil
 }
 
 // readEmbedded returns how many texts llmsim has embedded (its
