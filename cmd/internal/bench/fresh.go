@@ -220,7 +220,8 @@ func (f freshCounter) take(s freshSpace, k int) ([]string, []int, error) {
 // FreshLuaScript returns the wrk script of (j): each request POSTs prefix +
 // the next wording of s + suffix, continuing from the count in the state
 // file counter (none: 0), which done() writes back. wrk -t1 is assumed
-// (one thread keeps the count). Texts must need no escaping in JSON
+// (one thread keeps the count). wrk builds a thread's first request without
+// sending it: that wording is counted and skipped, never sent twice. Texts must need no escaping in JSON
 // (checkCasePrompt).
 func FreshLuaScript(prefix, suffix string, s freshSpace, counter string) (string, error) {
 	if len(s.texts) == 0 || s.cases < 1 || s.size != int64(len(s.texts))*s.cases || gcd(s.stride, s.size) != 1 {
