@@ -337,20 +337,10 @@ const freshPrecheckSamples = 5
 
 // scenarioSemanticFresh is (j).
 func (r *runner) scenarioSemanticFresh(ctx context.Context) ([]Result, error) {
-	simAddr, sim, err := r.startLLMSim(ctx, loadCPU)
+	_, url, adminURL, stop, err := r.semanticStack(ctx, "edgecache-fresh.yaml", freshConfigYAML)
 	if err != nil {
 		return nil, err
 	}
-	confPath := filepath.Join(r.dir, "edgecache-fresh.yaml")
-	if err := os.WriteFile(confPath, []byte(freshConfigYAML("http://"+simAddr)), 0o600); err != nil {
-		return nil, errors.Join(err, sim.stop(5*time.Second))
-	}
-	addr, admin, ec, err := r.startEdgecacheArgs(ctx, "--config", confPath)
-	if err != nil {
-		return nil, errors.Join(err, sim.stop(5*time.Second))
-	}
-	stop := func() error { return errors.Join(ec.stop(10*time.Second), sim.stop(10*time.Second)) }
-	url, adminURL := "http://"+addr+chatPath, "http://"+admin
 	if err := r.checkLocalEmbedder(ctx, adminURL); err != nil {
 		return nil, errors.Join(err, stop())
 	}
@@ -603,12 +593,5 @@ func semanticFreshTargets(rs []Result, conns []int) []Target {
 	if !hasScenario(rs, ScenarioSemanticFresh) {
 		return nil
 	}
-	var ts []Target
-	for _, c := range conns {
-		r, ok := find(rs, ScenarioSemanticFresh, c)
-		ok = ok && r.OK()
-		ts = append(ts, Target{Name: fmt.Sprintf("semantic hits, fresh wordings, local model @%d", c), Value: r.RequestsPerSec,
-			Limit: MinSemanticFreshRPS, Unit: "req/s", Known: ok, Pass: ok && r.RequestsPerSec >= MinSemanticFreshRPS})
-	}
-	return ts
+	return rpsTargets(rs, conns, ScenarioSemanticFresh, "semantic hits, fresh wordings, local model", MinSemanticFreshRPS)
 }

@@ -4,17 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/edgecache/edgecache/cmd/internal/config"
 )
@@ -179,29 +175,11 @@ func TestFreshLuaScriptUnderWrk(t *testing.T) {
 	if err := os.WriteFile(path, []byte(script), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var bodies []string
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		bodies = append(bodies, string(b))
-		mu.Unlock()
-		time.Sleep(5 * time.Millisecond)
-		w.Write([]byte("{}"))
-	}))
-	defer ts.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for run := range 2 {
-		out, err := exec.CommandContext(ctx, "wrk", wrkArgs(1, time.Second, path, ts.URL+chatPath)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("wrk run %d: %v\n%s", run, err, out)
-		}
+	bodies, bad := wrkBodies(t, path, 2)
+	if len(bad) > 0 {
+		t.Errorf("requests not POSTed as JSON: %q", bad)
 	}
-	ts.Close()
 	n, err := counter.read()
-	mu.Lock()
-	defer mu.Unlock()
 	if err != nil || len(bodies) < 40 {
 		t.Fatalf("counter %d (%v) after %d requests", n, err, len(bodies))
 	}

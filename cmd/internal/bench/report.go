@@ -195,17 +195,25 @@ func ComputeTargets(rs []Result, conns []int) []Target {
 			Unit: "ratio", Known: ok, Pass: ok && v >= MinPassthroughRatio})
 	}
 	if hasScenario(rs, ScenarioSemantic) {
-		for _, c := range conns {
-			r, ok := find(rs, ScenarioSemantic, c)
-			ok = ok && r.OK()
-			ts = append(ts, Target{Name: fmt.Sprintf("semantic hits @%d", c), Value: r.RequestsPerSec, Limit: MinSemanticRPS,
-				Unit: "req/s", Known: ok, Pass: ok && r.RequestsPerSec >= MinSemanticRPS})
-		}
+		ts = append(ts, rpsTargets(rs, conns, ScenarioSemantic, "semantic hits", MinSemanticRPS)...)
 	}
 	ts = append(ts, responsesTargets(rs, conns)...)
 	ts = append(ts, messagesTargets(rs, conns)...)
 	ts = append(ts, poolTargets(rs, conns)...)
 	return append(ts, semanticFreshTargets(rs, conns)...)
+}
+
+// rpsTargets are absolute goals: scenario's req/s ≥ limit at each count
+// (unknown, and failed, where its row is missing or failed).
+func rpsTargets(rs []Result, conns []int, scenario, name string, limit float64) []Target {
+	var ts []Target
+	for _, c := range conns {
+		r, ok := find(rs, scenario, c)
+		ok = ok && r.OK()
+		ts = append(ts, Target{Name: fmt.Sprintf("%s @%d", name, c), Value: r.RequestsPerSec, Limit: limit,
+			Unit: "req/s", Known: ok, Pass: ok && r.RequestsPerSec >= limit})
+	}
+	return ts
 }
 
 func hasScenario(rs []Result, scenario string) bool {

@@ -281,20 +281,10 @@ const semanticPrecheckSamples = 5
 // scenarioSemantic is (e): semantic hits through edgecache, the remote
 // embedder and the model both llmsim --embed-fold on CPU 0.
 func (r *runner) scenarioSemantic(ctx context.Context) ([]Result, error) {
-	simAddr, sim, err := r.startLLMSim(ctx, loadCPU, "--embed-fold")
+	simAddr, url, adminURL, stop, err := r.semanticStack(ctx, "edgecache-semantic.yaml", semanticConfigYAML, "--embed-fold")
 	if err != nil {
 		return nil, err
 	}
-	confPath := filepath.Join(r.dir, "edgecache-semantic.yaml")
-	if err := os.WriteFile(confPath, []byte(semanticConfigYAML("http://"+simAddr)), 0o600); err != nil {
-		return nil, errors.Join(err, sim.stop(5*time.Second))
-	}
-	addr, admin, ec, err := r.startEdgecacheArgs(ctx, "--config", confPath)
-	if err != nil {
-		return nil, errors.Join(err, sim.stop(5*time.Second))
-	}
-	stop := func() error { return errors.Join(ec.stop(10*time.Second), sim.stop(10*time.Second)) }
-	url, adminURL := "http://"+addr+chatPath, "http://"+admin
 
 	prompts := semanticPrompts(semanticPromptCount)
 	script, err := SemanticLuaScript(semanticBodyPrefix, semanticBodySuffix, prompts, nil)
@@ -382,6 +372,29 @@ func (r *runner) get(ctx context.Context, url string) ([]byte, error) {
 		return nil, fmt.Errorf("reading %s: %w", url, err)
 	}
 	return b, nil
+}
+
+// semanticStack starts llmsim (with simArgs) on the load CPU and edgecache
+// on the server CPU with the configuration conf makes for llmsim's URL,
+// written to name in the scratch directory: the set-up of (e) and (j). It
+// returns llmsim's address, the chat URL and the admin URL; stop stops
+// both.
+func (r *runner) semanticStack(ctx context.Context, name string, conf func(simURL string) string, simArgs ...string) (
+	simAddr, url, adminURL string, stop func() error, err error) {
+	simAddr, sim, err := r.startLLMSim(ctx, loadCPU, simArgs...)
+	if err != nil {
+		return "", "", "", nil, err
+	}
+	confPath := filepath.Join(r.dir, name)
+	if err := os.WriteFile(confPath, []byte(conf("http://"+simAddr)), 0o600); err != nil {
+		return "", "", "", nil, errors.Join(err, sim.stop(5*time.Second))
+	}
+	addr, admin, ec, err := r.startEdgecacheArgs(ctx, "--config", confPath)
+	if err != nil {
+		return "", "", "", nil, errors.Join(err, sim.stop(5*time.Second))
+	}
+	stop = func() error { return errors.Join(ec.stop(10*time.Second), sim.stop(10*time.Second)) }
+	return simAddr, "http://" + addr + chatPath, "http://" + admin, stop, nil
 }
 
 // readEmbedded returns how many texts llmsim has embedded (its
