@@ -137,12 +137,14 @@ func semanticConfigYAML(simURL string) string {
 	b.WriteString("  # no dimensions to set: the embedder learns them (llmsim's default 256)\n")
 	b.WriteString("  # from a probe at start-up\n")
 	fmt.Fprintf(&b, "  remote:\n    url: %s\n    model: %s\n", yamlQuote(simURL+"/v1"), yamlQuote(semanticEmbedModel))
-	b.WriteString("routes:\n")
-	fmt.Fprintf(&b, "  - name: chat\n    path: %s\n", chatPath)
-	b.WriteString("    # threshold and floor unset: the verifier's calibrated defaults, as shipped\n")
-	b.WriteString("    cache: {mode: semantic}\n")
-	return b.String()
+	return b.String() + semanticRouteYAML
 }
+
+// semanticRouteYAML is the routes: section of (e) and (j).
+const semanticRouteYAML = "routes:\n" +
+	"  - name: chat\n    path: " + chatPath + "\n" +
+	"    # threshold and floor unset: the verifier's calibrated defaults, as shipped\n" +
+	"    cache: {mode: semantic}\n"
 
 // lookupCounts are edgecache's cache-lookup counters summed over routes.
 type lookupCounts struct {
@@ -213,6 +215,17 @@ func semanticHitShare(d lookupCounts, requests int64) float64 {
 		return 0
 	}
 	return d.semanticHit / total
+}
+
+// checkHitShare fails a row of (e) or (j) whose semantic-hit share (d
+// the lookups over its measured window) is under MinSemanticHitShare.
+func checkHitShare(d lookupCounts, row Result) error {
+	if row.SemanticHitShare < MinSemanticHitShare {
+		return fmt.Errorf("only %s of the measured requests were semantic hits (want ≥ %.0f %%): %.0f semantic hits, "+
+			"%.0f semantic misses or errors, %.0f exact hits, %d requests by wrk", pct(row.SemanticHitShare),
+			MinSemanticHitShare*100, d.semanticHit, d.semanticOther, d.exactHit, row.Requests)
+	}
+	return nil
 }
 
 // primeSemantic stores prompts through edgecache at url, waits until the
@@ -340,12 +353,7 @@ func (r *runner) scenarioSemantic(ctx context.Context) ([]Result, error) {
 			row.SemanticHitShare = semanticHitShare(d, row.Requests)
 			fmt.Fprintf(r.log, "edgebench: %s @%d: semantic hits %.0f, other semantic lookups %.0f, exact hits %.0f, wrk requests %d: %s semantic hits\n",
 				scenarioLabel[row.Scenario], row.Conns, d.semanticHit, d.semanticOther, d.exactHit, row.Requests, pct(row.SemanticHitShare))
-			if row.SemanticHitShare < MinSemanticHitShare {
-				return fmt.Errorf("only %s of the measured requests were semantic hits (want ≥ %.0f %%): %.0f semantic hits, "+
-					"%.0f semantic misses or errors, %.0f exact hits, %d requests by wrk", pct(row.SemanticHitShare),
-					MinSemanticHitShare*100, d.semanticHit, d.semanticOther, d.exactHit, row.Requests)
-			}
-			return nil
+			return checkHitShare(d, *row)
 		}, nil
 	}
 	rows := r.measure(ctx, ScenarioSemantic, url, scriptPath, check, observe)
