@@ -26,12 +26,13 @@ package bench
 // would thus fail hits here. A new text is an exact miss and a memo miss:
 // the local model computes its embedding.
 //
-// The wrk script enumerates the space (texts × case patterns, 1,228,800) with a stride coprime to its size, continuing from a counter it
-// keeps in a state file across wrk runs (warm-up, measured runs, both
-// connection counts), so no text repeats within a run or across the
-// row's runs until the whole space has been used; the harness's own probes
-// take their texts from the same counter. A row whose counter shows that
-// the space wrapped fails.
+// The wrk script enumerates the space (texts × case patterns, 1,228,800)
+// with a stride coprime to its size, continuing from a counter it keeps in
+// a state file across wrk runs (warm-up, measured runs, both connection
+// counts), so no text repeats within a run or across the row's runs until
+// the whole space has been used (a default `make bench` uses about 150,000);
+// the harness's own probes take their texts from the same counter. A row
+// whose counter shows that the space wrapped fails.
 
 import (
 	"context"
