@@ -356,26 +356,7 @@ func WriteMarkdown(w io.Writer, rep Report) error {
 	fmt.Fprintf(&b, "Server under test on CPU 1, wrk -t1 on CPU 0 (taskset); in %s llmsim runs on CPU 0 too. "+
 		"Each row: %s warm-up, then %s; POST /v1/chat/completions, %s.\n\n",
 		withLLMSim, rep.Warmup, measured, bodies)
-	if hasScenario(rep.Results, ScenarioSemantic) {
-		fmt.Fprintf(&b, "(e): route in mode semantic, remote embedder → llmsim --embed-fold (CPU 0, also the model), "+
-			"verifier defaults; %d distinct prompts stored first, then every request asks one of them in a fresh random "+
-			"letter case (an exact miss, a semantic hit); the last column is the semantic-hit share from edgecache's counters "+
-			"(the row fails under %.0f %%).\n\n", rep.SemanticPrompts, MinSemanticHitShare*100)
-	}
-	if hasScenario(rep.Results, ScenarioSemanticFresh) {
-		fmt.Fprintf(&b, "(j): edgecache with its default embedder (the local model, USE-lite) and a route in mode semantic at the "+
-			"verifier's defaults, llmsim (CPU 0) as the model; %d questions stored first, then every request asks one of them in "+
-			"a text never sent before (%d rewordings the verifier accepts × mostly-upper-case letter patterns, %s texts in all: "+
-			"USE-lite lower-cases, and the verifier reads no names into mostly upper-case text, so the case only makes the text new): an exact miss, an embedding computed by the "+
-			"local model on the gateway's CPU, a search and the verification. The last column is the semantic-hit share "+
-			"(the row fails under %.0f %%) and the texts the local model embedded per request (edgecache_embed_texts_total).\n\n",
-			rep.FreshQuestions, rep.FreshTemplates, thousands(float64(rep.FreshSpace)), MinSemanticHitShare*100)
-	}
-	if hasScenario(rep.Results, ScenarioProxy) {
-		b.WriteString("(f) is a reference for (d), not a target: a minimal net/http reverse proxy (read the body, forward it, " +
-			"copy the answer back) in edgecache's place, so (d) can be read against what the two extra sockets cost alone.\n\n")
-	}
-
+	writeScenarioNotes(&b, rep)
 	b.WriteString("| scenario | conns | req/s | server CPU µs/req | p50 ms | p99 ms | ratio |\n")
 	b.WriteString("|---|--:|--:|--:|--:|--:|--:|\n")
 	for _, r := range rep.Results {
@@ -429,6 +410,31 @@ func WriteMarkdown(w io.Writer, rep Report) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeScenarioNotes writes what (e), (j) and (f) are, for those of them
+// the report has rows of.
+func writeScenarioNotes(b *strings.Builder, rep Report) {
+	if hasScenario(rep.Results, ScenarioSemantic) {
+		fmt.Fprintf(b, "(e): route in mode semantic, remote embedder → llmsim --embed-fold (CPU 0, also the model), "+
+			"verifier defaults; %d distinct prompts stored first, then every request asks one of them in a fresh random "+
+			"letter case (an exact miss, a semantic hit); the last column is the semantic-hit share from edgecache's counters "+
+			"(the row fails under %.0f %%).\n\n", rep.SemanticPrompts, MinSemanticHitShare*100)
+	}
+	if hasScenario(rep.Results, ScenarioSemanticFresh) {
+		fmt.Fprintf(b, "(j): edgecache with its default embedder (the local model, USE-lite) and a route in mode semantic at the "+
+			"verifier's defaults, llmsim (CPU 0) as the model; %d questions stored first, then every request asks one of them in "+
+			"a text never sent before (%d rewordings the verifier accepts × mostly-upper-case letter patterns, %s texts in all: "+
+			"USE-lite lower-cases, and the verifier reads no names into mostly upper-case text, so the case only makes the text new): an exact miss, an embedding computed by the "+
+			"local model on the gateway's CPU, a search and the verification. The last column is the semantic-hit share "+
+			"(the row fails under %.0f %%) and the texts the local model embedded per request (edgecache_embed_texts_total).\n\n",
+			rep.FreshQuestions, rep.FreshTemplates, thousands(float64(rep.FreshSpace)), MinSemanticHitShare*100)
+	}
+	if hasScenario(rep.Results, ScenarioProxy) {
+		b.WriteString("(f) is a reference for (d), not a target: a minimal net/http reverse proxy (read the body, forward it, " +
+			"copy the answer back) in edgecache's place, so (d) can be read against what the two extra sockets cost alone.\n\n")
+	}
+
 }
 
 // WriteJSON writes rep as indented JSON to path.

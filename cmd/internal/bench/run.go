@@ -220,40 +220,10 @@ func runMain(ctx context.Context, command string, args []string, stdout, stderr 
 // failed. Every process is stopped by the caller (and by each scenario as
 // it ends).
 func (r *runner) run(ctx context.Context) (Report, error) {
-	rep := Report{
-		Machine:      describeMachine(filepath.Join(r.cfg.bin, "edgecache"), time.Now()),
-		Command:      r.cfg.command,
-		Duration:     formatDuration(r.cfg.duration),
-		Warmup:       formatDuration(r.cfg.warmup),
-		BestOf:       max(r.cfg.bestOf, 1),
-		Conns:        r.cfg.conns,
-		RequestBytes: len(ChatBody),
-	}
-	// (e) and (j) run when selected (a failure is recorded in their rows).
-	if r.cfg.selected(ScenarioSemantic) {
-		rep.SemanticPrompts = semanticPromptCount
-	}
-	if r.cfg.selected(ScenarioSemanticFresh) {
-		rep.FreshQuestions, rep.FreshTemplates = len(freshQuestions()), len(freshTemplates)
-		rep.FreshSpace = newFreshSpace(freshQuestions(), freshTemplates).size
-	}
-	if r.cfg.warmup == 0 {
-		rep.Warmup = "no"
-	}
+	rep := r.newReport()
 	fmt.Fprintf(r.log, "edgebench: %s\n", r.cfg.command)
-	r.scripts = map[bool]string{}
-	for _, noStore := range []bool{false, true} {
-		hdr := map[string]string{}
-		name := "post.lua"
-		if noStore {
-			hdr["Cache-Control"] = "no-store"
-			name = "post-no-store.lua"
-		}
-		p := filepath.Join(r.dir, name)
-		if err := os.WriteFile(p, []byte(LuaScript(ChatBody, hdr)), 0o644); err != nil {
-			return rep, err
-		}
-		r.scripts[noStore] = p
+	if err := r.writeChatScripts(); err != nil {
+		return rep, err
 	}
 
 	var failed []string
@@ -320,6 +290,52 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		return rep, fmt.Errorf("%d row(s) failed:\n  %s", len(failed), strings.Join(failed, "\n  "))
 	}
 	return rep, nil
+}
+
+// writeChatScripts writes the wrk scripts that POST ChatBody, with and
+// without Cache-Control: no-store (r.scripts).
+func (r *runner) writeChatScripts() error {
+	r.scripts = map[bool]string{}
+	for _, noStore := range []bool{false, true} {
+		hdr := map[string]string{}
+		name := "post.lua"
+		if noStore {
+			hdr["Cache-Control"] = "no-store"
+			name = "post-no-store.lua"
+		}
+		p := filepath.Join(r.dir, name)
+		if err := os.WriteFile(p, []byte(LuaScript(ChatBody, hdr)), 0o644); err != nil {
+			return err
+		}
+		r.scripts[noStore] = p
+	}
+	return nil
+}
+
+// newReport is the report of this run before any row: the machine, the
+// command and settings, and what (e) and (j) ask when they are selected
+// (they run then, a failure being recorded in their rows).
+func (r *runner) newReport() Report {
+	rep := Report{
+		Machine:      describeMachine(filepath.Join(r.cfg.bin, "edgecache"), time.Now()),
+		Command:      r.cfg.command,
+		Duration:     formatDuration(r.cfg.duration),
+		Warmup:       formatDuration(r.cfg.warmup),
+		BestOf:       max(r.cfg.bestOf, 1),
+		Conns:        r.cfg.conns,
+		RequestBytes: len(ChatBody),
+	}
+	if r.cfg.selected(ScenarioSemantic) {
+		rep.SemanticPrompts = semanticPromptCount
+	}
+	if r.cfg.selected(ScenarioSemanticFresh) {
+		rep.FreshQuestions, rep.FreshTemplates = len(freshQuestions()), len(freshTemplates)
+		rep.FreshSpace = newFreshSpace(freshQuestions(), freshTemplates).size
+	}
+	if r.cfg.warmup == 0 {
+		rep.Warmup = "no"
+	}
+	return rep
 }
 
 // startLLMSim starts llmsim on cpu with extra flags (none: instant
