@@ -62,6 +62,9 @@ func TestMemo(t *testing.T) {
 	if inner.texts.Load() != 3 {
 		t.Errorf("embedded %d texts, want 3 (a, bb once each, then ccc)", inner.texts.Load())
 	}
+	if c, r := m.Counts(); c != 3 || r != 2 {
+		t.Errorf("Counts = %d computed, %d remembered; want 3 and 2 (bb and a from the memo)", c, r)
+	}
 	if vs[0][0] != vs[0][0] || len(vs) != 3 || Dot(vs[2], vs[2]) < 0.999 {
 		t.Errorf("vectors %v", vs)
 	}
@@ -71,6 +74,9 @@ func TestMemo(t *testing.T) {
 	}
 	if _, err := m.Embed(ctx, []string{"a"}); err != nil {
 		t.Errorf("cached text failed while the embedder is down: %v", err)
+	}
+	if c, r := m.Counts(); c != 3 || r != 3 {
+		t.Errorf("after a failed call and a remembered text: Counts = %d, %d; want 3 and 3", c, r)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/dgraph-io/ristretto/v2"
 )
@@ -14,6 +15,12 @@ import (
 type Memo struct {
 	inner Embedder
 	c     *ristretto.Cache[string, Vector]
+	// computed and remembered count texts (not calls): those the wrapped
+	// embedder embedded and those answered from the cache. They exist so
+	// that the operator and the benchmark can see what embedding costs per
+	// request (edgecache.embed.texts); an atomic add per call keeps them
+	// off the profile.
+	computed, remembered atomic.Int64
 }
 
 var _ Embedder = (*Memo)(nil)
@@ -59,6 +66,9 @@ func (m *Memo) Embed(ctx context.Context, texts []string) ([]Vector, error) {
 		}
 		missing, at = append(missing, t), append(at, i)
 	}
+	if n := len(texts) - len(missing); n > 0 {
+		m.remembered.Add(int64(n))
+	}
 	if len(missing) == 0 {
 		return out, nil
 	}
@@ -69,11 +79,19 @@ func (m *Memo) Embed(ctx context.Context, texts []string) ([]Vector, error) {
 	if len(vs) != len(missing) {
 		return nil, errors.New("embed: embedder returned the wrong number of vectors")
 	}
+	m.computed.Add(int64(len(missing)))
 	for j, v := range vs {
 		out[at[j]] = v
 		m.c.Set(missing[j], v, int64(len(v)*4+len(missing[j])+64))
 	}
 	return out, nil
+}
+
+// Counts returns how many texts the wrapped embedder has embedded
+// (computed; a failed call counts none) and how many were answered from the
+// cache (remembered) since NewMemo.
+func (m *Memo) Counts() (computed, remembered int64) {
+	return m.computed.Load(), m.remembered.Load()
 }
 
 // Coverage implements Coverer for the wrapped embedder.

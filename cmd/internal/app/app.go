@@ -320,6 +320,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := telemetry.FalseHitRates(tel.MeterProvider, falseHitRates(p, cfg.Routes)); err != nil {
 		return err
 	}
+	if err := telemetry.EmbedTexts(tel.MeterProvider, sem.memo.Counts); err != nil {
+		return err
+	}
 
 	ready := func() map[string]any {
 		st := map[string]any{"upstream": upstreamHost(cfg.Upstream.URL), "sim": f.sim,

@@ -29,7 +29,10 @@ type semanticParts struct {
 	index     string
 	// indexState is "up", or why the vector index is not built yet.
 	indexState func() string
-	close      func()
+	// memo is the embedder's memo of recent texts, whose counts
+	// edgecache.embed.texts reports.
+	memo  *embed.Memo
+	close func()
 }
 
 // buildEmbedder returns the configured embedder, or the lexical one with the
@@ -136,7 +139,7 @@ func buildSemantic(ctx context.Context, sc config.Semantic, log *slog.Logger) (*
 			EmbedTimeout:     sc.EmbedTimeout.D(), SearchTimeout: sc.SearchTimeout.D(),
 			MinCoverage: sc.MinCoverage,
 		},
-		embedder: name, fallback: fallback, index: sc.Index, indexState: indexState,
+		embedder: name, fallback: fallback, index: sc.Index, indexState: indexState, memo: memo,
 		verifier: cal.source, threshold: cal.threshold,
 		close: func() {
 			for i := len(closers) - 1; i >= 0; i-- {

@@ -16,13 +16,19 @@
 //	    stored prompts in random letter case (see semantic.go);
 //	(f) a reference for (d): `edgebench proxy`, a minimal net/http reverse
 //	    proxy in edgecache's place (no parsing, keys, limits or metrics);
+//	(g) – (i): exact hits of the Responses and Messages APIs, pass-through
+//	    through a pool of two llmsim (responses.go, messages.go, pool.go);
+//	(j) semantic hits with the local model: edgecache's default embedder
+//	    (USE-lite) and verifier, asked stored questions in wordings never
+//	    sent before, one embedding computed per request (see fresh.go);
 //
 // and prints a Markdown table with the targets (hits ≥ 70 % of the
 // ceiling, hit p99 ≤ 1.5 × the ceiling's p99 in the same run at 32
 // connections, pass-through ≥ 45 % of llmsim direct, semantic hits ≥ 2,500
-// req/s). Every row also shows the CPU time of the server under test per
-// request (/proc/PID/stat over the measured window), and (e) the texts
-// embedded per request (llmsim's /_sim/stats). It needs wrk and taskset and
+// req/s, (j) ≥ 2,000 req/s); --scenarios runs some rows only. Every row also shows the CPU time of the server under test per
+// request (/proc/PID/stat over the measured window), and (e) and (j) the
+// texts embedded per request (llmsim's /_sim/stats; edgecache's
+// edgecache_embed_texts_total). It needs wrk and taskset and
 // prebuilt binaries; it installs and builds nothing.
 //
 // `edgebench overload` measures the lanes instead: a paid tenant alone, then
@@ -53,7 +59,7 @@ const ChatBody = `{"model":"sim-1","messages":[{"role":"system","content":"You a
 const usage = `edgebench — load-benchmark harness for edgecache.
 
 Usage:
-  edgebench run [--duration 10s] [--warmup 2s] [--conns 32,128] [--bin DIR] [--json FILE]
+  edgebench run [--duration 10s] [--warmup 2s] [--conns 32,128] [--scenarios a,…,j] [--bin DIR] [--json FILE]
   edgebench overload [--duration 10s] [--concurrency 16] [--ttft 100ms] [--bin DIR] [--json FILE]
   edgebench streams [--n 2000] [--tps 20] [--tokens 200] [--open-admission] [--bin DIR] [--json FILE]
   edgebench jobs [--m 200] [--concurrency 8] [--ttft 200ms] [--bin DIR] [--json FILE]

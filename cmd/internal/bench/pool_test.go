@@ -13,10 +13,10 @@ import (
 	"github.com/edgecache/edgecache/cmd/internal/llmsim"
 )
 
-// TestPoolScenarioRegistered: (i) runs last, is labelled, and its target
-// is its ratio against (d).
+// TestPoolScenarioRegistered: (i) runs after (h), is labelled, and its
+// target is its ratio against (d).
 func TestPoolScenarioRegistered(t *testing.T) {
-	if Scenarios[len(Scenarios)-1] != ScenarioPoolPassthrough || !strings.HasPrefix(scenarioLabel[ScenarioPoolPassthrough], "(i)") ||
+	if slices.Index(Scenarios, ScenarioPoolPassthrough) != slices.Index(Scenarios, ScenarioMessagesHit)+1 || !strings.HasPrefix(scenarioLabel[ScenarioPoolPassthrough], "(i)") ||
 		baseOf[ScenarioPoolPassthrough] != ScenarioPassthrough || scenarioLetter[ScenarioPoolPassthrough] != "i" {
 		t.Fatal("scenario (i) is not registered")
 	}

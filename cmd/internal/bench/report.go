@@ -21,7 +21,7 @@ const (
 
 // Scenarios lists the scenarios in run order.
 var Scenarios = []string{ScenarioCeiling, ScenarioHit, ScenarioDirect, ScenarioPassthrough, ScenarioSemantic, ScenarioProxy,
-	ScenarioResponsesHit, ScenarioMessagesHit, ScenarioPoolPassthrough}
+	ScenarioResponsesHit, ScenarioMessagesHit, ScenarioPoolPassthrough, ScenarioSemanticFresh}
 
 // scenarioLabel is the first column of the table.
 var scenarioLabel = map[string]string{
@@ -34,11 +34,13 @@ var scenarioLabel = map[string]string{
 	ScenarioResponsesHit:    "(g) edgecache exact L1 hit, Responses API",
 	ScenarioMessagesHit:     "(h) edgecache exact L1 hit, Anthropic Messages",
 	ScenarioPoolPassthrough: "(i) edgecache pass-through (no-store), pool of two llmsim",
+	ScenarioSemanticFresh:   "(j) edgecache semantic hit, fresh wordings, local model",
 }
 
 // scenarioLetter is the letter of the scenario in the issue.
 var scenarioLetter = map[string]string{ScenarioCeiling: "a", ScenarioHit: "b", ScenarioDirect: "c", ScenarioPassthrough: "d",
-	ScenarioSemantic: "e", ScenarioProxy: "f", ScenarioResponsesHit: "g", ScenarioMessagesHit: "h", ScenarioPoolPassthrough: "i"}
+	ScenarioSemantic: "e", ScenarioProxy: "f", ScenarioResponsesHit: "g", ScenarioMessagesHit: "h", ScenarioPoolPassthrough: "i",
+	ScenarioSemanticFresh: "j"}
 
 // baseOf names the scenario a row's ratio is taken against.
 var baseOf = map[string]string{ScenarioHit: ScenarioCeiling, ScenarioPassthrough: ScenarioDirect, ScenarioProxy: ScenarioDirect,
@@ -65,12 +67,13 @@ type Result struct {
 	Scenario string `json:"scenario"`
 	Conns    int    `json:"conns"`
 	WrkResult
-	// SemanticHitShare is, in scenario (e), the share of the measured
-	// requests that edgecache's counters show as semantic hits.
+	// SemanticHitShare is, in scenarios (e) and (j), the share of the
+	// measured requests that edgecache's counters show as semantic hits.
 	SemanticHitShare float64 `json:"semantic_hit_share,omitempty"`
-	// EmbeddingsPerRequest is, in scenario (e), the texts the embedder
-	// (llmsim) embedded over the measured window per wrk request: 1 when
-	// every fresh wording pays its embedding, less when a memo helps.
+	// EmbeddingsPerRequest is, in scenarios (e) and (j), the texts the
+	// embedder (llmsim in (e), the local model in (j)) embedded over the
+	// measured window per wrk request: 1 when every fresh wording pays its
+	// embedding, less when a memo helps.
 	EmbeddingsPerRequest *float64 `json:"embeddings_per_request,omitempty"`
 	// ServerCPUUsPerRequest is the CPU time (user + system, from
 	// /proc/PID/stat) of the server under test over the measured window,
@@ -122,9 +125,16 @@ type Report struct {
 	ResponseBytes int   `json:"response_bytes"`
 	// SemanticPrompts is how many distinct prompts scenario (e) primed and
 	// then asked for in random letter case (0: not run).
-	SemanticPrompts int      `json:"semantic_prompts,omitempty"`
-	Results         []Result `json:"results"`
-	Targets         []Target `json:"targets"`
+	SemanticPrompts int `json:"semantic_prompts,omitempty"`
+	// FreshQuestions, FreshTemplates and FreshSpace describe scenario (j)
+	// when it ran: the questions stored, the rewordings asked of each, and
+	// the distinct request texts its wrk script can send (rewordings × case
+	// patterns) before one repeats.
+	FreshQuestions int      `json:"fresh_questions,omitempty"`
+	FreshTemplates int      `json:"fresh_templates,omitempty"`
+	FreshSpace     int64    `json:"fresh_space,omitempty"`
+	Results        []Result `json:"results"`
+	Targets        []Target `json:"targets"`
 }
 
 // find returns the row for scenario at conns.
@@ -185,16 +195,25 @@ func ComputeTargets(rs []Result, conns []int) []Target {
 			Unit: "ratio", Known: ok, Pass: ok && v >= MinPassthroughRatio})
 	}
 	if hasScenario(rs, ScenarioSemantic) {
-		for _, c := range conns {
-			r, ok := find(rs, ScenarioSemantic, c)
-			ok = ok && r.OK()
-			ts = append(ts, Target{Name: fmt.Sprintf("semantic hits @%d", c), Value: r.RequestsPerSec, Limit: MinSemanticRPS,
-				Unit: "req/s", Known: ok, Pass: ok && r.RequestsPerSec >= MinSemanticRPS})
-		}
+		ts = append(ts, rpsTargets(rs, conns, ScenarioSemantic, "semantic hits", MinSemanticRPS)...)
 	}
 	ts = append(ts, responsesTargets(rs, conns)...)
 	ts = append(ts, messagesTargets(rs, conns)...)
-	return append(ts, poolTargets(rs, conns)...)
+	ts = append(ts, poolTargets(rs, conns)...)
+	return append(ts, semanticFreshTargets(rs, conns)...)
+}
+
+// rpsTargets are absolute goals: scenario's req/s ≥ limit at each count
+// (unknown, and failed, where its row is missing or failed).
+func rpsTargets(rs []Result, conns []int, scenario, name string, limit float64) []Target {
+	var ts []Target
+	for _, c := range conns {
+		r, ok := find(rs, scenario, c)
+		ok = ok && r.OK()
+		ts = append(ts, Target{Name: fmt.Sprintf("%s @%d", name, c), Value: r.RequestsPerSec, Limit: limit,
+			Unit: "req/s", Known: ok, Pass: ok && r.RequestsPerSec >= limit})
+	}
+	return ts
 }
 
 func hasScenario(rs []Result, scenario string) bool {
@@ -272,10 +291,10 @@ func (t Target) PassFail() string {
 	return "FAIL"
 }
 
-// ratioCell is the ratio column of a row; for (e), which has no base, it
-// is the share of semantic hits among the measured requests.
+// ratioCell is the ratio column of a row; for (e) and (j), which have no
+// base, it is the share of semantic hits among the measured requests.
 func ratioCell(rs []Result, r Result) string {
-	if r.Scenario == ScenarioSemantic {
+	if r.Scenario == ScenarioSemantic || r.Scenario == ScenarioSemanticFresh {
 		cell := "n/a"
 		if r.SemanticHitShare > 0 {
 			cell = pct(r.SemanticHitShare) + " semantic hits"
@@ -330,20 +349,14 @@ func WriteMarkdown(w io.Writer, rep Report) error {
 	if rep.BestOf > 1 {
 		measured = fmt.Sprintf("the best (most req/s) of %d runs of %s each", rep.BestOf, rep.Duration)
 	}
+	bodies := fmt.Sprintf("%d B request body", rep.RequestBytes)
+	if rep.ResponseBytes > 0 { // known when (a) ran
+		bodies += fmt.Sprintf(", %d B response body", rep.ResponseBytes)
+	}
 	fmt.Fprintf(&b, "Server under test on CPU 1, wrk -t1 on CPU 0 (taskset); in %s llmsim runs on CPU 0 too. "+
-		"Each row: %s warm-up, then %s; POST /v1/chat/completions, %d B request body, %d B response body.\n\n",
-		withLLMSim, rep.Warmup, measured, rep.RequestBytes, rep.ResponseBytes)
-	if hasScenario(rep.Results, ScenarioSemantic) {
-		fmt.Fprintf(&b, "(e): route in mode semantic, remote embedder → llmsim --embed-fold (CPU 0, also the model), "+
-			"verifier defaults; %d distinct prompts stored first, then every request asks one of them in a fresh random "+
-			"letter case (an exact miss, a semantic hit); the last column is the semantic-hit share from edgecache's counters "+
-			"(the row fails under %.0f %%).\n\n", rep.SemanticPrompts, MinSemanticHitShare*100)
-	}
-	if hasScenario(rep.Results, ScenarioProxy) {
-		b.WriteString("(f) is a reference for (d), not a target: a minimal net/http reverse proxy (read the body, forward it, " +
-			"copy the answer back) in edgecache's place, so (d) can be read against what the two extra sockets cost alone.\n\n")
-	}
-
+		"Each row: %s warm-up, then %s; POST /v1/chat/completions, %s.\n\n",
+		withLLMSim, rep.Warmup, measured, bodies)
+	writeScenarioNotes(&b, rep)
 	b.WriteString("| scenario | conns | req/s | server CPU µs/req | p50 ms | p99 ms | ratio |\n")
 	b.WriteString("|---|--:|--:|--:|--:|--:|--:|\n")
 	for _, r := range rep.Results {
@@ -397,6 +410,31 @@ func WriteMarkdown(w io.Writer, rep Report) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeScenarioNotes writes what (e), (j) and (f) are, for those of them
+// the report has rows of.
+func writeScenarioNotes(b *strings.Builder, rep Report) {
+	if hasScenario(rep.Results, ScenarioSemantic) {
+		fmt.Fprintf(b, "(e): route in mode semantic, remote embedder → llmsim --embed-fold (CPU 0, also the model), "+
+			"verifier defaults; %d distinct prompts stored first, then every request asks one of them in a fresh random "+
+			"letter case (an exact miss, a semantic hit); the last column is the semantic-hit share from edgecache's counters "+
+			"(the row fails under %.0f %%).\n\n", rep.SemanticPrompts, MinSemanticHitShare*100)
+	}
+	if hasScenario(rep.Results, ScenarioSemanticFresh) {
+		fmt.Fprintf(b, "(j): edgecache with its default embedder (the local model, USE-lite) and a route in mode semantic at the "+
+			"verifier's defaults, llmsim (CPU 0) as the model; %d questions stored first, then every request asks one of them in "+
+			"a text never sent before (%d rewordings the verifier accepts × mostly-upper-case letter patterns, %s texts in all: "+
+			"USE-lite lower-cases, and the verifier reads no names into mostly upper-case text, so the case only makes the text new): an exact miss, an embedding computed by the "+
+			"local model on the gateway's CPU, a search and the verification. The last column is the semantic-hit share "+
+			"(the row fails under %.0f %%) and the texts the local model embedded per request (edgecache_embed_texts_total).\n\n",
+			rep.FreshQuestions, rep.FreshTemplates, thousands(float64(rep.FreshSpace)), MinSemanticHitShare*100)
+	}
+	if hasScenario(rep.Results, ScenarioProxy) {
+		b.WriteString("(f) is a reference for (d), not a target: a minimal net/http reverse proxy (read the body, forward it, " +
+			"copy the answer back) in edgecache's place, so (d) can be read against what the two extra sockets cost alone.\n\n")
+	}
+
 }
 
 // WriteJSON writes rep as indented JSON to path.

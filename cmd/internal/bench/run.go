@@ -33,6 +33,8 @@ type runConfig struct {
 	jsonPath         string
 	command          string
 	bestOf           int
+	// scenarios are the rows --scenarios selected; nil: all.
+	scenarios map[string]bool
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
@@ -44,6 +46,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	conns := fs.String("conns", "32,128", "comma-separated wrk connection counts")
 	fs.StringVar(&c.bin, "bin", defaultBinDir(), "directory with prebuilt edgecache, llmsim and edgebench binaries")
 	fs.StringVar(&c.jsonPath, "json", "", "also write the results as JSON to this file")
+	scenarios := fs.String("scenarios", "", "comma-separated rows to run, by letter (a … j) or name (e.g. semantic-fresh-local);\nempty: all")
 	fs.IntVar(&c.bestOf, "best-of", 1, "measure each row this many times and keep the run with the most req/s (a shared machine's\nneighbours only ever slow a run down)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), runUsage)
@@ -68,7 +71,58 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	if c.conns, err = parseConns(*conns); err != nil {
 		return c, err
 	}
+	if c.scenarios, err = parseScenarios(*scenarios); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// parseScenarios reads --scenarios: scenario letters or names, comma
+// separated. Empty selects every row (nil).
+func parseScenarios(s string) (map[string]bool, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	byLetter := map[string]string{}
+	for name, l := range scenarioLetter {
+		byLetter[l] = name
+	}
+	out := map[string]bool{}
+	for _, f := range strings.Split(s, ",") {
+		f = strings.ToLower(strings.Trim(strings.TrimSpace(f), "()"))
+		switch name, isLetter := byLetter[f]; {
+		case f == "":
+		case isLetter:
+			out[name] = true
+		case scenarioLetter[f] != "":
+			out[f] = true
+		default:
+			return nil, fmt.Errorf("--scenarios: unknown row %q (letters a … %s or names %s)", f,
+				scenarioLetter[Scenarios[len(Scenarios)-1]], strings.Join(Scenarios, ", "))
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--scenarios: no row")
+	}
+	return out, nil
+}
+
+// selected reports whether the run includes scenario.
+func (c runConfig) selected(scenario string) bool { return c.scenarios == nil || c.scenarios[scenario] }
+
+// selectedTargets drops from ts the goals of rows --scenarios left out: the
+// exact-hit and pass-through goals, which ComputeTargets reports (unknown)
+// even without their rows; the others appear only with theirs.
+func (c runConfig) selectedTargets(ts []Target) []Target {
+	var out []Target
+	for _, t := range ts {
+		if strings.HasPrefix(t.Name, "exact L1 hit") && !c.selected(ScenarioHit) ||
+			strings.HasPrefix(t.Name, "pass-through / ") && !c.selected(ScenarioPassthrough) {
+			continue
+		}
+		out = append(out, t)
+	}
+	return out
 }
 
 const runUsage = `Usage: edgebench run [flags]
@@ -89,9 +143,14 @@ Measures, with wrk pinned to CPU 0 and the server under test to CPU 1:
       the stack of (b)
   (i) pass-through as (d), through an upstream pool of two llmsim targets
       (least_latency; both on CPU 0); each must get ≥ 25 % of the requests
-at each connection count, and prints a Markdown table with the targets
-(ratios; semantic hits ≥ 2,500 req/s; Messages hits ≥ 90 % of (b); pool
-pass-through ≥ 90 % of (d)).
+  (j) semantic hits with the local model: edgecache's default embedder
+      (USE-lite, models/use-lite) and verifier, llmsim on CPU 0 as the model;
+      200 questions stored, then every request asks one in a wording never
+      sent before (an embedding computed per request)
+at each connection count (--scenarios picks rows), and prints a Markdown
+table with the targets (ratios; semantic hits ≥ 2,500 req/s; Messages hits
+≥ 90 % of (b); pool pass-through ≥ 90 % of (d); semantic hits with fresh
+wordings and the local model ≥ 2,000 req/s).
 Needs wrk and taskset in PATH and the binaries in --bin; installs and builds
 nothing.
 
@@ -161,34 +220,10 @@ func runMain(ctx context.Context, command string, args []string, stdout, stderr 
 // failed. Every process is stopped by the caller (and by each scenario as
 // it ends).
 func (r *runner) run(ctx context.Context) (Report, error) {
-	rep := Report{
-		Machine:      describeMachine(filepath.Join(r.cfg.bin, "edgecache"), time.Now()),
-		Command:      r.cfg.command,
-		Duration:     formatDuration(r.cfg.duration),
-		Warmup:       formatDuration(r.cfg.warmup),
-		BestOf:       max(r.cfg.bestOf, 1),
-		Conns:        r.cfg.conns,
-		RequestBytes: len(ChatBody),
-		// (e) always runs (a failure is recorded in its rows).
-		SemanticPrompts: semanticPromptCount,
-	}
-	if r.cfg.warmup == 0 {
-		rep.Warmup = "no"
-	}
+	rep := r.newReport()
 	fmt.Fprintf(r.log, "edgebench: %s\n", r.cfg.command)
-	r.scripts = map[bool]string{}
-	for _, noStore := range []bool{false, true} {
-		hdr := map[string]string{}
-		name := "post.lua"
-		if noStore {
-			hdr["Cache-Control"] = "no-store"
-			name = "post-no-store.lua"
-		}
-		p := filepath.Join(r.dir, name)
-		if err := os.WriteFile(p, []byte(LuaScript(ChatBody, hdr)), 0o644); err != nil {
-			return rep, err
-		}
-		r.scripts[noStore] = p
+	if err := r.writeChatScripts(); err != nil {
+		return rep, err
 	}
 
 	var failed []string
@@ -214,13 +249,15 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	}
 
 	// (a) needs the bytes of a hit: take them from a fresh edgecache first.
-	hitBody, err := r.fetchHitBody(ctx)
-	r.hitBody, rep.ResponseBytes = hitBody, len(hitBody)
-	if err != nil {
-		record(ScenarioCeiling, nil, fmt.Errorf("fetching the cached answer from edgecache: %w", err))
-	} else {
-		rows, err := r.scenarioCeiling(ctx, hitBody)
-		record(ScenarioCeiling, rows, err)
+	if r.cfg.selected(ScenarioCeiling) {
+		hitBody, err := r.fetchHitBody(ctx)
+		r.hitBody, rep.ResponseBytes = hitBody, len(hitBody)
+		if err != nil {
+			record(ScenarioCeiling, nil, fmt.Errorf("fetching the cached answer from edgecache: %w", err))
+		} else {
+			rows, err := r.scenarioCeiling(ctx, hitBody)
+			record(ScenarioCeiling, rows, err)
+		}
 	}
 	for _, sc := range []struct {
 		name string
@@ -234,14 +271,18 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		{ScenarioResponsesHit, r.scenarioResponsesHit},
 		{ScenarioMessagesHit, r.scenarioMessagesHit},
 		{ScenarioPoolPassthrough, r.scenarioPoolPassthrough},
+		{ScenarioSemanticFresh, r.scenarioSemanticFresh},
 	} {
 		if ctx.Err() != nil {
 			break
 		}
+		if !r.cfg.selected(sc.name) {
+			continue
+		}
 		rows, err := sc.fn(ctx)
 		record(sc.name, rows, err)
 	}
-	rep.Targets = ComputeTargets(rep.Results, r.cfg.conns)
+	rep.Targets = r.cfg.selectedTargets(ComputeTargets(rep.Results, r.cfg.conns))
 	if ctx.Err() != nil {
 		return rep, fmt.Errorf("interrupted: %w", ctx.Err())
 	}
@@ -249,6 +290,52 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		return rep, fmt.Errorf("%d row(s) failed:\n  %s", len(failed), strings.Join(failed, "\n  "))
 	}
 	return rep, nil
+}
+
+// writeChatScripts writes the wrk scripts that POST ChatBody, with and
+// without Cache-Control: no-store (r.scripts).
+func (r *runner) writeChatScripts() error {
+	r.scripts = map[bool]string{}
+	for _, noStore := range []bool{false, true} {
+		hdr := map[string]string{}
+		name := "post.lua"
+		if noStore {
+			hdr["Cache-Control"] = "no-store"
+			name = "post-no-store.lua"
+		}
+		p := filepath.Join(r.dir, name)
+		if err := os.WriteFile(p, []byte(LuaScript(ChatBody, hdr)), 0o644); err != nil {
+			return err
+		}
+		r.scripts[noStore] = p
+	}
+	return nil
+}
+
+// newReport is the report of this run before any row: the machine, the
+// command and settings, and what (e) and (j) ask when they are selected
+// (they run then, a failure being recorded in their rows).
+func (r *runner) newReport() Report {
+	rep := Report{
+		Machine:      describeMachine(filepath.Join(r.cfg.bin, "edgecache"), time.Now()),
+		Command:      r.cfg.command,
+		Duration:     formatDuration(r.cfg.duration),
+		Warmup:       formatDuration(r.cfg.warmup),
+		BestOf:       max(r.cfg.bestOf, 1),
+		Conns:        r.cfg.conns,
+		RequestBytes: len(ChatBody),
+	}
+	if r.cfg.selected(ScenarioSemantic) {
+		rep.SemanticPrompts = semanticPromptCount
+	}
+	if r.cfg.selected(ScenarioSemanticFresh) {
+		rep.FreshQuestions, rep.FreshTemplates = len(freshQuestions()), len(freshTemplates)
+		rep.FreshSpace = newFreshSpace(freshQuestions(), freshTemplates).size
+	}
+	if r.cfg.warmup == 0 {
+		rep.Warmup = "no"
+	}
+	return rep
 }
 
 // startLLMSim starts llmsim on cpu with extra flags (none: instant
@@ -333,13 +420,27 @@ func (r *runner) post(ctx context.Context, url string, noStore bool) (answer, er
 // postBody sends body to url, with Cache-Control: no-store if asked; an
 // answer other than 200 is an error.
 func (r *runner) postBody(ctx context.Context, url, body string, noStore bool) (answer, error) {
+	cc := ""
+	if noStore {
+		cc = "no-store"
+	}
+	a, err := r.postCC(ctx, url, body, cc)
+	if err == nil && a.status != http.StatusOK {
+		return a, fmt.Errorf("POST %s: status %d: %.200s", url, a.status, a.body)
+	}
+	return a, err
+}
+
+// postCC sends body to url with the Cache-Control header cc (none when
+// empty) and returns the answer whatever its status.
+func (r *runner) postCC(ctx context.Context, url, body, cc string) (answer, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
 		return answer{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if noStore {
-		req.Header.Set("Cache-Control", "no-store")
+	if cc != "" {
+		req.Header.Set("Cache-Control", cc)
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {
@@ -350,11 +451,7 @@ func (r *runner) postBody(ctx context.Context, url, body string, noStore bool) (
 	if err != nil {
 		return answer{}, err
 	}
-	a := answer{status: resp.StatusCode, cacheStatus: resp.Header.Get("Cache-Status"), body: got}
-	if a.status != http.StatusOK {
-		return a, fmt.Errorf("POST %s: status %d: %.200s", url, a.status, got)
-	}
-	return a, nil
+	return answer{status: resp.StatusCode, cacheStatus: resp.Header.Get("Cache-Status"), body: got}, nil
 }
 
 // The Cache-Status values the scenarios rely on.

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -136,12 +137,14 @@ func semanticConfigYAML(simURL string) string {
 	b.WriteString("  # no dimensions to set: the embedder learns them (llmsim's default 256)\n")
 	b.WriteString("  # from a probe at start-up\n")
 	fmt.Fprintf(&b, "  remote:\n    url: %s\n    model: %s\n", yamlQuote(simURL+"/v1"), yamlQuote(semanticEmbedModel))
-	b.WriteString("routes:\n")
-	fmt.Fprintf(&b, "  - name: chat\n    path: %s\n", chatPath)
-	b.WriteString("    # threshold and floor unset: the verifier's calibrated defaults, as shipped\n")
-	b.WriteString("    cache: {mode: semantic}\n")
-	return b.String()
+	return b.String() + semanticRouteYAML
 }
+
+// semanticRouteYAML is the routes: section of (e) and (j).
+const semanticRouteYAML = "routes:\n" +
+	"  - name: chat\n    path: " + chatPath + "\n" +
+	"    # threshold and floor unset: the verifier's calibrated defaults, as shipped\n" +
+	"    cache: {mode: semantic}\n"
 
 // lookupCounts are edgecache's cache-lookup counters summed over routes.
 type lookupCounts struct {
@@ -183,19 +186,17 @@ func parseLookups(r io.Reader) (lookupCounts, error) {
 
 // readLookups fetches and parses edgecache's /metrics.
 func (r *runner) readLookups(ctx context.Context, adminURL string) (lookupCounts, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, adminURL+"/metrics", nil)
+	text, err := r.get(ctx, adminURL+"/metrics")
 	if err != nil {
 		return lookupCounts{}, err
 	}
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return lookupCounts{}, fmt.Errorf("reading edgecache's /metrics: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return lookupCounts{}, fmt.Errorf("reading edgecache's /metrics: %s", resp.Status)
-	}
-	c, err := parseLookups(io.LimitReader(resp.Body, 16<<20))
+	return lookupsOf(text)
+}
+
+// lookupsOf parses the lookups of /metrics text, which must have the
+// semantic tier's.
+func lookupsOf(text []byte) (lookupCounts, error) {
+	c, err := parseLookups(bytes.NewReader(text))
 	if err != nil {
 		return c, fmt.Errorf("reading edgecache's /metrics: %w", err)
 	}
@@ -214,6 +215,17 @@ func semanticHitShare(d lookupCounts, requests int64) float64 {
 		return 0
 	}
 	return d.semanticHit / total
+}
+
+// checkHitShare fails a row of (e) or (j) whose semantic-hit share (d
+// the lookups over its measured window) is under MinSemanticHitShare.
+func checkHitShare(d lookupCounts, row Result) error {
+	if row.SemanticHitShare < MinSemanticHitShare {
+		return fmt.Errorf("only %s of the measured requests were semantic hits (want ≥ %.0f %%): %.0f semantic hits, "+
+			"%.0f semantic misses or errors, %.0f exact hits, %d requests by wrk", pct(row.SemanticHitShare),
+			MinSemanticHitShare*100, d.semanticHit, d.semanticOther, d.exactHit, row.Requests)
+	}
+	return nil
 }
 
 // primeSemantic stores prompts through edgecache at url, waits until the
@@ -282,20 +294,10 @@ const semanticPrecheckSamples = 5
 // scenarioSemantic is (e): semantic hits through edgecache, the remote
 // embedder and the model both llmsim --embed-fold on CPU 0.
 func (r *runner) scenarioSemantic(ctx context.Context) ([]Result, error) {
-	simAddr, sim, err := r.startLLMSim(ctx, loadCPU, "--embed-fold")
+	simAddr, url, adminURL, stop, err := r.semanticStack(ctx, "edgecache-semantic.yaml", semanticConfigYAML, "--embed-fold")
 	if err != nil {
 		return nil, err
 	}
-	confPath := filepath.Join(r.dir, "edgecache-semantic.yaml")
-	if err := os.WriteFile(confPath, []byte(semanticConfigYAML("http://"+simAddr)), 0o600); err != nil {
-		return nil, errors.Join(err, sim.stop(5*time.Second))
-	}
-	addr, admin, ec, err := r.startEdgecacheArgs(ctx, "--config", confPath)
-	if err != nil {
-		return nil, errors.Join(err, sim.stop(5*time.Second))
-	}
-	stop := func() error { return errors.Join(ec.stop(10*time.Second), sim.stop(10*time.Second)) }
-	url, adminURL := "http://"+addr+chatPath, "http://"+admin
 
 	prompts := semanticPrompts(semanticPromptCount)
 	script, err := SemanticLuaScript(semanticBodyPrefix, semanticBodySuffix, prompts, nil)
@@ -351,16 +353,56 @@ func (r *runner) scenarioSemantic(ctx context.Context) ([]Result, error) {
 			row.SemanticHitShare = semanticHitShare(d, row.Requests)
 			fmt.Fprintf(r.log, "edgebench: %s @%d: semantic hits %.0f, other semantic lookups %.0f, exact hits %.0f, wrk requests %d: %s semantic hits\n",
 				scenarioLabel[row.Scenario], row.Conns, d.semanticHit, d.semanticOther, d.exactHit, row.Requests, pct(row.SemanticHitShare))
-			if row.SemanticHitShare < MinSemanticHitShare {
-				return fmt.Errorf("only %s of the measured requests were semantic hits (want ≥ %.0f %%): %.0f semantic hits, "+
-					"%.0f semantic misses or errors, %.0f exact hits, %d requests by wrk", pct(row.SemanticHitShare),
-					MinSemanticHitShare*100, d.semanticHit, d.semanticOther, d.exactHit, row.Requests)
-			}
-			return nil
+			return checkHitShare(d, *row)
 		}, nil
 	}
 	rows := r.measure(ctx, ScenarioSemantic, url, scriptPath, check, observe)
 	return rows, stop()
+}
+
+// get returns the body of a GET of url (at most 16 MiB); an answer other
+// than 200 is an error.
+func (r *runner) get(ctx context.Context, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = errors.New(resp.Status)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", url, err)
+	}
+	return b, nil
+}
+
+// semanticStack starts llmsim (with simArgs) on the load CPU and edgecache
+// on the server CPU with the configuration conf makes for llmsim's URL,
+// written to name in the scratch directory: the set-up of (e) and (j). It
+// returns llmsim's address, the chat URL and the admin URL; stop stops
+// both.
+func (r *runner) semanticStack(ctx context.Context, name string, conf func(simURL string) string, simArgs ...string) (
+	simAddr, url, adminURL string, stop func() error, err error) {
+	simAddr, sim, err := r.startLLMSim(ctx, loadCPU, simArgs...)
+	if err != nil {
+		return "", "", "", nil, err
+	}
+	confPath := filepath.Join(r.dir, name)
+	if err := os.WriteFile(confPath, []byte(conf("http://"+simAddr)), 0o600); err != nil {
+		return "", "", "", nil, errors.Join(err, sim.stop(5*time.Second))
+	}
+	addr, admin, ec, err := r.startEdgecacheArgs(ctx, "--config", confPath)
+	if err != nil {
+		return "", "", "", nil, errors.Join(err, sim.stop(5*time.Second))
+	}
+	stop = func() error { return errors.Join(ec.stop(10*time.Second), sim.stop(10*time.Second)) }
+	return simAddr, "http://" + addr + chatPath, "http://" + admin, stop, nil
 }
 
 // readEmbedded returns how many texts llmsim has embedded (its

@@ -201,6 +201,42 @@ func TestSemanticLuaScript(t *testing.T) {
 	}
 }
 
+// wrkBodies runs wrk (one connection, a second) with script runs times in
+// a row against a slow local server (about 150 requests a run) and returns
+// the bodies it received, in order, and the requests that were not POSTed
+// as JSON.
+func wrkBodies(t *testing.T, script string, runs int) (bodies, bad []string) {
+	t.Helper()
+	var mu sync.Mutex
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" {
+			bad = append(bad, r.Method+" "+r.Header.Get("Content-Type"))
+		}
+		bodies = append(bodies, string(b))
+		mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+		w.Write([]byte("{}"))
+	}))
+	defer ts.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for run := range runs {
+		out, err := exec.CommandContext(ctx, "wrk", wrkArgs(1, time.Second, script, ts.URL+chatPath)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("wrk run %d: %v\n%s", run, err, out)
+		}
+		if _, err := ParseWrk(string(out)); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	ts.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	return bodies, bad
+}
+
 // TestSemanticLuaScriptUnderWrk runs the script in wrk for a second against
 // a slow local server (about 150 requests) and checks what it sent.
 func TestSemanticLuaScriptUnderWrk(t *testing.T) {
@@ -219,32 +255,7 @@ func TestSemanticLuaScriptUnderWrk(t *testing.T) {
 	if err := os.WriteFile(path, []byte(script), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var bodies []string
-	var bad []string
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" {
-			bad = append(bad, r.Method+" "+r.Header.Get("Content-Type"))
-		}
-		bodies = append(bodies, string(b))
-		mu.Unlock()
-		time.Sleep(5 * time.Millisecond)
-		w.Write([]byte("{}"))
-	}))
-	defer ts.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "wrk", wrkArgs(1, time.Second, path, ts.URL+chatPath)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("wrk: %v\n%s", err, out)
-	}
-	if _, err := ParseWrk(string(out)); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	mu.Lock()
-	defer mu.Unlock()
+	bodies, bad := wrkBodies(t, path, 1)
 	if len(bad) > 0 {
 		t.Errorf("requests not POSTed as JSON: %q", bad)
 	}

@@ -556,3 +556,28 @@ func FalseHitRates(mp metric.MeterProvider, rates func() []FalseHitRate) error {
 	}, g)
 	return err
 }
+
+// EmbedTexts registers the counter edgecache.embed.texts
+// (edgecache_embed_texts_total{result="computed|memo"} on /metrics): texts
+// the embedder computed and texts the embedding memo answered, read from
+// counts at each collection. It exists so that what semantic lookups cost
+// can be seen per request (a fresh wording pays one embedding, a repeated
+// one none); the counts are the memo's own atomic counters, so the request
+// path pays nothing more for them.
+func EmbedTexts(mp metric.MeterProvider, counts func() (computed, memo int64)) error {
+	m := mp.Meter("github.com/edgecache/edgecache")
+	c, err := m.Int64ObservableCounter("edgecache.embed.texts",
+		metric.WithDescription("Texts the semantic tier embedded, by result: computed by the embedder, or answered from the memo of recent texts."))
+	if err != nil {
+		return err
+	}
+	computedAttr := metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "computed")))
+	memoAttr := metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "memo")))
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		computed, memo := counts()
+		o.ObserveInt64(c, computed, computedAttr)
+		o.ObserveInt64(c, memo, memoAttr)
+		return nil
+	}, c)
+	return err
+}

@@ -228,3 +228,32 @@ func TestCacheSaved(t *testing.T) {
 		t.Errorf("cost saved %v, want %v", cost, want)
 	}
 }
+
+// The embedding counter reaches /metrics as edgecache_embed_texts_total
+// with result computed and memo, whatever counts returns at collection.
+func TestEmbedTextsOnPrometheus(t *testing.T) {
+	tel, err := Setup(context.Background(), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background())
+	computed, memo := int64(7), int64(3)
+	if err := EmbedTexts(tel.MeterProvider, func() (int64, int64) { return computed, memo }); err != nil {
+		t.Fatal(err)
+	}
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		tel.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		return rec.Body.String()
+	}
+	body := scrape()
+	for _, want := range []string{`edgecache_embed_texts_total{result="computed"} 7`, `edgecache_embed_texts_total{result="memo"} 3`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, body)
+		}
+	}
+	computed = 12
+	if body := scrape(); !strings.Contains(body, `edgecache_embed_texts_total{result="computed"} 12`) {
+		t.Errorf("the counter does not follow counts:\n%s", body)
+	}
+}
