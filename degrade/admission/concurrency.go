@@ -116,7 +116,7 @@ type ConcurrencyConfig struct {
 	// calls in flight and waiting at least a quarter of the limit (the
 	// limit falls to half the calls in flight), or an overload failure —
 	// hands over to the gradient (gradient.go), or until it reaches
-	// MaxLimit. Slow start begins again after five windows in a row with
+	// MaxLimit. Slow start begins again after three windows in a row with
 	// the limit full and TTFT back within that threshold (an upstream that
 	// recovered from an incident; gradient.restartSlowStart says why).
 	// NoSlowStart turns both off.

@@ -82,7 +82,7 @@ const (
 	slowStartPersist = int64(time.Second)
 	// slowStartRestart is how many windows in a row must be healthy and
 	// full before slow start begins again.
-	slowStartRestart = 5
+	slowStartRestart = 3
 )
 
 // sample feeds slow start one TTFT (seconds) and grows the limit by grow

@@ -352,8 +352,8 @@ func TestSlowStartRestartsWhenUpstreamRecovers(t *testing.T) {
 	t.Logf("clamped limit %d; slow start again after %v; limit %d, %d in flight, %d shed in the last 5s", clamped, restarted, st.Limit, st.InFlight, s.rejected)
 	// The stored-up waiters and the calls of the incident drain first; then
 	// five healthy, full windows.
-	if restarted < 0 || restarted > 12*time.Second {
-		t.Fatalf("slow start began again after %v, want within 12s of the recovery", restarted)
+	if restarted < 0 || restarted > 9*time.Second {
+		t.Fatalf("slow start began again after %v, want within 9s of the recovery", restarted)
 	}
 	if st.Limit < 1600 || s.rejected != 0 {
 		t.Fatalf("recovered: limit %d (want ≥ 1,600, the load), %d shed in the last 5s", st.Limit, s.rejected)

@@ -46,6 +46,11 @@ type streamsConfig struct {
 	// degradeN streams spread over degradeRamp.
 	degradeAfter, degradeTTFT, degradeRamp time.Duration
 	degradeN                               int
+	// recoverAfter > 0 (with degradeAfter) sets llmsim's TTFT back that
+	// long after it rose and starts a third wave of recoverN streams
+	// spread over recoverRamp: the limit should give the capacity back.
+	recoverAfter, recoverRamp time.Duration
+	recoverN                  int
 }
 
 const streamsUsage = `Usage: edgebench streams [flags]
@@ -59,7 +64,9 @@ and the adaptive concurrency limit every 250 ms (/admin/upstreams). --open-admis
 runs edgecache with large concurrency limits and max_in_flight; without it, with the default
 configuration. --degrade-after D raises llmsim's TTFT to --degrade-ttft D after the
 burst through edgecache started and sends a second wave of --degrade-n streams over
---degrade-ramp, so that the limit's clamp shows in its timeline. Then the same
+--degrade-ramp, so that the limit's clamp shows in its timeline; --recover-after D
+sets llmsim's TTFT back D after it rose and sends a third wave of --recover-n
+streams over --recover-ramp, so that the limit's recovery shows too. Then the same
 streams go through "edgebench proxy", a minimal net/http reverse proxy, in
 edgecache's place (skip with --no-reference): the floor its RSS, CPU per event
 and added TTFT are read against.
@@ -87,6 +94,9 @@ func parseStreamsFlags(args []string, stderr io.Writer) (streamsConfig, error) {
 	fs.DurationVar(&c.degradeTTFT, "degrade-ttft", 2*time.Second, "llmsim's TTFT from --degrade-after on")
 	fs.IntVar(&c.degradeN, "degrade-n", 0, "streams of the second wave (0 = n/4)")
 	fs.DurationVar(&c.degradeRamp, "degrade-ramp", 10*time.Second, "spread the second wave's starts over this time")
+	fs.DurationVar(&c.recoverAfter, "recover-after", 0, "with --degrade-after: set llmsim's TTFT back this long after it rose, and send a third wave (0 = no)")
+	fs.IntVar(&c.recoverN, "recover-n", 0, "streams of the third wave (0 = n)")
+	fs.DurationVar(&c.recoverRamp, "recover-ramp", 10*time.Second, "spread the third wave's starts over this time")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), streamsUsage)
 		fs.PrintDefaults()
@@ -112,6 +122,15 @@ func parseStreamsFlags(args []string, stderr io.Writer) (streamsConfig, error) {
 	}
 	if c.degradeN == 0 {
 		c.degradeN = max(1, c.n/4)
+	}
+	if c.recoverAfter < 0 || c.recoverRamp < 0 || c.recoverN < 0 || c.recoverN > 10_000 {
+		errs = append(errs, errors.New("--recover-after and --recover-ramp must not be negative, --recover-n in 0..10000"))
+	}
+	if c.recoverAfter > 0 && c.degradeAfter <= 0 {
+		errs = append(errs, errors.New("--recover-after needs --degrade-after"))
+	}
+	if c.recoverN == 0 {
+		c.recoverN = c.n
 	}
 	if c.timeout == 0 && c.tps > 0 {
 		c.timeout = 2*(c.ttft+time.Duration(float64(c.tokens)/c.tps*float64(time.Second))) + c.ramp + 30*time.Second
@@ -183,6 +202,10 @@ type StreamsReport struct {
 	DegradeAtS    float64      `json:"degrade_at_s,omitempty"`
 	DegradeTTFTMs float64      `json:"degrade_ttft_ms,omitempty"`
 	Degraded      *StreamPhase `json:"degraded_wave,omitempty"`
+	// With --recover-after: when llmsim's TTFT went back, and the third
+	// wave's result.
+	RecoverAtS float64      `json:"recover_at_s,omitempty"`
+	Recovered  *StreamPhase `json:"recovered_wave,omitempty"`
 	// The same streams through a minimal proxy (absent with --no-reference).
 	Reference *StreamsReference `json:"reference,omitempty"`
 	Error     string            `json:"error,omitempty"`
@@ -210,8 +233,10 @@ func deriveStreams(rep StreamsReport) StreamsDerived {
 		d.RSSPerStreamKiB = float64(rep.PeakRSSKiB-rep.BaselineRSSKiB) / float64(open)
 	}
 	ev := rep.Edgecache.Events
-	if rep.Degraded != nil { // the CPU figure covers both waves
-		ev += rep.Degraded.Events
+	for _, w := range []*StreamPhase{rep.Degraded, rep.Recovered} { // the CPU figure covers every wave
+		if w != nil {
+			ev += w.Events
+		}
 	}
 	if ev > 0 {
 		d.CPUMsPer1kEvents = rep.CPUSeconds * 1000 / float64(ev) * 1000
@@ -244,6 +269,12 @@ func WriteStreamsMarkdown(w io.Writer, rep StreamsReport) error {
 			p    StreamPhase
 		}{fmt.Sprintf("second wave, llmsim TTFT %.0f ms", rep.DegradeTTFTMs), *rep.Degraded})
 	}
+	if rep.Recovered != nil {
+		rows = append(rows, struct {
+			name string
+			p    StreamPhase
+		}{fmt.Sprintf("third wave, llmsim TTFT back at %.2f s", rep.RecoverAtS), *rep.Recovered})
+	}
 	for _, row := range rows {
 		fmt.Fprintf(&b, "| %s | %d / %d | %d / %d | %d | %.1f ms | %.1f ms | %d |\n",
 			row.name, row.p.Intact, row.p.N, row.p.Admitted, row.p.N, row.p.PeakOpen, row.p.TTFTP50Ms, row.p.TTFTP99Ms, row.p.Events)
@@ -262,6 +293,15 @@ func WriteStreamsMarkdown(w io.Writer, rep StreamsReport) error {
 			fmt.Fprintf(&b, "| adaptive limit, TTFT raised to %.0f ms at %.2f s | %d before → %d after 2 s → %d after 5 s → %d after 10 s; slow start %s |\n",
 				rep.DegradeTTFTMs, rep.DegradeAtS, ls.BeforeDegrade, ls.After2s, ls.After5s, ls.After10s, ended)
 		}
+	}
+	if rep.RecoverAtS > 0 && len(rep.Limit) > 0 {
+		rs := summarizeRecovery(rep.Limit, rep.RecoverAtS)
+		again := "did not begin again"
+		if rs.SlowStartS >= 0 {
+			again = fmt.Sprintf("began again %.2f s after", rs.SlowStartS)
+		}
+		fmt.Fprintf(&b, "| adaptive limit, TTFT back at %.2f s | %d then → up to %d at +%.2f s; slow start %s |\n",
+			rep.RecoverAtS, rs.AtRecover, rs.Peak, rs.PeakAfterS, again)
 	}
 	fmt.Fprintf(&b, "| RSS baseline / peak | %d KiB / %d KiB |\n", rep.BaselineRSSKiB, rep.PeakRSSKiB)
 	fmt.Fprintf(&b, "| RSS per open stream above baseline | %.1f KiB |\n", d.RSSPerStreamKiB)
@@ -402,29 +442,13 @@ func (r *runner) streams(ctx context.Context, cfg streamsConfig) (StreamsReport,
 	if cfg.degradeAfter <= 0 {
 		close(degDone)
 	} else {
-		go func() { // raise llmsim's TTFT mid-run and send a second wave
+		go func() {
 			defer close(degDone)
-			select {
-			case <-time.After(cfg.degradeAfter):
-			case <-ctx.Done():
-				degErr = ctx.Err()
-				return
-			}
-			if degErr = setSimTTFT(ctx, r.client, simAddr, cfg.degradeTTFT); degErr != nil {
-				return
-			}
-			rep.DegradeAtS, rep.DegradeTTFTMs = time.Since(burst).Seconds(), ms(cfg.degradeTTFT)
-			wave := spec
-			wave.N, wave.Ramp, wave.RunID = cfg.degradeN, cfg.degradeRamp, randomHex(6)
-			wave.Timeout = 2*(cfg.degradeTTFT+time.Duration(float64(cfg.tokens)/cfg.tps*float64(time.Second))) + 30*time.Second
-			var p StreamPhase
-			if p, degErr = r.runStreamgen(ctx, wave, "edgecache-degraded"); degErr == nil {
-				rep.Degraded = &p
-			}
+			degErr = r.streamWaves(ctx, cfg, spec, simAddr, burst, &rep)
 		}()
 	}
 	rep.Edgecache, err = r.runStreamgen(ctx, spec, "edgecache")
-	<-degDone // the RSS and CPU figures cover the second wave too
+	<-degDone // the RSS and CPU figures cover the later waves too
 	pu := use.Stop()
 	rep.BaselineRSSKiB, rep.PeakRSSKiB, rep.CPUSeconds = pu.BaselineRSSKiB, pu.PeakRSSKiB, pu.CPUSeconds
 	var failedReads int
@@ -446,6 +470,51 @@ func (r *runner) streams(ctx context.Context, cfg streamsConfig) (StreamsReport,
 	}
 	rep.Derived = deriveStreams(rep)
 	return rep, nil
+}
+
+// streamWaves raises llmsim's TTFT cfg.degradeAfter after burst and sends
+// the second wave; with cfg.recoverAfter it sets the TTFT back that long
+// after and sends the third wave meanwhile. It fills rep's wave fields.
+func (r *runner) streamWaves(ctx context.Context, cfg streamsConfig, spec StreamSpec, simAddr string, burst time.Time, rep *StreamsReport) error {
+	if err := sleepCtx(ctx, cfg.degradeAfter); err != nil {
+		return err
+	}
+	if err := setSimTTFT(ctx, r.client, simAddr, cfg.degradeTTFT); err != nil {
+		return err
+	}
+	rep.DegradeAtS, rep.DegradeTTFTMs = time.Since(burst).Seconds(), ms(cfg.degradeTTFT)
+	wave := func(n int, ramp, ttft time.Duration) StreamSpec {
+		w := spec
+		w.N, w.Ramp, w.RunID = n, ramp, randomHex(6)
+		w.Timeout = 2*(ttft+time.Duration(float64(cfg.tokens)/cfg.tps*float64(time.Second))) + ramp + 30*time.Second
+		return w
+	}
+	var second StreamPhase
+	var secondErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		second, secondErr = r.runStreamgen(ctx, wave(cfg.degradeN, cfg.degradeRamp, cfg.degradeTTFT), "edgecache-degraded")
+	}()
+	var thirdErr error
+	if cfg.recoverAfter > 0 {
+		thirdErr = sleepCtx(ctx, cfg.recoverAfter)
+		if thirdErr == nil {
+			thirdErr = setSimTTFT(ctx, r.client, simAddr, cfg.ttft)
+		}
+		if thirdErr == nil {
+			rep.RecoverAtS = time.Since(burst).Seconds()
+			var third StreamPhase
+			if third, thirdErr = r.runStreamgen(ctx, wave(cfg.recoverN, cfg.recoverRamp, cfg.ttft), "edgecache-recovered"); thirdErr == nil {
+				rep.Recovered = &third
+			}
+		}
+	}
+	<-done
+	if secondErr == nil {
+		rep.Degraded = &second
+	}
+	return errors.Join(secondErr, thirdErr)
 }
 
 // StreamsReference is the same streams through a minimal net/http reverse

@@ -220,3 +220,38 @@ func writeLimitTimeline(b *strings.Builder, pts []LimitPoint, degradeAt float64)
 		last = p
 	}
 }
+
+// RecoverySummary is what the limit did after llmsim's TTFT went back to
+// normal (--recover-after): its value then, its highest after, and when
+// slow start began again (seconds after the recovery; -1: it did not).
+type RecoverySummary struct {
+	AtRecover  int
+	Peak       int
+	PeakAfterS float64
+	SlowStartS float64
+}
+
+// summarizeRecovery reads the timeline from at (seconds on its clock) on.
+func summarizeRecovery(points []LimitPoint, at float64) RecoverySummary {
+	rs := RecoverySummary{SlowStartS: -1}
+	seen := false
+	for _, p := range points {
+		if p.T < at {
+			rs.AtRecover = p.Limit
+			continue
+		}
+		if !seen {
+			seen = true
+			if rs.AtRecover == 0 {
+				rs.AtRecover = p.Limit
+			}
+		}
+		if p.Limit > rs.Peak {
+			rs.Peak, rs.PeakAfterS = p.Limit, p.T-at
+		}
+		if p.SlowStart && rs.SlowStartS < 0 {
+			rs.SlowStartS = p.T - at
+		}
+	}
+	return rs
+}

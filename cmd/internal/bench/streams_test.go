@@ -351,3 +351,25 @@ func TestServerUnderTest(t *testing.T) {
 		t.Errorf("after stop: pid %d", pid)
 	}
 }
+
+func TestSummarizeRecovery(t *testing.T) {
+	pts := []LimitPoint{{T: 0, Limit: 100, SlowStart: true}, {T: 5, Limit: 900}, {T: 10, Limit: 400},
+		{T: 12, Limit: 380}, {T: 18, Limit: 390, SlowStart: true}, {T: 19, Limit: 1500, SlowStart: true}, {T: 21, Limit: 1200}}
+	rs := summarizeRecovery(pts, 11)
+	if rs.AtRecover != 400 || rs.Peak != 1500 || rs.PeakAfterS != 8 || rs.SlowStartS != 7 {
+		t.Fatalf("%+v", rs)
+	}
+	if rs := summarizeRecovery(pts[:4], 11); rs.SlowStartS != -1 || rs.Peak != 380 {
+		t.Fatalf("no restart: %+v", rs)
+	}
+}
+
+func TestStreamsRecoverFlags(t *testing.T) {
+	if _, err := parseStreamsFlags([]string{"--recover-after", "10s"}, io.Discard); err == nil {
+		t.Fatal("--recover-after without --degrade-after accepted")
+	}
+	c, err := parseStreamsFlags([]string{"--n", "300", "--degrade-after", "5s", "--recover-after", "10s"}, io.Discard)
+	if err != nil || c.recoverAfter != 10*time.Second || c.recoverN != 300 || c.recoverRamp != 10*time.Second {
+		t.Fatalf("%+v %v", c, err)
+	}
+}
