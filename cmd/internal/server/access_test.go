@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
@@ -119,5 +120,34 @@ func TestAccessLog(t *testing.T) {
 		if l["msg"] == "access" {
 			t.Errorf("off: %v", l)
 		}
+	}
+}
+
+// TestAccessLineEscapes: what a client controls (the path) and what an
+// upstream or route sets (headers) reach the hand-built line as valid
+// JSON strings, whatever bytes they hold.
+func TestAccessLineEscapes(t *testing.T) {
+	var buf logBuf
+	log := slog.New(ctxLog{slog.NewJSONHandler(&buf, nil)})
+	e := newEcho(log)
+	e.Use(AccessLog{Mode: "full", Out: &buf}.middleware(log))
+	odd := "q\"uote\\back\x01ctl\xffbad 中文"
+	e.Any("/*", func(c echo.Context) error {
+		c.Set(ctxRoute, "r\"oute")
+		c.Response().Header().Set("Cache-Status", odd)
+		return c.String(http.StatusOK, "ok")
+	})
+	r := httptest.NewRequest(http.MethodPost, "/p%22a%5Cth%01", nil)
+	e.ServeHTTP(httptest.NewRecorder(), r)
+	lines := buf.lines(t) // fails on a line that is not JSON
+	if len(lines) != 1 {
+		t.Fatalf("lines %v", lines)
+	}
+	l := lines[0]
+	if l["path"] != "/p\"a\\th\x01" || l["route"] != "r\"oute" || l["cache_status"] != strings.ToValidUTF8(odd, "\uFFFD") {
+		t.Errorf("escaped fields: path %q route %q cache_status %q", l["path"], l["route"], l["cache_status"])
+	}
+	if l["level"] != "INFO" || l["msg"] != "access" || l["time"] == nil || l["request_id"] == "" {
+		t.Errorf("line %v", l)
 	}
 }
