@@ -73,6 +73,9 @@ func (p *Pipeline) namespace(rt *Route, c caller) string {
 type caller struct {
 	mac   [16]byte
 	known bool
+	// ns and id are the namespace and key id strings of mac, made once
+	// (callerOf): several layers log or count them per request.
+	ns, id string
 }
 
 // identify returns the caller of r.
@@ -93,19 +96,21 @@ func (p *Pipeline) callerOf(apiKey string) caller {
 	k.macs.Put(m)
 	c := caller{known: true}
 	copy(c.mac[:], sum[:16])
+	c.ns, c.id = macID("t:", c.mac[:]), macID("k:", c.mac[:])
 	return c
 }
 
 // tenant is Namespace(secret, apiKey); keyID is KeyID(secret, apiKey).
-func (c caller) tenant() string { return macID("t:", c.mac[:]) }
-func (c caller) keyID() string  { return macID("k:", c.mac[:]) }
+func (c caller) tenant() string { return c.ns }
+func (c caller) keyID() string  { return c.id }
 
-// macID is prefix and the hex of the first 16 bytes of sum.
+// macID is prefix (at most 8 bytes) and the hex of the first 16 bytes of
+// sum, in one allocation.
 func macID(prefix string, sum []byte) string {
-	b := make([]byte, len(prefix)+32)
-	copy(b, prefix)
-	hex.Encode(b[len(prefix):], sum[:16])
-	return string(b)
+	var b [40]byte
+	n := copy(b[:8], prefix)
+	hex.Encode(b[n:n+32], sum[:16])
+	return string(b[:n+32])
 }
 
 // Namespace is the cache namespace of an API key: an HMAC under the

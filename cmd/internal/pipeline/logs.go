@@ -169,6 +169,12 @@ func (p *Pipeline) logTransition(ctx context.Context, tr degrade.Transition) {
 type RequestLog struct {
 	// ID is the request id (X-Request-Id).
 	ID string
+	// Route and Status are the route's name and the status the access log
+	// reports, set by the route's handler; both are written and read on
+	// the request's own goroutine. (They live here rather than in echo's
+	// per-request map, which cost an allocation per request.)
+	Route  string
+	Status int
 
 	mu       sync.Mutex
 	tenant   string

@@ -847,7 +847,7 @@ func isEventStream(h http.Header) bool {
 
 func checkContentType(r *http.Request) error {
 	ct := r.Header.Get("Content-Type")
-	if ct == "" {
+	if ct == "" || ct == "application/json" {
 		return nil // lenient: a body without a type is read as JSON
 	}
 	mt, _, err := mime.ParseMediaType(ct)

@@ -30,11 +30,20 @@ type AccessLog struct {
 	Out io.Writer
 }
 
-// Keys of what a route handler tells the access log.
-const (
-	ctxRoute  = "edgecache.route"
-	ctxStatus = "edgecache.status"
-)
+// noteRoute and noteStatus tell the access log the route's name and the
+// status it reports, through the request's RequestLog (the requestID
+// middleware puts one in every request's context).
+func noteRoute(c echo.Context, name string) {
+	if rl := pipeline.RequestLogFrom(c.Request().Context()); rl != nil {
+		rl.Route = name
+	}
+}
+
+func noteStatus(c echo.Context, status int) {
+	if rl := pipeline.RequestLogFrom(c.Request().Context()); rl != nil {
+		rl.Status = status
+	}
+}
 
 func (a AccessLog) keep(status int) bool {
 	switch a.Mode {
@@ -66,7 +75,13 @@ func (a AccessLog) middleware(log *slog.Logger) echo.MiddlewareFunc {
 			if err := next(c); err != nil {
 				c.Error(err) // answered now, so the line has its status
 			}
-			status, _ := c.Get(ctxStatus).(int)
+			// A route handler tells the access log its route and status
+			// through the request's RequestLog.
+			rl := pipeline.RequestLogFrom(c.Request().Context())
+			status := 0
+			if rl != nil {
+				status = rl.Status
+			}
 			if status == 0 {
 				status = c.Response().Status
 			}
@@ -77,7 +92,7 @@ func (a AccessLog) middleware(log *slog.Logger) echo.MiddlewareFunc {
 			if !a.keep(status) || !log.Enabled(c.Request().Context(), level) {
 				return nil
 			}
-			writeAccessLine(out, c, level, status, start)
+			writeAccessLine(out, c, rl, level, status, start)
 			return nil
 		}
 	}
@@ -96,10 +111,13 @@ var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b
 // json.Marshal, the caller's pc), the largest cost of a hit after the
 // socket. Appending the line by hand into a pooled buffer costs a fraction
 // (BenchmarkAccessLog says how much).
-func writeAccessLine(out io.Writer, c echo.Context, level slog.Level, status int, start time.Time) {
+func writeAccessLine(out io.Writer, c echo.Context, rl *pipeline.RequestLog, level slog.Level, status int, start time.Time) {
 	r := c.Request()
 	h := c.Response().Header()
-	route, _ := c.Get(ctxRoute).(string)
+	route := ""
+	if rl != nil {
+		route = rl.Route
+	}
 	bp := lineBufs.Get().(*[]byte)
 	b := append((*bp)[:0], `{"time":"`...)
 	b = time.Now().AppendFormat(b, time.RFC3339Nano)
@@ -111,7 +129,6 @@ func writeAccessLine(out io.Writer, c echo.Context, level slog.Level, status int
 	b = appendField(b, "path", r.URL.Path)
 	b = appendInt(b, "status", int64(status))
 	b = appendField(b, "cache_status", h.Get("Cache-Status"))
-	rl := pipeline.RequestLogFrom(r.Context())
 	if rl != nil {
 		if t := rl.Tenant(); t != "" {
 			b = appendField(b, "tenant", t)

@@ -23,9 +23,9 @@ func BenchmarkAccessLog(b *testing.B) {
 			e := newEcho(log)
 			e.Use(AccessLog{Mode: mode, Out: io.Discard}.middleware(log))
 			e.POST("/v1/chat/completions", func(c echo.Context) error {
-				c.Set(ctxRoute, "chat")
+				noteRoute(c, "chat")
 				c.Response().Header().Set("Cache-Status", "edgecache; hit; detail=l1; ttl=3590")
-				c.Set(ctxStatus, http.StatusOK)
+				noteStatus(c, http.StatusOK)
 				return c.String(http.StatusOK, "hello")
 			})
 			r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)

@@ -51,14 +51,14 @@ func accessEcho(log *slog.Logger, a AccessLog) *echo.Echo {
 	e := newEcho(log)
 	e.Use(a.middleware(log))
 	e.POST("/v1/chat/completions", func(c echo.Context) error {
-		c.Set(ctxRoute, "chat")
+		noteRoute(c, "chat")
 		log.InfoContext(c.Request().Context(), "inside")
 		status := http.StatusOK
 		if c.Request().Header.Get("X-Fail") != "" {
 			status = http.StatusBadGateway
 		}
 		c.Response().Header().Set("Cache-Status", "edgecache; fwd=uri-miss")
-		c.Set(ctxStatus, status)
+		noteStatus(c, status)
 		return c.String(status, "hello")
 	})
 	return e
@@ -133,7 +133,7 @@ func TestAccessLineEscapes(t *testing.T) {
 	e.Use(AccessLog{Mode: "full", Out: &buf}.middleware(log))
 	odd := "q\"uote\\back\x01ctl\xffbad 中文"
 	e.Any("/*", func(c echo.Context) error {
-		c.Set(ctxRoute, "r\"oute")
+		noteRoute(c, "r\"oute")
 		c.Response().Header().Set("Cache-Status", odd)
 		return c.String(http.StatusOK, "ok")
 	})

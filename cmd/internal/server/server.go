@@ -57,7 +57,7 @@ func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Obse
 	for _, rt := range routes {
 		name := rt.Name
 		h := func(c echo.Context) error {
-			c.Set(ctxRoute, name)
+			noteRoute(c, name)
 			start := time.Now()
 			obs.Begin()
 			p.Serve(c.Response(), c.Request(), table.Route(name))
@@ -72,7 +72,7 @@ func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Obse
 				}
 			}
 			obs.End(name, c.Request().Method, status, time.Since(start))
-			c.Set(ctxStatus, status)
+			noteStatus(c, status)
 			return nil
 		}
 		if rt.API == openai.APIModels {
