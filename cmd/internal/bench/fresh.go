@@ -308,7 +308,7 @@ func freshConfigYAML(simURL string) string {
 // checkLocalEmbedder fails unless edgecache's /readyz says the semantic
 // tier embeds with the local model (USE-lite) and did not fall back.
 func (r *runner) checkLocalEmbedder(ctx context.Context, adminURL string) error {
-	a, err := r.get(ctx, adminURL+"/readyz")
+	a, err := getBody(ctx, r.client, adminURL+"/readyz")
 	if err != nil {
 		return err
 	}
@@ -525,7 +525,7 @@ type freshSnapshot struct {
 
 func (r *runner) freshSnapshot(ctx context.Context, adminURL string, counter freshCounter) (freshSnapshot, error) {
 	var s freshSnapshot
-	text, err := r.get(ctx, adminURL+"/metrics")
+	text, err := getBody(ctx, r.client, adminURL+"/metrics")
 	if err != nil {
 		return s, err
 	}

@@ -215,20 +215,8 @@ type clientResult struct {
 
 // simCounts reads llmsim's generation calls and busy slot time.
 func simCounts(ctx context.Context, tg jobsTarget) (calls, busyMs int64, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, tg.sim+"/_sim/stats", nil)
-	if err != nil {
-		return 0, 0, err
-	}
-	resp, err := tg.client.Do(req)
-	if err != nil {
-		return 0, 0, fmt.Errorf("llmsim /_sim/stats: %w", err)
-	}
-	defer resp.Body.Close()
-	var m map[string]int64
-	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
-		return 0, 0, fmt.Errorf("llmsim /_sim/stats: %w", err)
-	}
-	return m[chatPath] + m[responsesPath], m[llmsim.StatBusyMillis], nil
+	m, err := simStats(ctx, tg.client, tg.sim)
+	return m[chatPath] + m[responsesPath], m[llmsim.StatBusyMillis], err
 }
 
 // runJobsPhase starts m clients at once and measures the phase from

@@ -9,10 +9,8 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -56,20 +54,8 @@ func poolConfig(addrs ...string) string {
 
 // simChatCount reads an llmsim's chat completions counter (/_sim/stats).
 func (r *runner) simChatCount(ctx context.Context, addr string) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/_sim/stats", nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var st map[string]int64
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return 0, fmt.Errorf("llmsim %s stats: %w", addr, err)
-	}
-	return st[chatPath], nil
+	st, err := simStats(ctx, r.client, "http://"+addr)
+	return st[chatPath], err
 }
 
 // poolShares observes a measured run: finish fails the row when a target

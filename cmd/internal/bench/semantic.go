@@ -186,7 +186,7 @@ func parseLookups(r io.Reader) (lookupCounts, error) {
 
 // readLookups fetches and parses edgecache's /metrics.
 func (r *runner) readLookups(ctx context.Context, adminURL string) (lookupCounts, error) {
-	text, err := r.get(ctx, adminURL+"/metrics")
+	text, err := getBody(ctx, r.client, adminURL+"/metrics")
 	if err != nil {
 		return lookupCounts{}, err
 	}
@@ -360,14 +360,15 @@ func (r *runner) scenarioSemantic(ctx context.Context) ([]Result, error) {
 	return rows, stop()
 }
 
-// get returns the body of a GET of url (at most 16 MiB); an answer other
-// than 200 is an error.
-func (r *runner) get(ctx context.Context, url string) ([]byte, error) {
+// getBody returns the body of a GET of url (at most 16 MiB); an answer
+// other than 200 is an error. Every read of an admin or llmsim endpoint in
+// the harness goes through it.
+func getBody(ctx context.Context, client *http.Client, url string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := r.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", url, err)
 	}
@@ -380,6 +381,20 @@ func (r *runner) get(ctx context.Context, url string) ([]byte, error) {
 		return nil, fmt.Errorf("reading %s: %w", url, err)
 	}
 	return b, nil
+}
+
+// simStats returns a running llmsim's counters (GET /_sim/stats at
+// simURL, its base URL).
+func simStats(ctx context.Context, client *http.Client, simURL string) (map[string]int64, error) {
+	b, err := getBody(ctx, client, simURL+"/_sim/stats")
+	if err != nil {
+		return nil, err
+	}
+	var st map[string]int64
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("reading %s/_sim/stats: %w", simURL, err)
+	}
+	return st, nil
 }
 
 // semanticStack starts llmsim (with simArgs) on the load CPU and edgecache
@@ -409,18 +424,6 @@ func (r *runner) semanticStack(ctx context.Context, name string, conf func(simUR
 // /_sim/stats "embedded_inputs"): every embedding edgecache computed, since
 // llmsim is its remote embedder.
 func (r *runner) readEmbedded(ctx context.Context, simURL string) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, simURL+"/_sim/stats", nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("reading llmsim's /_sim/stats: %w", err)
-	}
-	defer resp.Body.Close()
-	var stats map[string]int64
-	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil {
-		return 0, fmt.Errorf("reading llmsim's /_sim/stats: %w", err)
-	}
-	return stats[llmsim.StatEmbeddedInputs], nil
+	st, err := simStats(ctx, r.client, simURL)
+	return st[llmsim.StatEmbeddedInputs], err
 }

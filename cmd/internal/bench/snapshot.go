@@ -191,20 +191,7 @@ func takeSnapshot(ctx context.Context, client *http.Client, adminURL string) *Sn
 	s := &Snapshot{}
 	var errs []string
 	get := func(path string) ([]byte, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(adminURL, "/")+path, nil)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-		if err == nil && resp.StatusCode != http.StatusOK {
-			err = fmt.Errorf("GET %s: %s", path, resp.Status)
-		}
-		return b, err
+		return getBody(ctx, client, strings.TrimSuffix(adminURL, "/")+path)
 	}
 	if b, err := get("/admin/upstreams"); err != nil {
 		errs = append(errs, err.Error())

@@ -78,21 +78,9 @@ func (s *limitSampler) Stop() ([]LimitPoint, int) {
 }
 
 func readLimiter(ctx context.Context, client *http.Client, adminURL string) (*LimiterStats, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(adminURL, "/")+"/admin/upstreams", nil)
+	b, err := getBody(ctx, client, strings.TrimSuffix(adminURL, "/")+"/admin/upstreams")
 	if err != nil {
 		return nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /admin/upstreams: %s", resp.Status)
 	}
 	return parseUpstreams(b)
 }
