@@ -139,7 +139,11 @@ func (p *Pipeline) charge(w http.ResponseWriter, r *http.Request, pd *pending, a
 		}
 	}
 	if cfg.Quota == nil {
-		cd.Headers(w.Header().Set)
+		// Without credits cd is the zero decision (not allowed): its
+		// headers would put a Retry-After on a 200.
+		if cfg.Credits != nil {
+			cd.Headers(w.Header().Set)
+		}
 		return true
 	}
 	a.tokens = openai.EstimateTokens(req, bodyLen)

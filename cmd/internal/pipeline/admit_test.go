@@ -77,6 +77,26 @@ func TestSelfProtectionShedsLowestLaneFirst(t *testing.T) {
 	}
 }
 
+// An admitted answer carries no Retry-After: with self-protection alone
+// (no quotas, no credits) the 200s, miss and hit, once carried
+// "Retry-After: 1" and "Retry-After-Ms: 1" from a zero credit decision.
+func TestAdmittedAnswerHasNoRetryAfter(t *testing.T) {
+	e := newEdge(t, edgeOpts{})
+	prot, _ := admission.NewProtector(admission.ProtectConfig{MaxInFlight: 100})
+	e.p.cfg.Admission = &AdmissionConfig{Protector: prot, DefaultLane: admission.Free}
+	for i, want := range []string{"miss", "hit"} {
+		r := e.post("/v1/chat/completions", chat("no retry-after on a 200"))
+		if r.status != 200 || !strings.Contains(r.header.Get("Cache-Status"), want) {
+			t.Fatalf("request %d: %d %q, want a %s", i, r.status, r.header.Get("Cache-Status"), want)
+		}
+		for _, h := range []string{"Retry-After", "Retry-After-Ms", "X-Ratelimit-Limit-Requests"} {
+			if v := r.header.Get(h); v != "" {
+				t.Errorf("%s answer: %s: %s", want, h, v)
+			}
+		}
+	}
+}
+
 // bucketQuota adapts local buckets to Quota.
 type bucketQuota struct{ b *admission.Buckets }
 
