@@ -111,3 +111,53 @@ func TestLogA503Storm(t *testing.T) {
 		}
 	}
 }
+
+// Requests no route handler serves — an unknown path (404), a wrong method
+// (405), OPTIONS — go through the same middlewares as the routes' (which
+// are composed per route, not by echo per request): each answer has an
+// X-Request-Id and an access line with that id and its status.
+func TestUnroutedRequestsAreLogged(t *testing.T) {
+	sim, err := llmsim.Start(context.Background(), "127.0.0.1:0", llmsim.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	t.Setenv("EDGECACHE_LOG_ACCESS", "full")
+	data, _, log := startEdgecacheLog(t, sim.URL())
+	cases := []struct {
+		method, path string
+		status       int
+	}{
+		{http.MethodGet, "/v1/nowhere", http.StatusNotFound},
+		{http.MethodGet, "/v1/chat/completions", http.StatusMethodNotAllowed},
+		{http.MethodOptions, "/v1/chat/completions", http.StatusNoContent},
+	}
+	want := map[string]int{}
+	for _, c := range cases {
+		req, _ := http.NewRequest(c.method, data+c.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		id := resp.Header.Get("X-Request-Id")
+		if resp.StatusCode != c.status || id == "" {
+			t.Fatalf("%s %s: %d, X-Request-Id %q; want %d and an id", c.method, c.path, resp.StatusCode, id, c.status)
+		}
+		if c.method == http.MethodOptions && !strings.Contains(resp.Header.Get("Allow"), http.MethodPost) {
+			t.Errorf("OPTIONS: Allow %q", resp.Header.Get("Allow"))
+		}
+		want[id] = c.status
+	}
+	waitUntil(t, func() bool {
+		n := 0
+		for _, l := range logLines(t, log.String()) {
+			id, _ := l["request_id"].(string)
+			if l["msg"] == "access" && want[id] != 0 && l["status"] == float64(want[id]) {
+				n++
+			}
+		}
+		return n == len(want)
+	})
+}

@@ -55,8 +55,11 @@ const CodeInsufficientQuota = "insufficient_quota"
 type admitted struct {
 	lane     admission.Lane
 	subjects []admission.Subject
-	tokens   int64
-	entered  bool
+	// subjectBuf backs subjects: a request has at most three (tenant, key,
+	// client IP), so the admitted request is one allocation.
+	subjectBuf [3]admission.Subject
+	tokens     int64
+	entered    bool
 	// who the usage credits are charged to, and what Spend charged (nil:
 	// nothing to settle).
 	who    admission.CreditCaller
@@ -79,6 +82,7 @@ func (p *Pipeline) admit(w http.ResponseWriter, r *http.Request, rt *Route, req 
 		return &admitted{lane: admission.Paid}, true
 	}
 	a := &admitted{lane: cfg.DefaultLane}
+	a.subjects = a.subjectBuf[:0]
 	var keyID string
 	if c.known {
 		keyID = c.keyID()
@@ -96,7 +100,6 @@ func (p *Pipeline) admit(w http.ResponseWriter, r *http.Request, rt *Route, req 
 	if ip := clientIP(r); ip != "" {
 		a.subjects = append(a.subjects, admission.Subject{Dim: admission.DimIP, ID: ip})
 	}
-	pd := &pending{rt: rt, req: req, ns: keyID, lane: a.lane.String()}
 	if err := cfg.Protector.Enter(a.lane); err != nil {
 		retry := 1
 		if d, ok := admission.RetryAfter(err); ok {
@@ -108,12 +111,12 @@ func (p *Pipeline) admit(w http.ResponseWriter, r *http.Request, rt *Route, req 
 		w.Header().Set("X-Edgecache-Degraded-Reason", "shed")
 		openai.WriteError(w, http.StatusServiceUnavailable, retry, openai.NewError(openai.TypeUnavailable, "server_overloaded", "",
 			"This edge is overloaded right now and sheds "+a.lane.String()+" traffic first. Retry in "+strconv.Itoa(retry)+" s."))
-		p.journal(r, pd, "shed", &Failure{Reason: "shed"}, http.StatusServiceUnavailable, time.Duration(retry)*time.Second, nil)
+		p.journal(r, refusedPending(rt, req, keyID, a.lane), "shed", &Failure{Reason: "shed"}, http.StatusServiceUnavailable, time.Duration(retry)*time.Second, nil)
 		return nil, false
 	}
 	a.entered = true
 	a.who.Key, a.who.Lane = keyID, a.lane
-	if req != nil && !p.charge(w, r, pd, a, req, bodyLen) {
+	if req != nil && !p.charge(w, r, rt, a, req, bodyLen) {
 		cfg.Protector.Leave()
 		return nil, false
 	}
@@ -124,7 +127,7 @@ func (p *Pipeline) admit(w http.ResponseWriter, r *http.Request, rt *Route, req 
 // buckets, and sets the x-ratelimit-* headers of the tightest of them.
 // When one refuses it has written the 429, journaled it, and given back
 // the credits a refused request did not use.
-func (p *Pipeline) charge(w http.ResponseWriter, r *http.Request, pd *pending, a *admitted, req *openai.Request, bodyLen int) bool {
+func (p *Pipeline) charge(w http.ResponseWriter, r *http.Request, rt *Route, a *admitted, req *openai.Request, bodyLen int) bool {
 	cfg := p.cfg.Admission
 	var cd admission.CreditDecision
 	if cfg.Credits != nil {
@@ -134,7 +137,7 @@ func (p *Pipeline) charge(w http.ResponseWriter, r *http.Request, pd *pending, a
 			// retries in seconds would only hold its caller (the OpenAI
 			// SDKs obey this header).
 			w.Header().Set("X-Should-Retry", "false")
-			p.refuse(w, r, pd, a.lane, CodeInsufficientQuota, cd.RetryAfter, cd.Message(), cd.Headers)
+			p.refuse(w, r, refusedPending(rt, req, a.who.Key, a.lane), a.lane, CodeInsufficientQuota, cd.RetryAfter, cd.Message(), cd.Headers)
 			return false
 		}
 	}
@@ -154,11 +157,17 @@ func (p *Pipeline) charge(w http.ResponseWriter, r *http.Request, pd *pending, a
 			cfg.Credits.Settle(context.WithoutCancel(r.Context()), a.credit, 0, true)
 			a.credit = nil
 		}
-		p.refuse(w, r, pd, a.lane, admission.CodeRateLimitExceeded, d.RetryAfter, d.Message(), d.Headers)
+		p.refuse(w, r, refusedPending(rt, req, a.who.Key, a.lane), a.lane, admission.CodeRateLimitExceeded, d.RetryAfter, d.Message(), d.Headers)
 		return false
 	}
 	d.Headers(w.Header().Set)
 	return true
+}
+
+// refusedPending is what the journal keeps of a request refused at
+// admission; built only then, most requests being admitted.
+func refusedPending(rt *Route, req *openai.Request, keyID string, lane admission.Lane) *pending {
+	return &pending{rt: rt, req: req, ns: keyID, lane: lane.String()}
 }
 
 // refuse answers a request over one of its own limits: 429 in the route's

@@ -199,7 +199,7 @@ func TestShedLogsAreRateLimited(t *testing.T) {
 		t.Fatalf("shed lines %v, want one for rate_limit_exceeded", got)
 	}
 	clock.advance(logEvery)
-	ctx := WithRequestLog(context.Background(), &RequestLog{ID: "req-7"})
+	ctx, _ := NewRequestLog(context.Background(), "req-7")
 	e.p.logShed(ctx, "free", admission.CodeRateLimitExceeded, time.Second)
 	got = sink.lines(t, "request shed")
 	if len(got) != 2 || got[1]["suppressed"] != float64(2) || got[1]["request_id"] != "req-7" {

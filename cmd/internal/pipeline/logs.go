@@ -184,11 +184,27 @@ type RequestLog struct {
 
 type requestLogKey struct{}
 
-// WithRequestLog returns ctx carrying rl: the log lines made with it
-// carry rl.ID (LogAttrs), and the pipeline records in rl what the access
-// log reports.
-func WithRequestLog(ctx context.Context, rl *RequestLog) context.Context {
-	return context.WithValue(ctx, requestLogKey{}, rl)
+// NewRequestLog returns ctx carrying a new RequestLog of request id, in
+// one allocation for both (this runs for every request): the log lines made
+// with it carry the id (LogAttrs), and the pipeline records in the
+// RequestLog what the access log reports.
+func NewRequestLog(ctx context.Context, id string) (context.Context, *RequestLog) {
+	c := &requestLogCtx{Context: ctx}
+	c.rl.ID = id
+	return c, &c.rl
+}
+
+// requestLogCtx is a context carrying a RequestLog under requestLogKey.
+type requestLogCtx struct {
+	context.Context
+	rl RequestLog
+}
+
+func (c *requestLogCtx) Value(key any) any {
+	if _, ok := key.(requestLogKey); ok {
+		return &c.rl
+	}
+	return c.Context.Value(key)
 }
 
 // RequestLogFrom returns the RequestLog in ctx, or nil.

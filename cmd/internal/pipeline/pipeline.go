@@ -507,19 +507,19 @@ func (p *Pipeline) hit(w http.ResponseWriter, r *http.Request, rt *Route, req *o
 
 func (p *Pipeline) writeEntry(w http.ResponseWriter, r *http.Request, req *openai.Request, e cache.Entry, detail string, similarity float32, hide bool) {
 	now := p.cfg.Now()
-	h := w.Header()
+	h := headerValues{h: w.Header(), v: make([]string, 0, 4)}
 	if hide {
-		h.Set("Cache-Status", hiddenStatus)
+		h.set("Cache-Status", hiddenStatus)
 	} else {
-		h.Set("Cache-Status", "edgecache; hit; detail="+detail+"; ttl="+strconv.FormatInt(int64(e.TTL(now)/time.Second), 10))
+		h.set("Cache-Status", "edgecache; hit; detail="+detail+"; ttl="+strconv.FormatInt(int64(e.TTL(now)/time.Second), 10))
 		if similarity >= 0 {
-			h.Set("X-Edgecache-Similarity", strconv.FormatFloat(float64(similarity), 'f', 4, 32))
+			h.set("X-Edgecache-Similarity", strconv.FormatFloat(float64(similarity), 'f', 4, 32))
 		}
-		h.Set("Age", strconv.FormatInt(int64(e.Age(now)/time.Second), 10))
+		h.set("Age", strconv.FormatInt(int64(e.Age(now)/time.Second), 10))
 	}
 	if req.Stream {
-		h.Set("Content-Type", "text/event-stream")
-		h.Set("Cache-Control", "no-cache")
+		h.set("Content-Type", "text/event-stream")
+		h.set("Cache-Control", "no-cache")
 		w.WriteHeader(http.StatusOK)
 		rc := http.NewResponseController(w)
 		flush := func() { _ = rc.Flush() }
@@ -529,11 +529,26 @@ func (p *Pipeline) writeEntry(w http.ResponseWriter, r *http.Request, req *opena
 		return
 	}
 	for k, v := range e.Header {
-		h[k] = v
+		h.h[k] = v
 	}
-	h.Set("Content-Length", strconv.Itoa(len(e.Body)))
+	h.set("Content-Length", strconv.Itoa(len(e.Body)))
 	w.WriteHeader(e.Status)
 	_, _ = w.Write(e.Body)
+}
+
+// headerValues sets header values from one backing array: Header.Set
+// allocates a one-element slice per header, and a hit sets four or five.
+// Keys must be in canonical form. Each value's slice has capacity one, so
+// a later Add copies instead of writing into its neighbour.
+type headerValues struct {
+	h http.Header
+	v []string
+}
+
+func (hv *headerValues) set(key, value string) {
+	hv.v = append(hv.v, value)
+	n := len(hv.v)
+	hv.h[key] = hv.v[n-1 : n : n]
 }
 
 // flightKey separates calls whose upstream answers differ in shape.
@@ -875,6 +890,10 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, int, e
 		if _, err := io.ReadFull(r.Body, b); err != nil {
 			return nil, bodyErrorStatus(err), bodyError(err)
 		}
+		// Read to its end, the body closes at no cost; left open,
+		// net/http drains it after the handler through io.CopyN (two
+		// allocations a request).
+		_ = r.Body.Close()
 		return b, 0, nil
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
