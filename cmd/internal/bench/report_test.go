@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -14,12 +15,14 @@ func row(scenario string, conns int, rps, p50, p99 float64) Result {
 }
 
 // sampleResults: hits at 80 % and 60 % of the ceiling, hit p99 1.5 ms at
-// 32, pass-through at 50 % and 40 % of direct.
+// 32, pass-through at 50 % and 40 % of llmsim direct sharing CPU 0 with
+// wrk (c2), and at 25 % and 20 % of llmsim direct on its own core (c).
 func sampleResults() []Result {
 	return []Result{
 		row(ScenarioCeiling, 32, 40000, 0.7, 1.2), row(ScenarioCeiling, 128, 50000, 2.5, 4),
 		row(ScenarioHit, 32, 32000, 0.9, 1.5), row(ScenarioHit, 128, 30000, 4, 9),
-		row(ScenarioDirect, 32, 30000, 1, 2), row(ScenarioDirect, 128, 35000, 3.5, 7),
+		row(ScenarioDirect, 32, 60000, 0.5, 1), row(ScenarioDirect, 128, 70000, 1.8, 3.5),
+		row(ScenarioDirectShared, 32, 30000, 1, 2), row(ScenarioDirectShared, 128, 35000, 3.5, 7),
 		row(ScenarioPassthrough, 32, 15000, 2, 4), row(ScenarioPassthrough, 128, 14000, 9, 20),
 	}
 }
@@ -34,11 +37,12 @@ func TestRatio(t *testing.T) {
 	}{
 		{ScenarioHit, 32, 0.8, true},
 		{ScenarioHit, 128, 0.6, true},
-		{ScenarioPassthrough, 32, 0.5, true},
+		{ScenarioPassthrough, 32, 0.5, true}, // of (c2), not (c)
 		{ScenarioPassthrough, 128, 0.4, true},
 		{ScenarioHit, 64, 0, false},     // not measured
 		{ScenarioCeiling, 32, 0, false}, // a base has no ratio
 		{ScenarioDirect, 32, 0, false},
+		{ScenarioDirectShared, 32, 0, false},
 	} {
 		got, ok := Ratio(rs, tt.scenario, tt.conns)
 		if ok != tt.ok || !near(got, tt.want) {
@@ -79,7 +83,7 @@ func TestComputeTargets(t *testing.T) {
 	// Boundaries are inclusive: exactly 70 %, 1.5 × the ceiling's p99 and 45 % pass.
 	rs := []Result{
 		row(ScenarioCeiling, 32, 1000, 1, 2), row(ScenarioHit, 32, 700, 1, 3),
-		row(ScenarioDirect, 32, 1000, 1, 1), row(ScenarioPassthrough, 32, 450, 1, 1),
+		row(ScenarioDirectShared, 32, 1000, 1, 1), row(ScenarioPassthrough, 32, 450, 1, 1),
 	}
 	for _, tg := range ComputeTargets(rs, []int{32}) {
 		if !tg.Pass {
@@ -109,9 +113,70 @@ func TestComputeTargets(t *testing.T) {
 	}
 }
 
+// TestDirectSharedRegistered: (c2) runs between (c) and (d), and (d) and
+// (f) are taken against it while (i) stays against (d).
+func TestDirectSharedRegistered(t *testing.T) {
+	if slices.Index(Scenarios, ScenarioDirectShared) != slices.Index(Scenarios, ScenarioDirect)+1 ||
+		slices.Index(Scenarios, ScenarioPassthrough) != slices.Index(Scenarios, ScenarioDirectShared)+1 ||
+		!strings.HasPrefix(scenarioLabel[ScenarioDirectShared], "(c2) ") || scenarioLetter[ScenarioDirectShared] != "c2" {
+		t.Fatal("scenario (c2) is not registered between (c) and (d)")
+	}
+	if baseOf[ScenarioPassthrough] != ScenarioDirectShared || baseOf[ScenarioProxy] != ScenarioDirectShared ||
+		baseOf[ScenarioPoolPassthrough] != ScenarioPassthrough || baseOf[ScenarioDirectShared] != "" {
+		t.Errorf("bases: %v", baseOf)
+	}
+	if scenarioLabel[ScenarioDirect] != "(c) llmsim direct" || scenarioLabel[ScenarioPassthrough] != "(d) edgecache pass-through (no-store)" {
+		t.Error("the labels of (c) and (d) changed")
+	}
+}
+
+// TestPassthroughTargetReadsDirectShared: the pass-through goal is (d) over
+// (c2), inclusive at 45 %, whatever (c) says; (d) over (c) is reported
+// beside it with no limit and never passes or fails a run.
+func TestPassthroughTargetReadsDirectShared(t *testing.T) {
+	goal := func(rs []Result) Target {
+		for _, tg := range ComputeTargets(rs, []int{32}) {
+			if tg.Name == "pass-through / llmsim direct @32" {
+				return tg
+			}
+		}
+		t.Fatalf("no pass-through target in %+v", ComputeTargets(rs, []int{32}))
+		return Target{}
+	}
+	rs := []Result{row(ScenarioDirect, 32, 2000, 1, 1), row(ScenarioDirectShared, 32, 1000, 1, 1), row(ScenarioPassthrough, 32, 450, 1, 1)}
+	if tg := goal(rs); !tg.Known || !tg.Pass || !near(tg.Value, 0.45) || tg.Limit != MinPassthroughRatio {
+		t.Errorf("450 of (c2)'s 1,000 req/s: %+v, want 45 %%, PASS", tg)
+	}
+	rs[2].RequestsPerSec = 449
+	if tg := goal(rs); !tg.Known || tg.Pass || !near(tg.Value, 0.449) {
+		t.Errorf("449 of (c2)'s 1,000 req/s: %+v, want 44.9 %%, FAIL", tg)
+	}
+	// (d) at 60 % of (c), but no (c2): unknown and FAIL, not read off (c).
+	rs = []Result{row(ScenarioDirect, 32, 1000, 1, 1), row(ScenarioPassthrough, 32, 600, 1, 1)}
+	if tg := goal(rs); tg.Known || tg.Pass {
+		t.Errorf("without (c2): %+v, want unknown, FAIL", tg)
+	}
+	info := ComputeInformational(rs, []int{32, 128})
+	if len(info) != 2 || info[0].Name != "pass-through / llmsim direct on its own core @32 (informational)" ||
+		!info[0].Known || !near(info[0].Value, 0.6) || info[0].Pass || info[0].Limit != 0 || info[1].Known {
+		t.Errorf("informational %+v", info)
+	}
+	if info := ComputeInformational([]Result{row(ScenarioDirectShared, 32, 1000, 1, 1), row(ScenarioPassthrough, 32, 450, 1, 1)}, []int{32}); info != nil {
+		t.Errorf("informational without (c): %+v", info)
+	}
+	// The reference (f) says its bases as well.
+	rs = []Result{row(ScenarioDirect, 32, 2000, 1, 1), row(ScenarioDirectShared, 32, 1000, 1, 1), row(ScenarioProxy, 32, 450, 1, 1)}
+	if got := ratioCell(rs, rs[2]); got != "45.0 % of (c2); 22.5 % of (c)" {
+		t.Errorf("(f) ratio cell %q", got)
+	}
+	if got := ratioCell(rs[1:], rs[2]); got != "45.0 % of (c2)" {
+		t.Errorf("(f) ratio cell without (c): %q", got)
+	}
+}
+
 func sampleReport() Report {
 	rs := sampleResults()
-	rs[7].SocketErrors = SocketErrors{Read: 3}
+	rs[9].SocketErrors = SocketErrors{Read: 3}
 	rs[0].ServerCPUUsPerRequest = 25
 	rs[2].ServerCPUUsPerRequest = 31.3
 	return Report{
@@ -121,7 +186,7 @@ func sampleReport() Report {
 		Command:  "edgebench run --duration 3s",
 		Duration: "3s", Warmup: "1s", Conns: []int{32, 128},
 		RequestBytes: len(ChatBody), ResponseBytes: 459,
-		Results: rs, Targets: ComputeTargets(rs, []int{32, 128}),
+		Results: rs, Targets: ComputeTargets(rs, []int{32, 128}), Informational: ComputeInformational(rs, []int{32, 128}),
 	}
 }
 
@@ -138,13 +203,17 @@ func TestWriteMarkdown(t *testing.T) {
 		"| (a) ceiling: net/http, same bytes | 32 | 40000 | 25.0 | 0.70 | 1.20 | 100 % (base) |\n",
 		"| (b) edgecache exact L1 hit | 32 | 32000 | 31.3 | 0.90 | 1.50 | 80.0 % of (a) |\n",
 		"| (b) edgecache exact L1 hit | 128 | 30000 | n/a | 4.00 | 9.00 | 60.0 % of (a) |\n",
-		"| (c) llmsim direct | 128 | 35000 | n/a | 3.50 | 7.00 | 100 % (base) |\n",
-		"| (d) edgecache pass-through (no-store) | 128 | 14000 | n/a | 9.00 | 20.00 | 40.0 % of (c) |\n",
+		"in (b), (c2) and (d) llmsim runs on CPU 0 too.",
+		"(c2) is (c) with llmsim on CPU 0 beside wrk instead of alone on CPU 1",
+		"| (c) llmsim direct | 128 | 70000 | n/a | 1.80 | 3.50 | 100 % (base) |\n",
+		"| (c2) llmsim direct, sharing CPU 0 with wrk | 128 | 35000 | n/a | 3.50 | 7.00 | 100 % (base) |\n",
+		"| (d) edgecache pass-through (no-store) | 128 | 14000 | n/a | 9.00 | 20.00 | 40.0 % of (c2); 20.0 % of (c) |\n",
 		"| exact L1 hits / ceiling @32 | 80.0 % | ≥ 70 % | PASS |\n",
 		"| exact L1 hits / ceiling @128 | 60.0 % | ≥ 70 % | FAIL |\n",
 		"| exact L1 hit p99 / ceiling p99 @32 | 1.25× | ≤ 1.5× | PASS |\n",
 		"| pass-through / llmsim direct @128 | 40.0 % | ≥ 45 % | FAIL |\n",
-		"Targets: 3/5 PASS.\n",
+		"| pass-through / llmsim direct on its own core @32 (informational) | 25.0 % | none | info |\n",
+		"Targets: 3/5 PASS.\n", // the informational lines are no targets
 		"- (d) edgecache pass-through (no-store) @128: socket errors: connect 0, read 3, write 0, timeout 0\n",
 	} {
 		if !strings.Contains(out, want) {
@@ -199,7 +268,8 @@ func TestWriteJSON(t *testing.T) {
 	if !reflect.DeepEqual(back, rep) {
 		t.Errorf("JSON round trip differs:\n got %+v\nwant %+v", back, rep)
 	}
-	for _, key := range []string{`"requests_per_sec": 40000`, `"p99_ms": 1.2`, `"scenario": "l1-hit"`, `"pass": true`} {
+	for _, key := range []string{`"requests_per_sec": 40000`, `"p99_ms": 1.2`, `"scenario": "l1-hit"`, `"pass": true`,
+		`"scenario": "llmsim-direct-shared"`, `"informational": [`} {
 		if !strings.Contains(string(data), key) {
 			t.Errorf("JSON lacks %s:\n%s", key, data)
 		}
@@ -253,8 +323,8 @@ func TestComputeTargetsSemantic(t *testing.T) {
 func TestWriteMarkdownSemantic(t *testing.T) {
 	rep := sampleReport()
 	rep.Results = withSemantic()
-	rep.Results[9].Error = "only 50.0 % of the measured requests were semantic hits"
-	rep.Results[9].SemanticHitShare = 0.5
+	rep.Results[11].Error = "only 50.0 % of the measured requests were semantic hits"
+	rep.Results[11].SemanticHitShare = 0.5
 	rep.SemanticPrompts = 200
 	rep.Targets = ComputeTargets(rep.Results, rep.Conns)
 	var b strings.Builder
@@ -263,7 +333,7 @@ func TestWriteMarkdownSemantic(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
-		"in (b), (d) and (e) llmsim runs on CPU 0 too",
+		"in (b), (c2), (d) and (e) llmsim runs on CPU 0 too",
 		"(e): route in mode semantic, remote embedder → llmsim --embed-fold (CPU 0, also the model), verifier defaults; 200 distinct prompts",
 		"| (e) edgecache semantic hit (remote embedder → llmsim) | 32 | 2712 | n/a | 5.10 | 12.30 | 98.5 % semantic hits, 1.00 embeddings/req |\n",
 		"| (e) edgecache semantic hit (remote embedder → llmsim) | 128 | 2100 (FAILED) | n/a | 40.00 | 95.00 | 50.0 % semantic hits |\n",

@@ -46,7 +46,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	conns := fs.String("conns", "32,128", "comma-separated wrk connection counts")
 	fs.StringVar(&c.bin, "bin", defaultBinDir(), "directory with prebuilt edgecache, llmsim and edgebench binaries")
 	fs.StringVar(&c.jsonPath, "json", "", "also write the results as JSON to this file")
-	scenarios := fs.String("scenarios", "", "comma-separated rows to run, by letter (a … j) or name (e.g. semantic-fresh-local);\nempty: all")
+	scenarios := fs.String("scenarios", "", "comma-separated rows to run, by letter (a … j, and c2) or name (e.g. semantic-fresh-local);\nempty: all")
 	fs.IntVar(&c.bestOf, "best-of", 1, "measure each row this many times and keep the run with the most req/s (a shared machine's\nneighbours only ever slow a run down)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), runUsage)
@@ -97,8 +97,8 @@ func parseScenarios(s string) (map[string]bool, error) {
 		case scenarioLetter[f] != "":
 			out[f] = true
 		default:
-			return nil, fmt.Errorf("--scenarios: unknown row %q (letters a … %s or names %s)", f,
-				scenarioLetter[Scenarios[len(Scenarios)-1]], strings.Join(Scenarios, ", "))
+			return nil, fmt.Errorf("--scenarios: unknown row %q (letters %s or names %s)", f,
+				strings.Join(scenarioLetters(), ", "), strings.Join(Scenarios, ", "))
 		}
 	}
 	if len(out) == 0 {
@@ -107,12 +107,23 @@ func parseScenarios(s string) (map[string]bool, error) {
 	return out, nil
 }
 
+// scenarioLetters lists the rows' letters in run order.
+func scenarioLetters() []string {
+	out := make([]string, len(Scenarios))
+	for i, sc := range Scenarios {
+		out[i] = scenarioLetter[sc]
+	}
+	return out
+}
+
 // selected reports whether the run includes scenario.
 func (c runConfig) selected(scenario string) bool { return c.scenarios == nil || c.scenarios[scenario] }
 
 // selectedTargets drops from ts the goals of rows --scenarios left out: the
 // exact-hit and pass-through goals, which ComputeTargets reports (unknown)
-// even without their rows; the others appear only with theirs.
+// even without their rows; the others appear only with theirs. It serves
+// for ComputeInformational's readings as well, named like the pass-through
+// goal.
 func (c runConfig) selectedTargets(ts []Target) []Target {
 	var out []Target
 	for _, t := range ts {
@@ -127,16 +138,21 @@ func (c runConfig) selectedTargets(ts []Target) []Target {
 
 const runUsage = `Usage: edgebench run [flags]
 
-Measures, with wrk pinned to CPU 0 and the server under test to CPU 1:
+Measures, with wrk pinned to CPU 0 and the server under test to CPU 1
+(except in (c2)):
   (a) ceiling: "edgebench ceiling" serving edgecache's cached answer bytes
   (b) exact L1 hits through edgecache (llmsim upstream on CPU 0)
-  (c) llmsim direct
-  (d) pass-through: edgecache with Cache-Control: no-store (llmsim on CPU 0)
+  (c) llmsim direct, alone on CPU 1 (for information: a core of its own,
+      which (d) gives edgecache instead)
+  (c2) llmsim direct, sharing CPU 0 with wrk as it does in (d) and (f):
+      the base of the pass-through target (--scenarios c2)
+  (d) pass-through: edgecache with Cache-Control: no-store (llmsim on CPU 0);
+      ≥ 45 % of (c2)
   (e) semantic hits through edgecache: route in mode semantic, remote embedder
       pointed at llmsim --embed-fold (CPU 0, also the model); 200 prompts
       stored, then each request asks one in a random letter case
   (f) reference for (d): "edgebench proxy", a minimal net/http reverse proxy
-      in edgecache's place, llmsim on CPU 0
+      in edgecache's place, llmsim on CPU 0; like (d), against (c2)
   (g) exact L1 hits of the Responses API (POST /v1/responses) through
       edgecache, as (b); within 10 % of (b)
   (h) exact L1 hits on Anthropic's Messages API (/v1/messages, x-api-key),
@@ -150,7 +166,7 @@ Measures, with wrk pinned to CPU 0 and the server under test to CPU 1:
 at each connection count (--scenarios picks rows), and prints a Markdown
 table with the targets (ratios; semantic hits ≥ 2,500 req/s; Messages hits
 ≥ 90 % of (b); pool pass-through ≥ 90 % of (d); semantic hits with fresh
-wordings and the local model ≥ 2,000 req/s).
+wordings and the local model ≥ 2,000 req/s) and, with no goal, (d) / (c).
 Needs wrk and taskset in PATH and the binaries in --bin; installs and builds
 nothing.
 
@@ -192,6 +208,10 @@ type runner struct {
 	log     io.Writer
 	scripts map[bool]string // Lua script path, by "sends Cache-Control: no-store"
 	hitBody []byte          // what the ceiling serves
+	// sut is the server under test when it does not run on the server CPU
+	// ((c2)'s llmsim, beside wrk), so that its CPU time is still read; nil:
+	// the process last started on the server CPU.
+	sut *proc
 }
 
 func runMain(ctx context.Context, command string, args []string, stdout, stderr io.Writer) error {
@@ -265,6 +285,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	}{
 		{ScenarioHit, r.scenarioHit},
 		{ScenarioDirect, r.scenarioDirect},
+		{ScenarioDirectShared, r.scenarioDirectShared},
 		{ScenarioPassthrough, r.scenarioPassthrough},
 		{ScenarioSemantic, r.scenarioSemantic},
 		{ScenarioProxy, r.scenarioProxy},
@@ -283,6 +304,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		record(sc.name, rows, err)
 	}
 	rep.Targets = r.cfg.selectedTargets(ComputeTargets(rep.Results, r.cfg.conns))
+	rep.Informational = r.cfg.selectedTargets(ComputeInformational(rep.Results, r.cfg.conns))
 	if ctx.Err() != nil {
 		return rep, fmt.Errorf("interrupted: %w", ctx.Err())
 	}
@@ -578,6 +600,9 @@ func (r *runner) measureOne(ctx context.Context, row *Result, url, script string
 	}
 	fmt.Fprintf(r.log, "edgebench: %s @%d: measuring %s\n", label, conns, formatDuration(r.cfg.duration))
 	pid := r.ps.serverUnderTest()
+	if r.sut != nil {
+		pid = r.sut.cmd.Process.Pid
+	}
 	cpu0, cpuErr := procCPUTicks(pid)
 	w, out, err := runWrk(ctx, loadCPU, conns, r.cfg.duration, script, url)
 	if err != nil {
@@ -670,12 +695,29 @@ func (r *runner) scenarioHit(ctx context.Context) ([]Result, error) {
 
 // scenarioDirect is (c): llmsim alone on the server CPU.
 func (r *runner) scenarioDirect(ctx context.Context) ([]Result, error) {
-	addr, sim, err := r.startLLMSim(ctx, serverCPU)
+	return r.direct(ctx, ScenarioDirect, serverCPU)
+}
+
+// scenarioDirectShared is (c2): llmsim on the load CPU, sharing it with
+// wrk as it does behind edgecache in (d) and behind the proxy in (f), and
+// as the fake upstream did in the issue that set the pass-through goal;
+// the base of (d) and (f), which (c) is not: it gives llmsim the core
+// that (d) and (f) give the gateway.
+func (r *runner) scenarioDirectShared(ctx context.Context) ([]Result, error) {
+	return r.direct(ctx, ScenarioDirectShared, loadCPU)
+}
+
+// direct measures llmsim, pinned to cpu, with wrk sending to it directly,
+// as scenario. Its CPU time per request is llmsim's, on either CPU.
+func (r *runner) direct(ctx context.Context, scenario string, cpu int) ([]Result, error) {
+	addr, sim, err := r.startLLMSim(ctx, cpu)
 	if err != nil {
 		return nil, err
 	}
+	r.sut = sim
+	defer func() { r.sut = nil }()
 	url := "http://" + addr + chatPath
-	rows := r.measure(ctx, ScenarioDirect, url, r.scripts[false], func(ctx context.Context) error {
+	rows := r.measure(ctx, scenario, url, r.scripts[false], func(ctx context.Context) error {
 		_, err := r.post(ctx, url, false)
 		return err
 	}, nil)

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"flag"
 	"io"
 	"os"
 	"os/exec"
@@ -163,5 +164,39 @@ func TestBestRun(t *testing.T) {
 	}
 	if c, err := parseRunFlags([]string{"--best-of", "3"}, io.Discard); err != nil || c.bestOf != 3 {
 		t.Errorf("--best-of 3: %+v, %v", c.bestOf, err)
+	}
+}
+
+// TestParseScenariosDirectShared: (c2) is picked by "c2", "(c2)" or its
+// name, "c" does not pick it, and without (d) neither the pass-through goal
+// nor its informational reading against (c) is reported.
+func TestParseScenariosDirectShared(t *testing.T) {
+	c, err := parseRunFlags([]string{"--scenarios", "c, (c2),llmsim-direct-shared,d"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.scenarios) != 3 || !c.selected(ScenarioDirect) || !c.selected(ScenarioDirectShared) || !c.selected(ScenarioPassthrough) {
+		t.Errorf("selection %v", c.scenarios)
+	}
+	if c, _ := parseRunFlags([]string{"--scenarios", "c"}, io.Discard); c.selected(ScenarioDirectShared) {
+		t.Error(`"c" selects (c2)`)
+	}
+	if c, _ := parseRunFlags(nil, io.Discard); !c.selected(ScenarioDirectShared) {
+		t.Error("(c2) is not in the default set")
+	}
+	if _, err := parseRunFlags([]string{"--scenarios", "c3"}, io.Discard); err == nil || !strings.Contains(err.Error(), "c, c2, d") {
+		t.Errorf("--scenarios c3: %v", err)
+	}
+	rs := []Result{row(ScenarioDirect, 32, 2000, 1, 1), row(ScenarioDirectShared, 32, 1000, 1, 1)}
+	c, _ = parseRunFlags([]string{"--scenarios", "c,c2"}, io.Discard)
+	if ts := c.selectedTargets(ComputeTargets(rs, []int{32})); len(ts) != 0 {
+		t.Errorf("targets of (c) and (c2) alone: %+v", ts)
+	}
+	if ts := c.selectedTargets(ComputeInformational(rs, []int{32})); len(ts) != 0 {
+		t.Errorf("informational of (c) and (c2) alone: %+v", ts)
+	}
+	var help strings.Builder
+	if _, err := parseRunFlags([]string{"-h"}, &help); !errors.Is(err, flag.ErrHelp) || !strings.Contains(help.String(), "(c2) llmsim direct, sharing CPU 0 with wrk") {
+		t.Errorf("run -h: %v\n%s", err, help.String())
 	}
 }
