@@ -149,30 +149,41 @@ func (g *genai) tenant(t string) string {
 // usage (input or output -1: not reported) and the call's duration; a
 // failed call (errType set) has a duration only, with error.type.
 func (m *Metrics) TokenUsage(route, operation, requestModel, responseModel string, input, output int64, d time.Duration, errType string) {
-	mk := func(typ string) func() []attribute.KeyValue {
-		return func() []attribute.KeyValue {
-			kv := []attribute.KeyValue{attribute.String("route", route), attribute.String("gen_ai.operation.name", operation),
-				attribute.String("gen_ai.request.model", requestModel)}
-			if responseModel != "" {
-				kv = append(kv, attribute.String("gen_ai.response.model", responseModel))
-			}
-			if typ != "" {
-				kv = append(kv, attribute.String("gen_ai.token.type", typ))
-			}
-			if errType != "" {
-				kv = append(kv, attribute.String("error.type", errType))
-			}
-			return kv
-		}
-	}
 	ctx := context.Background()
+	k := attrKey{a: route, b: requestModel, c: responseModel, d: operation, e: errType}
 	if input >= 0 {
-		m.g.usage.Record(ctx, input, m.opt(attrKey{kind: "gi", a: route + "\x00" + operation, b: requestModel, c: responseModel}, mk("input")))
+		k.kind = "gi"
+		m.g.usage.Record(ctx, input, m.opt(k, func() []attribute.KeyValue {
+			return genaiAttrs(route, operation, requestModel, responseModel, "input", errType)
+		})...)
 	}
 	if output >= 0 {
-		m.g.usage.Record(ctx, output, m.opt(attrKey{kind: "go", a: route + "\x00" + operation, b: requestModel, c: responseModel}, mk("output")))
+		k.kind = "go"
+		m.g.usage.Record(ctx, output, m.opt(k, func() []attribute.KeyValue {
+			return genaiAttrs(route, operation, requestModel, responseModel, "output", errType)
+		})...)
 	}
-	m.g.duration.Record(ctx, d.Seconds(), m.opt(attrKey{kind: "gd", a: route + "\x00" + operation + "\x00" + errType, b: requestModel, c: responseModel}, mk("")))
+	k.kind = "gd"
+	m.g.duration.Record(ctx, d.Seconds(), m.opt(k, func() []attribute.KeyValue {
+		return genaiAttrs(route, operation, requestModel, responseModel, "", errType)
+	})...)
+}
+
+// genaiAttrs are the attributes of the gen_ai client metrics (typ and the
+// optional ones left out when "").
+func genaiAttrs(route, operation, requestModel, responseModel, typ, errType string) []attribute.KeyValue {
+	kv := []attribute.KeyValue{attribute.String("route", route), attribute.String("gen_ai.operation.name", operation),
+		attribute.String("gen_ai.request.model", requestModel)}
+	if responseModel != "" {
+		kv = append(kv, attribute.String("gen_ai.response.model", responseModel))
+	}
+	if typ != "" {
+		kv = append(kv, attribute.String("gen_ai.token.type", typ))
+	}
+	if errType != "" {
+		kv = append(kv, attribute.String("error.type", errType))
+	}
+	return kv
 }
 
 // CacheSaved implements pipeline.Metrics: a cache hit on route for tenant

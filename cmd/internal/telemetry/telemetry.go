@@ -242,12 +242,12 @@ type Metrics struct {
 	ttft    metric.Float64Histogram
 
 	mu   sync.RWMutex
-	opts map[attrKey]metric.MeasurementOption
+	opts map[attrKey][]metric.RecordOption
 }
 
 type attrKey struct {
-	kind, a, b, c string
-	n             int
+	kind, a, b, c, d, e string
+	n                   int
 }
 
 // counter is a monotonic counter whose values live in atomic cells keyed
@@ -314,7 +314,7 @@ func (c *counter) observe(o metric.Observer) {
 // NewMetrics creates the instruments on mp's meter.
 func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	m := mp.Meter("github.com/edgecache/edgecache")
-	mm := &Metrics{opts: map[attrKey]metric.MeasurementOption{}}
+	mm := &Metrics{opts: map[attrKey][]metric.RecordOption{}}
 	var errs []error
 	newCounter := func(name, desc string) *counter {
 		inst, err := m.Int64ObservableCounter(name, metric.WithDescription(desc))
@@ -370,16 +370,20 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	return mm, nil
 }
 
-// opt returns a cached attribute option for histograms, so recording does
-// not allocate.
-func (m *Metrics) opt(k attrKey, mk func() []attribute.KeyValue) metric.MeasurementOption {
+// opt returns the cached options of a histogram's recording with the
+// attributes mk makes, so recording does not allocate: the attribute set
+// is built once per key, and the options are a slice to pass on with
+// "opts..." (a lone option would be boxed into a new variadic slice at
+// each call of the instrument's Record). mk is called only on the key's
+// first use; callers pass a closure literal, which then stays on the stack.
+func (m *Metrics) opt(k attrKey, mk func() []attribute.KeyValue) []metric.RecordOption {
 	m.mu.RLock()
 	o, ok := m.opts[k]
 	m.mu.RUnlock()
 	if ok {
 		return o
 	}
-	o = metric.WithAttributeSet(attribute.NewSet(mk()...))
+	o = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(mk()...))}
 	m.mu.Lock()
 	if len(m.opts) < maxCells { // bounded: attribute values come from config and fixed words
 		m.opts[k] = o
@@ -420,7 +424,7 @@ func (m *Metrics) UpstreamCall(route string, status int, errKind string, d time.
 	}
 	k := attrKey{kind: "u", a: route, c: errKind, n: status}
 	m.upstream.add(k, mk)
-	m.latency.Record(context.Background(), d.Seconds(), m.opt(k, mk))
+	m.latency.Record(context.Background(), d.Seconds(), m.opt(k, mk)...)
 }
 
 // Coalesced implements pipeline.Metrics.
@@ -455,14 +459,14 @@ func (m *Metrics) End(route, method string, status int, d time.Duration) {
 		return []attribute.KeyValue{attribute.String("http.route", route), attribute.String("http.request.method", method),
 			attribute.Int("http.response.status_code", status)}
 	})
-	m.reqDur.Record(context.Background(), d.Seconds(), o)
+	m.reqDur.Record(context.Background(), d.Seconds(), o...)
 }
 
 // TTFT implements pipeline.Metrics: an upstream answer's first token.
 func (m *Metrics) TTFT(route, target string, d time.Duration) {
 	m.ttft.Record(context.Background(), d.Seconds(), m.opt(attrKey{kind: "t", a: route, b: target, c: ""}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("route", route), attribute.String("target", target)}
-	}))
+	})...)
 }
 
 // Gauges registers callbacks observed at each collection: the state of

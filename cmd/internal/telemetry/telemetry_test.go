@@ -257,3 +257,24 @@ func TestEmbedTextsOnPrometheus(t *testing.T) {
 		t.Errorf("the counter does not follow counts:\n%s", body)
 	}
 }
+
+// Recording a request's metrics allocates nothing once its attribute sets
+// exist: these run several times for every request.
+func TestRecordingDoesNotAllocate(t *testing.T) {
+	m, err := NewMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	record := func() {
+		m.Begin()
+		m.UpstreamCall("chat", 200, "", time.Millisecond)
+		m.TTFT("chat", "primary", time.Millisecond)
+		m.TokenUsage("chat", "chat", "m", "m-2024", 10, 20, time.Millisecond, "")
+		m.CacheLookup("chat", "l1", "hit")
+		m.End("chat", "POST", 200, time.Millisecond)
+	}
+	record()
+	if n := testing.AllocsPerRun(100, record); n != 0 {
+		t.Errorf("%.1f allocations per request's recording, want 0", n)
+	}
+}
