@@ -228,10 +228,7 @@ func (a *upstreamCall) fail(ctx context.Context, err error) {
 // readWhole reads a non-streamed answer and hands it to the call whole.
 func (a *upstreamCall) readWhole(ctx context.Context, resp *http.Response) {
 	p, ur := a.p, a.ur
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
-	if err == nil && len(b) > maxAnswerBytes {
-		err = errors.New("upstream answer larger than 64 MiB")
-	}
+	b, err := readAnswer(resp.Body, resp.ContentLength)
 	if err != nil {
 		a.fail(ctx, upstream.Classify(ctx, err))
 		return
@@ -259,6 +256,29 @@ func (a *upstreamCall) readWhole(ctx context.Context, resp *http.Response) {
 	c.status, c.header, c.events = resp.StatusCode, resp.Header, [][]byte{b}
 	c.usage = usage
 	c.mu.Unlock()
+}
+
+var errAnswerTooLarge = errors.New("upstream answer larger than 64 MiB")
+
+// readAnswer reads a whole answer of at most maxAnswerBytes: in one exact
+// allocation when the upstream declared its length (net/http reads no
+// further than that), else growing as it arrives.
+func readAnswer(body io.Reader, declared int64) ([]byte, error) {
+	if declared > maxAnswerBytes {
+		return nil, errAnswerTooLarge
+	}
+	if declared > 0 {
+		b := make([]byte, declared)
+		if _, err := io.ReadFull(body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(body, maxAnswerBytes+1))
+	if err == nil && len(b) > maxAnswerBytes {
+		err = errAnswerTooLarge
+	}
+	return b, err
 }
 
 // relay reads a streamed answer. Events are held back until the first

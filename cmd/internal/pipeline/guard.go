@@ -280,7 +280,8 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 func (p *Pipeline) pick(ur *upstreamRequest, failed map[*Target]bool, refusedBy map[*Target]bool) (t *Target, refused time.Duration) {
 	refused = noneRefused
 	now := p.cfg.Now()
-	var cands []*Target
+	var buf [8]*Target // most pools have fewer targets: no allocation
+	cands := buf[:0]
 	for pass := pickFresh; pass <= pickFull; pass++ {
 		for _, pl := range p.chain(ur) {
 			cands = cands[:0]

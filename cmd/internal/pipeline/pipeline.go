@@ -152,9 +152,11 @@ type Pipeline struct {
 	m       Metrics
 	keys    atomic.Pointer[keyring] // the secret of tenant namespaces and key ids (SetSecret)
 	legacy  *Pool                   // Targets in order, when no Pools are configured
-	jobs    *jobRunner              // nil: background requests passed through
-	models  modelLists              // the pools' own model lists (models.go)
-	started int64                   // unix seconds: "created" of configured models
+	// legacyChain is []*Pool{legacy}, made once (defaultChain).
+	legacyChain []*Pool
+	jobs        *jobRunner // nil: background requests passed through
+	models      modelLists // the pools' own model lists (models.go)
+	started     int64      // unix seconds: "created" of configured models
 }
 
 // New returns a Pipeline for cfg.
@@ -189,6 +191,7 @@ func New(cfg Config) *Pipeline {
 	}
 	p := &Pipeline{cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
 		legacy: &Pool{Name: "default", Balance: BalanceFailover, Targets: cfg.Targets}}
+	p.legacyChain = []*Pool{p.legacy}
 	p.keys.Store(newKeyring(cfg.Secret))
 	p.started = cfg.Now().Unix()
 	if p.log == nil {
@@ -336,7 +339,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	if !ok {
 		return
 	}
-	pd := &pending{rt: rt, req: req, adm: adm, lane: adm.lane.String(), ns: ns, usage: -1}
+	pd := &pending{rt: rt, req: req, adm: adm, lane: adm.lane.String(), ns: ns, usage: -1, who: c, identified: true}
 	defer func() { p.done(r.Context(), adm, pd.usage) }()
 	dir := requestDirectives(r.Header)
 	if reason := p.bypass(rt, r, req); reason != "" {
@@ -639,6 +642,9 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 		}
 		ur := &upstreamRequest{in: in, rt: rt, body: body, req: req, key: key, q: q, store: store, lane: lane,
 			tenantNS: !rt.Shared && pd.ns != "" && !strings.HasPrefix(pd.ns, anonymous)}
+		if pd.identified {
+			ur.tenant, ur.tenantOK = pd.who.keyID(), true // Pipeline.source
+		}
 		switch {
 		case inlineStream:
 			p.serveInline(runCtx, w, r, c, ur, cacheStatus, pd)
@@ -710,9 +716,12 @@ func (p *Pipeline) store(rt *Route, key cache.Key, q *semanticQuery, body []byte
 // client (pd says what the request was).
 func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, cacheStatus string, pd *pending) {
 	defer c.leave()
-	wake := c.watch()
+	cw := callWriter{p: p, w: w, r: r, c: c, cacheStatus: cacheStatus, pd: pd}
+	if cw.step() {
+		return // answered already (a call run on the handler's goroutine): nothing to wait for
+	}
+	wake := c.watch() // step runs again before the first wait: nothing appended in between is missed
 	defer c.unwatch(wake)
-	cw := callWriter{p: p, w: w, r: r, c: c, rc: http.NewResponseController(w), cacheStatus: cacheStatus, pd: pd}
 	for !cw.step() {
 		select {
 		case <-wake:
@@ -730,7 +739,7 @@ func (p *Pipeline) serveCall(w http.ResponseWriter, r *http.Request, c *call, ca
 // goes away cancels the call, as its leaving does in serveCall.
 func (p *Pipeline) serveInline(ctx context.Context, w http.ResponseWriter, r *http.Request, c *call, ur *upstreamRequest, cacheStatus string, pd *pending) {
 	defer c.leave()
-	cw := callWriter{p: p, w: w, r: r, c: c, rc: http.NewResponseController(w), cacheStatus: cacheStatus, pd: pd}
+	cw := callWriter{p: p, w: w, r: r, c: c, cacheStatus: cacheStatus, pd: pd}
 	c.onAppend = func() {
 		if cw.over {
 			return
@@ -755,7 +764,6 @@ type callWriter struct {
 	w           http.ResponseWriter
 	r           *http.Request
 	c           *call
-	rc          *http.ResponseController
 	cacheStatus string
 	pd          *pending
 	next        int   // events written
@@ -763,6 +771,11 @@ type callWriter struct {
 	wrote       bool  // the header is out
 	over        bool  // step reported true
 }
+
+// flush sends what is buffered to the client. The controller is made at
+// each call, on the stack: one kept in callWriter was an allocation of
+// every request, streamed or not.
+func (cw *callWriter) flush() { _ = http.NewResponseController(cw.w).Flush() }
 
 // step writes what the call has that the client has not seen yet; true
 // means this client's answer is over (complete, failed, or the client is
@@ -795,7 +808,7 @@ func (cw *callWriter) step() bool {
 		}
 		cw.next += len(v.events)
 		if c.stream {
-			_ = cw.rc.Flush()
+			cw.flush()
 		}
 	}
 	if v.done {
@@ -803,7 +816,7 @@ func (cw *callWriter) step() bool {
 		pd.usage = v.usage
 		if v.err != nil && cw.wrote && c.stream {
 			writeStreamError(w, pd.req, cw.next)
-			_ = cw.rc.Flush()
+			cw.flush()
 			f, _ := v.err.(*Failure)
 			cw.p.journal(cw.r, pd, "stream-truncated", f, http.StatusOK, 0, func(d *Degraded) { d.BytesStreamed = cw.sent })
 		}

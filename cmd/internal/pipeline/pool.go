@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"io"
 	"math"
@@ -8,7 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -256,7 +257,7 @@ func (pl *Pool) order(cands []*Target, now time.Time) []*Target {
 			score[t] = s
 		}
 		rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] }) // ties
-		sort.SliceStable(cands, func(i, j int) bool { return score[cands[i]] < score[cands[j]] })
+		slices.SortStableFunc(cands, func(a, b *Target) int { return cmp.Compare(score[a], score[b]) })
 		return cands
 	}
 	return cands
@@ -266,7 +267,7 @@ func (pl *Pool) order(cands []*Target, now time.Time) []*Target {
 // the pool rt names, else the first.
 func (p *Pipeline) defaultChain(rt *Route) []*Pool {
 	if len(p.cfg.Pools) == 0 {
-		return []*Pool{p.legacy}
+		return p.legacyChain
 	}
 	if rt != nil && rt.Pool != "" {
 		for i, pl := range p.cfg.Pools {
@@ -315,7 +316,7 @@ func (p *Pipeline) unknownModel(model string) bool {
 // Pools returns the pools, the legacy one when none is configured.
 func (p *Pipeline) Pools() []*Pool {
 	if len(p.cfg.Pools) == 0 {
-		return []*Pool{p.legacy}
+		return p.legacyChain
 	}
 	return p.cfg.Pools
 }

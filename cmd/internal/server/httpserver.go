@@ -69,7 +69,7 @@ func NewHTTPServer(h http.Handler, l Limits, log *slog.Logger) *http.Server {
 //     upload only loses keep-alive.
 func protect(next http.Handler, writeTimeout time.Duration, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		aw := &answerWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: writeTimeout,
+		aw := &answerWriter{ResponseWriter: w, rc: *http.NewResponseController(w), timeout: writeTimeout,
 			close: len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1)}
 		next.ServeHTTP(aw, r)
 		if aw.wrote {
@@ -95,7 +95,7 @@ func protect(next http.Handler, writeTimeout time.Duration, log *slog.Logger) ht
 // client that stops reading is cut after the timeout.
 type answerWriter struct {
 	http.ResponseWriter
-	rc      *http.ResponseController
+	rc      http.ResponseController // a value: one allocation fewer per request
 	timeout time.Duration
 	close   bool // answer with Connection: close
 
