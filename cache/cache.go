@@ -36,6 +36,19 @@ type Entry struct {
 	StoredAt  time.Time   // when the upstream answered
 	ExpiresAt time.Time   // when the entry stops being fresh
 	Tier      string      // set on read: "l1", "l2"; not persisted
+	// Usage is what the answer in Body reports of its model and tokens,
+	// derived once (by whoever makes the entry, or TieredConfig.Prepare
+	// when a slower tier's hit backfills a faster one) so that a hit need
+	// not scan the body again. Tiers that serialise entries do not keep
+	// it: nil means derive it from Body. Shared between copies of the
+	// entry: never modified once set.
+	Usage *Usage
+}
+
+// Usage is an answer's model and token counts (-1: not reported).
+type Usage struct {
+	Model         string
+	Input, Output int64
 }
 
 // TTL returns the entry's remaining freshness at now; zero or negative when

@@ -38,6 +38,11 @@ type TieredConfig struct {
 	// Logger receives recovered panics of the write workers. If nil,
 	// slog.Default() is used.
 	Logger *slog.Logger
+	// Prepare, if set, completes an entry a slower tier answered before
+	// it backfills the faster ones and is returned, e.g. deriving the
+	// Usage that serialising tiers do not keep. It runs on the reading
+	// goroutine.
+	Prepare func(*Entry)
 }
 
 // TieredStats are cumulative counters since NewTiered.
@@ -84,6 +89,7 @@ type Tiered struct {
 	tiers        []Tier
 	now          func() time.Time
 	onDrop       func()
+	prepare      func(*Entry)
 	writeTimeout time.Duration
 	log          *slog.Logger
 
@@ -136,6 +142,7 @@ func NewTiered(cfg TieredConfig, tiers ...Tier) *Tiered {
 		tiers:        append([]Tier(nil), tiers...),
 		now:          cfg.Now,
 		onDrop:       cfg.OnDrop,
+		prepare:      cfg.Prepare,
 		writeTimeout: cfg.WriteTimeout,
 		log:          cfg.Logger,
 		queue:        make(chan write, cfg.QueueSize),
@@ -174,6 +181,9 @@ func (t *Tiered) Get(ctx context.Context, k Key) (Entry, error) {
 		}
 		t.hits[i].Add(1)
 		if i > 0 {
+			if t.prepare != nil {
+				t.prepare(&e)
+			}
 			t.backfill(ctx, k, e, e.ExpiresAt.Sub(now), i)
 		}
 		return e, nil

@@ -110,6 +110,31 @@ func TestGetBackfillsFasterTierWithRemainingTTL(t *testing.T) {
 	}
 }
 
+// Prepare completes a slower tier's hit before it backfills: the caller
+// and the faster tier get the prepared entry; an L1 hit is not prepared
+// again.
+func TestPrepareRunsOnBackfill(t *testing.T) {
+	clk := newClock()
+	m := memTiers(clk, "l1", "l2")
+	prepared := 0
+	prep := func(e *cache.Entry) {
+		prepared++
+		e.Usage = &cache.Usage{Model: string(e.Body), Input: 1, Output: 2}
+	}
+	tc := newTiered(t, cache.TieredConfig{Now: clk.Now, Prepare: prep}, m[0], m[1])
+	cachetest.MustSet(t, m[1], "k", cachetest.NewEntry(clk.Now(), 10*time.Minute, []byte("answer")), time.Hour)
+	got, err := tc.Get(t.Context(), "k")
+	if err != nil || got.Usage == nil || got.Usage.Model != "answer" {
+		t.Fatalf("Get = %+v, %v; want the prepared entry", got, err)
+	}
+	if l1 := cachetest.MustGet(t, m[0], "k"); l1.Usage != got.Usage {
+		t.Errorf("L1 holds usage %v, want the prepared %v", l1.Usage, got.Usage)
+	}
+	if got, err := tc.Get(t.Context(), "k"); err != nil || got.Tier != "l1" || prepared != 1 {
+		t.Errorf("second Get = %q, %v, prepared %d times; want an l1 hit prepared once", got.Tier, err, prepared)
+	}
+}
+
 // A hit in the third tier writes the first directly and the second through
 // the queue.
 func TestBackfillThroughQueueForMiddleTiers(t *testing.T) {

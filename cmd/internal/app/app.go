@@ -225,7 +225,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			tiers[i] = tracedTier{Tier: t, name: names[i], tracer: tel.TracerProvider.Tracer("github.com/edgecache/edgecache")}
 		}
 	}
-	tiered := cache.NewTiered(cache.TieredConfig{QueueSize: cfg.Cache.StoreQueue, Logger: log}, tiers...)
+	tiered := cache.NewTiered(cache.TieredConfig{QueueSize: cfg.Cache.StoreQueue, Logger: log, Prepare: pipeline.DeriveUsage}, tiers...)
 
 	var store secretStore // a nil *shared.Shared must stay a nil interface
 	if l2 != nil {

@@ -378,7 +378,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		if why == "" {
 			pd.usage = 0 // the model did no work
 			p.hit(w, r, rt, req, e, e.Tier, -1)
-			p.saved(rt, c, e.Body)
+			p.saved(rt, c, e)
 			return
 		}
 		if dir.onlyIfCached {
@@ -397,7 +397,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 		if hit, ok := p.semanticLookup(r.Context(), rt, r, pd.q); ok && dir.refuses(hit.entry, p.cfg.Now()) == "" {
 			pd.usage = 0
 			p.hit(w, r, rt, req, hit.entry, "semantic", hit.cosine)
-			p.saved(rt, c, hit.entry.Body)
+			p.saved(rt, c, hit.entry)
 			p.shadowHit(r, pd, body, hit) // after the answer: never in its way
 			return
 		}
@@ -431,7 +431,7 @@ func (p *Pipeline) serveAlias(w http.ResponseWriter, r *http.Request, rt *Route,
 	}
 	defer p.done(r.Context(), adm, 0)
 	p.hit(w, r, rt, req, e, e.Tier, -1)
-	p.saved(rt, c, e.Body)
+	p.saved(rt, c, e)
 	return true
 }
 
@@ -693,6 +693,7 @@ func (p *Pipeline) store(rt *Route, key cache.Key, q *semanticQuery, body []byte
 		Body:      body,
 		StoredAt:  now,
 		ExpiresAt: now.Add(ttl),
+		Usage:     entryUsage(body),
 	}
 	// Tiers keep the entry past its freshness for the stale-if-error window;
 	// lookups judge freshness by ExpiresAt.
