@@ -81,13 +81,16 @@ type caller struct {
 // identify returns the caller of r.
 func (p *Pipeline) identify(r *http.Request) caller { return p.callerOf(clientKey(r)) }
 
-// callerOf hashes apiKey through a pooled HMAC: a new one per request costs
-// four allocations and the key schedule.
+// callerOf hashes apiKey through a pooled HMAC (a new one per request costs
+// four allocations and the key schedule), remembered in the keyring.
 func (p *Pipeline) callerOf(apiKey string) caller {
 	if apiKey == "" {
 		return caller{}
 	}
 	k := p.keys.Load()
+	if c, ok := k.cached(apiKey); ok {
+		return c
+	}
 	m := k.macs.Get().(hash.Hash)
 	m.Reset()
 	m.Write([]byte(apiKey))
@@ -97,6 +100,7 @@ func (p *Pipeline) callerOf(apiKey string) caller {
 	c := caller{known: true}
 	copy(c.mac[:], sum[:16])
 	c.ns, c.id = macID("t:", c.mac[:]), macID("k:", c.mac[:])
+	k.remember(apiKey, c)
 	return c
 }
 

@@ -43,3 +43,29 @@ func TestSetSecret(t *testing.T) {
 		t.Errorf("after SetSecret: %q, want %q", got, want)
 	}
 }
+
+// The keyring's remembered callers are the HMAC's answer, key for key:
+// the same after the cache is full and starts over, never another key's,
+// and gone with the secret.
+func TestRememberedCallers(t *testing.T) {
+	secret := []byte("s3cret")
+	p := New(Config{Secret: secret})
+	defer p.Close(context.Background())
+	for round := range 2 {
+		for i := range maxCallers + 10 {
+			key := fmt.Sprintf("sk-%d", i)
+			c := p.callerOf(key)
+			if c.tenant() != Namespace(secret, key) || c.keyID() != KeyID(secret, key) {
+				t.Fatalf("round %d, key %d: caller %s/%s, want %s/%s", round, i, c.tenant(), c.keyID(),
+					Namespace(secret, key), KeyID(secret, key))
+			}
+		}
+	}
+	if n := len(p.keys.Load().callers); n > maxCallers {
+		t.Errorf("%d callers remembered, bound %d", n, maxCallers)
+	}
+	p.SetSecret([]byte("another"))
+	if c := p.callerOf("sk-1"); c.tenant() != Namespace([]byte("another"), "sk-1") {
+		t.Errorf("after SetSecret: %s, the old secret's caller", c.tenant())
+	}
+}
