@@ -213,6 +213,8 @@ func (a *upstreamCall) fail(ctx context.Context, err error) {
 		a.o.reason = "timeout"
 	case ctx.Err() != nil: // not the timer: every client went away
 		a.o.reason = "canceled"
+	case errors.As(err, &ue) && ue.Kind == upstream.KindLocal:
+		a.o.reason = reasonEdgeResources
 	case errors.As(err, &ue) && ue.Kind == upstream.KindDial:
 		a.o.reason = "unreachable"
 	case errors.As(err, &ue) && ue.Kind == upstream.KindTimeout:

@@ -5,15 +5,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/edgecache/edgecache/cmd/internal/config"
 	"github.com/edgecache/edgecache/cmd/internal/llmsim"
 	"github.com/edgecache/edgecache/cmd/internal/openai"
+	"github.com/edgecache/edgecache/cmd/internal/upstream"
 	"github.com/edgecache/edgecache/degrade"
 )
 
@@ -247,5 +252,42 @@ func TestClientRetryingGetsOneAttempt(t *testing.T) {
 	r = e.post("/v1/chat/completions", chat("first try"))
 	if n := e.upstreamCalls("/v1/chat/completions"); n != 4 {
 		t.Errorf("%d upstream calls in all, want 1 + 3 attempts", n)
+	}
+}
+
+// The edge out of file descriptors (EMFILE at the upstream dial, as at
+// 10,000 open streams under a 20,000-descriptor limit) is the edge's
+// trouble, not the target's: each such request gets an honest 503 with
+// Retry-After at once, the breaker stays closed, and the first request
+// after descriptors are back is served.
+func TestEdgeOutOfDescriptorsKeepsBreakerClosed(t *testing.T) {
+	e := newEdge(t, edgeOpts{})
+	var exhausted atomic.Bool
+	exhausted.Store(true)
+	dialer := &net.Dialer{}
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if exhausted.Load() {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("socket", syscall.EMFILE)}
+		}
+		return dialer.DialContext(ctx, network, addr)
+	}}
+	defer tr.CloseIdleConnections()
+	up, err := upstream.New(upstream.Config{URL: e.sim.URL(), Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.targets[0].Client = up
+	for i := range 20 {
+		r := e.post("/v1/chat/completions", chat(fmt.Sprintf("no fds %d", i)))
+		if r.status != 503 || r.header.Get("X-Edgecache-Degraded-Reason") != reasonEdgeResources || r.header.Get("Retry-After") == "" {
+			t.Fatalf("request %d: %d %q Retry-After %q", i, r.status, r.header.Get("X-Edgecache-Degraded-Reason"), r.header.Get("Retry-After"))
+		}
+	}
+	if st := e.targets[0].Breaker.Status(); st.State != "closed" {
+		t.Fatalf("breaker %+v after the edge's own EMFILEs", st)
+	}
+	exhausted.Store(false)
+	if r := e.post("/v1/chat/completions", chat("fds back")); r.status != 200 {
+		t.Errorf("after descriptors came back: %d %s", r.status, r.body)
 	}
 }

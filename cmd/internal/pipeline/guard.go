@@ -256,6 +256,9 @@ func (p *Pipeline) attempts(ctx context.Context, c *call, ur *upstreamRequest) (
 		if settled {
 			return o.stored, o.err
 		}
+		if o.reason == reasonEdgeResources {
+			break
+		}
 		asked[t] = o.retryAfter
 		if o.reason == "canceled" {
 			break
@@ -331,6 +334,10 @@ func pickable(cand *Target, pass pickPass, failed, refusedBy map[*Target]bool) b
 	return failed[cand] == (pass == pickFailed)
 }
 
+// reasonEdgeResources is the Failure of a call the edge could not make for
+// want of its own resources (upstream.KindLocal): a 503 busy.
+const reasonEdgeResources = "edge_resources"
+
 // noneRefused is pick's refused when no breaker refused.
 const noneRefused = time.Duration(1<<63 - 1)
 
@@ -354,6 +361,15 @@ func (p *Pipeline) heldKey(t *Target, ur *upstreamRequest) time.Duration {
 // the requests after the trip fail over.
 func (p *Pipeline) settle(ctx context.Context, t *Target, o outcome, f *Failure, failed map[*Target]bool) bool {
 	f.Attempts = append(f.Attempts, o.att)
+	if o.reason == reasonEdgeResources {
+		// The edge's own limit, not the target's health: no breaker
+		// sample, an honest busy with a short Retry-After, and no retry
+		// (another dial would meet the same limit).
+		t.Breaker.Release()
+		p.logUpstreamFailure(ctx, t, o)
+		f.Reason, f.RetryAfter = o.reason, max(f.RetryAfter, time.Second)
+		return false
+	}
 	if o.reason == "canceled" || o.admission || o.tenantAnswer {
 		t.Breaker.Release() // says nothing about the upstream's health
 		if o.admission {
