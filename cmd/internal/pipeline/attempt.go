@@ -338,6 +338,12 @@ func (a *upstreamCall) relay(ctx context.Context, resp *http.Response) {
 		if acc.HasContent() {
 			a.commit(resp, held)
 			held = nil
+			if a.c.onAppend != nil {
+				// Relayed inline from here on: the held events are
+				// written, and their slab (4 KiB) would stay live for the
+				// rest of the stream, every stream.
+				arena = eventArena{}
+			}
 		}
 	}
 	a.ended(acc, cacheable, storedAt)
