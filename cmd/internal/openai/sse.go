@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
+	"strings"
 	"sync"
 )
 
@@ -94,6 +96,14 @@ func (er *EventReader) Next() (raw, data []byte, err error) {
 			er.data, hasData = append(er.data, d...), true
 		}
 	}
+}
+
+// IsEventStream reports whether h's Content-Type is text/event-stream,
+// parameters and letter case aside. It is asked of every answer, hit or
+// not: mime.ParseMediaType cost two allocations each time.
+func IsEventStream(h http.Header) bool {
+	mt, _, _ := strings.Cut(h.Get("Content-Type"), ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
 
 // Done is the payload that ends an OpenAI stream.

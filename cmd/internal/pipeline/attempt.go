@@ -176,7 +176,7 @@ func (a *upstreamCall) call(ctx context.Context) {
 		a.o.att.RetryAfter = a.o.retryAfter
 		return
 	}
-	if a.c.stream && resp.StatusCode == http.StatusOK && isEventStream(resp.Header) {
+	if a.c.stream && resp.StatusCode == http.StatusOK && openai.IsEventStream(resp.Header) {
 		a.relay(ctx, resp)
 		return
 	}

@@ -161,7 +161,7 @@ func writeOnlyIfCached(w http.ResponseWriter, rt *Route) {
 // is in a tenant's own namespace.
 func responseTTL(h http.Header, rt *Route, tenantNS bool) (ttl time.Duration, why string) {
 	ttl = rt.TTL
-	sse := isEventStream(h)
+	sse := openai.IsEventStream(h)
 	maxAge, sMaxAge := time.Duration(-1), time.Duration(-1)
 	eachDirective(h, func(name, arg string) {
 		switch name {

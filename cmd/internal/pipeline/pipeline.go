@@ -834,7 +834,7 @@ func (cw *callWriter) writeHeader(v view) {
 	hdr := v.header
 	hide := cw.pd.rt.hidden()
 	if hide {
-		hdr = hideHeader(hdr, c.stream && isEventStream(hdr))
+		hdr = hideHeader(hdr, c.stream && openai.IsEventStream(hdr))
 	}
 	for k, vv := range hdr {
 		h[k] = vv
@@ -847,7 +847,7 @@ func (cw *callWriter) writeHeader(v view) {
 		cs = hiddenStatus // a miss, collapsed or not, stored or not, or an entry too old for the request
 	}
 	h.Set("Cache-Status", cs)
-	if !c.stream || !isEventStream(v.header) {
+	if !c.stream || !openai.IsEventStream(v.header) {
 		n := 0
 		for _, ev := range v.events {
 			n += len(ev)
@@ -869,10 +869,6 @@ func writeStreamError(w io.Writer, req *openai.Request, n int) {
 	_ = openai.WriteErrorEvent(w, openai.NewError(openai.TypeServer, "stream_interrupted", "", msg))
 }
 
-func isEventStream(h http.Header) bool {
-	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
-	return mt == "text/event-stream"
-}
 
 func checkContentType(r *http.Request) error {
 	ct := r.Header.Get("Content-Type")

@@ -421,7 +421,7 @@ func (s *shadower) fetch(ctx context.Context, t *Target, j *shadowJob) ([]byte, 
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		return nil, fmt.Errorf("upstream status %d", resp.StatusCode)
 	}
-	if isEventStream(resp.Header) {
+	if openai.IsEventStream(resp.Header) {
 		er, acc := openai.NewEventReader(resp.Body), openai.NewAccumulator(j.req.API)
 		defer er.Release()
 		for {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"log/slog"
-	"mime"
 	"net/http"
 	"time"
 
@@ -117,7 +116,7 @@ func (w *answerWriter) WriteHeader(code int) {
 	if w.close {
 		w.Header().Set("Connection", "close")
 	}
-	if mt, _, _ := mime.ParseMediaType(w.Header().Get("Content-Type")); mt == "text/event-stream" {
+	if openai.IsEventStream(w.Header()) {
 		w.streaming = true
 	}
 	w.extend(true)
