@@ -68,10 +68,6 @@ type pending struct {
 	lane  string
 	adm   *admitted
 	usage int64
-	// who is the caller Serve identified (identified false: not done), so
-	// an attempt need not hash the key again (Pipeline.source).
-	who        caller
-	identified bool
 }
 
 // Staler reads expired entries for the stale rung.

@@ -339,7 +339,7 @@ func (p *Pipeline) Serve(w http.ResponseWriter, r *http.Request, rt *Route) {
 	if !ok {
 		return
 	}
-	pd := &pending{rt: rt, req: req, adm: adm, lane: adm.lane.String(), ns: ns, usage: -1, who: c, identified: true}
+	pd := &pending{rt: rt, req: req, adm: adm, lane: adm.lane.String(), ns: ns, usage: -1}
 	defer func() { p.done(r.Context(), adm, pd.usage) }()
 	dir := requestDirectives(r.Header)
 	if reason := p.bypass(rt, r, req); reason != "" {
@@ -642,9 +642,6 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 		}
 		ur := &upstreamRequest{in: in, rt: rt, body: body, req: req, key: key, q: q, store: store, lane: lane,
 			tenantNS: !rt.Shared && pd.ns != "" && !strings.HasPrefix(pd.ns, anonymous)}
-		if pd.identified {
-			ur.tenant, ur.tenantOK = pd.who.keyID(), true // Pipeline.source
-		}
 		switch {
 		case inlineStream:
 			p.serveInline(runCtx, w, r, c, ur, cacheStatus, pd)
@@ -868,7 +865,6 @@ func writeStreamError(w io.Writer, req *openai.Request, n int) {
 	}
 	_ = openai.WriteErrorEvent(w, openai.NewError(openai.TypeServer, "stream_interrupted", "", msg))
 }
-
 
 func checkContentType(r *http.Request) error {
 	ct := r.Header.Get("Content-Type")

@@ -52,8 +52,7 @@ func echoPath(p string) string {
 // Paths not configured answer 404 in the OpenAI error shape, and admin paths
 // are never served here. Each request gets an access log line per access.
 func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Observer, log *slog.Logger, access AccessLog) http.Handler {
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
+	e := bareEcho(log)
 	d := dataRoutes{e: e, mw: []echo.MiddlewareFunc{recoverer(log), requestID(), access.middleware(log)}, allow: map[string][]string{}}
 	for _, rt := range routes {
 		h := routeHandler(p, rt.Name, table, obs)
@@ -78,7 +77,7 @@ func Data(p *pipeline.Pipeline, routes []*pipeline.Route, table Routes, obs Obse
 	// on /metrics. The data-plane handlers above never return errors, so
 	// every error here is the router's; it goes through the middlewares
 	// here, since echo calls the error handler outside them.
-	answer := errorHandler(log)
+	answer := e.HTTPErrorHandler
 	counted := func(err error, c echo.Context) {
 		start := time.Now()
 		obs.Begin()
@@ -128,14 +127,10 @@ type dataRoutes struct {
 	e     *echo.Echo
 	mw    []echo.MiddlewareFunc
 	allow map[string][]string // path → its methods
-	paths []string            // in registration order
 }
 
 func (d *dataRoutes) add(h echo.HandlerFunc, path string, methods ...string) {
 	h = chain(h, d.mw)
-	if _, ok := d.allow[path]; !ok {
-		d.paths = append(d.paths, path)
-	}
 	for _, m := range methods {
 		d.e.Add(m, path, h)
 		d.allow[path] = append(d.allow[path], m)
@@ -143,8 +138,8 @@ func (d *dataRoutes) add(h echo.HandlerFunc, path string, methods ...string) {
 }
 
 func (d *dataRoutes) options() {
-	for _, path := range d.paths {
-		allow := strings.Join(append([]string{http.MethodOptions}, d.allow[path]...), ", ")
+	for path, methods := range d.allow {
+		allow := strings.Join(append([]string{http.MethodOptions}, methods...), ", ")
 		d.e.OPTIONS(path, chain(func(c echo.Context) error {
 			c.Response().Header().Set(echo.HeaderAllow, allow)
 			return c.NoContent(http.StatusNoContent)
@@ -304,10 +299,17 @@ func adminReply(c echo.Context, f func() (any, error)) error {
 }
 
 func newEcho(log *slog.Logger) *echo.Echo {
+	e := bareEcho(log)
+	e.Use(recoverer(log), requestID())
+	return e
+}
+
+// bareEcho is an echo answering its own errors in the OpenAI shape, with
+// no middleware (Data composes its own per route).
+func bareEcho(log *slog.Logger) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(log)
-	e.Use(recoverer(log), requestID())
 	return e
 }
 
