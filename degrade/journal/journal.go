@@ -178,7 +178,10 @@ type Journal struct {
 
 	mu     sync.RWMutex // Record holds it shared; Close exclusively, to flip closed
 	closed bool
-	ch     chan Record
+	// ch holds pointers, not Records: a buffer of 4,096 Records is 1.6 MB
+	// that the garbage collector scans on every cycle, empty or not (it was
+	// 38 % of edgecache's heap scan work while serving cache hits).
+	ch     chan *Record
 
 	stop      chan struct{} // closed by Close: drain and return
 	done      chan struct{} // closed when the writer has returned
@@ -219,7 +222,7 @@ func newJournal(cfg Config, beforeWrite func([]Record)) (*Journal, error) {
 		log:         cfg.Logger,
 		file:        newFileSink(cfg.Dir, cfg.MaxFileBytes, cfg.MaxFiles),
 		redis:       cfg.Redis,
-		ch:          make(chan Record, cfg.Buffer),
+		ch:          make(chan *Record, cfg.Buffer),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 		idPrefix:    hex.EncodeToString(id[:]) + "-",
@@ -269,7 +272,7 @@ func (j *Journal) Record(r Record) bool {
 // enqueue puts r into the buffer, or drops and counts it.
 func (j *Journal) enqueue(r Record) bool {
 	select {
-	case j.ch <- r:
+	case j.ch <- &r:
 		return true
 	default:
 		j.dropped.Add(1)
@@ -334,7 +337,6 @@ func (j *Journal) run() {
 		defer t.Stop()
 		foldTick = t.C
 	}
-	batch := make([]Record, 0, maxBatch)
 	for {
 		if j.abandon.Load() { // Close gave up waiting: no more writes
 			j.dropped.Add(uint64(len(j.ch)))
@@ -342,25 +344,38 @@ func (j *Journal) run() {
 		}
 		select {
 		case r := <-j.ch:
-			batch = j.fill(append(batch[:0], r))
-			j.write(batch)
+			j.write(j.fill(r))
 		case <-tick:
 			j.sync()
 		case now := <-foldTick:
 			j.writeFolded(j.fold.due(now, false))
 		case <-j.stop:
-			j.drain(batch)
+			j.drain()
 			return
 		}
 	}
 }
 
-// fill adds records already waiting, up to maxBatch.
-func (j *Journal) fill(batch []Record) []Record {
-	for len(batch) < maxBatch {
+// fill returns a batch of first (if not nil) and the records already
+// waiting, up to maxBatch. The batch is new each time rather than kept
+// across batches: a kept one (512 Records, 196 KB) is scanned by every
+// garbage collection.
+func (j *Journal) fill(first *Record) []Record {
+	n := min(len(j.ch), maxBatch)
+	if first != nil {
+		n = min(n+1, maxBatch)
+	}
+	if n == 0 {
+		return nil
+	}
+	batch := make([]Record, 0, n)
+	if first != nil {
+		batch = append(batch, *first)
+	}
+	for len(batch) < n {
 		select {
 		case r := <-j.ch:
-			batch = append(batch, r)
+			batch = append(batch, *r)
 		default:
 			return batch
 		}
@@ -370,9 +385,9 @@ func (j *Journal) fill(batch []Record) []Record {
 
 // drain writes what is left in the buffer after Close, then the refusals
 // being folded; nothing can be added any more.
-func (j *Journal) drain(batch []Record) {
+func (j *Journal) drain() {
 	for !j.abandon.Load() {
-		batch = j.fill(batch[:0])
+		batch := j.fill(nil)
 		if len(batch) == 0 {
 			if j.fold != nil {
 				j.writeFolded(j.fold.due(time.Time{}, true))
