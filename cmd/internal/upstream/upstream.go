@@ -78,6 +78,16 @@ func New(cfg Config) (*Client, error) {
 			TLSHandshakeTimeout:   10 * time.Second,
 			ResponseHeaderTimeout: cfg.HeaderTimeout,
 			ExpectContinueTimeout: time.Second,
+			// Each upstream connection holds both buffers for its lifetime,
+			// an open stream included (net/http's default: 4 KiB each).
+			// Reads of an answer of declared length and of a stream's
+			// events bypass the read buffer (they are at least its size);
+			// a request's headers and a short body still leave in one
+			// write, a longer body in two. 1 + 2 KiB took 5–8 KiB off
+			// each open stream's RSS at 2,000 streams, pass-through
+			// unchanged (README, "Long streams").
+			ReadBufferSize:  1 << 10,
+			WriteBufferSize: 2 << 10,
 		}
 	}
 	return &Client{base: u, apiKey: cfg.APIKey, rt: rt, prop: cfg.Propagator}, nil
