@@ -181,7 +181,7 @@ type Journal struct {
 	// ch holds pointers, not Records: a buffer of 4,096 Records is 1.6 MB
 	// that the garbage collector scans on every cycle, empty or not (it was
 	// 38 % of edgecache's heap scan work while serving cache hits).
-	ch     chan *Record
+	ch chan *Record
 
 	stop      chan struct{} // closed by Close: drain and return
 	done      chan struct{} // closed when the writer has returned
