@@ -18,8 +18,10 @@ package admission
 // window (fields r and t), checked and charged by one Lua script for all
 // of a request's rules, expiring a minute after its window. Without Redis,
 // or while it fails (a breaker as Global's), each replica counts alone
-// against its share of every credit (credit / Replicas); counts made
-// locally are not copied to Redis when it returns.
+// against its share of every credit (credit / Replicas); when Redis
+// answers again, what a replica counted alone in windows still open is
+// added to the region's counts (merge), so that a caller who used its
+// share during an outage does not get the whole credit again after it.
 
 import (
 	"context"
@@ -175,7 +177,11 @@ type Credits struct {
 	br       *breaker
 	local    localCredits
 
-	denied, fallbacks atomic.Uint64
+	// unmerged: local holds counts made while Redis was configured but
+	// unavailable; merging: a merge is running.
+	unmerged, merging atomic.Bool
+
+	denied, fallbacks, merged atomic.Uint64
 }
 
 // NewCredits validates cfg and returns Credits. It does not contact Redis.
@@ -285,6 +291,9 @@ func (c *Credits) Spend(ctx context.Context, caller CreditCaller) (CreditDecisio
 	if local {
 		c.fallbacks.Add(1)
 		counts = c.local.spend(cs, c.replicas, now)
+		if c.client != nil {
+			c.unmerged.Store(true)
+		}
 	}
 	d := c.decide(cs, counts, now)
 	d.Fallback = local
@@ -374,7 +383,50 @@ func (c *Credits) run(ctx context.Context, keys []string, args []any, now time.T
 	if c.br.success() {
 		c.log.Info("admission: redis answers again, usage credits are the region's again")
 	}
+	if c.unmerged.Load() && c.merging.CompareAndSwap(false, true) {
+		go c.merge()
+	}
 	return res, nil
+}
+
+// mergeBatch bounds the keys of one merge call.
+const mergeBatch = 256
+
+// merge adds the counts this replica made alone, in windows still open,
+// to the region's counts in Redis, and takes them off the local ones
+// (counts made meanwhile stay). A failed call leaves the rest for the
+// next time Redis answers. It runs once at a time, off the request path.
+func (c *Credits) merge() {
+	defer c.merging.Store(false)
+	c.unmerged.Store(false)
+	ds := c.local.pending(c.clock.Now())
+	n := 0
+	for len(ds) > 0 {
+		b := ds[:min(len(ds), mergeBatch)]
+		keys := make([]string, len(b))
+		args := make([]any, 0, 1+3*len(b))
+		args = append(args, "merge")
+		for i, d := range b {
+			keys[i] = d.key
+			args = append(args, d.r, d.t, d.end.Add(time.Minute).UnixMilli())
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(c.timeout, time.Second))
+		err := c.script.Run(ctx, c.client, keys, args...).Err()
+		cancel()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			c.unmerged.Store(true)
+			c.log.Warn("admission: could not add the usage counted during the Redis outage to the region's counts; will retry",
+				"windows", len(ds), "err", err)
+			break
+		}
+		c.local.merged(b)
+		n += len(b)
+		ds = ds[len(b):]
+	}
+	if n > 0 {
+		c.merged.Add(uint64(n))
+		c.log.Info("admission: usage counted during the Redis outage added to the region's counts", "windows", n)
+	}
 }
 
 // Settle adds the tokens an answer used to the credits ch charged; refund
@@ -389,13 +441,27 @@ func (c *Credits) Settle(ctx context.Context, ch *CreditCharge, tokens int64, re
 		r = -1
 	}
 	tokens = max(tokens, 0)
-	if !ch.local {
-		args := []any{"settle", r, tokens}
-		if _, err := c.run(ctx, ch.keys, args, c.clock.Now()); err == nil {
+	keys := ch.keys
+	if ch.local {
+		// Counted here; windows merged into Redis since are settled there.
+		missing := c.local.settle(keys, r, tokens)
+		if c.client == nil {
+			return
+		}
+		if len(missing) < len(keys) {
+			c.unmerged.Store(true)
+		}
+		if keys = missing; len(keys) == 0 {
 			return
 		}
 	}
-	c.local.settle(ch.keys, r, tokens)
+	args := []any{"settle", r, tokens}
+	if _, err := c.run(ctx, keys, args, c.clock.Now()); err == nil || ch.local {
+		return
+	}
+	if missing := c.local.settle(keys, r, tokens); len(missing) < len(keys) {
+		c.unmerged.Store(true) // Redis gets them with the window's other local counts
+	}
 }
 
 // CreditsStats is a snapshot of Credits' counters.
@@ -404,6 +470,7 @@ type CreditsStats struct {
 	Fallbacks   uint64 // decisions made by this replica's share
 	BreakerOpen bool   // Redis is being skipped
 	Windows     int    // windows counted locally now
+	Merged      uint64 // windows counted locally, then added to Redis's counts
 }
 
 // Stats returns a snapshot.
@@ -411,7 +478,8 @@ func (c *Credits) Stats() CreditsStats {
 	c.local.mu.Lock()
 	n := len(c.local.m)
 	c.local.mu.Unlock()
-	return CreditsStats{Denied: c.denied.Load(), Fallbacks: c.fallbacks.Load(), BreakerOpen: c.br.isOpen(), Windows: n}
+	return CreditsStats{Denied: c.denied.Load(), Fallbacks: c.fallbacks.Load(), BreakerOpen: c.br.isOpen(), Windows: n,
+		Merged: c.merged.Load()}
 }
 
 // localCredits counts windows in memory: without Redis, or while it fails.
@@ -455,12 +523,54 @@ func (l *localCredits) spend(cs []charged, share int64, now time.Time) []int64 {
 	return out
 }
 
-func (l *localCredits) settle(keys []string, r, t int64) {
+// settle adds r and t to the windows of keys it counts, and returns the
+// keys it does not (none, or ones merged into Redis since).
+func (l *localCredits) settle(keys []string, r, t int64) (missing []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, k := range keys {
 		if n := l.m[k]; n != nil {
 			n.r, n.t = max(n.r+r, 0), n.t+t
+		} else {
+			missing = append(missing, k)
+		}
+	}
+	return missing
+}
+
+// creditDelta is what a window counted locally adds to Redis's count.
+type creditDelta struct {
+	key  string
+	r, t int64
+	end  time.Time
+}
+
+// pending returns the counts of the windows still open at now.
+func (l *localCredits) pending(now time.Time) []creditDelta {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var ds []creditDelta
+	for k, n := range l.m {
+		if now.Before(n.end) && (n.r != 0 || n.t != 0) {
+			ds = append(ds, creditDelta{k, n.r, n.t, n.end})
+		}
+	}
+	return ds
+}
+
+// merged takes counts added to Redis off the local ones, and forgets the
+// windows left with nothing.
+func (l *localCredits) merged(ds []creditDelta) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, d := range ds {
+		n := l.m[d.key]
+		if n == nil {
+			continue
+		}
+		n.r, n.t = n.r-d.r, n.t-d.t
+		if n.r <= 0 && n.t <= 0 {
+			delete(l.m, d.key)
 		}
 	}
 }

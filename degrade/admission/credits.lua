@@ -9,6 +9,19 @@
 --         2 tokens); nothing is written then.
 -- ARGV[1] "settle": ARGV[2] requests to add (-1: a refund), ARGV[3]
 --         tokens to add, to every key that still exists. Returns {}.
+-- ARGV[1] "merge": then per key 3 values: the requests and tokens one
+--         replica counted alone while Redis was unavailable, and the
+--         expiry of the window's hash (Unix ms); added to the key's
+--         counts. Returns {}.
+if ARGV[1] == 'merge' then
+  for i = 1, #KEYS do
+    local a = 2 + (i - 1) * 3
+    if tonumber(ARGV[a]) ~= 0 then redis.call('HINCRBY', KEYS[i], 'r', ARGV[a]) end
+    if tonumber(ARGV[a + 1]) ~= 0 then redis.call('HINCRBY', KEYS[i], 't', ARGV[a + 1]) end
+    if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('PEXPIREAT', KEYS[i], ARGV[a + 2]) end
+  end
+  return {}
+end
 if ARGV[1] == 'settle' then
   for i = 1, #KEYS do
     if redis.call('EXISTS', KEYS[i]) == 1 then

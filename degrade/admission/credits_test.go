@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgecache/edgecache/cache/cachetest"
+	"github.com/redis/go-redis/v9"
 )
 
 // creditClock is a fake clock near the real time: Redis expires a
@@ -170,5 +171,75 @@ func TestCreditRuleValidate(t *testing.T) {
 	}
 	if err := (CreditRule{Tokens: 5, Window: time.Hour, Offset: 30 * time.Minute}).Validate(); err != nil {
 		t.Error(err)
+	}
+}
+
+// What a replica counted alone while Redis was down is added to the
+// region's counts once Redis answers again (and a later answer's tokens
+// go there too), so the credit is not granted again in full after the
+// outage. Redis comes back empty here (no persistence): what it then
+// holds is the merge.
+func TestCreditsMergedAfterOutage(t *testing.T) {
+	srv := cachetest.StartRedis(t)
+	clk := &fakeClock{now: time.Now().UTC().Truncate(24 * time.Hour).Add(12 * time.Hour)}
+	rules := []CreditRule{{Scope: ScopeTenant, Requests: 20, Tokens: 100000}}
+	c := newTestCredits(t, CreditsConfig{Client: testClient(t, srv.Addr()), Clock: clk, Replicas: 2,
+		Timeout: time.Second, Region: "eu", Rules: rules})
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer admin.Close()
+	ctx := context.Background()
+	caller := CreditCaller{Tenant: "acme", Lane: Paid}
+	key := c.applicable(caller, clk.Now())[0].key
+	for range 4 {
+		if d, _ := c.Spend(ctx, caller); !d.Allowed || d.Fallback {
+			t.Fatalf("Redis up: %+v", d)
+		}
+	}
+
+	srv.Stop()
+	var charges []*CreditCharge
+	for range 6 {
+		d, ch := c.Spend(ctx, caller)
+		if !d.Allowed || !d.Fallback || d.Requests.Limit != 10 {
+			t.Fatalf("Redis down: %+v, want an allowed fallback on the share of 10", d)
+		}
+		charges = append(charges, ch)
+	}
+	c.Settle(ctx, charges[0], 500, false)
+	if st := c.Stats(); !st.BreakerOpen || st.Windows != 1 || st.Merged != 0 {
+		t.Fatalf("during the outage: %+v", st)
+	}
+
+	srv.Restart()
+	clk.Advance(2 * DefaultCooldown) // the breaker lets a trial call through
+	if d, _ := c.Spend(ctx, caller); !d.Allowed || d.Fallback {
+		t.Fatalf("Redis back: %+v", d)
+	}
+	want := map[string]string{"r": "7", "t": "500"} // 6 counted alone + the trial; the settled tokens
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := admin.HGetAll(ctx, key).Result()
+		if err == nil && got["r"] == want["r"] && got["t"] == want["t"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Redis holds %v (%v), want %v: the outage's counts were not merged", got, err, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := c.Stats(); st.Merged != 1 || st.Windows != 0 || st.BreakerOpen {
+		t.Fatalf("after the merge: %+v", st)
+	}
+	if ttl, err := admin.PTTL(ctx, key).Result(); err != nil || ttl <= 0 {
+		t.Fatalf("merged window's hash has TTL %v (%v), want its window's expiry", ttl, err)
+	}
+	// A charge made during the outage, settled after the merge: its
+	// tokens go to Redis, where its request is counted now.
+	c.Settle(ctx, charges[1], 300, false)
+	if got, err := admin.HGet(ctx, key, "t").Result(); err != nil || got != "800" {
+		t.Fatalf("tokens after a late settle: %q (%v), want 800", got, err)
+	}
+	if d, _ := c.Spend(ctx, caller); !d.Allowed || d.Fallback || d.Requests.Remaining != 12 {
+		t.Fatalf("after the merge: %+v, want 12 of 20 requests left", d)
 	}
 }
