@@ -178,8 +178,11 @@ type Credits struct {
 	local    localCredits
 
 	// unmerged: local holds counts made while Redis was configured but
-	// unavailable; merging: a merge is running.
+	// unavailable; merging: a merge is running; no merge starts before
+	// nextMerge (Unix ns: a failed merge waits a cooldown, not the next
+	// request).
 	unmerged, merging atomic.Bool
+	nextMerge         atomic.Int64
 
 	denied, fallbacks, merged atomic.Uint64
 }
@@ -383,7 +386,7 @@ func (c *Credits) run(ctx context.Context, keys []string, args []any, now time.T
 	if c.br.success() {
 		c.log.Info("admission: redis answers again, usage credits are the region's again")
 	}
-	if c.unmerged.Load() && c.merging.CompareAndSwap(false, true) {
+	if c.unmerged.Load() && now.UnixNano() >= c.nextMerge.Load() && c.merging.CompareAndSwap(false, true) {
 		go c.merge()
 	}
 	return res, nil
@@ -414,6 +417,7 @@ func (c *Credits) merge() {
 		err := c.script.Run(ctx, c.client, keys, args...).Err()
 		cancel()
 		if err != nil && !errors.Is(err, redis.Nil) {
+			c.nextMerge.Store(c.clock.Now().Add(DefaultCooldown).UnixNano())
 			c.unmerged.Store(true)
 			c.log.Warn("admission: could not add the usage counted during the Redis outage to the region's counts; will retry",
 				"windows", len(ds), "err", err)
