@@ -18,6 +18,10 @@ type StreamAccumulator interface {
 	HasContent() bool
 	Broken() bool
 	TotalTokens() int64
+	// DropText, called before the first Add, says the answer will not be
+	// stored: an accumulator may then keep less than Body needs (chat and
+	// completions keep no text; the others ignore it).
+	DropText()
 }
 
 // NewStreamAccumulator returns the accumulator for api's streams.
@@ -74,6 +78,10 @@ type anthEvent struct {
 }
 
 // Add consumes one event's data payload.
+// DropText does nothing: the Messages accumulator keeps its blocks whole
+// (a lean one, as chat's, is not written yet).
+func (a *AnthropicAccumulator) DropText() {}
+
 func (a *AnthropicAccumulator) Add(data []byte) {
 	if a.broken != nil || len(data) == 0 {
 		return

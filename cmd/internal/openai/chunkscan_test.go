@@ -137,7 +137,7 @@ func TestAddFastTaken(t *testing.T) {
 	if !a.addFast(chunk) {
 		t.Fatal("the common chunk does not take the fast path")
 	}
-	a.choices[0].content.Grow(1 << 16) // the answer's growth is not the chunk's
+	a.choices[0].content.b.Grow(1 << 16) // the answer's growth is not the chunk's
 	if n := testing.AllocsPerRun(100, func() { a.Add(chunk) }); n != 0 {
 		t.Errorf("%v allocations per common chunk, want 0", n)
 	}

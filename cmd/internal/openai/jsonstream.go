@@ -12,6 +12,7 @@ func (a *passAccumulator) Body() ([]byte, error) { return nil, errNotStorable }
 func (a *passAccumulator) HasContent() bool      { return a.events > 0 }
 func (a *passAccumulator) Broken() bool          { return false }
 func (a *passAccumulator) TotalTokens() int64    { return -1 }
+func (a *passAccumulator) DropText()             {}
 
 type notStorable struct{}
 

@@ -26,17 +26,65 @@ type Accumulator struct {
 	scratch []byte
 	fast    []fastChoice
 	noFast  bool // tests: decode every chunk with encoding/json
+	lean    bool // DropText: the answer's text is not kept
 }
 
 type accChoice struct {
 	index        int
 	role         string
-	content      strings.Builder
-	refusal      strings.Builder
-	text         strings.Builder
+	content      answerText
+	refusal      answerText
+	text         answerText
 	tools        []ToolCall
-	toolArgs     []strings.Builder
+	toolArgs     []answerText
 	finishReason *string
+}
+
+// answerText accumulates one part of a choice's answer. A lean one keeps
+// only its length and whether any of it is not white space: what Err and
+// HasContent read.
+type answerText struct {
+	b        strings.Builder
+	lean     bool
+	n        int
+	nonBlank bool
+}
+
+func (t *answerText) Write(p []byte) {
+	if !t.lean {
+		t.b.Write(p)
+		return
+	}
+	t.n += len(p)
+	t.nonBlank = t.nonBlank || len(bytes.TrimSpace(p)) > 0
+}
+
+func (t *answerText) WriteString(s string) {
+	if !t.lean {
+		t.b.WriteString(s)
+		return
+	}
+	t.n += len(s)
+	t.nonBlank = t.nonBlank || strings.TrimSpace(s) != ""
+}
+
+// Len is the length of the text received.
+func (t *answerText) Len() int {
+	if t.lean {
+		return t.n
+	}
+	return t.b.Len()
+}
+
+// String is the text ("" when lean).
+func (t *answerText) String() string { return t.b.String() }
+
+// blank reports whether the text is empty or only white space.
+func (t *answerText) blank() bool {
+	if t.lean {
+		return !t.nonBlank
+	}
+	return strings.TrimSpace(t.b.String()) == ""
 }
 
 // NewAccumulator starts assembling a stream of api (chat or completions).
@@ -112,7 +160,7 @@ func (a *Accumulator) Add(data []byte) {
 			}
 			for len(ac.tools) <= i {
 				ac.tools = append(ac.tools, ToolCall{})
-				ac.toolArgs = append(ac.toolArgs, strings.Builder{})
+				ac.toolArgs = append(ac.toolArgs, answerText{lean: a.lean})
 			}
 			t := &ac.tools[i]
 			if tc.ID != "" {
@@ -136,9 +184,17 @@ func (a *Accumulator) choice(index int) *accChoice {
 		}
 	}
 	c := &accChoice{index: index}
+	c.content.lean, c.refusal.lean, c.text.lean = a.lean, a.lean, a.lean
 	a.choices = append(a.choices, c)
 	return c
 }
+
+// DropText tells the accumulator, before the first Add, that the answer
+// will not be stored: it keeps what Done, Err, HasContent and the usage
+// need, not the answer's text, so a stream that is only relayed does not
+// hold its whole answer until its end (Body then has empty texts). The
+// Responses API's accumulator keeps everything.
+func (a *Accumulator) DropText() { a.lean = a.resp == nil }
 
 // Done reports whether the stream ended with [DONE].
 func (a *Accumulator) Done() bool { return a.done || a.resp != nil && a.resp.terminal != "" }
@@ -162,7 +218,7 @@ func (a *Accumulator) Err() error {
 		if c.finishReason == nil {
 			return fmt.Errorf("choice %d has no finish reason", c.index)
 		}
-		if c.text.Len() == 0 && strings.TrimSpace(c.content.String()) == "" && len(c.tools) == 0 && c.refusal.Len() == 0 {
+		if c.text.Len() == 0 && c.content.blank() && len(c.tools) == 0 && c.refusal.Len() == 0 {
 			return fmt.Errorf("choice %d is empty", c.index)
 		}
 	}

@@ -229,3 +229,79 @@ func TestParseRequestErrors(t *testing.T) {
 		t.Errorf("ParseRequest fields = %+v, %v", r, err)
 	}
 }
+
+// A lean accumulator (DropText: the answer is only relayed) agrees with a
+// full one on everything the relay reads, event by event — HasContent
+// (the first token), Done, Broken, Err (an empty or white-space answer is
+// still an empty answer), TotalTokens, and the model and usage of Body —
+// and keeps none of the text.
+func TestAccumulatorDropText(t *testing.T) {
+	white := "data: {\"id\":\"x\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\" \\n\"}}]}\n\n" +
+		"data: {\"id\":\"x\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\t\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n"
+	cut := chatStream[:strings.Index(chatStream, `data: {"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{},`)]
+	streams := map[string]struct {
+		api API
+		s   string
+	}{
+		"chat with tools": {APIChat, chatStream},
+		"white space":     {APIChat, white},
+		"cut":             {APIChat, cut},
+		"error event":     {APIChat, "data: {\"error\":{\"message\":\"boom\"}}\n\ndata: [DONE]\n\n"},
+		"completions":     {APICompletions, "data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"text\":\"once\",\"finish_reason\":null}]}\n\ndata: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"text\":\" upon\",\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}\n\ndata: [DONE]\n\n"},
+	}
+	for name, tt := range streams {
+		_, datas, err := readAll(t, tt.s)
+		if err != io.EOF && err != io.ErrUnexpectedEOF {
+			t.Fatal(err)
+		}
+		full, lean := NewAccumulator(tt.api), NewAccumulator(tt.api)
+		lean.DropText()
+		for i, d := range datas {
+			full.Add([]byte(d))
+			lean.Add([]byte(d))
+			if full.HasContent() != lean.HasContent() || full.Done() != lean.Done() || full.Broken() != lean.Broken() {
+				t.Fatalf("%s, event %d: full (content %v, done %v, broken %v) and lean (%v, %v, %v) differ", name, i,
+					full.HasContent(), full.Done(), full.Broken(), lean.HasContent(), lean.Done(), lean.Broken())
+			}
+		}
+		if fe, le := full.Err(), lean.Err(); (fe == nil) != (le == nil) || fe != nil && fe.Error() != le.Error() {
+			t.Errorf("%s: Err full %v, lean %v", name, fe, le)
+		}
+		if full.TotalTokens() != lean.TotalTokens() {
+			t.Errorf("%s: tokens full %d, lean %d", name, full.TotalTokens(), lean.TotalTokens())
+		}
+		fb, ferr := full.Body()
+		lb, lerr := lean.Body()
+		if (ferr == nil) != (lerr == nil) {
+			t.Errorf("%s: Body errors full %v, lean %v", name, ferr, lerr)
+		}
+		if ferr == nil {
+			fm, fi, fo := answerUsageForTest(fb)
+			lm, li, lo := answerUsageForTest(lb)
+			if fm != lm || fi != li || fo != lo {
+				t.Errorf("%s: model/usage full %q %d %d, lean %q %d %d", name, fm, fi, fo, lm, li, lo)
+			}
+		}
+		for _, c := range lean.choices {
+			if c.content.b.Cap() != 0 || c.text.b.Cap() != 0 || c.refusal.b.Cap() != 0 {
+				t.Errorf("%s: the lean accumulator kept text", name)
+			}
+			for _, a := range c.toolArgs {
+				if a.b.Cap() != 0 {
+					t.Errorf("%s: the lean accumulator kept tool arguments", name)
+				}
+			}
+		}
+	}
+}
+
+func answerUsageForTest(b []byte) (model string, in, out int) {
+	var r Response
+	if json.Unmarshal(b, &r) != nil {
+		return "", -1, -1
+	}
+	if r.Usage != nil {
+		in, out = r.Usage.PromptTokens, r.Usage.CompletionTokens
+	}
+	return r.Model, in, out
+}

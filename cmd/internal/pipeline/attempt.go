@@ -293,6 +293,9 @@ func (a *upstreamCall) relay(ctx context.Context, resp *http.Response) {
 	var arena eventArena // the call keeps the events: copies share slabs
 	acc := openai.NewStreamAccumulator(a.ur.req.API)
 	cacheable := a.cacheable(resp)
+	if !cacheable {
+		acc.DropText() // only relayed: its text is never stored
+	}
 	var held [][]byte
 	storedAt := false
 	// The stall timer starts when the stream commits; stop the one in force
