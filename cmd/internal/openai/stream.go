@@ -193,7 +193,8 @@ func (a *Accumulator) choice(index int) *accChoice {
 // will not be stored: it keeps what Done, Err, HasContent and the usage
 // need, not the answer's text, so a stream that is only relayed does not
 // hold its whole answer until its end (Body then has empty texts). The
-// Responses API's accumulator keeps everything.
+// Responses API's accumulator is unchanged: it holds no text while the
+// stream runs, only the final response.completed event.
 func (a *Accumulator) DropText() { a.lean = a.resp == nil }
 
 // Done reports whether the stream ended with [DONE].
