@@ -47,6 +47,7 @@ type AnthropicAccumulator struct {
 	content bool
 	done    bool
 	broken  error
+	lean    bool // DropText: deltas are checked, not kept
 }
 
 type anthBlock struct {
@@ -78,9 +79,11 @@ type anthEvent struct {
 }
 
 // Add consumes one event's data payload.
-// DropText does nothing: the Messages accumulator keeps its blocks whole
-// (a lean one, as chat's, is not written yet).
-func (a *AnthropicAccumulator) DropText() {}
+// DropText, before the first Add, keeps each block's start and drops its
+// deltas (text, tool input, thinking, signature, citations): a stream that
+// is only relayed does not hold its answer until its end. Err, HasContent
+// and the usage read none of them; Body then has empty blocks.
+func (a *AnthropicAccumulator) DropText() { a.lean = true }
 
 func (a *AnthropicAccumulator) Add(data []byte) {
 	if a.broken != nil || len(data) == 0 {
@@ -123,16 +126,10 @@ func (a *AnthropicAccumulator) Add(data []byte) {
 		a.content = true
 		d := ev.Delta
 		switch d.Type {
-		case "text_delta":
-			b.text.WriteString(d.Text)
-		case "input_json_delta":
-			b.json.WriteString(d.PartialJSON)
-		case "thinking_delta":
-			b.thinking.WriteString(d.Thinking)
-		case "signature_delta":
-			b.signature.WriteString(d.Signature)
-		case "citations_delta":
-			b.citations = append(b.citations, d.Citation)
+		case "text_delta", "input_json_delta", "thinking_delta", "signature_delta", "citations_delta":
+			if !a.lean {
+				b.add(d.Type, d.Text, d.PartialJSON, d.Thinking, d.Signature, d.Citation)
+			}
 		default:
 			a.broken = fmt.Errorf("unknown delta type %q", d.Type)
 		}
@@ -185,6 +182,22 @@ func (a *AnthropicAccumulator) TotalTokens() int64 {
 		return -1
 	}
 	return total
+}
+
+// add keeps one delta of the block.
+func (b *anthBlock) add(typ, text, partialJSON, thinking, signature string, citation json.RawMessage) {
+	switch typ {
+	case "text_delta":
+		b.text.WriteString(text)
+	case "input_json_delta":
+		b.json.WriteString(partialJSON)
+	case "thinking_delta":
+		b.thinking.WriteString(thinking)
+	case "signature_delta":
+		b.signature.WriteString(signature)
+	case "citations_delta":
+		b.citations = append(b.citations, citation)
+	}
 }
 
 // Err returns why the stream cannot be stored, or nil.

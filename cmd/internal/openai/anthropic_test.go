@@ -3,6 +3,7 @@ package openai
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -153,5 +154,47 @@ func TestAnthropicRequest(t *testing.T) {
 	c, _ := ParseRequest(APIAnthropic, []byte(`{"model":"m","max_tokens":5,"system":"other","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}`))
 	if kb, kc := b.AppendKeyMaterial(nil), c.AppendKeyMaterial(nil); bytes.Equal(kb, kc) {
 		t.Error("another system prompt has the same key")
+	}
+}
+
+// A lean Messages accumulator (DropText) agrees with a full one on what
+// the relay reads, event by event and at the end, and keeps no deltas.
+func TestAnthropicDropText(t *testing.T) {
+	cut := anthStream[:strings.Index(anthStream, "event: message_delta")]
+	withErr := strings.Replace(anthStream, "event: ping\ndata: {\"type\": \"ping\"}", `event: error
+data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, 1)
+	for name, s := range map[string]string{"whole": anthStream, "cut": cut, "error event": withErr} {
+		_, datas, err := readAll(t, s)
+		if err != io.EOF && err != io.ErrUnexpectedEOF {
+			t.Fatal(err)
+		}
+		full, lean := &AnthropicAccumulator{}, &AnthropicAccumulator{}
+		lean.DropText()
+		for i, d := range datas {
+			full.Add([]byte(d))
+			lean.Add([]byte(d))
+			if full.HasContent() != lean.HasContent() || full.Done() != lean.Done() || full.Broken() != lean.Broken() {
+				t.Fatalf("%s, event %d: full and lean differ", name, i)
+			}
+		}
+		if fe, le := full.Err(), lean.Err(); (fe == nil) != (le == nil) || fe != nil && fe.Error() != le.Error() {
+			t.Errorf("%s: Err full %v, lean %v", name, fe, le)
+		}
+		if full.TotalTokens() != lean.TotalTokens() {
+			t.Errorf("%s: tokens full %d, lean %d", name, full.TotalTokens(), lean.TotalTokens())
+		}
+		for _, b := range lean.blocks {
+			if b.text.Cap()+b.json.Cap()+b.thinking.Cap()+b.signature.Cap() != 0 || len(b.citations) != 0 {
+				t.Errorf("%s: the lean accumulator kept a delta", name)
+			}
+		}
+		if name == "whole" {
+			fb, _ := full.Body()
+			lb, err := lean.Body()
+			fm, lm := decodeAnthropic(t, fb), decodeAnthropic(t, lb)
+			if err != nil || !reflect.DeepEqual(fm["usage"], lm["usage"]) || fm["model"] != lm["model"] {
+				t.Errorf("lean Body %s (%v): usage or model differ from %s", lb, err, fb)
+			}
+		}
 	}
 }
