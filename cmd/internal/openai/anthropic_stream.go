@@ -19,8 +19,9 @@ type StreamAccumulator interface {
 	Broken() bool
 	TotalTokens() int64
 	// DropText, called before the first Add, says the answer will not be
-	// stored: an accumulator may then keep less than Body needs (chat and
-	// completions keep no text; the others ignore it).
+	// stored: an accumulator may then keep less than Body needs (chat,
+	// completions and Messages keep no text; Responses holds none while
+	// the stream runs anyway; a JSON route's keeps nothing).
 	DropText()
 }
 
@@ -78,13 +79,13 @@ type anthEvent struct {
 	Usage map[string]json.RawMessage `json:"usage"`
 }
 
-// Add consumes one event's data payload.
 // DropText, before the first Add, keeps each block's start and drops its
 // deltas (text, tool input, thinking, signature, citations): a stream that
 // is only relayed does not hold its answer until its end. Err, HasContent
 // and the usage read none of them; Body then has empty blocks.
 func (a *AnthropicAccumulator) DropText() { a.lean = true }
 
+// Add consumes one event's data payload.
 func (a *AnthropicAccumulator) Add(data []byte) {
 	if a.broken != nil || len(data) == 0 {
 		return
