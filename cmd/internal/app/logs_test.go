@@ -117,11 +117,7 @@ func TestLogA503Storm(t *testing.T) {
 // are composed per route, not by echo per request): each answer has an
 // X-Request-Id and an access line with that id and its status.
 func TestUnroutedRequestsAreLogged(t *testing.T) {
-	sim, err := llmsim.Start(context.Background(), "127.0.0.1:0", llmsim.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
+	sim := startSim(t, llmsim.Config{})
 	t.Setenv("EDGECACHE_LOG_ACCESS", "full")
 	data, _, log := startEdgecacheLog(t, sim.URL())
 	cases := []struct {

@@ -208,10 +208,8 @@ func (p *Pipeline) callFailed(ur *upstreamRequest, reason string, d time.Duratio
 // saved records what a cache hit spared the model: the usage stored with
 // the answer, for the caller's tenant.
 func (p *Pipeline) saved(rt *Route, c caller, e cache.Entry) {
+	DeriveUsage(&e)
 	u := e.Usage
-	if u == nil {
-		u = entryUsage(e.Body)
-	}
 	if u.Input <= 0 && u.Output <= 0 {
 		return
 	}
