@@ -97,7 +97,10 @@ type Tiered struct {
 	// shared, Close exclusively.
 	mu     sync.RWMutex
 	closed bool
-	queue  chan write
+	// queue holds pointers: a buffer of write values (entries with their
+	// headers and bodies) would be scanned whole by every garbage
+	// collection, empty or not.
+	queue chan *write
 
 	workCtx    context.Context // parent of worker writes; cancelled when Close gives up
 	cancelWork context.CancelFunc
@@ -145,7 +148,7 @@ func NewTiered(cfg TieredConfig, tiers ...Tier) *Tiered {
 		prepare:      cfg.Prepare,
 		writeTimeout: cfg.WriteTimeout,
 		log:          cfg.Logger,
-		queue:        make(chan write, cfg.QueueSize),
+		queue:        make(chan *write, cfg.QueueSize),
 		workCtx:      ctx,
 		cancelWork:   cancel,
 		done:         make(chan struct{}),
@@ -182,7 +185,11 @@ func (t *Tiered) Get(ctx context.Context, k Key) (Entry, error) {
 		t.hits[i].Add(1)
 		if i > 0 {
 			if t.prepare != nil {
-				t.prepare(&e)
+				// On a copy: prepare keeps its argument's address, and e
+				// itself would then be moved to the heap on every hit.
+				pe := e
+				t.prepare(&pe)
+				e = pe
 			}
 			t.backfill(ctx, k, e, e.ExpiresAt.Sub(now), i)
 		}
@@ -234,7 +241,7 @@ func (t *Tiered) enqueue(w write) bool {
 	defer t.mu.RUnlock()
 	if !t.closed {
 		select {
-		case t.queue <- w:
+		case t.queue <- &w:
 			t.queued.Add(1)
 			return true
 		default:
@@ -341,7 +348,7 @@ func (t *Tiered) worker() {
 			t.drop(1) // Close gave up: abandon what is left
 			continue
 		}
-		if t.write(w) {
+		if t.write(*w) {
 			t.stored.Add(1)
 		}
 	}

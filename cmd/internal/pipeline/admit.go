@@ -167,7 +167,10 @@ func (p *Pipeline) charge(w http.ResponseWriter, r *http.Request, rt *Route, a *
 // refusedPending is what the journal keeps of a request refused at
 // admission; built only then, most requests being admitted.
 func refusedPending(rt *Route, req *openai.Request, keyID string, lane admission.Lane) *pending {
-	return &pending{rt: rt, req: req, ns: keyID, lane: lane.String()}
+	// A copy: the journal may keep it past the request, and the caller's
+	// request can then stay on its stack (serveAlias builds one per hit).
+	cp := *req
+	return &pending{rt: rt, req: &cp, ns: keyID, lane: lane.String()}
 }
 
 // refuse answers a request over one of its own limits: 429 in the route's

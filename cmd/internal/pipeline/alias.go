@@ -42,17 +42,20 @@ func newAliases() *aliases {
 // and the raw body.
 func aliasKey(rt *Route, ns, scope string, body []byte) string {
 	h := sha256.New()
-	var buf [64]byte
+	// One buffer for all but the body: converting ns and scope to []byte
+	// for Write would allocate each time (they are longer than the
+	// compiler's 32-byte stack buffer).
+	var buf [256]byte
 	b := append(buf[:0], "edgecache-alias-v1\x00"...)
 	b = append(b, rt.Name...)
 	b = append(b, 0)
 	b = strconv.AppendInt(b, rt.Generation, 10)
+	b = append(b, 0)
+	b = append(b, ns...)
+	b = append(b, 0)
+	b = append(b, scope...)
+	b = append(b, 0)
 	h.Write(b)
-	h.Write([]byte{0})
-	h.Write([]byte(ns))
-	h.Write([]byte{0})
-	h.Write([]byte(scope))
-	h.Write([]byte{0})
 	h.Write(body)
 	var sum [sha256.Size]byte
 	return string(h.Sum(sum[:0]))

@@ -98,8 +98,8 @@ type semanticTier struct {
 	// degrade.Breaker's windows, growing open times, Retry-After holds and
 	// tenant attribution are about upstream targets.
 	cb      *gobreaker.CircuitBreaker[struct{}]
-	queue   chan indexJob
-	pending atomic.Int64 // queued or being written
+	queue   chan *indexJob // pointers: a buffer of points would be scanned by every GC
+	pending atomic.Int64   // queued or being written
 	stop    chan struct{}
 	// writeCtx is the parent of every index write; close cancels it
 	// (giveUp) when its deadline passes, ending the write in flight.
@@ -141,7 +141,7 @@ func newSemanticTier(cfg SemanticConfig) *semanticTier {
 	if cfg.WordingBytes == 0 {
 		cfg.WordingBytes = 64 << 20
 	}
-	s := &semanticTier{cfg: cfg, queue: make(chan indexJob, cfg.IndexQueue), stop: make(chan struct{}),
+	s := &semanticTier{cfg: cfg, queue: make(chan *indexJob, cfg.IndexQueue), stop: make(chan struct{}),
 		wordings: newWordings(cfg.WordingBytes)}
 	s.writeCtx, s.giveUp = context.WithCancel(context.Background())
 	s.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
@@ -361,7 +361,7 @@ func (p *Pipeline) entry(ctx context.Context, k cache.Key) (cache.Entry, bool) {
 // question). The filter's strings are the edge's own (the model is a copy
 // already: openai.Request.Model).
 func (s *semanticTier) index(q *semanticQuery, key cache.Key, expires time.Time) bool {
-	job := indexJob{point: semantic.Point{Key: string(key), Vector: q.vec, Filter: q.filter, Text: strings.Clone(q.text), ExpiresAt: expires}}
+	job := &indexJob{point: semantic.Point{Key: string(key), Vector: q.vec, Filter: q.filter, Text: strings.Clone(q.text), ExpiresAt: expires}}
 	job.wording, job.hasWording = q.wordingID(s.space(q.space))
 	s.pending.Add(1)
 	select {
@@ -423,7 +423,7 @@ func unavailable(err error) bool {
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
-func (s *semanticTier) write(job indexJob) (err error) {
+func (s *semanticTier) write(job *indexJob) (err error) {
 	defer s.pending.Add(-1)
 	defer func() { _ = recover() }() // a bad point must not stop the indexer
 	ctx, cancel := context.WithTimeout(s.writeCtx, 2*time.Second)
