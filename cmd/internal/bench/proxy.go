@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/edgecache/edgecache/cmd/internal/upstream"
 )
 
 // ProxyHandler is the least a net/http reverse proxy does for one JSON
@@ -102,15 +104,18 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
-	u, err := url.Parse(*up)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("--upstream %q: want an http(s) base URL", *up)
+	u, h2c, err := upstream.ParseURL(*up) // the schemes edgecache takes, h2c included
+	if err != nil {
+		return fmt.Errorf("--upstream: %w", err)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
 	tr := &http.Transport{Proxy: nil, MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, ForceAttemptHTTP2: false}
+	if h2c {
+		tr.Protocols = upstream.H2C()
+	}
 	defer tr.CloseIdleConnections()
 	return serveHandler(ctx, ln, ProxyHandler(u, tr), "edgebench proxy", stdout)
 }

@@ -278,6 +278,27 @@ func TestStreamsSmoke(t *testing.T) {
 	if !strings.Contains(out.String(), "minimal proxy") {
 		t.Errorf("markdown lacks the reference:\n%s", out.String())
 	}
+	if rep.UpstreamH2C || rep.UpstreamHTTP2 != 0 {
+		t.Errorf("without --upstream-h2c: h2c %v, %d requests over HTTP/2", rep.UpstreamH2C, rep.UpstreamHTTP2)
+	}
+
+	// --upstream-h2c: edgecache reaches llmsim over HTTP/2, every stream.
+	out.Reset()
+	err = Main(context.Background(), "edgebench", []string{"streams", "--bin", bin, "--n", "20", "--tokens", "5",
+		"--tps", "50", "--open-admission", "--no-reference", "--upstream-h2c", "--json", jsonPath}, &out, &errb)
+	if err != nil {
+		t.Fatalf("streams --upstream-h2c: %v\n%s\n%s", err, out.String(), errb.String())
+	}
+	if data, err = os.ReadFile(jsonPath); err != nil {
+		t.Fatal(err)
+	}
+	rep = StreamsReport{}
+	if err := json.Unmarshal(data, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if !rep.UpstreamH2C || rep.UpstreamHTTP2 < 20 || rep.Edgecache.Intact != 20 {
+		t.Errorf("--upstream-h2c: h2c %v, %d requests over HTTP/2, %d intact; want true, ≥ 20, 20", rep.UpstreamH2C, rep.UpstreamHTTP2, rep.Edgecache.Intact)
+	}
 }
 
 // TestProxyFlushesEvents: the reference proxy passes each event of a

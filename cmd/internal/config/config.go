@@ -16,7 +16,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -28,6 +27,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/edgecache/edgecache/cache/semantic/verify"
+	"github.com/edgecache/edgecache/cmd/internal/upstream"
 )
 
 // Config is the whole configuration. The zero value of every field means its
@@ -1193,9 +1193,8 @@ func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.Upstream.URL != "" {
-		u, err := url.Parse(c.Upstream.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("upstream.url %q: must be an absolute http(s) URL", c.Upstream.URL)
+		if _, _, err := upstream.ParseURL(c.Upstream.URL); err != nil {
+			bad("upstream.url %q: must be an absolute http, https or h2c URL", c.Upstream.URL)
 		}
 	}
 	switch c.Log.Access {
@@ -1305,9 +1304,8 @@ func (c *Config) Validate() error {
 	}
 	backupNames := map[string]bool{"primary": true}
 	for i, b := range c.Backups {
-		u, err := url.Parse(b.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("backups[%d] %q: url %q must be an absolute http(s) URL", i, b.Name, b.URL)
+		if _, _, err := upstream.ParseURL(b.URL); err != nil {
+			bad("backups[%d] %q: url %q must be an absolute http, https or h2c URL", i, b.Name, b.URL)
 		}
 		if backupNames[b.Name] {
 			bad("backups[%d]: duplicate name %q", i, b.Name)
@@ -1560,9 +1558,8 @@ func (c *Config) validatePools(bad func(string, ...any)) {
 			bad("%s: health_check.path %q must start with /", where, h.Path)
 		}
 		for j, t := range pl.Targets {
-			u, err := url.Parse(t.URL)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				bad("%s: targets[%d]: url %q must be an absolute http(s) URL", where, j, t.URL)
+			if _, _, err := upstream.ParseURL(t.URL); err != nil {
+				bad("%s: targets[%d]: url %q must be an absolute http, https or h2c URL", where, j, t.URL)
 			}
 			if t.Weight < 0 {
 				bad("%s: targets[%d]: weight must not be negative", where, j)

@@ -285,6 +285,29 @@ func TestTemplatedRoute(t *testing.T) {
 	}
 }
 
+// TestUpstreamH2CURL: h2c:// (HTTP/2 with prior knowledge) is taken
+// wherever an upstream URL is; other schemes are refused by name.
+func TestUpstreamH2CURL(t *testing.T) {
+	c, err := Parse([]byte("upstream: {url: \"h2c://vllm.svc:8000\"}\n" +
+		"backups: [{name: b, url: \"h2c://backup.svc:8000\"}]\n" +
+		"upstreams: [{name: p, targets: [{url: \"h2c://a.svc:8000\"}]}]\n"))
+	if err == nil {
+		c.Default()
+		err = c.Validate()
+	}
+	if err != nil {
+		t.Fatalf("h2c URLs refused: %v", err)
+	}
+	c, err = Parse([]byte("upstream: {url: \"ws://vllm.svc:8000\"}\n"))
+	if err == nil {
+		c.Default()
+		err = c.Validate()
+	}
+	if err == nil || !strings.Contains(err.Error(), "http, https or h2c") {
+		t.Errorf("ws:// upstream: err %v, want one naming the schemes", err)
+	}
+}
+
 func FuzzParseConfig(f *testing.F) {
 	b, _ := os.ReadFile(filepath.Join("..", "..", "..", "deploy", "config.example.yaml"))
 	f.Add(b)

@@ -124,6 +124,7 @@ type Server struct {
 	canon    atomic.Pointer[canonical] // nil: every text its own answer (SetCanonical)
 	counts   [numRoutes]atomic.Int64
 	embedded atomic.Int64 // texts embedded (inputs of answered /v1/embeddings calls)
+	http2    atomic.Int64 // API requests that arrived over HTTP/2 (h2c)
 	inFlight atomic.Int64 // admitted generation requests
 	// busy is the time generation requests held a slot (nanoseconds,
 	// summed over requests): busy / (max_concurrency × elapsed) is the
@@ -186,11 +187,18 @@ func (s *Server) Stats() map[string]int64 {
 	if n := s.busy.Load() / int64(time.Millisecond); n > 0 {
 		m[StatBusyMillis] = n
 	}
+	if n := s.http2.Load(); n > 0 {
+		m[StatHTTP2Requests] = n
+	}
 	return m
 }
 
 // StatEmbeddedInputs is the Stats key of the number of texts embedded.
 const StatEmbeddedInputs = "embedded_inputs"
+
+// StatHTTP2Requests is the Stats key of the API requests that arrived over
+// HTTP/2 (h2c: the server takes it beside HTTP/1.1 on the same port).
+const StatHTTP2Requests = "http2_requests"
 
 // StatBusyMillis is the Stats key of the slot time of generation
 // requests: for each request admitted under MaxConcurrency (refused ones
@@ -204,6 +212,7 @@ func (s *Server) ResetStats() {
 		s.counts[i].Store(0)
 	}
 	s.embedded.Store(0)
+	s.http2.Store(0)
 	s.busy.Store(0)
 }
 
@@ -299,6 +308,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.counts[rt].Add(1)
+	if r.ProtoMajor == 2 {
+		s.http2.Add(1)
+	}
 	if rt == routeModels {
 		if r.Method != http.MethodGet {
 			writeMethodNotAllowed(w, r, http.MethodGet)

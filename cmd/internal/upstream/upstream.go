@@ -53,11 +53,43 @@ type Client struct {
 	prop propagation.TextMapPropagator
 }
 
+// ParseURL parses an upstream base URL. Its scheme is http, https, or h2c:
+// HTTP/2 over cleartext TCP with prior knowledge (RFC 9113, section 3.3),
+// spelled the way Traefik spells such backends. An h2c URL comes back with
+// scheme http and h2c true.
+//
+// Why h2c: over https the transport already negotiates HTTP/2, and every
+// open stream to the model shares a few connections. Over plain http each
+// open stream holds a connection of its own: a file descriptor, the
+// transport's two goroutines and buffers. An in-cluster model server or
+// sidecar that speaks h2c lets 10,000 streams share about 40 connections
+// (README, "Long streams": 8–10 KiB less RSS and 6–10 µs less CPU per
+// event at 2,000 streams, measured against llmsim).
+func ParseURL(s string) (u *url.URL, h2c bool, err error) {
+	u, err = url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "h2c") || u.Host == "" {
+		return nil, false, fmt.Errorf("upstream url %q: want an absolute http, https or h2c URL", s)
+	}
+	if u.Scheme == "h2c" {
+		u.Scheme, h2c = "http", true
+	}
+	return u, h2c, nil
+}
+
+// H2C returns the protocols of a transport that speaks HTTP/2 with prior
+// knowledge to http:// URLs (and HTTP/2 or HTTP/1.1 to https:// ones).
+func H2C() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	p.SetHTTP1(false)
+	return p
+}
+
 // New returns a Client for cfg.
 func New(cfg Config) (*Client, error) {
-	u, err := url.Parse(cfg.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("upstream url %q: want an absolute http(s) URL", cfg.URL)
+	u, h2c, err := ParseURL(cfg.URL)
+	if err != nil {
+		return nil, err
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	rt := cfg.Transport
@@ -68,7 +100,7 @@ func New(cfg Config) (*Client, error) {
 		if cfg.MaxIdleConns == 0 {
 			cfg.MaxIdleConns = 512
 		}
-		rt = &http.Transport{
+		t := &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			ForceAttemptHTTP2:     true,
@@ -88,7 +120,16 @@ func New(cfg Config) (*Client, error) {
 			// "Long streams": RSS per open stream at 2,000 streams.
 			ReadBufferSize:  2 << 10,
 			WriteBufferSize: 2 << 10,
+			// Over HTTP/2 many streams share a connection: one that stops
+			// answering is found by a ping after 30 s of silence and
+			// closed 15 s later, failing its streams, instead of holding
+			// them until their own timeouts.
+			HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
 		}
+		if h2c {
+			t.Protocols = H2C()
+		}
+		rt = t
 	}
 	return &Client{base: u, apiKey: cfg.APIKey, rt: rt, prop: cfg.Propagator}, nil
 }

@@ -52,3 +52,33 @@ func TestTraceHeadersAreEdgecaches(t *testing.T) {
 		t.Error("the inbound request's header was changed")
 	}
 }
+
+// TestParseURL: http, https and h2c base URLs are taken; h2c comes back as
+// http with h2c set, and the Client's URLs use http.
+func TestParseURL(t *testing.T) {
+	for in, want := range map[string]struct {
+		url string
+		h2c bool
+	}{
+		"http://m:8000/v1":        {"http://m:8000/v1", false},
+		"https://api.example.com": {"https://api.example.com", false},
+		"h2c://vllm.svc:8000":     {"http://vllm.svc:8000", true},
+	} {
+		u, h2c, err := ParseURL(in)
+		if err != nil || u.String() != want.url || h2c != want.h2c {
+			t.Errorf("ParseURL(%q) = %v, %v, %v; want %s, %v", in, u, h2c, err, want.url, want.h2c)
+		}
+	}
+	for _, bad := range []string{"ftp://m", "h2c:///v1", "m:8000", ""} {
+		if _, _, err := ParseURL(bad); err == nil || !strings.Contains(err.Error(), "h2c") {
+			t.Errorf("ParseURL(%q): err %v, want one naming the schemes", bad, err)
+		}
+	}
+	c, err := New(Config{URL: "h2c://127.0.0.1:1/v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.URL("/v1/chat/completions", "").String(); got != "http://127.0.0.1:1/v1/chat/completions" {
+		t.Errorf("URL = %s", got)
+	}
+}
