@@ -432,7 +432,7 @@ func (r *runner) streams(ctx context.Context, cfg streamsConfig) (StreamsReport,
 	if cfg.ttft > 0 {
 		simArgs = append(simArgs, "--ttft", cfg.ttft.String())
 	}
-	simAddr, _, err := r.startLLMSim(ctx, loadCPU, simArgs...)
+	simAddr, sim, err := r.startLLMSim(ctx, loadCPU, simArgs...)
 	if err != nil {
 		return fail(fmt.Errorf("llmsim: %w", err))
 	}
@@ -441,6 +441,14 @@ func (r *runner) streams(ctx context.Context, cfg streamsConfig) (StreamsReport,
 	spec.URL = "http://" + simAddr + chatPath
 	if rep.Direct, err = r.runStreamgen(ctx, spec, "direct"); err != nil {
 		return fail(fmt.Errorf("direct: %w", err))
+	}
+	if cfg.h2c {
+		// The direct phase ran against llmsim as always (HTTP/1.1 only);
+		// edgecache and the proxy get a fresh one that also takes h2c.
+		_ = sim.stop(10 * time.Second)
+		if simAddr, _, err = r.startLLMSim(ctx, loadCPU, append(simArgs, "--h2c")...); err != nil {
+			return fail(fmt.Errorf("llmsim --h2c: %w", err))
+		}
 	}
 
 	confPath := filepath.Join(r.dir, "edgecache.yaml")

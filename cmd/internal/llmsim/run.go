@@ -51,11 +51,13 @@ func Start(ctx context.Context, addr string, cfg Config) (*Running, error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return base },
 	}
-	// HTTP/1.1 and, on the same port, HTTP/2 with prior knowledge (h2c):
-	// an edge configured with an h2c:// upstream multiplexes its streams.
-	r.srv.Protocols = new(http.Protocols)
-	r.srv.Protocols.SetHTTP1(true)
-	r.srv.Protocols.SetUnencryptedHTTP2(true)
+	if cfg.H2C {
+		// HTTP/1.1 and, on the same port, HTTP/2 with prior knowledge:
+		// an edge given an h2c:// upstream multiplexes its streams.
+		r.srv.Protocols = new(http.Protocols)
+		r.srv.Protocols.SetHTTP1(true)
+		r.srv.Protocols.SetUnencryptedHTTP2(true)
+	}
 	go func() {
 		defer close(r.served)
 		if err := r.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -110,11 +112,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.AnswerTokens, "tokens", DefaultAnswerTokens, "words per answer")
 	fs.IntVar(&cfg.MaxConcurrency, "max-concurrency", 0, "generation requests in flight before 429; 0 = unlimited")
 	fs.IntVar(&cfg.EmbeddingDims, "embedding-dims", DefaultEmbeddingDims, "default embedding dimensions")
+	fs.BoolVar(&cfg.H2C, "h2c", false, "also serve HTTP/2 with prior knowledge (h2c) on the same port")
 	fs.BoolVar(&cfg.EmbeddingFold, "embed-fold", false, "embed texts lower-cased with white-space runs collapsed, so case and spacing variants get the same vector")
 	canonical := fs.String("canonical", "", `JSON file {"paraphrase": "canonical question", ...}: paraphrases get the canonical question's answer`)
 	reword := fs.Bool("reword", false, "with -canonical: a paraphrase's answer keeps the canonical first word but has filler of its own")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: llmsim [flags]\n\nAn OpenAI-compatible LLM upstream simulator with fault injection. It serves\nHTTP/1.1 and, on the same port, HTTP/2 with prior knowledge (h2c).\n\nFlags:")
+		fmt.Fprintln(fs.Output(), "Usage: llmsim [flags]\n\nAn OpenAI-compatible LLM upstream simulator with fault injection.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
