@@ -46,6 +46,8 @@ type streamsConfig struct {
 	// h2c: edgecache and the reference proxy reach llmsim over HTTP/2
 	// with prior knowledge, their streams sharing connections.
 	h2c bool
+	// promptBytes: each request carries a system message this long.
+	promptBytes int
 	// degradeAfter > 0 raises llmsim's TTFT to degradeTTFT that long after
 	// the burst through edgecache started, and starts a second wave of
 	// degradeN streams spread over degradeRamp.
@@ -95,6 +97,7 @@ func parseStreamsFlags(args []string, stderr io.Writer) (streamsConfig, error) {
 	fs.DurationVar(&c.timeout, "timeout", 0, "client timeout of one stream (0 = 2 × tokens/tps + 30s)")
 	fs.BoolVar(&c.open, "open-admission", false, "edgecache with large concurrency limits instead of the default config")
 	fs.BoolVar(&c.noReference, "no-reference", false, "skip the reference run through a minimal net/http reverse proxy")
+	fs.IntVar(&c.promptBytes, "prompt-bytes", 0, "add a system message of about this many bytes to every request (a long context); 0 = a one-line question")
 	fs.BoolVar(&c.h2c, "upstream-h2c", false, "edgecache and the reference proxy reach llmsim at an h2c:// URL (HTTP/2, prior knowledge): streams share connections instead of one each")
 	fs.DurationVar(&c.degradeAfter, "degrade-after", 0, "raise llmsim's TTFT this long after the burst through edgecache started, and send a second wave (0 = no)")
 	fs.DurationVar(&c.degradeTTFT, "degrade-ttft", 2*time.Second, "llmsim's TTFT from --degrade-after on")
@@ -128,6 +131,9 @@ func parseStreamsFlags(args []string, stderr io.Writer) (streamsConfig, error) {
 	}
 	if c.degradeN == 0 {
 		c.degradeN = max(1, c.n/4)
+	}
+	if c.promptBytes < 0 || c.promptBytes > 1<<20 {
+		errs = append(errs, errors.New("--prompt-bytes must be in 0..1048576"))
 	}
 	if c.recoverAfter < 0 || c.recoverRamp < 0 || c.recoverN < 0 || c.recoverN > 10_000 {
 		errs = append(errs, errors.New("--recover-after and --recover-ramp must not be negative, --recover-n in 0..10000"))
@@ -178,6 +184,10 @@ type StreamSpec struct {
 	Ramp    time.Duration `json:"ramp"`
 	Timeout time.Duration `json:"timeout"`
 	RunID   string        `json:"run_id"`
+	// PromptBytes > 0 adds a system message of about that many bytes to
+	// every request: a long context (a chat history, a system prompt, a
+	// document) as real clients send, not a one-line question.
+	PromptBytes int `json:"prompt_bytes,omitempty"`
 }
 
 // StreamPhase is the generator's result for one target.
@@ -203,6 +213,7 @@ type StreamsReport struct {
 	// when the phase through edgecache ended (the direct phase's are
 	// HTTP/1.1): with --upstream-h2c, at least the phase's streams.
 	UpstreamHTTP2  int64          `json:"upstream_http2_requests"`
+	PromptBytes    int            `json:"prompt_bytes,omitempty"` // --prompt-bytes
 	N              int            `json:"n"`
 	TokensPerSec   float64        `json:"tokens_per_second"`
 	Tokens         int            `json:"tokens"`
@@ -279,8 +290,12 @@ func WriteStreamsMarkdown(w io.Writer, rep StreamsReport) error {
 	if rep.UpstreamH2C {
 		proto = fmt.Sprintf("h2c, streams sharing connections (llmsim counted %d requests over HTTP/2)", rep.UpstreamHTTP2)
 	}
-	fmt.Fprintf(&b, "%d concurrent streams, llmsim at %g tokens/s, %d tokens; edgecache on CPU %d, llmsim and the generator on CPU %d; edgecache (and the reference proxy) to llmsim over %s.\n\n",
-		rep.N, rep.TokensPerSec, rep.Tokens, serverCPU, loadCPU, proto)
+	prompt := "a one-line question"
+	if rep.PromptBytes > 0 {
+		prompt = fmt.Sprintf("a %d-byte system message and a one-line question", rep.PromptBytes)
+	}
+	fmt.Fprintf(&b, "%d concurrent streams of %s, llmsim at %g tokens/s, %d tokens; edgecache on CPU %d, llmsim and the generator on CPU %d; edgecache (and the reference proxy) to llmsim over %s.\n\n",
+		rep.N, prompt, rep.TokensPerSec, rep.Tokens, serverCPU, loadCPU, proto)
 	b.WriteString("| target | intact / N | admitted / N | peak open | TTFT p50 | TTFT p99 | events |\n|---|---|---|---|---|---|---|\n")
 	rows := []struct {
 		name string
@@ -420,7 +435,7 @@ func streamsMain(ctx context.Context, command string, args []string, stdout, std
 func (r *runner) streams(ctx context.Context, cfg streamsConfig) (StreamsReport, error) {
 	rep := StreamsReport{
 		Machine: describeMachine(filepath.Join(cfg.bin, "edgecache"), time.Now()),
-		Command: cfg.command, OpenAdmission: cfg.open, UpstreamH2C: cfg.h2c, N: cfg.n, TokensPerSec: cfg.tps, Tokens: cfg.tokens,
+		Command: cfg.command, OpenAdmission: cfg.open, UpstreamH2C: cfg.h2c, PromptBytes: cfg.promptBytes, N: cfg.n, TokensPerSec: cfg.tps, Tokens: cfg.tokens,
 	}
 	fmt.Fprintf(r.log, "edgebench: %s\n", cfg.command)
 	fail := func(err error) (StreamsReport, error) {
@@ -436,7 +451,7 @@ func (r *runner) streams(ctx context.Context, cfg streamsConfig) (StreamsReport,
 	if err != nil {
 		return fail(fmt.Errorf("llmsim: %w", err))
 	}
-	spec := StreamSpec{N: cfg.n, Tokens: cfg.tokens, Ramp: cfg.ramp, Timeout: cfg.timeout, RunID: randomHex(6)}
+	spec := StreamSpec{N: cfg.n, Tokens: cfg.tokens, Ramp: cfg.ramp, Timeout: cfg.timeout, RunID: randomHex(6), PromptBytes: cfg.promptBytes}
 
 	spec.URL = "http://" + simAddr + chatPath
 	if rep.Direct, err = r.runStreamgen(ctx, spec, "direct"); err != nil {
@@ -849,7 +864,11 @@ type streamOutcome struct {
 // oneStream runs one stream and checks it: status 200, spec.Tokens content
 // events, a finish_reason and [DONE].
 func oneStream(ctx context.Context, client *http.Client, spec StreamSpec, i int, open, peakOpen *atomic.Int64) (o streamOutcome) {
-	body := fmt.Sprintf(`{"model":"sim-1","stream":true,"messages":[{"role":"user","content":"stream %s %d: tell me a story"}]}`, spec.RunID, i)
+	system := ""
+	if spec.PromptBytes > 0 {
+		system = `{"role":"system","content":"` + strings.Repeat("context ", (spec.PromptBytes+7)/8) + `"},`
+	}
+	body := fmt.Sprintf(`{"model":"sim-1","stream":true,"messages":[%s{"role":"user","content":"stream %s %d: tell me a story"}]}`, system, spec.RunID, i)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, spec.URL, strings.NewReader(body))
 	if err != nil {
 		o.fail = "request"
