@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -392,5 +393,38 @@ func TestStreamsRecoverFlags(t *testing.T) {
 	c, err := parseStreamsFlags([]string{"--n", "300", "--degrade-after", "5s", "--recover-after", "10s"}, io.Discard)
 	if err != nil || c.recoverAfter != 10*time.Second || c.recoverN != 300 || c.recoverRamp != 10*time.Second {
 		t.Fatalf("%+v %v", c, err)
+	}
+}
+
+// TestStreamPromptBytes: --prompt-bytes puts a system message of about
+// that size before the question, in valid JSON.
+func TestStreamPromptBytes(t *testing.T) {
+	var mu sync.Mutex
+	var seen []int // system message lengths
+	stub := sseStub(4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Messages []struct{ Role, Content string } `json:"messages"`
+		}
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body)) // the stub reads it too
+		if err := json.Unmarshal(body, &req); err != nil || len(req.Messages) != 2 || req.Messages[0].Role != "system" {
+			http.Error(w, fmt.Sprintf("messages %+v, err %v", req.Messages, err), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		seen = append(seen, len(req.Messages[0].Content))
+		mu.Unlock()
+		stub.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	res := RunStreams(context.Background(), StreamSpec{URL: srv.URL, N: 3, Tokens: 4, Timeout: 5 * time.Second, RunID: "p", PromptBytes: 4000})
+	if res.Admitted != 3 {
+		t.Fatalf("result: %+v", res)
+	}
+	for _, n := range seen {
+		if n < 4000 || n > 4008 {
+			t.Errorf("system message of %d bytes, want about 4000", n)
+		}
 	}
 }
