@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,9 @@ type upstreamCall struct {
 	// ttl is how long the answer may be stored (responseTTL), set by
 	// cacheable.
 	ttl time.Duration
+	// body is what was sent, released once an inline stream commits
+	// (releaseRequest).
+	body *upstream.Body
 }
 
 // admitAttempt takes a slot of t's adaptive concurrency limit for the
@@ -151,7 +155,16 @@ func (a *upstreamCall) do(ctx context.Context) outcome {
 // call sends the request and reads the answer into a.o.
 func (a *upstreamCall) call(ctx context.Context) {
 	ur := a.ur
-	resp, err := a.t.Client.Do(ctx, ur.in, ur.rt.upstreamPath(ur.in), requestBody(a.t, ur.body, ur.req))
+	if ur.released {
+		// Cannot happen (a committed stream is never retried); sending the
+		// request again without its body must not happen either.
+		a.o.reason, a.o.att.Err = "internal_error", "request body already released"
+		return
+	}
+	if b := requestBody(a.t, ur.body, ur.req); b != nil {
+		a.body = upstream.NewBody(b)
+	}
+	resp, err := a.t.Client.DoBody(ctx, ur.in, ur.rt.upstreamPath(ur.in), a.body)
 	if err != nil {
 		a.fail(ctx, err)
 		return
@@ -372,6 +385,33 @@ func (a *upstreamCall) commit(resp *http.Response, held [][]byte) {
 	}
 	c := a.c
 	a.idle = time.AfterFunc(a.p.cfg.StreamIdleTimeout, func() { a.stalled.Store(true); c.cancel() })
+	if c.onAppend != nil {
+		a.releaseRequest()
+	}
+}
+
+// releaseRequest lets go of the request's body once an inline stream has
+// committed. No retry can follow, and what the rest of the call reads of
+// the request (its API and model, the key, the semantic query's text) lives
+// outside the body. Before, an open stream held its whole prompt to the
+// end: in the transport's copy of the request (for a retry before an
+// answer), in the upstream request, and through the parsed request, whose
+// strings are views of the body. A 16 KiB prompt cost about 25 KiB per
+// open stream (README, "Long streams"). Inline streams only: every reader
+// of the request is then on this goroutine; a coalesced call's leader
+// still holds it (pending.req) until its own answer ends.
+func (a *upstreamCall) releaseRequest() {
+	ur := a.ur
+	ur.released, ur.body = true, nil
+	if ur.req != nil {
+		ur.req.Body = openai.Value{}
+	}
+	if ur.q != nil {
+		ur.q.text = strings.Clone(ur.q.text)
+	}
+	if a.body != nil {
+		a.body.Release()
+	}
 }
 
 // broken handles a read error in the middle of a stream: before the commit

@@ -130,13 +130,15 @@ func clientRetrying(in *http.Request) bool {
 // upstreamRequest is what every attempt of one request sends, and what
 // bounds them all.
 type upstreamRequest struct {
-	in    *http.Request // the client's method, URL and headers (outbound)
-	rt    *Route
-	body  []byte
-	req   *openai.Request
-	key   cache.Key // where a complete answer is stored ("" → nowhere)
-	q     *semanticQuery
-	store bool
+	in   *http.Request // the client's method, URL and headers (outbound)
+	rt   *Route
+	body []byte
+	// released: the body has been let go of (upstreamCall.releaseRequest).
+	released bool
+	req      *openai.Request
+	key      cache.Key // where a complete answer is stored ("" → nowhere)
+	q        *semanticQuery
+	store    bool
 	// tenantNS: key is in one tenant's own namespace, where an answer
 	// marked private may be stored.
 	tenantNS bool

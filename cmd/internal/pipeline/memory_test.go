@@ -1,8 +1,15 @@
 package pipeline
 
 import (
+	"bufio"
+	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"testing"
 
@@ -59,4 +66,106 @@ func TestSemanticPointsKeepNoRequestBody(t *testing.T) {
 	if grown >= int64(n)*size/4 {
 		t.Errorf("heap grew %.2f MB over %d requests with %d KB prompts: the index keeps request bodies", float64(grown)/(1<<20), n, size>>10)
 	}
+}
+
+// TestOpenStreamsKeepNoRequestBody: a stream relayed inline lets go of its
+// request body once it commits (upstreamCall.releaseRequest). Before, the
+// whole prompt stayed reachable until the stream's end: from the
+// transport's copy of the request, the upstream request and the parsed
+// request's views of the body. 16 streams with 512 KB system prompts are
+// held open after their first token and the heap is read after a full GC:
+// a kept body is 512 KB a stream; the bound, a quarter of that, leaves room
+// for what an open stream rightly holds in this process (both ends'
+// connection buffers, llmsim's generation, the relay).
+//
+// The upstream is a few lines here rather than llmsim: llmsim keeps each
+// request's body in a pooled buffer until its answer ends, and in this
+// process that would be counted as the edge's.
+func TestOpenStreamsKeepNoRequestBody(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"sim-1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n")
+		fmt.Fprint(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"sim-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Once\"}}]}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // open until the edge hangs up
+	}))
+	defer up.Close()
+	e := newEdge(t, edgeOpts{maxBody: 4 << 20, simURL: up.URL})
+	const n, size = 16, 512 << 10
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	open := func(i int) *http.Response {
+		t.Helper()
+		system := fmt.Sprintf("Stream %d. ", i) + strings.Repeat("You are a careful assistant. ", size/28)
+		body := `{"model":"sim-1","stream":true,"messages":[{"role":"system","content":` + quote(system) + `},` +
+			`{"role":"user","content":"tell me a long story"}]}`
+		// The client's own request must not keep the body either: it
+		// lives in this process too.
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.url+"/v1/chat/completions", &onceReader{b: []byte(body)})
+		req.ContentLength = int64(len(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Cache-Control", "no-store") // relayed inline
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(resp.Body)
+		for { // up to the first token: the stream has committed
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("stream %d: %v", i, err)
+			}
+			if strings.Contains(line, `"content":"`) && !strings.Contains(line, `"content":""`) {
+				return resp
+			}
+		}
+	}
+	// Warm up buffers and connections sized for such bodies.
+	for i := range 2 {
+		open(-1 - i).Body.Close()
+	}
+	base := heap()
+	var opened []*http.Response
+	for i := range n {
+		opened = append(opened, open(i))
+	}
+	after := heap()
+	if f := os.Getenv("EDGECACHE_TEST_HEAPPROFILE"); f != "" {
+		out, _ := os.Create(f)
+		_ = pprof.WriteHeapProfile(out)
+		out.Close()
+	}
+	grown := int64(after) - int64(base)
+	t.Logf("heap after GC: %.2f MB before, %.2f MB with %d open streams of %d KB prompts (%+.2f MB, %d B per stream)",
+		float64(base)/(1<<20), float64(after)/(1<<20), n, size>>10, float64(grown)/(1<<20), grown/n)
+	if grown >= int64(n)*size/4 {
+		t.Errorf("heap grew %.2f MB with %d open streams of %d KB prompts: open streams keep their request bodies", float64(grown)/(1<<20), n, size>>10)
+	}
+	for _, r := range opened {
+		r.Body.Close()
+	}
+}
+
+// onceReader reads b once and lets go of it at its end.
+type onceReader struct{ b []byte }
+
+func (r *onceReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		r.b = nil
+		return 0, io.EOF
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	if len(r.b) == 0 {
+		r.b = nil
+	}
+	return n, nil
 }

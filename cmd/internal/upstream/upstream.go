@@ -6,7 +6,6 @@
 package upstream
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -180,6 +180,76 @@ func textproto(s string) string { return http.CanonicalHeaderKey(strings.TrimSpa
 // Do sends body to path on the upstream with the inbound request's method,
 // query and end-to-end headers. The caller closes the response body.
 func (c *Client) Do(ctx context.Context, in *http.Request, path string, body []byte) (*http.Response, error) {
+	var b *Body
+	if body != nil {
+		b = NewBody(body)
+	}
+	return c.DoBody(ctx, in, path, b)
+}
+
+// Body is an outbound request body that the caller can let go of once the
+// upstream is answering (Release). The transport keeps the request it sent,
+// and with it the body (for a retry before an answer), until the answer
+// ends: for a stream that is minutes, and a long prompt is most of what an
+// open stream holds (README, "Long streams").
+type Body struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+// NewBody returns a Body of b, which must not change while it is sent.
+func NewBody(b []byte) *Body { return &Body{b: b} }
+
+// Release lets go of the bytes. A read or a retry after it fails
+// (errBodyReleased); the transport has read the whole body by then when
+// the upstream has started its answer.
+func (b *Body) Release() {
+	b.mu.Lock()
+	b.b = nil
+	b.mu.Unlock()
+}
+
+var errBodyReleased = errors.New("request body released: the answer was under way")
+
+// reader returns a new reader of the body from its start.
+func (b *Body) reader() (io.ReadCloser, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.b == nil {
+		return nil, errBodyReleased
+	}
+	if len(b.b) == 0 {
+		return http.NoBody, nil
+	}
+	return &bodyReader{body: b}, nil
+}
+
+// bodyReader reads a Body without holding its bytes itself, so Release
+// frees them even while the transport keeps the reader.
+type bodyReader struct {
+	body *Body
+	off  int
+}
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	r.body.mu.Lock()
+	defer r.body.mu.Unlock()
+	if r.body.b == nil {
+		return 0, errBodyReleased
+	}
+	if r.off >= len(r.body.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.body.b[r.off:])
+	r.off += n
+	return n, nil
+}
+
+func (r *bodyReader) Close() error { return nil }
+
+// DoBody is Do with a Body the caller may release once the answer is under
+// way; nil sends no body.
+func (c *Client) DoBody(ctx context.Context, in *http.Request, path string, body *Body) (*http.Response, error) {
 	// The request is built field by field rather than through
 	// http.NewRequestWithContext: the URL is already parsed, and formatting
 	// it to parse it again costs every pass-through call.
@@ -199,13 +269,14 @@ func (c *Client) Do(ctx context.Context, in *http.Request, path string, body []b
 		return nil, &Error{Kind: KindOther, Err: fmt.Errorf("invalid method %q", out.Method)}
 	}
 	if body != nil {
-		out.Body = io.NopCloser(bytes.NewReader(body))
-		out.ContentLength = int64(len(body))
-		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-		if len(body) == 0 {
-			out.Body = http.NoBody
-			out.GetBody = func() (io.ReadCloser, error) { return http.NoBody, nil }
+		rd, err := body.reader()
+		if err != nil {
+			return nil, &Error{Kind: KindOther, Err: err}
 		}
+		out.Body, out.GetBody = rd, body.reader
+		body.mu.Lock()
+		out.ContentLength = int64(len(body.b))
+		body.mu.Unlock()
 	}
 	if c.apiKey != "" {
 		out.Header.Set("Authorization", "Bearer "+c.apiKey)

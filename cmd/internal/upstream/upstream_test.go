@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -80,5 +81,40 @@ func TestParseURL(t *testing.T) {
 	}
 	if got := c.URL("/v1/chat/completions", "").String(); got != "http://127.0.0.1:1/v1/chat/completions" {
 		t.Errorf("URL = %s", got)
+	}
+}
+
+// TestBodyRelease: a Body is sent whole, can be read again for a retry
+// until it is released, and not after.
+func TestBodyRelease(t *testing.T) {
+	var got []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, _ = io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	c, err := New(Config{URL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBody([]byte(`{"model":"m"}`))
+	resp, err := c.DoBody(context.Background(), httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil), "/v1/chat/completions", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if string(got) != `{"model":"m"}` || resp.Request.ContentLength != int64(len(got)) {
+		t.Fatalf("upstream got %q (Content-Length %d)", got, resp.Request.ContentLength)
+	}
+	again, err := resp.Request.GetBody()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Release()
+	if _, err := resp.Request.GetBody(); err == nil {
+		t.Error("GetBody after Release: no error")
+	}
+	if _, err := io.ReadAll(again); err == nil {
+		t.Error("a reader made before Release still reads the released bytes")
 	}
 }
