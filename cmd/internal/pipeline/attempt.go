@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -385,29 +384,27 @@ func (a *upstreamCall) commit(resp *http.Response, held [][]byte) {
 	}
 	c := a.c
 	a.idle = time.AfterFunc(a.p.cfg.StreamIdleTimeout, func() { a.stalled.Store(true); c.cancel() })
-	if c.onAppend != nil {
-		a.releaseRequest()
-	}
+	a.releaseRequest()
 }
 
-// releaseRequest lets go of the request's body once an inline stream has
+// releaseRequest lets go of the request's body once a stream has
 // committed. No retry can follow, and what the rest of the call reads of
 // the request (its API and model, the key, the semantic query's text) lives
 // outside the body. Before, an open stream held its whole prompt to the
 // end: in the transport's copy of the request (for a retry before an
 // answer), in the upstream request, and through the parsed request, whose
-// strings are views of the body. A 16 KiB prompt cost about 25 KiB per
-// open stream (README, "Long streams"). Inline streams only: every reader
-// of the request is then on this goroutine; a coalesced call's leader
-// still holds it (pending.req) until its own answer ends.
+// strings are views of the body. A 16 KiB prompt cost about 18 KiB per
+// open stream (README, "Long streams").
+//
+// The call's own parsed request and query are released here only when they
+// are its own (upstreamRequest.own: a call on a goroutine of its own);
+// otherwise they are the handler's, released on the handler's goroutine
+// with the client's other views (pending.releaseViews).
 func (a *upstreamCall) releaseRequest() {
 	ur := a.ur
 	ur.released, ur.body = true, nil
-	if ur.req != nil {
-		ur.req.Body = openai.Value{}
-	}
-	if ur.q != nil {
-		ur.q.text = strings.Clone(ur.q.text)
+	if ur.own {
+		releaseViews(ur.req, ur.q)
 	}
 	if a.body != nil {
 		a.body.Release()

@@ -135,10 +135,13 @@ type upstreamRequest struct {
 	body []byte
 	// released: the body has been let go of (upstreamCall.releaseRequest).
 	released bool
-	req      *openai.Request
-	key      cache.Key // where a complete answer is stored ("" → nowhere)
-	q        *semanticQuery
-	store    bool
+	// own: req and q are the call's own copies (ownRequest), not the
+	// handler's pending ones.
+	own   bool
+	req   *openai.Request
+	key   cache.Key // where a complete answer is stored ("" → nowhere)
+	q     *semanticQuery
+	store bool
 	// tenantNS: key is in one tenant's own namespace, where an answer
 	// marked private may be stored.
 	tenantNS bool
@@ -150,6 +153,22 @@ type upstreamRequest struct {
 	tenantOK bool
 
 	pools []*Pool // the pools that may serve it, in order (Pipeline.chain)
+}
+
+// ownRequest gives the call copies of the parsed request and semantic
+// query of its own, for a call run on its own goroutine: each side then
+// lets go of its views of the body when the stream starts without touching
+// the other's (releaseViews).
+func (ur *upstreamRequest) ownRequest() {
+	ur.own = true
+	if ur.req != nil {
+		rc := *ur.req
+		ur.req = &rc
+	}
+	if ur.q != nil {
+		qc := *ur.q
+		ur.q = &qc
+	}
 }
 
 // reasonKeyHeld is the Failure of a request whose own key the target holds.

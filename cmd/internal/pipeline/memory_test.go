@@ -68,20 +68,30 @@ func TestSemanticPointsKeepNoRequestBody(t *testing.T) {
 	}
 }
 
-// TestOpenStreamsKeepNoRequestBody: a stream relayed inline lets go of its
-// request body once it commits (upstreamCall.releaseRequest). Before, the
-// whole prompt stayed reachable until the stream's end: from the
-// transport's copy of the request, the upstream request and the parsed
-// request's views of the body. 16 streams with 512 KB system prompts are
-// held open after their first token and the heap is read after a full GC:
-// a kept body is 512 KB a stream; the bound, a quarter of that, leaves room
-// for what an open stream rightly holds in this process (both ends'
-// connection buffers, llmsim's generation, the relay).
+// TestOpenStreamsKeepNoRequestBody: an open stream lets go of its request
+// body once it commits (upstreamCall.releaseRequest, pending.releaseViews),
+// whether it is relayed inline (no-store) or on a coalesced call's own
+// goroutine (a cacheable request: the default). Before, the whole prompt
+// stayed reachable until the stream's end: from the transport's copy of
+// the request, the upstream request and the parsed request's views of the
+// body. 16 streams with 512 KB system prompts are held open after their
+// first token and the heap is read after a full GC: a kept body is 512 KB
+// a stream; the bound, a quarter of that, leaves room for what an open
+// stream rightly holds in this process (both ends' connection buffers, the
+// relay, the call).
 //
 // The upstream is a few lines here rather than llmsim: llmsim keeps each
 // request's body in a pooled buffer until its answer ends, and in this
 // process that would be counted as the edge's.
 func TestOpenStreamsKeepNoRequestBody(t *testing.T) {
+	for _, c := range []struct {
+		name, cacheControl string
+	}{{"inline", "no-store"}, {"coalesced", ""}} {
+		t.Run(c.name, func(t *testing.T) { openStreamsKeepNoBody(t, c.cacheControl) })
+	}
+}
+
+func openStreamsKeepNoBody(t *testing.T, cacheControl string) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -112,10 +122,15 @@ func TestOpenStreamsKeepNoRequestBody(t *testing.T) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.url+"/v1/chat/completions", &onceReader{b: []byte(body)})
 		req.ContentLength = int64(len(body))
 		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Cache-Control", "no-store") // relayed inline
+		if cacheControl != "" {
+			req.Header.Set("Cache-Control", cacheControl)
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream %d: status %d", i, resp.StatusCode)
 		}
 		br := bufio.NewReader(resp.Body)
 		for { // up to the first token: the stream has committed
