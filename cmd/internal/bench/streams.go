@@ -48,6 +48,7 @@ type streamsConfig struct {
 	h2c bool
 	// promptBytes: each request carries a system message this long.
 	promptBytes int
+	cacheable   bool // --cacheable: no Cache-Control: no-store
 	// degradeAfter > 0 raises llmsim's TTFT to degradeTTFT that long after
 	// the burst through edgecache started, and starts a second wave of
 	// degradeN streams spread over degradeRamp.
@@ -98,6 +99,7 @@ func parseStreamsFlags(args []string, stderr io.Writer) (streamsConfig, error) {
 	fs.BoolVar(&c.open, "open-admission", false, "edgecache with large concurrency limits instead of the default config")
 	fs.BoolVar(&c.noReference, "no-reference", false, "skip the reference run through a minimal net/http reverse proxy")
 	fs.IntVar(&c.promptBytes, "prompt-bytes", 0, "add a system message of about this many bytes to every request (a long context); 0 = a one-line question")
+	fs.BoolVar(&c.cacheable, "cacheable", false, "send the streams without Cache-Control: no-store: edgecache stores the answers and coalesces the calls (a streamed request's default path) instead of relaying inline")
 	fs.BoolVar(&c.h2c, "upstream-h2c", false, "edgecache and the reference proxy reach llmsim at an h2c:// URL (HTTP/2, prior knowledge): streams share connections instead of one each")
 	fs.DurationVar(&c.degradeAfter, "degrade-after", 0, "raise llmsim's TTFT this long after the burst through edgecache started, and send a second wave (0 = no)")
 	fs.DurationVar(&c.degradeTTFT, "degrade-ttft", 2*time.Second, "llmsim's TTFT from --degrade-after on")
@@ -188,6 +190,11 @@ type StreamSpec struct {
 	// every request: a long context (a chat history, a system prompt, a
 	// document) as real clients send, not a one-line question.
 	PromptBytes int `json:"prompt_bytes,omitempty"`
+	// Cacheable sends the requests without Cache-Control: no-store, so
+	// edgecache may store the answers and coalesces the calls (the
+	// default path of a streamed request), instead of relaying them
+	// inline.
+	Cacheable bool `json:"cacheable,omitempty"`
 }
 
 // StreamPhase is the generator's result for one target.
@@ -214,6 +221,7 @@ type StreamsReport struct {
 	// HTTP/1.1): with --upstream-h2c, at least the phase's streams.
 	UpstreamHTTP2  int64          `json:"upstream_http2_requests"`
 	PromptBytes    int            `json:"prompt_bytes,omitempty"` // --prompt-bytes
+	Cacheable      bool           `json:"cacheable,omitempty"`    // --cacheable
 	N              int            `json:"n"`
 	TokensPerSec   float64        `json:"tokens_per_second"`
 	Tokens         int            `json:"tokens"`
@@ -293,6 +301,9 @@ func WriteStreamsMarkdown(w io.Writer, rep StreamsReport) error {
 	prompt := "a one-line question"
 	if rep.PromptBytes > 0 {
 		prompt = fmt.Sprintf("a %d-byte system message and a one-line question", rep.PromptBytes)
+	}
+	if rep.Cacheable {
+		prompt += " (cacheable: stored and coalesced, not no-store)"
 	}
 	fmt.Fprintf(&b, "%d concurrent streams of %s, llmsim at %g tokens/s, %d tokens; edgecache on CPU %d, llmsim and the generator on CPU %d; edgecache (and the reference proxy) to llmsim over %s.\n\n",
 		rep.N, prompt, rep.TokensPerSec, rep.Tokens, serverCPU, loadCPU, proto)
@@ -435,7 +446,7 @@ func streamsMain(ctx context.Context, command string, args []string, stdout, std
 func (r *runner) streams(ctx context.Context, cfg streamsConfig) (StreamsReport, error) {
 	rep := StreamsReport{
 		Machine: describeMachine(filepath.Join(cfg.bin, "edgecache"), time.Now()),
-		Command: cfg.command, OpenAdmission: cfg.open, UpstreamH2C: cfg.h2c, PromptBytes: cfg.promptBytes, N: cfg.n, TokensPerSec: cfg.tps, Tokens: cfg.tokens,
+		Command: cfg.command, OpenAdmission: cfg.open, UpstreamH2C: cfg.h2c, PromptBytes: cfg.promptBytes, Cacheable: cfg.cacheable, N: cfg.n, TokensPerSec: cfg.tps, Tokens: cfg.tokens,
 	}
 	fmt.Fprintf(r.log, "edgebench: %s\n", cfg.command)
 	fail := func(err error) (StreamsReport, error) {
@@ -451,7 +462,7 @@ func (r *runner) streams(ctx context.Context, cfg streamsConfig) (StreamsReport,
 	if err != nil {
 		return fail(fmt.Errorf("llmsim: %w", err))
 	}
-	spec := StreamSpec{N: cfg.n, Tokens: cfg.tokens, Ramp: cfg.ramp, Timeout: cfg.timeout, RunID: randomHex(6), PromptBytes: cfg.promptBytes}
+	spec := StreamSpec{N: cfg.n, Tokens: cfg.tokens, Ramp: cfg.ramp, Timeout: cfg.timeout, RunID: randomHex(6), PromptBytes: cfg.promptBytes, Cacheable: cfg.cacheable}
 
 	spec.URL = "http://" + simAddr + chatPath
 	if rep.Direct, err = r.runStreamgen(ctx, spec, "direct"); err != nil {
@@ -793,7 +804,8 @@ func streamgenMain(ctx context.Context, args []string, stdout, stderr io.Writer)
 }
 
 // RunStreams opens spec.N streams, each with a prompt of its own and
-// Cache-Control: no-store, and waits for all of them.
+// (unless spec.Cacheable) Cache-Control: no-store, and waits for all of
+// them.
 func RunStreams(ctx context.Context, spec StreamSpec) StreamPhase {
 	tr := &http.Transport{MaxIdleConnsPerHost: -1, DisableCompression: true, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
@@ -875,7 +887,9 @@ func oneStream(ctx context.Context, client *http.Client, spec StreamSpec, i int,
 		return o
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Cache-Control", "no-store")
+	if !spec.Cacheable {
+		req.Header.Set("Cache-Control", "no-store")
+	}
 	t0 := time.Now()
 	resp, err := client.Do(req)
 	if err != nil {
