@@ -46,7 +46,7 @@ type upstreamCall struct {
 	// ttl is how long the answer may be stored (responseTTL), set by
 	// cacheable.
 	ttl time.Duration
-	// body is what was sent, released once an inline stream commits
+	// body is what was sent, released once a stream commits
 	// (releaseRequest).
 	body *upstream.Body
 }
@@ -399,7 +399,7 @@ func (a *upstreamCall) commit(resp *http.Response, held [][]byte) {
 // The call's own parsed request and query are released here only when they
 // are its own (upstreamRequest.own: a call on a goroutine of its own);
 // otherwise they are the handler's, released on the handler's goroutine
-// with the client's other views (pending.releaseViews).
+// when its client's stream starts (callWriter.step).
 func (a *upstreamCall) releaseRequest() {
 	ur := a.ur
 	ur.released, ur.body = true, nil

@@ -68,24 +68,14 @@ type pending struct {
 	lane  string
 	adm   *admitted
 	usage int64
-	// viewsReleased: req and q let go of the request body (releaseViews).
-	viewsReleased bool
 }
 
-// releaseViews lets go of what pd holds of the request body once the
-// client's stream has started: the parsed request's views (from here on
-// only its API, flags and copied model are read) and the semantic query's
-// text (copied: the index needs it when the answer is stored). With the
-// call's own release (upstreamCall.releaseRequest) this leaves an open
-// stream holding none of its prompt.
-func (pd *pending) releaseViews() {
-	if pd.viewsReleased {
-		return
-	}
-	pd.viewsReleased = true
-	releaseViews(pd.req, pd.q)
-}
-
+// releaseViews lets go of what a parsed request and its semantic query
+// hold of the request body, once the stream has started: the request's
+// views (from here on only its API, flags and copied model are read) and
+// the query's text (copied: the index needs it when the answer is
+// stored). With the call's own release (upstreamCall.releaseRequest) this
+// leaves an open stream holding none of its prompt.
 func releaseViews(req *openai.Request, q *semanticQuery) {
 	if req != nil {
 		req.Body = openai.Value{}

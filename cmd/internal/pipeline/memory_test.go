@@ -7,9 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"runtime"
-	"runtime/pprof"
 	"strings"
 	"testing"
 
@@ -39,19 +37,12 @@ func TestSemanticPointsKeepNoRequestBody(t *testing.T) {
 			t.Fatalf("request %d: %d %s", i, r.status, r.body)
 		}
 	}
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC() // the second also empties the sync.Pools the first moved aside
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
 	// Warm up: pools, connections and buffers sized for such bodies.
 	for i := range 3 {
 		ask(-1 - i)
 	}
 	e.waitIndexed()
-	base := heap()
+	base := heapAfterGC()
 	for i := range n {
 		ask(i)
 	}
@@ -59,7 +50,7 @@ func TestSemanticPointsKeepNoRequestBody(t *testing.T) {
 	if pts := e.p.sem.cfg.Index.(*flakyIndex).Index.(*semantic.Embedded).Stats().Points; pts < n {
 		t.Fatalf("%d points indexed, want at least %d", pts, n)
 	}
-	after := heap()
+	after := heapAfterGC()
 	grown := int64(after) - int64(base)
 	t.Logf("heap after GC: %.2f MB before, %.2f MB after %d × %d KB prompts (%+.2f MB, %d B per request)",
 		float64(base)/(1<<20), float64(after)/(1<<20), n, size>>10, float64(grown)/(1<<20), grown/n)
@@ -69,7 +60,7 @@ func TestSemanticPointsKeepNoRequestBody(t *testing.T) {
 }
 
 // TestOpenStreamsKeepNoRequestBody: an open stream lets go of its request
-// body once it commits (upstreamCall.releaseRequest, pending.releaseViews),
+// body once it commits (upstreamCall.releaseRequest, releaseViews),
 // whether it is relayed inline (no-store) or on a coalesced call's own
 // goroutine (a cacheable request: the default). Before, the whole prompt
 // stayed reachable until the stream's end: from the transport's copy of
@@ -103,13 +94,6 @@ func openStreamsKeepNoBody(t *testing.T, cacheControl string) {
 	defer up.Close()
 	e := newEdge(t, edgeOpts{maxBody: 4 << 20, simURL: up.URL})
 	const n, size = 16, 512 << 10
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	open := func(i int) *http.Response {
@@ -147,17 +131,12 @@ func openStreamsKeepNoBody(t *testing.T, cacheControl string) {
 	for i := range 2 {
 		open(-1 - i).Body.Close()
 	}
-	base := heap()
+	base := heapAfterGC()
 	var opened []*http.Response
 	for i := range n {
 		opened = append(opened, open(i))
 	}
-	after := heap()
-	if f := os.Getenv("EDGECACHE_TEST_HEAPPROFILE"); f != "" {
-		out, _ := os.Create(f)
-		_ = pprof.WriteHeapProfile(out)
-		out.Close()
-	}
+	after := heapAfterGC()
 	grown := int64(after) - int64(base)
 	t.Logf("heap after GC: %.2f MB before, %.2f MB with %d open streams of %d KB prompts (%+.2f MB, %d B per stream)",
 		float64(base)/(1<<20), float64(after)/(1<<20), n, size>>10, float64(grown)/(1<<20), grown/n)
@@ -183,4 +162,14 @@ func (r *onceReader) Read(p []byte) (int, error) {
 		r.b = nil
 	}
 	return n, nil
+}
+
+// heapAfterGC is the live heap after a full collection. The second GC also
+// empties the sync.Pools the first moved aside.
+func heapAfterGC() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }

@@ -649,7 +649,9 @@ func (p *Pipeline) forward(w http.ResponseWriter, r *http.Request, pd *pending, 
 		case inline:
 			p.run(runCtx, c, ur)
 		default:
-			ur.ownRequest() // the handler releases its views on its own goroutine
+			if stream {
+				ur.ownRequest() // the handler releases its views on its own goroutine
+			}
 			go p.run(runCtx, c, ur)
 		}
 	} else {
@@ -797,7 +799,7 @@ func (cw *callWriter) step() bool {
 	if !cw.wrote && v.status != 0 && (c.stream || v.done) {
 		cw.writeHeader(v)
 		if c.stream {
-			pd.releaseViews() // the answer is under way: no ladder, no retry for this client
+			releaseViews(pd.req, pd.q) // the answer is under way: no ladder, no retry for this client
 		}
 	}
 	if cw.wrote {
