@@ -110,7 +110,19 @@ func TestBodyRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sent, err := resp.Request.GetBody()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(sent); err != nil || string(got) != `{"model":"m"}` {
+		t.Fatalf("GetBody reads %q, %v", got, err)
+	}
 	b.Release()
+	// net/http reads once more past Content-Length: a reader that has
+	// given everything says EOF even after the release.
+	if n, err := sent.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+		t.Errorf("read of a fully read body after Release: %d, %v; want 0, EOF", n, err)
+	}
 	if _, err := resp.Request.GetBody(); err == nil {
 		t.Error("GetBody after Release: no error")
 	}
